@@ -1,0 +1,49 @@
+// custos_audit/entry.h — one audit entry and its canonical byte encoding.
+//
+// The encoding (audit/FORMAT.md §1) is what the Merkle leaf hashes, so it is
+// fixed: a version byte, then every field in a fixed order, integers
+// big-endian, strings and lists length-prefixed. Entries carry names, ids
+// and codes, never personal values.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "custos_audit/merkle.h"
+
+namespace custos::auditfmt {
+
+inline constexpr std::uint8_t kEntryVersion = 1;
+
+struct Entry {
+  std::uint64_t seq = 0;  // position in the log == Merkle leaf index
+  std::string time;       // RFC 3339 UTC, microseconds
+  std::string principal, role, token_id, purpose, operation, subject_id;
+  std::vector<std::string> fields;         // field names, never values
+  std::vector<std::string> masked_fields;  // fields served masked
+  std::string outcome;                     // allowed | denied
+  std::string reason;                      // denial code
+  std::string request_id, node_id;
+  std::string detail;                      // small, non-personal
+  std::vector<std::string> subject_ids;    // further subjects covered (campaign pages)
+  Hash prev{};  // leaf hash of entry seq-1 (zero for seq 0): pinpoints an altered entry
+};
+
+std::vector<std::uint8_t> encode(const Entry& entry);
+// Throws std::runtime_error naming what is malformed.
+Entry decode(std::span<const std::uint8_t> bytes);
+
+// What the verifier needs, without allocating: checks the whole structure.
+struct EntryView {
+  std::uint64_t seq = 0;
+  Hash prev{};
+};
+// Returns false (with `why`) if the bytes are not a well-formed entry.
+bool parse_view(std::span<const std::uint8_t> bytes, EntryView& out, const char** why);
+
+// One JSON object, for people and for the API.
+std::string to_json(const Entry& entry);
+
+}  // namespace custos::auditfmt

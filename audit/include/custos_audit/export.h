@@ -1,0 +1,57 @@
+// custos_audit/export.h — the self-contained audit export (FORMAT.md §3).
+//
+//   "custos-audit-export 1\n"
+//   one line of JSON: the header (origin, key name, public-key fingerprint,
+//   first sequence number, entry and checkpoint counts, creation time)
+//   records: 1 type byte ('C' checkpoint note, 'E' canonical entry),
+//            u32 big-endian length, payload
+//   'Z' and u32 0: the end (a missing end marker means truncation)
+//
+// Writers emit every checkpoint first, then the entries in order, so a
+// verifier knows each signed size before the entries reach it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <istream>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace custos::auditfmt {
+
+inline constexpr std::string_view kExportMagic = "custos-audit-export 1\n";
+
+struct ExportHeader {
+  std::string origin;
+  std::string key_name;
+  std::string public_key_fingerprint;
+  std::uint64_t first_seq = 0;
+  std::uint64_t entry_count = 0;
+  std::uint64_t checkpoint_count = 0;
+  std::string created;
+};
+
+class ExportWriter {
+ public:
+  ExportWriter(std::ostream& out, const ExportHeader& header);
+  void add_checkpoint(std::string_view note);
+  void add_entry(std::span<const std::uint8_t> canonical_entry);
+  void finish();
+
+ private:
+  void record(char type, const void* data, std::size_t size);
+  std::ostream& out_;
+};
+
+// Streams an export: the header, then each record. Returns false with `error`
+// set on a malformed or truncated file. Callbacks return false to stop early.
+struct ExportVisitor {
+  std::function<bool(const ExportHeader&)> on_header;
+  std::function<bool(std::string_view note)> on_checkpoint;
+  std::function<bool(std::span<const std::uint8_t> entry)> on_entry;
+};
+bool read_export(std::istream& in, const ExportVisitor& visitor, std::string& error);
+
+}  // namespace custos::auditfmt

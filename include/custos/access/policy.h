@@ -1,0 +1,64 @@
+// custos/access/policy.h — roles, purposes and field visibility from policies/.
+//
+// A Policy is immutable once loaded; reloading builds a new one and swaps a
+// shared_ptr, so a request sees one consistent policy from start to end.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "custos/records/schema.h"
+
+namespace custos::access {
+
+enum class Visibility { none, masked, plain };
+
+// The operation classes a role can be granted.
+inline const std::vector<std::string> kOperations = {"records.read", "records.write", "consent", "dsr",
+                                                     "breach",       "audit",         "keys",    "admin",
+                                                     "analytics"};
+
+struct Purpose {
+  std::string name;
+  std::string description;
+  std::string lawful_basis;
+  bool marketing = false;
+  bool sale_or_share = false;
+  std::vector<std::string> channels;
+};
+
+struct Role {
+  std::string name;
+  std::set<std::string> operations;
+  std::map<std::string, Visibility> visibility;  // by data category
+  std::set<std::string> purposes;
+};
+
+class Policy {
+ public:
+  // Loads roles.yaml and purposes.yaml from `dir`, checked against `schema`
+  // (unknown categories, operations or purposes are errors). Throws
+  // Error(invalid_argument) naming the file and the entry.
+  static std::shared_ptr<const Policy> load(const std::filesystem::path& dir, const records::Schema& schema);
+
+  const Role* role(std::string_view name) const;
+  const Purpose* purpose(std::string_view name) const;
+  const std::map<std::string, Role, std::less<>>& roles() const { return roles_; }
+  const std::map<std::string, Purpose, std::less<>>& purposes() const { return purposes_; }
+
+  Visibility visibility(const Role& role, const records::FieldSpec& field) const;
+
+ private:
+  std::map<std::string, Role, std::less<>> roles_;
+  std::map<std::string, Purpose, std::less<>> purposes_;
+};
+
+// The schema's masking rule applied to a value: "j***@example.com",
+// "***-***-1234", "1990", "J.", "***".
+std::string mask_value(const records::FieldSpec& field, std::string_view value);
+
+}  // namespace custos::access

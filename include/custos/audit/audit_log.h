@@ -1,0 +1,135 @@
+// custos/audit/audit_log.h — the tamper-evident audit log inside the store.
+//
+// Each entry is a leaf of an RFC 6962 Merkle tree (custos_audit/merkle.h);
+// the log stores the leaves and every completed perfect-subtree hash, so an
+// append writes O(log n) rows and a proof reads O(log n) of them. Tree heads
+// are signed as C2SP checkpoints with the vault's own Ed25519 key.
+//
+// Contract: `append` writes into the caller's write transaction, so an
+// operation and its entry commit together or not at all. Any failure to
+// write the log surfaces as Error(audit_unavailable); callers must not
+// release plaintext before the transaction holding the entry committed.
+// Entries never hold personal values, only names, ids and codes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "custos/crypto/signer.h"
+#include "custos/store/store.h"
+#include "custos_audit/entry.h"
+#include "custos_audit/merkle.h"
+
+namespace custos::audit {
+
+using auditfmt::Hash;
+
+// Who acts and why; carried from the transport through every layer.
+struct Actor {
+  std::string principal;  // token name, or "local:<user>" for the CLI
+  std::string role;
+  std::string token_id;
+  std::string purpose;
+  std::string request_id;
+};
+
+// What happened.
+struct Event {
+  std::string operation;   // e.g. "subject.read", "subject.erase", "key.rotate"
+  std::string subject_id;  // hex, or empty
+  std::vector<std::string> fields;
+  std::vector<std::string> masked_fields;
+  bool allowed = true;
+  std::string reason;  // denial code when !allowed
+  std::string detail;  // small, non-personal
+  // Further subjects one entry covers (a campaign page, a batch read): each
+  // is indexed so the entry is found by any of their ids.
+  std::vector<std::string> subject_ids;
+};
+
+struct Options {
+  std::string origin = "custos.local/audit";
+  std::string key_name = "custos.local";
+  std::string node_id = "node-1";
+  std::uint64_t checkpoint_every_entries = 1000;
+  std::int64_t checkpoint_every_ms = 1000;
+  std::function<std::int64_t()> now_us;  // injectable clock; default: system clock
+};
+
+struct Checkpoint {
+  std::uint64_t size = 0;
+  Hash root{};
+  std::string note;  // the signed note text
+  std::int64_t at_us = 0;
+};
+
+struct Query {
+  std::string subject_id, principal, purpose, operation;
+  std::optional<std::int64_t> from_us, to_us;  // [from, to)
+  std::optional<std::uint64_t> after_seq;      // paging cursor
+  std::size_t limit = 100;
+};
+
+class AuditLog {
+ public:
+  AuditLog(store::Store& store, const crypto::Signer& signer, Options options);
+
+  // Appends within `tx` (a write transaction); returns the entry's sequence number.
+  std::uint64_t append(store::Transaction& tx, const Actor& actor, const Event& event);
+  // Appends in a transaction of its own (denials, audit-only events).
+  std::uint64_t append_now(const Actor& actor, const Event& event);
+
+  // Signs the current head if it is larger than the last checkpoint; returns the latest.
+  Checkpoint checkpoint_now();
+  // For a timer: signs if entries are unsigned and checkpoint_every_ms passed.
+  void checkpoint_if_due();
+  std::optional<Checkpoint> latest_checkpoint();
+  std::optional<Checkpoint> checkpoint_at(std::uint64_t size);
+  std::vector<Checkpoint> checkpoints(std::uint64_t from_size, std::size_t limit);
+
+  std::uint64_t size();
+  Hash root_at(std::uint64_t size);
+  std::vector<Hash> inclusion_proof(std::uint64_t index, std::uint64_t size);
+  std::vector<Hash> consistency_proof(std::uint64_t first, std::uint64_t second);
+
+  // Canonical bytes of one entry.
+  std::vector<std::uint8_t> entry_bytes(std::uint64_t seq);
+  std::vector<auditfmt::Entry> query(const Query& q);
+
+  // Writes the whole log (entries, every checkpoint) as an export file.
+  // Signs a final checkpoint first so every entry is covered.
+  void export_to(std::ostream& out);
+
+  const std::string& verifier_key() const { return vkey_; }
+  const Options& options() const { return options_; }
+  std::int64_t now_us() const;
+
+ private:
+  struct Head;
+  void load_head(store::Transaction& tx);
+  Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
+  std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
+
+  store::Store& store_;
+  const crypto::Signer& signer_;
+  Options options_;
+  std::string vkey_;
+  std::mutex mu_;
+  // Cached head of the tree, validated against the store on every append
+  // (another process may have appended since).
+  std::optional<auditfmt::Frontier> frontier_;
+  Hash last_leaf_{};
+  std::uint64_t last_checkpoint_size_ = 0;
+  std::int64_t last_checkpoint_at_us_ = 0;
+};
+
+// RFC 3339 UTC with microseconds.
+std::string format_time_us(std::int64_t unix_us);
+std::optional<std::int64_t> parse_time_us(std::string_view rfc3339);
+
+}  // namespace custos::audit

@@ -1,0 +1,97 @@
+// custos/consent/consent.h — the consent ledger.
+//
+// Append-only events per subject × purpose × channel (granted, denied,
+// withdrawn), each with its time, source, lawful basis, notice version,
+// expiry, recording principal and proof. The current state is derived —
+// latest event time wins, expired grants count as absent — and kept
+// materialised in `consent_state`, so reads and campaign selection never
+// replay history. A web grant may be pending until its double opt-in
+// confirmation token (stored hashed, single use, expiring) comes back.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "custos/access/policy.h"
+#include "custos/audit/audit_log.h"
+#include "custos/records/records.h"
+#include "custos/store/store.h"
+
+namespace custos::consent {
+
+inline const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web"};
+inline const std::vector<std::string> kSources = {"web_form", "call_centre", "import", "api", "email_link", "gpc"};
+
+struct EventInput {
+  std::string purpose;
+  std::string channel;
+  std::string event;  // granted | denied | withdrawn
+  std::string source;
+  std::string lawful_basis;     // default: the purpose's
+  std::string notice_version;   // default: the current notice's hash
+  std::int64_t at_us = 0;       // 0: now
+  std::optional<std::int64_t> expires_us;
+  bool double_opt_in = false;   // grant stays pending until confirmed
+  std::string proof;            // JSON text: how it was captured (never personal values)
+};
+
+struct Event {
+  std::int64_t id = 0;
+  std::string subject_id, purpose, channel, event, status, source, lawful_basis, notice_version, principal, proof;
+  std::int64_t at_us = 0;
+  std::int64_t recorded_us = 0;
+  std::optional<std::int64_t> expires_us;
+};
+
+struct State {
+  std::string purpose, channel;
+  std::string state;  // granted | denied | withdrawn | expired
+  std::int64_t since_us = 0;
+  std::optional<std::int64_t> expires_us;
+  std::int64_t event_id = 0;
+};
+
+struct Recorded {
+  std::vector<Event> events;
+  std::optional<std::string> confirmation_token;  // double opt-in: shown once
+  std::optional<std::int64_t> confirmation_expires_us;
+};
+
+class Ledger {
+ public:
+  Ledger(store::Store& store, audit::AuditLog& audit, std::filesystem::path notices_dir,
+         std::int64_t confirmation_ttl_us = 7LL * 24 * 3600 * 1000000);
+
+  // Validates against the policy (purpose, channel, source, times) and
+  // records one event; throws Error(invalid_field / not_found) recording nothing.
+  Recorded record(const audit::Actor& actor, const access::Policy& policy, const records::SubjectId& subject,
+                  const EventInput& in);
+  // Withdraws every purpose matching `pred` on every channel it has (GPC,
+  // do-not-sell, objection), with one proof; returns the events written.
+  std::vector<Event> withdraw_all(const audit::Actor& actor, const access::Policy& policy,
+                                  const records::SubjectId& subject, bool sale_or_share_only,
+                                  const std::string& source, const std::string& proof);
+  // Confirms a pending grant; returns the confirming event. Throws
+  // Error(conflict) for a used token, Error(invalid_argument) for an unknown
+  // or expired one.
+  Event confirm(const audit::Actor& actor, std::string_view token);
+
+  std::vector<Event> history(const records::SubjectId& subject);
+  std::vector<State> current(const records::SubjectId& subject);
+  bool has_active(const records::SubjectId& subject, const std::string& purpose, const std::string& channel);
+
+  // The notice hash for a purpose: sha256 of policies/notices/<purpose>.txt (or default.txt).
+  std::string notice_version(const std::string& purpose) const;
+  // A consent receipt (Kantara / ISO/IEC 27560 fields that apply) for a confirmed grant.
+  std::string receipt_json(const Event& e, const access::Policy& policy, const std::string& controller) const;
+
+ private:
+  store::Store& store_;
+  audit::AuditLog& audit_;
+  std::filesystem::path notices_dir_;
+  std::int64_t confirmation_ttl_us_;
+};
+
+}  // namespace custos::consent

@@ -1,0 +1,142 @@
+// custos/records/records.h — data subjects, their personal fields,
+// touchpoints and orders.
+//
+// Every personal value is sealed under its subject's own data key (DEK),
+// which is stored only wrapped by the KEK. Searchable fields also get a
+// blind index. Every operation appends its audit entry in the same
+// transaction; a read commits that entry before any plaintext is returned.
+// Values are validated against the schema before anything is written, and a
+// batch is all-or-nothing.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "custos/audit/audit_log.h"
+#include "custos/records/schema.h"
+#include "custos/store/key_table.h"
+#include "custos/store/store.h"
+
+namespace custos::records {
+
+using SubjectId = std::array<std::uint8_t, 16>;
+using FieldMap = std::map<std::string, std::string>;  // field name -> plaintext value
+
+std::string to_hex(const SubjectId& id);
+// Throws Error(invalid_argument) unless `hex` is 32 hex digits.
+SubjectId parse_subject_id(std::string_view hex);
+
+struct Subject {
+  SubjectId id{};
+  std::string status;  // active | erased
+  std::int64_t created_us = 0;
+  std::int64_t updated_us = 0;
+  bool legal_hold = false;
+  bool restricted = false;
+  bool objected = false;  // objected to direct marketing
+  FieldMap fields;  // only the fields that were asked for and are present
+};
+
+struct Touchpoint {
+  std::string id;  // hex
+  std::string channel;
+  std::string type;
+  std::int64_t at_us = 0;
+  std::optional<std::string> notes;  // personal: sealed
+};
+
+struct Order {
+  std::string id;  // hex
+  std::int64_t amount_minor = 0;
+  std::string currency;
+  std::int64_t at_us = 0;
+};
+
+struct ErasureReport {
+  std::string subject_id;
+  std::vector<std::string> fields_erased;
+  std::int64_t index_entries_removed = 0;
+  std::int64_t touchpoints_shredded = 0;  // notes unreadable: their key is gone
+  std::int64_t orders_retained = 0;       // not personal; kept for accounting
+};
+
+// Which fields a read decrypts, and which of them leave masked (recorded in the audit entry).
+struct ReadSpec {
+  std::vector<std::string> fields;
+  std::vector<std::string> masked;
+  std::string operation = "subject.read";
+};
+
+class Records {
+ public:
+  Records(store::Store& store, store::KeyTable& keys, const Schema& schema, audit::AuditLog& audit);
+
+  const Schema& schema() const { return schema_; }
+
+  // Validates every value of every subject first; then one transaction.
+  std::vector<SubjectId> create(const audit::Actor& actor, const std::vector<FieldMap>& batch);
+
+  // Throws Error(not_found) for unknown or erased subjects.
+  Subject read(const audit::Actor& actor, const SubjectId& id, const ReadSpec& spec);
+  // One transaction, one audit entry per subject returned; missing ids are
+  // reported as nullopt in their slot.
+  std::vector<std::optional<Subject>> read_many(const audit::Actor& actor, const std::vector<SubjectId>& ids,
+                                                const ReadSpec& spec);
+
+  // Exact match through the blind index of a searchable field (no decryption).
+  std::vector<SubjectId> find(std::string_view field, std::string_view value);
+
+  // Sets and removes fields (validated); records the changed field names.
+  void update(const audit::Actor& actor, const SubjectId& id, const FieldMap& set,
+              const std::vector<std::string>& remove);
+
+  // Crypto-shreds the subject: destroys its DEK, overwrites its field
+  // ciphertexts and blind-index rows, then checkpoints the WAL. Constant
+  // time in the amount of touchpoints. Throws Error(conflict) under legal hold.
+  ErasureReport erase(const audit::Actor& actor, const SubjectId& id);
+
+  void set_flags(const audit::Actor& actor, const SubjectId& id, std::optional<bool> legal_hold,
+                 std::optional<bool> restricted);
+  Subject metadata(const SubjectId& id);  // no fields, not audited (non-personal)
+
+  std::string add_touchpoint(const audit::Actor& actor, const SubjectId& id, const Touchpoint& tp);
+  std::vector<Touchpoint> touchpoints(const audit::Actor& actor, const SubjectId& id, bool with_notes);
+  std::string add_order(const audit::Actor& actor, const SubjectId& id, const Order& order);
+  std::vector<Order> orders(const SubjectId& id);
+
+  // One page of a campaign: active subjects that are neither restricted nor
+  // objected, with an unexpired grant for purpose x channel (and in
+  // `segment` when given), ids greater than `after`, in id order. Decrypts
+  // `spec.fields`, appends ONE audit entry naming every subject of the page,
+  // commits, and only then returns.
+  struct CampaignQuery {
+    std::string purpose, channel, segment;
+    std::int64_t now_us = 0;
+  };
+  std::vector<Subject> read_campaign_page(const audit::Actor& actor, const CampaignQuery& q,
+                                          const std::optional<SubjectId>& after, std::size_t limit,
+                                          const ReadSpec& spec);
+
+  // Streams every active subject with the requested fields decrypted, in
+  // id order, in bounded memory; one audit entry for the whole scan.
+  void scan(const audit::Actor& actor, const ReadSpec& spec, const std::function<void(const Subject&)>& on_subject);
+
+ private:
+  struct Prepared;
+  Prepared prepare(const FieldMap& fields) const;
+  crypto::SecretKey unwrap_dek(const SubjectId& id, store::Blob wrapped);
+  FieldMap open_fields(const SubjectId& id, const crypto::SecretKey& dek, store::Blob blob,
+                       const std::vector<std::string>& wanted);
+
+  store::Store& store_;
+  store::KeyTable& keys_;
+  const Schema& schema_;
+  audit::AuditLog& audit_;
+};
+
+}  // namespace custos::records

@@ -1,0 +1,138 @@
+// custos/service/service.h — the one façade every transport calls.
+//
+// The service authenticates a caller, authorises the operation and the
+// declared purpose against the role, calls the domain modules, masks what
+// the role may only see masked, and audits — denials included. The HTTP
+// server and the CLI are thin: they turn requests into these calls and
+// JSON documents back into responses. Bodies are nlohmann::json so both
+// transports share one validation path.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "custos/access/policy.h"
+#include "custos/access/tokens.h"
+
+namespace custos::service {
+
+using Json = nlohmann::json;
+
+struct InitOptions {
+  std::filesystem::path data_dir;
+  std::optional<std::string> passphrase;
+  bool fast_kdf = false;  // Argon2id "interactive" cost (tests, small machines)
+  std::filesystem::path shipped_policies;  // copied into <data-dir>/policies
+};
+
+struct InitResult {
+  std::string admin_token;
+  std::filesystem::path admin_token_file;
+  std::string audit_verifier_key;
+};
+
+// Creates the data directory: master key, wrapped database key, store,
+// audit signing key, default policies, and an `admin` token. Throws
+// Error(conflict) if the directory was already initialised.
+InitResult init_data_dir(const InitOptions& options);
+
+struct OpenOptions {
+  std::filesystem::path data_dir;
+  std::optional<std::string> passphrase;
+  std::filesystem::path policy_dir;  // empty: <data-dir>/policies
+  std::string node_id = "node-1";
+  std::uint64_t checkpoint_every_entries = 1000;
+  std::int64_t checkpoint_every_ms = 1000;
+  std::function<std::int64_t()> clock_us;  // injectable clock
+};
+
+// Who is calling and why; built by the transport.
+struct Caller {
+  access::Principal principal;
+  std::string purpose;     // Custos-Purpose
+  std::string request_id;
+};
+
+class Service {
+ public:
+  static std::unique_ptr<Service> open(const OpenOptions& options);
+  ~Service();
+
+  // Throws Error(unauthenticated).
+  access::Principal authenticate(std::string_view bearer_token);
+  // The CLI's operator (holds the key files): role admin, principal local:<user>.
+  access::Principal local_operator() const;
+
+  // Re-reads roles/purposes; on error keeps the old policy and returns false.
+  bool reload_policies(std::string* error);
+  std::shared_ptr<const access::Policy> policy() const;
+
+  // Subjects. Inputs are request bodies; outputs are response documents.
+  Json create_subject(const Caller& caller, const Json& body);
+  Json batch_create(const Caller& caller, const Json& body);
+  Json get_subject(const Caller& caller, std::string_view id);
+  Json batch_get(const Caller& caller, const Json& body);
+  Json find_subjects(const Caller& caller, std::string_view field, std::string_view value);
+  Json patch_subject(const Caller& caller, std::string_view id, const Json& body);
+  Json erase_subject(const Caller& caller, std::string_view id);
+  Json add_touchpoint(const Caller& caller, std::string_view id, const Json& body);
+  Json add_order(const Caller& caller, std::string_view id, const Json& body);
+
+  // Consent (role needs `consent`). `gpc` is the Sec-GPC: 1 signal of the
+  // capturing request: it also opts the subject out of every sale/share purpose.
+  Json record_consent(const Caller& caller, std::string_view id, const Json& body, bool gpc);
+  Json get_consents(const Caller& caller, std::string_view id);
+  Json confirm_consent(const Caller& caller, const Json& body);
+
+  // Campaign fetch: every subject with active consent for purpose x channel
+  // (optionally in an RFM segment), with the requested fields the role may
+  // see, as NDJSON lines handed to `emit` page by page (bounded memory).
+  // `emit` returns false when the client is gone. Validation errors throw
+  // before the first line. Returns the summary (also the last line).
+  Json campaign_fetch(const Caller& caller, const Json& body, const std::function<bool(const std::string&)>& emit);
+  // RFM distribution and segment sizes (no personal data); recomputed on call.
+  Json analytics_rfm(const Caller& caller);
+
+  // Audit (role needs the `audit` operation).
+  Json audit_entries(const Caller& caller, const std::map<std::string, std::string>& query);
+  Json audit_checkpoint(const Caller& caller);
+  Json audit_inclusion_proof(const Caller& caller, std::string_view index, std::string_view size);
+  Json audit_consistency_proof(const Caller& caller, std::string_view first, std::string_view second);
+  void audit_export(const Caller& caller, std::ostream& out);
+  std::string audit_verifier_key() const;
+  // Offline verification of an export through the shared verifier code.
+  Json verify_export_file(const std::filesystem::path& file) const;
+  void checkpoint_if_due();
+
+  // Administration.
+  Json create_token(const Caller& caller, const std::string& name, const std::string& role);
+  Json revoke_token(const Caller& caller, const std::string& name);
+  Json rotate_keys(const Caller& caller);
+  Json retire_keys(const Caller& caller);
+
+  // Counters for /metrics.
+  struct Counters {
+    std::atomic<std::uint64_t> decryptions{0};
+    std::atomic<std::uint64_t> audit_entries{0};
+  };
+  const Counters& counters() const { return counters_; }
+  std::uint64_t audit_size();
+  // Tree size of the latest signed checkpoint (0 if none yet).
+  std::uint64_t audit_checkpoint_size();
+
+  const std::filesystem::path& data_dir() const;
+
+ private:
+  struct Impl;
+  explicit Service(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  Counters counters_;
+};
+
+}  // namespace custos::service

@@ -1,0 +1,71 @@
+// custos/store/key_table.h — the keys that live in the store, wrapped by the KEK.
+//
+// Named keys (slot "index:<field>", "audit:signing") sit in `wrapped_keys`;
+// subject DEKs sit in their subject's row (slot "dek:<subject hex>"). The KEK
+// version every new wrap must use is recorded in `meta.kek_version`, read
+// inside the writer's transaction, so a rotation by another process is seen
+// by the very next write.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "custos/crypto/keyring.h"
+#include "custos/store/store.h"
+
+namespace custos::store {
+
+class KeyTable {
+ public:
+  KeyTable(Store& store, crypto::Keyring& keyring) : store_(store), keyring_(keyring) {}
+
+  // The KEK version new wraps must use (meta.kek_version).
+  std::uint32_t kek_version(Transaction& tx);
+
+  // A named long-lived key, unwrapped once and cached; created (random) in
+  // its own write transaction on first use.
+  const crypto::SecretKey& named_key(const std::string& slot);
+
+  crypto::Keyring& keyring() { return keyring_; }
+
+ private:
+  Store& store_;
+  crypto::Keyring& keyring_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<crypto::SecretKey>> cache_;
+};
+
+std::string dek_slot(std::span<const std::uint8_t> subject_id);
+
+// The SQLCipher key file, <data-dir>/keys/db.key.wrapped.
+std::filesystem::path db_key_path(const std::filesystem::path& key_dir);
+crypto::SecretKey read_db_key(crypto::Keyring& keyring, const std::filesystem::path& key_dir);
+void write_db_key(crypto::Keyring& keyring, std::uint32_t kek_version, const std::filesystem::path& key_dir,
+                  const crypto::SecretKey& db_key);
+
+struct RotationReport {
+  std::uint32_t old_version = 0;
+  std::uint32_t new_version = 0;
+  std::int64_t data_keys = 0;   // subject DEKs re-wrapped
+  std::int64_t named_keys = 0;  // index and signing keys re-wrapped
+};
+
+// Creates KEK version n+1 and re-wraps every key to it in bounded batches,
+// never touching ciphertexts, indexes or the database encryption. Safe while
+// other processes read and write: the first batch switches meta.kek_version,
+// so concurrent writers wrap new keys with the new version from then on.
+// `on_done` runs inside the last transaction (to append the audit entry).
+RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const std::filesystem::path& key_dir,
+                           const std::function<void(Transaction&, const RotationReport&)>& on_done);
+
+// Deletes KEK versions older than the current one once nothing refers to them.
+// Returns the versions retired. Throws Error(conflict) if one is still in use.
+std::vector<std::uint32_t> retire_old_keks(Store& store, crypto::Keyring& keyring,
+                                           const std::filesystem::path& key_dir);
+
+}  // namespace custos::store

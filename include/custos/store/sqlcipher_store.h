@@ -1,0 +1,30 @@
+// custos/store/sqlcipher_store.h — the embedded, encrypted default store.
+//
+// One SQLCipher file (4 KiB cipher pages, WAL, secure_delete, temp data in
+// memory) keyed with a random 256-bit raw key, so opening it costs no KDF
+// and plain sqlite3 cannot read it. Connections are pooled, one per
+// concurrent transaction; writers take BEGIN IMMEDIATE and wait (bounded)
+// for another process's writer.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "custos/crypto/secret_key.h"
+#include "custos/store/store.h"
+
+namespace custos::store {
+
+struct SqlcipherOptions {
+  int cipher_page_size = 4096;
+  int busy_timeout_ms = 10000;
+  // NORMAL: a commit survives a process crash; FULL: also a power loss.
+  bool synchronous_full = false;
+};
+
+// Opens (creating if needed) the database and applies pending migrations.
+// Throws Error(storage) naming the file if it is corrupted or the key is wrong.
+std::unique_ptr<Store> open_sqlcipher(const std::filesystem::path& file, const crypto::SecretKey& db_key,
+                                      const SqlcipherOptions& options = {});
+
+}  // namespace custos::store

@@ -1,0 +1,111 @@
+// custos/store/store.h — the storage interface every backend implements.
+//
+// A Store hands out Transactions; each logical operation of the vault runs in
+// exactly one. SQL is written once, in the portable subset both backends
+// accept: positional `?` parameters, INTEGER / TEXT / BLOB columns, no UPSERT,
+// no RETURNING, no window functions. Backends translate placeholders and
+// column types (the PostgreSQL backend maps BLOB to BYTEA and `?` to `$n`).
+//
+// Everything a store sees is already ciphertext, a blind index or a
+// non-personal column; the SQLCipher backend encrypts the file as well.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace custos::store {
+
+using Blob = std::span<const std::uint8_t>;
+
+// A statement parameter: a view, valid for the duration of the call.
+struct Param {
+  enum class Kind { null, integer, text, blob };
+  Kind kind = Kind::null;
+  std::int64_t integer = 0;
+  std::string_view text;
+  Blob blob;
+
+  Param() = default;
+  Param(std::nullptr_t) {}
+  Param(std::int64_t v) : kind(Kind::integer), integer(v) {}
+  Param(int v) : kind(Kind::integer), integer(v) {}
+  Param(std::uint32_t v) : kind(Kind::integer), integer(v) {}
+  Param(std::string_view v) : kind(Kind::text), text(v) {}
+  Param(const std::string& v) : kind(Kind::text), text(v) {}
+  Param(const char* v) : kind(Kind::text), text(v) {}
+  Param(Blob v) : kind(Kind::blob), blob(v) {}
+  Param(const std::vector<std::uint8_t>& v) : kind(Kind::blob), blob(v) {}
+  template <std::size_t N>
+  Param(const std::array<std::uint8_t, N>& v) : kind(Kind::blob), blob(v) {}
+};
+
+using Params = std::initializer_list<Param>;
+
+// One result row; views are valid only inside the row callback.
+class Row {
+ public:
+  virtual ~Row() = default;
+  virtual bool is_null(int column) const = 0;
+  virtual std::int64_t integer(int column) const = 0;
+  virtual std::string_view text(int column) const = 0;
+  virtual Blob blob(int column) const = 0;
+  std::vector<std::uint8_t> blob_copy(int column) const {
+    const Blob b = blob(column);
+    return {b.begin(), b.end()};
+  }
+};
+
+using RowFn = std::function<void(const Row&)>;
+
+enum class TxMode { read, write };
+
+class Transaction {
+ public:
+  // Rolls back unless commit() succeeded.
+  virtual ~Transaction() = default;
+  virtual void commit() = 0;
+  // Runs a statement; calls `on_row` for each result row. Returns the number
+  // of rows changed (for INSERT/UPDATE/DELETE).
+  virtual std::int64_t exec(std::string_view sql, Params params = {}, const RowFn& on_row = nullptr) = 0;
+  // Same, with a runtime-sized parameter list.
+  virtual std::int64_t exec_v(std::string_view sql, const std::vector<Param>& params,
+                              const RowFn& on_row = nullptr) = 0;
+  TxMode mode() const { return mode_; }
+
+  // Convenience: the first column of the first row as an integer, if any.
+  std::optional<std::int64_t> scalar(std::string_view sql, Params params = {}) {
+    std::optional<std::int64_t> out;
+    exec(sql, params, [&](const Row& r) {
+      if (!out && !r.is_null(0)) out = r.integer(0);
+    });
+    return out;
+  }
+
+ protected:
+  explicit Transaction(TxMode mode) : mode_(mode) {}
+
+ private:
+  TxMode mode_;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  // Write transactions are serialised (one writer at a time, across
+  // processes for SQLCipher); read transactions see a consistent snapshot.
+  virtual std::unique_ptr<Transaction> begin(TxMode mode) = 0;
+  // Pushes committed pages into the main file and truncates the log (after
+  // an erasure, so no pre-image of shredded data survives in the WAL).
+  virtual void checkpoint() = 0;
+  virtual std::string backend_name() const = 0;
+};
+
+}  // namespace custos::store

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Custos builds, tests and runs with.
+# Idempotent: only missing packages are fetched.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake pkg-config ccache git
+  libsodium-dev libssl-dev libsqlcipher-dev sqlcipher sqlite3
+  libcpprest-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev
+  libphonenumber-dev
+  googletest libgtest-dev libgmock-dev libbenchmark-dev
+  libpq-dev postgresql
+  wrk curl openssl python3
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "custos: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

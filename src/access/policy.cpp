@@ -1,0 +1,141 @@
+#include "custos/access/policy.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+
+#include "custos/error.h"
+#include "custos/util/files.h"
+
+namespace custos::access {
+namespace fs = std::filesystem;
+namespace {
+
+YAML::Node load_yaml(const fs::path& file) {
+  std::string text;
+  try {
+    text = util::read_text_file(file);
+  } catch (const Error&) {
+    throw Error(ErrorCode::invalid_argument, "cannot read policy file " + file.string());
+  }
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(ErrorCode::invalid_argument,
+                "policy file " + file.string() + ": invalid YAML at line " + std::to_string(e.mark.line + 1));
+  }
+}
+
+Visibility parse_visibility(const std::string& v, const std::string& where) {
+  if (v == "plain") return Visibility::plain;
+  if (v == "masked") return Visibility::masked;
+  if (v == "none") return Visibility::none;
+  throw Error(ErrorCode::invalid_argument, where + ": visibility must be plain, masked or none");
+}
+
+}  // namespace
+
+std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::Schema& schema) {
+  auto policy = std::make_shared<Policy>();
+  const fs::path purposes_file = dir / "purposes.yaml";
+  const fs::path roles_file = dir / "roles.yaml";
+  try {
+    const YAML::Node purposes = load_yaml(purposes_file)["purposes"];
+    if (!purposes || !purposes.IsMap())
+      throw Error(ErrorCode::invalid_argument, purposes_file.string() + ": expected a 'purposes' map");
+    for (const auto& kv : purposes) {
+      Purpose p;
+      p.name = kv.first.as<std::string>();
+      const YAML::Node& n = kv.second;
+      if (n["description"]) p.description = n["description"].as<std::string>();
+      if (n["lawful_basis"]) p.lawful_basis = n["lawful_basis"].as<std::string>();
+      if (n["marketing"]) p.marketing = n["marketing"].as<bool>();
+      if (n["sale_or_share"]) p.sale_or_share = n["sale_or_share"].as<bool>();
+      if (n["channels"]) p.channels = n["channels"].as<std::vector<std::string>>();
+      policy->purposes_.emplace(p.name, std::move(p));
+    }
+    const std::vector<std::string> categories = schema.categories();
+    const YAML::Node roles = load_yaml(roles_file)["roles"];
+    if (!roles || !roles.IsMap())
+      throw Error(ErrorCode::invalid_argument, roles_file.string() + ": expected a 'roles' map");
+    for (const auto& kv : roles) {
+      Role r;
+      r.name = kv.first.as<std::string>();
+      const std::string where = roles_file.string() + ": role '" + r.name + "'";
+      const YAML::Node& n = kv.second;
+      if (!n.IsMap()) throw Error(ErrorCode::invalid_argument, where + ": expected a map");
+      if (n["operations"])
+        for (const auto& op : n["operations"].as<std::vector<std::string>>()) {
+          if (std::find(kOperations.begin(), kOperations.end(), op) == kOperations.end())
+            throw Error(ErrorCode::invalid_argument, where + ": unknown operation '" + op + "'");
+          r.operations.insert(op);
+        }
+      if (n["visibility"])
+        for (const auto& v : n["visibility"]) {
+          const std::string cat = v.first.as<std::string>();
+          if (std::find(categories.begin(), categories.end(), cat) == categories.end())
+            throw Error(ErrorCode::invalid_argument, where + ": unknown data category '" + cat + "'");
+          r.visibility[cat] = parse_visibility(v.second.as<std::string>(), where);
+        }
+      if (n["purposes"])
+        for (const auto& p : n["purposes"].as<std::vector<std::string>>()) {
+          if (!policy->purposes_.count(p))
+            throw Error(ErrorCode::invalid_argument, where + ": unknown purpose '" + p + "'");
+          r.purposes.insert(p);
+        }
+      policy->roles_.emplace(r.name, std::move(r));
+    }
+  } catch (const YAML::Exception& e) {
+    throw Error(ErrorCode::invalid_argument, "policy files in " + dir.string() + ": bad value at line " +
+                                                 std::to_string(e.mark.line + 1));
+  }
+  if (policy->roles_.empty()) throw Error(ErrorCode::invalid_argument, roles_file.string() + ": no roles defined");
+  return policy;
+}
+
+const Role* Policy::role(std::string_view name) const {
+  const auto it = roles_.find(name);
+  return it == roles_.end() ? nullptr : &it->second;
+}
+
+const Purpose* Policy::purpose(std::string_view name) const {
+  const auto it = purposes_.find(name);
+  return it == purposes_.end() ? nullptr : &it->second;
+}
+
+Visibility Policy::visibility(const Role& role, const records::FieldSpec& field) const {
+  const auto it = role.visibility.find(field.category);
+  return it == role.visibility.end() ? Visibility::none : it->second;
+}
+
+namespace {
+
+// The first UTF-8 character of `s` (whole, so masking never splits a code point).
+std::string first_char(std::string_view s) {
+  if (s.empty()) return "";
+  const auto c = static_cast<unsigned char>(s[0]);
+  const std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : 4;
+  return std::string(s.substr(0, std::min(len, s.size())));
+}
+
+}  // namespace
+
+std::string mask_value(const records::FieldSpec& field, std::string_view value) {
+  if (field.mask == "email") {
+    const auto at = value.rfind('@');
+    if (at == std::string_view::npos || at == 0) return "***";
+    return first_char(value) + "***" + std::string(value.substr(at));
+  }
+  if (field.mask == "phone_last4") {
+    std::string digits;
+    for (char c : value)
+      if (c >= '0' && c <= '9') digits.push_back(c);
+    if (digits.size() < 4) return "***";
+    return "***-***-" + digits.substr(digits.size() - 4);
+  }
+  if (field.mask == "year_only") return value.size() >= 4 ? std::string(value.substr(0, 4)) : "***";
+  if (field.mask == "initial") return value.empty() ? "***" : first_char(value) + ".";
+  return "***";
+}
+
+}  // namespace custos::access

@@ -1,0 +1,376 @@
+#include "custos/audit/audit_log.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include "custos/error.h"
+#include "custos_audit/checkpoint.h"
+#include "custos_audit/export.h"
+
+namespace custos::audit {
+namespace {
+
+using store::Row;
+using store::Transaction;
+using store::TxMode;
+
+std::int64_t system_now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Hash to_hash(store::Blob b) {
+  Hash h{};
+  if (b.size() != h.size()) throw Error(ErrorCode::integrity, "audit log: stored hash has the wrong length");
+  std::copy(b.begin(), b.end(), h.begin());
+  return h;
+}
+
+// Runs `fn`, turning any storage failure into audit_unavailable: the log is
+// the thing that could not be written, and callers must fail closed.
+template <typename Fn>
+auto fail_closed(Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::storage || e.code() == ErrorCode::conflict)
+      throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+    throw;
+  }
+}
+
+}  // namespace
+
+std::string format_time_us(std::int64_t unix_us) {
+  const std::time_t secs = static_cast<std::time_t>(unix_us / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  const int micros = static_cast<int>(((unix_us % 1000000) + 1000000) % 1000000);
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
+  return buf;
+}
+
+std::optional<std::int64_t> parse_time_us(std::string_view s) {
+  // YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM|-HH:MM)
+  int y, mo, d, h, mi, sec;
+  if (s.size() < 20) return std::nullopt;
+  const std::string str(s);
+  if (std::sscanf(str.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6)
+    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  std::size_t pos = 19;
+  std::int64_t micros = 0;
+  if (pos < str.size() && str[pos] == '.') {
+    ++pos;
+    int digits = 0;
+    while (pos < str.size() && std::isdigit(static_cast<unsigned char>(str[pos]))) {
+      if (digits < 6) micros = micros * 10 + (str[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) return std::nullopt;
+    for (; digits < 6; ++digits) micros *= 10;
+  }
+  std::int64_t offset_s = 0;
+  if (pos < str.size() && (str[pos] == 'Z' || str[pos] == 'z')) {
+    ++pos;
+  } else if (pos + 6 == str.size() && (str[pos] == '+' || str[pos] == '-') && str[pos + 3] == ':') {
+    const int oh = std::atoi(str.substr(pos + 1, 2).c_str());
+    const int om = std::atoi(str.substr(pos + 4, 2).c_str());
+    offset_s = (oh * 3600 + om * 60) * (str[pos] == '+' ? 1 : -1);
+    pos += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (pos != str.size()) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  const std::int64_t t = timegm(&tm);
+  std::tm check{};
+  const std::time_t tt = static_cast<std::time_t>(t);
+  gmtime_r(&tt, &check);
+  if (check.tm_mday != d) return std::nullopt;  // 31 April and the like
+  return (t - offset_s) * 1000000 + micros;
+}
+
+AuditLog::AuditLog(store::Store& store, const crypto::Signer& signer, Options options)
+    : store_(store), signer_(signer), options_(std::move(options)) {
+  if (!options_.now_us) options_.now_us = system_now_us;
+  vkey_ = auditfmt::format_vkey(options_.key_name, signer_.public_key());
+}
+
+std::int64_t AuditLog::now_us() const { return options_.now_us(); }
+
+std::function<Hash(unsigned, std::uint64_t)> AuditLog::subtree_fn(Transaction& tx) {
+  return [&tx](unsigned level, std::uint64_t index) {
+    std::optional<Hash> out;
+    if (level == 0) {
+      tx.exec("SELECT leaf FROM audit_entries WHERE seq = ?", {static_cast<std::int64_t>(index)},
+              [&](const Row& r) { out = to_hash(r.blob(0)); });
+    } else {
+      tx.exec("SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?",
+              {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index)},
+              [&](const Row& r) { out = to_hash(r.blob(0)); });
+    }
+    if (!out)
+      throw Error(ErrorCode::integrity, "audit log: subtree hash (" + std::to_string(level) + ", " +
+                                            std::to_string(index) + ") is missing");
+    return *out;
+  };
+}
+
+void AuditLog::load_head(Transaction& tx) {
+  std::optional<std::uint64_t> last_seq;
+  Hash last_leaf{};
+  tx.exec("SELECT seq, leaf FROM audit_entries ORDER BY seq DESC LIMIT 1", {}, [&](const Row& r) {
+    last_seq = static_cast<std::uint64_t>(r.integer(0));
+    last_leaf = to_hash(r.blob(1));
+  });
+  const std::uint64_t size = last_seq ? *last_seq + 1 : 0;
+  if (frontier_ && frontier_->size() == size && last_leaf == last_leaf_) return;  // cache is current
+  frontier_ = auditfmt::Frontier::restore(size, subtree_fn(tx));
+  last_leaf_ = last_leaf;
+  last_checkpoint_size_ = 0;
+  tx.exec("SELECT size, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {}, [&](const Row& r) {
+    last_checkpoint_size_ = static_cast<std::uint64_t>(r.integer(0));
+    last_checkpoint_at_us_ = r.integer(1);
+  });
+}
+
+std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event& event) {
+  std::lock_guard lock(mu_);
+  return fail_closed([&] {
+    if (tx.mode() != TxMode::write) throw Error(ErrorCode::internal, "audit append needs a write transaction");
+    load_head(tx);
+    auditfmt::Frontier next = *frontier_;
+    auditfmt::Entry e;
+    e.seq = next.size();
+    const std::int64_t now = options_.now_us();
+    e.time = format_time_us(now);
+    e.principal = actor.principal;
+    e.role = actor.role;
+    e.token_id = actor.token_id;
+    e.purpose = actor.purpose;
+    e.operation = event.operation;
+    e.subject_id = event.subject_id;
+    e.fields = event.fields;
+    e.masked_fields = event.masked_fields;
+    e.outcome = event.allowed ? "allowed" : "denied";
+    e.reason = event.reason;
+    e.request_id = actor.request_id;
+    e.node_id = options_.node_id;
+    e.detail = event.detail;
+    e.subject_ids = event.subject_ids;
+    e.prev = e.seq == 0 ? Hash{} : last_leaf_;
+    const std::vector<std::uint8_t> bytes = auditfmt::encode(e);
+    const Hash leaf = auditfmt::leaf_hash(bytes);
+    next.append(leaf);
+    tx.exec(
+        "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        {static_cast<std::int64_t>(e.seq), now, e.principal, e.purpose, e.operation, e.subject_id, e.outcome, bytes,
+         leaf});
+    for (const auto& sid : event.subject_ids)
+      tx.exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, ?)",
+              {sid, static_cast<std::int64_t>(e.seq)});
+    for (const auto& [level, index, hash] : next.completed())
+      tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
+              {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
+    if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) {
+      sign_head(tx, next.size(), next.root());
+    }
+    // The cache moves ahead now; if the caller rolls back, load_head sees the
+    // store's last leaf differ and rebuilds.
+    frontier_ = std::move(next);
+    last_leaf_ = leaf;
+    return e.seq;
+  });
+}
+
+std::uint64_t AuditLog::append_now(const Actor& actor, const Event& event) {
+  return fail_closed([&] {
+    auto tx = store_.begin(TxMode::write);
+    const std::uint64_t seq = append(*tx, actor, event);
+    tx->commit();
+    return seq;
+  });
+}
+
+Checkpoint AuditLog::sign_head(Transaction& tx, std::uint64_t size, const Hash& root) {
+  Checkpoint cp;
+  cp.size = size;
+  cp.root = root;
+  cp.at_us = options_.now_us();
+  cp.note = auditfmt::sign_checkpoint(options_.origin, size, root, options_.key_name, signer_.secret_key());
+  tx.exec("INSERT INTO audit_checkpoints (size, root, note, at) VALUES (?, ?, ?, ?)",
+          {static_cast<std::int64_t>(size), root, cp.note, cp.at_us});
+  last_checkpoint_size_ = size;
+  last_checkpoint_at_us_ = cp.at_us;
+  return cp;
+}
+
+Checkpoint AuditLog::checkpoint_now() {
+  return fail_closed([&] {
+    std::lock_guard lock(mu_);
+    auto tx = store_.begin(TxMode::write);
+    load_head(*tx);
+    if (frontier_->size() > last_checkpoint_size_ || frontier_->size() == 0) {
+      if (frontier_->size() == 0 && last_checkpoint_size_ == 0) {
+        // The empty tree has a head too; sign it once.
+        const auto existing = tx->scalar("SELECT count(*) FROM audit_checkpoints WHERE size = 0");
+        if (existing.value_or(0) == 0) sign_head(*tx, 0, frontier_->root());
+      } else {
+        sign_head(*tx, frontier_->size(), frontier_->root());
+      }
+      tx->commit();
+    }
+    return *latest_checkpoint();
+  });
+}
+
+void AuditLog::checkpoint_if_due() {
+  {
+    std::lock_guard lock(mu_);
+    if (frontier_ && frontier_->size() == last_checkpoint_size_) return;
+    if (options_.now_us() - last_checkpoint_at_us_ < options_.checkpoint_every_ms * 1000) return;
+  }
+  checkpoint_now();
+}
+
+namespace {
+Checkpoint checkpoint_from_row(const Row& r) {
+  Checkpoint cp;
+  cp.size = static_cast<std::uint64_t>(r.integer(0));
+  cp.root = to_hash(r.blob(1));
+  cp.note = std::string(r.text(2));
+  cp.at_us = r.integer(3);
+  return cp;
+}
+}  // namespace
+
+std::optional<Checkpoint> AuditLog::latest_checkpoint() {
+  std::optional<Checkpoint> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT size, root, note, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {},
+           [&](const Row& r) { out = checkpoint_from_row(r); });
+  return out;
+}
+
+std::optional<Checkpoint> AuditLog::checkpoint_at(std::uint64_t size) {
+  std::optional<Checkpoint> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT size, root, note, at FROM audit_checkpoints WHERE size = ?", {static_cast<std::int64_t>(size)},
+           [&](const Row& r) { out = checkpoint_from_row(r); });
+  return out;
+}
+
+std::vector<Checkpoint> AuditLog::checkpoints(std::uint64_t from_size, std::size_t limit) {
+  std::vector<Checkpoint> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT size, root, note, at FROM audit_checkpoints WHERE size >= ? ORDER BY size LIMIT ?",
+           {static_cast<std::int64_t>(from_size), static_cast<std::int64_t>(limit)},
+           [&](const Row& r) { out.push_back(checkpoint_from_row(r)); });
+  return out;
+}
+
+std::uint64_t AuditLog::size() {
+  auto tx = store_.begin(TxMode::read);
+  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
+  return last ? static_cast<std::uint64_t>(*last) + 1 : 0;
+}
+
+namespace {
+void require_size(std::uint64_t wanted, std::uint64_t have) {
+  if (wanted > have)
+    throw Error(ErrorCode::invalid_argument,
+                "tree size " + std::to_string(wanted) + " is larger than the log (" + std::to_string(have) + ")");
+}
+}  // namespace
+
+Hash AuditLog::root_at(std::uint64_t n) {
+  auto tx = store_.begin(TxMode::read);
+  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
+  require_size(n, last ? static_cast<std::uint64_t>(*last) + 1 : 0);
+  return auditfmt::root_at(n, subtree_fn(*tx));
+}
+
+std::vector<Hash> AuditLog::inclusion_proof(std::uint64_t index, std::uint64_t n) {
+  auto tx = store_.begin(TxMode::read);
+  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
+  require_size(n, last ? static_cast<std::uint64_t>(*last) + 1 : 0);
+  if (index >= n) throw Error(ErrorCode::invalid_argument, "index must be smaller than the tree size");
+  return auditfmt::inclusion_proof(index, n, subtree_fn(*tx));
+}
+
+std::vector<Hash> AuditLog::consistency_proof(std::uint64_t first, std::uint64_t second) {
+  auto tx = store_.begin(TxMode::read);
+  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
+  require_size(second, last ? static_cast<std::uint64_t>(*last) + 1 : 0);
+  if (first > second) throw Error(ErrorCode::invalid_argument, "first must not be larger than second");
+  return auditfmt::consistency_proof(first, second, subtree_fn(*tx));
+}
+
+std::vector<std::uint8_t> AuditLog::entry_bytes(std::uint64_t seq) {
+  std::optional<std::vector<std::uint8_t>> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT entry FROM audit_entries WHERE seq = ?", {static_cast<std::int64_t>(seq)},
+           [&](const Row& r) { out = r.blob_copy(0); });
+  if (!out) throw Error(ErrorCode::not_found, "audit entry " + std::to_string(seq) + " does not exist");
+  return *out;
+}
+
+std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
+  std::string sql = "SELECT entry FROM audit_entries WHERE 1 = 1";
+  std::vector<store::Param> params;
+  if (!q.subject_id.empty()) {
+    sql += " AND (subject_id = ? OR seq IN (SELECT seq FROM audit_subject_refs WHERE subject_id = ?))";
+    params.emplace_back(q.subject_id);
+    params.emplace_back(q.subject_id);
+  }
+  if (!q.principal.empty()) sql += " AND principal = ?", params.emplace_back(q.principal);
+  if (!q.purpose.empty()) sql += " AND purpose = ?", params.emplace_back(q.purpose);
+  if (!q.operation.empty()) sql += " AND operation = ?", params.emplace_back(q.operation);
+  if (q.from_us) sql += " AND at >= ?", params.emplace_back(*q.from_us);
+  if (q.to_us) sql += " AND at < ?", params.emplace_back(*q.to_us);
+  if (q.after_seq) sql += " AND seq > ?", params.emplace_back(static_cast<std::int64_t>(*q.after_seq));
+  sql += " ORDER BY seq LIMIT ?";
+  params.emplace_back(static_cast<std::int64_t>(std::min<std::size_t>(q.limit, 10000)));
+  std::vector<auditfmt::Entry> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec_v(sql, params, [&](const Row& r) { out.push_back(auditfmt::decode(r.blob(0))); });
+  return out;
+}
+
+void AuditLog::export_to(std::ostream& out) {
+  checkpoint_now();
+  auto tx = store_.begin(TxMode::read);
+  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
+  const std::uint64_t n = last ? static_cast<std::uint64_t>(*last) + 1 : 0;
+  const auto cps = tx->scalar("SELECT count(*) FROM audit_checkpoints WHERE size <= ?",
+                              {static_cast<std::int64_t>(n)});
+  auditfmt::ExportHeader header;
+  header.origin = options_.origin;
+  header.key_name = options_.key_name;
+  header.public_key_fingerprint = auditfmt::fingerprint(signer_.public_key());
+  header.first_seq = 0;
+  header.entry_count = n;
+  header.checkpoint_count = static_cast<std::uint64_t>(cps.value_or(0));
+  header.created = format_time_us(options_.now_us());
+  auditfmt::ExportWriter writer(out, header);
+  // Checkpoints first, so a verifier knows every signed size before the entries reach it.
+  tx->exec("SELECT note FROM audit_checkpoints WHERE size <= ? ORDER BY size", {static_cast<std::int64_t>(n)},
+           [&](const Row& r) { writer.add_checkpoint(r.text(0)); });
+  tx->exec("SELECT entry FROM audit_entries ORDER BY seq", {}, [&](const Row& r) { writer.add_entry(r.blob(0)); });
+  writer.finish();
+}
+
+}  // namespace custos::audit

@@ -1,0 +1,336 @@
+// custos — the operator's and compliance officer's command line.
+//
+// Data operations go through the same service façade as custosd; by default
+// the CLI acts as the local operator (whoever can read the key files), or as
+// a token's principal with --token / CUSTOS_TOKEN.
+//
+// Exit codes: 0 ok, 2 usage or invalid input, 3 not found, 4 denied,
+// 5 integrity failure, 1 anything else. Errors go to stderr on one line and
+// never contain a personal value.
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "custos/crypto/keyring.h"
+#include "custos/error.h"
+#include "custos/service/service.h"
+#include "custos/util/files.h"
+#include "custos_audit/verify.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using custos::Error;
+using custos::ErrorCode;
+using custos::service::Json;
+
+int exit_code_for(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::invalid_argument:
+    case ErrorCode::invalid_field:
+    case ErrorCode::payload_too_large: return 2;
+    case ErrorCode::not_found: return 3;
+    case ErrorCode::unauthenticated:
+    case ErrorCode::forbidden_role:
+    case ErrorCode::purpose_not_allowed:
+    case ErrorCode::consent_missing: return 4;
+    case ErrorCode::integrity: return 5;
+    default: return 1;
+  }
+}
+
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+struct Globals {
+  std::string data_dir = env_or("CUSTOS_DATA_DIR", "./custos-data");
+  std::string passphrase_file = env_or("CUSTOS_PASSPHRASE_FILE", "");
+  std::string token = env_or("CUSTOS_TOKEN", "");
+  std::string policies;
+  std::string request_id;
+
+  std::optional<std::string> passphrase() const {
+    if (passphrase_file.empty()) return std::nullopt;
+    return custos::crypto::read_passphrase_file(passphrase_file);
+  }
+
+  std::unique_ptr<custos::service::Service> open() const {
+    custos::service::OpenOptions o;
+    o.data_dir = data_dir;
+    o.passphrase = passphrase();
+    if (!policies.empty()) o.policy_dir = policies;
+    return custos::service::Service::open(o);
+  }
+
+  custos::service::Caller caller(custos::service::Service& svc, const std::string& purpose) const {
+    custos::service::Caller c;
+    c.principal = token.empty() ? svc.local_operator() : svc.authenticate(token);
+    c.purpose = purpose;
+    c.request_id = request_id.empty() ? "cli" : request_id;
+    return c;
+  }
+};
+
+void print(const Json& doc) { std::cout << doc.dump(2) << "\n"; }
+
+Json read_stdin_json() {
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  try {
+    return Json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw Error(ErrorCode::invalid_argument,
+                "standard input is not valid JSON (at byte " + std::to_string(e.byte) + ")");
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"custos — customer-data vault: keys, subjects, audit"};
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("--data-dir", g.data_dir, "data directory (default ./custos-data, or $CUSTOS_DATA_DIR)");
+  app.add_option("--passphrase-file", g.passphrase_file,
+                 "derive the master key from this passphrase (Argon2id) instead of a key file");
+  app.add_option("--token", g.token, "act as this API token's principal (default: the local operator)");
+  app.add_option("--policies", g.policies, "policy directory (default <data-dir>/policies)");
+  app.add_option("--request-id", g.request_id, "request id recorded in the audit log");
+
+  std::function<int()> action;
+
+  // init
+  auto* init = app.add_subcommand("init", "create the data directory, master key, store and an admin token");
+  bool fast_kdf = false;
+  init->add_flag("--fast-kdf", fast_kdf, "cheaper Argon2id parameters (tests only)");
+  init->callback([&] {
+    action = [&] {
+      custos::service::InitOptions o;
+      o.data_dir = g.data_dir;
+      o.passphrase = g.passphrase();
+      o.fast_kdf = fast_kdf;
+      o.shipped_policies = g.policies.empty() ? fs::path(CUSTOS_SHIPPED_POLICIES) : fs::path(g.policies);
+      const auto r = custos::service::init_data_dir(o);
+      std::cout << "initialised " << g.data_dir << "\n"
+                << "admin token (shown once; also saved to " << r.admin_token_file.string()
+                << ", mode 0600): " << r.admin_token << "\n"
+                << "audit verifier key: " << r.audit_verifier_key << "\n";
+      return 0;
+    };
+  });
+
+  // token
+  auto* token = app.add_subcommand("token", "API tokens")->require_subcommand(1);
+  std::string role, name;
+  auto* token_create = token->add_subcommand("create", "create a token; prints it once");
+  token_create->add_option("--role", role, "role from roles.yaml")->required();
+  token_create->add_option("--name", name, "unique token name")->required();
+  token_create->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      const Json r = svc->create_token(g.caller(*svc, "administration"), name, role);
+      std::cout << r["token"].get<std::string>() << "\n";
+      return 0;
+    };
+  });
+  auto* token_revoke = token->add_subcommand("revoke", "revoke a token by name");
+  token_revoke->add_option("name", name, "token name")->required();
+  token_revoke->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->revoke_token(g.caller(*svc, "administration"), name));
+      return 0;
+    };
+  });
+
+  // key
+  auto* key = app.add_subcommand("key", "master keys")->require_subcommand(1);
+  key->add_subcommand("rotate", "new master-key version; re-wraps every key (safe while custosd runs)")
+      ->callback([&] {
+        action = [&] {
+          auto svc = g.open();
+          print(svc->rotate_keys(g.caller(*svc, "administration")));
+          return 0;
+        };
+      });
+  key->add_subcommand("retire", "delete master-key versions nothing refers to any more")->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->retire_keys(g.caller(*svc, "administration")));
+      return 0;
+    };
+  });
+
+  // subject
+  auto* subject = app.add_subcommand("subject", "data subjects")->require_subcommand(1);
+  std::string id, purpose, email, phone, external_id;
+  subject->add_subcommand("put", "create a subject from JSON on stdin ({\"fields\": {...}})")->callback([&] {
+    action = [&] {
+      const Json body = read_stdin_json();
+      auto svc = g.open();
+      print(svc->create_subject(g.caller(*svc, purpose), body));
+      return 0;
+    };
+  });
+  auto* subject_get = subject->add_subcommand("get", "read a subject");
+  subject_get->add_option("id", id, "subject id")->required();
+  subject_get->add_option("--purpose", purpose, "declared purpose")->required();
+  subject_get->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->get_subject(g.caller(*svc, purpose), id));
+      return 0;
+    };
+  });
+  auto* subject_find = subject->add_subcommand("find", "exact lookup through a blind index");
+  auto* by_email = subject_find->add_option("--email", email, "email address");
+  auto* by_phone = subject_find->add_option("--phone", phone, "phone number");
+  auto* by_ext = subject_find->add_option("--external-id", external_id, "external id");
+  by_email->excludes(by_phone)->excludes(by_ext);
+  by_phone->excludes(by_ext);
+  subject_find->add_option("--purpose", purpose, "declared purpose")->required();
+  subject_find->callback([&] {
+    action = [&] {
+      std::string field = "email", value = email;
+      if (!phone.empty()) field = "phone", value = phone;
+      if (!external_id.empty()) field = "external_id", value = external_id;
+      if (value.empty()) throw Error(ErrorCode::invalid_argument, "give one of --email, --phone, --external-id");
+      auto svc = g.open();
+      const Json r = svc->find_subjects(g.caller(*svc, purpose), field, value);
+      print(r);
+      return r["subjects"].empty() ? 3 : 0;
+    };
+  });
+  auto* subject_erase = subject->add_subcommand("erase", "crypto-shred a subject");
+  subject_erase->add_option("id", id, "subject id")->required();
+  subject_erase->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->erase_subject(g.caller(*svc, purpose), id));
+      return 0;
+    };
+  });
+
+  // campaign / analytics
+  auto* campaign = app.add_subcommand("campaign", "consented campaign data")->require_subcommand(1);
+  std::string channel, segment;
+  std::vector<std::string> fields;
+  auto* campaign_fetch = campaign->add_subcommand("fetch", "stream consented subjects as NDJSON");
+  campaign_fetch->add_option("--purpose", purpose, "marketing purpose")->required();
+  campaign_fetch->add_option("--channel", channel, "channel (email, sms, ...)")->required();
+  campaign_fetch->add_option("--segment", segment, "RFM segment from segments.yaml");
+  campaign_fetch->add_option("--fields", fields, "fields wanted")->required()->delimiter(',');
+  campaign_fetch->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      Json body = {{"purpose", purpose}, {"channel", channel}, {"fields", fields}};
+      if (!segment.empty()) body["segment"] = segment;
+      svc->campaign_fetch(g.caller(*svc, purpose), body, [](const std::string& line) {
+        std::cout << line;
+        return static_cast<bool>(std::cout);
+      });
+      return 0;
+    };
+  });
+  auto* analytics = app.add_subcommand("analytics", "identity-free analytics")->require_subcommand(1);
+  analytics->add_subcommand("rfm", "RFM distribution, segment sizes and CLV")->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->analytics_rfm(g.caller(*svc, "analytics")));
+      return 0;
+    };
+  });
+
+  // audit
+  auto* audit = app.add_subcommand("audit", "the audit log")->require_subcommand(1);
+  std::string out_file, in_file, pubkey_file;
+  auto* audit_export = audit->add_subcommand("export", "write a self-contained, verifiable export");
+  audit_export->add_option("--out", out_file, "output file")->required();
+  audit_export->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      const fs::path tmp = out_file + ".partial";
+      {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        if (!out) throw Error(ErrorCode::storage, "cannot write " + tmp.string());
+        svc->audit_export(g.caller(*svc, "audit"), out);
+        out.flush();
+        if (!out) throw Error(ErrorCode::storage, "cannot write " + tmp.string());
+      }
+      fs::rename(tmp, out_file);
+      std::cout << "wrote " << out_file << "\n";
+      return 0;
+    };
+  });
+  auto* audit_verify = audit->add_subcommand("verify", "verify an export against the audit public key");
+  audit_verify->add_option("file", in_file, "export file")->required();
+  audit_verify->add_option("--pubkey", pubkey_file, "verifier key file (default <data-dir>/audit.pub)");
+  audit_verify->callback([&] {
+    action = [&] {
+      const fs::path key_path = pubkey_file.empty() ? fs::path(g.data_dir) / "audit.pub" : fs::path(pubkey_file);
+      std::string vkey = custos::util::read_text_file(key_path);
+      while (!vkey.empty() && (vkey.back() == '\n' || vkey.back() == '\r')) vkey.pop_back();
+      std::ifstream in(in_file, std::ios::binary);
+      if (!in) throw Error(ErrorCode::not_found, "cannot read export file " + in_file);
+      const auto result = custos::auditfmt::verify_export(in, vkey);
+      if (!result.ok) {
+        std::cerr << "custos: integrity failure: " << one_line(result.error) << "\n";
+        return 5;
+      }
+      std::cout << result.summary << "\n";
+      return 0;
+    };
+  });
+  audit->add_subcommand("pubkey", "print the audit verifier (public) key")->callback([&] {
+    action = [&] {
+      const fs::path p = fs::path(g.data_dir) / "audit.pub";
+      if (fs::exists(p)) {
+        std::cout << custos::util::read_text_file(p);
+      } else {
+        auto svc = g.open();
+        std::cout << svc->audit_verifier_key() << "\n";
+      }
+      return 0;
+    };
+  });
+  audit->add_subcommand("checkpoint", "sign the current tree head now and print it")->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->audit_checkpoint(g.caller(*svc, "audit")));
+      return 0;
+    };
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    std::cout << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "custos: usage: " << one_line(e.what()) << " (see --help)\n";
+    return 2;
+  }
+  try {
+    return action ? action() : 2;
+  } catch (const Error& e) {
+    std::cerr << "custos: " << custos::code_name(e.code()) << ": " << one_line(e.what()) << "\n";
+    return exit_code_for(e.code());
+  } catch (const std::exception& e) {
+    // Library messages (yaml, json, filesystem) may quote input: keep only the kind.
+    std::cerr << "custos: internal error (" << typeid(e).name() << ")\n";
+    return 1;
+  }
+}

@@ -1,0 +1,311 @@
+#include "custos/consent/consent.h"
+
+#include <openssl/sha.h>
+#include <sodium.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "custos/error.h"
+#include "custos/util/files.h"
+
+namespace custos::consent {
+namespace fs = std::filesystem;
+namespace {
+
+using store::Row;
+using store::Transaction;
+using store::TxMode;
+
+constexpr std::int64_t kClockSkewUs = 5LL * 60 * 1000000;  // tolerated "future" for client clocks
+
+bool one_of(const std::vector<std::string>& set, const std::string& v) {
+  return std::find(set.begin(), set.end(), v) != set.end();
+}
+
+std::array<std::uint8_t, 32> hash_token(std::string_view token) {
+  std::array<std::uint8_t, 32> h{};
+  crypto_generichash(h.data(), h.size(), reinterpret_cast<const unsigned char*>(token.data()), token.size(), nullptr,
+                     0);
+  return h;
+}
+
+constexpr const char* kEventColumns =
+    "id, subject_id, purpose, channel, event, status, at, recorded_at, source, lawful_basis, notice_version,"
+    " expires_at, principal, proof";
+
+Event event_from_row(const Row& r) {
+  Event e;
+  e.id = r.integer(0);
+  records::SubjectId sid{};
+  const auto b = r.blob(1);
+  if (b.size() == sid.size()) std::copy(b.begin(), b.end(), sid.begin());
+  e.subject_id = records::to_hex(sid);
+  e.purpose = std::string(r.text(2));
+  e.channel = std::string(r.text(3));
+  e.event = std::string(r.text(4));
+  e.status = std::string(r.text(5));
+  e.at_us = r.integer(6);
+  e.recorded_us = r.integer(7);
+  e.source = std::string(r.text(8));
+  e.lawful_basis = std::string(r.text(9));
+  e.notice_version = std::string(r.text(10));
+  if (!r.is_null(11)) e.expires_us = r.integer(11);
+  e.principal = std::string(r.text(12));
+  e.proof = std::string(r.text(13));
+  return e;
+}
+
+void require_active_subject(Transaction& tx, const records::SubjectId& subject) {
+  std::optional<std::string> status;
+  tx.exec("SELECT status FROM subjects WHERE id = ?", {subject}, [&](const Row& r) { status = std::string(r.text(0)); });
+  if (!status || *status != "active")
+    throw Error(ErrorCode::not_found, "subject " + records::to_hex(subject) + " not found");
+}
+
+// Applies a confirmed event to the materialised state: latest event time wins.
+void materialise(Transaction& tx, const records::SubjectId& subject, const Event& e) {
+  std::optional<std::int64_t> since;
+  tx.exec("SELECT since FROM consent_state WHERE subject_id = ? AND purpose = ? AND channel = ?",
+          {subject, e.purpose, e.channel}, [&](const Row& r) { since = r.integer(0); });
+  const store::Param expires = e.expires_us ? store::Param(*e.expires_us) : store::Param();
+  if (!since) {
+    tx.exec("INSERT INTO consent_state (subject_id, purpose, channel, state, since, expires_at, event_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            {subject, e.purpose, e.channel, e.event, e.at_us, expires, e.id});
+  } else if (e.at_us >= *since) {
+    tx.exec("UPDATE consent_state SET state = ?, since = ?, expires_at = ?, event_id = ?"
+            " WHERE subject_id = ? AND purpose = ? AND channel = ?",
+            {e.event, e.at_us, expires, e.id, subject, e.purpose, e.channel});
+  }
+}
+
+std::int64_t insert_event(Transaction& tx, const records::SubjectId& subject, Event& e,
+                          const std::optional<std::array<std::uint8_t, 32>>& confirm_hash,
+                          std::optional<std::int64_t> confirm_expires) {
+  e.id = tx.scalar("SELECT coalesce(max(id), 0) + 1 FROM consent_events").value_or(1);
+  tx.exec("INSERT INTO consent_events (id, subject_id, purpose, channel, event, status, at, recorded_at, source,"
+          " lawful_basis, notice_version, expires_at, principal, proof, confirm_hash, confirm_expires)"
+          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          {e.id, subject, e.purpose, e.channel, e.event, e.status, e.at_us, e.recorded_us, e.source, e.lawful_basis,
+           e.notice_version, e.expires_us ? store::Param(*e.expires_us) : store::Param(), e.principal, e.proof,
+           confirm_hash ? store::Param(*confirm_hash) : store::Param(),
+           confirm_expires ? store::Param(*confirm_expires) : store::Param()});
+  return e.id;
+}
+
+std::string sha256_hex(const std::string& text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  char hex[2 * SHA256_DIGEST_LENGTH + 1];
+  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+  return hex;
+}
+
+}  // namespace
+
+Ledger::Ledger(store::Store& store, audit::AuditLog& audit, fs::path notices_dir, std::int64_t confirmation_ttl_us)
+    : store_(store), audit_(audit), notices_dir_(std::move(notices_dir)), confirmation_ttl_us_(confirmation_ttl_us) {}
+
+std::string Ledger::notice_version(const std::string& purpose) const {
+  for (const fs::path& p : {notices_dir_ / (purpose + ".txt"), notices_dir_ / "default.txt"}) {
+    std::error_code ec;
+    if (fs::exists(p, ec)) return "sha256:" + sha256_hex(util::read_text_file(p));
+  }
+  return "sha256:" + sha256_hex("");
+}
+
+Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy, const records::SubjectId& subject,
+                        const EventInput& in) {
+  const access::Purpose* purpose = policy.purpose(in.purpose);
+  if (purpose == nullptr) throw Error(ErrorCode::invalid_field, "field 'purpose': unknown purpose");
+  if (!one_of(kChannels, in.channel)) throw Error(ErrorCode::invalid_field, "field 'channel': unknown channel");
+  if (!purpose->channels.empty() && !one_of(purpose->channels, in.channel))
+    throw Error(ErrorCode::invalid_field, "field 'channel': purpose '" + purpose->name + "' does not use this channel");
+  if (in.event != "granted" && in.event != "denied" && in.event != "withdrawn")
+    throw Error(ErrorCode::invalid_field, "field 'event': must be granted, denied or withdrawn");
+  if (!one_of(kSources, in.source)) throw Error(ErrorCode::invalid_field, "field 'source': unknown source");
+  const std::int64_t now = audit_.now_us();
+  const std::int64_t at = in.at_us == 0 ? now : in.at_us;
+  if (at > now + kClockSkewUs) throw Error(ErrorCode::invalid_field, "field 'at': consent time is in the future");
+  if (in.expires_us && *in.expires_us <= at)
+    throw Error(ErrorCode::invalid_field, "field 'expires_at': must be after the consent time");
+  if (in.double_opt_in && in.event != "granted")
+    throw Error(ErrorCode::invalid_field, "field 'double_opt_in': only a grant can await confirmation");
+  const std::string current_notice = notice_version(in.purpose);
+  if (!in.notice_version.empty() && in.notice_version != current_notice)
+    throw Error(ErrorCode::invalid_field, "field 'notice_version': not the notice in force for this purpose");
+
+  Event e;
+  e.subject_id = records::to_hex(subject);
+  e.purpose = in.purpose;
+  e.channel = in.channel;
+  e.event = in.event;
+  e.status = in.double_opt_in ? "pending" : "confirmed";
+  e.at_us = at;
+  e.recorded_us = now;
+  e.source = in.source;
+  e.lawful_basis = in.lawful_basis.empty() ? (purpose->lawful_basis.empty() ? "consent" : purpose->lawful_basis)
+                                           : in.lawful_basis;
+  e.notice_version = current_notice;
+  e.expires_us = in.expires_us;
+  e.principal = actor.principal;
+  e.proof = in.proof.empty() ? "{}" : in.proof;
+
+  Recorded out;
+  std::optional<std::array<std::uint8_t, 32>> confirm_hash;
+  if (in.double_opt_in) {
+    std::array<std::uint8_t, 32> raw{};
+    randombytes_buf(raw.data(), raw.size());
+    char b64[64];
+    sodium_bin2base64(b64, sizeof b64, raw.data(), raw.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    out.confirmation_token = std::string("cfm_") + b64;
+    confirm_hash = hash_token(*out.confirmation_token);
+    out.confirmation_expires_us = now + confirmation_ttl_us_;
+  }
+  auto tx = store_.begin(TxMode::write);
+  require_active_subject(*tx, subject);
+  insert_event(*tx, subject, e, confirm_hash, out.confirmation_expires_us);
+  if (e.status == "confirmed") materialise(*tx, subject, e);
+  audit_.append(*tx, actor,
+                {"consent.record", e.subject_id, {}, {}, true, "",
+                 "purpose=" + e.purpose + " channel=" + e.channel + " event=" + e.event + " status=" + e.status});
+  tx->commit();
+  out.events.push_back(std::move(e));
+  return out;
+}
+
+std::vector<Event> Ledger::withdraw_all(const audit::Actor& actor, const access::Policy& policy,
+                                        const records::SubjectId& subject, bool sale_or_share_only,
+                                        const std::string& source, const std::string& proof) {
+  const std::int64_t now = audit_.now_us();
+  std::vector<Event> written;
+  auto tx = store_.begin(TxMode::write);
+  require_active_subject(*tx, subject);
+  std::int64_t count = 0;
+  for (const auto& [name, purpose] : policy.purposes()) {
+    if (!purpose.marketing) continue;
+    if (sale_or_share_only && !purpose.sale_or_share) continue;
+    for (const auto& channel : purpose.channels) {
+      Event e;
+      e.subject_id = records::to_hex(subject);
+      e.purpose = name;
+      e.channel = channel;
+      e.event = "withdrawn";
+      e.status = "confirmed";
+      e.at_us = now;
+      e.recorded_us = now;
+      e.source = source;
+      e.lawful_basis = purpose.lawful_basis.empty() ? "consent" : purpose.lawful_basis;
+      e.notice_version = notice_version(name);
+      e.principal = actor.principal;
+      e.proof = proof.empty() ? "{}" : proof;
+      insert_event(*tx, subject, e, std::nullopt, std::nullopt);
+      materialise(*tx, subject, e);
+      written.push_back(std::move(e));
+      ++count;
+    }
+  }
+  if (!sale_or_share_only) tx->exec("UPDATE subjects SET objected = 1 WHERE id = ?", {subject});
+  audit_.append(*tx, actor,
+                {sale_or_share_only ? "consent.opt_out_sale_share" : "consent.objection", records::to_hex(subject), {},
+                 {}, true, "", "source=" + source + " withdrawn=" + std::to_string(count)});
+  tx->commit();
+  return written;
+}
+
+Event Ledger::confirm(const audit::Actor& actor, std::string_view token) {
+  const auto hash = hash_token(token);
+  auto tx = store_.begin(TxMode::write);
+  std::optional<Event> pending;
+  std::optional<std::int64_t> expires, confirmed_by;
+  records::SubjectId subject{};
+  tx->exec(std::string("SELECT ") + kEventColumns +
+               ", confirm_expires, confirmed_by, confirm_hash FROM consent_events WHERE confirm_hash = ?",
+           {hash}, [&](const Row& r) {
+             const auto stored = r.blob(16);
+             if (stored.size() != hash.size() || sodium_memcmp(stored.data(), hash.data(), hash.size()) != 0) return;
+             pending = event_from_row(r);
+             const auto b = r.blob(1);
+             std::copy(b.begin(), b.end(), subject.begin());
+             if (!r.is_null(14)) expires = r.integer(14);
+             if (!r.is_null(15)) confirmed_by = r.integer(15);
+           });
+  if (!pending) throw Error(ErrorCode::invalid_argument, "unknown confirmation token");
+  if (confirmed_by) throw Error(ErrorCode::conflict, "confirmation token was already used");
+  const std::int64_t now = audit_.now_us();
+  if (expires && now > *expires) throw Error(ErrorCode::invalid_argument, "confirmation token has expired");
+  require_active_subject(*tx, subject);
+  Event e = *pending;
+  e.status = "confirmed";
+  e.at_us = now;
+  e.recorded_us = now;
+  e.principal = actor.principal;
+  e.proof = nlohmann::json({{"double_opt_in", true}, {"confirms_event", pending->id}}).dump();
+  insert_event(*tx, subject, e, std::nullopt, std::nullopt);
+  tx->exec("UPDATE consent_events SET confirmed_by = ? WHERE id = ?", {e.id, pending->id});
+  materialise(*tx, subject, e);
+  audit_.append(*tx, actor,
+                {"consent.confirm", e.subject_id, {}, {}, true, "", "purpose=" + e.purpose + " channel=" + e.channel});
+  tx->commit();
+  return e;
+}
+
+std::vector<Event> Ledger::history(const records::SubjectId& subject) {
+  std::vector<Event> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec(std::string("SELECT ") + kEventColumns + " FROM consent_events WHERE subject_id = ? ORDER BY id",
+           {subject}, [&](const Row& r) { out.push_back(event_from_row(r)); });
+  return out;
+}
+
+std::vector<State> Ledger::current(const records::SubjectId& subject) {
+  std::vector<State> out;
+  const std::int64_t now = audit_.now_us();
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT purpose, channel, state, since, expires_at, event_id FROM consent_state WHERE subject_id = ?"
+           " ORDER BY purpose, channel",
+           {subject}, [&](const Row& r) {
+             State s{std::string(r.text(0)), std::string(r.text(1)), std::string(r.text(2)), r.integer(3),
+                     std::nullopt, r.integer(5)};
+             if (!r.is_null(4)) s.expires_us = r.integer(4);
+             if (s.state == "granted" && s.expires_us && *s.expires_us <= now) s.state = "expired";
+             out.push_back(std::move(s));
+           });
+  return out;
+}
+
+bool Ledger::has_active(const records::SubjectId& subject, const std::string& purpose, const std::string& channel) {
+  auto tx = store_.begin(TxMode::read);
+  return tx->scalar("SELECT count(*) FROM consent_state WHERE subject_id = ? AND purpose = ? AND channel = ?"
+                    " AND state = 'granted' AND (expires_at IS NULL OR expires_at > ?)",
+                    {subject, purpose, channel, audit_.now_us()})
+             .value_or(0) > 0;
+}
+
+std::string Ledger::receipt_json(const Event& e, const access::Policy& policy, const std::string& controller) const {
+  const access::Purpose* p = policy.purpose(e.purpose);
+  nlohmann::json receipt = {
+      {"version", "KI-CR-v1.1.0"},
+      {"receipt_id", "cr-" + std::to_string(e.id) + "-" + e.subject_id.substr(0, 8)},
+      {"jurisdiction", "EU"},
+      {"consent_timestamp", audit::format_time_us(e.at_us)},
+      {"collection_method", e.source + (e.proof.find("double_opt_in") != std::string::npos ? " (double opt-in)" : "")},
+      {"pii_principal_id", e.subject_id},
+      {"pii_controllers", {{{"pii_controller", controller}}}},
+      {"services",
+       {{{"service", e.purpose},
+         {"purposes",
+          {{{"purpose", p ? p->description : e.purpose},
+            {"purpose_category", {e.purpose}},
+            {"consent_type", "explicit"},
+            {"channel", e.channel},
+            {"lawful_basis", e.lawful_basis},
+            {"termination", e.expires_us ? audit::format_time_us(*e.expires_us) : "until withdrawn"},
+            {"third_party_disclosure", p && p->sale_or_share}}}}}}},
+      {"notice_version", e.notice_version},
+      {"policy_url", "policies/notices/" + e.purpose + ".txt"}};
+  return receipt.dump();
+}
+
+}  // namespace custos::consent

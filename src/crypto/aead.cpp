@@ -1,0 +1,110 @@
+#include "custos/crypto/aead.h"
+
+#include <sodium.h>
+
+#include <cstring>
+
+#include "custos/error.h"
+
+namespace custos::crypto {
+namespace {
+
+constexpr std::size_t kNonceSize = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+static_assert(kNonceSize == 24);
+static_assert(crypto_aead_xchacha20poly1305_ietf_ABYTES == 16);
+
+void put_u32(std::uint8_t* out, std::uint32_t v) {
+  out[0] = static_cast<std::uint8_t>(v >> 24);
+  out[1] = static_cast<std::uint8_t>(v >> 16);
+  out[2] = static_cast<std::uint8_t>(v >> 8);
+  out[3] = static_cast<std::uint8_t>(v);
+}
+
+std::uint32_t get_u32(const std::uint8_t* in) {
+  return (std::uint32_t{in[0]} << 24) | (std::uint32_t{in[1]} << 16) | (std::uint32_t{in[2]} << 8) |
+         std::uint32_t{in[3]};
+}
+
+// The AD actually authenticated: the stored header (minus the nonce, which
+// the construction binds anyway) followed by the caller's AD.
+Bytes full_ad(const std::uint8_t* header, std::span<const std::uint8_t> ad) {
+  Bytes out(header, header + 9);
+  out.insert(out.end(), ad.begin(), ad.end());
+  return out;
+}
+
+}  // namespace
+
+Bytes seal(const SecretKey& key, const SealHeader& header, std::span<const std::uint8_t> ad,
+           std::span<const std::uint8_t> plaintext) {
+  Bytes out(kSealOverhead + plaintext.size());
+  out[0] = header.format;
+  put_u32(&out[1], header.key_version);
+  put_u32(&out[5], header.schema_version);
+  randombytes_buf(&out[9], kNonceSize);
+  const Bytes aad = full_ad(out.data(), ad);
+  unsigned long long clen = 0;
+  crypto_aead_xchacha20poly1305_ietf_encrypt(out.data() + kSealHeaderSize, &clen, plaintext.data(),
+                                             plaintext.size(), aad.data(), aad.size(), nullptr,
+                                             &out[9], key.data());
+  out.resize(kSealHeaderSize + clen);
+  return out;
+}
+
+SealHeader peek_header(std::span<const std::uint8_t> sealed) {
+  if (sealed.size() < kSealOverhead) throw Error(ErrorCode::integrity, "sealed value is truncated");
+  if (sealed[0] != kSealFormat) throw Error(ErrorCode::integrity, "sealed value has an unknown format version");
+  return SealHeader{sealed[0], get_u32(&sealed[1]), get_u32(&sealed[5])};
+}
+
+Bytes open(const SecretKey& key, std::span<const std::uint8_t> ad, std::span<const std::uint8_t> sealed,
+           std::string_view what_for) {
+  try {
+    peek_header(sealed);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::integrity, std::string(what_for) + ": " + e.what());
+  }
+  const Bytes aad = full_ad(sealed.data(), ad);
+  Bytes out(sealed.size() - kSealOverhead);
+  unsigned long long mlen = 0;
+  if (crypto_aead_xchacha20poly1305_ietf_decrypt(out.data(), &mlen, nullptr, sealed.data() + kSealHeaderSize,
+                                                 sealed.size() - kSealHeaderSize, aad.data(), aad.size(),
+                                                 &sealed[9], key.data()) != 0) {
+    throw Error(ErrorCode::integrity,
+                std::string(what_for) + ": ciphertext failed authentication (tampered, moved or wrong key)");
+  }
+  out.resize(mlen);
+  return out;
+}
+
+Bytes field_ad(std::span<const std::uint8_t> subject_id, std::string_view field, std::uint32_t schema_version) {
+  Bytes ad;
+  ad.reserve(subject_id.size() + field.size() + 6);
+  ad.insert(ad.end(), subject_id.begin(), subject_id.end());
+  ad.push_back(0);
+  ad.insert(ad.end(), field.begin(), field.end());
+  ad.push_back(0);
+  std::uint8_t v[4];
+  put_u32(v, schema_version);
+  ad.insert(ad.end(), v, v + 4);
+  return ad;
+}
+
+Bytes wrap_key(const SecretKey& kek, std::uint32_t kek_version, std::string_view slot, const SecretKey& key) {
+  const std::string ad = std::string("custos-wrap\0", 12) + std::string(slot);
+  return seal(kek, SealHeader{kSealFormat, kek_version, 0}, as_bytes(ad), key.span());
+}
+
+SecretKey unwrap_key(const SecretKey& kek, std::string_view slot, std::span<const std::uint8_t> wrapped) {
+  const std::string ad = std::string("custos-wrap\0", 12) + std::string(slot);
+  Bytes raw = open(kek, as_bytes(ad), wrapped, "wrapped key");
+  if (raw.size() != SecretKey::kSize) {
+    sodium_memzero(raw.data(), raw.size());
+    throw Error(ErrorCode::integrity, "wrapped key has the wrong length");
+  }
+  SecretKey key = SecretKey::from_bytes(raw);
+  sodium_memzero(raw.data(), raw.size());
+  return key;
+}
+
+}  // namespace custos::crypto

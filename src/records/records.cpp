@@ -1,0 +1,486 @@
+#include "custos/records/records.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <set>
+
+#include "custos/crypto/aead.h"
+#include "custos/crypto/blind_index.h"
+#include "custos/error.h"
+#include "field_blob.h"
+
+namespace custos::records {
+namespace {
+
+using store::Row;
+using store::Transaction;
+using store::TxMode;
+
+constexpr std::uint32_t kDekVersion = 1;  // DEKs are never rotated in place: erasure replaces them
+constexpr std::string_view kTouchpointNotes = "touchpoint.notes";
+
+std::string hex(std::span<const std::uint8_t> bytes) {
+  std::string out(bytes.size() * 2 + 1, '\0');
+  sodium_bin2hex(out.data(), out.size(), bytes.data(), bytes.size());
+  out.pop_back();
+  return out;
+}
+
+std::string index_slot(const std::string& field) { return "index:" + field; }
+
+[[noreturn]] void no_subject(const SubjectId& id) {
+  throw Error(ErrorCode::not_found, "subject " + to_hex(id) + " not found");
+}
+
+std::string plaintext(const crypto::Bytes& b) { return std::string(b.begin(), b.end()); }
+
+void wipe(std::string& s) {
+  if (!s.empty()) sodium_memzero(s.data(), s.size());
+}
+
+}  // namespace
+
+std::string to_hex(const SubjectId& id) { return hex(id); }
+
+SubjectId parse_subject_id(std::string_view text) {
+  SubjectId id{};
+  std::size_t len = 0;
+  if (text.size() != 32 ||
+      sodium_hex2bin(id.data(), id.size(), text.data(), text.size(), nullptr, &len, nullptr) != 0 || len != 16)
+    throw Error(ErrorCode::invalid_argument, "subject id must be 32 hex digits");
+  return id;
+}
+
+// Values validated and normalised, ready to seal; blind-index inputs computed.
+struct Records::Prepared {
+  FieldMap values;                                       // stored form
+  std::vector<std::pair<std::string, std::string>> indexed;  // field, normalised
+};
+
+Records::Records(store::Store& store, store::KeyTable& keys, const Schema& schema, audit::AuditLog& audit)
+    : store_(store), keys_(keys), schema_(schema), audit_(audit) {}
+
+Records::Prepared Records::prepare(const FieldMap& fields) const {
+  Prepared p;
+  for (const auto& [name, value] : fields) {
+    const FieldSpec& spec = schema_.require(name);
+    std::string stored = schema_.validate(spec, value);
+    if (spec.searchable) p.indexed.emplace_back(name, schema_.normalise_for_index(spec, stored));
+    p.values.emplace(name, std::move(stored));
+  }
+  return p;
+}
+
+namespace {
+
+void insert_indexes(Transaction& tx, store::KeyTable& keys, const SubjectId& id,
+                    const std::vector<std::pair<std::string, std::string>>& indexed) {
+  for (const auto& [field, normalised] : indexed) {
+    const crypto::BlindIndex digest = crypto::blind_index(keys.named_key(index_slot(field)), normalised);
+    tx.exec("INSERT INTO blind_index (field, digest, subject_id) VALUES (?, ?, ?)", {field, digest, id});
+  }
+}
+
+}  // namespace
+
+std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vector<FieldMap>& batch) {
+  std::vector<Prepared> prepared;
+  prepared.reserve(batch.size());
+  for (const FieldMap& fields : batch) {
+    if (fields.empty()) throw Error(ErrorCode::invalid_argument, "a subject needs at least one field");
+    prepared.push_back(prepare(fields));
+  }
+  // Index keys are created outside the write transaction below.
+  for (const FieldSpec& f : schema_.fields())
+    if (f.searchable) keys_.named_key(index_slot(f.name));
+
+  std::vector<SubjectId> ids(batch.size());
+  const std::int64_t now = audit_.now_us();
+  auto tx = store_.begin(TxMode::write);
+  const std::uint32_t kek_version = keys_.kek_version(*tx);
+  for (std::size_t i = 0; i < prepared.size(); ++i) {
+    SubjectId& id = ids[i];
+    randombytes_buf(id.data(), id.size());
+    const crypto::SecretKey dek = crypto::SecretKey::random();
+    SealedFields sealed;
+    for (auto& [name, value] : prepared[i].values) {
+      sealed.emplace(name, crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                        crypto::field_ad(id, name, schema_.version()), crypto::as_bytes(value)));
+    }
+    tx->exec(
+        "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
+        " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
+        {id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(id), dek),
+         encode_fields(sealed)});
+    insert_indexes(*tx, keys_, id, prepared[i].indexed);
+    audit::Event event{"subject.create", to_hex(id), {}, {}, true, "", ""};
+    for (const auto& [name, value] : prepared[i].values) event.fields.push_back(name);
+    audit_.append(*tx, actor, event);
+  }
+  tx->commit();
+  for (auto& p : prepared)
+    for (auto& [name, value] : p.values) wipe(value);
+  return ids;
+}
+
+crypto::SecretKey Records::unwrap_dek(const SubjectId& id, store::Blob wrapped) {
+  return keys_.keyring().unwrap(store::dek_slot(id), wrapped);
+}
+
+FieldMap Records::open_fields(const SubjectId& id, const crypto::SecretKey& dek, store::Blob blob,
+                              const std::vector<std::string>& wanted) {
+  const SealedFields sealed = decode_fields(blob);
+  FieldMap out;
+  for (const std::string& name : wanted) {
+    const auto it = sealed.find(name);
+    if (it == sealed.end()) continue;
+    const crypto::SealHeader h = crypto::peek_header(it->second);
+    out.emplace(name, plaintext(crypto::open(dek, crypto::field_ad(id, name, h.schema_version), it->second,
+                                             "field '" + name + "' of subject " + to_hex(id))));
+  }
+  return out;
+}
+
+namespace {
+
+struct SubjectRow {
+  Subject subject;
+  std::vector<std::uint8_t> wrapped_dek;
+  std::vector<std::uint8_t> fields;
+};
+
+std::optional<SubjectRow> load_row(Transaction& tx, const SubjectId& id, bool with_keys) {
+  std::optional<SubjectRow> out;
+  tx.exec(with_keys ? "SELECT status, created_at, updated_at, legal_hold, restricted, objected, wrapped_dek, fields"
+                      " FROM subjects WHERE id = ?"
+                    : "SELECT status, created_at, updated_at, legal_hold, restricted, objected FROM subjects WHERE id = ?",
+          {id}, [&](const Row& r) {
+            SubjectRow row;
+            row.subject.id = id;
+            row.subject.status = std::string(r.text(0));
+            row.subject.created_us = r.integer(1);
+            row.subject.updated_us = r.integer(2);
+            row.subject.legal_hold = r.integer(3) != 0;
+            row.subject.restricted = r.integer(4) != 0;
+            row.subject.objected = r.integer(5) != 0;
+            if (with_keys) {
+              if (!r.is_null(6)) row.wrapped_dek = r.blob_copy(6);
+              if (!r.is_null(7)) row.fields = r.blob_copy(7);
+            }
+            out = std::move(row);
+          });
+  return out;
+}
+
+std::vector<std::string> present_fields(const std::vector<std::string>& wanted, const FieldMap& got) {
+  std::vector<std::string> out;
+  for (const auto& f : wanted)
+    if (got.count(f)) out.push_back(f);
+  return out;
+}
+
+std::vector<std::string> intersect(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  std::vector<std::string> out;
+  for (const auto& x : a)
+    if (std::find(b.begin(), b.end(), x) != b.end()) out.push_back(x);
+  return out;
+}
+
+}  // namespace
+
+Subject Records::read(const audit::Actor& actor, const SubjectId& id, const ReadSpec& spec) {
+  auto result = read_many(actor, {id}, spec);
+  if (!result[0]) no_subject(id);
+  return std::move(*result[0]);
+}
+
+std::vector<std::optional<Subject>> Records::read_many(const audit::Actor& actor, const std::vector<SubjectId>& ids,
+                                                        const ReadSpec& spec) {
+  for (const auto& f : spec.fields) schema_.require(f);
+  std::vector<std::optional<Subject>> out(ids.size());
+  auto tx = store_.begin(TxMode::write);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto row = load_row(*tx, ids[i], true);
+    if (!row || row->subject.status != "active") continue;
+    const crypto::SecretKey dek = unwrap_dek(ids[i], row->wrapped_dek);
+    row->subject.fields = open_fields(ids[i], dek, row->fields, spec.fields);
+    const auto served = present_fields(spec.fields, row->subject.fields);
+    audit_.append(*tx, actor,
+                  {spec.operation, to_hex(ids[i]), served, intersect(served, spec.masked), true, "", ""});
+    out[i] = std::move(row->subject);
+  }
+  // Plaintext leaves only once the entries are durable.
+  try {
+    tx->commit();
+  } catch (const Error& e) {
+    for (auto& s : out)
+      if (s)
+        for (auto& [k, v] : s->fields) wipe(v);
+    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+  }
+  return out;
+}
+
+std::vector<SubjectId> Records::find(std::string_view field, std::string_view value) {
+  const FieldSpec& spec = schema_.require(field);
+  if (!spec.searchable) throw Error(ErrorCode::invalid_argument, "field '" + spec.name + "' is not searchable");
+  const std::string normalised = schema_.normalise_for_index(spec, value);
+  const crypto::BlindIndex digest = crypto::blind_index(keys_.named_key(index_slot(spec.name)), normalised);
+  std::vector<SubjectId> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ? ORDER BY subject_id",
+           {spec.name, digest}, [&](const Row& r) {
+             SubjectId id{};
+             const auto b = r.blob(0);
+             if (b.size() == id.size()) std::copy(b.begin(), b.end(), id.begin());
+             out.push_back(id);
+           });
+  return out;
+}
+
+void Records::update(const audit::Actor& actor, const SubjectId& id, const FieldMap& set,
+                     const std::vector<std::string>& remove) {
+  Prepared p = prepare(set);
+  for (const auto& name : remove) schema_.require(name);
+  for (const FieldSpec& f : schema_.fields())
+    if (f.searchable) keys_.named_key(index_slot(f.name));
+  auto tx = store_.begin(TxMode::write);
+  auto row = load_row(*tx, id, true);
+  if (!row || row->subject.status != "active") no_subject(id);
+  const crypto::SecretKey dek = unwrap_dek(id, row->wrapped_dek);
+  SealedFields sealed = decode_fields(row->fields);
+  std::vector<std::string> changed;
+  for (const auto& name : remove)
+    if (sealed.erase(name) > 0) changed.push_back(name);
+  for (auto& [name, value] : p.values) {
+    sealed[name] = crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                crypto::field_ad(id, name, schema_.version()), crypto::as_bytes(value));
+    changed.push_back(name);
+  }
+  if (sealed.empty()) throw Error(ErrorCode::invalid_argument, "a subject needs at least one field");
+  const std::int64_t now = audit_.now_us();
+  tx->exec("UPDATE subjects SET fields = ?, updated_at = ? WHERE id = ?", {encode_fields(sealed), now, id});
+  // Re-index every searchable field that changed or was removed.
+  for (const auto& name : changed) {
+    const FieldSpec& spec = schema_.require(name);
+    if (spec.searchable) tx->exec("DELETE FROM blind_index WHERE subject_id = ? AND field = ?", {id, name});
+  }
+  insert_indexes(*tx, keys_, id, p.indexed);
+  std::sort(changed.begin(), changed.end());
+  audit_.append(*tx, actor, {"subject.update", to_hex(id), changed, {}, true, "", ""});
+  tx->commit();
+  for (auto& [name, value] : p.values) wipe(value);
+}
+
+ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id) {
+  ErasureReport report;
+  report.subject_id = to_hex(id);
+  {
+    auto tx = store_.begin(TxMode::write);
+    auto row = load_row(*tx, id, true);
+    if (!row || row->subject.status == "erased") no_subject(id);
+    if (row->subject.legal_hold)
+      throw Error(ErrorCode::conflict, "subject " + report.subject_id + " is under legal hold");
+    for (const auto& [name, sealed] : decode_fields(row->fields)) report.fields_erased.push_back(name);
+    // secure_delete zeroes the freed bytes of the old row version.
+    tx->exec(
+        "UPDATE subjects SET status = 'erased', wrapped_dek = NULL, kek_version = NULL, fields = NULL,"
+        " updated_at = ? WHERE id = ?",
+        {audit_.now_us(), id});
+    report.index_entries_removed = tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
+    // Counting is an index range scan; the notes themselves are not touched:
+    // without the DEK they are noise, so erasure time does not grow with them.
+    report.touchpoints_shredded =
+        tx->scalar("SELECT count(*) FROM touchpoints WHERE subject_id = ? AND notes IS NOT NULL", {id}).value_or(0);
+    report.orders_retained = tx->scalar("SELECT count(*) FROM orders WHERE subject_id = ?", {id}).value_or(0);
+    audit_.append(*tx, actor,
+                  {"subject.erase", report.subject_id, report.fields_erased, {}, true, "",
+                   "touchpoints_shredded=" + std::to_string(report.touchpoints_shredded)});
+    tx->commit();
+  }
+  // Move the WAL's pages (which hold pre-images) into the zeroed main file.
+  store_.checkpoint();
+  return report;
+}
+
+void Records::set_flags(const audit::Actor& actor, const SubjectId& id, std::optional<bool> legal_hold,
+                        std::optional<bool> restricted) {
+  auto tx = store_.begin(TxMode::write);
+  auto row = load_row(*tx, id, false);
+  if (!row || row->subject.status != "active") no_subject(id);
+  std::string detail;
+  if (legal_hold) {
+    tx->exec("UPDATE subjects SET legal_hold = ? WHERE id = ?", {*legal_hold ? 1 : 0, id});
+    detail += std::string("legal_hold=") + (*legal_hold ? "1" : "0");
+  }
+  if (restricted) {
+    tx->exec("UPDATE subjects SET restricted = ? WHERE id = ?", {*restricted ? 1 : 0, id});
+    detail += std::string(detail.empty() ? "" : " ") + "restricted=" + (*restricted ? "1" : "0");
+  }
+  audit_.append(*tx, actor, {"subject.flags", to_hex(id), {}, {}, true, "", detail});
+  tx->commit();
+}
+
+Subject Records::metadata(const SubjectId& id) {
+  auto tx = store_.begin(TxMode::read);
+  auto row = load_row(*tx, id, false);
+  if (!row) no_subject(id);
+  return row->subject;
+}
+
+std::string Records::add_touchpoint(const audit::Actor& actor, const SubjectId& id, const Touchpoint& tp) {
+  std::array<std::uint8_t, 16> tp_id{};
+  randombytes_buf(tp_id.data(), tp_id.size());
+  if (tp.notes && tp.notes->size() > schema_.max_value_bytes())
+    throw Error(ErrorCode::invalid_field, "field 'notes': value is larger than the limit");
+  auto tx = store_.begin(TxMode::write);
+  auto row = load_row(*tx, id, true);
+  if (!row || row->subject.status != "active") no_subject(id);
+  std::optional<crypto::Bytes> notes;
+  if (tp.notes) {
+    const crypto::SecretKey dek = unwrap_dek(id, row->wrapped_dek);
+    crypto::Bytes ad = crypto::field_ad(id, kTouchpointNotes, schema_.version());
+    ad.insert(ad.end(), tp_id.begin(), tp_id.end());
+    notes = crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()}, ad, crypto::as_bytes(*tp.notes));
+  }
+  tx->exec("INSERT INTO touchpoints (id, subject_id, channel, type, at, notes) VALUES (?, ?, ?, ?, ?, ?)",
+           {tp_id, id, tp.channel, tp.type, tp.at_us, notes ? store::Param(*notes) : store::Param()});
+  audit_.append(*tx, actor,
+                {"touchpoint.create", to_hex(id), notes ? std::vector<std::string>{"notes"} : std::vector<std::string>{},
+                 {}, true, "", "channel=" + tp.channel});
+  tx->commit();
+  return hex(tp_id);
+}
+
+std::vector<Touchpoint> Records::touchpoints(const audit::Actor& actor, const SubjectId& id, bool with_notes) {
+  std::vector<Touchpoint> out;
+  auto tx = store_.begin(TxMode::write);
+  auto row = load_row(*tx, id, true);
+  if (!row) no_subject(id);
+  std::optional<crypto::SecretKey> dek;
+  if (with_notes && !row->wrapped_dek.empty()) dek = unwrap_dek(id, row->wrapped_dek);
+  tx->exec("SELECT id, channel, type, at, notes FROM touchpoints WHERE subject_id = ? ORDER BY at, id", {id},
+           [&](const Row& r) {
+             Touchpoint tp;
+             const auto tp_id = r.blob(0);
+             tp.id = hex(tp_id);
+             tp.channel = std::string(r.text(1));
+             tp.type = std::string(r.text(2));
+             tp.at_us = r.integer(3);
+             if (dek && !r.is_null(4)) {
+               crypto::Bytes ad = crypto::field_ad(id, kTouchpointNotes, crypto::peek_header(r.blob(4)).schema_version);
+               ad.insert(ad.end(), tp_id.begin(), tp_id.end());
+               tp.notes = plaintext(crypto::open(*dek, ad, r.blob(4), "touchpoint notes"));
+             }
+             out.push_back(std::move(tp));
+           });
+  audit_.append(*tx, actor,
+                {"touchpoint.read", to_hex(id), with_notes ? std::vector<std::string>{"notes"} : std::vector<std::string>{},
+                 {}, true, "", "count=" + std::to_string(out.size())});
+  try {
+    tx->commit();
+  } catch (const Error& e) {
+    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+  }
+  return out;
+}
+
+std::string Records::add_order(const audit::Actor& actor, const SubjectId& id, const Order& order) {
+  if (order.amount_minor < 0) throw Error(ErrorCode::invalid_field, "field 'amount_minor': must not be negative");
+  if (order.currency.size() != 3 || !std::all_of(order.currency.begin(), order.currency.end(),
+                                                  [](char c) { return c >= 'A' && c <= 'Z'; }))
+    throw Error(ErrorCode::invalid_field, "field 'currency': expected an ISO 4217 code like EUR");
+  std::array<std::uint8_t, 16> order_id{};
+  randombytes_buf(order_id.data(), order_id.size());
+  auto tx = store_.begin(TxMode::write);
+  auto row = load_row(*tx, id, false);
+  if (!row || row->subject.status != "active") no_subject(id);
+  tx->exec("INSERT INTO orders (id, subject_id, amount_minor, currency, at) VALUES (?, ?, ?, ?, ?)",
+           {order_id, id, order.amount_minor, order.currency, order.at_us});
+  audit_.append(*tx, actor, {"order.create", to_hex(id), {}, {}, true, "", ""});
+  tx->commit();
+  return hex(order_id);
+}
+
+std::vector<Order> Records::orders(const SubjectId& id) {
+  std::vector<Order> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT id, amount_minor, currency, at FROM orders WHERE subject_id = ? ORDER BY at, id", {id},
+           [&](const Row& r) { out.push_back({hex(r.blob(0)), r.integer(1), std::string(r.text(2)), r.integer(3)}); });
+  return out;
+}
+
+std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, const CampaignQuery& q,
+                                                 const std::optional<SubjectId>& after, std::size_t limit,
+                                                 const ReadSpec& spec) {
+  std::string sql =
+      "SELECT s.id, s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM consent_state c"
+      " JOIN subjects s ON s.id = c.subject_id";
+  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = c.subject_id AND r.segment = ?";
+  sql += " WHERE c.purpose = ? AND c.channel = ? AND c.state = 'granted' AND (c.expires_at IS NULL OR c.expires_at > ?)"
+         " AND s.status = 'active' AND s.restricted = 0 AND s.objected = 0 AND c.subject_id > ?"
+         " ORDER BY c.subject_id LIMIT ?";
+  std::vector<store::Param> params;
+  if (!q.segment.empty()) params.emplace_back(q.segment);
+  const SubjectId zero{};
+  params.insert(params.end(), {store::Param(q.purpose), store::Param(q.channel), store::Param(q.now_us),
+                               store::Param(store::Blob(after ? *after : zero)),
+                               store::Param(static_cast<std::int64_t>(limit))});
+  std::vector<Subject> out;
+  auto tx = store_.begin(TxMode::write);
+  tx->exec_v(sql, params, [&](const Row& r) {
+    Subject s;
+    const auto idb = r.blob(0);
+    if (idb.size() != s.id.size()) return;
+    std::copy(idb.begin(), idb.end(), s.id.begin());
+    s.status = "active";
+    s.created_us = r.integer(1);
+    s.updated_us = r.integer(2);
+    const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(3));
+    s.fields = open_fields(s.id, dek, r.blob(4), spec.fields);
+    out.push_back(std::move(s));
+  });
+  if (out.empty()) return out;
+  audit::Event event{spec.operation, "", spec.fields, spec.masked, true, "",
+                     "purpose=" + q.purpose + " channel=" + q.channel + (q.segment.empty() ? "" : " segment=" + q.segment) +
+                         " subjects=" + std::to_string(out.size()),
+                     {}};
+  for (const auto& s : out) event.subject_ids.push_back(to_hex(s.id));
+  audit_.append(*tx, actor, event);
+  try {
+    tx->commit();
+  } catch (const Error& e) {
+    for (auto& s : out)
+      for (auto& [k, v] : s.fields) wipe(v);
+    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+  }
+  return out;
+}
+
+void Records::scan(const audit::Actor& actor, const ReadSpec& spec,
+                   const std::function<void(const Subject&)>& on_subject) {
+  for (const auto& f : spec.fields) schema_.require(f);
+  // The entry goes first: if it cannot be written, nothing is decrypted.
+  audit_.append_now(actor, {spec.operation, "", spec.fields, spec.masked, true, "", "scan"});
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT id, created_at, updated_at, legal_hold, restricted, wrapped_dek, fields FROM subjects"
+           " WHERE status = 'active' ORDER BY id",
+           {}, [&](const Row& r) {
+             Subject s;
+             const auto idb = r.blob(0);
+             if (idb.size() != s.id.size()) return;
+             std::copy(idb.begin(), idb.end(), s.id.begin());
+             s.status = "active";
+             s.created_us = r.integer(1);
+             s.updated_us = r.integer(2);
+             s.legal_hold = r.integer(3) != 0;
+             s.restricted = r.integer(4) != 0;
+             const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(5));
+             s.fields = open_fields(s.id, dek, r.blob(6), spec.fields);
+             on_subject(s);
+             for (auto& [k, v] : s.fields) wipe(v);
+           });
+}
+
+}  // namespace custos::records

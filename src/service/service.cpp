@@ -1,0 +1,542 @@
+#include "custos/service/service.h"
+
+#include <pwd.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "custos/audit/audit_log.h"
+#include "custos/crypto/keyring.h"
+#include "custos/crypto/signer.h"
+#include "custos/error.h"
+#include "custos/records/records.h"
+#include "custos/store/key_table.h"
+#include "custos/store/sqlcipher_store.h"
+#include "custos/util/files.h"
+#include "custos_audit/checkpoint.h"
+#include "custos_audit/merkle.h"
+#include "custos_audit/verify.h"
+#include "service_impl.h"
+
+namespace custos::service {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kSigningSlot = "audit:signing";
+constexpr std::size_t kMaxBatch = 1000;
+
+fs::path key_dir(const fs::path& data_dir) { return data_dir / "keys"; }
+fs::path db_path(const fs::path& data_dir) { return data_dir / "custos.db"; }
+
+std::string local_user() {
+  if (const passwd* pw = ::getpwuid(::geteuid())) return pw->pw_name;
+  return std::to_string(::geteuid());
+}
+
+std::uint64_t parse_u64(std::string_view text, const char* what) {
+  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string_view::npos)
+    throw Error(ErrorCode::invalid_argument, std::string("parameter '") + what + "' must be a non-negative integer");
+  return std::stoull(std::string(text));
+}
+
+Json hashes_to_json(const std::vector<audit::Hash>& hashes) {
+  Json out = Json::array();
+  for (const auto& h : hashes) out.push_back(auditfmt::to_hex(h));
+  return out;
+}
+
+Json checkpoint_json(const audit::Checkpoint& cp) {
+  return {{"size", cp.size},
+          {"root", auditfmt::to_hex(cp.root)},
+          {"time", audit::format_time_us(cp.at_us)},
+          {"note", cp.note}};
+}
+
+const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web", "in_person", "chat",
+                                            "social", "call_centre"};
+
+}  // namespace
+
+[[noreturn]] void bad_body(const std::string& why) { throw Error(ErrorCode::invalid_argument, why); }
+
+void only_keys(const Json& body, std::initializer_list<const char*> allowed) {
+  if (!body.is_object()) bad_body("request body must be a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    bool ok = false;
+    for (const char* a : allowed) ok = ok || key == a;
+    if (!ok) bad_body("unknown property '" + key.substr(0, 64) + "'");
+  }
+}
+
+struct FieldChanges {
+  records::FieldMap set;
+  std::vector<std::string> remove;
+};
+
+// {"fields": {...}}: every value a string (or null, to remove, when allowed).
+FieldChanges parse_fields(const Json& body, const records::Schema& schema, bool allow_null) {
+  only_keys(body, {"fields"});
+  if (!body.contains("fields")) bad_body("property 'fields' is required");
+  const Json& fields = body["fields"];
+  if (!fields.is_object()) bad_body("property 'fields' must be an object");
+  FieldChanges out;
+  for (const auto& [name, value] : fields.items()) {
+    const records::FieldSpec& spec = schema.require(name);
+    if (value.is_null() && allow_null) {
+      out.remove.push_back(spec.name);
+    } else if (value.is_string()) {
+      out.set.emplace(spec.name, value.get<std::string>());
+    } else {
+      throw Error(ErrorCode::invalid_field, "field '" + spec.name + "': expected a string");
+    }
+  }
+  return out;
+}
+
+std::int64_t parse_time_or_now(const Json& body, const char* key, std::int64_t now) {
+  if (!body.contains(key)) return now;
+  if (!body[key].is_string()) throw Error(ErrorCode::invalid_field, std::string("field '") + key + "': expected an RFC 3339 time");
+  const auto t = audit::parse_time_us(body[key].get<std::string>());
+  if (!t) throw Error(ErrorCode::invalid_field, std::string("field '") + key + "': expected an RFC 3339 time");
+  return *t;
+}
+
+std::string required_string(const Json& body, const char* key, std::size_t max_len) {
+  if (!body.contains(key) || !body[key].is_string())
+    throw Error(ErrorCode::invalid_field, std::string("field '") + key + "': a string is required");
+  std::string v = body[key].get<std::string>();
+  if (v.empty() || v.size() > max_len)
+    throw Error(ErrorCode::invalid_field, std::string("field '") + key + "': must be 1-" + std::to_string(max_len) +
+                                              " characters");
+  return v;
+}
+
+InitResult init_data_dir(const InitOptions& options) {
+  crypto::ensure_sodium();
+  const fs::path dir = options.data_dir;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(ErrorCode::storage, "cannot create data directory " + dir.string() + ": " + ec.message());
+  ::chmod(dir.c_str(), 0700);
+  if (fs::exists(db_path(dir)) || fs::exists(store::db_key_path(key_dir(dir))))
+    throw Error(ErrorCode::conflict, "data directory " + dir.string() + " is already initialised");
+  crypto::Keyring::create(key_dir(dir), options.passphrase,
+                          options.fast_kdf ? crypto::Argon2Params::interactive() : crypto::Argon2Params::moderate());
+  auto keyring = crypto::Keyring::open(key_dir(dir), options.passphrase);
+  {
+    const crypto::SecretKey db_key = crypto::SecretKey::random();
+    store::write_db_key(*keyring, 1, key_dir(dir), db_key);
+    auto store = store::open_sqlcipher(db_path(dir), db_key);
+    auto tx = store->begin(store::TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('kek_version', '1')");
+    tx->commit();
+  }
+  // Default policies, for the operator to edit.
+  const fs::path policies = dir / "policies";
+  if (!fs::exists(policies) && !options.shipped_policies.empty() && fs::exists(options.shipped_policies)) {
+    fs::copy(options.shipped_policies, policies, fs::copy_options::recursive, ec);
+    if (ec) throw Error(ErrorCode::storage, "cannot copy policies into " + policies.string() + ": " + ec.message());
+  }
+  OpenOptions open_options;
+  open_options.data_dir = dir;
+  open_options.passphrase = options.passphrase;
+  if (!fs::exists(policies)) open_options.policy_dir = options.shipped_policies;
+  auto service = Service::open(open_options);
+  Caller op{service->local_operator(), "administration", "init"};
+  InitResult result;
+  result.admin_token = service->create_token(op, "admin", "admin")["token"].get<std::string>();
+  result.admin_token_file = dir / "admin.token";
+  util::write_file_atomic(result.admin_token_file, result.admin_token + "\n", 0600);
+  result.audit_verifier_key = service->audit_verifier_key();
+  util::write_file_atomic(dir / "audit.pub", result.audit_verifier_key + "\n", 0644);
+  service->checkpoint_if_due();
+  return result;
+}
+
+Service::Service(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) { impl_->counters = &counters_; }
+Service::~Service() = default;
+
+std::unique_ptr<Service> Service::open(const OpenOptions& options) {
+  crypto::ensure_sodium();
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  const fs::path dir = options.data_dir;
+  if (!fs::exists(db_path(dir)))
+    throw Error(ErrorCode::not_found, "no vault in " + dir.string() + " (run `custos init --data-dir " +
+                                          dir.string() + "`)");
+  impl->keyring = crypto::Keyring::open(key_dir(dir), options.passphrase);
+  {
+    const crypto::SecretKey db_key = store::read_db_key(*impl->keyring, key_dir(dir));
+    impl->store = store::open_sqlcipher(db_path(dir), db_key);
+  }
+  impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
+  impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
+  impl->policy = access::Policy::load(impl->policy_dir(), impl->schema);
+  impl->signer = std::make_unique<crypto::Signer>(impl->keys->named_key(kSigningSlot));
+  audit::Options ao;
+  ao.node_id = options.node_id;
+  ao.checkpoint_every_entries = options.checkpoint_every_entries;
+  ao.checkpoint_every_ms = options.checkpoint_every_ms;
+  ao.now_us = options.clock_us;
+  impl->audit = std::make_unique<audit::AuditLog>(*impl->store, *impl->signer, ao);
+  impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
+  impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
+  impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");
+  return std::unique_ptr<Service>(new Service(std::move(impl)));
+}
+
+const fs::path& Service::data_dir() const { return impl_->options.data_dir; }
+
+access::Principal Service::authenticate(std::string_view bearer_token) {
+  return impl_->tokens->authenticate(bearer_token);
+}
+
+access::Principal Service::local_operator() const { return {"local:" + local_user(), "admin", ""}; }
+
+bool Service::reload_policies(std::string* error) {
+  try {
+    auto next = access::Policy::load(impl_->policy_dir(), impl_->schema);
+    std::lock_guard lock(impl_->policy_mu);
+    impl_->policy = std::move(next);
+    return true;
+  } catch (const Error& e) {
+    if (error) *error = e.what();
+    return false;
+  }
+}
+
+std::shared_ptr<const access::Policy> Service::policy() const { return impl_->current_policy(); }
+
+Json Service::create_subject(const Caller& caller, const Json& body) {
+  const auto pol = impl_->current_policy();
+  const auto& role = impl_->authorize(caller, *pol, "records.write", "subject.create", false);
+  const FieldChanges in = parse_fields(body, impl_->schema, false);
+  if (in.set.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
+  const auto ids = impl_->records->create(impl_->actor(caller), {in.set});
+  // Echo the new subject as this role may see it, without another decryption.
+  const auto spec = impl_->read_spec(*pol, role);
+  records::Subject s;
+  s.id = ids[0];
+  s.status = "active";
+  s.created_us = s.updated_us = impl_->audit->now_us();
+  for (const auto& [name, value] : in.set)
+    if (std::find(spec.fields.begin(), spec.fields.end(), name) != spec.fields.end())
+      s.fields.emplace(name, impl_->schema.validate(impl_->schema.require(name), value));
+  Json out = impl_->subject_json(s, spec);
+  counters_.decryptions -= s.fields.size();  // nothing was decrypted
+  return out;
+}
+
+Json Service::batch_create(const Caller& caller, const Json& body) {
+  impl_->authorize(caller, *impl_->current_policy(), "records.write", "subject.create", false);
+  only_keys(body, {"subjects"});
+  if (!body.contains("subjects") || !body["subjects"].is_array()) bad_body("property 'subjects' must be an array");
+  const Json& items = body["subjects"];
+  if (items.size() > kMaxBatch)
+    throw Error(ErrorCode::payload_too_large, "a batch holds at most " + std::to_string(kMaxBatch) + " subjects");
+  Json results = Json::array();
+  std::vector<records::FieldMap> valid;
+  std::vector<std::size_t> valid_index;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    try {
+      FieldChanges in = parse_fields(items[i], impl_->schema, false);
+      if (in.set.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
+      for (const auto& [name, value] : in.set) impl_->schema.validate(impl_->schema.require(name), value);
+      valid.push_back(std::move(in.set));
+      valid_index.push_back(i);
+      results.push_back(nullptr);
+    } catch (const Error& e) {
+      results.push_back({{"index", i}, {"status", e.code() == ErrorCode::invalid_field ? 422 : 400},
+                         {"error", {{"code", code_name(e.code())}, {"detail", e.what()}}}});
+    }
+  }
+  std::vector<records::SubjectId> ids;
+  if (!valid.empty()) ids = impl_->records->create(impl_->actor(caller), valid);
+  for (std::size_t k = 0; k < ids.size(); ++k)
+    results[valid_index[k]] = {{"index", valid_index[k]}, {"status", 201}, {"id", records::to_hex(ids[k])}};
+  return {{"results", results}, {"created", ids.size()}, {"failed", items.size() - ids.size()}};
+}
+
+Json Service::get_subject(const Caller& caller, std::string_view id_text) {
+  const auto pol = impl_->current_policy();
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.read", true, records::to_hex(id));
+  if (!impl_->marketing_allowed(*pol, caller.purpose, id))
+    impl_->deny(caller, "subject.read", ErrorCode::consent_missing,
+                "the subject has no active consent for purpose '" + caller.purpose + "'", records::to_hex(id));
+  const auto spec = impl_->read_spec(*pol, role);
+  return impl_->subject_json(impl_->records->read(impl_->actor(caller), id, spec), spec);
+}
+
+Json Service::batch_get(const Caller& caller, const Json& body) {
+  const auto pol = impl_->current_policy();
+  const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.read", true);
+  only_keys(body, {"ids"});
+  if (!body.contains("ids") || !body["ids"].is_array()) bad_body("property 'ids' must be an array of subject ids");
+  const Json& items = body["ids"];
+  if (items.size() > kMaxBatch)
+    throw Error(ErrorCode::payload_too_large, "a batch holds at most " + std::to_string(kMaxBatch) + " ids");
+  Json results = Json::array();
+  std::vector<records::SubjectId> ids;
+  std::vector<std::size_t> at;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    try {
+      if (!items[i].is_string()) throw Error(ErrorCode::invalid_argument, "subject id must be a string");
+      ids.push_back(records::parse_subject_id(items[i].get<std::string>()));
+      at.push_back(i);
+      results.push_back(nullptr);
+    } catch (const Error& e) {
+      results.push_back({{"index", i}, {"status", 400}, {"error", {{"code", code_name(e.code())}, {"detail", e.what()}}}});
+    }
+  }
+  const auto spec = impl_->read_spec(*pol, role);
+  // Marketing reads skip subjects without consent (reported per item).
+  std::vector<bool> refused(ids.size(), false);
+  std::vector<records::SubjectId> allowed;
+  std::vector<std::size_t> allowed_at;
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    bool ok = true;
+    try {
+      ok = impl_->marketing_allowed(*pol, caller.purpose, ids[k]);
+    } catch (const Error&) {
+      ok = true;  // unknown ids are reported as not found below
+    }
+    if (ok) {
+      allowed.push_back(ids[k]);
+      allowed_at.push_back(k);
+    } else {
+      refused[k] = true;
+    }
+  }
+  const auto read = impl_->records->read_many(impl_->actor(caller), allowed, spec);
+  std::vector<std::optional<records::Subject>> subjects(ids.size());
+  for (std::size_t j = 0; j < allowed.size(); ++j) subjects[allowed_at[j]] = read[j];
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    if (refused[k]) {
+      results[at[k]] = {{"index", at[k]}, {"status", 403}, {"id", records::to_hex(ids[k])},
+                        {"error", {{"code", "consent_missing"}, {"detail", "no active consent for this purpose"}}}};
+    } else if (subjects[k]) {
+      results[at[k]] = {{"index", at[k]}, {"status", 200}, {"subject", impl_->subject_json(*subjects[k], spec)}};
+    } else {
+      results[at[k]] = {{"index", at[k]}, {"status", 404}, {"id", records::to_hex(ids[k])},
+                        {"error", {{"code", "not_found"}, {"detail", "subject not found"}}}};
+    }
+  }
+  return {{"results", results}};
+}
+
+Json Service::find_subjects(const Caller& caller, std::string_view field, std::string_view value) {
+  const auto pol = impl_->current_policy();
+  const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.lookup", true);
+  std::vector<records::SubjectId> ids;
+  for (const auto& id : impl_->records->find(field, value))
+    if (impl_->marketing_allowed(*pol, caller.purpose, id)) ids.push_back(id);
+  const auto spec = impl_->read_spec(*pol, role);
+  Json subjects = Json::array();
+  if (!ids.empty()) {
+    records::ReadSpec lookup = spec;
+    lookup.operation = "subject.lookup";
+    for (const auto& s : impl_->records->read_many(impl_->actor(caller), ids, lookup))
+      if (s) subjects.push_back(impl_->subject_json(*s, spec));
+  } else {
+    // A miss is audited too: someone asked about this field.
+    impl_->audit->append_now(impl_->actor(caller), {"subject.lookup", "", {std::string(field)}, {}, true, "", "matches=0"});
+  }
+  return {{"subjects", subjects}};
+}
+
+Json Service::patch_subject(const Caller& caller, std::string_view id_text, const Json& body) {
+  const auto pol = impl_->current_policy();
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  impl_->authorize(caller, *pol, "records.write", "subject.update", false, records::to_hex(id));
+  const FieldChanges in = parse_fields(body, impl_->schema, true);
+  if (in.set.empty() && in.remove.empty()) throw Error(ErrorCode::invalid_argument, "no fields to change");
+  impl_->records->update(impl_->actor(caller), id, in.set, in.remove);
+  Json changed = Json::array();
+  for (const auto& [name, v] : in.set) changed.push_back(name);
+  for (const auto& name : in.remove) changed.push_back(name);
+  return {{"id", records::to_hex(id)}, {"updated_fields", changed}};
+}
+
+Json Service::erase_subject(const Caller& caller, std::string_view id_text) {
+  const auto pol = impl_->current_policy();
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  impl_->authorize(caller, *pol, "records.write", "subject.erase", false, records::to_hex(id));
+  const auto r = impl_->records->erase(impl_->actor(caller), id);
+  return {{"id", r.subject_id},
+          {"status", "erased"},
+          {"fields_erased", r.fields_erased},
+          {"index_entries_removed", r.index_entries_removed},
+          {"touchpoints_shredded", r.touchpoints_shredded},
+          {"orders_retained", r.orders_retained}};
+}
+
+Json Service::add_touchpoint(const Caller& caller, std::string_view id_text, const Json& body) {
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  impl_->authorize(caller, *impl_->current_policy(), "records.write", "touchpoint.create", false, records::to_hex(id));
+  only_keys(body, {"channel", "type", "at", "notes"});
+  records::Touchpoint tp;
+  tp.channel = required_string(body, "channel", 32);
+  if (std::find(kChannels.begin(), kChannels.end(), tp.channel) == kChannels.end())
+    throw Error(ErrorCode::invalid_field, "field 'channel': unknown channel");
+  tp.type = required_string(body, "type", 64);
+  tp.at_us = parse_time_or_now(body, "at", impl_->audit->now_us());
+  if (body.contains("notes")) {
+    if (!body["notes"].is_string()) throw Error(ErrorCode::invalid_field, "field 'notes': expected a string");
+    tp.notes = body["notes"].get<std::string>();
+  }
+  const std::string tp_id = impl_->records->add_touchpoint(impl_->actor(caller), id, tp);
+  return {{"id", tp_id}, {"subject_id", records::to_hex(id)}, {"channel", tp.channel}, {"type", tp.type},
+          {"at", audit::format_time_us(tp.at_us)}};
+}
+
+Json Service::add_order(const Caller& caller, std::string_view id_text, const Json& body) {
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  impl_->authorize(caller, *impl_->current_policy(), "records.write", "order.create", false, records::to_hex(id));
+  only_keys(body, {"amount_minor", "currency", "at"});
+  if (!body.contains("amount_minor") || !body["amount_minor"].is_number_integer())
+    throw Error(ErrorCode::invalid_field, "field 'amount_minor': an integer amount in minor units is required");
+  records::Order order;
+  order.amount_minor = body["amount_minor"].get<std::int64_t>();
+  order.currency = required_string(body, "currency", 3);
+  order.at_us = parse_time_or_now(body, "at", impl_->audit->now_us());
+  const std::string order_id = impl_->records->add_order(impl_->actor(caller), id, order);
+  return {{"id", order_id}, {"subject_id", records::to_hex(id)}, {"amount_minor", order.amount_minor},
+          {"currency", order.currency}, {"at", audit::format_time_us(order.at_us)}};
+}
+
+Json Service::audit_entries(const Caller& caller, const std::map<std::string, std::string>& params) {
+  impl_->authorize(caller, *impl_->current_policy(), "audit", "audit.query", false);
+  audit::Query q;
+  for (const auto& [key, value] : params) {
+    if (key == "subject") q.subject_id = value;
+    else if (key == "principal") q.principal = value;
+    else if (key == "purpose") q.purpose = value;
+    else if (key == "operation") q.operation = value;
+    else if (key == "from" || key == "to") {
+      const auto t = audit::parse_time_us(value);
+      if (!t) throw Error(ErrorCode::invalid_argument, "parameter '" + key + "' must be an RFC 3339 time");
+      (key == "from" ? q.from_us : q.to_us) = *t;
+    } else if (key == "after") q.after_seq = parse_u64(value, "after");
+    else if (key == "limit") {
+      q.limit = parse_u64(value, "limit");
+      if (q.limit == 0 || q.limit > 1000) throw Error(ErrorCode::invalid_argument, "parameter 'limit' must be 1-1000");
+    } else throw Error(ErrorCode::invalid_argument, "unknown parameter '" + key.substr(0, 64) + "'");
+  }
+  if (q.from_us && q.to_us && *q.to_us < *q.from_us)
+    throw Error(ErrorCode::invalid_argument, "parameter 'to' is before 'from'");
+  const auto entries = impl_->audit->query(q);
+  Json list = Json::array();
+  for (const auto& e : entries) list.push_back(Json::parse(auditfmt::to_json(e)));
+  Json out = {{"entries", list}};
+  out["next_after"] = entries.size() == q.limit && !entries.empty() ? Json(entries.back().seq) : Json(nullptr);
+  impl_->audit->append_now(impl_->actor(caller), {"audit.query", q.subject_id, {}, {}, true, "",
+                                                  "returned=" + std::to_string(entries.size())});
+  return out;
+}
+
+Json Service::audit_checkpoint(const Caller& caller) {
+  impl_->authorize(caller, *impl_->current_policy(), "audit", "audit.checkpoint", false);
+  const auto cp = impl_->audit->checkpoint_now();
+  Json out = checkpoint_json(cp);
+  out["verifier_key"] = impl_->audit->verifier_key();
+  return out;
+}
+
+Json Service::audit_inclusion_proof(const Caller& caller, std::string_view index_text, std::string_view size_text) {
+  impl_->authorize(caller, *impl_->current_policy(), "audit", "audit.proof", false);
+  const std::uint64_t index = parse_u64(index_text, "index");
+  const std::uint64_t size = size_text.empty() ? impl_->audit->checkpoint_now().size : parse_u64(size_text, "size");
+  const auto proof = impl_->audit->inclusion_proof(index, size);
+  const auto bytes = impl_->audit->entry_bytes(index);
+  Json out = {{"index", index},
+              {"tree_size", size},
+              {"leaf_hash", auditfmt::to_hex(auditfmt::leaf_hash(bytes))},
+              {"entry", auditfmt::base64_encode(bytes)},
+              {"proof", hashes_to_json(proof)},
+              {"root", auditfmt::to_hex(impl_->audit->root_at(size))},
+              {"key_name", impl_->audit->options().key_name}};
+  if (const auto cp = impl_->audit->checkpoint_at(size)) out["checkpoint"] = cp->note;
+  return out;
+}
+
+Json Service::audit_consistency_proof(const Caller& caller, std::string_view first_text, std::string_view second_text) {
+  impl_->authorize(caller, *impl_->current_policy(), "audit", "audit.proof", false);
+  const std::uint64_t first = parse_u64(first_text, "first");
+  const std::uint64_t second = parse_u64(second_text, "second");
+  const auto proof = impl_->audit->consistency_proof(first, second);
+  return {{"first", first},
+          {"second", second},
+          {"first_root", auditfmt::to_hex(impl_->audit->root_at(first))},
+          {"second_root", auditfmt::to_hex(impl_->audit->root_at(second))},
+          {"proof", hashes_to_json(proof)}};
+}
+
+void Service::audit_export(const Caller& caller, std::ostream& out) {
+  impl_->authorize(caller, *impl_->current_policy(), "audit", "audit.export", false);
+  impl_->audit->append_now(impl_->actor(caller), {"audit.export", "", {}, {}, true, "", ""});
+  impl_->audit->export_to(out);
+}
+
+std::string Service::audit_verifier_key() const { return impl_->audit->verifier_key(); }
+
+Json Service::verify_export_file(const fs::path& file) const {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(ErrorCode::not_found, "cannot read export file " + file.string());
+  const auto result = auditfmt::verify_export(in, impl_->audit->verifier_key());
+  if (!result.ok) throw Error(ErrorCode::integrity, result.error);
+  return {{"ok", true}, {"summary", result.summary}};
+}
+
+void Service::checkpoint_if_due() { impl_->audit->checkpoint_if_due(); }
+
+std::uint64_t Service::audit_size() { return impl_->audit->size(); }
+
+std::uint64_t Service::audit_checkpoint_size() {
+  const auto cp = impl_->audit->latest_checkpoint();
+  return cp ? cp->size : 0;
+}
+
+Json Service::create_token(const Caller& caller, const std::string& name, const std::string& role) {
+  const auto pol = impl_->current_policy();
+  impl_->authorize(caller, *pol, "admin", "token.create", false);
+  if (pol->role(role) == nullptr) throw Error(ErrorCode::invalid_argument, "unknown role '" + role.substr(0, 64) + "'");
+  const std::string token = impl_->tokens->create(impl_->actor(caller), name, role);
+  return {{"name", name}, {"role", role}, {"token", token}};
+}
+
+Json Service::revoke_token(const Caller& caller, const std::string& name) {
+  impl_->authorize(caller, *impl_->current_policy(), "admin", "token.revoke", false);
+  impl_->tokens->revoke(impl_->actor(caller), name);
+  return {{"name", name}, {"revoked", true}};
+}
+
+Json Service::rotate_keys(const Caller& caller) {
+  impl_->authorize(caller, *impl_->current_policy(), "keys", "key.rotate", false);
+  const auto report = store::rotate_keys(
+      *impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir),
+      [&](store::Transaction& tx, const store::RotationReport& r) {
+        impl_->audit->append(tx, impl_->actor(caller),
+                             {"key.rotate", "", {}, {}, true, "",
+                              "from=" + std::to_string(r.old_version) + " to=" + std::to_string(r.new_version) +
+                                  " data_keys=" + std::to_string(r.data_keys)});
+      });
+  return {{"old_version", report.old_version},
+          {"new_version", report.new_version},
+          {"data_keys_rewrapped", report.data_keys},
+          {"named_keys_rewrapped", report.named_keys}};
+}
+
+Json Service::retire_keys(const Caller& caller) {
+  impl_->authorize(caller, *impl_->current_policy(), "keys", "key.retire", false);
+  const auto retired = store::retire_old_keks(*impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir));
+  impl_->audit->append_now(impl_->actor(caller), {"key.retire", "", {}, {}, true, "",
+                                                  "retired=" + std::to_string(retired.size())});
+  return {{"retired_versions", retired}};
+}
+
+}  // namespace custos::service

@@ -1,0 +1,106 @@
+// Marketing analytics and the consented campaign fetch.
+#include <nlohmann/json.hpp>
+
+#include "service_impl.h"
+
+namespace custos::service {
+namespace {
+
+constexpr std::size_t kCampaignPage = 500;
+
+Json distribution(const std::map<int, std::int64_t>& d) {
+  Json out = Json::object();
+  for (int q = 1; q <= 5; ++q) out[std::to_string(q)] = d.count(q) ? d.at(q) : 0;
+  return out;
+}
+
+}  // namespace
+
+Json Service::analytics_rfm(const Caller& caller) {
+  impl_->authorize(caller, *impl_->current_policy(), "analytics", "analytics.rfm", false);
+  const auto policy = records::RfmPolicy::load(impl_->policy_dir() / "segments.yaml");
+  const auto s = records::refresh_rfm(*impl_->store, policy, impl_->audit->now_us());
+  impl_->audit->append_now(impl_->actor(caller), {"analytics.rfm", "", {}, {}, true, "",
+                                                  "subjects=" + std::to_string(s.subjects_scored)});
+  Json segments = Json::object();
+  for (const auto& [name, size] : s.segment_sizes) segments[name] = size;
+  return {{"computed_at", audit::format_time_us(s.computed_us)},
+          {"window_days", policy.window_days},
+          {"subjects_scored", s.subjects_scored},
+          {"orders_considered", s.orders_considered},
+          {"distribution", {{"recency", distribution(s.r_distribution)},
+                            {"frequency", distribution(s.f_distribution)},
+                            {"monetary", distribution(s.m_distribution)}}},
+          {"segments", segments},
+          {"clv", {{"average_minor", s.average_clv_minor},
+                   {"expected_lifespan_years", policy.expected_lifespan_years},
+                   {"customer_equity_minor", s.total_equity_minor}}}};
+}
+
+Json Service::campaign_fetch(const Caller& caller, const Json& body,
+                             const std::function<bool(const std::string&)>& emit) {
+  const auto pol = impl_->current_policy();
+  const auto& role = impl_->authorize(caller, *pol, "records.read", "campaign.fetch", true);
+  only_keys(body, {"purpose", "channel", "segment", "fields"});
+  records::Records::CampaignQuery q;
+  q.purpose = body.contains("purpose") ? required_string(body, "purpose", 64) : caller.purpose;
+  if (q.purpose != caller.purpose)
+    throw Error(ErrorCode::invalid_argument, "body 'purpose' must match the Custos-Purpose header");
+  const access::Purpose* purpose = pol->purpose(q.purpose);
+  if (purpose == nullptr || !purpose->marketing)
+    throw Error(ErrorCode::invalid_field, "field 'purpose': a campaign needs a marketing purpose");
+  q.channel = required_string(body, "channel", 16);
+  if (std::find(purpose->channels.begin(), purpose->channels.end(), q.channel) == purpose->channels.end())
+    throw Error(ErrorCode::invalid_field, "field 'channel': not a channel of purpose '" + q.purpose + "'");
+  if (body.contains("segment")) {
+    q.segment = required_string(body, "segment", 64);
+    const auto rfm = records::RfmPolicy::load(impl_->policy_dir() / "segments.yaml");
+    if (!rfm.has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
+  }
+  if (!body.contains("fields") || !body["fields"].is_array() || body["fields"].empty())
+    throw Error(ErrorCode::invalid_field, "field 'fields': a non-empty array of field names is required");
+  const records::ReadSpec visible = impl_->read_spec(*pol, role);
+  records::ReadSpec spec;
+  spec.operation = "campaign.fetch";
+  Json withheld = Json::array();
+  for (const auto& f : body["fields"]) {
+    if (!f.is_string()) throw Error(ErrorCode::invalid_field, "field 'fields': names must be strings");
+    const std::string name = impl_->schema.require(f.get<std::string>()).name;
+    if (std::find(visible.fields.begin(), visible.fields.end(), name) == visible.fields.end()) {
+      withheld.push_back(name);
+      continue;
+    }
+    spec.fields.push_back(name);
+    if (std::find(visible.masked.begin(), visible.masked.end(), name) != visible.masked.end())
+      spec.masked.push_back(name);
+  }
+  q.now_us = impl_->audit->now_us();
+  std::optional<records::SubjectId> after;
+  std::int64_t count = 0;
+  bool open = true;
+  while (open) {
+    const auto page = impl_->records->read_campaign_page(impl_->actor(caller), q, after, kCampaignPage, spec);
+    for (const auto& s : page) {
+      Json line = {{"id", records::to_hex(s.id)}, {"fields", Json::object()}};
+      for (const auto& [name, value] : s.fields) {
+        const bool masked = std::find(spec.masked.begin(), spec.masked.end(), name) != spec.masked.end();
+        line["fields"][name] = masked ? access::mask_value(impl_->schema.require(name), value) : value;
+      }
+      counters_.decryptions += s.fields.size();
+      ++count;
+      if (!emit(line.dump() + "\n")) {
+        open = false;
+        break;
+      }
+    }
+    if (page.size() < kCampaignPage) break;
+    after = page.back().id;
+  }
+  Json summary = {{"done", open}, {"count", count}, {"purpose", q.purpose}, {"channel", q.channel},
+                  {"fields", spec.fields}, {"fields_withheld", withheld}};
+  if (!q.segment.empty()) summary["segment"] = q.segment;
+  if (open) emit(summary.dump() + "\n");
+  return summary;
+}
+
+}  // namespace custos::service

@@ -1,0 +1,136 @@
+// The consent half of the façade: the ledger, double opt-in, GPC and
+// do-not-sell, objection, and the consent check of marketing reads.
+#include <nlohmann/json.hpp>
+
+#include "service_impl.h"
+
+namespace custos::service {
+namespace {
+
+Json event_json(const consent::Event& e) {
+  Json out = {{"id", e.id},
+              {"purpose", e.purpose},
+              {"channel", e.channel},
+              {"event", e.event},
+              {"status", e.status},
+              {"at", audit::format_time_us(e.at_us)},
+              {"recorded_at", audit::format_time_us(e.recorded_us)},
+              {"source", e.source},
+              {"lawful_basis", e.lawful_basis},
+              {"notice_version", e.notice_version},
+              {"recorded_by", e.principal},
+              {"proof", Json::parse(e.proof, nullptr, false)}};
+  out["expires_at"] = e.expires_us ? Json(audit::format_time_us(*e.expires_us)) : Json(nullptr);
+  return out;
+}
+
+Json state_json(const std::vector<consent::State>& states) {
+  Json out = Json::array();
+  for (const auto& s : states) {
+    Json j = {{"purpose", s.purpose}, {"channel", s.channel}, {"state", s.state},
+              {"since", audit::format_time_us(s.since_us)}, {"event_id", s.event_id}};
+    j["expires_at"] = s.expires_us ? Json(audit::format_time_us(*s.expires_us)) : Json(nullptr);
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::string controller_name() { return "custos.local"; }
+
+}  // namespace
+
+bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::string& purpose_name,
+                                      const records::SubjectId& id) {
+  const access::Purpose* purpose = pol.purpose(purpose_name);
+  if (purpose == nullptr || !purpose->marketing) return true;
+  const records::Subject meta = records->metadata(id);
+  if (meta.status != "active" || meta.restricted || meta.objected) return false;
+  for (const auto& channel : purpose->channels)
+    if (consent->has_active(id, purpose_name, channel)) return true;
+  return false;
+}
+
+Json Service::record_consent(const Caller& caller, std::string_view id_text, const Json& body, bool gpc) {
+  const auto pol = impl_->current_policy();
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  impl_->authorize(caller, *pol, "consent", "consent.record", false, records::to_hex(id));
+  only_keys(body, {"purpose", "channel", "event", "source", "lawful_basis", "notice_version", "at", "expires_at",
+                   "double_opt_in", "proof"});
+  const auto actor = impl_->actor(caller);
+  const std::string event = required_string(body, "event", 32);
+  const std::string source = body.contains("source") ? required_string(body, "source", 32) : "api";
+  Json proof = body.contains("proof") ? body["proof"] : Json::object();
+  if (!proof.is_object()) throw Error(ErrorCode::invalid_field, "field 'proof': expected an object");
+  if (proof.dump().size() > 4096) throw Error(ErrorCode::invalid_field, "field 'proof': larger than 4 KiB");
+  Json out = {{"subject_id", records::to_hex(id)}, {"events", Json::array()}};
+  const auto now = impl_->audit->now_us();
+
+  if (event == "opt_out_sale_share" || event == "objection") {
+    proof["request"] = event;
+    for (const auto& e : impl_->consent->withdraw_all(actor, *pol, id, event == "opt_out_sale_share", source,
+                                                      proof.dump()))
+      out["events"].push_back(event_json(e));
+  } else {
+    consent::EventInput in;
+    in.purpose = required_string(body, "purpose", 64);
+    in.channel = required_string(body, "channel", 16);
+    in.event = event;
+    in.source = source;
+    if (body.contains("lawful_basis")) in.lawful_basis = required_string(body, "lawful_basis", 64);
+    if (body.contains("notice_version")) in.notice_version = required_string(body, "notice_version", 128);
+    in.at_us = parse_time_or_now(body, "at", now);
+    if (body.contains("expires_at")) in.expires_us = parse_time_or_now(body, "expires_at", now);
+    if (body.contains("double_opt_in")) {
+      if (!body["double_opt_in"].is_boolean())
+        throw Error(ErrorCode::invalid_field, "field 'double_opt_in': expected true or false");
+      in.double_opt_in = body["double_opt_in"].get<bool>();
+    }
+    in.proof = proof.dump();
+    const auto recorded = impl_->consent->record(actor, *pol, id, in);
+    for (const auto& e : recorded.events) {
+      out["events"].push_back(event_json(e));
+      if (e.status == "confirmed" && e.event == "granted")
+        out["receipt"] = Json::parse(impl_->consent->receipt_json(e, *pol, controller_name()));
+    }
+    if (recorded.confirmation_token) {
+      out["confirmation"] = {{"token", *recorded.confirmation_token},
+                             {"expires_at", audit::format_time_us(*recorded.confirmation_expires_us)}};
+    }
+  }
+  if (gpc) {
+    const Json gpc_proof = {{"signal", "Sec-GPC: 1"}, {"received_at", audit::format_time_us(now)},
+                            {"request_id", caller.request_id}};
+    for (const auto& e : impl_->consent->withdraw_all(actor, *pol, id, true, "gpc", gpc_proof.dump()))
+      out["events"].push_back(event_json(e));
+  }
+  out["current"] = state_json(impl_->consent->current(id));
+  return out;
+}
+
+Json Service::get_consents(const Caller& caller, std::string_view id_text) {
+  const auto pol = impl_->current_policy();
+  const records::SubjectId id = records::parse_subject_id(id_text);
+  impl_->authorize(caller, *pol, "consent", "consent.read", false, records::to_hex(id));
+  const records::Subject meta = impl_->records->metadata(id);
+  if (meta.status != "active")
+    throw Error(ErrorCode::not_found, "subject " + records::to_hex(id) + " not found");
+  Json history = Json::array();
+  for (const auto& e : impl_->consent->history(id)) history.push_back(event_json(e));
+  impl_->audit->append_now(impl_->actor(caller), {"consent.read", records::to_hex(id), {}, {}, true, "", ""});
+  return {{"subject_id", records::to_hex(id)},
+          {"current", state_json(impl_->consent->current(id))},
+          {"history", history},
+          {"objected", meta.objected},
+          {"restricted", meta.restricted}};
+}
+
+Json Service::confirm_consent(const Caller& caller, const Json& body) {
+  const auto pol = impl_->current_policy();
+  impl_->authorize(caller, *pol, "consent", "consent.confirm", false);
+  only_keys(body, {"token"});
+  const std::string token = required_string(body, "token", 128);
+  const consent::Event e = impl_->consent->confirm(impl_->actor(caller), token);
+  return {{"event", event_json(e)}, {"receipt", Json::parse(impl_->consent->receipt_json(e, *pol, controller_name()))}};
+}
+
+}  // namespace custos::service

@@ -1,0 +1,121 @@
+// Private to the service module: the façade's state, shared by its
+// translation units (service.cpp, service_consent.cpp, ...).
+#pragma once
+
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "custos/audit/audit_log.h"
+#include "custos/consent/consent.h"
+#include "custos/crypto/keyring.h"
+#include "custos/crypto/signer.h"
+#include "custos/error.h"
+#include "custos/records/records.h"
+#include "custos/records/rfm.h"
+#include "custos/service/service.h"
+#include "custos/store/key_table.h"
+
+namespace custos::service {
+
+struct Service::Impl {
+  OpenOptions options;
+  std::unique_ptr<crypto::Keyring> keyring;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<store::KeyTable> keys;
+  records::Schema schema;
+  std::unique_ptr<crypto::Signer> signer;
+  std::unique_ptr<audit::AuditLog> audit;
+  std::unique_ptr<records::Records> records;
+  std::unique_ptr<access::TokenStore> tokens;
+  std::unique_ptr<consent::Ledger> consent;
+  mutable std::mutex policy_mu;
+  std::shared_ptr<const access::Policy> policy;
+  Counters* counters = nullptr;
+
+  std::filesystem::path policy_dir() const {
+    return options.policy_dir.empty() ? options.data_dir / "policies" : options.policy_dir;
+  }
+
+  std::shared_ptr<const access::Policy> current_policy() const {
+    std::lock_guard lock(policy_mu);
+    return policy;
+  }
+
+  audit::Actor actor(const Caller& c) const {
+    return {c.principal.name, c.principal.role, c.principal.token_id, c.purpose, c.request_id};
+  }
+
+  // Denials are audited before the error leaves; if even that fails, the
+  // caller gets audit_unavailable.
+  [[noreturn]] void deny(const Caller& c, const std::string& operation, ErrorCode code, const std::string& message,
+                         const std::string& subject = "") {
+    audit->append_now(actor(c), {operation, subject, {}, {}, false, code_name(code), ""});
+    throw Error(code, message);
+  }
+
+  // Checks the operation class and the declared purpose; returns the role.
+  const access::Role& authorize(const Caller& c, const access::Policy& pol, const std::string& op_class,
+                                const std::string& operation, bool purpose_required,
+                                const std::string& subject = "") {
+    const access::Role* role = pol.role(c.principal.role);
+    if (role == nullptr || !role->operations.count(op_class))
+      deny(c, operation, ErrorCode::forbidden_role,
+           "role '" + c.principal.role + "' may not perform " + op_class, subject);
+    if (c.purpose.empty()) {
+      if (purpose_required)
+        deny(c, operation, ErrorCode::purpose_not_allowed,
+             "this call reads personal data: declare a purpose with the Custos-Purpose header", subject);
+    } else if (pol.purpose(c.purpose) == nullptr || !role->purposes.count(c.purpose)) {
+      deny(c, operation, ErrorCode::purpose_not_allowed,
+           "role '" + c.principal.role + "' may not declare purpose '" + c.purpose.substr(0, 64) + "'", subject);
+    }
+    return *role;
+  }
+
+  // Marketing purposes need the subject's active consent on one of the
+  // purpose's channels, and never reach restricted, objected or erased subjects.
+  bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
+
+  records::ReadSpec read_spec(const access::Policy& pol, const access::Role& role) const {
+    records::ReadSpec spec;
+    for (const auto& f : schema.fields()) {
+      const access::Visibility v = pol.visibility(role, f);
+      if (v == access::Visibility::none) continue;
+      spec.fields.push_back(f.name);
+      if (v == access::Visibility::masked) spec.masked.push_back(f.name);
+    }
+    return spec;
+  }
+
+  Json subject_json(const records::Subject& s, const records::ReadSpec& spec) {
+    Json fields = Json::object();
+    for (const auto& [name, value] : s.fields) {
+      const bool masked = std::find(spec.masked.begin(), spec.masked.end(), name) != spec.masked.end();
+      fields[name] = masked ? access::mask_value(schema.require(name), value) : value;
+    }
+    counters->decryptions += s.fields.size();
+    Json out = {{"id", records::to_hex(s.id)},
+                {"status", s.status},
+                {"created_at", audit::format_time_us(s.created_us)},
+                {"updated_at", audit::format_time_us(s.updated_us)},
+                {"fields", std::move(fields)}};
+    if (!spec.masked.empty()) {
+      Json masked = Json::array();
+      for (const auto& m : spec.masked)
+        if (s.fields.count(m)) masked.push_back(m);
+      out["masked_fields"] = masked;
+    }
+    if (s.legal_hold) out["legal_hold"] = true;
+    if (s.restricted) out["restricted"] = true;
+    return out;
+  }
+};
+
+
+// Shared request-body helpers.
+[[noreturn]] void bad_body(const std::string& why);
+void only_keys(const Json& body, std::initializer_list<const char*> allowed);
+std::string required_string(const Json& body, const char* key, std::size_t max_len);
+std::int64_t parse_time_or_now(const Json& body, const char* key, std::int64_t now);
+
+}  // namespace custos::service

@@ -1,0 +1,73 @@
+#include "migrations.h"
+
+namespace custos::store {
+
+const std::vector<Migration>& migrations() {
+  static const std::vector<Migration> all = {
+      {1,
+       {
+           "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+           // Keys wrapped by a KEK version: blind-index keys, the audit signing seed.
+           "CREATE TABLE wrapped_keys (slot TEXT PRIMARY KEY, kek_version INTEGER NOT NULL, wrapped BLOB NOT NULL)",
+           // One row per data subject. `fields` holds each personal field sealed
+           // separately under the subject's DEK (see records/field_blob.h).
+           "CREATE TABLE subjects (id BLOB PRIMARY KEY, status TEXT NOT NULL, created_at INTEGER NOT NULL,"
+           " updated_at INTEGER NOT NULL, kek_version INTEGER, dek_version INTEGER, wrapped_dek BLOB,"
+           " fields BLOB, legal_hold INTEGER NOT NULL DEFAULT 0, restricted INTEGER NOT NULL DEFAULT 0)",
+           "CREATE INDEX subjects_by_kek ON subjects (kek_version)",
+           "CREATE TABLE blind_index (field TEXT NOT NULL, digest BLOB NOT NULL, subject_id BLOB NOT NULL,"
+           " PRIMARY KEY (field, digest, subject_id))",
+           "CREATE INDEX blind_index_by_subject ON blind_index (subject_id)",
+           "CREATE TABLE touchpoints (id BLOB PRIMARY KEY, subject_id BLOB NOT NULL, channel TEXT NOT NULL,"
+           " type TEXT NOT NULL, at INTEGER NOT NULL, notes BLOB)",
+           "CREATE INDEX touchpoints_by_subject ON touchpoints (subject_id, at)",
+           "CREATE TABLE orders (id BLOB PRIMARY KEY, subject_id BLOB NOT NULL, amount_minor INTEGER NOT NULL,"
+           " currency TEXT NOT NULL, at INTEGER NOT NULL)",
+           "CREATE INDEX orders_by_subject ON orders (subject_id, at)",
+           // The audit log: canonical entries (leaves), stored perfect-subtree
+           // hashes (level >= 1), and every signed checkpoint.
+           "CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, principal TEXT NOT NULL,"
+           " purpose TEXT NOT NULL, operation TEXT NOT NULL, subject_id TEXT NOT NULL, outcome TEXT NOT NULL,"
+           " entry BLOB NOT NULL, leaf BLOB NOT NULL)",
+           "CREATE INDEX audit_by_subject ON audit_entries (subject_id, seq)",
+           "CREATE INDEX audit_by_principal ON audit_entries (principal, seq)",
+           "CREATE INDEX audit_by_purpose ON audit_entries (purpose, seq)",
+           "CREATE INDEX audit_by_operation ON audit_entries (operation, seq)",
+           "CREATE INDEX audit_by_time ON audit_entries (at)",
+           "CREATE TABLE audit_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
+           " PRIMARY KEY (level, idx))",
+           "CREATE TABLE audit_checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL,"
+           " at INTEGER NOT NULL)",
+           // API tokens: only a keyed hash is stored.
+           "CREATE TABLE tokens (name TEXT PRIMARY KEY, token_id TEXT NOT NULL UNIQUE, role TEXT NOT NULL,"
+           " hash BLOB NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked_at INTEGER)",
+       }},
+      {2,
+       {
+           // The consent ledger: append-only events, and the derived current
+           // state per subject x purpose x channel (materialised).
+           "CREATE TABLE consent_events (id INTEGER PRIMARY KEY, subject_id BLOB NOT NULL, purpose TEXT NOT NULL,"
+           " channel TEXT NOT NULL, event TEXT NOT NULL, status TEXT NOT NULL, at INTEGER NOT NULL,"
+           " recorded_at INTEGER NOT NULL, source TEXT NOT NULL, lawful_basis TEXT NOT NULL,"
+           " notice_version TEXT NOT NULL, expires_at INTEGER, principal TEXT NOT NULL, proof TEXT NOT NULL,"
+           " confirm_hash BLOB, confirm_expires INTEGER, confirmed_by INTEGER)",
+           "CREATE INDEX consent_events_by_subject ON consent_events (subject_id, id)",
+           "CREATE UNIQUE INDEX consent_events_by_confirm ON consent_events (confirm_hash)",
+           "CREATE TABLE consent_state (subject_id BLOB NOT NULL, purpose TEXT NOT NULL, channel TEXT NOT NULL,"
+           " state TEXT NOT NULL, since INTEGER NOT NULL, expires_at INTEGER, event_id INTEGER NOT NULL,"
+           " PRIMARY KEY (subject_id, purpose, channel))",
+           "CREATE INDEX consent_state_by_purpose ON consent_state (purpose, channel, state, subject_id)",
+           "ALTER TABLE subjects ADD COLUMN objected INTEGER NOT NULL DEFAULT 0",
+           // RFM scores and segments, materialised for campaign filters.
+           "CREATE TABLE rfm_scores (subject_id BLOB PRIMARY KEY, r INTEGER NOT NULL, f INTEGER NOT NULL,"
+           " m INTEGER NOT NULL, segment TEXT NOT NULL, clv_minor INTEGER NOT NULL, computed_at INTEGER NOT NULL)",
+           "CREATE INDEX rfm_by_segment ON rfm_scores (segment, subject_id)",
+           // Subjects named by multi-subject audit entries (campaign pages).
+           "CREATE TABLE audit_subject_refs (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+           " PRIMARY KEY (subject_id, seq))",
+       }},
+  };
+  return all;
+}
+
+}  // namespace custos::store

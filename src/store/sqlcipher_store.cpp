@@ -1,0 +1,279 @@
+#include "custos/store/sqlcipher_store.h"
+
+#define SQLITE_HAS_CODEC 1
+#include <sqlcipher/sqlite3.h>
+#include <sodium.h>
+
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "custos/error.h"
+#include "migrations.h"
+
+namespace custos::store {
+namespace fs = std::filesystem;
+namespace {
+
+[[noreturn]] void fail(sqlite3* db, const std::string& what) {
+  throw Error(ErrorCode::storage, what + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
+}
+
+class Connection {
+ public:
+  Connection(const fs::path& file, const crypto::SecretKey& key, const SqlcipherOptions& options) : file_(file) {
+    if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      const std::string msg = "cannot open database " + file.string();
+      sqlite3_close(db_);
+      db_ = nullptr;
+      throw Error(ErrorCode::storage, msg);
+    }
+    // A raw key ("x'..'") skips SQLCipher's PBKDF2: the key is already random.
+    char pragma[] = "PRAGMA key = \"x'0000000000000000000000000000000000000000000000000000000000000000'\"";
+    sodium_bin2hex(pragma + 16, 65, key.data(), crypto::SecretKey::kSize);
+    pragma[16 + 64] = '\'';
+    const int rc = sqlite3_exec(db_, pragma, nullptr, nullptr, nullptr);
+    sodium_memzero(pragma, sizeof pragma);
+    if (rc != SQLITE_OK) fail(db_, "cannot key database " + file.string());
+    exec_plain("PRAGMA cipher_page_size = " + std::to_string(options.cipher_page_size));
+    // The first real read decrypts page 1: a wrong key or a damaged file fails here.
+    if (sqlite3_exec(db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      sqlite3_close(db_);
+      db_ = nullptr;
+      throw Error(ErrorCode::storage, "database " + file.string() +
+                                          " cannot be read: it is corrupted or was encrypted with another key");
+    }
+    sqlite3_busy_timeout(db_, options.busy_timeout_ms);
+    exec_plain("PRAGMA journal_mode = WAL");
+    exec_plain(options.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+    exec_plain("PRAGMA secure_delete = ON");
+    exec_plain("PRAGMA temp_store = MEMORY");
+    exec_plain("PRAGMA foreign_keys = ON");
+  }
+
+  ~Connection() {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    if (db_) sqlite3_close(db_);
+  }
+
+  void exec_plain(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw Error(ErrorCode::storage, "database " + file_.string() + ": " + msg);
+    }
+  }
+
+  sqlite3_stmt* prepare(std::string_view sql) {
+    std::string key(sql);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db_, key.data(), static_cast<int>(key.size()), &stmt, nullptr) != SQLITE_OK)
+      fail(db_, "cannot prepare statement");
+    cache_.emplace(std::move(key), stmt);
+    return stmt;
+  }
+
+  sqlite3* db() const { return db_; }
+
+ private:
+  fs::path file_;
+  sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+class SqliteRow final : public Row {
+ public:
+  explicit SqliteRow(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  bool is_null(int c) const override { return sqlite3_column_type(stmt_, c) == SQLITE_NULL; }
+  std::int64_t integer(int c) const override { return sqlite3_column_int64(stmt_, c); }
+  std::string_view text(int c) const override {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, c));
+    return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, c))) : std::string_view();
+  }
+  Blob blob(int c) const override {
+    const auto* p = static_cast<const std::uint8_t*>(sqlite3_column_blob(stmt_, c));
+    return p ? Blob(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, c))) : Blob();
+  }
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+class SqlcipherStore;
+
+class SqlcipherTransaction final : public Transaction {
+ public:
+  SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,
+                       std::unique_lock<std::mutex> writer_lock);
+  ~SqlcipherTransaction() override;
+  void commit() override;
+  std::int64_t exec(std::string_view sql, Params params, const RowFn& on_row) override {
+    return run(sql, params.begin(), params.size(), on_row);
+  }
+  std::int64_t exec_v(std::string_view sql, const std::vector<Param>& params, const RowFn& on_row) override {
+    return run(sql, params.data(), params.size(), on_row);
+  }
+
+ private:
+  std::int64_t run(std::string_view sql, const Param* params, std::size_t count, const RowFn& on_row);
+
+  SqlcipherStore& store_;
+  std::unique_ptr<Connection> conn_;
+  std::unique_lock<std::mutex> writer_lock_;
+  bool done_ = false;
+};
+
+class SqlcipherStore final : public Store {
+ public:
+  SqlcipherStore(fs::path file, const crypto::SecretKey& key, SqlcipherOptions options)
+      : file_(std::move(file)), key_(key.clone()), options_(options) {
+    auto conn = std::make_unique<Connection>(file_, key_, options_);
+    migrate(*conn);
+    release(std::move(conn));
+  }
+
+  std::unique_ptr<Transaction> begin(TxMode mode) override {
+    std::unique_lock<std::mutex> writer_lock;
+    // One writer per process at a time; other processes are held off by
+    // BEGIN IMMEDIATE and the busy timeout.
+    if (mode == TxMode::write) writer_lock = std::unique_lock(writer_mu_);
+    auto conn = acquire();
+    conn->exec_plain(mode == TxMode::write ? "BEGIN IMMEDIATE" : "BEGIN");
+    return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), mode, std::move(writer_lock));
+  }
+
+  void checkpoint() override {
+    auto conn = acquire();
+    sqlite3_wal_checkpoint_v2(conn->db(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    release(std::move(conn));
+  }
+
+  std::string backend_name() const override { return "sqlcipher"; }
+
+  void release(std::unique_ptr<Connection> conn) {
+    std::lock_guard lock(pool_mu_);
+    if (idle_.size() < 16) idle_.push_back(std::move(conn));
+  }
+
+ private:
+  std::unique_ptr<Connection> acquire() {
+    {
+      std::lock_guard lock(pool_mu_);
+      if (!idle_.empty()) {
+        auto conn = std::move(idle_.back());
+        idle_.pop_back();
+        return conn;
+      }
+    }
+    return std::make_unique<Connection>(file_, key_, options_);
+  }
+
+  void migrate(Connection& conn) {
+    conn.exec_plain("BEGIN IMMEDIATE");
+    int current = 0;
+    sqlite3_stmt* stmt = conn.prepare("PRAGMA user_version");
+    if (sqlite3_step(stmt) == SQLITE_ROW) current = sqlite3_column_int(stmt, 0);
+    sqlite3_reset(stmt);
+    conn.exec_plain("COMMIT");
+    for (const Migration& m : migrations()) {
+      if (m.version <= current) continue;
+      conn.exec_plain("BEGIN IMMEDIATE");
+      try {
+        // Re-check under the write lock: another process may have migrated.
+        sqlite3_step(stmt);
+        const int now = sqlite3_column_int(stmt, 0);
+        sqlite3_reset(stmt);
+        if (now < m.version) {
+          for (std::string_view sql : m.statements) conn.exec_plain(std::string(sql));
+          conn.exec_plain("PRAGMA user_version = " + std::to_string(m.version));
+        }
+        conn.exec_plain("COMMIT");
+      } catch (...) {
+        sqlite3_exec(conn.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+      }
+    }
+  }
+
+  fs::path file_;
+  crypto::SecretKey key_;
+  SqlcipherOptions options_;
+  std::mutex writer_mu_;
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+};
+
+SqlcipherTransaction::SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,
+                                           std::unique_lock<std::mutex> writer_lock)
+    : Transaction(mode), store_(store), conn_(std::move(conn)), writer_lock_(std::move(writer_lock)) {}
+
+SqlcipherTransaction::~SqlcipherTransaction() {
+  if (!done_) sqlite3_exec(conn_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+  // A connection left inside a transaction (failed rollback) is not reused.
+  if (sqlite3_get_autocommit(conn_->db())) store_.release(std::move(conn_));
+}
+
+void SqlcipherTransaction::commit() {
+  if (done_) throw Error(ErrorCode::internal, "transaction committed twice");
+  if (sqlite3_exec(conn_->db(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
+    fail(conn_->db(), "commit failed");
+  done_ = true;
+}
+
+std::int64_t SqlcipherTransaction::run(std::string_view sql, const Param* params, std::size_t count,
+                                       const RowFn& on_row) {
+  if (done_) throw Error(ErrorCode::internal, "statement on a finished transaction");
+  sqlite3_stmt* stmt = conn_->prepare(sql);
+  struct Reset {
+    sqlite3_stmt* s;
+    ~Reset() {
+      sqlite3_reset(s);
+      sqlite3_clear_bindings(s);
+    }
+  } reset{stmt};
+  for (std::size_t i = 0; i < count; ++i) {
+    const Param& p = params[i];
+    const int idx = static_cast<int>(i + 1);
+    int rc = SQLITE_OK;
+    switch (p.kind) {
+      case Param::Kind::null: rc = sqlite3_bind_null(stmt, idx); break;
+      case Param::Kind::integer: rc = sqlite3_bind_int64(stmt, idx, p.integer); break;
+      case Param::Kind::text:
+        rc = sqlite3_bind_text(stmt, idx, p.text.data(), static_cast<int>(p.text.size()), SQLITE_STATIC);
+        break;
+      case Param::Kind::blob:
+        // A zero-length blob must still be a blob, not NULL.
+        rc = p.blob.empty() ? sqlite3_bind_zeroblob(stmt, idx, 0)
+                            : sqlite3_bind_blob(stmt, idx, p.blob.data(), static_cast<int>(p.blob.size()),
+                                                SQLITE_STATIC);
+        break;
+    }
+    if (rc != SQLITE_OK) fail(conn_->db(), "cannot bind parameter");
+  }
+  SqliteRow row(stmt);
+  for (;;) {
+    const int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      if (on_row) on_row(row);
+      continue;
+    }
+    if (rc == SQLITE_DONE) break;
+    if (rc == SQLITE_CONSTRAINT) throw Error(ErrorCode::conflict, std::string("constraint violated: ") +
+                                                                     sqlite3_errmsg(conn_->db()));
+    fail(conn_->db(), "statement failed");
+  }
+  return sqlite3_changes(conn_->db());
+}
+
+}  // namespace
+
+std::unique_ptr<Store> open_sqlcipher(const fs::path& file, const crypto::SecretKey& db_key,
+                                      const SqlcipherOptions& options) {
+  return std::make_unique<SqlcipherStore>(file, db_key, options);
+}
+
+}  // namespace custos::store

@@ -1,0 +1,160 @@
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "custos/error.h"
+#include "custos_audit/checkpoint.h"
+#include "custos_audit/merkle.h"
+#include "custos_audit/verify.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+using service::Json;
+using testing::TestVault;
+
+std::string verifier_key(TestVault& v) { return v.service->audit_verifier_key(); }
+
+auditfmt::Hash from_hex(const Json& j) { return *auditfmt::hash_from_hex(j.get<std::string>()); }
+
+TEST(AuditLog, InclusionAndConsistencyProofsVerify) {
+  TestVault v;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 37; ++i)
+    ids.push_back(v.service->create_subject(v.admin(), {{"fields", {{"email", "p" + std::to_string(i) + "@x.example"}}}})["id"]);
+  const auto auditor = v.caller("auditor", "audit");
+  const Json cp = v.service->audit_checkpoint(auditor);
+  const std::uint64_t size = cp["size"];
+  ASSERT_GE(size, 37u);
+  const auto root = from_hex(cp["root"]);
+  for (std::uint64_t i = 0; i < size; i += 5) {
+    const Json p = v.service->audit_inclusion_proof(auditor, std::to_string(i), std::to_string(size));
+    std::vector<auditfmt::Hash> proof;
+    for (const auto& h : p["proof"]) proof.push_back(from_hex(h));
+    EXPECT_TRUE(auditfmt::verify_inclusion(i, size, from_hex(p["leaf_hash"]), proof, root)) << i;
+  }
+  for (std::uint64_t first : {1ull, 2ull, 7ull, 16ull, 30ull}) {
+    const Json c = v.service->audit_consistency_proof(auditor, std::to_string(first), std::to_string(size));
+    std::vector<auditfmt::Hash> proof;
+    for (const auto& h : c["proof"]) proof.push_back(from_hex(h));
+    EXPECT_TRUE(auditfmt::verify_consistency(first, size, from_hex(c["first_root"]), root, proof)) << first;
+  }
+  // The checkpoint is a valid signed note under the exported key.
+  EXPECT_NO_THROW(auditfmt::parse_and_verify_checkpoint_vkey(cp["note"].get<std::string>(), verifier_key(v)));
+}
+
+TEST(AuditLog, ExportVerifiesAndContinuesAcrossRestart) {
+  TestVault v;
+  for (int i = 0; i < 10; ++i) v.service->create_subject(v.admin(), {{"fields", {{"given_name", "N"}}}});
+  v.service.reset();  // "restart"
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  v.service = service::Service::open(o);
+  for (int i = 0; i < 10; ++i) v.service->create_subject(v.admin(), {{"fields", {{"given_name", "M"}}}});
+  std::stringstream out;
+  v.service->audit_export(v.caller("auditor", "audit"), out);
+  const auto result = auditfmt::verify_export(out, verifier_key(v));
+  EXPECT_TRUE(result.ok) << result.error;
+  EXPECT_GE(result.entries, 20u);
+}
+
+TEST(AuditLog, ConcurrentAppendsFromEightThreadsStayConsistent) {
+  TestVault v;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i)
+        v.service->create_subject(v.admin(), {{"fields", {{"given_name", "T" + std::to_string(t)}}}});
+    });
+  for (auto& th : threads) th.join();
+  std::stringstream out;
+  v.service->audit_export(v.caller("auditor", "audit"), out);
+  const auto result = auditfmt::verify_export(out, verifier_key(v));
+  EXPECT_TRUE(result.ok) << result.error;
+  EXPECT_GE(result.entries, 200u);
+}
+
+TEST(AuditLog, CrashBetweenEntriesAndCheckpointLosesNothing) {
+  TestVault v;
+  v.service.reset();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    service::OpenOptions o;
+    o.data_dir = v.data_dir();
+    o.checkpoint_every_entries = 1000000;  // nothing signed before the "crash"
+    o.checkpoint_every_ms = 1000000000;
+    auto s = service::Service::open(o);
+    for (int i = 0; i < 30; ++i) s->create_subject(v.admin(), {{"fields", {{"given_name", "C"}}}});
+    ::_exit(0);  // no destructors, no clean close
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  auto s = service::Service::open(o);
+  const std::uint64_t before = s->audit_size();
+  EXPECT_GE(before, 31u);
+  s->create_subject(v.admin(), {{"fields", {{"given_name", "D"}}}});
+  std::stringstream out;
+  s->audit_export(v.caller("auditor", "audit"), out);
+  const auto result = auditfmt::verify_export(out, s->audit_verifier_key());
+  EXPECT_TRUE(result.ok) << result.error;
+  EXPECT_EQ(result.entries, before + 2);  // + the create + the export's own entry
+}
+
+// The log's storage fails for real: the process may not extend any file
+// (RLIMIT_FSIZE, as on a full disk). A read must then fail with
+// audit_unavailable and release nothing; a write must fail and leave nothing.
+TEST(AuditLog, FailsClosedWhenTheLogCannotBeWritten) {
+  TestVault v;
+  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "closed@example.com"}}}})["id"];
+  v.service.reset();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    service::OpenOptions o;
+    o.data_dir = v.data_dir();
+    auto s = service::Service::open(o);
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{1, 1};
+    ::setrlimit(RLIMIT_FSIZE, &lim);
+    int rc = 0;
+    try {
+      const Json got = s->get_subject(v.admin("customer_service"), id);
+      rc = 10;  // plaintext escaped
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::audit_unavailable) rc = 11;
+    }
+    try {
+      s->create_subject(v.admin(), {{"fields", {{"email", "lost@example.com"}}}});
+      rc = rc ? rc : 12;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::audit_unavailable && e.code() != ErrorCode::storage) rc = rc ? rc : 13;
+    }
+    ::_exit(rc);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: read returned data, 11: wrong code, 12: write succeeded, 13: wrong code";
+  // With storage back, nothing half-done is visible and the log still verifies.
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  auto s = service::Service::open(o);
+  EXPECT_TRUE(s->find_subjects(v.admin("customer_service"), "email", "lost@example.com")["subjects"].empty());
+  std::stringstream out;
+  s->audit_export(v.caller("auditor", "audit"), out);
+  const auto result = auditfmt::verify_export(out, s->audit_verifier_key());
+  EXPECT_TRUE(result.ok) << result.error;
+}
+
+}  // namespace
+}  // namespace custos

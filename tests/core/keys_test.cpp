@@ -1,0 +1,151 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "custos/crypto/keyring.h"
+#include "custos/error.h"
+#include "custos/store/key_table.h"
+#include "custos/store/sqlcipher_store.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+using service::Json;
+using testing::TestVault;
+
+// Opens the vault's store directly, as an attacker with the keys (or a test) would.
+std::unique_ptr<store::Store> raw_store(const std::filesystem::path& data_dir, crypto::Keyring& ring) {
+  return store::open_sqlcipher(data_dir / "custos.db", store::read_db_key(ring, data_dir / "keys"));
+}
+
+TEST(Keys, RotationRewrapsWithoutReencrypting) {
+  TestVault v;
+  const std::string old_id = v.service->create_subject(v.admin(), {{"fields", {{"email", "old@example.com"}}}})["id"];
+  auto ring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  std::vector<std::uint8_t> fields_before;
+  {
+    auto s = raw_store(v.data_dir(), *ring);
+    auto tx = s->begin(store::TxMode::read);
+    tx->exec("SELECT fields FROM subjects", {}, [&](const store::Row& r) { fields_before = r.blob_copy(0); });
+  }
+  const Json r = v.service->rotate_keys(v.admin());
+  EXPECT_EQ(r["old_version"], 1);
+  EXPECT_EQ(r["new_version"], 2);
+  EXPECT_EQ(r["data_keys_rewrapped"], 1);
+  EXPECT_GE(r["named_keys_rewrapped"].get<int>(), 1);
+  const std::string new_id = v.service->create_subject(v.admin(), {{"fields", {{"email", "new@example.com"}}}})["id"];
+  {
+    auto s = raw_store(v.data_dir(), *ring);
+    auto tx = s->begin(store::TxMode::read);
+    std::vector<std::uint8_t> fields_after;
+    tx->exec("SELECT fields FROM subjects WHERE id = (SELECT id FROM subjects ORDER BY created_at LIMIT 1)", {},
+             [&](const store::Row& r2) { fields_after = r2.blob_copy(0); });
+    EXPECT_EQ(fields_before, fields_after) << "ciphertexts must not change on rotation";
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM subjects WHERE kek_version <> 2").value_or(-1), 0);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM wrapped_keys WHERE kek_version <> 2").value_or(-1), 0);
+  }
+  // A process opened after the rotation reads old and new subjects.
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  auto fresh = service::Service::open(o);
+  EXPECT_EQ(fresh->get_subject(v.admin("customer_service"), old_id)["fields"]["email"], "old@example.com");
+  EXPECT_EQ(fresh->get_subject(v.admin("customer_service"), new_id)["fields"]["email"], "new@example.com");
+  // Old versions can be retired once nothing refers to them; reads still work.
+  EXPECT_EQ(fresh->retire_keys(v.admin())["retired_versions"].size(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(v.data_dir() / "keys" / "master-1.key"));
+  auto after_retire = service::Service::open(o);
+  EXPECT_EQ(after_retire->get_subject(v.admin("customer_service"), old_id)["fields"]["email"], "old@example.com");
+}
+
+TEST(Keys, RotationInterleavedWithWritesFromAnotherThread) {
+  TestVault v;
+  for (int i = 0; i < 200; ++i)
+    v.service->create_subject(v.admin(), {{"fields", {{"email", "pre" + std::to_string(i) + "@example.com"}}}});
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  auto writer_service = service::Service::open(o);  // a second "process" on the same files
+  std::atomic<bool> stop{false};
+  std::vector<std::string> written;
+  std::thread writer([&] {
+    for (int i = 0; i < 300 && !stop; ++i)
+      written.push_back(writer_service->create_subject(
+          v.admin(), {{"fields", {{"email", "during" + std::to_string(i) + "@example.com"}}}})["id"]);
+  });
+  v.service->rotate_keys(v.admin());
+  v.service->rotate_keys(v.admin());
+  stop = true;
+  writer.join();
+  auto reader = service::Service::open(o);
+  for (const auto& id : written)
+    EXPECT_NO_THROW(reader->get_subject(v.admin("customer_service"), id)) << id;
+  EXPECT_NO_THROW(reader->retire_keys(v.admin()));
+  auto after = service::Service::open(o);
+  for (const auto& id : written) EXPECT_NO_THROW(after->get_subject(v.admin("customer_service"), id));
+}
+
+TEST(Keys, TamperedCiphertextIsAnIntegrityError) {
+  TestVault v;
+  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "t@example.com"}}}})["id"];
+  auto ring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  {
+    auto s = raw_store(v.data_dir(), *ring);
+    auto tx = s->begin(store::TxMode::write);
+    std::vector<std::uint8_t> blob;
+    tx->exec("SELECT fields FROM subjects", {}, [&](const store::Row& r) { blob = r.blob_copy(0); });
+    blob[blob.size() - 3] ^= 0x40;
+    tx->exec("UPDATE subjects SET fields = ?", {blob});
+    tx->commit();
+  }
+  try {
+    v.service->get_subject(v.admin("customer_service"), id);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::integrity);
+    EXPECT_NE(std::string(e.what()).find("field 'email'"), std::string::npos);
+  }
+}
+
+TEST(Keys, CiphertextSwappedBetweenSubjectsFailsToOpen) {
+  TestVault v;
+  const std::string a = v.service->create_subject(v.admin(), {{"fields", {{"email", "a@example.com"}}}})["id"];
+  const std::string b = v.service->create_subject(v.admin(), {{"fields", {{"email", "b@example.com"}}}})["id"];
+  auto ring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  {
+    auto s = raw_store(v.data_dir(), *ring);
+    auto tx = s->begin(store::TxMode::write);
+    // Give b both a's wrapped key and a's fields: the slot binding rejects it.
+    tx->exec("UPDATE subjects SET fields = (SELECT fields FROM subjects WHERE hex(id) = upper(?)),"
+             " wrapped_dek = (SELECT wrapped_dek FROM subjects WHERE hex(id) = upper(?)) WHERE hex(id) = upper(?)",
+             {a, a, b});
+    tx->commit();
+  }
+  try {
+    v.service->get_subject(v.admin("customer_service"), b);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::integrity);
+  }
+}
+
+TEST(Keys, PassphraseVault) {
+  TestVault v(std::string("a long passphrase"));
+  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "p@example.com"}}}})["id"];
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  o.passphrase = "a long passphrase";
+  EXPECT_EQ(service::Service::open(o)->get_subject(v.admin("customer_service"), id)["fields"]["email"],
+            "p@example.com");
+  o.passphrase = "wrong";
+  try {
+    service::Service::open(o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::key_error);
+  }
+}
+
+}  // namespace
+}  // namespace custos

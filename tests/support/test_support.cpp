@@ -1,0 +1,124 @@
+#include "test_support.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+namespace custos::testing {
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string templ = (fs::temp_directory_path() / "custos-test-XXXXXX").string();
+  if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = templ;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
+  fs::remove_all(path_, ec);
+}
+
+fs::path shipped_policies() { return fs::path(CUSTOS_SOURCE_DIR) / "policies"; }
+
+TestVault::TestVault(std::optional<std::string> passphrase) {
+  service::InitOptions o;
+  o.data_dir = data_dir();
+  o.passphrase = passphrase;
+  o.fast_kdf = true;
+  o.shipped_policies = shipped_policies();
+  init = service::init_data_dir(o);
+  service::OpenOptions open;
+  open.data_dir = data_dir();
+  open.passphrase = passphrase;
+  service = service::Service::open(open);
+}
+
+service::Caller TestVault::caller(const std::string& role, const std::string& purpose) {
+  return service::Caller{access::Principal{"test-" + role, role, "tok-" + role}, purpose, "req-test"};
+}
+
+service::Caller TestVault::admin(const std::string& purpose) { return caller("admin", purpose); }
+
+RunResult run(const std::vector<std::string>& argv, const std::string& stdin_text) {
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (::pipe(in_pipe) || ::pipe(out_pipe) || ::pipe(err_pipe)) throw std::runtime_error("pipe failed");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(in_pipe[0], 0);
+    ::dup2(out_pipe[1], 1);
+    ::dup2(err_pipe[1], 2);
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(in_pipe[0]);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  RunResult r;
+  // Feed stdin and drain both outputs without deadlocking on full pipes.
+  std::size_t written = 0;
+  bool in_open = true;
+  if (stdin_text.empty()) {
+    ::close(in_pipe[1]);
+    in_open = false;
+  }
+  bool out_open = true, err_open = true;
+  while (out_open || err_open) {
+    pollfd fds[3];
+    int n = 0;
+    if (out_open) fds[n++] = {out_pipe[0], POLLIN, 0};
+    if (err_open) fds[n++] = {err_pipe[0], POLLIN, 0};
+    if (in_open) fds[n++] = {in_pipe[1], POLLOUT, 0};
+    if (::poll(fds, n, 60000) <= 0) break;  // bounded: a hung child fails the test
+    for (int i = 0; i < n; ++i) {
+      if (!fds[i].revents) continue;
+      if (fds[i].fd == in_pipe[1]) {
+        const ssize_t w = ::write(in_pipe[1], stdin_text.data() + written, stdin_text.size() - written);
+        if (w > 0) written += static_cast<std::size_t>(w);
+        if (w < 0 || written == stdin_text.size()) {
+          ::close(in_pipe[1]);
+          in_open = false;
+        }
+        continue;
+      }
+      char buf[65536];
+      const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+      if (got <= 0) {
+        ::close(fds[i].fd);
+        (fds[i].fd == out_pipe[0] ? out_open : err_open) = false;
+      } else {
+        (fds[i].fd == out_pipe[0] ? r.out : r.err).append(buf, static_cast<std::size_t>(got));
+      }
+    }
+  }
+  if (in_open) ::close(in_pipe[1]);
+  if (out_open) ::close(out_pipe[0]);
+  if (err_open) ::close(err_pipe[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::vector<std::string> files_containing(const fs::path& dir, const std::string& needle) {
+  std::vector<std::string> hits;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.find(needle) != std::string::npos) hits.push_back(entry.path().string());
+  }
+  return hits;
+}
+
+}  // namespace custos::testing

@@ -1,0 +1,50 @@
+// Helpers shared by the test suites: temporary directories, a freshly
+// initialised vault, and running the built binaries.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "custos/service/service.h"
+
+namespace custos::testing {
+
+// A unique directory under /tmp, removed (recursively) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path shipped_policies();
+
+// A vault initialised in a temp dir (fast KDF), opened as a Service.
+struct TestVault {
+  TempDir dir;
+  service::InitResult init;
+  std::unique_ptr<service::Service> service;
+  explicit TestVault(std::optional<std::string> passphrase = std::nullopt);
+  service::Caller caller(const std::string& role, const std::string& purpose);
+  service::Caller admin(const std::string& purpose = "administration");
+  std::filesystem::path data_dir() const { return dir.path() / "data"; }
+};
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (no shell) with `stdin_text`, capturing stdout and stderr.
+RunResult run(const std::vector<std::string>& argv, const std::string& stdin_text = "");
+
+// True if any file under `dir` contains `needle` as bytes.
+std::vector<std::string> files_containing(const std::filesystem::path& dir, const std::string& needle);
+
+}  // namespace custos::testing
