@@ -114,10 +114,17 @@ std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vec
         {id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(id), dek),
          encode_fields(sealed)});
     insert_indexes(*tx, keys_, id, prepared[i].indexed);
-    audit::Event event{"subject.create", to_hex(id), {}, {}, true, "", ""};
-    for (const auto& [name, value] : prepared[i].values) event.fields.push_back(name);
-    audit_.append(*tx, actor, event);
   }
+  // One entry for the whole batch: it names every subject (indexed, so each
+  // is findable by id) and the union of the fields written.
+  std::set<std::string> fields;
+  for (const auto& p : prepared)
+    for (const auto& [name, value] : p.values) fields.insert(name);
+  audit::Event event{"subject.create", ids.size() == 1 ? to_hex(ids[0]) : "", {fields.begin(), fields.end()}, {},
+                     true, "", "subjects=" + std::to_string(ids.size()), {}};
+  if (ids.size() > 1)
+    for (const auto& id : ids) event.subject_ids.push_back(to_hex(id));
+  audit_.append(*tx, actor, event);
   tx->commit();
   for (auto& p : prepared)
     for (auto& [name, value] : p.values) wipe(value);
@@ -289,14 +296,9 @@ ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id) {
         " updated_at = ? WHERE id = ?",
         {audit_.now_us(), id});
     report.index_entries_removed = tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
-    // Counting is an index range scan; the notes themselves are not touched:
-    // without the DEK they are noise, so erasure time does not grow with them.
-    report.touchpoints_shredded =
-        tx->scalar("SELECT count(*) FROM touchpoints WHERE subject_id = ? AND notes IS NOT NULL", {id}).value_or(0);
-    report.orders_retained = tx->scalar("SELECT count(*) FROM orders WHERE subject_id = ?", {id}).value_or(0);
-    audit_.append(*tx, actor,
-                  {"subject.erase", report.subject_id, report.fields_erased, {}, true, "",
-                   "touchpoints_shredded=" + std::to_string(report.touchpoints_shredded)});
+    // Touchpoint notes are not touched, nor even counted: without the DEK
+    // they are noise, so erasure time does not grow with them.
+    audit_.append(*tx, actor, {"subject.erase", report.subject_id, report.fields_erased, {}, true, "", "crypto-shred"});
     tx->commit();
   }
   // Move the WAL's pages (which hold pre-images) into the zeroed main file.

@@ -371,8 +371,8 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text) {
           {"status", "erased"},
           {"fields_erased", r.fields_erased},
           {"index_entries_removed", r.index_entries_removed},
-          {"touchpoints_shredded", r.touchpoints_shredded},
-          {"orders_retained", r.orders_retained}};
+          {"touchpoint_notes", "shredded (their key is destroyed)"},
+          {"orders", "retained (not personal data)"}};
 }
 
 Json Service::add_touchpoint(const Caller& caller, std::string_view id_text, const Json& body) {

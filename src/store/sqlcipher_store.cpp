@@ -49,6 +49,7 @@ class Connection {
     exec_plain(options.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
     exec_plain("PRAGMA secure_delete = ON");
     exec_plain("PRAGMA temp_store = MEMORY");
+    exec_plain("PRAGMA cache_size = -" + std::to_string(options.cache_kib));
     exec_plain("PRAGMA foreign_keys = ON");
   }
 

@@ -61,8 +61,8 @@ struct ErasureReport {
   std::string subject_id;
   std::vector<std::string> fields_erased;
   std::int64_t index_entries_removed = 0;
-  std::int64_t touchpoints_shredded = 0;  // notes unreadable: their key is gone
-  std::int64_t orders_retained = 0;       // not personal; kept for accounting
+  // Touchpoint notes become unreadable with the DEK; orders are not
+  // personal and stay for accounting (the DSR report counts both).
 };
 
 // Which fields a read decrypts, and which of them leave masked (recorded in the audit entry).

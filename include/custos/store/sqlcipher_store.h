@@ -18,6 +18,7 @@ namespace custos::store {
 struct SqlcipherOptions {
   int cipher_page_size = 4096;
   int busy_timeout_ms = 10000;
+  int cache_kib = 16384;  // page cache per connection (decrypted pages)
   // NORMAL: a commit survives a process crash; FULL: also a power loss.
   bool synchronous_full = false;
 };
