@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake pkg-config ccache git
   libsodium-dev libssl-dev libsqlcipher-dev sqlcipher sqlite3
   libcpprest-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev
-  libphonenumber-dev
+  libphonenumber-dev libhowardhinnant-date-dev tzdata
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libpq-dev postgresql
   wrk curl openssl python3

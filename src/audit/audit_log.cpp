@@ -205,6 +205,57 @@ std::uint64_t AuditLog::append_now(const Actor& actor, const Event& event) {
   });
 }
 
+struct AuditLog::Waiter {
+  const Actor* actor;
+  const std::vector<Event>* events;
+  bool done = false;
+  std::optional<Error> error;
+};
+
+void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& events) {
+  if (events.empty()) return;
+  Waiter self{&actor, &events};
+  std::unique_lock lock(group_mu_);
+  queue_.push_back(&self);
+  // Someone else is committing: our entry rides in their next transaction.
+  group_cv_.wait(lock, [&] { return self.done || !leader_active_; });
+  if (self.done) {
+    if (self.error) throw *self.error;
+    return;
+  }
+  leader_active_ = true;
+  while (!queue_.empty()) {
+    std::vector<Waiter*> batch;
+    batch.swap(queue_);
+    lock.unlock();
+    std::optional<Error> failure;
+    try {
+      fail_closed([&] {
+        auto tx = store_.begin(TxMode::write);
+        for (Waiter* w : batch)
+          for (const Event& e : *w->events) append(*tx, *w->actor, e);
+        tx->commit();
+        return 0;
+      });
+    } catch (const Error& e) {
+      failure = e.code() == ErrorCode::audit_unavailable
+                    ? e
+                    : Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+    } catch (const std::exception&) {
+      failure = Error(ErrorCode::audit_unavailable, "audit log cannot be written");
+    }
+    lock.lock();
+    for (Waiter* w : batch) {
+      w->error = failure;
+      w->done = true;
+    }
+    group_cv_.notify_all();
+  }
+  leader_active_ = false;
+  group_cv_.notify_all();
+  if (self.error) throw *self.error;
+}
+
 Checkpoint AuditLog::sign_head(Transaction& tx, std::uint64_t size, const Hash& root) {
   Checkpoint cp;
   cp.size = size;

@@ -206,25 +206,28 @@ std::vector<std::optional<Subject>> Records::read_many(const audit::Actor& actor
                                                         const ReadSpec& spec) {
   for (const auto& f : spec.fields) schema_.require(f);
   std::vector<std::optional<Subject>> out(ids.size());
-  auto tx = store_.begin(TxMode::write);
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    auto row = load_row(*tx, ids[i], true);
-    if (!row || row->subject.status != "active") continue;
-    const crypto::SecretKey dek = unwrap_dek(ids[i], row->wrapped_dek);
-    row->subject.fields = open_fields(ids[i], dek, row->fields, spec.fields);
-    const auto served = present_fields(spec.fields, row->subject.fields);
-    audit_.append(*tx, actor,
-                  {spec.operation, to_hex(ids[i]), served, intersect(served, spec.masked), true, "", ""});
-    out[i] = std::move(row->subject);
+  std::vector<audit::Event> events;
+  {
+    auto tx = store_.begin(TxMode::read);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      auto row = load_row(*tx, ids[i], true);
+      if (!row || row->subject.status != "active") continue;
+      const crypto::SecretKey dek = unwrap_dek(ids[i], row->wrapped_dek);
+      row->subject.fields = open_fields(ids[i], dek, row->fields, spec.fields);
+      const auto served = present_fields(spec.fields, row->subject.fields);
+      events.push_back({spec.operation, to_hex(ids[i]), served, intersect(served, spec.masked), true, "", ""});
+      out[i] = std::move(row->subject);
+    }
   }
-  // Plaintext leaves only once the entries are durable.
+  // Plaintext leaves only once the entries are durable (group commit with
+  // concurrent readers); if they cannot be written, it is wiped instead.
   try {
-    tx->commit();
-  } catch (const Error& e) {
+    audit_.append_durable(actor, events);
+  } catch (...) {
     for (auto& s : out)
       if (s)
         for (auto& [k, v] : s->fields) wipe(v);
-    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+    throw;
   }
   return out;
 }
@@ -458,6 +461,35 @@ std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, cons
     throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
   }
   return out;
+}
+
+std::string Records::seal_note(const SubjectId& id, const std::string& what, const std::string& plaintext) {
+  std::vector<std::uint8_t> wrapped;
+  {
+    auto tx = store_.begin(TxMode::read);
+    auto row = load_row(*tx, id, true);
+    if (!row || row->subject.status != "active") no_subject(id);
+    wrapped = row->wrapped_dek;
+  }
+  const crypto::SecretKey dek = unwrap_dek(id, wrapped);
+  const auto sealed = crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                   crypto::field_ad(id, what, schema_.version()), crypto::as_bytes(plaintext));
+  return auditfmt::base64_encode(sealed);
+}
+
+std::string Records::open_note(const SubjectId& id, const std::string& what, const std::string& sealed_b64) {
+  const auto sealed = auditfmt::base64_decode(sealed_b64);
+  if (!sealed) throw Error(ErrorCode::integrity, "sealed note '" + what + "' is malformed");
+  std::vector<std::uint8_t> wrapped;
+  {
+    auto tx = store_.begin(TxMode::read);
+    auto row = load_row(*tx, id, true);
+    if (!row || row->subject.status != "active") no_subject(id);
+    wrapped = row->wrapped_dek;
+  }
+  const crypto::SecretKey dek = unwrap_dek(id, wrapped);
+  return plaintext(crypto::open(dek, crypto::field_ad(id, what, crypto::peek_header(*sealed).schema_version), *sealed,
+                                "note '" + what + "'"));
 }
 
 void Records::scan(const audit::Actor& actor, const ReadSpec& spec,

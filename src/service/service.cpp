@@ -72,12 +72,6 @@ void only_keys(const Json& body, std::initializer_list<const char*> allowed) {
   }
 }
 
-struct FieldChanges {
-  records::FieldMap set;
-  std::vector<std::string> remove;
-};
-
-// {"fields": {...}}: every value a string (or null, to remove, when allowed).
 FieldChanges parse_fields(const Json& body, const records::Schema& schema, bool allow_null) {
   only_keys(body, {"fields"});
   if (!body.contains("fields")) bad_body("property 'fields' is required");
@@ -186,6 +180,8 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
   impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");
+  impl->dsr = std::make_unique<dsr::Desk>(*impl->store, *impl->audit);
+  impl->regulations = dsr::Regulations::load(impl->policy_dir() / "regulations.yaml");
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }
 

@@ -7,6 +7,8 @@
 
 #include "custos/audit/audit_log.h"
 #include "custos/consent/consent.h"
+#include "custos/dsr/dsr.h"
+#include "custos/dsr/regulations.h"
 #include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos/error.h"
@@ -28,6 +30,8 @@ struct Service::Impl {
   std::unique_ptr<records::Records> records;
   std::unique_ptr<access::TokenStore> tokens;
   std::unique_ptr<consent::Ledger> consent;
+  std::unique_ptr<dsr::Desk> dsr;
+  std::shared_ptr<const dsr::Regulations> regulations;
   mutable std::mutex policy_mu;
   std::shared_ptr<const access::Policy> policy;
   Counters* counters = nullptr;
@@ -76,6 +80,12 @@ struct Service::Impl {
   // purpose's channels, and never reach restricted, objected or erased subjects.
   bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
 
+  // Fulfils a completed data-subject request; returns its report.
+  Json fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q);
+  // Pending DSR corrections are kept sealed under the subject's own key.
+  std::string seal_for_subject(const records::SubjectId& id, const std::string& what, const std::string& plaintext);
+  std::string open_for_subject(const records::SubjectId& id, const std::string& what, const std::string& sealed);
+
   records::ReadSpec read_spec(const access::Policy& pol, const access::Role& role) const {
     records::ReadSpec spec;
     for (const auto& f : schema.fields()) {
@@ -113,6 +123,12 @@ struct Service::Impl {
 
 
 // Shared request-body helpers.
+struct FieldChanges {
+  records::FieldMap set;
+  std::vector<std::string> remove;
+};
+// {"fields": {...}}: every value a string (or null, to remove, when allowed).
+FieldChanges parse_fields(const Json& body, const records::Schema& schema, bool allow_null);
 [[noreturn]] void bad_body(const std::string& why);
 void only_keys(const Json& body, std::initializer_list<const char*> allowed);
 std::string required_string(const Json& body, const char* key, std::size_t max_len);

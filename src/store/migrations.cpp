@@ -66,6 +66,21 @@ const std::vector<Migration>& migrations() {
            "CREATE TABLE audit_subject_refs (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
            " PRIMARY KEY (subject_id, seq))",
        }},
+      {3,
+       {
+           // Data-subject requests and their timelines.
+           "CREATE TABLE dsr_requests (id TEXT PRIMARY KEY, type TEXT NOT NULL, regime TEXT NOT NULL,"
+           " status TEXT NOT NULL, subject_id BLOB, identified_by TEXT NOT NULL, channel TEXT NOT NULL,"
+           " received_at INTEGER NOT NULL, due_at INTEGER NOT NULL, confirm_by INTEGER, extensions INTEGER NOT NULL,"
+           " duplicate_of TEXT, denial_reason TEXT, changes TEXT, report TEXT, created_by TEXT NOT NULL,"
+           " updated_at INTEGER NOT NULL)",
+           "CREATE INDEX dsr_by_status_due ON dsr_requests (status, due_at)",
+           "CREATE INDEX dsr_by_due ON dsr_requests (due_at)",
+           "CREATE INDEX dsr_by_subject ON dsr_requests (subject_id, type, status)",
+           "CREATE TABLE dsr_events (request_id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,"
+           " actor TEXT NOT NULL, from_status TEXT NOT NULL, to_status TEXT NOT NULL, note TEXT NOT NULL,"
+           " PRIMARY KEY (request_id, seq))",
+       }},
   };
   return all;
 }

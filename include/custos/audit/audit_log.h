@@ -12,6 +12,7 @@
 // Entries never hold personal values, only names, ids and codes.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -83,6 +84,10 @@ class AuditLog {
   std::uint64_t append(store::Transaction& tx, const Actor& actor, const Event& event);
   // Appends in a transaction of its own (denials, audit-only events).
   std::uint64_t append_now(const Actor& actor, const Event& event);
+  // Group commit for reads: the events of concurrent callers share one
+  // transaction. Returns only once the caller's entries are committed;
+  // throws Error(audit_unavailable) if that commit failed (fail closed).
+  void append_durable(const Actor& actor, const std::vector<Event>& events);
 
   // Signs the current head if it is larger than the last checkpoint; returns the latest.
   Checkpoint checkpoint_now();
@@ -120,6 +125,12 @@ class AuditLog {
   Options options_;
   std::string vkey_;
   std::mutex mu_;
+  // Group commit: callers queue; one leader commits everything queued.
+  struct Waiter;
+  std::mutex group_mu_;
+  std::condition_variable group_cv_;
+  std::vector<Waiter*> queue_;
+  bool leader_active_ = false;
   // Cached head of the tree, validated against the store on every append
   // (another process may have appended since).
   std::optional<auditfmt::Frontier> frontier_;

@@ -122,6 +122,12 @@ class Records {
                                           const std::optional<SubjectId>& after, std::size_t limit,
                                           const ReadSpec& spec);
 
+  // Seals / opens a small value under the subject's DEK (base64 text), bound
+  // to `what` — for data held on the subject's behalf, e.g. a pending
+  // rectification. Erasing the subject shreds these too.
+  std::string seal_note(const SubjectId& id, const std::string& what, const std::string& plaintext);
+  std::string open_note(const SubjectId& id, const std::string& what, const std::string& sealed_b64);
+
   // Streams every active subject with the requested fields decrypted, in
   // id order, in bounded memory; one audit entry for the whole scan.
   void scan(const audit::Actor& actor, const ReadSpec& spec, const std::function<void(const Subject&)>& on_subject);

@@ -99,6 +99,17 @@ class Service {
   // RFM distribution and segment sizes (no personal data); recomputed on call.
   Json analytics_rfm(const Caller& caller);
 
+  // Data-subject requests (role needs `dsr`).
+  Json dsr_create(const Caller& caller, const Json& body);
+  Json dsr_list(const Caller& caller, const std::map<std::string, std::string>& query);
+  Json dsr_get(const Caller& caller, std::string_view id);
+  // Moving to `completed` fulfils the request (export, rectification,
+  // erasure, restriction, objection, opt-out) and stores its report.
+  Json dsr_transition(const Caller& caller, std::string_view id, const Json& body);
+  // Access / portability package: every field, touchpoints, orders, consent
+  // history, disclosures, and the subject's access log with inclusion proofs.
+  Json dsr_export(const Caller& caller, std::string_view id);
+
   // Audit (role needs the `audit` operation).
   Json audit_entries(const Caller& caller, const std::map<std::string, std::string>& query);
   Json audit_checkpoint(const Caller& caller);

@@ -1,0 +1,84 @@
+// custos/dsr/dsr.h — data-subject requests: intake, lifecycle, deadlines.
+//
+//   received -> identity_verified -> in_progress -> completed
+//   any open state -> denied (reason required) | canceled | extended (once
+//   per the regime's limit; moves the due date; work resumes from there)
+//
+// Every transition is kept in the request's timeline and in the audit log,
+// in the same transaction. Fulfilment (export, erasure, ...) is done by the
+// service façade, which owns the domain modules; this desk keeps the state.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "custos/audit/audit_log.h"
+#include "custos/dsr/regulations.h"
+#include "custos/records/records.h"
+#include "custos/store/store.h"
+
+namespace custos::dsr {
+
+inline const std::vector<std::string> kTypes = {"access",      "portability", "rectification",     "erasure",
+                                                "restriction", "objection",   "opt_out_sale_share"};
+inline const std::vector<std::string> kStatuses = {"received", "identity_verified", "in_progress", "extended",
+                                                   "completed", "denied", "canceled"};
+
+struct Request {
+  std::string id, type, regime, status;
+  std::optional<records::SubjectId> subject;  // nullopt: no data held on the identifier
+  std::string identified_by;                  // email | phone | external_id (never the value)
+  std::string channel;
+  std::int64_t received_us = 0, due_us = 0, updated_us = 0;
+  std::optional<std::int64_t> confirm_by_us;
+  int extensions = 0;
+  std::string duplicate_of, denial_reason, changes, report, created_by;
+  bool open() const { return status != "completed" && status != "denied" && status != "canceled"; }
+};
+
+struct TimelineEvent {
+  std::int64_t at_us = 0;
+  std::string actor, from, to, note;
+};
+
+struct Intake {
+  std::string type, regime, identified_by, channel, note;
+  std::optional<records::SubjectId> subject;
+  std::int64_t received_us = 0;
+  std::string changes;  // rectification: JSON of the requested field changes
+};
+
+struct ListFilter {
+  std::string status, type;
+  bool overdue = false;
+  std::optional<std::int64_t> due_before_us;
+  std::int64_t now_us = 0;
+  std::size_t limit = 100;
+  std::string after_id;
+};
+
+class Desk {
+ public:
+  Desk(store::Store& store, audit::AuditLog& audit) : store_(store), audit_(audit) {}
+
+  Request intake(const audit::Actor& actor, const Regulations& regs, const Intake& in);
+  // Throws Error(conflict) for an illegal transition or a second extension,
+  // Error(invalid_field) for a denial without reason. `report` is stored
+  // with the transition (fulfilment results).
+  Request transition(const audit::Actor& actor, const Regulations& regs, const std::string& id,
+                     const std::string& to, const std::string& note, const std::string& reason,
+                     const std::string& report = "");
+  Request get(const std::string& id);
+  std::vector<TimelineEvent> timeline(const std::string& id);
+  std::vector<Request> list(const ListFilter& filter);
+
+ private:
+  store::Store& store_;
+  audit::AuditLog& audit_;
+};
+
+// Legal transitions, for documentation and tests.
+bool transition_allowed(const std::string& from, const std::string& to);
+
+}  // namespace custos::dsr

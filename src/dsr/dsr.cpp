@@ -1,0 +1,206 @@
+#include "custos/dsr/dsr.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+
+#include "custos/error.h"
+
+namespace custos::dsr {
+namespace {
+
+using store::Row;
+using store::TxMode;
+
+constexpr const char* kColumns =
+    "id, type, regime, status, subject_id, identified_by, channel, received_at, due_at, confirm_by, extensions,"
+    " duplicate_of, denial_reason, changes, report, created_by, updated_at";
+
+Request from_row(const Row& r) {
+  Request q;
+  q.id = std::string(r.text(0));
+  q.type = std::string(r.text(1));
+  q.regime = std::string(r.text(2));
+  q.status = std::string(r.text(3));
+  if (!r.is_null(4) && r.blob(4).size() == 16) {
+    records::SubjectId sid{};
+    std::copy(r.blob(4).begin(), r.blob(4).end(), sid.begin());
+    q.subject = sid;
+  }
+  q.identified_by = std::string(r.text(5));
+  q.channel = std::string(r.text(6));
+  q.received_us = r.integer(7);
+  q.due_us = r.integer(8);
+  if (!r.is_null(9)) q.confirm_by_us = r.integer(9);
+  q.extensions = static_cast<int>(r.integer(10));
+  q.duplicate_of = std::string(r.text(11));
+  q.denial_reason = std::string(r.text(12));
+  q.changes = std::string(r.text(13));
+  q.report = std::string(r.text(14));
+  q.created_by = std::string(r.text(15));
+  q.updated_us = r.integer(16);
+  return q;
+}
+
+std::optional<Request> load(store::Transaction& tx, const std::string& id) {
+  std::optional<Request> out;
+  tx.exec(std::string("SELECT ") + kColumns + " FROM dsr_requests WHERE id = ?", {id},
+          [&](const Row& r) { out = from_row(r); });
+  return out;
+}
+
+void add_event(store::Transaction& tx, const std::string& id, std::int64_t at, const std::string& actor,
+               const std::string& from, const std::string& to, const std::string& note) {
+  const std::int64_t seq = tx.scalar("SELECT coalesce(max(seq), 0) + 1 FROM dsr_events WHERE request_id = ?", {id}).value_or(1);
+  tx.exec("INSERT INTO dsr_events (request_id, seq, at, actor, from_status, to_status, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
+          {id, seq, at, actor, from, to, note});
+}
+
+bool one_of(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+}  // namespace
+
+bool transition_allowed(const std::string& from, const std::string& to) {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> table = {
+      {"received", {"identity_verified", "extended", "denied", "canceled"}},
+      {"identity_verified", {"in_progress", "extended", "denied", "canceled"}},
+      {"in_progress", {"completed", "extended", "denied", "canceled"}},
+      {"extended", {"identity_verified", "in_progress", "completed", "denied", "canceled"}},
+  };
+  for (const auto& [f, tos] : table)
+    if (f == from) return one_of(tos, to);
+  return false;
+}
+
+Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const Intake& in) {
+  if (!one_of(kTypes, in.type)) throw Error(ErrorCode::invalid_field, "field 'type': unknown request type");
+  const DsrRules* rules = regs.dsr(in.regime);
+  if (rules == nullptr) throw Error(ErrorCode::invalid_field, "field 'regime': unknown regime");
+  const std::int64_t now = audit_.now_us();
+  if (in.received_us > now + 5LL * 60 * 1000000)
+    throw Error(ErrorCode::invalid_field, "field 'received_at': in the future");
+  Request q;
+  std::array<std::uint8_t, 12> raw{};
+  randombytes_buf(raw.data(), raw.size());
+  char hex[25];
+  sodium_bin2hex(hex, sizeof hex, raw.data(), raw.size());
+  q.id = std::string("dsr_") + hex;
+  q.type = in.type;
+  q.regime = in.regime;
+  q.status = "received";
+  q.subject = in.subject;
+  q.identified_by = in.identified_by;
+  q.channel = in.channel;
+  q.received_us = in.received_us;
+  // An opt-out of sale/share has its own, shorter clock where the regime sets one.
+  q.due_us = regs.calendar().deadline(in.received_us, in.type == "opt_out_sale_share" && rules->opt_out
+                                                            ? *rules->opt_out
+                                                            : rules->respond);
+  if (rules->confirm_receipt) q.confirm_by_us = regs.calendar().deadline(in.received_us, *rules->confirm_receipt);
+  q.changes = in.changes;
+  q.created_by = actor.principal;
+  q.updated_us = now;
+  auto tx = store_.begin(TxMode::write);
+  if (q.subject) {
+    tx->exec("SELECT id FROM dsr_requests WHERE subject_id = ? AND type = ? AND status NOT IN"
+             " ('completed', 'denied', 'canceled') ORDER BY received_at LIMIT 1",
+             {*q.subject, q.type}, [&](const Row& r) { q.duplicate_of = std::string(r.text(0)); });
+  }
+  tx->exec("INSERT INTO dsr_requests (id, type, regime, status, subject_id, identified_by, channel, received_at,"
+           " due_at, confirm_by, extensions, duplicate_of, denial_reason, changes, report, created_by, updated_at)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, '', ?, '', ?, ?)",
+           {q.id, q.type, q.regime, q.status, q.subject ? store::Param(store::Blob(*q.subject)) : store::Param(),
+            q.identified_by, q.channel, q.received_us, q.due_us,
+            q.confirm_by_us ? store::Param(*q.confirm_by_us) : store::Param(), q.duplicate_of, q.changes,
+            q.created_by, now});
+  add_event(*tx, q.id, now, actor.principal, "", "received",
+            in.note.empty() ? "request received via " + q.channel : in.note);
+  audit_.append(*tx, actor,
+                {"dsr.intake", q.subject ? records::to_hex(*q.subject) : "", {}, {}, true, "",
+                 "request=" + q.id + " type=" + q.type + " regime=" + q.regime +
+                     (q.subject ? "" : " no_data_held=1") + (q.duplicate_of.empty() ? "" : " duplicate_of=" + q.duplicate_of)});
+  tx->commit();
+  return q;
+}
+
+Request Desk::transition(const audit::Actor& actor, const Regulations& regs, const std::string& id,
+                         const std::string& to, const std::string& note, const std::string& reason,
+                         const std::string& report) {
+  if (!one_of(kStatuses, to)) throw Error(ErrorCode::invalid_field, "field 'to': unknown status");
+  if (to == "denied" && reason.empty()) throw Error(ErrorCode::invalid_field, "field 'reason': a denial needs a reason");
+  if (to == "extended" && reason.empty())
+    throw Error(ErrorCode::invalid_field, "field 'reason': an extension needs a reason");
+  auto tx = store_.begin(TxMode::write);
+  auto q = load(*tx, id);
+  if (!q) throw Error(ErrorCode::not_found, "request " + id.substr(0, 40) + " not found");
+  if (!transition_allowed(q->status, to))
+    throw Error(ErrorCode::conflict, "a request in status '" + q->status + "' cannot move to '" + to + "'");
+  const std::int64_t now = audit_.now_us();
+  if (to == "extended") {
+    const DsrRules* rules = regs.dsr(q->regime);
+    if (rules == nullptr || rules->extend.empty() || q->extensions >= rules->max_extensions)
+      throw Error(ErrorCode::conflict, "regime '" + q->regime + "' allows no further extension");
+    if (now > q->due_us) throw Error(ErrorCode::conflict, "the request is already overdue; it can no longer be extended");
+    // The extension runs from the original deadline (GDPR Art. 12(3); CCPA 7021(b)).
+    q->due_us = regs.calendar().deadline(q->due_us, rules->extend);
+    q->extensions += 1;
+  }
+  if (to == "denied") q->denial_reason = reason;
+  const std::string from = q->status;
+  q->status = to;
+  q->updated_us = now;
+  if (!report.empty()) q->report = report;
+  tx->exec("UPDATE dsr_requests SET status = ?, due_at = ?, extensions = ?, denial_reason = ?, report = ?,"
+           " updated_at = ? WHERE id = ?",
+           {q->status, q->due_us, q->extensions, q->denial_reason, q->report, now, id});
+  std::string text = note;
+  if (!reason.empty()) text += std::string(text.empty() ? "" : "; ") + "reason: " + reason;
+  add_event(*tx, id, now, actor.principal, from, to, text);
+  audit_.append(*tx, actor,
+                {"dsr.transition", q->subject ? records::to_hex(*q->subject) : "", {}, {}, true, "",
+                 "request=" + id + " from=" + from + " to=" + to});
+  tx->commit();
+  return *q;
+}
+
+Request Desk::get(const std::string& id) {
+  auto tx = store_.begin(TxMode::read);
+  auto q = load(*tx, id);
+  if (!q) throw Error(ErrorCode::not_found, "request " + id.substr(0, 40) + " not found");
+  return *q;
+}
+
+std::vector<TimelineEvent> Desk::timeline(const std::string& id) {
+  std::vector<TimelineEvent> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT at, actor, from_status, to_status, note FROM dsr_events WHERE request_id = ? ORDER BY seq", {id},
+           [&](const Row& r) {
+             out.push_back({r.integer(0), std::string(r.text(1)), std::string(r.text(2)), std::string(r.text(3)),
+                            std::string(r.text(4))});
+           });
+  return out;
+}
+
+std::vector<Request> Desk::list(const ListFilter& f) {
+  std::string sql = std::string("SELECT ") + kColumns + " FROM dsr_requests WHERE 1 = 1";
+  std::vector<store::Param> params;
+  if (!f.status.empty()) sql += " AND status = ?", params.emplace_back(f.status);
+  if (!f.type.empty()) sql += " AND type = ?", params.emplace_back(f.type);
+  if (f.overdue) {
+    sql += " AND status NOT IN ('completed', 'denied', 'canceled') AND due_at < ?";
+    params.emplace_back(f.now_us);
+  }
+  if (f.due_before_us) {
+    sql += " AND status NOT IN ('completed', 'denied', 'canceled') AND due_at < ?";
+    params.emplace_back(*f.due_before_us);
+  }
+  if (!f.after_id.empty()) sql += " AND id > ?", params.emplace_back(f.after_id);
+  sql += " ORDER BY due_at, id LIMIT ?";
+  params.emplace_back(static_cast<std::int64_t>(f.limit));
+  std::vector<Request> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec_v(sql, params, [&](const Row& r) { out.push_back(from_row(r)); });
+  return out;
+}
+
+}  // namespace custos::dsr
