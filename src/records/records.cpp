@@ -283,7 +283,7 @@ void Records::update(const audit::Actor& actor, const SubjectId& id, const Field
   for (auto& [name, value] : p.values) wipe(value);
 }
 
-ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id) {
+ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal) {
   ErasureReport report;
   report.subject_id = to_hex(id);
   {
@@ -305,7 +305,7 @@ ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id) {
     tx->commit();
   }
   // Move the WAL's pages (which hold pre-images) into the zeroed main file.
-  store_.checkpoint();
+  if (checkpoint_wal) store_.checkpoint();
   return report;
 }
 

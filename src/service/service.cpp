@@ -181,6 +181,7 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
   impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");
   impl->dsr = std::make_unique<dsr::Desk>(*impl->store, *impl->audit);
+  impl->breaches = std::make_unique<breach::Book>(*impl->store, *impl->audit);
   impl->regulations = dsr::Regulations::load(impl->policy_dir() / "regulations.yaml");
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }

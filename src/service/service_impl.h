@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "custos/audit/audit_log.h"
+#include "custos/breach/breach.h"
 #include "custos/consent/consent.h"
 #include "custos/dsr/dsr.h"
 #include "custos/dsr/regulations.h"
@@ -31,6 +32,7 @@ struct Service::Impl {
   std::unique_ptr<access::TokenStore> tokens;
   std::unique_ptr<consent::Ledger> consent;
   std::unique_ptr<dsr::Desk> dsr;
+  std::unique_ptr<breach::Book> breaches;
   std::shared_ptr<const dsr::Regulations> regulations;
   mutable std::mutex policy_mu;
   std::shared_ptr<const access::Policy> policy;

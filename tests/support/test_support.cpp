@@ -44,6 +44,14 @@ service::Caller TestVault::caller(const std::string& role, const std::string& pu
   return service::Caller{access::Principal{"test-" + role, role, "tok-" + role}, purpose, "req-test"};
 }
 
+void TestVault::use_clock(std::function<std::int64_t()> clock) {
+  service.reset();
+  service::OpenOptions open;
+  open.data_dir = data_dir();
+  open.clock_us = std::move(clock);
+  service = service::Service::open(open);
+}
+
 service::Caller TestVault::admin(const std::string& purpose) { return caller("admin", purpose); }
 
 RunResult run(const std::vector<std::string>& argv, const std::string& stdin_text) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,8 @@ struct TestVault {
   explicit TestVault(std::optional<std::string> passphrase = std::nullopt);
   service::Caller caller(const std::string& role, const std::string& purpose);
   service::Caller admin(const std::string& purpose = "administration");
+  // Reopens the service with an injected clock (Unix microseconds).
+  void use_clock(std::function<std::int64_t()> clock);
   std::filesystem::path data_dir() const { return dir.path() / "data"; }
 };
 

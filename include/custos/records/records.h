@@ -98,7 +98,9 @@ class Records {
   // Crypto-shreds the subject: destroys its DEK, overwrites its field
   // ciphertexts and blind-index rows, then checkpoints the WAL. Constant
   // time in the amount of touchpoints. Throws Error(conflict) under legal hold.
-  ErasureReport erase(const audit::Actor& actor, const SubjectId& id);
+  // `checkpoint_wal` false defers the WAL checkpoint to the caller (bulk purges).
+  ErasureReport erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal = true);
+  void checkpoint_wal() { store_.checkpoint(); }
 
   void set_flags(const audit::Actor& actor, const SubjectId& id, std::optional<bool> legal_hold,
                  std::optional<bool> restricted);

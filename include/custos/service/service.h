@@ -110,6 +110,23 @@ class Service {
   // history, disclosures, and the subject's access log with inclusion proofs.
   Json dsr_export(const Caller& caller, std::string_view id);
 
+  // Breaches (role needs `breach`). Listing takes status=, at_risk=true,
+  // overdue=true and margin_hours= (default 24).
+  Json breach_create(const Caller& caller, const Json& body);
+  Json breach_list(const Caller& caller, const std::map<std::string, std::string>& query);
+  Json breach_get(const Caller& caller, std::string_view id);
+  Json breach_add_event(const Caller& caller, std::string_view id, const Json& body);
+  Json breach_compute_affected(const Caller& caller, std::string_view id, const Json& body);
+  // Affected subjects with their contact fields, for notification (purpose
+  // breach_notification; masked or withheld per the role's visibility).
+  Json breach_affected(const Caller& caller, std::string_view id, const std::map<std::string, std::string>& query);
+
+  // Legal hold on a subject (role needs `dsr`): erasure and retention skip it.
+  Json set_legal_hold(const Caller& caller, std::string_view id, bool hold);
+
+  // Retention (role needs `admin`): purge what has expired; dry run changes nothing.
+  Json retention_run(const Caller& caller, bool dry_run);
+
   // Audit (role needs the `audit` operation).
   Json audit_entries(const Caller& caller, const std::map<std::string, std::string>& query);
   Json audit_checkpoint(const Caller& caller);

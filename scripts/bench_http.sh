@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# HTTP throughput: custosd's blind-index lookup (GET /v1/subjects?email=...,
+# authenticated, purpose-checked, decrypted, audited) against a bare
+# cpprestsdk listener answering "ok" (tests/bench/hello_listener.cpp), with
+# the same wrk settings. Needs a built tree (scripts/build.sh), wrk, curl
+# and python3.
+#
+#   scripts/bench_http.sh [SUBJECTS (default 10000)] [DURATION (default 10s)]
+#   env: CUSTOS_BUILD_DIR (build), WRK_THREADS (2), WRK_CONNECTIONS (32)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${CUSTOS_BUILD_DIR:-build}
+SUBJECTS=${1:-10000}
+DURATION=${2:-10s}
+THREADS=${WRK_THREADS:-2}
+CONNECTIONS=${WRK_CONNECTIONS:-32}
+CUSTOS=$BUILD_DIR/src/custos
+CUSTOSD=$BUILD_DIR/src/http/custosd
+HELLO=$BUILD_DIR/tests/http/bench_hello_listener
+
+for bin in "$CUSTOS" "$CUSTOSD" "$HELLO"; do
+  [ -x "$bin" ] || { echo "bench_http: $bin is missing; build first (scripts/build.sh)" >&2; exit 1; }
+done
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "bench_http: $tool is not installed" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d)
+PID=""
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_ready() {  # URL PID: poll (bounded, ~10 s) until the server answers
+  for _ in $(seq 1 200); do
+    kill -0 "$2" 2>/dev/null || { echo "bench_http: server exited early" >&2; return 1; }
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "bench_http: server did not come up" >&2
+  return 1
+}
+
+stop() {  # PID
+  kill -TERM "$1"
+  wait "$1" || true
+  PID=""
+}
+
+echo "== vault with $SUBJECTS subjects"
+"$CUSTOS" --data-dir "$WORK/data" init --fast-kdf >/dev/null
+TOKEN=$(cat "$WORK/data/admin.token")
+PORT=$(free_port)
+URL="http://127.0.0.1:$PORT"
+"$CUSTOSD" --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-level warn \
+  >"$WORK/custosd.out" 2>"$WORK/custosd.err" &
+PID=$!
+wait_ready "$URL/healthz" "$PID"
+
+python3 - "$SUBJECTS" "$WORK" <<'EOF'
+import json, sys
+n, work = int(sys.argv[1]), sys.argv[2]
+for b, start in enumerate(range(0, n, 1000)):
+    items = [{"fields": {"given_name": "Bench", "family_name": f"Subject{i}", "email": f"user{i}@example.com"}}
+             for i in range(start, min(n, start + 1000))]
+    with open(f"{work}/batch-{b:05d}.json", "w") as f:
+        json.dump({"subjects": items}, f)
+EOF
+start=$(date +%s.%N)
+for f in "$WORK"/batch-*.json; do
+  # `Expect:` off: cpprestsdk does not answer 100-continue.
+  created=$(curl -sS -f -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -H 'Expect:' \
+    --data-binary "@$f" "$URL/v1/subjects:batchCreate" | python3 -c 'import json,sys; print(json.load(sys.stdin)["created"])')
+  [ "$created" -gt 0 ] || { echo "bench_http: batchCreate created nothing" >&2; exit 1; }
+done
+end=$(date +%s.%N)
+python3 -c "print(f'loaded $SUBJECTS subjects in {$end - $start:.1f} s ({$SUBJECTS / ($end - $start):.0f}/s)')"
+
+cat >"$WORK/lookup.lua" <<EOF
+math.randomseed(os.time())
+local n = $SUBJECTS
+local headers = {["Authorization"] = "Bearer $TOKEN", ["Custos-Purpose"] = "customer_service"}
+request = function()
+  return wrk.format("GET", "/v1/subjects?email=user" .. math.random(0, n - 1) .. "%40example.com", headers)
+end
+EOF
+
+echo
+echo "== custosd: GET /v1/subjects?email=... (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
+stop "$PID"
+
+PORT=$(free_port)
+URL="http://127.0.0.1:$PORT"
+"$HELLO" "$URL" >/dev/null &
+PID=$!
+wait_ready "$URL/" "$PID"
+echo
+echo "== bench_hello_listener: GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
+stop "$PID"

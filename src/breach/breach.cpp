@@ -1,0 +1,318 @@
+#include "custos/breach/breach.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "custos/error.h"
+#include "custos_audit/entry.h"
+
+namespace custos::breach {
+namespace {
+
+using nlohmann::json;
+using store::Row;
+using store::TxMode;
+
+constexpr const char* kColumns =
+    "id, status, discovered_at, occurred_from, occurred_to, description, categories, regimes, severity, high_risk,"
+    " affected_count, residents, computation, created_by, updated_at";
+
+Incident from_row(const Row& r) {
+  Incident i;
+  i.id = std::string(r.text(0));
+  i.status = std::string(r.text(1));
+  i.discovered_us = r.integer(2);
+  if (!r.is_null(3)) i.occurred_from_us = r.integer(3);
+  if (!r.is_null(4)) i.occurred_to_us = r.integer(4);
+  i.description = std::string(r.text(5));
+  i.categories = json::parse(r.text(6)).get<std::vector<std::string>>();
+  i.regimes = json::parse(r.text(7)).get<std::vector<std::string>>();
+  i.severity = std::string(r.text(8));
+  i.high_risk = r.integer(9) != 0;
+  if (!r.is_null(10)) i.affected_count = r.integer(10);
+  i.residents = std::string(r.text(11));
+  i.computation = std::string(r.text(12));
+  i.created_by = std::string(r.text(13));
+  i.updated_us = r.integer(14);
+  return i;
+}
+
+std::optional<Incident> load(store::Transaction& tx, const std::string& id) {
+  std::optional<Incident> out;
+  tx.exec(std::string("SELECT ") + kColumns + " FROM breaches WHERE id = ?", {id}, [&](const Row& r) { out = from_row(r); });
+  return out;
+}
+
+bool one_of(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+// The next status each status may move to.
+bool next_allowed(const std::string& from, const std::string& to) {
+  if (from == "open") return to == "contained";
+  if (from == "contained") return to == "authority_notified";
+  if (from == "authority_notified") return to == "subjects_notified" || to == "closed";
+  if (from == "subjects_notified") return to == "closed";
+  return false;
+}
+
+}  // namespace
+
+Incident Book::open(const audit::Actor& actor, const dsr::Regulations& regs,
+                    const std::vector<std::string>& known_categories, const NewIncident& in) {
+  const std::int64_t now = audit_.now_us();
+  if (in.discovered_us > now + 5LL * 60 * 1000000)
+    throw Error(ErrorCode::invalid_field, "field 'discovered_at': in the future");
+  if (in.occurred_from_us && in.occurred_to_us && *in.occurred_to_us < *in.occurred_from_us)
+    throw Error(ErrorCode::invalid_field, "field 'occurred_to': the window ends before it starts");
+  if (in.occurred_from_us && *in.occurred_from_us > in.discovered_us)
+    throw Error(ErrorCode::invalid_field, "field 'occurred_from': after the discovery");
+  if (in.description.empty()) throw Error(ErrorCode::invalid_field, "field 'description': required");
+  if (!one_of(kSeverities, in.severity)) throw Error(ErrorCode::invalid_field, "field 'severity': low, medium, high or critical");
+  for (const auto& c : in.categories)
+    if (!one_of(known_categories, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + c.substr(0, 32) + "'");
+  if (in.regimes.empty()) throw Error(ErrorCode::invalid_field, "field 'regimes': at least one regime");
+  for (const auto& r : in.regimes)
+    if (regs.breach(r) == nullptr) throw Error(ErrorCode::invalid_field, "field 'regimes': unknown regime '" + r.substr(0, 32) + "'");
+  Incident i;
+  std::array<std::uint8_t, 12> raw{};
+  randombytes_buf(raw.data(), raw.size());
+  char hex[25];
+  sodium_bin2hex(hex, sizeof hex, raw.data(), raw.size());
+  i.id = std::string("brc_") + hex;
+  i.status = "open";
+  i.discovered_us = in.discovered_us;
+  i.occurred_from_us = in.occurred_from_us;
+  i.occurred_to_us = in.occurred_to_us;
+  i.description = in.description;
+  i.severity = in.severity;
+  i.categories = in.categories;
+  i.regimes = in.regimes;
+  i.high_risk = in.high_risk;
+  i.residents = in.residents;
+  i.created_by = actor.principal;
+  i.updated_us = now;
+  auto tx = store_.begin(TxMode::write);
+  tx->exec("INSERT INTO breaches (id, status, discovered_at, occurred_from, occurred_to, description, categories,"
+           " regimes, severity, high_risk, affected_count, residents, computation, created_by, updated_at)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, '', ?, ?)",
+           {i.id, i.status, i.discovered_us, i.occurred_from_us ? store::Param(*i.occurred_from_us) : store::Param(),
+            i.occurred_to_us ? store::Param(*i.occurred_to_us) : store::Param(), i.description,
+            json(i.categories).dump(), json(i.regimes).dump(), i.severity, i.high_risk ? 1 : 0, i.residents,
+            i.created_by, now});
+  tx->exec("INSERT INTO breach_events (breach_id, seq, at, recorded_at, actor, type, note) VALUES (?, 1, ?, ?, ?, 'open', ?)",
+           {i.id, i.discovered_us, now, actor.principal, "incident recorded"});
+  audit_.append(*tx, actor, {"breach.open", "", i.categories, {}, true, "", "breach=" + i.id + " severity=" + i.severity});
+  tx->commit();
+  return i;
+}
+
+Incident Book::add_event(const audit::Actor& actor, const std::string& id, const Event& e) {
+  static const std::vector<std::string> kTypes = {"note", "contained", "authority_notified", "subjects_notified",
+                                                  "closed", "investigation", "reassessed"};
+  if (!one_of(kTypes, e.type)) throw Error(ErrorCode::invalid_field, "field 'type': unknown event type");
+  const std::int64_t now = audit_.now_us();
+  if (e.at_us > now + 5LL * 60 * 1000000) throw Error(ErrorCode::invalid_field, "field 'at': in the future");
+  auto tx = store_.begin(TxMode::write);
+  auto i = load(*tx, id);
+  if (!i) throw Error(ErrorCode::not_found, "breach " + id.substr(0, 40) + " not found");
+  if (e.at_us < i->discovered_us) throw Error(ErrorCode::invalid_field, "field 'at': before the breach was discovered");
+  const auto last = tx->scalar("SELECT max(at) FROM breach_events WHERE breach_id = ?", {id}).value_or(0);
+  if (e.at_us < last) throw Error(ErrorCode::invalid_field, "field 'at': earlier than the previous event (out of order)");
+  const bool is_status = e.type != "note" && e.type != "investigation" && e.type != "reassessed";
+  if (is_status && !next_allowed(i->status, e.type))
+    throw Error(ErrorCode::conflict, "a breach in status '" + i->status + "' cannot move to '" + e.type + "'");
+  if (i->status == "closed") throw Error(ErrorCode::conflict, "the breach is closed");
+  const std::int64_t seq = tx->scalar("SELECT coalesce(max(seq), 0) + 1 FROM breach_events WHERE breach_id = ?", {id}).value_or(1);
+  tx->exec("INSERT INTO breach_events (breach_id, seq, at, recorded_at, actor, type, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
+           {id, seq, e.at_us, now, actor.principal, e.type, e.note});
+  if (is_status) {
+    i->status = e.type;
+    tx->exec("UPDATE breaches SET status = ?, updated_at = ? WHERE id = ?", {i->status, now, id});
+  }
+  audit_.append(*tx, actor, {"breach.event", "", {}, {}, true, "", "breach=" + id + " type=" + e.type});
+  tx->commit();
+  i->updated_us = now;
+  return *i;
+}
+
+Incident Book::get(const std::string& id) {
+  auto tx = store_.begin(TxMode::read);
+  auto i = load(*tx, id);
+  if (!i) throw Error(ErrorCode::not_found, "breach " + id.substr(0, 40) + " not found");
+  return *i;
+}
+
+std::vector<Event> Book::timeline(const std::string& id) {
+  std::vector<Event> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT at, recorded_at, actor, type, note FROM breach_events WHERE breach_id = ? ORDER BY seq", {id},
+           [&](const Row& r) {
+             out.push_back({r.integer(0), r.integer(1), std::string(r.text(2)), std::string(r.text(3)), std::string(r.text(4))});
+           });
+  return out;
+}
+
+std::vector<Incident> Book::list(const std::string& status) {
+  std::vector<Incident> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec(std::string("SELECT ") + kColumns + " FROM breaches" + (status.empty() ? " WHERE ? = ''" : " WHERE status = ?") +
+               " ORDER BY discovered_at",
+           {status}, [&](const Row& r) { out.push_back(from_row(r)); });
+  return out;
+}
+
+std::vector<Deadline> Book::deadlines(const Incident& i, const dsr::Regulations& regs) {
+  const auto events = timeline(i.id);
+  const auto happened = [&](const std::string& type) {
+    return std::any_of(events.begin(), events.end(), [&](const Event& e) { return e.type == type; });
+  };
+  std::int64_t residents_total = -1;
+  if (!i.residents.empty()) {
+    const auto j = json::parse(i.residents, nullptr, false);
+    if (j.is_object()) {
+      residents_total = 0;
+      for (const auto& [k, v] : j.items())
+        if (v.is_number_integer()) residents_total += v.get<std::int64_t>();
+    }
+  }
+  const std::int64_t affected = residents_total >= 0 ? residents_total : i.affected_count.value_or(-1);
+  std::vector<Deadline> out;
+  for (const auto& key : i.regimes) {
+    const dsr::BreachRules* rules = regs.breach(key);
+    if (rules == nullptr) continue;
+    if (rules->authority) {
+      Deadline d{key, rules->name, "authority", regs.calendar().deadline(i.discovered_us, *rules->authority),
+                 happened("authority_notified"), true};
+      if (rules->authority_threshold_residents > 0 && affected >= 0 && affected < rules->authority_threshold_residents)
+        d.required = false;
+      out.push_back(d);
+    }
+    if (rules->subjects || rules->subjects_without_undue_delay) {
+      Deadline d{key, rules->name, "subjects", std::nullopt, happened("subjects_notified"),
+                 i.high_risk || key != "gdpr"};  // GDPR Art. 34: only where the risk is high
+      if (rules->subjects) d.due_us = regs.calendar().deadline(i.discovered_us, *rules->subjects);
+      out.push_back(d);
+    }
+  }
+  return out;
+}
+
+AffectedResult Book::store_affected(const audit::Actor& actor, const std::string& id, AffectedResult r,
+                                    const std::map<std::string, std::set<std::string>>& found, const std::string& how) {
+  r.count = static_cast<std::int64_t>(found.size());
+  auto tx = store_.begin(TxMode::write);
+  if (!load(*tx, id)) throw Error(ErrorCode::not_found, "breach " + id.substr(0, 40) + " not found");
+  tx->exec("DELETE FROM breach_affected WHERE breach_id = ?", {id});
+  for (const auto& [hex, fields] : found) {
+    std::array<std::uint8_t, 16> sid{};
+    std::size_t len = 0;
+    if (sodium_hex2bin(sid.data(), sid.size(), hex.data(), hex.size(), nullptr, &len, nullptr) != 0 || len != 16) continue;
+    tx->exec("INSERT INTO breach_affected (breach_id, subject_id, fields) VALUES (?, ?, ?)",
+             {id, sid, json(std::vector<std::string>(fields.begin(), fields.end())).dump()});
+    if (r.sample.size() < 100) r.sample.emplace_back(hex, std::vector<std::string>(fields.begin(), fields.end()));
+  }
+  const json computation = {{"method", how},
+                            {"count", r.count},
+                            {"first_seq", r.first_seq},
+                            {"last_seq", r.last_seq},
+                            {"entries_scanned", r.entries_scanned},
+                            {"checkpoint_size", r.checkpoint.size}};
+  tx->exec("UPDATE breaches SET affected_count = ?, computation = ?, updated_at = ? WHERE id = ?",
+           {r.count, computation.dump(), audit_.now_us(), id});
+  audit_.append(*tx, actor, {"breach.compute_affected", "", {}, {}, true, "",
+                             "breach=" + id + " method=" + how + " count=" + std::to_string(r.count)});
+  tx->commit();
+  return r;
+}
+
+AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::string& id,
+                                        const std::set<std::string>& principals, const std::set<std::string>& token_ids,
+                                        std::int64_t from_us, std::int64_t to_us) {
+  get(id);  // not_found early
+  if (to_us <= from_us) throw Error(ErrorCode::invalid_field, "field 'to': the window ends before it starts");
+  if (principals.empty() && token_ids.empty())
+    throw Error(ErrorCode::invalid_field, "field 'principals': name compromised principals or token ids");
+  {
+    auto tx = store_.begin(TxMode::read);
+    for (const auto& p : principals)
+      if (p.rfind("local:", 0) != 0 && tx->scalar("SELECT count(*) FROM tokens WHERE name = ?", {p}).value_or(0) == 0)
+        throw Error(ErrorCode::invalid_field, "field 'principals': unknown principal '" + p.substr(0, 64) + "'");
+    for (const auto& t : token_ids)
+      if (tx->scalar("SELECT count(*) FROM tokens WHERE token_id = ?", {t}).value_or(0) == 0)
+        throw Error(ErrorCode::invalid_field, "field 'token_ids': unknown token id '" + t.substr(0, 32) + "'");
+  }
+  AffectedResult r;
+  r.checkpoint = audit_.checkpoint_now();
+  std::map<std::string, std::set<std::string>> found;
+  bool any = false;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT seq, entry FROM audit_entries WHERE at >= ? AND at < ? AND seq < ? ORDER BY seq",
+           {from_us, to_us, static_cast<std::int64_t>(r.checkpoint.size)}, [&](const Row& row) {
+             ++r.entries_scanned;
+             const auditfmt::Entry e = auditfmt::decode(row.blob(1));
+             if (e.outcome != "allowed") return;
+             if (!principals.count(e.principal) && !token_ids.count(e.token_id)) return;
+             if (e.subject_id.empty() && e.subject_ids.empty()) return;
+             if (!any) r.first_seq = e.seq;
+             any = true;
+             r.last_seq = e.seq;
+             if (!e.subject_id.empty()) found[e.subject_id].insert(e.fields.begin(), e.fields.end());
+             for (const auto& s : e.subject_ids) found[s].insert(e.fields.begin(), e.fields.end());
+           });
+  return store_affected(actor, id, std::move(r), found, "audit_log");
+}
+
+AffectedResult Book::affected_by_categories(const audit::Actor& actor, const std::string& id,
+                                            const records::Schema& schema, const std::set<std::string>& categories) {
+  get(id);
+  for (const auto& c : categories) {
+    const auto known = schema.categories();
+    if (!one_of(known, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + c.substr(0, 32) + "'");
+  }
+  AffectedResult r;
+  r.checkpoint = audit_.checkpoint_now();
+  std::map<std::string, std::set<std::string>> found;
+  auto tx = store_.begin(TxMode::read);
+  // Field names sit in clear in the field blob's framing: no decryption needed.
+  tx->exec("SELECT id, fields FROM subjects WHERE status = 'active'", {}, [&](const Row& row) {
+    const auto blob = row.blob(1);
+    std::set<std::string> hit;
+    std::size_t pos = 2;
+    const std::size_t count = blob.size() >= 2 ? (std::size_t{blob[0]} << 8 | blob[1]) : 0;
+    for (std::size_t k = 0; k < count && pos < blob.size(); ++k) {
+      const std::size_t n = blob[pos++];
+      if (pos + n + 4 > blob.size()) break;
+      const std::string name(reinterpret_cast<const char*>(&blob[pos]), n);
+      pos += n;
+      const std::size_t len = (std::size_t{blob[pos]} << 24) | (std::size_t{blob[pos + 1]} << 16) |
+                              (std::size_t{blob[pos + 2]} << 8) | blob[pos + 3];
+      pos += 4 + len;
+      if (const auto* f = schema.find(name); f && categories.count(f->category)) hit.insert(name);
+    }
+    if (!hit.empty()) {
+      char hex[33];
+      sodium_bin2hex(hex, sizeof hex, row.blob(0).data(), row.blob(0).size());
+      found[hex] = std::move(hit);
+    }
+    ++r.entries_scanned;
+  });
+  return store_affected(actor, id, std::move(r), found, "categories");
+}
+
+std::vector<records::SubjectId> Book::affected_subjects(const std::string& id, std::size_t limit,
+                                                        const std::optional<records::SubjectId>& after) {
+  std::vector<records::SubjectId> out;
+  const records::SubjectId zero{};
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT subject_id FROM breach_affected WHERE breach_id = ? AND subject_id > ? ORDER BY subject_id LIMIT ?",
+           {id, store::Blob(after ? *after : zero), static_cast<std::int64_t>(limit)}, [&](const Row& r) {
+             records::SubjectId sid{};
+             if (r.blob(0).size() == sid.size()) std::copy(r.blob(0).begin(), r.blob(0).end(), sid.begin());
+             out.push_back(sid);
+           });
+  return out;
+}
+
+}  // namespace custos::breach

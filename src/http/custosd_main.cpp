@@ -1,0 +1,228 @@
+// custosd — the Custos HTTP(S) service.
+//
+//   custosd --data-dir DIR --listen 127.0.0.1:8443 [--tls-cert C --tls-key K]
+//           [--passphrase-file F] [--policies DIR] [--max-body-bytes N]
+//           [--allow-plain-http-non-loopback] [--node-id ID] [--log-level L]
+//
+// Signals: SIGTERM / SIGINT stop gracefully (in-flight requests finish, the
+// store is closed, exit 0); SIGHUP reloads roles and purposes (an invalid
+// policy is logged and the old one stays in force). All signals are taken
+// by sigwait on the main thread; every other thread has them blocked.
+//
+// Exit codes: 0 clean shutdown, 2 usage, 1 start-up failure.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "custos/crypto/keyring.h"
+#include "custos/error.h"
+#include "custos/service/service.h"
+#include "log.h"
+#include "server.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace hlog = custos::http::log;
+
+// Calls Service::checkpoint_if_due every ~250 ms; stop() returns at once.
+class CheckpointTimer {
+ public:
+  explicit CheckpointTimer(custos::service::Service& svc) : svc_(svc), thread_([this] { run(); }) {}
+  ~CheckpointTimer() { stop(); }
+
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    bool failing = false;
+    while (!stop_) {
+      if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_; })) break;
+      lock.unlock();
+      try {
+        svc_.checkpoint_if_due();
+        if (failing) hlog::info("checkpoint_recovered");
+        failing = false;
+      } catch (const custos::Error& e) {
+        if (!failing) hlog::error("checkpoint_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+        failing = true;  // log the first failure of a run, not every 250 ms
+      } catch (const std::exception&) {
+        if (!failing) hlog::error("checkpoint_failed", {{"code", "internal"}});
+        failing = true;
+      }
+      lock.lock();
+    }
+  }
+
+  custos::service::Service& svc_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the signals before any thread exists: threads inherit the mask,
+  // so only the sigwait loop below ever receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"custosd — the Custos customer-data vault HTTP(S) service"};
+  std::string data_dir = "./custos-data";
+  std::string listen = "127.0.0.1:8443";
+  std::string tls_cert, tls_key, passphrase_file, policies, node_id = "node-1", log_level = "info";
+  std::size_t max_body = 1024 * 1024;
+  bool allow_plain = false;
+  app.add_option("--data-dir", data_dir, "data directory created by `custos init` (default ./custos-data)");
+  app.add_option("--listen", listen, "HOST:PORT or [IPv6]:PORT to listen on (default 127.0.0.1:8443)");
+  app.add_option("--tls-cert", tls_cert, "PEM certificate (chain) file: serve HTTPS");
+  app.add_option("--tls-key", tls_key, "PEM private key file for --tls-cert");
+  app.add_option("--passphrase-file", passphrase_file, "master key from this passphrase (Argon2id)");
+  app.add_option("--policies", policies, "policy directory (default <data-dir>/policies)");
+  app.add_option("--max-body-bytes", max_body, "largest accepted request body (default 1048576)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+  app.add_flag("--allow-plain-http-non-loopback", allow_plain,
+               "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)");
+  app.add_option("--node-id", node_id, "this node's id in audit entries (default node-1)");
+  app.add_option("--log-level", log_level, "debug | info | warn | error (default info; warn drops access lines)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+
+  hlog::Level level;
+  if (!hlog::parse_level(log_level, &level)) {
+    std::cerr << "custosd: --log-level must be debug, info, warn or error\n";
+    return 2;
+  }
+  hlog::set_level(level);
+
+  custos::http::ListenAddress addr;
+  try {
+    addr = custos::http::parse_listen(listen);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "custosd: " << e.what() << "\n";
+    return 2;
+  }
+  if (addr.host.find(':') != std::string::npos) {
+    // cpprestsdk 2.10's listener cannot bind an IPv6 literal.
+    std::cerr << "custosd: IPv6 listen addresses are not supported; use an IPv4 address or a host name\n";
+    return 2;
+  }
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::cerr << "custosd: --tls-cert and --tls-key go together\n";
+    return 2;
+  }
+  const bool https = !tls_cert.empty();
+  if (!https && !addr.loopback && !allow_plain) {
+    std::cerr << "custosd: refusing plain HTTP on non-loopback address " << addr.host
+              << "; configure --tls-cert/--tls-key (or, behind a TLS proxy, --allow-plain-http-non-loopback)\n";
+    return 2;
+  }
+  const std::string url =
+      std::string(https ? "https" : "http") + "://" + addr.host + ":" + std::to_string(addr.port);
+
+  std::unique_ptr<custos::service::Service> svc;
+  try {
+    custos::service::OpenOptions o;
+    o.data_dir = data_dir;
+    if (!passphrase_file.empty()) o.passphrase = custos::crypto::read_passphrase_file(passphrase_file);
+    if (!policies.empty()) o.policy_dir = policies;
+    o.node_id = node_id;
+    svc = custos::service::Service::open(o);
+  } catch (const custos::Error& e) {
+    hlog::error("startup_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+    std::cerr << "custosd: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception&) {
+    hlog::error("startup_failed", {{"code", "internal"}});
+    std::cerr << "custosd: cannot open the vault in " << data_dir << "\n";
+    return 1;
+  }
+
+  custos::http::ServerOptions options;
+  options.url = url;
+  options.tls_cert = tls_cert;
+  options.tls_key = tls_key;
+  options.max_body_bytes = max_body;
+  auto server = std::make_unique<custos::http::HttpServer>(*svc, options);
+  try {
+    server->open();
+  } catch (const std::exception& e) {
+    hlog::error("startup_failed", {{"cause", e.what()}});
+    std::cerr << "custosd: " << e.what() << "\n";
+    return 1;
+  }
+
+  const std::string token_file = (fs::path(data_dir) / "admin.token").string();
+  std::cout << "custosd listening on " << url << " (admin token in " << token_file
+            << "; use: curl -H \"Authorization: Bearer $(cat " << token_file << ")\" " << url
+            << "/v1/audit/checkpoint)" << std::endl;
+  hlog::info("listening", {{"url", url}, {"tls", https}, {"max_body_bytes", max_body}, {"node_id", node_id}});
+
+  CheckpointTimer timer(*svc);
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      std::string error;
+      bool ok = false;
+      try {
+        ok = svc->reload_policies(&error);
+      } catch (const std::exception&) {
+        error = "unexpected error while loading the policy";
+      }
+      if (ok) {
+        hlog::info("policy_reload", {{"ok", true}});
+      } else {
+        hlog::error("policy_reload", {{"ok", false}, {"cause", error}, {"detail", "the previous policy stays in force"}});
+      }
+      continue;
+    }
+    hlog::info("shutting_down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    break;
+  }
+
+  using Stopped = custos::http::HttpServer::Stopped;
+  const Stopped stopped = server->shutdown(std::chrono::seconds(20), std::chrono::seconds(3));
+  timer.stop();
+  if (stopped == Stopped::handlers_stuck) {
+    // A request is still inside the Service: closing the store under it
+    // would be worse than leaving it to the OS.
+    hlog::error("stopped", {{"clean", false}, {"detail", "requests still running after the drain period"}});
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  server.reset();
+  svc.reset();  // closes the store
+  hlog::info("stopped", {{"clean", stopped == Stopped::clean}});
+  std::fflush(nullptr);
+  // cpprestsdk's static thread pool cannot be joined while a close() is stuck.
+  if (stopped != Stopped::clean) std::_Exit(0);
+  return 0;
+}

@@ -1,0 +1,92 @@
+// custos HTTP transport: a cpprestsdk http_listener in front of the
+// service façade.
+//
+// The HTTP layer is thin: it authenticates the bearer token, reads the
+// declared purpose, bounds and parses the body, calls one Service method and
+// turns the JSON document (or the custos::Error) into a response. It is the
+// only module that includes cpprestsdk headers; this header keeps them out
+// (pimpl) so custosd_main and the tests need not see them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace custos::service {
+class Service;
+}
+
+namespace custos::http {
+
+// One entry of the route table: an HTTP method and an OpenAPI path template
+// (e.g. {"GET", "/v1/subjects/{id}"}). docs/openapi.yaml lists exactly these.
+struct RouteInfo {
+  std::string method;
+  std::string path;
+};
+std::vector<RouteInfo> route_table();
+
+struct ServerOptions {
+  // "http://127.0.0.1:8443" or "https://host:port". TLS needs both files.
+  std::string url;
+  std::filesystem::path tls_cert;  // PEM: leaf certificate first, then the chain
+  std::filesystem::path tls_key;   // PEM private key
+  std::size_t max_body_bytes = 1024 * 1024;
+  // Passed to http_listener_config::set_timeout. NOTE: cpprestsdk's Linux
+  // (Boost.Asio) listener ignores it (only the Windows HTTP Server API
+  // backend applies it). Handlers never block on a body still arriving, so
+  // a slow or abandoned client costs a socket, not a worker thread; put a
+  // reverse proxy with read timeouts in front for hostile networks.
+  std::chrono::seconds timeout{30};
+};
+
+// A parsed --listen value.
+struct ListenAddress {
+  std::string host;  // as given, without IPv6 brackets
+  std::uint16_t port = 0;
+  bool loopback = false;  // 127.0.0.0/8, ::1, localhost
+};
+// Parses "HOST:PORT" / "[V6]:PORT"; throws std::invalid_argument with a
+// message fit for the operator.
+ListenAddress parse_listen(const std::string& text);
+
+class HttpServer {
+ public:
+  HttpServer(service::Service& service, ServerOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Loads the TLS material (if any) and starts listening. Throws
+  // std::runtime_error with an operator-facing message.
+  void open();
+
+  enum class Stopped {
+    clean,           // listener closed, every handler returned
+    listener_stuck,  // no handler is inside the Service (it may be destroyed), but
+                     // cpprestsdk's close() did not finish: exit with _Exit
+    handlers_stuck,  // a handler is still inside the Service: do not destroy it
+  };
+  // Graceful stop: new requests get 503 (Connection: close), requests being
+  // processed finish (up to `drain`), then the listener closes (bounded:
+  // cpprestsdk 2.10 can hang in close() when a connection is accepted while
+  // it runs). Unless the result is `clean`, this object is leaked on
+  // destruction (cpprestsdk threads may still refer to it) and the process
+  // should end with std::_Exit after closing the Service.
+  Stopped shutdown(std::chrono::milliseconds drain = std::chrono::seconds(20),
+                   std::chrono::milliseconds close_bound = std::chrono::seconds(5));
+
+  // Prometheus text exposition (format 0.0.4) of the HTTP and vault metrics.
+  std::string metrics_text();
+
+  const std::string& url() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace custos::http

@@ -1,0 +1,1010 @@
+// End-to-end tests of the HTTP transport: each test starts the real
+// `custosd` binary on a free loopback port over a vault initialised with the
+// real `custos` CLI, and talks to it with cpprestsdk's http_client.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <atomic>
+#include <chrono>
+#include <cpprest/http_client.h>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "server.h"
+#include "test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using custos::testing::run;
+using custos::testing::TempDir;
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string kCli = CUSTOS_CLI_PATH;
+const std::string kCustosd = CUSTOSD_PATH;
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind");
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A data directory initialised by the CLI, with its admin token.
+struct Vault {
+  TempDir tmp;
+  fs::path dir = tmp.path() / "data";
+  std::string admin;
+
+  Vault() {
+    const auto r = run({kCli, "--data-dir", dir.string(), "init", "--fast-kdf"});
+    if (r.exit_code != 0) throw std::runtime_error("custos init failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
+    admin = trim(read_file(dir / "admin.token"));
+  }
+
+  std::string token(const std::string& role, const std::string& name) {
+    const auto r = run({kCli, "--data-dir", dir.string(), "token", "create", "--role", role, "--name", name});
+    if (r.exit_code != 0) throw std::runtime_error("token create failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
+    return trim(r.out);
+  }
+};
+
+struct Resp {
+  int status = 0;  // 0: no HTTP response (connection failed)
+  std::map<std::string, std::string> headers;
+  std::string body;
+  Json json;  // parsed if the body is JSON
+
+  std::string header(const std::string& name) const {
+    for (const auto& [k, v] : headers)
+      if (strcasecmp(k.c_str(), name.c_str()) == 0) return v;
+    return "";
+  }
+  std::string code() const { return json.is_object() && json.contains("code") ? json["code"].get<std::string>() : ""; }
+};
+
+std::ostream& operator<<(std::ostream& os, const Resp& r) { return os << r.status << " " << r.body.substr(0, 300); }
+
+struct Req {
+  std::string method = "GET";
+  std::string path = "/";
+  std::string token;
+  std::string purpose;
+  std::optional<std::string> body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+Resp send(web::http::client::http_client& client, const Req& r) {
+  web::http::http_request req(r.method);
+  req.set_request_uri(r.path);
+  if (!r.token.empty()) req.headers().add("Authorization", "Bearer " + r.token);
+  if (!r.purpose.empty()) req.headers().add("Custos-Purpose", r.purpose);
+  for (const auto& [k, v] : r.headers) req.headers().add(k, v);
+  if (r.body) req.set_body(*r.body, "application/json");
+  Resp out;
+  try {
+    auto resp = client.request(req).get();
+    out.status = resp.status_code();
+    for (const auto& [k, v] : resp.headers()) out.headers[k] = v;
+    out.body = resp.extract_utf8string(true).get();
+    if (!out.body.empty() && out.header("Content-Type").find("json") != std::string::npos)
+      out.json = Json::parse(out.body, nullptr, false);
+  } catch (const std::exception&) {
+    out.status = 0;
+  }
+  return out;
+}
+
+// A running custosd.
+class Daemon {
+ public:
+  Daemon(const fs::path& data_dir, std::vector<std::string> extra = {}, bool https = false,
+         const fs::path& ca_cert = {})
+      : port_(free_port()) {
+    url_ = std::string(https ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+    std::vector<std::string> argv = {kCustosd, "--data-dir", data_dir.string(), "--listen",
+                                     "127.0.0.1:" + std::to_string(port_)};
+    for (auto& e : extra) argv.push_back(e);
+    out_file_ = log_dir_.path() / "stdout";
+    err_file_ = log_dir_.path() / "stderr";
+    // Everything the child needs is prepared before fork (no allocation after it).
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    const int out = ::open(out_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const int err = ::open(err_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out, 1);
+      ::dup2(err, 2);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(out);
+    ::close(err);
+    web::http::client::http_client_config config;
+    config.set_timeout(std::chrono::seconds(15));
+    if (https) {
+      const std::string ca = ca_cert.string();
+      config.set_ssl_context_callback([ca](boost::asio::ssl::context& ctx) { ctx.load_verify_file(ca); });
+    }
+    client_ = std::make_unique<web::http::client::http_client>(web::uri(url_), config);
+  }
+
+  ~Daemon() {
+    client_.reset();
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // Polls /healthz (bounded, ~10 s). False if the daemon died or never answered.
+  bool wait_ready() {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (!alive()) return false;
+      Req r;
+      r.path = "/healthz";
+      if (send(*client_, r).status == 200) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  bool alive() {
+    if (exited_) return false;
+    int status = 0;
+    const pid_t p = ::waitpid(pid_, &status, WNOHANG);
+    if (p == pid_) {
+      exited_ = true;
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return false;
+    }
+    return true;
+  }
+
+  // Sends `sig` and waits (bounded) for the exit code; -1 if it did not exit.
+  int stop(int sig = SIGTERM) {
+    if (!alive()) return exit_code_;
+    ::kill(pid_, sig);
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (!alive()) return exit_code_;
+      std::this_thread::sleep_for(20ms);
+    }
+    return -1;
+  }
+
+  void signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
+  const std::string& url() const { return url_; }
+  std::uint16_t port() const { return port_; }
+  std::string out() const { return read_file(out_file_); }
+  std::string err() const { return read_file(err_file_); }
+
+  Resp call(const Req& r) { return send(*client_, r); }
+  Resp get(const std::string& path, const std::string& token, const std::string& purpose = "") {
+    Req r;
+    r.path = path;
+    r.token = token;
+    r.purpose = purpose;
+    return call(r);
+  }
+  Resp post(const std::string& path, const std::string& token, const Json& body, const std::string& purpose = "",
+            const std::string& method = "POST") {
+    Req r;
+    r.method = method;
+    r.path = path;
+    r.token = token;
+    r.purpose = purpose;
+    r.body = body.dump();
+    return call(r);
+  }
+
+ private:
+  TempDir log_dir_;
+  std::uint16_t port_;
+  std::string url_;
+  fs::path out_file_, err_file_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_code_ = -1;
+  std::unique_ptr<web::http::client::http_client> client_;
+};
+
+// Starts custosd and waits until it answers. The free port is found by
+// binding port 0 and closing it, so another process may take it first: a
+// start that fails to listen is retried on a new port.
+std::unique_ptr<Daemon> start_daemon(const fs::path& data_dir, std::vector<std::string> extra = {},
+                                     bool https = false, const fs::path& ca_cert = {}) {
+  for (int attempt = 0;; ++attempt) {
+    auto d = std::make_unique<Daemon>(data_dir, extra, https, ca_cert);
+    if (d->wait_ready()) return d;
+    const std::string err = d->err();
+    if (attempt == 2 || err.find("cannot listen") == std::string::npos) {
+      ADD_FAILURE() << "custosd did not start: " << err;
+      return d;
+    }
+  }
+}
+
+// Checks the RFC 9457 shape and returns the code.
+void expect_problem(const Resp& r, int status, const std::string& code) {
+  EXPECT_EQ(r.status, status) << r;
+  EXPECT_EQ(r.header("Content-Type"), "application/problem+json") << r;
+  ASSERT_TRUE(r.json.is_object()) << r;
+  EXPECT_EQ(r.json.value("code", ""), code) << r;
+  EXPECT_EQ(r.json.value("type", ""), "https://custos.dev/problems/" + code) << r;
+  EXPECT_EQ(r.json.value("status", 0), status) << r;
+  EXPECT_TRUE(r.json.contains("title") && r.json["title"].is_string()) << r;
+  EXPECT_TRUE(r.json.contains("detail") && r.json["detail"].is_string()) << r;
+  EXPECT_FALSE(r.header("X-Request-Id").empty());
+  EXPECT_EQ(r.json.value("request_id", ""), r.header("X-Request-Id")) << r;
+}
+
+// Fixture: a vault and a running daemon, stopped with SIGTERM (exit 0 checked).
+class HttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    vault_ = std::make_unique<Vault>();
+    d_ = start_daemon(vault_->dir);
+    ASSERT_TRUE(d_->alive()) << d_->err();
+    admin_ = vault_->admin;
+  }
+  void TearDown() override {
+    if (d_) {
+      EXPECT_EQ(d_->stop(), 0) << d_->err();
+    }
+  }
+
+  std::string create(const Json& fields) {
+    const Resp r = d_->post("/v1/subjects", admin_, {{"fields", fields}});
+    EXPECT_EQ(r.status, 201) << r;
+    return r.json.value("id", "");
+  }
+
+  std::unique_ptr<Vault> vault_;
+  std::unique_ptr<Daemon> d_;
+  std::string admin_;
+};
+
+// ------------------------------------------------------------------ auth
+
+TEST_F(HttpTest, HealthzNeedsNoTokenEverythingElseDoes) {
+  EXPECT_EQ(d_->get("/healthz", "").status, 200);
+  expect_problem(d_->get("/v1/subjects/00000000000000000000000000000000", "", "customer_service"), 401,
+                 "unauthenticated");
+  const Resp no_token = d_->get("/v1/audit/checkpoint", "");
+  expect_problem(no_token, 401, "unauthenticated");
+  EXPECT_NE(no_token.header("WWW-Authenticate").find("Bearer"), std::string::npos);
+  expect_problem(d_->get("/v1/audit/checkpoint", "cst_not-a-real-token"), 401, "unauthenticated");
+  Req basic;
+  basic.path = "/v1/audit/checkpoint";
+  basic.headers = {{"Authorization", "Basic YWRtaW46YWRtaW4="}};
+  expect_problem(d_->call(basic), 401, "unauthenticated");
+  expect_problem(d_->get("/metrics", ""), 401, "unauthenticated");
+  EXPECT_EQ(d_->get("/v1/audit/checkpoint", admin_).status, 200);
+}
+
+TEST_F(HttpTest, RevokedTokenIsRefusedByTheRunningServer) {
+  const std::string sid = create({{"given_name", "Rita"}, {"email", "rita@example.com"}});
+  const std::string tok = vault_->token("service", "temp-service");
+  EXPECT_EQ(d_->get("/v1/subjects/" + sid, tok, "customer_service").status, 200);
+  const auto r = run({kCli, "--data-dir", vault_->dir.string(), "token", "revoke", "temp-service"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_problem(d_->get("/v1/subjects/" + sid, tok, "customer_service"), 401, "unauthenticated");
+}
+
+// ------------------------------------------------------------------ subjects
+
+TEST_F(HttpTest, CreateGetPatchDeleteSubject) {
+  const Resp c = d_->post("/v1/subjects", admin_,
+                          {{"fields", {{"given_name", "Ada"}, {"family_name", "Lovelace"}, {"email", "ada@example.com"}}}});
+  ASSERT_EQ(c.status, 201) << c;
+  EXPECT_EQ(c.header("Content-Type"), "application/json");
+  const std::string id = c.json["id"];
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_EQ(c.header("Location"), "/v1/subjects/" + id);
+  EXPECT_EQ(c.header("Cache-Control"), "no-store");
+
+  Resp g = d_->get("/v1/subjects/" + id, admin_, "customer_service");
+  ASSERT_EQ(g.status, 200) << g;
+  EXPECT_EQ(g.json["id"], id);
+  EXPECT_EQ(g.json["fields"]["email"], "ada@example.com");
+  EXPECT_EQ(g.json["fields"]["given_name"], "Ada");
+
+  // A purpose is required for reads.
+  expect_problem(d_->get("/v1/subjects/" + id, admin_), 403, "purpose_not_allowed");
+
+  const Resp p = d_->post("/v1/subjects/" + id, admin_, {{"fields", {{"email", "ada.l@example.com"}, {"family_name", nullptr}}}},
+                          "", "PATCH");
+  ASSERT_EQ(p.status, 200) << p;
+  EXPECT_EQ(p.json["id"], id);
+  g = d_->get("/v1/subjects/" + id, admin_, "customer_service");
+  EXPECT_EQ(g.json["fields"]["email"], "ada.l@example.com");
+  EXPECT_FALSE(g.json["fields"].contains("family_name"));
+
+  const Resp del = d_->call({"DELETE", "/v1/subjects/" + id, admin_, "", std::nullopt, {}});
+  ASSERT_EQ(del.status, 200) << del;
+  EXPECT_EQ(del.json["status"], "erased");
+  expect_problem(d_->get("/v1/subjects/" + id, admin_, "customer_service"), 404, "not_found");
+  expect_problem(d_->get("/v1/subjects/not-a-subject-id", admin_, "customer_service"), 400, "invalid_argument");
+}
+
+TEST_F(HttpTest, LookupByEmailPhoneExternalId) {
+  const std::string id = create({{"given_name", "Grace"}, {"email", "grace+crm@example.com"},
+                                 {"phone", "+1 650 253 0000"}, {"external_id", "crm-42"}});
+  create({{"given_name", "Other"}, {"email", "other@example.com"}});
+  // '+' and '@' percent-encoded, as a browser or curl --data-urlencode would.
+  Resp r = d_->get("/v1/subjects?email=grace%2Bcrm%40example.com", admin_, "customer_service");
+  ASSERT_EQ(r.status, 200) << r;
+  ASSERT_EQ(r.json["subjects"].size(), 1u) << r;
+  EXPECT_EQ(r.json["subjects"][0]["id"], id);
+  // Normalised like the write: case-insensitive e-mail.
+  r = d_->get("/v1/subjects?email=GRACE%2Bcrm@Example.com", admin_, "customer_service");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["subjects"].size(), 1u) << r;
+  r = d_->get("/v1/subjects?external_id=crm-42", admin_, "customer_service");
+  ASSERT_EQ(r.json["subjects"].size(), 1u) << r;
+  r = d_->get("/v1/subjects?phone=%2B16502530000", admin_, "customer_service");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["subjects"].size(), 1u) << r;
+  r = d_->get("/v1/subjects?email=nobody@example.com", admin_, "customer_service");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_TRUE(r.json["subjects"].empty());
+
+  expect_problem(d_->get("/v1/subjects", admin_, "customer_service"), 400, "invalid_argument");
+  expect_problem(d_->get("/v1/subjects?email=a@example.com&phone=1", admin_, "customer_service"), 400,
+                 "invalid_argument");
+  expect_problem(d_->get("/v1/subjects?name=Grace", admin_, "customer_service"), 400, "invalid_argument");
+  expect_problem(d_->get("/v1/subjects?email=a@example.com&email=b@example.com", admin_, "customer_service"), 400,
+                 "invalid_argument");
+  expect_problem(d_->get("/v1/subjects?email=%zz", admin_, "customer_service"), 400, "invalid_argument");
+}
+
+TEST_F(HttpTest, BatchCreateAndBatchGet) {
+  Json subjects = Json::array();
+  for (int i = 0; i < 5; ++i)
+    subjects.push_back({{"fields", {{"given_name", "B" + std::to_string(i)}, {"email", "b" + std::to_string(i) + "@example.com"}}}});
+  subjects.push_back({{"fields", {{"no_such_field", "x"}}}});
+  const Resp c = d_->post("/v1/subjects:batchCreate", admin_, {{"subjects", subjects}});
+  ASSERT_EQ(c.status, 200) << c;
+  EXPECT_EQ(c.json["created"], 5);
+  EXPECT_EQ(c.json["failed"], 1);
+  EXPECT_EQ(c.json["results"][5]["status"], 422);
+  Json ids = Json::array();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(c.json["results"][i]["status"], 201);
+    ids.push_back(c.json["results"][i]["id"]);
+  }
+  ids.push_back("00000000000000000000000000000000");
+  ids.push_back("zz");
+  const Resp g = d_->post("/v1/subjects:batchGet", admin_, {{"ids", ids}}, "customer_service");
+  ASSERT_EQ(g.status, 200) << g;
+  ASSERT_EQ(g.json["results"].size(), 7u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(g.json["results"][i]["status"], 200);
+    EXPECT_EQ(g.json["results"][i]["subject"]["fields"]["given_name"], "B" + std::to_string(i));
+  }
+  EXPECT_EQ(g.json["results"][5]["status"], 404);
+  EXPECT_EQ(g.json["results"][6]["status"], 400);
+  // The ':' may arrive percent-encoded.
+  EXPECT_EQ(d_->post("/v1/subjects%3AbatchGet", admin_, {{"ids", Json::array()}}, "customer_service").status, 200);
+}
+
+TEST_F(HttpTest, TouchpointsAndOrdersAreCreated) {
+  const std::string id = create({{"given_name", "Tom"}});
+  Resp t = d_->post("/v1/subjects/" + id + "/touchpoints", admin_,
+                    {{"channel", "email"}, {"type", "newsletter_open"}, {"notes", "clicked the spring offer"}});
+  ASSERT_EQ(t.status, 201) << t;
+  EXPECT_EQ(t.json["subject_id"], id);
+  EXPECT_EQ(t.json["channel"], "email");
+  Resp o = d_->post("/v1/subjects/" + id + "/orders", admin_, {{"amount_minor", 1999}, {"currency", "EUR"}});
+  ASSERT_EQ(o.status, 201) << o;
+  EXPECT_EQ(o.json["amount_minor"], 1999);
+  expect_problem(d_->post("/v1/subjects/" + id + "/orders", admin_, {{"amount_minor", "a lot"}, {"currency", "EUR"}}),
+                 422, "invalid_field");
+  expect_problem(d_->post("/v1/subjects/" + id + "/touchpoints", admin_, {{"channel", "pigeon"}, {"type", "x"}}), 422,
+                 "invalid_field");
+}
+
+TEST_F(HttpTest, ConsentRoutes) {
+  const std::string id = create({{"given_name", "Cora"}, {"email", "cora@example.com"}});
+  const std::string mkt = vault_->token("marketing", "mkt");
+  // No consent yet: a marketing read is refused.
+  expect_problem(d_->get("/v1/subjects/" + id, mkt, "email_marketing"), 403, "consent_missing");
+  Resp c = d_->post("/v1/subjects/" + id + "/consents", admin_,
+                    {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}, {"source", "web_form"}});
+  ASSERT_EQ(c.status, 201) << c;
+  EXPECT_EQ(d_->get("/v1/subjects/" + id, mkt, "email_marketing").status, 200);
+  Resp h = d_->get("/v1/subjects/" + id + "/consents", admin_);
+  ASSERT_EQ(h.status, 200) << h;
+  EXPECT_EQ(h.json["history"].size(), 1u);
+  // Double opt-in: pending until confirmed.
+  c = d_->post("/v1/subjects/" + id + "/consents", admin_,
+               {{"purpose", "sms_marketing"}, {"channel", "sms"}, {"event", "granted"}, {"double_opt_in", true}});
+  ASSERT_EQ(c.status, 201) << c;
+  const std::string tok = c.json["confirmation"]["token"];
+  const Resp f = d_->post("/v1/consents:confirm", admin_, {{"token", tok}});
+  EXPECT_EQ(f.status, 200) << f;
+}
+
+TEST_F(HttpTest, MaskedAndUnmaskedViews) {
+  const std::string id =
+      create({{"given_name", "Jane"}, {"email", "jane@example.com"}, {"phone", "+1 650 253 0000"}, {"birth_date", "1990-04-01"}});
+  const std::string svc = vault_->token("service", "svc");
+  const Resp s = d_->get("/v1/subjects/" + id, svc, "customer_service");
+  ASSERT_EQ(s.status, 200) << s;
+  EXPECT_EQ(s.json["fields"]["email"], "j***@example.com");
+  EXPECT_EQ(s.json["fields"]["given_name"], "Jane");
+  EXPECT_EQ(s.json["fields"]["phone"].get<std::string>().substr(0, 8), "***-***-");
+  EXPECT_FALSE(s.json["fields"].contains("birth_date"));  // descriptive: none for `service`
+  ASSERT_TRUE(s.json.contains("masked_fields"));
+  EXPECT_NE(std::find(s.json["masked_fields"].begin(), s.json["masked_fields"].end(), "email"),
+            s.json["masked_fields"].end());
+  const Resp a = d_->get("/v1/subjects/" + id, admin_, "customer_service");
+  EXPECT_EQ(a.json["fields"]["email"], "jane@example.com");
+  EXPECT_EQ(a.json["fields"]["birth_date"], "1990-04-01");
+  // Lookup by the real value works for a role that only sees it masked.
+  const Resp l = d_->get("/v1/subjects?email=jane@example.com", svc, "customer_service");
+  ASSERT_EQ(l.json["subjects"].size(), 1u) << l;
+  EXPECT_EQ(l.json["subjects"][0]["fields"]["email"], "j***@example.com");
+}
+
+// ------------------------------------------------------------------ authorisation matrix
+
+TEST_F(HttpTest, AuthorisationMatrixFromShippedRoles) {
+  const YAML::Node roles = YAML::LoadFile((vault_->dir / "policies" / "roles.yaml").string())["roles"];
+  const YAML::Node purposes = YAML::LoadFile((vault_->dir / "policies" / "purposes.yaml").string())["purposes"];
+  ASSERT_TRUE(roles.IsMap());
+  std::vector<std::string> all_purposes;
+  std::set<std::string> marketing;
+  for (const auto& p : purposes) {
+    all_purposes.push_back(p.first.as<std::string>());
+    if (p.second["marketing"] && p.second["marketing"].as<bool>()) marketing.insert(p.first.as<std::string>());
+  }
+
+  const std::string sid = create({{"given_name", "Matrix"}, {"email", "matrix@example.com"}});
+  struct Probe {
+    std::string name;
+    std::string op;
+    std::function<Resp(const std::string& token, const std::string& purpose)> call;
+  };
+  std::vector<Probe> probes = {
+      {"create", "records.write",
+       [&](auto t, auto p) { return d_->post("/v1/subjects", t, {{"fields", {{"given_name", "M"}}}}, p); }},
+      {"batchCreate", "records.write",
+       [&](auto t, auto p) {
+         return d_->post("/v1/subjects:batchCreate", t, {{"subjects", {{{"fields", {{"given_name", "M"}}}}}}}, p);
+       }},
+      {"get", "records.read", [&](auto t, auto p) { return d_->get("/v1/subjects/" + sid, t, p); }},
+      {"find", "records.read", [&](auto t, auto p) { return d_->get("/v1/subjects?email=matrix@example.com", t, p); }},
+      {"batchGet", "records.read",
+       [&](auto t, auto p) { return d_->post("/v1/subjects:batchGet", t, {{"ids", {sid}}}, p); }},
+      {"patch", "records.write",
+       [&](auto t, auto p) { return d_->post("/v1/subjects/" + sid, t, {{"fields", {{"occupation", "x"}}}}, p, "PATCH"); }},
+      {"touchpoint", "records.write",
+       [&](auto t, auto p) {
+         return d_->post("/v1/subjects/" + sid + "/touchpoints", t, {{"channel", "phone"}, {"type", "call"}}, p);
+       }},
+      {"order", "records.write",
+       [&](auto t, auto p) {
+         return d_->post("/v1/subjects/" + sid + "/orders", t, {{"amount_minor", 100}, {"currency", "EUR"}}, p);
+       }},
+      {"erase", "records.write",
+       [&](auto t, auto p) {
+         const std::string victim = create({{"given_name", "Victim"}});
+         return d_->call({"DELETE", "/v1/subjects/" + victim, t, p, std::nullopt, {}});
+       }},
+      {"consents", "consent", [&](auto t, auto p) { return d_->get("/v1/subjects/" + sid + "/consents", t, p); }},
+      {"auditEntries", "audit", [&](auto t, auto p) { return d_->get("/v1/audit/entries?limit=1", t, p); }},
+      {"checkpoint", "audit", [&](auto t, auto p) { return d_->get("/v1/audit/checkpoint", t, p); }},
+      {"inclusion", "audit", [&](auto t, auto p) { return d_->get("/v1/audit/proof/inclusion?index=0", t, p); }},
+      {"consistency", "audit",
+       [&](auto t, auto p) { return d_->get("/v1/audit/proof/consistency?first=1&second=2", t, p); }},
+      {"export", "audit", [&](auto t, auto p) { return d_->get("/v1/audit/export", t, p); }},
+  };
+
+  int checked = 0;
+  for (const auto& role_node : roles) {
+    const std::string role = role_node.first.as<std::string>();
+    std::set<std::string> ops, allowed;
+    for (const auto& o : role_node.second["operations"]) ops.insert(o.as<std::string>());
+    for (const auto& p : role_node.second["purposes"]) allowed.insert(p.as<std::string>());
+    // An allowed purpose (non-marketing first), and one the role may not declare.
+    std::string good, bad;
+    for (const auto& p : role_node.second["purposes"])
+      if (good.empty() && !marketing.count(p.as<std::string>())) good = p.as<std::string>();
+    if (good.empty() && !allowed.empty()) good = *allowed.begin();
+    for (const auto& p : all_purposes)
+      if (bad.empty() && !allowed.count(p)) bad = p;
+    if (bad.empty()) bad = "no_such_purpose";
+    if (marketing.count(good)) {
+      const std::string channel = purposes[good]["channels"][0].as<std::string>();
+      ASSERT_EQ(d_->post("/v1/subjects/" + sid + "/consents", admin_,
+                         {{"purpose", good}, {"channel", channel}, {"event", "granted"}})
+                    .status,
+                201);
+    }
+    const std::string token = vault_->token(role, "matrix-" + role);
+    for (const auto& probe : probes) {
+      SCOPED_TRACE("role " + role + ", probe " + probe.name + ", purpose " + good + " / " + bad);
+      if (!ops.count(probe.op)) {
+        expect_problem(probe.call(token, good), 403, "forbidden_role");
+      } else {
+        expect_problem(probe.call(token, bad), 403, "purpose_not_allowed");
+        const Resp ok = probe.call(token, good);
+        EXPECT_GE(ok.status, 200) << ok;
+        EXPECT_LT(ok.status, 300) << ok;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, static_cast<int>(roles.size() * probes.size()));
+
+  // Denials are audited.
+  const Resp denials = d_->get("/v1/audit/entries?limit=1000", admin_, "audit");
+  ASSERT_EQ(denials.status, 200);
+  std::set<std::string> reasons;
+  for (const auto& e : denials.json["entries"])
+    if (e.value("outcome", "") == "denied") reasons.insert(e.value("reason", ""));
+  EXPECT_TRUE(reasons.count("forbidden_role"));
+  EXPECT_TRUE(reasons.count("purpose_not_allowed"));
+}
+
+// ------------------------------------------------------------------ policy reload
+
+TEST_F(HttpTest, SighupReloadsPolicyAndKeepsOldOneIfBroken) {
+  const std::string id = create({{"given_name", "Paul"}, {"email", "paul@example.com"}});
+  const std::string svc = vault_->token("service", "svc-reload");
+  ASSERT_EQ(d_->get("/v1/subjects/" + id, svc, "customer_service").status, 200);
+  const fs::path roles_file = vault_->dir / "policies" / "roles.yaml";
+  const std::string original = read_file(roles_file);
+
+  // Counts the daemon's log lines {"msg": "policy_reload", "ok": ok}.
+  auto reloads = [&](bool ok) {
+    std::istringstream lines(d_->err());
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+      const Json j = Json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("msg", "") == "policy_reload" && j.value("ok", !ok) == ok) ++n;
+    }
+    return n;
+  };
+  auto wait_for = [&](bool ok, int at_least) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (reloads(ok) >= at_least) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  };
+
+  // Broken: the old policy stays.
+  write_file(roles_file, "roles: [this is: not valid\n");
+  d_->signal(SIGHUP);
+  ASSERT_TRUE(wait_for(false, 1)) << d_->err();
+  EXPECT_EQ(d_->get("/v1/subjects/" + id, svc, "customer_service").status, 200);
+  EXPECT_TRUE(d_->alive());
+
+  // Valid: `service` may now only declare billing.
+  std::string changed = original;
+  const std::string from = "service:\n    operations: [records.read, records.write, consent]\n";
+  const auto at = changed.find(from);
+  ASSERT_NE(at, std::string::npos);
+  const auto purposes_at = changed.find("purposes: [customer_service]", at);
+  ASSERT_NE(purposes_at, std::string::npos);
+  changed.replace(purposes_at, std::string("purposes: [customer_service]").size(), "purposes: [billing]");
+  write_file(roles_file, changed);
+  d_->signal(SIGHUP);
+  ASSERT_TRUE(wait_for(true, 1)) << d_->err();
+  expect_problem(d_->get("/v1/subjects/" + id, svc, "customer_service"), 403, "purpose_not_allowed");
+  EXPECT_EQ(d_->get("/v1/subjects/" + id, svc, "billing").status, 200);
+}
+
+// ------------------------------------------------------------------ bad input
+
+TEST_F(HttpTest, BadInputGivesProblemsAndTheServerSurvives) {
+  const std::string id = create({{"given_name", "Bad"}});
+
+  // 413: over the 1 MiB default, with Content-Length.
+  const std::string huge = R"({"fields": {"notes": ")" + std::string(1024 * 1024 + 10, 'x') + "\"}}";
+  Req big{"POST", "/v1/subjects", admin_, "", huge, {}};
+  const Resp r413 = d_->call(big);
+  expect_problem(r413, 413, "payload_too_large");
+
+  // Just under the limit is read and judged on content (notes max 16 KiB -> 422).
+  const std::string under = R"({"fields": {"notes": ")" + std::string(1000 * 1000, 'y') + "\"}}";
+  expect_problem(d_->call({"POST", "/v1/subjects", admin_, "", under, {}}), 422, "invalid_field");
+
+  // Malformed JSON, empty body, wrong top-level property, unknown field, deep nesting.
+  expect_problem(d_->call({"POST", "/v1/subjects", admin_, "", std::string(R"({"fields": {)"), {}}), 400,
+                 "invalid_argument");
+  expect_problem(d_->call({"POST", "/v1/subjects", admin_, "", std::string(), {}}), 400, "invalid_argument");
+  expect_problem(d_->post("/v1/subjects", admin_, {{"fieldz", {{"given_name", "x"}}}}), 400, "invalid_argument");
+  const Resp unknown = d_->post("/v1/subjects", admin_, {{"fields", {{"shoe_size", "44"}}}});
+  expect_problem(unknown, 422, "invalid_field");
+  EXPECT_NE(unknown.json.value("detail", "").find("shoe_size"), std::string::npos) << unknown;
+  const Resp bad_email = d_->post("/v1/subjects", admin_, {{"fields", {{"email", "not-an-email-address"}}}});
+  expect_problem(bad_email, 422, "invalid_field");
+  EXPECT_EQ(bad_email.body.find("not-an-email-address"), std::string::npos) << "the value must not be echoed";
+  const std::string deep = std::string(200, '[') + std::string(200, ']');
+  expect_problem(d_->call({"POST", "/v1/subjects", admin_, "", deep, {}}), 400, "invalid_argument");
+
+  // Routing.
+  expect_problem(d_->get("/v1/nothing", admin_), 404, "not_found");
+  expect_problem(d_->get("/v2/subjects/" + id, admin_), 404, "not_found");
+  expect_problem(d_->get("/v1/subjects/" + id + "/extra/segments", admin_), 404, "not_found");
+  const Resp put = d_->call({"PUT", "/v1/subjects/" + id, admin_, "", std::string("{}"), {}});
+  expect_problem(put, 405, "method_not_allowed");
+  EXPECT_NE(put.header("Allow").find("GET"), std::string::npos);
+  EXPECT_NE(put.header("Allow").find("PATCH"), std::string::npos);
+  EXPECT_NE(put.header("Allow").find("DELETE"), std::string::npos);
+  const Resp del = d_->call({"DELETE", "/v1/subjects", admin_, "", std::nullopt, {}});
+  expect_problem(del, 405, "method_not_allowed");
+  EXPECT_NE(del.header("Allow").find("POST"), std::string::npos);
+  // TRACE and OPTIONS reach the router too (cpprestsdk's own TRACE would echo the token).
+  const Resp trace = d_->call({"TRACE", "/v1/subjects/" + id, admin_, "", std::nullopt, {}});
+  expect_problem(trace, 405, "method_not_allowed");
+  EXPECT_EQ(trace.body.find(admin_), std::string::npos);
+  expect_problem(d_->call({"OPTIONS", "/v1/subjects", admin_, "", std::nullopt, {}}), 405, "method_not_allowed");
+  expect_problem(d_->get("/v1/audit/checkpoint?unexpected=1", admin_), 400, "invalid_argument");
+  expect_problem(d_->get("/v1/audit/proof/inclusion?index=abc", admin_), 400, "invalid_argument");
+
+  EXPECT_TRUE(d_->alive());
+  EXPECT_EQ(d_->get("/healthz", "").status, 200);
+  EXPECT_EQ(d_->get("/v1/subjects/" + id, admin_, "customer_service").status, 200);
+}
+
+// A chunked body (no Content-Length) over the limit, on a raw socket.
+TEST_F(HttpTest, ChunkedBodyOverTheLimitIs413) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(d_->port());
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string head = "POST /v1/subjects HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + admin_ +
+                     "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  const std::string chunk_data(64 * 1024, 'z');
+  char size_line[32];
+  std::snprintf(size_line, sizeof size_line, "%zx\r\n", chunk_data.size());
+  const std::string chunk = size_line + chunk_data + "\r\n";
+  for (int i = 0; i < 20; ++i)  // 1.25 MiB
+    ASSERT_EQ(::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(chunk.size()));
+  const std::string end = "0\r\n\r\n";
+  ::send(fd, end.data(), end.size(), MSG_NOSIGNAL);
+  std::string response;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    response.append(buf, static_cast<std::size_t>(n));
+    if (response.find("\r\n\r\n") != std::string::npos && response.find("payload_too_large") != std::string::npos)
+      break;
+  }
+  ::close(fd);
+  EXPECT_EQ(response.rfind("HTTP/1.1 413", 0), 0u) << response.substr(0, 200);
+  EXPECT_NE(response.find("payload_too_large"), std::string::npos);
+  EXPECT_TRUE(d_->alive());
+}
+
+// Clients that send headers and then trickle (or never send) their body hold
+// no worker thread: the pool (40 threads) keeps serving, and shutdown does
+// not wait for them.
+TEST_F(HttpTest, StalledBodiesDoNotStarveWorkersOrBlockShutdown) {
+  const std::string id = create({{"given_name", "Stan"}});
+  std::vector<int> fds;
+  for (int i = 0; i < 60; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(d_->port());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const std::string partial = "POST /v1/subjects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + admin_ +
+                                "\r\nContent-Length: 1000\r\n\r\n{\"fields\":";
+    ASSERT_GT(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), 0);
+    fds.push_back(fd);
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(d_->get("/v1/subjects/" + id, admin_, "customer_service").status, 200);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(d_->stop(), 0) << d_->err();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  for (int fd : fds) ::close(fd);
+  d_.reset();
+}
+
+TEST_F(HttpTest, RequestIdIsEchoedSanitisedOrGenerated) {
+  Req r{"GET", "/healthz", "", "", std::nullopt, {{"X-Request-Id", "crm-req.42:a_b"}}};
+  EXPECT_EQ(d_->call(r).header("X-Request-Id"), "crm-req.42:a_b");
+  r.headers = {{"X-Request-Id", "a b<script>\"c\""}};
+  EXPECT_EQ(d_->call(r).header("X-Request-Id"), "abscriptc");
+  r.headers = {{"X-Request-Id", std::string(100, 'q')}};
+  EXPECT_EQ(d_->call(r).header("X-Request-Id"), std::string(64, 'q'));
+  r.headers = {};
+  const std::string generated = d_->call(r).header("X-Request-Id");
+  EXPECT_TRUE(std::regex_match(generated, std::regex("[0-9a-f]{32}"))) << generated;
+  // The id reaches the audit log.
+  const std::string id = create({{"given_name", "Ida"}});
+  Req g{"GET", "/v1/subjects/" + id, admin_, "customer_service", std::nullopt, {{"X-Request-Id", "trace-me-123"}}};
+  ASSERT_EQ(d_->call(g).status, 200);
+  const Resp entries = d_->get("/v1/audit/entries?subject=" + id, admin_, "audit");
+  ASSERT_EQ(entries.status, 200) << entries;
+  EXPECT_NE(entries.body.find("trace-me-123"), std::string::npos) << entries.body.substr(0, 500);
+}
+
+TEST_F(HttpTest, MetricsAndAuditEndpoints) {
+  const std::string id = create({{"given_name", "Mia"}, {"email", "mia@example.com"}});
+  ASSERT_EQ(d_->get("/v1/subjects/" + id, admin_, "customer_service").status, 200);
+  const Resp m = d_->get("/metrics", admin_);
+  ASSERT_EQ(m.status, 200) << m;
+  EXPECT_NE(m.header("Content-Type").find("text/plain"), std::string::npos);
+  EXPECT_NE(m.body.find("custos_http_requests_total{route=\"/v1/subjects\",method=\"POST\",status=\"201\"} 1"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("custos_http_requests_total{route=\"/v1/subjects/{id}\",method=\"GET\",status=\"200\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("custos_http_request_duration_seconds_bucket{route=\"/v1/subjects\",le=\"+Inf\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("# TYPE custos_http_request_duration_seconds histogram"), std::string::npos);
+  EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_decryptions_total [1-9][0-9]*\n"))) << m.body;
+  EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_audit_entries_total [1-9][0-9]*\n")));
+  EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_audit_checkpoint_size [0-9]+\n")));
+
+  const Resp cp = d_->get("/v1/audit/checkpoint", admin_);
+  ASSERT_EQ(cp.status, 200) << cp;
+  const std::uint64_t size = cp.json["size"];
+  ASSERT_GE(size, 2u);
+  const Resp inc = d_->get("/v1/audit/proof/inclusion?index=1&size=" + std::to_string(size), admin_);
+  ASSERT_EQ(inc.status, 200) << inc;
+  EXPECT_EQ(inc.json["tree_size"], size);
+  const Resp con = d_->get("/v1/audit/proof/consistency?first=1&second=" + std::to_string(size), admin_);
+  ASSERT_EQ(con.status, 200) << con;
+  const Resp exp = d_->get("/v1/audit/export", admin_);
+  ASSERT_EQ(exp.status, 200);
+  EXPECT_EQ(exp.header("Content-Type"), "application/octet-stream");
+  EXPECT_FALSE(exp.body.empty());
+  // The checkpoint timer signs new entries within about a second.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  bool signed_more = false;
+  while (!signed_more && std::chrono::steady_clock::now() < deadline) {
+    const Resp mm = d_->get("/metrics", admin_);
+    std::smatch sm;
+    if (std::regex_search(mm.body, sm, std::regex("\ncustos_audit_checkpoint_size ([0-9]+)\n")))
+      signed_more = std::stoull(sm[1]) > size;
+    if (!signed_more) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(signed_more);
+}
+
+TEST_F(HttpTest, AccessLogIsJsonAndHoldsNoPersonalDataOrTokens) {
+  const std::string id = create({{"given_name", "Secretname"}, {"email", "secret.person@example.com"}});
+  d_->get("/v1/subjects?email=secret.person@example.com", admin_, "customer_service");
+  d_->get("/v1/subjects/" + id, admin_, "customer_service");
+  d_->post("/v1/subjects", admin_, {{"fields", {{"email", "not valid secret.person"}}}});
+  d_->get("/v1/subjects?email=secret.person@example.com&bogus=Secretname", admin_, "customer_service");
+  d_->get("/v1/audit/checkpoint", "cst_wrongtokenvalue");
+  ASSERT_EQ(d_->stop(), 0);
+  const std::string log = d_->err() + d_->out();
+  for (const std::string& needle : {std::string("secret.person"), std::string("Secretname"), admin_,
+                                    std::string("wrongtokenvalue"), std::string("example.com")})
+    EXPECT_EQ(log.find(needle), std::string::npos) << needle << " leaked into the log";
+  std::istringstream lines(d_->err());
+  std::string line;
+  int requests = 0;
+  while (std::getline(lines, line)) {
+    const Json j = Json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    ASSERT_TRUE(j.contains("ts") && j.contains("level") && j.contains("msg")) << line;
+    if (j["msg"] == "request") {
+      ++requests;
+      EXPECT_TRUE(j.contains("request_id") && j.contains("route") && j.contains("status") &&
+                  j.contains("latency_ms") && j.contains("method"))
+          << line;
+    }
+  }
+  EXPECT_GE(requests, 6);
+  EXPECT_NE(d_->err().find("\"route\":\"/v1/subjects/{id}\""), std::string::npos);
+  d_.reset();
+}
+
+TEST_F(HttpTest, ConcurrentClients) {
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      web::http::client::http_client client(web::uri(d_->url()));
+      for (int i = 0; i < 15; ++i) {
+        const std::string email = "c" + std::to_string(t) + "-" + std::to_string(i) + "@example.com";
+        Req c{"POST", "/v1/subjects", admin_, "", Json{{"fields", {{"email", email}}}}.dump(), {}};
+        const Resp r = send(client, c);
+        if (r.status != 201) {
+          ++failures;
+          continue;
+        }
+        const Resp g = send(client, {"GET", "/v1/subjects?email=" + email, admin_, "customer_service", std::nullopt, {}});
+        if (g.status != 200 || g.json["subjects"].size() != 1) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// ------------------------------------------------------------------ process
+
+TEST(HttpProcess, PrintsListeningLineAndStopsCleanlyOnSigtermAndSigint) {
+  Vault v;
+  for (int sig : {SIGTERM, SIGINT}) {
+    auto dp = start_daemon(v.dir);
+    Daemon& d = *dp;
+    ASSERT_TRUE(d.alive()) << d.err();
+    const std::string out = d.out();
+    EXPECT_EQ(out.rfind("custosd listening on " + d.url(), 0), 0u) << out;
+    EXPECT_NE(out.find("admin.token"), std::string::npos);
+    EXPECT_EQ(d.get("/v1/audit/checkpoint", v.admin).status, 200);
+    EXPECT_EQ(d.stop(sig), 0) << d.err();
+    EXPECT_NE(d.err().find("\"msg\":\"stopped\""), std::string::npos) << d.err();
+  }
+}
+
+TEST(HttpProcess, RefusesPlainHttpOnNonLoopbackAndBadArguments) {
+  Vault v;
+  auto r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "0.0.0.0:" + std::to_string(free_port())});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("non-loopback"), std::string::npos) << r.err;
+  r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "nonsense"});
+  EXPECT_EQ(r.exit_code, 2);
+  r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "[::1]:" + std::to_string(free_port())});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("IPv6"), std::string::npos) << r.err;
+  r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "127.0.0.1:1", "--tls-cert", "x"});
+  EXPECT_EQ(r.exit_code, 2);
+  TempDir empty;
+  r = run({kCustosd, "--data-dir", (empty.path() / "none").string(), "--listen",
+           "127.0.0.1:" + std::to_string(free_port())});
+  EXPECT_EQ(r.exit_code, 1);
+}
+
+TEST(HttpProcess, ServesHttpsWithTls12OrLater) {
+  Vault v;
+  TempDir certs;
+  const fs::path key = certs.path() / "key.pem", cert = certs.path() / "cert.pem";
+  const auto gen = run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", key.string(), "-out",
+                        cert.string()});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  auto dp = start_daemon(v.dir, {"--tls-cert", cert.string(), "--tls-key", key.string()}, true, cert);
+  Daemon& d = *dp;
+  ASSERT_TRUE(d.alive()) << d.err();
+  EXPECT_EQ(d.url().rfind("https://", 0), 0u);
+  EXPECT_EQ(d.out().rfind("custosd listening on https://", 0), 0u) << d.out();
+  const Resp cp = d.get("/v1/audit/checkpoint", v.admin);
+  EXPECT_EQ(cp.status, 200) << cp;
+  EXPECT_FALSE(cp.header("Strict-Transport-Security").empty());
+
+  // Plain HTTP to the TLS port gets no HTTP answer, and the server lives on.
+  web::http::client::http_client_config cfg;
+  cfg.set_timeout(std::chrono::seconds(5));
+  web::http::client::http_client plain(web::uri("http://127.0.0.1:" + std::to_string(d.port())), cfg);
+  EXPECT_EQ(send(plain, {"GET", "/healthz", "", "", std::nullopt, {}}).status, 0);
+
+  // TLS 1.1 is refused by the server.
+  const auto s_client = run({"/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(d.port()),
+                             "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"});
+  EXPECT_NE(s_client.exit_code, 0);
+  const auto tls12 = run({"/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(d.port()),
+                          "-tls1_2", "-CAfile", cert.string(), "-verify_return_error"},
+                         "Q\n");
+  EXPECT_EQ(tls12.exit_code, 0) << tls12.err;
+  EXPECT_NE(tls12.out.find("TLSv1.2"), std::string::npos) << tls12.out.substr(0, 2000);
+
+  EXPECT_TRUE(d.alive());
+  EXPECT_EQ(d.get("/healthz", "").status, 200);
+  EXPECT_EQ(d.stop(), 0) << d.err();
+
+  // A key that does not match the certificate fails at start-up.
+  const fs::path other_key = certs.path() / "other.pem";
+  ASSERT_EQ(run({"/usr/bin/openssl", "genpkey", "-algorithm", "RSA", "-out", other_key.string()}).exit_code, 0);
+  const auto bad = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "127.0.0.1:" + std::to_string(free_port()),
+                        "--tls-cert", cert.string(), "--tls-key", other_key.string()});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("does not match"), std::string::npos) << bad.err;
+}
+
+// ------------------------------------------------------------------ OpenAPI
+
+TEST(HttpOpenApi, DocumentsExactlyTheServedRoutes) {
+  const YAML::Node doc = YAML::LoadFile(std::string(CUSTOS_SOURCE_DIR) + "/docs/openapi.yaml");
+  ASSERT_EQ(doc["openapi"].as<std::string>().rfind("3.1", 0), 0u);
+  std::set<std::pair<std::string, std::string>> documented, served;
+  static const std::set<std::string> kMethods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"};
+  for (const auto& path : doc["paths"]) {
+    for (const auto& op : path.second) {
+      const std::string key = op.first.as<std::string>();
+      if (!kMethods.count(key)) continue;
+      std::string upper = key;
+      for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      documented.insert({upper, path.first.as<std::string>()});
+      // Every operation documents its success and its auth failure.
+      bool has_2xx = false;
+      for (const auto& resp : op.second["responses"]) has_2xx |= resp.first.as<std::string>()[0] == '2';
+      EXPECT_TRUE(has_2xx) << upper << " " << path.first.as<std::string>();
+      const bool is_public = op.second["security"] && op.second["security"].size() == 0;
+      if (!is_public) {
+        EXPECT_TRUE(op.second["responses"]["401"]) << upper << " " << path.first.as<std::string>();
+      }
+    }
+  }
+  for (const auto& r : custos::http::route_table()) served.insert({r.method, r.path});
+  EXPECT_EQ(documented, served);
+  for (const auto& d : documented)
+    if (!served.count(d)) ADD_FAILURE() << "documented but not served: " << d.first << " " << d.second;
+  for (const auto& s : served)
+    if (!documented.count(s)) ADD_FAILURE() << "served but not documented: " << s.first << " " << s.second;
+}
+
+TEST(HttpListen, ParsesAddresses) {
+  using custos::http::parse_listen;
+  auto a = parse_listen("127.0.0.1:8443");
+  EXPECT_EQ(a.host, "127.0.0.1");
+  EXPECT_EQ(a.port, 8443);
+  EXPECT_TRUE(a.loopback);
+  EXPECT_TRUE(parse_listen("127.1.2.3:1").loopback);
+  EXPECT_TRUE(parse_listen("localhost:80").loopback);
+  EXPECT_TRUE(parse_listen("[::1]:80").loopback);
+  EXPECT_FALSE(parse_listen("0.0.0.0:80").loopback);
+  EXPECT_FALSE(parse_listen("10.0.0.1:80").loopback);
+  EXPECT_FALSE(parse_listen("[::]:80").loopback);
+  EXPECT_FALSE(parse_listen("example.com:80").loopback);
+  EXPECT_THROW(parse_listen("127.0.0.1"), std::invalid_argument);
+  EXPECT_THROW(parse_listen("127.0.0.1:0"), std::invalid_argument);
+  EXPECT_THROW(parse_listen("127.0.0.1:99999"), std::invalid_argument);
+  EXPECT_THROW(parse_listen("::1:80"), std::invalid_argument);
+  EXPECT_THROW(parse_listen("bad host:80"), std::invalid_argument);
+}
+
+}  // namespace
