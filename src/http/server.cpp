@@ -27,6 +27,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cpprest/http_listener.h>
+#include <cpprest/producerconsumerstream.h>
 #include <cpprest/uri.h>
 #include <functional>
 #include <future>
@@ -145,6 +146,7 @@ struct Result {
   std::string body;
   std::string content_type = kJson;
   std::vector<std::pair<std::string, std::string>> headers;
+  bool streamed = false;  // the handler has already replied (a streamed body)
 };
 
 Result json_result(int status, const Json& doc) {
@@ -164,6 +166,12 @@ struct HandlerContext {
   std::vector<std::string> params;  // path parameters in template order
   std::map<std::string, std::string> query;
   Json body;
+  // Adds the headers every response carries (request id, no-store, ...).
+  std::function<void(http_response&)> decorate;
+  // Held by a streamed reply until its last byte is written, so shutdown
+  // waits for it.
+  std::shared_ptr<void> keepalive;
+  std::chrono::seconds timeout{30};
 
   const std::string& param(std::size_t i) const { return params.at(i); }
   std::string query_or_empty(const std::string& key) const {
@@ -200,6 +208,16 @@ std::vector<std::string> split_template(const std::string& path) {
 }
 
 bool is_param(const std::string& seg) { return seg.size() > 2 && seg.front() == '{' && seg.back() == '}'; }
+
+// A template segment "{id}:verb" matches "<value>:verb" and captures <value>.
+std::optional<std::string> match_param_with_verb(const std::string& tmpl, const std::string& seg) {
+  const auto close = tmpl.find("}:");
+  if (tmpl.empty() || tmpl.front() != '{' || close == std::string::npos) return std::nullopt;
+  const std::string suffix = tmpl.substr(close + 1);
+  if (seg.size() <= suffix.size() || seg.compare(seg.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  return seg.substr(0, seg.size() - suffix.size());
+}
 
 std::string method_label(const std::string& m) {
   static const std::array<const char*, 7> known = {"GET", "POST", "PATCH", "DELETE", "PUT", "HEAD", "OPTIONS"};
@@ -508,6 +526,13 @@ struct HttpServer::Impl {
   Result dispatch(const std::shared_ptr<RequestState>& rs, const BodyRead& body, std::string& route_label,
                   std::string& principal);
   void send(const std::shared_ptr<RequestState>& rs, Result result) noexcept;
+  void add_common_headers(http_response& resp, const std::string& request_id) const {
+    auto& h = resp.headers();
+    h.add("X-Request-Id", request_id);
+    h.add("Cache-Control", "no-store");
+    h.add("X-Content-Type-Options", "nosniff");
+    if (tls) h.add("Strict-Transport-Security", "max-age=31536000");
+  }
   std::string metrics_text();
 };
 
@@ -586,6 +611,110 @@ Result h_audit_export(HandlerContext& c) {
   return r;
 }
 
+Result h_analytics_rfm(HandlerContext& c) { return json_result(200, c.svc.analytics_rfm(c.caller)); }
+
+// POST /v1/campaigns:fetch streams NDJSON: one line per subject, then a
+// summary line. Validation errors arrive before the first line as a normal
+// problem+json response. The producer waits while more than
+// kMaxBufferedStream bytes are unsent, so memory stays bounded whatever the
+// result size; a client that stops reading for `timeout` ends the stream.
+constexpr std::size_t kMaxBufferedStream = 1 << 20;
+
+Result h_campaign_fetch(HandlerContext& c) {
+  using Buffer = concurrency::streams::producer_consumer_buffer<std::uint8_t>;
+  auto buffer = std::make_shared<Buffer>();
+  auto client_gone = std::make_shared<std::atomic<bool>>(false);
+  bool started = false;
+  auto emit = [&](const std::string& line) -> bool {
+    if (!started) {
+      http_response resp(web::http::status_codes::OK);
+      c.decorate(resp);
+      resp.set_body(buffer->create_istream(), "application/x-ndjson");
+      c.req.reply(resp).then([buffer, client_gone, keep = c.keepalive](pplx::task<void> t) {
+        try {
+          t.get();
+        } catch (...) {
+          client_gone->store(true);
+        }
+      });
+      started = true;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + c.timeout;
+    while (buffer->in_avail() > kMaxBufferedStream) {
+      if (client_gone->load() || std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // back-pressure from a slow reader
+    }
+    if (client_gone->load()) return false;
+    buffer->putn_nocopy(reinterpret_cast<const std::uint8_t*>(line.data()), line.size()).wait();
+    return true;
+  };
+  try {
+    c.svc.campaign_fetch(c.caller, c.body, emit);
+  } catch (const Error& e) {
+    if (!started) throw;
+    // Headers are gone: end the stream with an error line the client can see.
+    const Json line = {{"error", code_name(e.code())}, {"done", false}};
+    const std::string text = line.dump() + "\n";
+    buffer->putn_nocopy(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()).wait();
+  } catch (...) {
+    if (!started) throw;
+  }
+  if (started) buffer->close(std::ios_base::out).wait();
+  Result r;
+  r.streamed = true;
+  return r;
+}
+
+Result h_dsr_create(HandlerContext& c) {
+  Json out = c.svc.dsr_create(c.caller, c.body);
+  Result r = json_result(201, out);
+  if (out.contains("id") && out["id"].is_string()) r.headers.emplace_back("Location", "/v1/dsr/" + out["id"].get<std::string>());
+  return r;
+}
+Result h_dsr_list(HandlerContext& c) { return json_result(200, c.svc.dsr_list(c.caller, c.query)); }
+Result h_dsr_get(HandlerContext& c) { return json_result(200, c.svc.dsr_get(c.caller, c.param(0))); }
+Result h_dsr_transition(HandlerContext& c) {
+  return json_result(200, c.svc.dsr_transition(c.caller, c.param(0), c.body));
+}
+Result h_dsr_export(HandlerContext& c) {
+  Result r = json_result(200, c.svc.dsr_export(c.caller, c.param(0)));
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"custos-dsr-export.json\"");
+  return r;
+}
+Result h_breach_create(HandlerContext& c) {
+  Json out = c.svc.breach_create(c.caller, c.body);
+  Result r = json_result(201, out);
+  if (out.contains("id") && out["id"].is_string())
+    r.headers.emplace_back("Location", "/v1/breaches/" + out["id"].get<std::string>());
+  return r;
+}
+Result h_breach_list(HandlerContext& c) { return json_result(200, c.svc.breach_list(c.caller, c.query)); }
+Result h_breach_get(HandlerContext& c) { return json_result(200, c.svc.breach_get(c.caller, c.param(0))); }
+Result h_breach_event(HandlerContext& c) {
+  return json_result(201, c.svc.breach_add_event(c.caller, c.param(0), c.body));
+}
+Result h_breach_compute(HandlerContext& c) {
+  return json_result(200, c.svc.breach_compute_affected(c.caller, c.param(0), c.body));
+}
+Result h_breach_affected(HandlerContext& c) {
+  return json_result(200, c.svc.breach_affected(c.caller, c.param(0), c.query));
+}
+Result h_legal_hold(HandlerContext& c) {
+  if (!c.body.is_object() || c.body.size() != 1 || !c.body.contains("hold") || !c.body["hold"].is_boolean())
+    throw Error(ErrorCode::invalid_field, "field 'hold': a body {\"hold\": true|false} is required");
+  return json_result(200, c.svc.set_legal_hold(c.caller, c.param(0), c.body["hold"].get<bool>()));
+}
+Result h_retention_run(HandlerContext& c) {
+  bool dry_run = false;
+  if (!c.body.is_object()) throw Error(ErrorCode::invalid_argument, "the body must be a JSON object");
+  for (const auto& [k, v] : c.body.items()) {
+    if (k != "dry_run") throw Error(ErrorCode::invalid_field, "field '" + k.substr(0, 64) + "': unknown field");
+    if (!v.is_boolean()) throw Error(ErrorCode::invalid_field, "field 'dry_run': must be a boolean");
+    dry_run = v.get<bool>();
+  }
+  return json_result(200, c.svc.retention_run(c.caller, dry_run));
+}
+
 }  // namespace
 
 namespace {
@@ -619,6 +748,21 @@ std::vector<Route> make_routes() {
   add("GET", "/v1/subjects/{id}/consents", true, none, {}, h_get_consents);
   add("POST", "/v1/subjects/{id}/consents", true, json, {}, h_record_consent);
   add("POST", "/v1/consents:confirm", true, json, {}, h_confirm_consent);
+  add("POST", "/v1/subjects/{id}:legalHold", true, json, {}, h_legal_hold);
+  add("POST", "/v1/campaigns:fetch", true, json, {}, h_campaign_fetch);
+  add("GET", "/v1/analytics/rfm", true, none, {}, h_analytics_rfm);
+  add("POST", "/v1/dsr", true, json, {}, h_dsr_create);
+  add("GET", "/v1/dsr", true, none, {"status", "type", "overdue", "due_within_days", "limit"}, h_dsr_list);
+  add("GET", "/v1/dsr/{id}", true, none, {}, h_dsr_get);
+  add("POST", "/v1/dsr/{id}:transition", true, json, {}, h_dsr_transition);
+  add("GET", "/v1/dsr/{id}/export", true, none, {}, h_dsr_export);
+  add("POST", "/v1/breaches", true, json, {}, h_breach_create);
+  add("GET", "/v1/breaches", true, none, {"status", "at_risk", "overdue", "margin_hours"}, h_breach_list);
+  add("GET", "/v1/breaches/{id}", true, none, {}, h_breach_get);
+  add("POST", "/v1/breaches/{id}/events", true, json, {}, h_breach_event);
+  add("POST", "/v1/breaches/{id}:computeAffected", true, json, {}, h_breach_compute);
+  add("GET", "/v1/breaches/{id}/affected", true, none, {"after", "limit"}, h_breach_affected);
+  add("POST", "/v1/retention:run", true, json, {}, h_retention_run);
   add("GET", "/v1/audit/entries", true, none,
       {"subject", "principal", "purpose", "operation", "from", "to", "after", "limit"}, h_audit_entries);
   add("GET", "/v1/audit/checkpoint", true, none, {}, h_audit_checkpoint);
@@ -736,6 +880,8 @@ Result HttpServer::Impl::dispatch(const std::shared_ptr<RequestState>& rs, const
       if (is_param(r.segments[i])) {
         ok = !segments[i].empty();
         found.push_back(segments[i]);
+      } else if (auto v = match_param_with_verb(r.segments[i], segments[i])) {
+        found.push_back(*v);
       } else {
         ok = r.segments[i] == segments[i];
       }
@@ -786,6 +932,9 @@ Result HttpServer::Impl::dispatch(const std::shared_ptr<RequestState>& rs, const
 
   HandlerContext ctx{[this] { return metrics_text(); }, svc, req, {}, std::move(params), std::move(query), Json()};
   ctx.caller.request_id = rs->request_id;
+  ctx.decorate = [this, id = rs->request_id](http_response& resp) { add_common_headers(resp, id); };
+  ctx.keepalive = rs->ticket;
+  ctx.timeout = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
   if (route->auth) {
     std::string authz;
     if (!req.headers().match("Authorization", authz) || !iequals_prefix(authz, "Bearer "))
@@ -860,7 +1009,7 @@ void HttpServer::Impl::process(const std::shared_ptr<RequestState>& rs, const Bo
   }
 
   const int status = result.status;
-  send(rs, std::move(result));
+  if (!result.streamed) send(rs, std::move(result));
 
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - rs->start).count();
@@ -885,11 +1034,8 @@ void HttpServer::Impl::process(const std::shared_ptr<RequestState>& rs, const Bo
 void HttpServer::Impl::send(const std::shared_ptr<RequestState>& rs, Result result) noexcept {
   try {
     http_response resp(static_cast<web::http::status_code>(result.status));
+    add_common_headers(resp, rs->request_id);
     auto& h = resp.headers();
-    h.add("X-Request-Id", rs->request_id);
-    h.add("Cache-Control", "no-store");
-    h.add("X-Content-Type-Options", "nosniff");
-    if (tls) h.add("Strict-Transport-Security", "max-age=31536000");
     for (const auto& [k, v] : result.headers) h.add(k, v);
     resp.set_body(std::move(result.body), result.content_type);
     rs->req.reply(resp).then([ticket = rs->ticket, busy = rs->busy](pplx::task<void> t) {

@@ -874,6 +874,145 @@ TEST_F(HttpTest, ConcurrentClients) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+
+// ------------------------------------------------------------------ marketing, DSR, breaches
+
+TEST_F(HttpTest, CampaignFetchStreamsOnlyConsentedSubjectsAsNdjson) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i)
+    ids.push_back(create({{"given_name", "C" + std::to_string(i)}, {"email", "c" + std::to_string(i) + "@example.com"},
+                          {"phone", "+4915112345" + std::to_string(100 + i)}}));
+  for (int i = 0; i < 7; i += 2) {
+    const Resp c = d_->post("/v1/subjects/" + ids[i] + "/consents", admin_,
+                            {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}, {"source", "import"}});
+    ASSERT_EQ(c.status, 201) << c;
+  }
+  // Subject 2 objects to direct marketing: never returned.
+  ASSERT_EQ(d_->post("/v1/subjects/" + ids[2] + "/consents", admin_,
+                     {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "withdrawn"}})
+                .status,
+            201);
+  const std::string mkt = vault_->token("marketing", "mkt");
+  const Resp r = d_->post("/v1/campaigns:fetch", mkt,
+                          {{"purpose", "email_marketing"}, {"channel", "email"}, {"fields", {"email", "phone"}}},
+                          "email_marketing");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.header("Content-Type"), "application/x-ndjson");
+  std::istringstream lines(r.body);
+  std::string line;
+  std::set<std::string> got;
+  Json summary;
+  while (std::getline(lines, line)) {
+    const Json j = Json::parse(line);
+    if (j.contains("done")) {
+      summary = j;
+      continue;
+    }
+    got.insert(j["id"].get<std::string>());
+    EXPECT_TRUE(j["fields"].contains("email"));
+    EXPECT_TRUE(j["fields"].contains("phone"));
+    EXPECT_FALSE(j["fields"].contains("given_name"));  // only the fields asked for
+  }
+  EXPECT_EQ(got, (std::set<std::string>{ids[0], ids[4], ids[6]}));
+  EXPECT_EQ(summary["done"], true);
+  EXPECT_EQ(summary["count"], 3);
+  // Each subject served is findable in the audit log by subject id.
+  const std::string auditor = vault_->token("auditor", "aud");
+  const Resp a = d_->get("/v1/audit/entries?subject=" + ids[4], auditor, "audit");
+  ASSERT_EQ(a.status, 200) << a;
+  bool found = false;
+  for (const auto& e : a.json["entries"]) found |= e.value("operation", "") == "campaign.fetch";
+  EXPECT_TRUE(found) << a;
+  // Validation happens before the stream starts.
+  expect_problem(d_->post("/v1/campaigns:fetch", mkt, {{"channel", "email"}, {"fields", {"email"}}}, "sales"), 403,
+                 "purpose_not_allowed");
+  expect_problem(d_->post("/v1/campaigns:fetch", mkt,
+                          {{"channel", "email"}, {"segment", "nope"}, {"fields", {"email"}}}, "email_marketing"),
+                 422, "invalid_field");
+  // Analytics: no personal data; the analyst may read it.
+  const std::string analyst = vault_->token("analyst", "ana");
+  const Resp rfm = d_->get("/v1/analytics/rfm", analyst, "analytics");
+  ASSERT_EQ(rfm.status, 200) << rfm;
+  EXPECT_EQ(rfm.body.find("@example.com"), std::string::npos);
+}
+
+TEST_F(HttpTest, DsrLifecycleOverHttp) {
+  const std::string id = create({{"given_name", "Dora"}, {"email", "dora@example.com"}});
+  const std::string officer = vault_->token("compliance_officer", "dpo");
+  Resp r = d_->post("/v1/dsr", officer,
+                    {{"type", "access"}, {"regime", "gdpr"}, {"identifier", {{"email", "dora@example.com"}}},
+                     {"received_at", "2026-01-31T10:00:00Z"}});
+  ASSERT_EQ(r.status, 201) << r;
+  const std::string dsr = r.json["id"];
+  EXPECT_EQ(r.json["subject_id"], id);
+  EXPECT_EQ(r.json["due_at"].get<std::string>().substr(0, 10), "2026-02-28");
+  EXPECT_EQ(r.header("Location"), "/v1/dsr/" + dsr);
+  expect_problem(d_->post("/v1/dsr/" + dsr + ":transition", officer, {{"to", "completed"}}), 409, "conflict");
+  for (const char* to : {"identity_verified", "in_progress"}) {
+    r = d_->post("/v1/dsr/" + dsr + ":transition", officer, {{"to", to}, {"note", "ok"}});
+    ASSERT_EQ(r.status, 200) << r;
+  }
+  r = d_->get("/v1/dsr/" + dsr + "/export", officer, "dsr_fulfilment");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["subject"]["fields"]["email"], "dora@example.com");
+  r = d_->get("/v1/dsr/" + dsr, officer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["status"], "in_progress");
+  r = d_->get("/v1/dsr?overdue=true", officer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_GE(r.json["count"].get<int>(), 1);
+  expect_problem(d_->get("/v1/dsr?overdue=maybe", officer), 400, "invalid_argument");
+  expect_problem(d_->get("/v1/dsr/does-not-exist", officer), 404, "not_found");
+  expect_problem(d_->post("/v1/dsr", officer, {{"type", "access"}, {"regime", "gdpr"}, {"identifier", {{"email", "x@y.z"}}},
+                                               {"received_at", "31/01/2026"}}),
+                 422, "invalid_field");
+  // An unknown subject is recorded: "no data held".
+  r = d_->post("/v1/dsr", officer, {{"type", "access"}, {"regime", "ccpa"}, {"identifier", {{"email", "ghost@example.com"}}}});
+  ASSERT_EQ(r.status, 201) << r;
+  // The marketing role may not touch requests.
+  expect_problem(d_->get("/v1/dsr", vault_->token("marketing", "m2")), 403, "forbidden_role");
+}
+
+TEST_F(HttpTest, BreachRoutesAndAffectedSubjects) {
+  const std::string a = create({{"given_name", "Eve"}, {"email", "eve@example.com"}});
+  const std::string sales = vault_->token("sales", "crm-sales");
+  ASSERT_EQ(d_->get("/v1/subjects/" + a, sales, "sales").status, 200);
+  const std::string officer = vault_->token("compliance_officer", "dpo");
+  Resp r = d_->post("/v1/breaches", officer,
+                    {{"description", "sales token leaked"}, {"categories", {"contact"}}, {"severity", "high"}});
+  ASSERT_EQ(r.status, 201) << r;
+  const std::string id = r.json["id"];
+  ASSERT_FALSE(r.json["deadlines"].empty());
+  r = d_->post("/v1/breaches/" + id + ":computeAffected", officer,
+               {{"principals", {"crm-sales"}}, {"from", "2020-01-01T00:00:00Z"}, {"to", "2099-01-01T00:00:00Z"}});
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["count"], 1);
+  EXPECT_TRUE(r.json.contains("checkpoint"));
+  r = d_->get("/v1/breaches/" + id + "/affected", officer, "breach_notification");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["subjects"][0]["fields"]["email"], "eve@example.com");
+  expect_problem(d_->get("/v1/breaches/" + id + "/affected", officer, "dsr_fulfilment"), 403, "purpose_not_allowed");
+  r = d_->post("/v1/breaches/" + id + "/events", officer, {{"type", "contained"}, {"note", "token revoked"}});
+  ASSERT_EQ(r.status, 201) << r;
+  expect_problem(d_->post("/v1/breaches/" + id + "/events", officer, {{"type", "closed"}}), 409, "conflict");
+  r = d_->get("/v1/breaches?at_risk=true&margin_hours=96", officer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["count"], 1);
+  r = d_->get("/v1/breaches/" + id, officer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["status"], "contained");
+  expect_problem(d_->post("/v1/breaches", officer, {{"description", "x"}, {"categories", {"contact"}},
+                                                   {"occurred_from", "2026-01-02T00:00:00Z"},
+                                                   {"occurred_to", "2026-01-01T00:00:00Z"}}),
+                 422, "invalid_field");
+  // Retention: a dry run reports, changes nothing; only admin may run it.
+  r = d_->post("/v1/retention:run", admin_, {{"dry_run", true}});
+  ASSERT_EQ(r.status, 200) << r;
+  expect_problem(d_->post("/v1/retention:run", officer, {{"dry_run", true}}), 403, "forbidden_role");
+  r = d_->post("/v1/subjects/" + a + ":legalHold", officer, {{"hold", true}});
+  EXPECT_EQ(r.status, 200) << r;
+}
+
 // ------------------------------------------------------------------ process
 
 TEST(HttpProcess, PrintsListeningLineAndStopsCleanlyOnSigtermAndSigint) {
