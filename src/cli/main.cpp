@@ -19,81 +19,10 @@
 #include "custos/service/service.h"
 #include "custos/util/files.h"
 #include "custos_audit/verify.h"
+#include "cli_common.h"
 
 namespace {
-
-namespace fs = std::filesystem;
-using custos::Error;
-using custos::ErrorCode;
-using custos::service::Json;
-
-int exit_code_for(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::invalid_argument:
-    case ErrorCode::invalid_field:
-    case ErrorCode::payload_too_large: return 2;
-    case ErrorCode::not_found: return 3;
-    case ErrorCode::unauthenticated:
-    case ErrorCode::forbidden_role:
-    case ErrorCode::purpose_not_allowed:
-    case ErrorCode::consent_missing: return 4;
-    case ErrorCode::integrity: return 5;
-    default: return 1;
-  }
-}
-
-std::string one_line(std::string s) {
-  for (char& c : s)
-    if (c == '\n' || c == '\r') c = ' ';
-  return s;
-}
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : fallback;
-}
-
-struct Globals {
-  std::string data_dir = env_or("CUSTOS_DATA_DIR", "./custos-data");
-  std::string passphrase_file = env_or("CUSTOS_PASSPHRASE_FILE", "");
-  std::string token = env_or("CUSTOS_TOKEN", "");
-  std::string policies;
-  std::string request_id;
-
-  std::optional<std::string> passphrase() const {
-    if (passphrase_file.empty()) return std::nullopt;
-    return custos::crypto::read_passphrase_file(passphrase_file);
-  }
-
-  std::unique_ptr<custos::service::Service> open() const {
-    custos::service::OpenOptions o;
-    o.data_dir = data_dir;
-    o.passphrase = passphrase();
-    if (!policies.empty()) o.policy_dir = policies;
-    return custos::service::Service::open(o);
-  }
-
-  custos::service::Caller caller(custos::service::Service& svc, const std::string& purpose) const {
-    custos::service::Caller c;
-    c.principal = token.empty() ? svc.local_operator() : svc.authenticate(token);
-    c.purpose = purpose;
-    c.request_id = request_id.empty() ? "cli" : request_id;
-    return c;
-  }
-};
-
-void print(const Json& doc) { std::cout << doc.dump(2) << "\n"; }
-
-Json read_stdin_json() {
-  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-  try {
-    return Json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(ErrorCode::invalid_argument,
-                "standard input is not valid JSON (at byte " + std::to_string(e.byte) + ")");
-  }
-}
-
+using namespace custos::cli;
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -107,7 +36,7 @@ int main(int argc, char** argv) {
   app.add_option("--policies", g.policies, "policy directory (default <data-dir>/policies)");
   app.add_option("--request-id", g.request_id, "request id recorded in the audit log");
 
-  std::function<int()> action;
+  Action action;
 
   // init
   auto* init = app.add_subcommand("init", "create the data directory, master key, store and an admin token");
@@ -310,6 +239,8 @@ int main(int argc, char** argv) {
       return 0;
     };
   });
+
+  add_compliance_commands(app, g, action);
 
   try {
     app.parse(argc, argv);

@@ -33,10 +33,14 @@ namespace fs = std::filesystem;
 namespace hlog = custos::http::log;
 
 // Calls Service::checkpoint_if_due every ~250 ms; stop() returns at once.
-class CheckpointTimer {
+// Background upkeep: signs a checkpoint when one is due (every 250 ms check)
+// and runs the retention purge every `retention_interval` (0: never). Waits
+// on a condition variable, so stop() returns at once.
+class Maintenance {
  public:
-  explicit CheckpointTimer(custos::service::Service& svc) : svc_(svc), thread_([this] { run(); }) {}
-  ~CheckpointTimer() { stop(); }
+  Maintenance(custos::service::Service& svc, std::chrono::seconds retention_interval)
+      : svc_(svc), retention_interval_(retention_interval), thread_([this] { run(); }) {}
+  ~Maintenance() { stop(); }
 
   void stop() {
     {
@@ -51,6 +55,7 @@ class CheckpointTimer {
   void run() {
     std::unique_lock lock(mu_);
     bool failing = false;
+    auto next_retention = std::chrono::steady_clock::now() + retention_interval_;
     while (!stop_) {
       if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_; })) break;
       lock.unlock();
@@ -65,11 +70,32 @@ class CheckpointTimer {
         if (!failing) hlog::error("checkpoint_failed", {{"code", "internal"}});
         failing = true;
       }
+      if (retention_interval_.count() > 0 && std::chrono::steady_clock::now() >= next_retention) {
+        next_retention = std::chrono::steady_clock::now() + retention_interval_;
+        run_retention();
+      }
       lock.lock();
     }
   }
 
+  void run_retention() {
+    try {
+      const custos::service::Caller scheduler{svc_.local_operator(), "administration", "retention-scheduler"};
+      const auto report = svc_.retention_run(scheduler, false);
+      // Counts only: the report lists subject ids, which stay in the audit log.
+      hlog::info("retention_run", {{"purged", report["purged"].size()},
+                                   {"kept", report["kept"].size()},
+                                   {"touchpoints_deleted", report["touchpoints_deleted"]},
+                                   {"orders_deleted", report["orders_deleted"]}});
+    } catch (const custos::Error& e) {
+      hlog::error("retention_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+    } catch (const std::exception&) {
+      hlog::error("retention_failed", {{"code", "internal"}});
+    }
+  }
+
   custos::service::Service& svc_;
+  const std::chrono::seconds retention_interval_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -94,6 +120,7 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8443";
   std::string tls_cert, tls_key, passphrase_file, policies, node_id = "node-1", log_level = "info";
   std::size_t max_body = 1024 * 1024;
+  long retention_interval = 86400;
   bool allow_plain = false;
   app.add_option("--data-dir", data_dir, "data directory created by `custos init` (default ./custos-data)");
   app.add_option("--listen", listen, "HOST:PORT or [IPv6]:PORT to listen on (default 127.0.0.1:8443)");
@@ -105,6 +132,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   app.add_flag("--allow-plain-http-non-loopback", allow_plain,
                "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)");
+  app.add_option("--retention-interval", retention_interval,
+                 "seconds between scheduled retention purges (default 86400; 0 disables)")
+      ->check(CLI::Range(0, 365 * 86400));
   app.add_option("--node-id", node_id, "this node's id in audit entries (default node-1)");
   app.add_option("--log-level", log_level, "debug | info | warn | error (default info; warn drops access lines)");
   try {
@@ -184,7 +214,7 @@ int main(int argc, char** argv) {
             << "/v1/audit/checkpoint)" << std::endl;
   hlog::info("listening", {{"url", url}, {"tls", https}, {"max_body_bytes", max_body}, {"node_id", node_id}});
 
-  CheckpointTimer timer(*svc);
+  Maintenance maintenance(*svc, std::chrono::seconds(retention_interval));
 
   for (;;) {
     int sig = 0;
@@ -210,7 +240,7 @@ int main(int argc, char** argv) {
 
   using Stopped = custos::http::HttpServer::Stopped;
   const Stopped stopped = server->shutdown(std::chrono::seconds(20), std::chrono::seconds(3));
-  timer.stop();
+  maintenance.stop();
   if (stopped == Stopped::handlers_stuck) {
     // A request is still inside the Service: closing the store under it
     // would be worse than leaving it to the OS.

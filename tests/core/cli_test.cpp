@@ -162,5 +162,45 @@ TEST_F(Cli, AuditExportVerifyAndTamper) {
   EXPECT_EQ(run({CUSTOS_AUDIT_CLI_PATH, "verify", file, "--pubkey", pubfile.string()}).exit_code, 5);
 }
 
+TEST_F(Cli, DsrBreachRetentionAndHoldFromTheCommandLine) {
+  init();
+  const auto put = custos({"subject", "put"}, R"({"fields": {"email": "dsr@example.com", "given_name": "D"}})");
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  const std::string subject = json::parse(put.out)["id"];
+  auto r = custos({"dsr", "create", "--type", "access", "--regime", "gdpr", "--email", "dsr@example.com",
+                   "--received-at", "2026-01-31T09:00:00Z"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json req = json::parse(r.out);
+  EXPECT_EQ(req["subject_id"], subject);
+  EXPECT_EQ(req["due_at"].get<std::string>().substr(0, 10), "2026-02-28");
+  const std::string id = req["id"];
+  EXPECT_EQ(custos({"dsr", "transition", id, "--to", "completed"}).exit_code, 1);  // conflict
+  EXPECT_EQ(custos({"dsr", "transition", id, "--to", "identity_verified"}).exit_code, 0);
+  r = custos({"dsr", "export", id, "--out", (tmp.path() / "export.json").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(tmp.path() / "export.json");
+  EXPECT_EQ(json::parse(in)["subject"]["fields"]["email"], "dsr@example.com");
+  r = custos({"dsr", "list", "--overdue"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["count"], 1);
+  EXPECT_EQ(custos({"dsr", "get", "nope"}).exit_code, 3);
+
+  r = custos({"breach", "create"}, R"({"description": "lost laptop", "categories": ["contact"]})");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string breach = json::parse(r.out)["id"];
+  EXPECT_EQ(custos({"breach", "event", breach, "--type", "contained"}).exit_code, 0);
+  r = custos({"breach", "compute-affected", breach, "--category", "contact"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["count"], 1);
+  r = custos({"breach", "list", "--at-risk", "--margin-hours", "96"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["count"], 1);
+
+  EXPECT_EQ(custos({"subject", "hold", subject}).exit_code, 0);
+  r = custos({"retention", "run", "--dry-run"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(json::parse(r.out).is_object());
+}
+
 }  // namespace
 }  // namespace custos

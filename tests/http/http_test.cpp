@@ -1030,6 +1030,18 @@ TEST(HttpProcess, PrintsListeningLineAndStopsCleanlyOnSigtermAndSigint) {
   }
 }
 
+TEST(HttpProcess, RunsRetentionOnSchedule) {
+  Vault v;
+  auto dp = start_daemon(v.dir, {"--retention-interval", "1"});
+  ASSERT_TRUE(dp->alive()) << dp->err();
+  // Poll the log (bounded) for the scheduled run's report.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (dp->err().find("\"msg\":\"retention_run\"") == std::string::npos && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_NE(dp->err().find("\"msg\":\"retention_run\""), std::string::npos) << dp->err();
+  EXPECT_EQ(dp->stop(), 0) << dp->err();
+}
+
 TEST(HttpProcess, RefusesPlainHttpOnNonLoopbackAndBadArguments) {
   Vault v;
   auto r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "0.0.0.0:" + std::to_string(free_port())});

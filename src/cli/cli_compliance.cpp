@@ -1,0 +1,241 @@
+// The compliance officer's commands: data-subject requests, breaches,
+// retention and legal holds. Each is a thin shell over the service façade,
+// the same calls custosd makes for the matching HTTP routes.
+#include <fstream>
+#include <map>
+
+#include "cli_common.h"
+#include "custos/util/files.h"
+
+namespace custos::cli {
+namespace {
+
+// Options shared by the commands below; CLI11 binds to their addresses, so
+// they live as long as the App (a static inside add_compliance_commands).
+struct ComplianceOptions {
+  std::string id, type, regime, email, phone, external_id, channel, received_at, note, reason, to, out, purpose;
+  std::string status, at, from, until;
+  std::vector<std::string> principals, token_ids, categories;
+  int due_within_days = -1;
+  bool overdue = false, at_risk = false, dry_run = false, release = false, stdin_json = false;
+  int margin_hours = -1;
+};
+
+void add_dsr(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
+  auto* dsr = app.add_subcommand("dsr", "data-subject requests (GDPR, CCPA and state laws)")->require_subcommand(1);
+
+  auto* create = dsr->add_subcommand("create", "take in a request; prints it with its due date");
+  create->add_option("--type", o.type, "access, portability, rectification, erasure, restriction, objection, opt_out_sale_share");
+  create->add_option("--regime", o.regime, "gdpr, ccpa, colorado, virginia, texas, ... (policies/regulations.yaml)");
+  create->add_option("--email", o.email, "identify the subject by email");
+  create->add_option("--phone", o.phone, "identify the subject by phone");
+  create->add_option("--external-id", o.external_id, "identify the subject by external id");
+  create->add_option("--channel", o.channel, "how the request arrived (email, web_form, letter, ...)");
+  create->add_option("--received-at", o.received_at, "RFC 3339 time of receipt (default now)");
+  create->add_option("--note", o.note, "note for the timeline (no personal data)");
+  create->add_flag("--stdin", o.stdin_json, "read the whole request as JSON on stdin (needed for rectification 'changes')");
+  create->callback([&] {
+    action = [&] {
+      Json body;
+      if (o.stdin_json) {
+        body = read_stdin_json();
+      } else {
+        if (o.type.empty() || o.regime.empty())
+          throw Error(ErrorCode::invalid_argument, "--type and --regime are required (or --stdin)");
+        body = {{"type", o.type}, {"regime", o.regime}, {"identifier", Json::object()}};
+        if (!o.email.empty()) body["identifier"]["email"] = o.email;
+        if (!o.phone.empty()) body["identifier"]["phone"] = o.phone;
+        if (!o.external_id.empty()) body["identifier"]["external_id"] = o.external_id;
+        if (!o.channel.empty()) body["channel"] = o.channel;
+        if (!o.received_at.empty()) body["received_at"] = o.received_at;
+        if (!o.note.empty()) body["note"] = o.note;
+      }
+      auto svc = g.open();
+      print(svc->dsr_create(g.caller(*svc, "dsr_fulfilment"), body));
+      return 0;
+    };
+  });
+
+  auto* list = dsr->add_subcommand("list", "list requests; --overdue and --due-within-days give the deadline reports");
+  list->add_option("--status", o.status, "only this status");
+  list->add_flag("--overdue", o.overdue, "only requests past their due date");
+  list->add_option("--due-within-days", o.due_within_days, "only open requests due within N days");
+  list->callback([&] {
+    action = [&] {
+      std::map<std::string, std::string> q;
+      if (!o.status.empty()) q["status"] = o.status;
+      if (o.overdue) q["overdue"] = "true";
+      if (o.due_within_days >= 0) q["due_within_days"] = std::to_string(o.due_within_days);
+      auto svc = g.open();
+      print(svc->dsr_list(g.caller(*svc, "dsr_fulfilment"), q));
+      return 0;
+    };
+  });
+
+  auto* get = dsr->add_subcommand("get", "a request with its due date, timeline and report");
+  get->add_option("id", o.id, "request id")->required();
+  get->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->dsr_get(g.caller(*svc, "dsr_fulfilment"), o.id));
+      return 0;
+    };
+  });
+
+  auto* transition = dsr->add_subcommand("transition", "move a request on; 'completed' fulfils it");
+  transition->add_option("id", o.id, "request id")->required();
+  transition->add_option("--to", o.to, "identity_verified, in_progress, extended, completed, denied, canceled")->required();
+  transition->add_option("--reason", o.reason, "required for denied and extended");
+  transition->add_option("--note", o.note, "note for the timeline (no personal data)");
+  transition->callback([&] {
+    action = [&] {
+      Json body = {{"to", o.to}};
+      if (!o.reason.empty()) body["reason"] = o.reason;
+      if (!o.note.empty()) body["note"] = o.note;
+      auto svc = g.open();
+      print(svc->dsr_transition(g.caller(*svc, "dsr_fulfilment"), o.id, body));
+      return 0;
+    };
+  });
+
+  auto* exp = dsr->add_subcommand("export", "the access / portability package (JSON)");
+  exp->add_option("id", o.id, "request id")->required();
+  exp->add_option("--out", o.out, "write to this file (mode 0600) instead of stdout");
+  exp->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      const Json doc = svc->dsr_export(g.caller(*svc, "dsr_fulfilment"), o.id);
+      if (o.out.empty()) {
+        print(doc);
+      } else {
+        util::write_file_atomic(o.out, doc.dump(2) + "\n", 0600);
+        std::cerr << "custos: export written to " << o.out << "\n";
+      }
+      return 0;
+    };
+  });
+}
+
+void add_breach(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
+  auto* breach = app.add_subcommand("breach", "breach incidents and notification deadlines")->require_subcommand(1);
+
+  breach->add_subcommand("create", "open an incident from JSON on stdin (see POST /v1/breaches)")->callback([&] {
+    action = [&] {
+      const Json body = read_stdin_json();
+      auto svc = g.open();
+      print(svc->breach_create(g.caller(*svc, "breach_notification"), body));
+      return 0;
+    };
+  });
+
+  auto* list = breach->add_subcommand("list", "list incidents; --at-risk and --overdue give the deadline reports");
+  list->add_option("--status", o.status, "only this status");
+  list->add_flag("--at-risk", o.at_risk, "less than --margin-hours left on a pending deadline");
+  list->add_flag("--overdue", o.overdue, "a deadline has passed unmet");
+  list->add_option("--margin-hours", o.margin_hours, "margin for --at-risk (default 24)");
+  list->callback([&] {
+    action = [&] {
+      std::map<std::string, std::string> q;
+      if (!o.status.empty()) q["status"] = o.status;
+      if (o.at_risk) q["at_risk"] = "true";
+      if (o.overdue) q["overdue"] = "true";
+      if (o.margin_hours >= 0) q["margin_hours"] = std::to_string(o.margin_hours);
+      auto svc = g.open();
+      print(svc->breach_list(g.caller(*svc, "breach_notification"), q));
+      return 0;
+    };
+  });
+
+  auto* get = breach->add_subcommand("get", "an incident with deadlines and timeline");
+  get->add_option("id", o.id, "incident id")->required();
+  get->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->breach_get(g.caller(*svc, "breach_notification"), o.id));
+      return 0;
+    };
+  });
+
+  auto* event = breach->add_subcommand("event", "append a timeline event");
+  event->add_option("id", o.id, "incident id")->required();
+  event->add_option("--type", o.type, "note, contained, authority_notified, subjects_notified, closed")->required();
+  event->add_option("--at", o.at, "RFC 3339 time (default now)");
+  event->add_option("--note", o.note, "note (no personal data)");
+  event->callback([&] {
+    action = [&] {
+      Json body = {{"type", o.type}};
+      if (!o.at.empty()) body["at"] = o.at;
+      if (!o.note.empty()) body["note"] = o.note;
+      auto svc = g.open();
+      print(svc->breach_add_event(g.caller(*svc, "breach_notification"), o.id, body));
+      return 0;
+    };
+  });
+
+  auto* compute = breach->add_subcommand("compute-affected", "subjects whose data was touched, from the audit log");
+  compute->add_option("id", o.id, "incident id")->required();
+  compute->add_option("--principal", o.principals, "compromised principal (repeatable)");
+  compute->add_option("--token-id", o.token_ids, "compromised token id (repeatable)");
+  compute->add_option("--from", o.from, "window start, RFC 3339");
+  compute->add_option("--to", o.until, "window end (exclusive), RFC 3339");
+  compute->add_option("--category", o.categories, "leaked data category (repeatable), when the store itself leaked");
+  compute->callback([&] {
+    action = [&] {
+      Json body = Json::object();
+      if (!o.principals.empty()) body["principals"] = o.principals;
+      if (!o.token_ids.empty()) body["token_ids"] = o.token_ids;
+      if (!o.from.empty()) body["from"] = o.from;
+      if (!o.until.empty()) body["to"] = o.until;
+      if (!o.categories.empty()) body["categories"] = o.categories;
+      auto svc = g.open();
+      print(svc->breach_compute_affected(g.caller(*svc, "breach_notification"), o.id, body));
+      return 0;
+    };
+  });
+
+  auto* affected = breach->add_subcommand("affected", "affected subjects with contact fields, for notification");
+  affected->add_option("id", o.id, "incident id")->required();
+  affected->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->breach_affected(g.caller(*svc, "breach_notification"), o.id, {}));
+      return 0;
+    };
+  });
+}
+
+void add_retention_and_hold(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
+  auto* retention = app.add_subcommand("retention", "retention limits")->require_subcommand(1);
+  auto* run = retention->add_subcommand("run", "crypto-shred what policies/retention.yaml says has expired");
+  run->add_flag("--dry-run", o.dry_run, "report what would be purged and kept; change nothing");
+  run->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->retention_run(g.caller(*svc, "administration"), o.dry_run));
+      return 0;
+    };
+  });
+
+  CLI::App* subject = app.get_subcommand("subject");
+  auto* hold = subject->add_subcommand("hold", "place (or with --release lift) a legal hold on a subject");
+  hold->add_option("id", o.id, "subject id")->required();
+  hold->add_flag("--release", o.release, "lift the hold");
+  hold->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->set_legal_hold(g.caller(*svc, "legal_claims"), o.id, !o.release));
+      return 0;
+    };
+  });
+}
+
+}  // namespace
+
+void add_compliance_commands(CLI::App& app, Globals& g, Action& action) {
+  static ComplianceOptions options;
+  add_dsr(app, g, action, options);
+  add_breach(app, g, action, options);
+  add_retention_and_hold(app, g, action, options);
+}
+
+}  // namespace custos::cli
