@@ -72,8 +72,13 @@ Hash node_hash(const Hash& left, const Hash& right) {
   buf[0] = 0x01;
   std::copy(left.begin(), left.end(), buf + 1);
   std::copy(right.begin(), right.end(), buf + 33);
+  // The low-level interface: OpenSSL 3's one-shot SHA256() fetches the
+  // algorithm (a locked lookup) on every call, which dominates 65-byte inputs.
+  SHA256_CTX ctx;
+  SHA256_Init(&ctx);
+  SHA256_Update(&ctx, buf, sizeof buf);
   Hash h;
-  SHA256(buf, sizeof buf, h.data());
+  SHA256_Final(h.data(), &ctx);
   return h;
 }
 

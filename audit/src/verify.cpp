@@ -54,6 +54,10 @@ VerifyResult verify_export(std::istream& in, std::string_view vkey_text) {
     if (h.first_seq != 0) return fail("header: exports must start at entry 0 to be verified");
     if (h.public_key_fingerprint != fingerprint(key.key))
       return fail("header: the export was signed with another key (fingerprint mismatch)");
+    // Sized from the (unsigned) header only as a hint, capped so a lying
+    // header cannot make us allocate much.
+    const std::uint64_t hint = std::min<std::uint64_t>(h.entry_count, std::uint64_t{1} << 26);
+    levels[0].reserve(hint);
     return true;
   };
   visitor.on_checkpoint = [&](std::string_view note) {
@@ -95,7 +99,10 @@ VerifyResult verify_export(std::istream& in, std::string_view vkey_text) {
     frontier.append(leaf);
     levels[0].push_back(leaf);
     for (const auto& [level, idx, hash] : frontier.completed()) {
-      if (levels.size() <= level) levels.resize(level + 1);
+      if (levels.size() <= level) {
+        levels.resize(level + 1);
+        levels[level].reserve(levels[0].capacity() >> level);
+      }
       levels[level].push_back(hash);
     }
     if (auto it = roots_at.find(frontier.size()); it != roots_at.end()) it->second = frontier.root();

@@ -271,8 +271,10 @@ Checkpoint AuditLog::sign_head(Transaction& tx, std::uint64_t size, const Hash& 
 
 Checkpoint AuditLog::checkpoint_now() {
   return fail_closed([&] {
-    std::lock_guard lock(mu_);
+    // Lock order everywhere: the store's write lock, then mu_ (append() is
+    // called inside a caller's write transaction and then takes mu_).
     auto tx = store_.begin(TxMode::write);
+    std::lock_guard lock(mu_);
     load_head(*tx);
     if (frontier_->size() > last_checkpoint_size_ || frontier_->size() == 0) {
       if (frontier_->size() == 0 && last_checkpoint_size_ == 0) {
@@ -402,10 +404,11 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
 }
 
 void AuditLog::export_to(std::ostream& out) {
-  checkpoint_now();
+  // The export ends at a signed tree head: entries appended after it (by
+  // another thread, between the checkpoint and the read transaction) belong
+  // to the next export, so every exported entry is covered by a checkpoint.
+  const std::uint64_t n = checkpoint_now().size;
   auto tx = store_.begin(TxMode::read);
-  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
-  const std::uint64_t n = last ? static_cast<std::uint64_t>(*last) + 1 : 0;
   const auto cps = tx->scalar("SELECT count(*) FROM audit_checkpoints WHERE size <= ?",
                               {static_cast<std::int64_t>(n)});
   auditfmt::ExportHeader header;
@@ -420,7 +423,8 @@ void AuditLog::export_to(std::ostream& out) {
   // Checkpoints first, so a verifier knows every signed size before the entries reach it.
   tx->exec("SELECT note FROM audit_checkpoints WHERE size <= ? ORDER BY size", {static_cast<std::int64_t>(n)},
            [&](const Row& r) { writer.add_checkpoint(r.text(0)); });
-  tx->exec("SELECT entry FROM audit_entries ORDER BY seq", {}, [&](const Row& r) { writer.add_entry(r.blob(0)); });
+  tx->exec("SELECT entry FROM audit_entries WHERE seq < ? ORDER BY seq", {static_cast<std::int64_t>(n)},
+           [&](const Row& r) { writer.add_entry(r.blob(0)); });
   writer.finish();
 }
 

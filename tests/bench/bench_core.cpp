@@ -20,30 +20,14 @@
 #include "custos/store/key_table.h"
 #include "custos/store/sqlcipher_store.h"
 #include "test_support.h"
+#include "bench_support.h"
 
 namespace {
 
 using namespace custos;
 using testing::TempDir;
 using testing::TestVault;
-
-constexpr int kBatch = 1000;
-
-std::string padded(const std::string& s) {  // ~48 bytes per value
-  std::string out = s;
-  while (out.size() < 44) out += "-pad";
-  return out;
-}
-
-records::FieldMap person(int i) {
-  const std::string n = std::to_string(i);
-  return {{"given_name", padded("Given" + n)},
-          {"family_name", padded("Family" + n)},
-          {"email", "user" + n + ".benchmark.address@example-mail.com"},
-          {"external_id", padded("EXT-" + n)},
-          {"postal_address", padded(n + " Benchmark Street, Springfield")},
-          {"occupation", padded("Occupation " + n)}};
-}
+using namespace custos::bench;
 
 void check(int rc, sqlite3* db) {
   if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) throw std::runtime_error(sqlite3_errmsg(db));
@@ -119,31 +103,6 @@ void BM_RawFloor(benchmark::State& state) {
   sqlite3_close(db);
 }
 BENCHMARK(BM_RawFloor)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-
-// The vault's components without the service façade, as an embedding would use them.
-struct Core {
-  TestVault vault;
-  std::unique_ptr<crypto::Keyring> keyring;
-  std::unique_ptr<store::Store> store;
-  std::unique_ptr<store::KeyTable> keys;
-  records::Schema schema;
-  std::unique_ptr<crypto::Signer> signer;
-  std::unique_ptr<audit::AuditLog> audit;
-  std::unique_ptr<records::Records> records;
-  audit::Actor actor{"bench", "admin", "", "administration", "bench"};
-
-  Core() {
-    vault.service.reset();
-    const auto dir = vault.data_dir();
-    keyring = crypto::Keyring::open(dir / "keys", std::nullopt);
-    store = store::open_sqlcipher(dir / "custos.db", store::read_db_key(*keyring, dir / "keys"));
-    keys = std::make_unique<store::KeyTable>(*store, *keyring);
-    schema = records::Schema::load(dir / "policies" / "schema.yaml");
-    signer = std::make_unique<crypto::Signer>(keys->named_key("audit:signing"));
-    audit = std::make_unique<audit::AuditLog>(*store, *signer, audit::Options{});
-    records = std::make_unique<records::Records>(*store, *keys, schema, *audit);
-  }
-};
 
 void BM_RecordsBatchIngest(benchmark::State& state) {
   Core core;

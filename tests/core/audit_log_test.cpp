@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -80,6 +81,36 @@ TEST(AuditLog, ConcurrentAppendsFromEightThreadsStayConsistent) {
   const auto result = auditfmt::verify_export(out, verifier_key(v));
   EXPECT_TRUE(result.ok) << result.error;
   EXPECT_GE(result.entries, 200u);
+}
+
+// Writers hold the store's write lock when they append; checkpoints and
+// exports running beside them must take locks in the same order (a
+// lock-order inversion here once hung custosd under batch load). A deadlock
+// shows up as this test hanging until ctest's timeout.
+TEST(AuditLog, CheckpointsAndExportsRunBesideWriters) {
+  TestVault v;
+  std::atomic<bool> writing{true};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 3; ++t)
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i)
+        v.service->create_subject(v.admin(), {{"fields", {{"given_name", "W" + std::to_string(t)}}}});
+    });
+  std::thread checkpointer([&] {
+    for (int i = 0; i < 200 && writing; ++i) v.service->audit_checkpoint(v.caller("auditor", "audit"));
+  });
+  std::size_t exports_ok = 0;
+  for (int i = 0; i < 5; ++i) {
+    std::stringstream out;
+    v.service->audit_export(v.caller("auditor", "audit"), out);
+    const auto r = auditfmt::verify_export(out, verifier_key(v));
+    EXPECT_TRUE(r.ok) << r.error;  // every exported entry is covered by a checkpoint
+    exports_ok += r.ok;
+  }
+  for (auto& th : writers) th.join();
+  writing = false;
+  checkpointer.join();
+  EXPECT_EQ(exports_ok, 5u);
 }
 
 TEST(AuditLog, CrashBetweenEntriesAndCheckpointLosesNothing) {

@@ -973,6 +973,97 @@ TEST_F(HttpTest, DsrLifecycleOverHttp) {
   expect_problem(d_->get("/v1/dsr", vault_->token("marketing", "m2")), 403, "forbidden_role");
 }
 
+// Every request type, from intake to completion, against the real daemon.
+TEST_F(HttpTest, DsrEveryTypeEndToEnd) {
+  const std::string officer = vault_->token("compliance_officer", "dpo");
+  const std::string mkt = vault_->token("marketing", "mkt");
+  auto subject = [&](const std::string& tag) {
+    const std::string id = create({{"given_name", "Gina"}, {"family_name", "Canary" + tag},
+                                   {"email", tag + "@example.com"}});
+    for (const char* purpose : {"email_marketing", "partner_sharing"}) {
+      const Resp c = d_->post("/v1/subjects/" + id + "/consents", admin_,
+                              {{"purpose", purpose}, {"channel", "email"}, {"event", "granted"}, {"source", "import"}});
+      EXPECT_EQ(c.status, 201) << c;
+    }
+    return id;
+  };
+  auto complete = [&](const std::string& type, const std::string& email, Json extra = Json::object()) {
+    Json body = {{"type", type}, {"regime", type == "opt_out_sale_share" ? "ccpa" : "gdpr"},
+                 {"identifier", {{"email", email}}}};
+    body.update(extra);
+    Resp r = d_->post("/v1/dsr", officer, body);
+    EXPECT_EQ(r.status, 201) << r;
+    const std::string id = r.json.value("id", "");
+    for (const char* to : {"identity_verified", "in_progress", "completed"}) {
+      r = d_->post("/v1/dsr/" + id + ":transition", officer, {{"to", to}});
+      EXPECT_EQ(r.status, 200) << type << " -> " << to << ": " << r;
+    }
+    EXPECT_EQ(r.json.value("status", ""), "completed") << r;
+    return std::make_pair(id, r.json);
+  };
+  auto consent_state = [&](const std::string& id, const std::string& purpose) {
+    const Resp h = d_->get("/v1/subjects/" + id + "/consents", admin_);
+    for (const auto& c : h.json["current"])
+      if (c.value("purpose", "") == purpose) return c.value("state", "");
+    return std::string("absent");
+  };
+
+  // access + portability: the package, and every inclusion proof verifies with custos-audit.
+  const std::string a = subject("access");
+  ASSERT_EQ(d_->get("/v1/subjects/" + a, vault_->token("service", "crm-service"), "customer_service").status, 200);
+  for (const char* type : {"access", "portability"}) {
+    const auto [id, done] = complete(type, "access@example.com");
+    const Resp ex = d_->get("/v1/dsr/" + id + "/export", officer, "dsr_fulfilment");
+    ASSERT_EQ(ex.status, 200) << ex;
+    EXPECT_EQ(ex.json["subject"]["fields"]["email"], "access@example.com");
+    const Json& log = ex.json["access_log"];
+    ASSERT_FALSE(log["entries"].empty());
+    const fs::path key = vault_->tmp.path() / "audit.pub";
+    write_file(key, log["verifier_key"].get<std::string>() + "\n");
+    int n = 0;
+    for (const auto& e : log["entries"]) {
+      const fs::path bundle = vault_->tmp.path() / ("bundle-" + std::to_string(n++) + ".json");
+      write_file(bundle, e.dump());
+      const auto r = run({CUSTOS_AUDIT_CLI_PATH, "verify-inclusion", bundle.string(), "--pubkey", key.string()});
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+    }
+  }
+  // rectification: the field changes; the timeline names the field, never the value.
+  const std::string r = subject("rectify");
+  const auto [rid, rdone] = complete("rectification", "rectify@example.com",
+                                     {{"changes", {{"fields", {{"family_name", "Corrected"}}}}}});
+  EXPECT_EQ(d_->get("/v1/subjects/" + r, admin_, "customer_service").json["fields"]["family_name"], "Corrected");
+  EXPECT_EQ(d_->get("/v1/dsr/" + rid, officer).body.find("Corrected"), std::string::npos);
+  // erasure: crypto-shredded, gone from reads and lookups; report lists what was erased.
+  const std::string e = subject("erase");
+  const auto [eid, edone] = complete("erasure", "erase@example.com");
+  EXPECT_FALSE(edone["report"]["erased"]["fields"].empty()) << edone;
+  expect_problem(d_->get("/v1/subjects/" + e, admin_, "customer_service"), 404, "not_found");
+  // restriction: no marketing read any more.
+  const std::string rs = subject("restrict");
+  ASSERT_EQ(d_->get("/v1/subjects/" + rs, mkt, "email_marketing").status, 200);
+  complete("restriction", "restrict@example.com");
+  EXPECT_EQ(d_->get("/v1/subjects/" + rs, mkt, "email_marketing").status, 403);
+  // objection: every marketing purpose withdrawn.
+  const std::string o = subject("object");
+  complete("objection", "object@example.com");
+  EXPECT_NE(consent_state(o, "email_marketing"), "granted");
+  EXPECT_NE(consent_state(o, "partner_sharing"), "granted");
+  // opt-out of sale/share: only sale_or_share purposes withdrawn.
+  const std::string s = subject("optout");
+  complete("opt_out_sale_share", "optout@example.com");
+  EXPECT_NE(consent_state(s, "partner_sharing"), "granted");
+  EXPECT_EQ(consent_state(s, "email_marketing"), "granted");
+  // Bad input: denial without reason, extension past the limit.
+  Resp q = d_->post("/v1/dsr", officer, {{"type", "access"}, {"regime", "gdpr"}, {"identifier", {{"email", "x@example.com"}}}});
+  ASSERT_EQ(q.status, 201) << q;
+  const std::string qid = q.json["id"];
+  expect_problem(d_->post("/v1/dsr/" + qid + ":transition", officer, {{"to", "denied"}}), 422, "invalid_field");
+  ASSERT_EQ(d_->post("/v1/dsr/" + qid + ":transition", officer, {{"to", "extended"}, {"reason", "complex"}}).status, 200);
+  expect_problem(d_->post("/v1/dsr/" + qid + ":transition", officer, {{"to", "extended"}, {"reason", "again"}}), 409,
+                 "conflict");
+}
+
 TEST_F(HttpTest, BreachRoutesAndAffectedSubjects) {
   const std::string a = create({{"given_name", "Eve"}, {"email", "eve@example.com"}});
   const std::string sales = vault_->token("sales", "crm-sales");

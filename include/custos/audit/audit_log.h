@@ -48,7 +48,7 @@ struct Event {
   bool allowed = true;
   std::string reason;  // denial code when !allowed
   std::string detail;  // small, non-personal
-  // Further subjects one entry covers (a campaign page, a batch read): each
+  // Further subjects one entry covers (a campaign page, a batch create): each
   // is indexed so the entry is found by any of their ids.
   std::vector<std::string> subject_ids;
 };
