@@ -97,6 +97,23 @@ EOF
 echo
 echo "== custosd: GET /v1/subjects?email=... (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
+
+# Ingest over HTTP without curl start-up costs: wrk re-posting one batch of
+# 1,000 subjects (subjects/s = requests/s x 1,000).
+python3 - "$WORK" "$TOKEN" <<'EOF2'
+import json, sys
+work, token = sys.argv[1], sys.argv[2]
+body = json.dumps({"subjects": [{"fields": {"given_name": "Bench", "family_name": f"Batch{i}",
+                                            "email": f"batch{i}@example.com"}} for i in range(1000)]})
+with open(f"{work}/batch.lua", "w") as f:
+    f.write("wrk.method = 'POST'\n")
+    f.write("wrk.body = " + json.dumps(body) + "\n")
+    f.write("wrk.headers['Content-Type'] = 'application/json'\n")
+    f.write(f"wrk.headers['Authorization'] = 'Bearer {token}'\n")
+EOF2
+echo
+echo "== custosd: POST /v1/subjects:batchCreate, 1,000 subjects per request (wrk -t1 -c2 -d$DURATION)"
+wrk -t1 -c2 -d"$DURATION" --latency -s "$WORK/batch.lua" "$URL/v1/subjects:batchCreate"
 stop "$PID"
 
 PORT=$(free_port)

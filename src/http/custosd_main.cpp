@@ -238,21 +238,19 @@ int main(int argc, char** argv) {
     break;
   }
 
-  using Stopped = custos::http::HttpServer::Stopped;
-  const Stopped stopped = server->shutdown(std::chrono::seconds(20), std::chrono::seconds(3));
+  // Finish what is inside the Service, close the store, exit. The listener
+  // is not closed (see HttpServer::drain): the OS closes its sockets.
+  const bool drained = server->drain(std::chrono::seconds(20));
   maintenance.stop();
-  if (stopped == Stopped::handlers_stuck) {
+  if (!drained) {
     // A request is still inside the Service: closing the store under it
     // would be worse than leaving it to the OS.
     hlog::error("stopped", {{"clean", false}, {"detail", "requests still running after the drain period"}});
     std::fflush(nullptr);
     std::_Exit(1);
   }
-  server.reset();
-  svc.reset();  // closes the store
-  hlog::info("stopped", {{"clean", stopped == Stopped::clean}});
+  svc.reset();  // closes the store; no request can reach it any more
+  hlog::info("stopped", {{"clean", true}});
   std::fflush(nullptr);
-  // cpprestsdk's static thread pool cannot be joined while a close() is stuck.
-  if (stopped != Stopped::clean) std::_Exit(0);
-  return 0;
+  std::_Exit(0);
 }

@@ -552,12 +552,15 @@ Result h_healthz(HandlerContext&) { return json_result(200, {{"status", "ok"}});
 
 Result h_metrics(HandlerContext& c);
 
-Result h_create_subject(HandlerContext& c) {
-  Json out = c.svc.create_subject(c.caller, c.body);
+// 201 with a Location header naming the new resource.
+Result created(const Json& out, const std::string& collection) {
   Result r = json_result(201, out);
-  if (out.contains("id") && out["id"].is_string()) r.headers.emplace_back("Location", "/v1/subjects/" + out["id"].get<std::string>());
+  if (out.contains("id") && out["id"].is_string())
+    r.headers.emplace_back("Location", collection + "/" + out["id"].get<std::string>());
   return r;
 }
+
+Result h_create_subject(HandlerContext& c) { return created(c.svc.create_subject(c.caller, c.body), "/v1/subjects"); }
 
 Result h_find_subjects(HandlerContext& c) {
   static const std::array<const char*, 3> keys = {"email", "phone", "external_id"};
@@ -665,12 +668,7 @@ Result h_campaign_fetch(HandlerContext& c) {
   return r;
 }
 
-Result h_dsr_create(HandlerContext& c) {
-  Json out = c.svc.dsr_create(c.caller, c.body);
-  Result r = json_result(201, out);
-  if (out.contains("id") && out["id"].is_string()) r.headers.emplace_back("Location", "/v1/dsr/" + out["id"].get<std::string>());
-  return r;
-}
+Result h_dsr_create(HandlerContext& c) { return created(c.svc.dsr_create(c.caller, c.body), "/v1/dsr"); }
 Result h_dsr_list(HandlerContext& c) { return json_result(200, c.svc.dsr_list(c.caller, c.query)); }
 Result h_dsr_get(HandlerContext& c) { return json_result(200, c.svc.dsr_get(c.caller, c.param(0))); }
 Result h_dsr_transition(HandlerContext& c) {
@@ -681,13 +679,7 @@ Result h_dsr_export(HandlerContext& c) {
   r.headers.emplace_back("Content-Disposition", "attachment; filename=\"custos-dsr-export.json\"");
   return r;
 }
-Result h_breach_create(HandlerContext& c) {
-  Json out = c.svc.breach_create(c.caller, c.body);
-  Result r = json_result(201, out);
-  if (out.contains("id") && out["id"].is_string())
-    r.headers.emplace_back("Location", "/v1/breaches/" + out["id"].get<std::string>());
-  return r;
-}
+Result h_breach_create(HandlerContext& c) { return created(c.svc.breach_create(c.caller, c.body), "/v1/breaches"); }
 Result h_breach_list(HandlerContext& c) { return json_result(200, c.svc.breach_list(c.caller, c.query)); }
 Result h_breach_get(HandlerContext& c) { return json_result(200, c.svc.breach_get(c.caller, c.param(0))); }
 Result h_breach_event(HandlerContext& c) {
@@ -1093,6 +1085,7 @@ HttpServer::HttpServer(service::Service& service, ServerOptions options)
     : impl_(std::make_unique<Impl>(service, std::move(options))) {}
 
 HttpServer::~HttpServer() {
+  if (!impl_) return;  // drained: left to the process exit
   if (impl_->open) shutdown(std::chrono::milliseconds(0));
   // cpprestsdk threads may still hold pointers into Impl: leave it be.
   if (impl_->stopped != Stopped::clean) (void)impl_.release();
@@ -1156,6 +1149,14 @@ void HttpServer::open() {
     throw std::runtime_error("cannot listen on " + impl_->options.url + ": " + e.what());
   }
   impl_->open = true;
+}
+
+bool HttpServer::drain(std::chrono::milliseconds bound) {
+  impl_->draining = true;
+  const bool drained = impl_->wait_zero(&Impl::busy, bound);
+  // Leaked on purpose: cpprestsdk threads keep running until _Exit.
+  (void)impl_.release();
+  return drained;
 }
 
 HttpServer::Stopped HttpServer::shutdown(std::chrono::milliseconds drain, std::chrono::milliseconds close_bound) {

@@ -79,6 +79,16 @@ class HttpServer {
   Stopped shutdown(std::chrono::milliseconds drain = std::chrono::seconds(20),
                    std::chrono::milliseconds close_bound = std::chrono::seconds(5));
 
+  // Stop for a process about to exit: from now on no request reaches the
+  // Service (new ones get 503, Connection: close) and this waits (up to
+  // `bound`) for the requests inside it to finish and their replies to be
+  // written. True when none is left; the Service may then be destroyed.
+  // The listener is deliberately left open: cpprestsdk 2.10's close() can
+  // crash (epoll_reactor::start_op on a connection it is closing) while
+  // request bodies are still being read, and the OS closes the sockets at
+  // exit anyway. The caller must end the process with std::_Exit.
+  bool drain(std::chrono::milliseconds bound);
+
   // Prometheus text exposition (format 0.0.4) of the HTTP and vault metrics.
   std::string metrics_text();
 

@@ -18,14 +18,7 @@ using testing::TestVault;
 
 std::int64_t at(const std::string& t) { return *audit::parse_time_us(t); }
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::internal;
-}
+using testing::code_of;
 
 struct Breach : ::testing::Test {
   TestVault v;

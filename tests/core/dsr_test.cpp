@@ -52,14 +52,7 @@ TEST(Deadlines, TableDriven) {
   EXPECT_THROW(util::Calendar("Mars/Olympus"), Error);
 }
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::internal;
-}
+using testing::code_of;
 
 struct Dsr : ::testing::Test {
   TestVault v;

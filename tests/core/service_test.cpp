@@ -11,14 +11,7 @@ namespace {
 using service::Json;
 using testing::TestVault;
 
-ErrorCode code_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return ErrorCode::internal;
-}
+using testing::code_of;
 
 Json person() {
   return {{"fields",

@@ -129,4 +129,13 @@ std::vector<std::string> files_containing(const fs::path& dir, const std::string
   return hits;
 }
 
+ErrorCode code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return ErrorCode::internal;
+}
+
 }  // namespace custos::testing

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "custos/error.h"
 #include "custos/service/service.h"
 
 namespace custos::testing {
@@ -46,6 +47,10 @@ struct RunResult {
 
 // Runs `argv` (no shell) with `stdin_text`, capturing stdout and stderr.
 RunResult run(const std::vector<std::string>& argv, const std::string& stdin_text = "");
+
+// The ErrorCode `fn` throws as custos::Error; ErrorCode::internal if it
+// throws nothing (so an expected failure that did not happen fails the test).
+ErrorCode code_of(const std::function<void()>& fn);
 
 // True if any file under `dir` contains `needle` as bytes.
 std::vector<std::string> files_containing(const std::filesystem::path& dir, const std::string& needle);
