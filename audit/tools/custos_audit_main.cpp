@@ -11,6 +11,7 @@
 
 #include "custos_audit/entry.h"
 #include "custos_audit/export.h"
+#include "custos_audit/checkpoint.h"
 #include "custos_audit/verify.h"
 
 namespace {
@@ -93,6 +94,13 @@ int main(int argc, char** argv) {
   std::string vkey;
   if (!read_text(pubkey_file, vkey)) return std::cerr << "custos-audit: cannot read " << pubkey_file << "\n", 1;
   vkey = trimmed(vkey);
+  try {
+    (void)custos::auditfmt::parse_vkey(vkey);
+  } catch (const std::exception&) {
+    // A key file that is not a verifier key is the operator's mistake, not
+    // evidence of tampering: usage error, not exit 5.
+    return usage(pubkey_file + " does not hold a verifier key (expected <name>+<id>+<base64>)");
+  }
   if (command == "verify") {
     std::ifstream in(file, std::ios::binary);
     if (!in) return std::cerr << "custos-audit: cannot read " << file << "\n", 1;

@@ -103,6 +103,18 @@ const std::vector<Migration>& migrations() {
            "CREATE INDEX orders_by_subject_at_amount ON orders (subject_id, at, amount_minor)",
            "DROP INDEX orders_by_subject",
        }},
+      {6,
+       {
+           // Subject refs of multi-subject audit entries (campaign pages):
+           // WITHOUT ROWID keeps them in one B-tree instead of a rowid table
+           // plus its primary-key index, halving the index writes a campaign
+           // page commits before its plaintext is handed out.
+           "CREATE TABLE audit_subject_refs_v6 (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+           " PRIMARY KEY (subject_id, seq)) WITHOUT ROWID",
+           "INSERT INTO audit_subject_refs_v6 (subject_id, seq) SELECT subject_id, seq FROM audit_subject_refs",
+           "DROP TABLE audit_subject_refs",
+           "ALTER TABLE audit_subject_refs_v6 RENAME TO audit_subject_refs",
+       }},
   };
   return all;
 }

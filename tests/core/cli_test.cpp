@@ -146,6 +146,10 @@ TEST_F(Cli, AuditExportVerifyAndTamper) {
   r = run({CUSTOS_AUDIT_CLI_PATH, "verify", file, "--pubkey", pubfile.string()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("entries="), std::string::npos);
+  // A file that is not a verifier key is a usage error, not an integrity failure.
+  const auto badkey = tmp.path() / "badkey";
+  std::ofstream(badkey) << "not a key\n";
+  EXPECT_EQ(run({CUSTOS_AUDIT_CLI_PATH, "verify", file, "--pubkey", badkey.string()}).exit_code, 2);
   // Flip one byte near the end of the entries: both verifiers exit 5.
   {
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
