@@ -18,6 +18,7 @@
 #include "custos/error.h"
 #include "custos/service/service.h"
 #include "custos/util/files.h"
+#include "custos/util/process.h"
 #include "custos_audit/verify.h"
 #include "cli_common.h"
 
@@ -26,6 +27,7 @@ using namespace custos::cli;
 }  // namespace
 
 int main(int argc, char** argv) {
+  custos::util::harden_process();  // no core dumps of keys or plaintext
   CLI::App app{"custos — customer-data vault: keys, subjects, audit"};
   app.require_subcommand(1);
   Globals g;

@@ -24,6 +24,7 @@
 #include "custos/crypto/keyring.h"
 #include "custos/error.h"
 #include "custos/service/service.h"
+#include "custos/util/process.h"
 #include "log.h"
 #include "server.h"
 
@@ -105,6 +106,7 @@ class Maintenance {
 }  // namespace
 
 int main(int argc, char** argv) {
+  custos::util::harden_process();  // no core dumps of keys or plaintext
   // Block the signals before any thread exists: threads inherit the mask,
   // so only the sigwait loop below ever receives them.
   sigset_t signals;

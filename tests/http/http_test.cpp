@@ -1121,6 +1121,16 @@ TEST(HttpProcess, PrintsListeningLineAndStopsCleanlyOnSigtermAndSigint) {
   }
 }
 
+// Decrypted values and keys must never reach a core dump.
+TEST(HttpProcess, RunsWithoutCoreDumps) {
+  Vault v;
+  auto dp = start_daemon(v.dir);
+  ASSERT_TRUE(dp->alive()) << dp->err();
+  const std::string limits = read_file("/proc/" + std::to_string(dp->pid()) + "/limits");
+  EXPECT_TRUE(std::regex_search(limits, std::regex("Max core file size +0 +0 "))) << limits;
+  EXPECT_EQ(dp->stop(), 0) << dp->err();
+}
+
 TEST(HttpProcess, RunsRetentionOnSchedule) {
   Vault v;
   auto dp = start_daemon(v.dir, {"--retention-interval", "1"});
