@@ -1001,13 +1001,18 @@ void HttpServer::Impl::process(const std::shared_ptr<RequestState>& rs, const Bo
   }
 
   const int status = result.status;
-  if (!result.streamed) send(rs, std::move(result));
-
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - rs->start).count();
   const std::string method = method_label(rs->req.method());
+  // Counted before the reply goes out, so a client that reads /metrics right
+  // after a response always sees that response counted.
   try {
     metrics.observe(route_label, method, status, seconds);
+  } catch (...) {
+  }
+  if (!result.streamed) send(rs, std::move(result));
+
+  try {
     if (log::enabled(level)) {
       Json line = {{"request_id", rs->request_id},
                    {"principal", principal.empty() ? Json(nullptr) : Json(principal)},
