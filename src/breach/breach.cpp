@@ -248,10 +248,19 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
   std::map<std::string, std::set<std::string>> found;
   bool any = false;
   auto tx = store_.begin(TxMode::read);
-  tx->exec("SELECT seq, entry FROM audit_entries WHERE at >= ? AND at < ? AND seq < ? ORDER BY seq",
-           {from_us, to_us, static_cast<std::int64_t>(r.checkpoint.size)}, [&](const Row& row) {
+  // Every entry timed inside the window lies between the smallest and the
+  // largest sequence number timed inside it (whatever the clock did), so the
+  // scan walks that seq range in primary-key order and filters on time: no
+  // sort of the window, memory independent of its size.
+  const auto first = tx->scalar("SELECT min(seq) FROM audit_entries WHERE at >= ? AND at < ?", {from_us, to_us});
+  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries WHERE at >= ? AND at < ?", {from_us, to_us});
+  if (!first || !last) return store_affected(actor, id, std::move(r), found, "audit_log");
+  tx->exec("SELECT seq, at, entry FROM audit_entries WHERE seq >= ? AND seq <= ? AND seq < ? ORDER BY seq",
+           {*first, *last, static_cast<std::int64_t>(r.checkpoint.size)}, [&](const Row& row) {
+             const std::int64_t at = row.integer(1);
+             if (at < from_us || at >= to_us) return;
              ++r.entries_scanned;
-             const auditfmt::Entry e = auditfmt::decode(row.blob(1));
+             const auditfmt::Entry e = auditfmt::decode(row.blob(2));
              if (e.outcome != "allowed") return;
              if (!principals.count(e.principal) && !token_ids.count(e.token_id)) return;
              if (e.subject_id.empty() && e.subject_ids.empty()) return;
