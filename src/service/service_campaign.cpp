@@ -6,6 +6,9 @@
 namespace custos::service {
 namespace {
 
+// Subjects per page: one read transaction, one audit entry naming them all
+// (about 17 KiB of hex ids) and one commit. 2,000 measured no faster in CPU
+// time at 1 M subjects; memory stays bounded by the page either way.
 constexpr std::size_t kCampaignPage = 500;
 
 Json distribution(const std::map<int, std::int64_t>& d) {

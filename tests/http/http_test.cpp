@@ -66,6 +66,20 @@ std::uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
+// A TCP connection to 127.0.0.1:port, or -1.
+int connect_loopback(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // A data directory initialised by the CLI, with its admin token.
 struct Vault {
   TempDir tmp;
@@ -696,12 +710,8 @@ TEST_F(HttpTest, BadInputGivesProblemsAndTheServerSurvives) {
 
 // A chunked body (no Content-Length) over the limit, on a raw socket.
 TEST_F(HttpTest, ChunkedBodyOverTheLimitIs413) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(d_->port());
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const int fd = connect_loopback(d_->port());
+  ASSERT_GE(fd, 0);
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -738,12 +748,8 @@ TEST_F(HttpTest, StalledBodiesDoNotStarveWorkersOrBlockShutdown) {
   const std::string id = create({{"given_name", "Stan"}});
   std::vector<int> fds;
   for (int i = 0; i < 60; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(d_->port());
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const int fd = connect_loopback(d_->port());
+    ASSERT_GE(fd, 0);
     const std::string partial = "POST /v1/subjects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + admin_ +
                                 "\r\nContent-Length: 1000\r\n\r\n{\"fields\":";
     ASSERT_GT(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), 0);
