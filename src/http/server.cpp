@@ -30,7 +30,6 @@
 #include <cpprest/producerconsumerstream.h>
 #include <cpprest/uri.h>
 #include <functional>
-#include <future>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -491,16 +490,13 @@ struct HttpServer::Impl {
   Metrics metrics;
   std::atomic<bool> draining{false};
   // inflight: every request from arrival until its reply is written (or
-  // failed), including ones still waiting for their body. busy: the subset
-  // being processed or answered. Shutdown waits (bounded) for busy to drain,
-  // closes the listener, then waits for inflight: a continuation may still
-  // run after close() and must not outlive this object.
+  // failed), including ones still waiting for their body (a metric). busy:
+  // the subset being processed or answered; drain() waits for it.
   std::mutex inflight_mu;
   std::condition_variable inflight_cv;
   std::size_t inflight = 0;
   std::size_t busy = 0;
   bool open = false;
-  HttpServer::Stopped stopped = HttpServer::Stopped::clean;
 
   Impl(service::Service& s, ServerOptions o) : svc(s), options(std::move(o)), routes(make_routes()) {}
 
@@ -1090,10 +1086,9 @@ HttpServer::HttpServer(service::Service& service, ServerOptions options)
     : impl_(std::make_unique<Impl>(service, std::move(options))) {}
 
 HttpServer::~HttpServer() {
-  if (!impl_) return;  // drained: left to the process exit
-  if (impl_->open) shutdown(std::chrono::milliseconds(0));
-  // cpprestsdk threads may still hold pointers into Impl: leave it be.
-  if (impl_->stopped != Stopped::clean) (void)impl_.release();
+  // Once listening, cpprestsdk threads may refer to Impl until the process
+  // ends: drain() leaves it to the exit.
+  if (impl_ && impl_->open) drain(std::chrono::milliseconds(0));
 }
 
 const std::string& HttpServer::url() const { return impl_->options.url; }
@@ -1162,42 +1157,6 @@ bool HttpServer::drain(std::chrono::milliseconds bound) {
   // Leaked on purpose: cpprestsdk threads keep running until _Exit.
   (void)impl_.release();
   return drained;
-}
-
-HttpServer::Stopped HttpServer::shutdown(std::chrono::milliseconds drain, std::chrono::milliseconds close_bound) {
-  if (!impl_->open) return impl_->stopped;
-  impl_->open = false;
-  impl_->draining = true;
-  // From here on no new request reaches the Service: process() counts
-  // itself in `busy` and then sees `draining`.
-  if (!impl_->wait_zero(&Impl::busy, drain))
-    log::warn("shutdown_drain_timeout", {{"detail", "closing with requests still being processed"}});
-
-  // http_listener::close() closes every connection and waits for them; it
-  // can wait forever for a connection accepted while it runs, so it gets a
-  // thread of its own and a bound.
-  auto done = std::make_shared<std::promise<void>>();
-  std::future<void> closed = done->get_future();
-  std::thread([impl = impl_.get(), done] {
-    try {
-      impl->listener->close().wait();
-    } catch (...) {
-    }
-    done->set_value();
-  }).detach();
-  bool stuck = closed.wait_for(close_bound) != std::future_status::ready;
-  // A continuation may still run after close(); none may outlive Impl.
-  if (!stuck && !impl_->wait_zero(&Impl::inflight, close_bound)) stuck = true;
-  if (stuck) log::warn("listener_close_timeout", {{"detail", "cpprestsdk did not release every connection"}});
-  if (!impl_->wait_zero(&Impl::busy, std::chrono::milliseconds(0))) {
-    impl_->stopped = Stopped::handlers_stuck;
-  } else if (stuck) {
-    impl_->stopped = Stopped::listener_stuck;
-  } else {
-    impl_->listener.reset();
-    impl_->stopped = Stopped::clean;
-  }
-  return impl_->stopped;
 }
 
 }  // namespace custos::http

@@ -64,21 +64,6 @@ class HttpServer {
   // std::runtime_error with an operator-facing message.
   void open();
 
-  enum class Stopped {
-    clean,           // listener closed, every handler returned
-    listener_stuck,  // no handler is inside the Service (it may be destroyed), but
-                     // cpprestsdk's close() did not finish: exit with _Exit
-    handlers_stuck,  // a handler is still inside the Service: do not destroy it
-  };
-  // Graceful stop: new requests get 503 (Connection: close), requests being
-  // processed finish (up to `drain`), then the listener closes (bounded:
-  // cpprestsdk 2.10 can hang in close() when a connection is accepted while
-  // it runs). Unless the result is `clean`, this object is leaked on
-  // destruction (cpprestsdk threads may still refer to it) and the process
-  // should end with std::_Exit after closing the Service.
-  Stopped shutdown(std::chrono::milliseconds drain = std::chrono::seconds(20),
-                   std::chrono::milliseconds close_bound = std::chrono::seconds(5));
-
   // Stop for a process about to exit: from now on no request reaches the
   // Service (new ones get 503, Connection: close) and this waits (up to
   // `bound`) for the requests inside it to finish and their replies to be
@@ -86,7 +71,8 @@ class HttpServer {
   // The listener is deliberately left open: cpprestsdk 2.10's close() can
   // crash (epoll_reactor::start_op on a connection it is closing) while
   // request bodies are still being read, and the OS closes the sockets at
-  // exit anyway. The caller must end the process with std::_Exit.
+  // exit anyway. Only destruction may follow; the caller must end the
+  // process with std::_Exit.
   bool drain(std::chrono::milliseconds bound);
 
   // Prometheus text exposition (format 0.0.4) of the HTTP and vault metrics.

@@ -463,7 +463,7 @@ std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, cons
   return out;
 }
 
-std::string Records::seal_note(const SubjectId& id, const std::string& what, const std::string& plaintext) {
+crypto::SecretKey Records::active_subject_dek(const SubjectId& id) {
   std::vector<std::uint8_t> wrapped;
   {
     auto tx = store_.begin(TxMode::read);
@@ -471,7 +471,11 @@ std::string Records::seal_note(const SubjectId& id, const std::string& what, con
     if (!row || row->subject.status != "active") no_subject(id);
     wrapped = row->wrapped_dek;
   }
-  const crypto::SecretKey dek = unwrap_dek(id, wrapped);
+  return unwrap_dek(id, wrapped);
+}
+
+std::string Records::seal_note(const SubjectId& id, const std::string& what, const std::string& plaintext) {
+  const crypto::SecretKey dek = active_subject_dek(id);
   const auto sealed = crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
                                    crypto::field_ad(id, what, schema_.version()), crypto::as_bytes(plaintext));
   return auditfmt::base64_encode(sealed);
@@ -480,14 +484,7 @@ std::string Records::seal_note(const SubjectId& id, const std::string& what, con
 std::string Records::open_note(const SubjectId& id, const std::string& what, const std::string& sealed_b64) {
   const auto sealed = auditfmt::base64_decode(sealed_b64);
   if (!sealed) throw Error(ErrorCode::integrity, "sealed note '" + what + "' is malformed");
-  std::vector<std::uint8_t> wrapped;
-  {
-    auto tx = store_.begin(TxMode::read);
-    auto row = load_row(*tx, id, true);
-    if (!row || row->subject.status != "active") no_subject(id);
-    wrapped = row->wrapped_dek;
-  }
-  const crypto::SecretKey dek = unwrap_dek(id, wrapped);
+  const crypto::SecretKey dek = active_subject_dek(id);
   return plaintext(crypto::open(dek, crypto::field_ad(id, what, crypto::peek_header(*sealed).schema_version), *sealed,
                                 "note '" + what + "'"));
 }

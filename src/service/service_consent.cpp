@@ -35,8 +35,6 @@ Json state_json(const std::vector<consent::State>& states) {
   return out;
 }
 
-std::string controller_name() { return "custos.local"; }
-
 }  // namespace
 
 bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::string& purpose_name,
@@ -90,7 +88,7 @@ Json Service::record_consent(const Caller& caller, std::string_view id_text, con
     for (const auto& e : recorded.events) {
       out["events"].push_back(event_json(e));
       if (e.status == "confirmed" && e.event == "granted")
-        out["receipt"] = Json::parse(impl_->consent->receipt_json(e, *pol, controller_name()));
+        out["receipt"] = Json::parse(impl_->consent->receipt_json(e, *pol, impl_->regulations->controller()));
     }
     if (recorded.confirmation_token) {
       out["confirmation"] = {{"token", *recorded.confirmation_token},
@@ -130,7 +128,7 @@ Json Service::confirm_consent(const Caller& caller, const Json& body) {
   only_keys(body, {"token"});
   const std::string token = required_string(body, "token", 128);
   const consent::Event e = impl_->consent->confirm(impl_->actor(caller), token);
-  return {{"event", event_json(e)}, {"receipt", Json::parse(impl_->consent->receipt_json(e, *pol, controller_name()))}};
+  return {{"event", event_json(e)}, {"receipt", Json::parse(impl_->consent->receipt_json(e, *pol, impl_->regulations->controller()))}};
 }
 
 }  // namespace custos::service

@@ -7,6 +7,7 @@
 
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/entry.h"
+#include "custos/retention/retention.h"
 #include "service_impl.h"
 
 namespace custos::service {
@@ -65,24 +66,6 @@ std::string csv(const std::vector<std::string>& header, const std::vector<std::v
     out << "\r\n";
   }
   return out.str();
-}
-
-// Retention of records that survive an erasure (policies/retention.yaml).
-struct Retained {
-  std::string record, basis;
-  int years = 0;
-};
-std::vector<Retained> retention_rules(const std::filesystem::path& file) {
-  std::vector<Retained> out;
-  try {
-    const YAML::Node root = YAML::LoadFile(file.string());
-    for (const auto& kv : root["records"])
-      out.push_back({kv.first.as<std::string>(), kv.second["basis"].as<std::string>(""),
-                     kv.second["keep"] && kv.second["keep"]["years"] ? kv.second["keep"]["years"].as<int>() : 0});
-  } catch (const YAML::Exception&) {
-    throw Error(ErrorCode::invalid_argument, "cannot read " + file.string());
-  }
-  return out;
 }
 
 Json downstream_systems(const std::filesystem::path& file) {
@@ -233,13 +216,13 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
   } else if (q.type == "erasure") {
     Json retained = Json::array();
     const auto orders = records->orders(id);
-    const auto rules = retention_rules(dir / "retention.yaml");
-    for (const auto& r : rules) {
-      if (r.record != "orders" || orders.empty()) continue;
+    // Orders outlive an erasure for their retention period (policies/retention.yaml).
+    const auto policy = retention::Policy::load(dir / "retention.yaml");
+    if (!orders.empty() && policy.orders.period_us() > 0) {
       std::int64_t last = 0;
       for (const auto& o : orders) last = std::max(last, o.at_us);
-      retained.push_back({{"record", "orders"}, {"count", orders.size()}, {"basis", r.basis},
-                          {"until", regulations->calendar().local_date(last + std::int64_t{r.years} * 365 * kDayUs)}});
+      retained.push_back({{"record", "orders"}, {"count", orders.size()}, {"basis", policy.orders.basis},
+                          {"until", regulations->calendar().local_date(last + policy.orders.period_us())}});
     }
     if (meta.legal_hold) {
       retained.push_back({{"record", "subject"}, {"basis", "legal hold"}, {"until", "the hold is lifted"}});

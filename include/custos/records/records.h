@@ -138,6 +138,8 @@ class Records {
   struct Prepared;
   Prepared prepare(const FieldMap& fields) const;
   crypto::SecretKey unwrap_dek(const SubjectId& id, store::Blob wrapped);
+  // The data key of an active subject (not_found otherwise), read in its own transaction.
+  crypto::SecretKey active_subject_dek(const SubjectId& id);
   FieldMap open_fields(const SubjectId& id, const crypto::SecretKey& dek, store::Blob blob,
                        const std::vector<std::string>& wanted);
 
