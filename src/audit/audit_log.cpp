@@ -146,53 +146,58 @@ void AuditLog::load_head(Transaction& tx) {
   });
 }
 
+auditfmt::Entry AuditLog::draft(const Actor& actor, const Event& event, std::int64_t now_us) const {
+  auditfmt::Entry e;
+  e.time = format_time_us(now_us);
+  e.principal = actor.principal;
+  e.role = actor.role;
+  e.token_id = actor.token_id;
+  e.purpose = actor.purpose;
+  e.operation = event.operation;
+  e.subject_id = event.subject_id;
+  e.fields = event.fields;
+  e.masked_fields = event.masked_fields;
+  e.outcome = event.allowed ? "allowed" : "denied";
+  e.reason = event.reason;
+  e.request_id = actor.request_id;
+  e.node_id = options_.node_id;
+  e.detail = event.detail;
+  e.subject_ids = event.subject_ids;
+  return e;
+}
+
+std::uint64_t AuditLog::add_leaf(Transaction& tx, auditfmt::Entry e, std::int64_t at_us) {
+  auditfmt::Frontier next = *frontier_;
+  e.seq = next.size();
+  e.prev = e.seq == 0 ? Hash{} : last_leaf_;
+  const std::vector<std::uint8_t> bytes = auditfmt::encode(e);
+  const Hash leaf = auditfmt::leaf_hash(bytes);
+  next.append(leaf);
+  tx.exec(
+      "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      {static_cast<std::int64_t>(e.seq), at_us, e.principal, e.purpose, e.operation, e.subject_id, e.outcome, bytes,
+       leaf});
+  for (const auto& sid : e.subject_ids)
+    tx.exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, ?)", {sid, static_cast<std::int64_t>(e.seq)});
+  for (const auto& [level, index, hash] : next.completed())
+    tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
+            {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
+  if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) sign_head(tx, next.size(), next.root());
+  // The cache moves ahead now; if the caller rolls back, load_head sees the
+  // store's last leaf differ and rebuilds.
+  frontier_ = std::move(next);
+  last_leaf_ = leaf;
+  return e.seq;
+}
+
 std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event& event) {
   std::lock_guard lock(mu_);
   return fail_closed([&] {
     if (tx.mode() != TxMode::write) throw Error(ErrorCode::internal, "audit append needs a write transaction");
     load_head(tx);
-    auditfmt::Frontier next = *frontier_;
-    auditfmt::Entry e;
-    e.seq = next.size();
     const std::int64_t now = options_.now_us();
-    e.time = format_time_us(now);
-    e.principal = actor.principal;
-    e.role = actor.role;
-    e.token_id = actor.token_id;
-    e.purpose = actor.purpose;
-    e.operation = event.operation;
-    e.subject_id = event.subject_id;
-    e.fields = event.fields;
-    e.masked_fields = event.masked_fields;
-    e.outcome = event.allowed ? "allowed" : "denied";
-    e.reason = event.reason;
-    e.request_id = actor.request_id;
-    e.node_id = options_.node_id;
-    e.detail = event.detail;
-    e.subject_ids = event.subject_ids;
-    e.prev = e.seq == 0 ? Hash{} : last_leaf_;
-    const std::vector<std::uint8_t> bytes = auditfmt::encode(e);
-    const Hash leaf = auditfmt::leaf_hash(bytes);
-    next.append(leaf);
-    tx.exec(
-        "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        {static_cast<std::int64_t>(e.seq), now, e.principal, e.purpose, e.operation, e.subject_id, e.outcome, bytes,
-         leaf});
-    for (const auto& sid : event.subject_ids)
-      tx.exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, ?)",
-              {sid, static_cast<std::int64_t>(e.seq)});
-    for (const auto& [level, index, hash] : next.completed())
-      tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
-              {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
-    if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) {
-      sign_head(tx, next.size(), next.root());
-    }
-    // The cache moves ahead now; if the caller rolls back, load_head sees the
-    // store's last leaf differ and rebuilds.
-    frontier_ = std::move(next);
-    last_leaf_ = leaf;
-    return e.seq;
+    return add_leaf(tx, draft(actor, event, now), now);
   });
 }
 
@@ -214,6 +219,7 @@ struct AuditLog::Waiter {
 
 void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& events) {
   if (events.empty()) return;
+  if (journal_) return append_journaled(actor, events);
   Waiter self{&actor, &events};
   std::unique_lock lock(group_mu_);
   queue_.push_back(&self);
@@ -270,6 +276,7 @@ Checkpoint AuditLog::sign_head(Transaction& tx, std::uint64_t size, const Hash& 
 }
 
 Checkpoint AuditLog::checkpoint_now() {
+  flush();
   return fail_closed([&] {
     // Lock order everywhere: the store's write lock, then mu_ (append() is
     // called inside a caller's write transaction and then takes mu_).
@@ -336,6 +343,7 @@ std::vector<Checkpoint> AuditLog::checkpoints(std::uint64_t from_size, std::size
 }
 
 std::uint64_t AuditLog::size() {
+  flush();
   auto tx = store_.begin(TxMode::read);
   const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
   return last ? static_cast<std::uint64_t>(*last) + 1 : 0;
@@ -398,6 +406,7 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
   sql += " ORDER BY seq LIMIT ?";
   params.emplace_back(static_cast<std::int64_t>(std::min<std::size_t>(q.limit, 10000)));
   std::vector<auditfmt::Entry> out;
+  flush();
   auto tx = store_.begin(TxMode::read);
   tx->exec_v(sql, params, [&](const Row& r) { out.push_back(auditfmt::decode(r.blob(0))); });
   return out;
@@ -426,6 +435,194 @@ void AuditLog::export_to(std::ostream& out) {
   tx->exec("SELECT entry FROM audit_entries WHERE seq < ? ORDER BY seq", {static_cast<std::int64_t>(n)},
            [&](const Row& r) { writer.add_entry(r.blob(0)); });
   writer.finish();
+}
+
+// ---- The journal of read entries ----------------------------------------
+
+namespace {
+constexpr char kFoldedKey[] = "audit_journal_folded";
+// Folds are rare and large on purpose: every commit makes each reader
+// connection drop its page cache (SQLite's WAL change check), and SQLCipher
+// then decrypts those pages again. Queries, checkpoints and exports fold on
+// demand, so the delay never hides an entry from an auditor.
+constexpr std::size_t kFoldBatch = 65536;     // wake the folder early at this many
+constexpr std::size_t kMaxFoldBatch = 50000;  // entries per fold transaction
+constexpr auto kFoldDelay = std::chrono::milliseconds(1000);
+constexpr auto kFullWait = std::chrono::seconds(5);
+
+std::uint64_t folded_watermark(store::Store& store) {
+  std::uint64_t out = 0;
+  auto tx = store.begin(TxMode::read);
+  tx->exec("SELECT value FROM meta WHERE key = ?", {kFoldedKey},
+           [&](const Row& r) { out = std::strtoull(std::string(r.text(0)).c_str(), nullptr, 10); });
+  return out;
+}
+}  // namespace
+
+std::uint64_t AuditLog::fold_records(const std::vector<const Pending*>& batch) {
+  return fail_closed([&] {
+    auto tx = store_.begin(TxMode::write);
+    {
+      std::lock_guard lock(mu_);
+      load_head(*tx);
+      for (const Pending* p : batch) add_leaf(*tx, auditfmt::decode(p->draft), p->at_us);
+    }
+    // The watermark commits with the entries: after a crash, recovery folds
+    // exactly the records beyond it.
+    const std::string counter = std::to_string(batch.back()->counter);
+    if (tx->exec("UPDATE meta SET value = ? WHERE key = ?", {counter, kFoldedKey}) == 0)
+      tx->exec("INSERT INTO meta (key, value) VALUES (?, ?)", {kFoldedKey, counter});
+    tx->commit();
+    return batch.back()->counter;
+  });
+}
+
+std::uint64_t AuditLog::fold_leftovers(Journal& journal) {
+  std::lock_guard fold_lock(fold_mu_);
+  std::uint64_t last = folded_watermark(store_);
+  std::vector<Pending> left;
+  for (auto& r : journal.recover(last)) {
+    const std::int64_t at = parse_time_us(auditfmt::decode(r.payload).time).value_or(0);
+    left.push_back({r.counter, at, std::move(r.payload)});
+  }
+  std::vector<const Pending*> batch;
+  for (std::size_t i = 0; i < left.size(); ++i) {
+    batch.push_back(&left[i]);
+    if (batch.size() == kMaxFoldBatch || i + 1 == left.size()) {
+      last = fold_records(batch);
+      batch.clear();
+    }
+  }
+  return last;
+}
+
+bool AuditLog::enable_journal(const std::filesystem::path& dir, const crypto::SecretKey& key, JournalOptions options) {
+  auto journal = Journal::open(dir, key, options);
+  if (!journal) return false;
+  journal->start(fold_leftovers(*journal) + 1);
+  {
+    std::lock_guard lock(pend_mu_);
+    journal_ = std::move(journal);
+    stop_folder_ = false;
+  }
+  folder_ = std::thread([this] { fold_loop(); });
+  return true;
+}
+
+void AuditLog::recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key) {
+  if (journal_ || !std::filesystem::exists(dir)) return;
+  if (auto journal = Journal::open(dir, key, {})) fold_leftovers(*journal);
+  // else a live process holds it and folds it itself.
+}
+
+void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& events) {
+  std::vector<std::vector<std::uint8_t>> drafts(events.size());
+  const auto deadline = std::chrono::steady_clock::now() + kFullWait;
+  std::unique_lock lock(pend_mu_);
+  for (;;) {
+    // Time is read under the lock, so journal order is time order.
+    const std::int64_t now = options_.now_us();
+    for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], now));
+    const std::optional<std::uint64_t> first = journal_->append(drafts);
+    if (first) {
+      for (std::size_t i = 0; i < drafts.size(); ++i) pending_.push_back({*first + i, now, std::move(drafts[i])});
+      if (pending_.size() == drafts.size() || pending_.size() >= kFoldBatch) pend_cv_.notify_all();
+      return;
+    }
+    // Every segment holds entries not yet folded: wait for the folder while it is healthy.
+    if (!fold_error_.empty())
+      throw Error(ErrorCode::audit_unavailable, "audit log cannot be written: " + fold_error_);
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw Error(ErrorCode::audit_unavailable, "audit journal is full and its entries are not being folded");
+    fold_now_ = true;
+    pend_cv_.notify_all();
+    pend_cv_.wait_until(lock, deadline);
+  }
+}
+
+void AuditLog::fold_pending(bool everything) {
+  std::lock_guard fold_lock(fold_mu_);
+  std::uint64_t target = 0;
+  {
+    std::lock_guard lock(pend_mu_);
+    if (pending_.empty()) return;
+    target = pending_.back().counter;
+  }
+  for (;;) {
+    // Only this thread (holding fold_mu_) removes from pending_, and a deque
+    // keeps references valid while others push at its back.
+    std::vector<const Pending*> batch;
+    {
+      std::lock_guard lock(pend_mu_);
+      for (const auto& p : pending_) {
+        if (p.counter > target || batch.size() == kMaxFoldBatch) break;
+        batch.push_back(&p);
+      }
+    }
+    if (batch.empty()) return;
+    try {
+      fold_records(batch);
+    } catch (const std::exception& e) {
+      std::lock_guard lock(pend_mu_);
+      fold_error_ = e.what();
+      pend_cv_.notify_all();
+      throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+    }
+    {
+      std::lock_guard lock(pend_mu_);
+      const std::uint64_t through = batch.back()->counter;
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(batch.size()));
+      fold_error_.clear();
+      journal_->release_through(through);
+    }
+    pend_cv_.notify_all();
+    if (!everything) return;
+  }
+}
+
+void AuditLog::flush() {
+  if (journal_) fold_pending(true);
+}
+
+void AuditLog::fold_loop() {
+  std::unique_lock lock(pend_mu_);
+  while (!stop_folder_) {
+    // Sleep until a read arrives, then let a batch gather for a few ms.
+    pend_cv_.wait(lock, [&] { return stop_folder_ || !pending_.empty(); });
+    pend_cv_.wait_for(lock, kFoldDelay,
+                      [&] { return stop_folder_ || fold_now_ || pending_.size() >= kFoldBatch; });
+    if (stop_folder_) break;
+    fold_now_ = false;
+    lock.unlock();
+    bool failed = false;
+    try {
+      fold_pending(false);
+    } catch (...) {
+      failed = true;  // kept in fold_error_; the records stay in the journal
+    }
+    lock.lock();
+    try {
+      journal_->prepare_spare();
+    } catch (...) {
+      // A read needing a segment will try again and fail closed if it must.
+    }
+    if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_folder_; });
+  }
+}
+
+AuditLog::~AuditLog() {
+  if (!folder_.joinable()) return;
+  {
+    std::lock_guard lock(pend_mu_);
+    stop_folder_ = true;
+  }
+  pend_cv_.notify_all();
+  folder_.join();
+  try {
+    fold_pending(true);
+  } catch (...) {
+    // Still in the journal: the next open folds it.
+  }
 }
 
 }  // namespace custos::audit

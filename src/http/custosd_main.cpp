@@ -13,6 +13,7 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <pplx/threadpool.h>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
   std::string tls_cert, tls_key, passphrase_file, policies, node_id = "node-1", log_level = "info";
   std::size_t max_body = 1024 * 1024;
   long retention_interval = 86400;
+  int threads = 0;
   bool allow_plain = false;
   app.add_option("--data-dir", data_dir, "data directory created by `custos init` (default ./custos-data)");
   app.add_option("--listen", listen, "HOST:PORT or [IPv6]:PORT to listen on (default 127.0.0.1:8443)");
@@ -137,6 +139,8 @@ int main(int argc, char** argv) {
   app.add_option("--retention-interval", retention_interval,
                  "seconds between scheduled retention purges (default 86400; 0 disables)")
       ->check(CLI::Range(0, 365 * 86400));
+  app.add_option("--threads", threads, "request worker threads (default: 4 per core, at least 8)")
+      ->check(CLI::Range(1, 512));
   app.add_option("--node-id", node_id, "this node's id in audit entries (default node-1)");
   app.add_option("--log-level", log_level, "debug | info | warn | error (default info; warn drops access lines)");
   try {
@@ -185,7 +189,10 @@ int main(int argc, char** argv) {
     if (!passphrase_file.empty()) o.passphrase = custos::crypto::read_passphrase_file(passphrase_file);
     if (!policies.empty()) o.policy_dir = policies;
     o.node_id = node_id;
+    o.audit_journal = true;
     svc = custos::service::Service::open(o);
+    if (!svc->audit_journal_active())
+      hlog::warn("audit_journal_busy", {{"cause", "another process holds the audit journal; each read commits its entry"}});
   } catch (const custos::Error& e) {
     hlog::error("startup_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
     std::cerr << "custosd: " << e.what() << "\n";
@@ -195,6 +202,11 @@ int main(int argc, char** argv) {
     std::cerr << "custosd: cannot open the vault in " << data_dir << "\n";
     return 1;
   }
+
+  // cpprestsdk's default pool (40 threads) mostly adds context switches on a
+  // small machine; handlers do not block on the network.
+  if (threads == 0) threads = std::max(8, 4 * static_cast<int>(std::thread::hardware_concurrency()));
+  crossplat::threadpool::initialize_with_threads(static_cast<std::size_t>(threads));
 
   custos::http::ServerOptions options;
   options.url = url;

@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kSigningSlot = "audit:signing";
+constexpr const char* kJournalSlot = "audit:journal";
 constexpr std::size_t kMaxBatch = 1000;
 
 fs::path key_dir(const fs::path& data_dir) { return data_dir / "keys"; }
@@ -177,6 +178,12 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   ao.checkpoint_every_ms = options.checkpoint_every_ms;
   ao.now_us = options.clock_us;
   impl->audit = std::make_unique<audit::AuditLog>(*impl->store, *impl->signer, ao);
+  const fs::path journal_dir = dir / "audit-journal";
+  if (options.audit_journal)
+    impl->audit_journal = impl->audit->enable_journal(journal_dir, impl->keys->named_key(kJournalSlot),
+                                                      options.audit_journal_options);
+  else if (fs::exists(journal_dir))
+    impl->audit->recover_journal(journal_dir, impl->keys->named_key(kJournalSlot));
   impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
   impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");
@@ -492,6 +499,8 @@ Json Service::verify_export_file(const fs::path& file) const {
 void Service::checkpoint_if_due() { impl_->audit->checkpoint_if_due(); }
 
 std::uint64_t Service::audit_size() { return impl_->audit->size(); }
+
+bool Service::audit_journal_active() const { return impl_->audit_journal; }
 
 std::uint64_t Service::audit_checkpoint_size() {
   const auto cp = impl_->audit->latest_checkpoint();

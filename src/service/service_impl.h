@@ -28,6 +28,7 @@ struct Service::Impl {
   records::Schema schema;
   std::unique_ptr<crypto::Signer> signer;
   std::unique_ptr<audit::AuditLog> audit;
+  bool audit_journal = false;
   std::unique_ptr<records::Records> records;
   std::unique_ptr<access::TokenStore> tokens;
   std::unique_ptr<consent::Ledger> consent;

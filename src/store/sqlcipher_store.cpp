@@ -37,14 +37,19 @@ class Connection {
     sodium_memzero(pragma, sizeof pragma);
     if (rc != SQLITE_OK) fail(db_, "cannot key database " + file.string());
     exec_plain("PRAGMA cipher_page_size = " + std::to_string(options.cipher_page_size));
+    // Before the first read: a connection opened while another one commits
+    // or checkpoints must wait for it, not fail.
+    sqlite3_busy_timeout(db_, options.busy_timeout_ms);
     // The first real read decrypts page 1: a wrong key or a damaged file fails here.
-    if (sqlite3_exec(db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    if (const int check = sqlite3_exec(db_, "SELECT count(*) FROM sqlite_master", nullptr, nullptr, nullptr);
+        check != SQLITE_OK) {
+      const std::string cause = check == SQLITE_NOTADB
+                                    ? " cannot be read: it is corrupted or was encrypted with another key"
+                                    : std::string(" cannot be read: ") + sqlite3_errmsg(db_);
       sqlite3_close(db_);
       db_ = nullptr;
-      throw Error(ErrorCode::storage, "database " + file.string() +
-                                          " cannot be read: it is corrupted or was encrypted with another key");
+      throw Error(ErrorCode::storage, "database " + file.string() + cause);
     }
-    sqlite3_busy_timeout(db_, options.busy_timeout_ms);
     exec_plain("PRAGMA journal_mode = WAL");
     exec_plain(options.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
     exec_plain("PRAGMA secure_delete = ON");
@@ -157,7 +162,9 @@ class SqlcipherStore final : public Store {
 
   void release(std::unique_ptr<Connection> conn) {
     std::lock_guard lock(pool_mu_);
-    if (idle_.size() < 16) idle_.push_back(std::move(conn));
+    // Enough for every worker of a busy custosd: reopening a connection
+    // re-reads and decrypts the schema.
+    if (idle_.size() < 64) idle_.push_back(std::move(conn));
   }
 
  private:

@@ -65,6 +65,12 @@ struct Core {
     audit = std::make_unique<audit::AuditLog>(*store, *signer, audit_options);
     records = std::make_unique<records::Records>(*store, *keys, schema, *audit);
   }
+
+  // Reads record their entries through the audit journal, as in custosd.
+  void enable_journal() {
+    if (!audit->enable_journal(vault.data_dir() / "audit-journal", keys->named_key("audit:journal")))
+      throw std::runtime_error("the audit journal is held by another process");
+  }
 };
 
 

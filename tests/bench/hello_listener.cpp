@@ -1,16 +1,22 @@
-// bench_hello_listener URL — the smallest cpprestsdk http_listener: answers
-// every request with 200 "ok" until SIGTERM/SIGINT. The baseline for
+// bench_hello_listener URL [THREADS] — the smallest cpprestsdk http_listener:
+// answers every request with 200 "ok" until SIGTERM/SIGINT. The baseline for
 // scripts/bench_http.sh: custosd's cost over it is the vault's own work.
+// THREADS sizes cpprestsdk's pool (default: its own, 40), so the baseline
+// can run with the same pool as custosd.
 #include <signal.h>
 
 #include <cpprest/http_listener.h>
+#include <pplx/threadpool.h>
+
+#include <cstdlib>
 #include <iostream>
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::cerr << "usage: bench_hello_listener http://127.0.0.1:PORT\n";
+  if (argc != 2 && argc != 3) {
+    std::cerr << "usage: bench_hello_listener http://127.0.0.1:PORT [THREADS]\n";
     return 2;
   }
+  if (argc == 3) crossplat::threadpool::initialize_with_threads(std::strtoul(argv[2], nullptr, 10));
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);

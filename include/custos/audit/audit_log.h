@@ -10,17 +10,28 @@
 // write the log surfaces as Error(audit_unavailable); callers must not
 // release plaintext before the transaction holding the entry committed.
 // Entries never hold personal values, only names, ids and codes.
+//
+// Reads use `append_durable`. With a journal enabled (custosd), their
+// entries are sealed into the journal (journal.h) and folded into the tree
+// by a background thread within a few milliseconds; every query, checkpoint,
+// export and size first folds what is pending, so callers see every entry
+// of every read that returned. Without one, each read group-commits a store
+// transaction.
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "custos/audit/journal.h"
 #include "custos/crypto/signer.h"
 #include "custos/store/store.h"
 #include "custos_audit/entry.h"
@@ -84,10 +95,23 @@ class AuditLog {
   std::uint64_t append(store::Transaction& tx, const Actor& actor, const Event& event);
   // Appends in a transaction of its own (denials, audit-only events).
   std::uint64_t append_now(const Actor& actor, const Event& event);
-  // Group commit for reads: the events of concurrent callers share one
-  // transaction. Returns only once the caller's entries are committed;
-  // throws Error(audit_unavailable) if that commit failed (fail closed).
+  // For reads: returns only once the caller's entries are recorded durably
+  // (in the journal, or committed with concurrent callers' in one
+  // transaction); throws Error(audit_unavailable) if they could not be
+  // (fail closed).
   void append_durable(const Actor& actor, const std::vector<Event>& events);
+
+  // Records reads through the journal in `dir`, after folding whatever a
+  // crashed process left there. Returns false (reads then commit directly)
+  // if another process holds the journal. Throws Error(audit_unavailable)
+  // if it cannot be opened or the leftovers cannot be folded.
+  bool enable_journal(const std::filesystem::path& dir, const crypto::SecretKey& key, JournalOptions options = {});
+  // Folds a crashed process's leftover journal in `dir`, unless a live
+  // process holds it. For processes that do not journal themselves.
+  void recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key);
+  // Folds every journaled entry into the tree now.
+  void flush();
+  ~AuditLog();
 
   // Signs the current head if it is larger than the last checkpoint; returns the latest.
   Checkpoint checkpoint_now();
@@ -119,6 +143,21 @@ class AuditLog {
   void load_head(store::Transaction& tx);
   Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
   std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
+  auditfmt::Entry draft(const Actor& actor, const Event& event, std::int64_t now_us) const;
+  // mu_ held and the head loaded: places `e` at the end of the tree.
+  std::uint64_t add_leaf(store::Transaction& tx, auditfmt::Entry e, std::int64_t at_us);
+  // Journal: a record waiting to be folded.
+  struct Pending {
+    std::uint64_t counter;
+    std::int64_t at_us;
+    std::vector<std::uint8_t> draft;  // canonical bytes, seq and prev still zero
+  };
+  void append_journaled(const Actor& actor, const std::vector<Event>& events);
+  std::uint64_t fold_records(const std::vector<const Pending*>& batch);
+  // Folds what an earlier process left in `journal`; returns the last counter folded.
+  std::uint64_t fold_leftovers(Journal& journal);
+  void fold_pending(bool everything);
+  void fold_loop();
 
   store::Store& store_;
   const crypto::Signer& signer_;
@@ -137,6 +176,18 @@ class AuditLog {
   Hash last_leaf_{};
   std::uint64_t last_checkpoint_size_ = 0;
   std::int64_t last_checkpoint_at_us_ = 0;
+
+  // The journal (null until enabled). pend_mu_ guards journal_'s appends and
+  // releases, pending_ and the folder's state; fold_mu_ serialises folds.
+  std::unique_ptr<Journal> journal_;
+  std::mutex pend_mu_;
+  std::condition_variable pend_cv_;
+  std::deque<Pending> pending_;
+  std::string fold_error_;  // last fold's failure, empty when healthy
+  bool stop_folder_ = false;
+  bool fold_now_ = false;  // a reader found the journal full
+  std::mutex fold_mu_;
+  std::thread folder_;
 };
 
 // RFC 3339 UTC with microseconds.

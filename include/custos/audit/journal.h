@@ -1,0 +1,89 @@
+// custos/audit/journal.h — the write-ahead journal for the entries of reads.
+//
+// A read must record its audit entry before any plaintext leaves, but a store
+// transaction per read costs ~200 µs (a dozen encrypted WAL pages: the entry,
+// its five index rows, the Merkle nodes). The journal makes the record cheap:
+// the entry's canonical bytes (without its tree position, which the fold
+// assigns) are sealed and copied into a preallocated, memory-mapped segment
+// file. When `append` returns, the record is in the kernel's page cache: it
+// survives a crash of the process exactly as a SQLCipher commit with
+// synchronous=NORMAL does. AuditLog folds records into the Merkle tables in
+// the background and on demand, and on open folds whatever a crashed process
+// left beyond the store's watermark.
+//
+// Contract: one process writes a journal directory at a time (flock on
+// <dir>/LOCK); `open` returns nullptr when another process holds it.
+// Every record is sealed (AES-256-GCM with AES-NI, else ChaCha20-Poly1305)
+// under a key derived from the journal key and the segment's random file id,
+// with its counter as nonce: a record cannot be read, altered or moved
+// without the vault's keys. Not thread-safe; AuditLog serialises calls.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "custos/crypto/secret_key.h"
+
+namespace custos::audit {
+
+struct JournalOptions {
+  std::size_t segment_bytes = std::size_t{16} << 20;  // ~50,000 entries each
+  std::size_t max_segments = 8;                       // bound on unfolded records
+};
+
+struct JournalRecord {
+  std::uint64_t counter = 0;
+  std::vector<std::uint8_t> payload;
+};
+
+class Journal {
+ public:
+  // Opens `dir` (created 0700) and takes its lock; nullptr if another process
+  // holds it. Throws Error(audit_unavailable) if the directory is unusable.
+  static std::unique_ptr<Journal> open(const std::filesystem::path& dir, const crypto::SecretKey& key,
+                                       JournalOptions options);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // Every readable record an earlier process left with counter > `after`,
+  // in counter order. A torn or unauthentic record ends its segment.
+  std::vector<JournalRecord> recover(std::uint64_t after);
+  // Starts appending with counter `next`; the old segments become spares.
+  void start(std::uint64_t next);
+
+  // Seals and appends the payloads, all in one segment, consecutively.
+  // Returns the first one's counter, or nullopt when every segment holds
+  // records not yet folded (the caller waits for the fold). Throws
+  // Error(audit_unavailable) when a segment cannot be created.
+  std::optional<std::uint64_t> append(std::span<const std::vector<std::uint8_t>> payloads);
+
+  // Records up to `counter` are in the store; their segments may be reused.
+  void release_through(std::uint64_t counter);
+  // Creates a spare segment ahead of need, so reads rarely create files.
+  void prepare_spare();
+
+  struct Segment;
+
+ private:
+  Journal(std::filesystem::path dir, int lock_fd, const crypto::SecretKey& key, JournalOptions options);
+  Segment& activate_spare();
+
+  std::filesystem::path dir_;
+  int lock_fd_ = -1;
+  crypto::SecretKey key_;
+  JournalOptions options_;
+  std::vector<std::unique_ptr<Segment>> segments_;  // all mapped segment files
+  Segment* current_ = nullptr;
+  std::vector<Segment*> sealed_;  // full segments with unfolded records, oldest first
+  std::vector<Segment*> spares_;
+  std::uint64_t next_counter_ = 1;
+  std::uint64_t next_file_number_ = 0;
+};
+
+}  // namespace custos::audit

@@ -1,0 +1,335 @@
+#include "custos/audit/journal.h"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "custos/error.h"
+
+namespace custos::audit {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Segment layout (all integers little-endian):
+//   [0, 8)    magic "CUSTOSAJ"
+//   [8]       format version (1)
+//   [9]       sealing algorithm (1 AES-256-GCM, 2 ChaCha20-Poly1305-IETF)
+//   [16, 32)  file id (random per activation)
+//   [32, 40)  counter of the first record
+//   [4096, …) records: u32 ciphertext length, ciphertext (payload + 16-byte tag);
+//             a zero length ends the segment.
+constexpr std::size_t kHeaderBytes = 4096;
+constexpr std::size_t kTagBytes = 16;
+constexpr char kMagic[8] = {'C', 'U', 'S', 'T', 'O', 'S', 'A', 'J'};
+constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kAesGcm = 1;
+constexpr std::uint8_t kChaCha = 2;
+constexpr std::size_t kSparesKept = 2;
+using FileId = std::array<std::uint8_t, 16>;
+
+[[noreturn]] void fail(const std::string& what) {
+  throw Error(ErrorCode::audit_unavailable, "audit journal: " + what + ": " + std::strerror(errno));
+}
+
+void put_u32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+std::uint32_t get_u32(const std::uint8_t* p) {
+  std::uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+void put_u64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+std::uint64_t get_u64(const std::uint8_t* p) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Seals records of one segment: key = BLAKE2b(journal key; label || file id),
+// nonce = the record's counter, associated data = the file id.
+class Sealer {
+ public:
+  Sealer(std::uint8_t algorithm, const crypto::SecretKey& journal_key, const FileId& file_id)
+      : algorithm_(algorithm), file_id_(file_id), key_(derive(journal_key, file_id)) {
+    if (algorithm_ == kAesGcm) {
+      if (!crypto_aead_aes256gcm_is_available())
+        throw Error(ErrorCode::audit_unavailable, "audit journal: segment sealed with AES-GCM, which this CPU lacks");
+      aes_ = static_cast<crypto_aead_aes256gcm_state*>(sodium_malloc(sizeof(crypto_aead_aes256gcm_state)));
+      if (!aes_) throw Error(ErrorCode::internal, "out of secure memory");
+      crypto_aead_aes256gcm_beforenm(aes_, key_.data());
+    } else if (algorithm_ != kChaCha) {
+      throw Error(ErrorCode::integrity, "audit journal: unknown sealing algorithm");
+    }
+  }
+  ~Sealer() {
+    if (aes_) sodium_free(aes_);  // sodium_free wipes
+  }
+  Sealer(const Sealer&) = delete;
+  Sealer& operator=(const Sealer&) = delete;
+
+  static std::uint8_t preferred() { return crypto_aead_aes256gcm_is_available() ? kAesGcm : kChaCha; }
+
+  // Writes payload.size() + kTagBytes bytes at `out`.
+  void seal(std::uint64_t counter, std::span<const std::uint8_t> payload, std::uint8_t* out) const {
+    std::array<std::uint8_t, 12> nonce{};
+    put_u64(nonce.data(), counter);
+    unsigned long long len = 0;
+    if (algorithm_ == kAesGcm)
+      crypto_aead_aes256gcm_encrypt_afternm(out, &len, payload.data(), payload.size(), file_id_.data(),
+                                            file_id_.size(), nullptr, nonce.data(), aes_);
+    else
+      crypto_aead_chacha20poly1305_ietf_encrypt(out, &len, payload.data(), payload.size(), file_id_.data(),
+                                                file_id_.size(), nullptr, nonce.data(), key_.data());
+  }
+
+  bool open(std::uint64_t counter, std::span<const std::uint8_t> sealed, std::vector<std::uint8_t>& out) const {
+    if (sealed.size() < kTagBytes) return false;
+    std::array<std::uint8_t, 12> nonce{};
+    put_u64(nonce.data(), counter);
+    out.resize(sealed.size() - kTagBytes);
+    unsigned long long len = 0;
+    const int rc =
+        algorithm_ == kAesGcm
+            ? crypto_aead_aes256gcm_decrypt_afternm(out.data(), &len, nullptr, sealed.data(), sealed.size(),
+                                                    file_id_.data(), file_id_.size(), nonce.data(), aes_)
+            : crypto_aead_chacha20poly1305_ietf_decrypt(out.data(), &len, nullptr, sealed.data(), sealed.size(),
+                                                        file_id_.data(), file_id_.size(), nonce.data(), key_.data());
+    return rc == 0;
+  }
+
+ private:
+  static crypto::SecretKey derive(const crypto::SecretKey& journal_key, const FileId& file_id) {
+    static constexpr char kLabel[] = "custos audit journal segment v1";
+    std::array<std::uint8_t, sizeof kLabel - 1 + 16> msg{};
+    std::memcpy(msg.data(), kLabel, sizeof kLabel - 1);
+    std::memcpy(msg.data() + sizeof kLabel - 1, file_id.data(), file_id.size());
+    std::array<std::uint8_t, crypto::SecretKey::kSize> out{};
+    crypto_generichash(out.data(), out.size(), msg.data(), msg.size(), journal_key.data(), crypto::SecretKey::kSize);
+    crypto::SecretKey key = crypto::SecretKey::from_bytes(out);
+    sodium_memzero(out.data(), out.size());
+    return key;
+  }
+
+  std::uint8_t algorithm_;
+  FileId file_id_;
+  crypto::SecretKey key_;
+  crypto_aead_aes256gcm_state* aes_ = nullptr;
+};
+
+}  // namespace
+
+struct Journal::Segment {
+  fs::path path;
+  int fd = -1;
+  std::uint8_t* map = nullptr;
+  std::size_t size = 0;
+  std::uint64_t first_counter = 0;
+  std::uint64_t last_counter = 0;  // 0: no record yet
+  std::size_t offset = kHeaderBytes;
+  std::unique_ptr<Sealer> sealer;
+
+  ~Segment() {
+    if (map) ::munmap(map, size);
+    if (fd >= 0) ::close(fd);
+  }
+
+  // Maps an open segment file of `bytes` bytes.
+  void map_file(std::size_t bytes) {
+    size = bytes;
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) fail("cannot map " + path.filename().string());
+    map = static_cast<std::uint8_t*>(p);
+  }
+};
+
+Journal::Journal(fs::path dir, int lock_fd, const crypto::SecretKey& key, JournalOptions options)
+    : dir_(std::move(dir)), lock_fd_(lock_fd), key_(key.clone()), options_(options) {}
+
+Journal::~Journal() {
+  segments_.clear();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+std::unique_ptr<Journal> Journal::open(const fs::path& dir, const crypto::SecretKey& key, JournalOptions options) {
+  if (options.segment_bytes < 2 * kHeaderBytes) options.segment_bytes = 2 * kHeaderBytes;
+  if (options.max_segments < 1) options.max_segments = 1;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(ErrorCode::audit_unavailable, "audit journal: cannot create " + dir.string() + ": " + ec.message());
+  ::chmod(dir.c_str(), 0700);
+  const int fd = ::open((dir / "LOCK").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) fail("cannot open its lock file");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) return nullptr;
+    errno = err;
+    fail("cannot lock");
+  }
+  std::unique_ptr<Journal> j(new Journal(dir, fd, key, options));
+  // Map every segment an earlier process left, in file order.
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".aj") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& path : files) {
+    auto seg = std::make_unique<Segment>();
+    seg->path = path;
+    seg->fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (seg->fd < 0) fail("cannot open " + path.filename().string());
+    struct stat st {};
+    if (::fstat(seg->fd, &st) != 0) fail("cannot stat " + path.filename().string());
+    if (static_cast<std::size_t>(st.st_size) < 2 * kHeaderBytes) {
+      ::unlink(path.c_str());  // a segment whose creation did not finish
+      continue;
+    }
+    seg->map_file(static_cast<std::size_t>(st.st_size));
+    const std::string stem = path.stem().string();  // segment-000042
+    const auto dash = stem.rfind('-');
+    if (dash != std::string::npos)
+      j->next_file_number_ = std::max<std::uint64_t>(j->next_file_number_, std::strtoull(stem.c_str() + dash + 1, nullptr, 10) + 1);
+    j->segments_.push_back(std::move(seg));
+  }
+  return j;
+}
+
+std::vector<JournalRecord> Journal::recover(std::uint64_t after) {
+  std::vector<JournalRecord> out;
+  for (auto& seg : segments_) {
+    const std::uint8_t* h = seg->map;
+    if (std::memcmp(h, kMagic, sizeof kMagic) != 0 || h[8] != kVersion) continue;  // never activated
+    FileId file_id;
+    std::memcpy(file_id.data(), h + 16, file_id.size());
+    const Sealer sealer(h[9], key_, file_id);
+    std::uint64_t counter = get_u64(h + 32);
+    std::size_t off = kHeaderBytes;
+    while (off + 4 <= seg->size) {
+      const std::uint32_t len = get_u32(seg->map + off);
+      if (len < kTagBytes || off + 4 + len > seg->size) break;  // end, or torn
+      JournalRecord r;
+      if (!sealer.open(counter, {seg->map + off + 4, len}, r.payload)) break;
+      r.counter = counter;
+      if (counter > after) out.push_back(std::move(r));
+      ++counter;
+      off += 4 + len;
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.counter < b.counter; });
+  return out;
+}
+
+void Journal::start(std::uint64_t next) {
+  next_counter_ = std::max<std::uint64_t>(next, 1);
+  current_ = nullptr;
+  sealed_.clear();
+  spares_.clear();
+  for (auto& seg : segments_) spares_.push_back(seg.get());
+}
+
+void Journal::prepare_spare() {
+  if (!spares_.empty() || segments_.size() >= options_.max_segments) return;
+  auto seg = std::make_unique<Segment>();
+  char name[40];
+  std::snprintf(name, sizeof name, "segment-%06llu.aj", static_cast<unsigned long long>(next_file_number_++));
+  seg->path = dir_ / name;
+  seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (seg->fd < 0) fail("cannot create " + seg->path.filename().string());
+  // Reserve every block now: a full disk fails here, never inside a read's copy.
+  if (const int rc = ::posix_fallocate(seg->fd, 0, static_cast<off_t>(options_.segment_bytes)); rc != 0) {
+    ::close(seg->fd);
+    seg->fd = -1;
+    ::unlink(seg->path.c_str());
+    errno = rc;
+    fail("cannot reserve " + std::to_string(options_.segment_bytes) + " bytes");
+  }
+  seg->map_file(options_.segment_bytes);
+  if (const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  spares_.push_back(seg.get());
+  segments_.push_back(std::move(seg));
+}
+
+Journal::Segment& Journal::activate_spare() {
+  Segment& seg = *spares_.back();
+  spares_.pop_back();
+  FileId file_id;
+  randombytes_buf(file_id.data(), file_id.size());
+  const std::uint8_t algorithm = Sealer::preferred();
+  seg.sealer = std::make_unique<Sealer>(algorithm, key_, file_id);
+  seg.first_counter = next_counter_;
+  seg.last_counter = 0;
+  seg.offset = kHeaderBytes;
+  // The old records die first (zero length), then the header names the new file id.
+  put_u32(seg.map + kHeaderBytes, 0);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  std::uint8_t* h = seg.map;
+  std::memset(h, 0, 64);
+  std::memcpy(h, kMagic, sizeof kMagic);
+  h[8] = kVersion;
+  h[9] = algorithm;
+  std::memcpy(h + 16, file_id.data(), file_id.size());
+  put_u64(h + 32, seg.first_counter);
+  return seg;
+}
+
+std::optional<std::uint64_t> Journal::append(std::span<const std::vector<std::uint8_t>> payloads) {
+  std::size_t need = 4;  // the terminator after the last record
+  for (const auto& p : payloads) need += 4 + p.size() + kTagBytes;
+  if (need > options_.segment_bytes - kHeaderBytes)
+    throw Error(ErrorCode::audit_unavailable, "audit journal: entries too large for one segment");
+  if (!current_ || current_->offset + need > current_->size) {
+    if (spares_.empty()) {
+      if (segments_.size() >= options_.max_segments) return std::nullopt;
+      prepare_spare();
+    }
+    if (current_) (current_->last_counter ? sealed_ : spares_).push_back(current_);
+    current_ = &activate_spare();
+  }
+  Segment& seg = *current_;
+  const std::uint64_t first = next_counter_;
+  for (const auto& p : payloads) {
+    std::uint8_t* at = seg.map + seg.offset;
+    const std::size_t sealed = p.size() + kTagBytes;
+    seg.sealer->seal(next_counter_, p, at + 4);
+    put_u32(at + 4 + sealed, 0);  // the new end
+    // The length goes last: a crash before it leaves the old end in place.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    put_u32(at, static_cast<std::uint32_t>(sealed));
+    seg.offset += 4 + sealed;
+    seg.last_counter = next_counter_++;
+  }
+  return first;
+}
+
+void Journal::release_through(std::uint64_t counter) {
+  while (!sealed_.empty() && sealed_.front()->last_counter <= counter) {
+    spares_.push_back(sealed_.front());
+    sealed_.erase(sealed_.begin());
+  }
+  // Give back disk beyond a few spares (after a burst).
+  while (spares_.size() > kSparesKept) {
+    Segment* seg = spares_.front();
+    spares_.erase(spares_.begin());
+    const fs::path path = seg->path;
+    segments_.erase(std::find_if(segments_.begin(), segments_.end(), [&](const auto& s) { return s.get() == seg; }));
+    ::unlink(path.c_str());
+  }
+}
+
+}  // namespace custos::audit
