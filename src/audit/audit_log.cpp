@@ -445,9 +445,7 @@ constexpr char kFoldedKey[] = "audit_journal_folded";
 // connection drop its page cache (SQLite's WAL change check), and SQLCipher
 // then decrypts those pages again. Queries, checkpoints and exports fold on
 // demand, so the delay never hides an entry from an auditor.
-constexpr std::size_t kFoldBatch = 65536;     // wake the folder early at this many
 constexpr std::size_t kMaxFoldBatch = 50000;  // entries per fold transaction
-constexpr auto kFoldDelay = std::chrono::milliseconds(1000);
 constexpr auto kFullWait = std::chrono::seconds(5);
 
 std::uint64_t folded_watermark(store::Store& store) {
@@ -459,39 +457,36 @@ std::uint64_t folded_watermark(store::Store& store) {
 }
 }  // namespace
 
-std::uint64_t AuditLog::fold_records(const std::vector<const Pending*>& batch) {
+std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
   return fail_closed([&] {
     auto tx = store_.begin(TxMode::write);
     {
       std::lock_guard lock(mu_);
       load_head(*tx);
-      for (const Pending* p : batch) add_leaf(*tx, auditfmt::decode(p->draft), p->at_us);
+      for (const auto& r : batch) {
+        auditfmt::Entry e = auditfmt::decode(r.payload);
+        const std::int64_t at = parse_time_us(e.time).value_or(0);
+        add_leaf(*tx, std::move(e), at);
+      }
     }
     // The watermark commits with the entries: after a crash, recovery folds
     // exactly the records beyond it.
-    const std::string counter = std::to_string(batch.back()->counter);
+    const std::string counter = std::to_string(batch.back().counter);
     if (tx->exec("UPDATE meta SET value = ? WHERE key = ?", {counter, kFoldedKey}) == 0)
       tx->exec("INSERT INTO meta (key, value) VALUES (?, ?)", {kFoldedKey, counter});
     tx->commit();
-    return batch.back()->counter;
+    return batch.back().counter;
   });
 }
 
 std::uint64_t AuditLog::fold_leftovers(Journal& journal) {
   std::lock_guard fold_lock(fold_mu_);
   std::uint64_t last = folded_watermark(store_);
-  std::vector<Pending> left;
-  for (auto& r : journal.recover(last)) {
-    const std::int64_t at = parse_time_us(auditfmt::decode(r.payload).time).value_or(0);
-    left.push_back({r.counter, at, std::move(r.payload)});
-  }
-  std::vector<const Pending*> batch;
-  for (std::size_t i = 0; i < left.size(); ++i) {
-    batch.push_back(&left[i]);
-    if (batch.size() == kMaxFoldBatch || i + 1 == left.size()) {
-      last = fold_records(batch);
-      batch.clear();
-    }
+  std::vector<JournalRecord> left = journal.recover(last);
+  for (std::size_t i = 0; i < left.size(); i += kMaxFoldBatch) {
+    const auto end = left.begin() + static_cast<std::ptrdiff_t>(std::min(left.size(), i + kMaxFoldBatch));
+    last = fold_records(std::vector<JournalRecord>(std::make_move_iterator(left.begin() + static_cast<std::ptrdiff_t>(i)),
+                                                   std::make_move_iterator(end)));
   }
   return last;
 }
@@ -499,10 +494,13 @@ std::uint64_t AuditLog::fold_leftovers(Journal& journal) {
 bool AuditLog::enable_journal(const std::filesystem::path& dir, const crypto::SecretKey& key, JournalOptions options) {
   auto journal = Journal::open(dir, key, options);
   if (!journal) return false;
-  journal->start(fold_leftovers(*journal) + 1);
+  const std::uint64_t last = fold_leftovers(*journal);
+  journal->start(last + 1);
   {
     std::lock_guard lock(pend_mu_);
     journal_ = std::move(journal);
+    written_through_ = folded_through_ = last;
+    fold_interval_ = std::chrono::milliseconds(std::max<std::int64_t>(1, options.fold_interval_ms));
     stop_folder_ = false;
   }
   folder_ = std::thread([this] { fold_loop(); });
@@ -525,8 +523,10 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
     for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], now));
     const std::optional<std::uint64_t> first = journal_->append(drafts);
     if (first) {
-      for (std::size_t i = 0; i < drafts.size(); ++i) pending_.push_back({*first + i, now, std::move(drafts[i])});
-      if (pending_.size() == drafts.size() || pending_.size() >= kFoldBatch) pend_cv_.notify_all();
+      const bool was_idle = written_through_ == folded_through_;
+      written_through_ = *first + drafts.size() - 1;
+      if (!fold_now_ && journal_->half_full()) fold_now_ = true;
+      if (was_idle || fold_now_) pend_cv_.notify_all();
       return;
     }
     // Every segment holds entries not yet folded: wait for the folder while it is healthy.
@@ -545,23 +545,20 @@ void AuditLog::fold_pending(bool everything) {
   std::uint64_t target = 0;
   {
     std::lock_guard lock(pend_mu_);
-    if (pending_.empty()) return;
-    target = pending_.back().counter;
+    target = written_through_;
   }
   for (;;) {
-    // Only this thread (holding fold_mu_) removes from pending_, and a deque
-    // keeps references valid while others push at its back.
-    std::vector<const Pending*> batch;
+    std::uint64_t first = 0, last = 0;
+    Journal::View view;
     {
       std::lock_guard lock(pend_mu_);
-      for (const auto& p : pending_) {
-        if (p.counter > target || batch.size() == kMaxFoldBatch) break;
-        batch.push_back(&p);
-      }
+      first = folded_through_ + 1;
+      if (first > target) return;
+      last = std::min<std::uint64_t>(target, first + kMaxFoldBatch - 1);
+      view = journal_->view();
     }
-    if (batch.empty()) return;
     try {
-      fold_records(batch);
+      fold_records(Journal::read(view, first, last));  // decrypts outside the lock
     } catch (const std::exception& e) {
       std::lock_guard lock(pend_mu_);
       fold_error_ = e.what();
@@ -570,10 +567,9 @@ void AuditLog::fold_pending(bool everything) {
     }
     {
       std::lock_guard lock(pend_mu_);
-      const std::uint64_t through = batch.back()->counter;
-      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(batch.size()));
+      folded_through_ = last;
       fold_error_.clear();
-      journal_->release_through(through);
+      journal_->release_through(last);
     }
     pend_cv_.notify_all();
     if (!everything) return;
@@ -587,10 +583,9 @@ void AuditLog::flush() {
 void AuditLog::fold_loop() {
   std::unique_lock lock(pend_mu_);
   while (!stop_folder_) {
-    // Sleep until a read arrives, then let a batch gather for a few ms.
-    pend_cv_.wait(lock, [&] { return stop_folder_ || !pending_.empty(); });
-    pend_cv_.wait_for(lock, kFoldDelay,
-                      [&] { return stop_folder_ || fold_now_ || pending_.size() >= kFoldBatch; });
+    // Sleep until a read arrives, then let a batch gather.
+    pend_cv_.wait(lock, [&] { return stop_folder_ || written_through_ > folded_through_; });
+    pend_cv_.wait_for(lock, fold_interval_, [&] { return stop_folder_ || fold_now_; });
     if (stop_folder_) break;
     fold_now_ = false;
     lock.unlock();
@@ -602,7 +597,7 @@ void AuditLog::fold_loop() {
     }
     lock.lock();
     try {
-      journal_->prepare_spare();
+      journal_->prepare_spare(lock);
     } catch (...) {
       // A read needing a segment will try again and fail closed if it must.
     }

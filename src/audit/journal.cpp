@@ -240,11 +240,25 @@ void Journal::start(std::uint64_t next) {
   for (auto& seg : segments_) spares_.push_back(seg.get());
 }
 
-void Journal::prepare_spare() {
+void Journal::prepare_spare(std::unique_lock<std::mutex>& lock) {
   if (!spares_.empty() || segments_.size() >= options_.max_segments) return;
+  const std::uint64_t number = next_file_number_++;
+  lock.unlock();
+  std::unique_ptr<Segment> seg;
+  try {
+    seg = make_spare(number);
+  } catch (...) {
+    lock.lock();
+    throw;
+  }
+  lock.lock();
+  add_spare(std::move(seg));
+}
+
+std::unique_ptr<Journal::Segment> Journal::make_spare(std::uint64_t file_number) const {
   auto seg = std::make_unique<Segment>();
   char name[40];
-  std::snprintf(name, sizeof name, "segment-%06llu.aj", static_cast<unsigned long long>(next_file_number_++));
+  std::snprintf(name, sizeof name, "segment-%06llu.aj", static_cast<unsigned long long>(file_number));
   seg->path = dir_ / name;
   seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (seg->fd < 0) fail("cannot create " + seg->path.filename().string());
@@ -257,12 +271,24 @@ void Journal::prepare_spare() {
     fail("cannot reserve " + std::to_string(options_.segment_bytes) + " bytes");
   }
   seg->map_file(options_.segment_bytes);
+  // Fault every page in writable now, so a read's copy never takes a page fault.
+  const long page = ::sysconf(_SC_PAGESIZE) > 0 ? ::sysconf(_SC_PAGESIZE) : 4096;
+  for (std::size_t off = 0; off < seg->size; off += static_cast<std::size_t>(page))
+    reinterpret_cast<volatile std::uint8_t*>(seg->map)[off] = 0;
   if (const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
   }
-  spares_.push_back(seg.get());
-  segments_.push_back(std::move(seg));
+  return seg;
+}
+
+void Journal::add_spare(std::unique_ptr<Segment> segment) {
+  if (segments_.size() >= options_.max_segments) {  // a read created one meanwhile
+    ::unlink(segment->path.c_str());
+    return;
+  }
+  spares_.push_back(segment.get());
+  segments_.push_back(std::move(segment));
 }
 
 Journal::Segment& Journal::activate_spare() {
@@ -296,7 +322,7 @@ std::optional<std::uint64_t> Journal::append(std::span<const std::vector<std::ui
   if (!current_ || current_->offset + need > current_->size) {
     if (spares_.empty()) {
       if (segments_.size() >= options_.max_segments) return std::nullopt;
-      prepare_spare();
+      add_spare(make_spare(next_file_number_++));
     }
     if (current_) (current_->last_counter ? sealed_ : spares_).push_back(current_);
     current_ = &activate_spare();
@@ -315,6 +341,40 @@ std::optional<std::uint64_t> Journal::append(std::span<const std::vector<std::ui
     seg.last_counter = next_counter_++;
   }
   return first;
+}
+
+Journal::View Journal::view() const {
+  View v;
+  for (const Segment* seg : sealed_) v.parts.push_back({seg, seg->first_counter, seg->last_counter});
+  if (current_ && current_->last_counter)
+    v.parts.push_back({current_, current_->first_counter, current_->last_counter});
+  return v;
+}
+
+std::vector<JournalRecord> Journal::read(const View& view, std::uint64_t first, std::uint64_t last) {
+  std::vector<JournalRecord> out;
+  if (last < first) return out;
+  out.reserve(static_cast<std::size_t>(last - first + 1));
+  for (const auto& part : view.parts) {
+    if (part.last < first || part.first > last) continue;
+    const Segment& seg = *part.segment;
+    std::size_t off = kHeaderBytes;
+    for (std::uint64_t counter = part.first; counter <= std::min(last, part.last); ++counter) {
+      const std::uint32_t len = get_u32(seg.map + off);
+      if (counter >= first) {
+        JournalRecord r;
+        r.counter = counter;
+        if (len < kTagBytes || !seg.sealer->open(counter, {seg.map + off + 4, len}, r.payload))
+          throw Error(ErrorCode::integrity, "audit journal: record " + std::to_string(counter) + " does not open");
+        out.push_back(std::move(r));
+      }
+      off += 4 + len;
+    }
+  }
+  if (out.size() != last - first + 1)
+    throw Error(ErrorCode::internal, "audit journal: records " + std::to_string(first) + "-" + std::to_string(last) +
+                                         " are not all in the journal");
+  return out;
 }
 
 void Journal::release_through(std::uint64_t counter) {

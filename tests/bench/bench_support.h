@@ -67,8 +67,8 @@ struct Core {
   }
 
   // Reads record their entries through the audit journal, as in custosd.
-  void enable_journal() {
-    if (!audit->enable_journal(vault.data_dir() / "audit-journal", keys->named_key("audit:journal")))
+  void enable_journal(audit::JournalOptions options = {}) {
+    if (!audit->enable_journal(vault.data_dir() / "audit-journal", keys->named_key("audit:journal"), options))
       throw std::runtime_error("the audit journal is held by another process");
   }
 };

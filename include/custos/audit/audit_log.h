@@ -19,9 +19,9 @@
 // transaction.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <functional>
 #include <mutex>
@@ -146,14 +146,8 @@ class AuditLog {
   auditfmt::Entry draft(const Actor& actor, const Event& event, std::int64_t now_us) const;
   // mu_ held and the head loaded: places `e` at the end of the tree.
   std::uint64_t add_leaf(store::Transaction& tx, auditfmt::Entry e, std::int64_t at_us);
-  // Journal: a record waiting to be folded.
-  struct Pending {
-    std::uint64_t counter;
-    std::int64_t at_us;
-    std::vector<std::uint8_t> draft;  // canonical bytes, seq and prev still zero
-  };
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
-  std::uint64_t fold_records(const std::vector<const Pending*>& batch);
+  std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
   std::uint64_t fold_leftovers(Journal& journal);
   void fold_pending(bool everything);
@@ -177,15 +171,18 @@ class AuditLog {
   std::uint64_t last_checkpoint_size_ = 0;
   std::int64_t last_checkpoint_at_us_ = 0;
 
-  // The journal (null until enabled). pend_mu_ guards journal_'s appends and
-  // releases, pending_ and the folder's state; fold_mu_ serialises folds.
+  // The journal (null until enabled). pend_mu_ guards every call into
+  // journal_ but its reads, the counters and the folder's state; fold_mu_
+  // serialises folds. Records (folded_through_, written_through_] wait.
   std::unique_ptr<Journal> journal_;
   std::mutex pend_mu_;
   std::condition_variable pend_cv_;
-  std::deque<Pending> pending_;
+  std::uint64_t written_through_ = 0;
+  std::uint64_t folded_through_ = 0;
   std::string fold_error_;  // last fold's failure, empty when healthy
   bool stop_folder_ = false;
   bool fold_now_ = false;  // a reader found the journal full
+  std::chrono::milliseconds fold_interval_{1000};
   std::mutex fold_mu_;
   std::thread folder_;
 };

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <vector>
@@ -34,6 +35,9 @@ namespace custos::audit {
 struct JournalOptions {
   std::size_t segment_bytes = std::size_t{16} << 20;  // ~50,000 entries each
   std::size_t max_segments = 8;                       // bound on unfolded records
+  // How long journaled entries may wait before the background fold (queries,
+  // checkpoints and exports fold at once whatever the wait).
+  std::int64_t fold_interval_ms = 1000;
 };
 
 struct JournalRecord {
@@ -43,6 +47,8 @@ struct JournalRecord {
 
 class Journal {
  public:
+  struct Segment;  // one mapped segment file (journal.cpp)
+
   // Opens `dir` (created 0700) and takes its lock; nullptr if another process
   // holds it. Throws Error(audit_unavailable) if the directory is unusable.
   static std::unique_ptr<Journal> open(const std::filesystem::path& dir, const crypto::SecretKey& key,
@@ -63,16 +69,37 @@ class Journal {
   // Error(audit_unavailable) when a segment cannot be created.
   std::optional<std::uint64_t> append(std::span<const std::vector<std::uint8_t>> payloads);
 
+  // Reading back, in two steps so the caller's lock covers only the first:
+  // `view` (under the lock that serialises `append`) notes where records
+  // are; `read` (without it) opens the records [first, last] of a view.
+  // Bytes once written do not change until `release_through` frees their
+  // segment, which only the reader itself calls.
+  struct View {
+    struct Part {
+      const Segment* segment;
+      std::uint64_t first, last;
+    };
+    std::vector<Part> parts;
+  };
+  View view() const;
+  static std::vector<JournalRecord> read(const View& view, std::uint64_t first, std::uint64_t last);
+
   // Records up to `counter` are in the store; their segments may be reused.
   void release_through(std::uint64_t counter);
-  // Creates a spare segment ahead of need, so reads rarely create files.
-  void prepare_spare();
 
-  struct Segment;
+  // Creates a spare segment ahead of need, so reads rarely create files.
+  // Called with `lock` (the caller's lock serialising every call here)
+  // held; releases it while the file is created, reserved and faulted in.
+  void prepare_spare(std::unique_lock<std::mutex>& lock);
+  // Half the segments hold records not yet folded: time to fold, whatever the interval.
+  bool half_full() const { return 2 * (sealed_.size() + 1) > options_.max_segments; }
+
 
  private:
   Journal(std::filesystem::path dir, int lock_fd, const crypto::SecretKey& key, JournalOptions options);
   Segment& activate_spare();
+  std::unique_ptr<Segment> make_spare(std::uint64_t file_number) const;
+  void add_spare(std::unique_ptr<Segment> segment);
 
   std::filesystem::path dir_;
   int lock_fd_ = -1;
