@@ -580,6 +580,15 @@ void AuditLog::flush() {
   if (journal_) fold_pending(true);
 }
 
+JournalStatus AuditLog::journal_status() {
+  std::lock_guard lock(pend_mu_);
+  JournalStatus s;
+  s.active = journal_ != nullptr;
+  s.pending = written_through_ - folded_through_;
+  s.fold_error = fold_error_;
+  return s;
+}
+
 void AuditLog::fold_loop() {
   std::unique_lock lock(pend_mu_);
   while (!stop_folder_) {

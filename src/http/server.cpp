@@ -544,7 +544,13 @@ Result problem(int status, const std::string& code, const std::string& detail, c
 
 // Handlers -----------------------------------------------------------------
 
-Result h_healthz(HandlerContext&) { return json_result(200, {{"status", "ok"}}); }
+// 503 while the audit journal cannot be folded: reads will soon fail closed,
+// so a load balancer should send them elsewhere.
+Result h_healthz(HandlerContext& c) {
+  if (!c.svc.audit_journal_status().fold_error.empty())
+    return json_result(503, {{"status", "degraded"}, {"code", "audit_unavailable"}});
+  return json_result(200, {{"status", "ok"}});
+}
 
 Result h_metrics(HandlerContext& c);
 
@@ -779,6 +785,14 @@ std::string HttpServer::Impl::metrics_text() {
   os.imbue(std::locale::classic());
   metrics.render(os);
   const auto& counters = svc.counters();
+  // Before audit_size(), which folds the journal.
+  const auto journal = svc.audit_journal_status();
+  os << "# HELP custos_audit_journal_pending Journaled read entries not yet folded into the tree.\n"
+        "# TYPE custos_audit_journal_pending gauge\n"
+     << "custos_audit_journal_pending " << journal.pending << "\n";
+  os << "# HELP custos_audit_fold_failing 1 while folding the audit journal fails (reads will fail closed once it is full).\n"
+        "# TYPE custos_audit_fold_failing gauge\n"
+     << "custos_audit_fold_failing " << (journal.fold_error.empty() ? 0 : 1) << "\n";
   os << "# HELP custos_decryptions_total Personal field values decrypted and served by this process.\n"
         "# TYPE custos_decryptions_total counter\n"
      << "custos_decryptions_total " << counters.decryptions.load() << "\n";

@@ -502,6 +502,8 @@ std::uint64_t Service::audit_size() { return impl_->audit->size(); }
 
 bool Service::audit_journal_active() const { return impl_->audit_journal; }
 
+audit::JournalStatus Service::audit_journal_status() { return impl_->audit->journal_status(); }
+
 std::uint64_t Service::audit_checkpoint_size() {
   const auto cp = impl_->audit->latest_checkpoint();
   return cp ? cp->size : 0;

@@ -799,6 +799,8 @@ TEST_F(HttpTest, MetricsAndAuditEndpoints) {
   EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_decryptions_total [1-9][0-9]*\n"))) << m.body;
   EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_audit_entries_total [1-9][0-9]*\n")));
   EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_audit_checkpoint_size [0-9]+\n")));
+  EXPECT_TRUE(std::regex_search(m.body, std::regex("\ncustos_audit_journal_pending [0-9]+\n")));
+  EXPECT_NE(m.body.find("\ncustos_audit_fold_failing 0\n"), std::string::npos);
 
   const Resp cp = d_->get("/v1/audit/checkpoint", admin_);
   ASSERT_EQ(cp.status, 200) << cp;

@@ -111,6 +111,7 @@ class AuditLog {
   void recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key);
   // Folds every journaled entry into the tree now.
   void flush();
+  JournalStatus journal_status();
   ~AuditLog();
 
   // Signs the current head if it is larger than the last checkpoint; returns the latest.

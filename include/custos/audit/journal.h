@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "custos/crypto/secret_key.h"
@@ -38,6 +39,13 @@ struct JournalOptions {
   // How long journaled entries may wait before the background fold (queries,
   // checkpoints and exports fold at once whatever the wait).
   std::int64_t fold_interval_ms = 1000;
+};
+
+// What an operator watches (custosd's /metrics and /healthz).
+struct JournalStatus {
+  bool active = false;
+  std::uint64_t pending = 0;  // journaled entries not yet in the tree
+  std::string fold_error;     // the last fold's failure; empty when healthy
 };
 
 struct JournalRecord {

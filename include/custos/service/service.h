@@ -159,6 +159,7 @@ class Service {
   // Whether reads go through the audit journal (false if it was not asked
   // for, or another process holds it).
   bool audit_journal_active() const;
+  audit::JournalStatus audit_journal_status();
   std::uint64_t audit_size();
   // Tree size of the latest signed checkpoint (0 if none yet).
   std::uint64_t audit_checkpoint_size();
