@@ -459,7 +459,9 @@ std::uint64_t folded_watermark(store::Store& store) {
 
 std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
   return fail_closed([&] {
-    auto tx = store_.begin(TxMode::write);
+    // Durable (fsync) before the journal space is reused: otherwise a power
+    // cut could lose entries from both the store and the journal.
+    auto tx = store_.begin_durable();
     {
       std::lock_guard lock(mu_);
       load_head(*tx);
@@ -481,12 +483,33 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
 
 std::uint64_t AuditLog::fold_leftovers(Journal& journal) {
   std::lock_guard fold_lock(fold_mu_);
-  std::uint64_t last = folded_watermark(store_);
-  std::vector<JournalRecord> left = journal.recover(last);
-  for (std::size_t i = 0; i < left.size(); i += kMaxFoldBatch) {
-    const auto end = left.begin() + static_cast<std::ptrdiff_t>(std::min(left.size(), i + kMaxFoldBatch));
-    last = fold_records(std::vector<JournalRecord>(std::make_move_iterator(left.begin() + static_cast<std::ptrdiff_t>(i)),
-                                                   std::make_move_iterator(end)));
+  const std::uint64_t watermark = folded_watermark(store_);
+  Journal::Recovery left = journal.recover(watermark);
+  // Counters run without gaps from the watermark; a gap is records lost to
+  // damage (or removed), and goes into the log itself.
+  std::vector<JournalRecord> contiguous;
+  std::string lost;
+  std::size_t gaps = 0;
+  std::uint64_t expected = watermark + 1;
+  for (auto& r : left.records) {
+    if (r.counter < expected) continue;
+    if (r.counter > expected && ++gaps <= 10)
+      lost += (lost.empty() ? "" : ",") + std::to_string(expected) + "-" + std::to_string(r.counter - 1);
+    expected = r.counter + 1;
+    contiguous.push_back(std::move(r));
+  }
+  std::uint64_t last = watermark;
+  for (std::size_t i = 0; i < contiguous.size(); i += kMaxFoldBatch) {
+    const auto from = contiguous.begin() + static_cast<std::ptrdiff_t>(i);
+    const auto to = contiguous.begin() + static_cast<std::ptrdiff_t>(std::min(contiguous.size(), i + kMaxFoldBatch));
+    last = fold_records(std::vector<JournalRecord>(std::make_move_iterator(from), std::make_move_iterator(to)));
+  }
+  if (gaps || !left.damaged.empty()) {
+    std::string detail = "missing counters: " + (lost.empty() ? std::string("none") : lost);
+    if (gaps > 10) detail += " (+" + std::to_string(gaps - 10) + " more gaps)";
+    detail += "; set aside (records from the damage on unreadable):";
+    for (const auto& name : left.damaged) detail += " " + name;
+    append_now({"system:custos", "system", "", "", ""}, {"audit.journal_damaged", "", {}, {}, true, "", detail});
   }
   return last;
 }

@@ -60,11 +60,16 @@ std::uint64_t get_u64(const std::uint8_t* p) {
 }
 
 // Seals records of one segment: key = BLAKE2b(journal key; label || file id),
-// nonce = the record's counter, associated data = the file id.
+// nonce = the record's counter, associated data = the segment header's first
+// kBoundHeaderBytes (magic, version, algorithm, file id, first counter).
+constexpr std::size_t kBoundHeaderBytes = 40;
+using BoundHeader = std::array<std::uint8_t, kBoundHeaderBytes>;
+
 class Sealer {
  public:
-  Sealer(std::uint8_t algorithm, const crypto::SecretKey& journal_key, const FileId& file_id)
-      : algorithm_(algorithm), file_id_(file_id), key_(derive(journal_key, file_id)) {
+  explicit Sealer(const crypto::SecretKey& journal_key, const std::uint8_t* header)
+      : algorithm_(header[9]), key_(derive(journal_key, header + 16)) {
+    std::memcpy(header_.data(), header, header_.size());
     if (algorithm_ == kAesGcm) {
       if (!crypto_aead_aes256gcm_is_available())
         throw Error(ErrorCode::audit_unavailable, "audit journal: segment sealed with AES-GCM, which this CPU lacks");
@@ -89,11 +94,11 @@ class Sealer {
     put_u64(nonce.data(), counter);
     unsigned long long len = 0;
     if (algorithm_ == kAesGcm)
-      crypto_aead_aes256gcm_encrypt_afternm(out, &len, payload.data(), payload.size(), file_id_.data(),
-                                            file_id_.size(), nullptr, nonce.data(), aes_);
+      crypto_aead_aes256gcm_encrypt_afternm(out, &len, payload.data(), payload.size(), header_.data(),
+                                            header_.size(), nullptr, nonce.data(), aes_);
     else
-      crypto_aead_chacha20poly1305_ietf_encrypt(out, &len, payload.data(), payload.size(), file_id_.data(),
-                                                file_id_.size(), nullptr, nonce.data(), key_.data());
+      crypto_aead_chacha20poly1305_ietf_encrypt(out, &len, payload.data(), payload.size(), header_.data(),
+                                                header_.size(), nullptr, nonce.data(), key_.data());
   }
 
   bool open(std::uint64_t counter, std::span<const std::uint8_t> sealed, std::vector<std::uint8_t>& out) const {
@@ -105,18 +110,18 @@ class Sealer {
     const int rc =
         algorithm_ == kAesGcm
             ? crypto_aead_aes256gcm_decrypt_afternm(out.data(), &len, nullptr, sealed.data(), sealed.size(),
-                                                    file_id_.data(), file_id_.size(), nonce.data(), aes_)
+                                                    header_.data(), header_.size(), nonce.data(), aes_)
             : crypto_aead_chacha20poly1305_ietf_decrypt(out.data(), &len, nullptr, sealed.data(), sealed.size(),
-                                                        file_id_.data(), file_id_.size(), nonce.data(), key_.data());
+                                                        header_.data(), header_.size(), nonce.data(), key_.data());
     return rc == 0;
   }
 
  private:
-  static crypto::SecretKey derive(const crypto::SecretKey& journal_key, const FileId& file_id) {
+  static crypto::SecretKey derive(const crypto::SecretKey& journal_key, const std::uint8_t* file_id) {
     static constexpr char kLabel[] = "custos audit journal segment v1";
     std::array<std::uint8_t, sizeof kLabel - 1 + 16> msg{};
     std::memcpy(msg.data(), kLabel, sizeof kLabel - 1);
-    std::memcpy(msg.data() + sizeof kLabel - 1, file_id.data(), file_id.size());
+    std::memcpy(msg.data() + sizeof kLabel - 1, file_id, 16);
     std::array<std::uint8_t, crypto::SecretKey::kSize> out{};
     crypto_generichash(out.data(), out.size(), msg.data(), msg.size(), journal_key.data(), crypto::SecretKey::kSize);
     crypto::SecretKey key = crypto::SecretKey::from_bytes(out);
@@ -125,10 +130,21 @@ class Sealer {
   }
 
   std::uint8_t algorithm_;
-  FileId file_id_;
+  BoundHeader header_{};
   crypto::SecretKey key_;
   crypto_aead_aes256gcm_state* aes_ = nullptr;
 };
+
+// The bound part of a segment header.
+BoundHeader make_header(std::uint8_t algorithm, const FileId& file_id, std::uint64_t first_counter) {
+  BoundHeader h{};
+  std::memcpy(h.data(), kMagic, sizeof kMagic);
+  h[8] = kVersion;
+  h[9] = algorithm;
+  std::memcpy(h.data() + 16, file_id.data(), file_id.size());
+  put_u64(h.data() + 32, first_counter);
+  return h;
+}
 
 }  // namespace
 
@@ -166,7 +182,9 @@ Journal::~Journal() {
 
 std::unique_ptr<Journal> Journal::open(const fs::path& dir, const crypto::SecretKey& key, JournalOptions options) {
   if (options.segment_bytes < 2 * kHeaderBytes) options.segment_bytes = 2 * kHeaderBytes;
-  if (options.max_segments < 1) options.max_segments = 1;
+  // One segment stays current until it is full, so a journal needs two to
+  // take records while the other is folded.
+  if (options.max_segments < 2) options.max_segments = 2;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(ErrorCode::audit_unavailable, "audit journal: cannot create " + dir.string() + ": " + ec.message());
@@ -183,8 +201,9 @@ std::unique_ptr<Journal> Journal::open(const fs::path& dir, const crypto::Secret
   std::unique_ptr<Journal> j(new Journal(dir, fd, key, options));
   // Map every segment an earlier process left, in file order.
   std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.path().extension() == ".aj") files.push_back(entry.path());
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".aj") files.push_back(it->path());
+  if (ec) throw Error(ErrorCode::audit_unavailable, "audit journal: cannot list " + dir.string() + ": " + ec.message());
   std::sort(files.begin(), files.end());
   for (const auto& path : files) {
     auto seg = std::make_unique<Segment>();
@@ -207,28 +226,43 @@ std::unique_ptr<Journal> Journal::open(const fs::path& dir, const crypto::Secret
   return j;
 }
 
-std::vector<JournalRecord> Journal::recover(std::uint64_t after) {
-  std::vector<JournalRecord> out;
+Journal::Recovery Journal::recover(std::uint64_t after) {
+  Recovery out;
+  std::vector<Segment*> damaged;
   for (auto& seg : segments_) {
     const std::uint8_t* h = seg->map;
     if (std::memcmp(h, kMagic, sizeof kMagic) != 0 || h[8] != kVersion) continue;  // never activated
-    FileId file_id;
-    std::memcpy(file_id.data(), h + 16, file_id.size());
-    const Sealer sealer(h[9], key_, file_id);
+    std::unique_ptr<Sealer> sealer;
+    try {
+      sealer = std::make_unique<Sealer>(key_, h);
+    } catch (const Error&) {
+      damaged.push_back(seg.get());  // an algorithm this build or CPU cannot open
+      continue;
+    }
     std::uint64_t counter = get_u64(h + 32);
     std::size_t off = kHeaderBytes;
     while (off + 4 <= seg->size) {
       const std::uint32_t len = get_u32(seg->map + off);
-      if (len < kTagBytes || off + 4 + len > seg->size) break;  // end, or torn
+      if (len == 0) break;  // the end (a record's length is written last)
       JournalRecord r;
-      if (!sealer.open(counter, {seg->map + off + 4, len}, r.payload)) break;
+      if (len < kTagBytes || off + 4 + len > seg->size || !sealer->open(counter, {seg->map + off + 4, len}, r.payload)) {
+        damaged.push_back(seg.get());  // altered, or torn by a power cut
+        break;
+      }
       r.counter = counter;
-      if (counter > after) out.push_back(std::move(r));
+      if (counter > after) out.records.push_back(std::move(r));
       ++counter;
       off += 4 + len;
     }
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.counter < b.counter; });
+  std::sort(out.records.begin(), out.records.end(), [](const auto& a, const auto& b) { return a.counter < b.counter; });
+  // Set damaged segments aside for inspection; they are never reused.
+  for (Segment* seg : damaged) {
+    const fs::path aside = seg->path.string() + ".damaged";
+    out.damaged.push_back(seg->path.filename().string());
+    ::rename(seg->path.c_str(), aside.c_str());
+    segments_.erase(std::find_if(segments_.begin(), segments_.end(), [&](const auto& p) { return p.get() == seg; }));
+  }
   return out;
 }
 
@@ -237,7 +271,17 @@ void Journal::start(std::uint64_t next) {
   current_ = nullptr;
   sealed_.clear();
   spares_.clear();
-  for (auto& seg : segments_) spares_.push_back(seg.get());
+  // Only segments of the configured size are reused: every later space
+  // check assumes it.
+  for (auto it = segments_.begin(); it != segments_.end();) {
+    if ((*it)->size != options_.segment_bytes) {
+      ::unlink((*it)->path.c_str());
+      it = segments_.erase(it);
+    } else {
+      spares_.push_back(it->get());
+      ++it;
+    }
+  }
 }
 
 void Journal::prepare_spare(std::unique_lock<std::mutex>& lock) {
@@ -293,24 +337,20 @@ void Journal::add_spare(std::unique_ptr<Segment> segment) {
 
 Journal::Segment& Journal::activate_spare() {
   Segment& seg = *spares_.back();
-  spares_.pop_back();
   FileId file_id;
   randombytes_buf(file_id.data(), file_id.size());
-  const std::uint8_t algorithm = Sealer::preferred();
-  seg.sealer = std::make_unique<Sealer>(algorithm, key_, file_id);
+  const BoundHeader header = make_header(Sealer::preferred(), file_id, next_counter_);
+  auto sealer = std::make_unique<Sealer>(key_, header.data());  // may throw: nothing changed yet
+  spares_.pop_back();
+  seg.sealer = std::move(sealer);
   seg.first_counter = next_counter_;
   seg.last_counter = 0;
   seg.offset = kHeaderBytes;
   // The old records die first (zero length), then the header names the new file id.
   put_u32(seg.map + kHeaderBytes, 0);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  std::uint8_t* h = seg.map;
-  std::memset(h, 0, 64);
-  std::memcpy(h, kMagic, sizeof kMagic);
-  h[8] = kVersion;
-  h[9] = algorithm;
-  std::memcpy(h + 16, file_id.data(), file_id.size());
-  put_u64(h + 32, seg.first_counter);
+  std::memset(seg.map, 0, 64);
+  std::memcpy(seg.map, header.data(), header.size());
   return seg;
 }
 
@@ -324,8 +364,9 @@ std::optional<std::uint64_t> Journal::append(std::span<const std::vector<std::ui
       if (segments_.size() >= options_.max_segments) return std::nullopt;
       add_spare(make_spare(next_file_number_++));
     }
+    Segment& next = activate_spare();
     if (current_) (current_->last_counter ? sealed_ : spares_).push_back(current_);
-    current_ = &activate_spare();
+    current_ = &next;
   }
   Segment& seg = *current_;
   const std::uint64_t first = next_counter_;
@@ -360,11 +401,13 @@ std::vector<JournalRecord> Journal::read(const View& view, std::uint64_t first, 
     const Segment& seg = *part.segment;
     std::size_t off = kHeaderBytes;
     for (std::uint64_t counter = part.first; counter <= std::min(last, part.last); ++counter) {
-      const std::uint32_t len = get_u32(seg.map + off);
+      const std::uint32_t len = off + 4 <= seg.size ? get_u32(seg.map + off) : 0;
+      if (len < kTagBytes || off + 4 + len > seg.size)
+        throw Error(ErrorCode::integrity, "audit journal: record " + std::to_string(counter) + " is damaged");
       if (counter >= first) {
         JournalRecord r;
         r.counter = counter;
-        if (len < kTagBytes || !seg.sealer->open(counter, {seg.map + off + 4, len}, r.payload))
+        if (!seg.sealer->open(counter, {seg.map + off + 4, len}, r.payload))
           throw Error(ErrorCode::integrity, "audit journal: record " + std::to_string(counter) + " does not open");
         out.push_back(std::move(r));
       }

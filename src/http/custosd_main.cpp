@@ -5,7 +5,7 @@
 //           [--allow-plain-http-non-loopback] [--node-id ID] [--log-level L]
 //
 // Signals: SIGTERM / SIGINT stop gracefully (in-flight requests finish, the
-// store is closed, exit 0); SIGHUP reloads roles and purposes (an invalid
+// store is closed, exit 0); SIGHUP reloads roles, purposes and segments (an invalid
 // policy is logged and the old one stays in force). All signals are taken
 // by sigwait on the main thread; every other thread has them blocked.
 //

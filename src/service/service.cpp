@@ -171,6 +171,7 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
   impl->policy = access::Policy::load(impl->policy_dir(), impl->schema);
+  impl->segments = std::make_shared<const records::RfmPolicy>(records::RfmPolicy::load(impl->policy_dir() / "segments.yaml"));
   impl->signer = std::make_unique<crypto::Signer>(impl->keys->named_key(kSigningSlot));
   audit::Options ao;
   ao.node_id = options.node_id;
@@ -204,8 +205,11 @@ access::Principal Service::local_operator() const { return {"local:" + local_use
 bool Service::reload_policies(std::string* error) {
   try {
     auto next = access::Policy::load(impl_->policy_dir(), impl_->schema);
+    auto next_segments =
+        std::make_shared<const records::RfmPolicy>(records::RfmPolicy::load(impl_->policy_dir() / "segments.yaml"));
     std::lock_guard lock(impl_->policy_mu);
     impl_->policy = std::move(next);
+    impl_->segments = std::move(next_segments);
     return true;
   } catch (const Error& e) {
     if (error) *error = e.what();

@@ -21,7 +21,8 @@ Json distribution(const std::map<int, std::int64_t>& d) {
 
 Json Service::analytics_rfm(const Caller& caller) {
   impl_->authorize(caller, *impl_->current_policy(), "analytics", "analytics.rfm", false);
-  const auto policy = records::RfmPolicy::load(impl_->policy_dir() / "segments.yaml");
+  const auto snapshot = impl_->current_segments();
+  const records::RfmPolicy& policy = *snapshot;
   const auto s = records::refresh_rfm(*impl_->store, policy, impl_->audit->now_us());
   impl_->audit->append_now(impl_->actor(caller), {"analytics.rfm", "", {}, {}, true, "",
                                                   "subjects=" + std::to_string(s.subjects_scored)});
@@ -57,8 +58,7 @@ Json Service::campaign_fetch(const Caller& caller, const Json& body,
     throw Error(ErrorCode::invalid_field, "field 'channel': not a channel of purpose '" + q.purpose + "'");
   if (body.contains("segment")) {
     q.segment = required_string(body, "segment", 64);
-    const auto rfm = records::RfmPolicy::load(impl_->policy_dir() / "segments.yaml");
-    if (!rfm.has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
+    if (!impl_->current_segments()->has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
   }
   if (!body.contains("fields") || !body["fields"].is_array() || body["fields"].empty())
     throw Error(ErrorCode::invalid_field, "field 'fields': a non-empty array of field names is required");

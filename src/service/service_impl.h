@@ -35,8 +35,10 @@ struct Service::Impl {
   std::unique_ptr<dsr::Desk> dsr;
   std::unique_ptr<breach::Book> breaches;
   std::shared_ptr<const dsr::Regulations> regulations;
+  // Reloaded together on SIGHUP (reload_policies); readers take a snapshot.
   mutable std::mutex policy_mu;
   std::shared_ptr<const access::Policy> policy;
+  std::shared_ptr<const records::RfmPolicy> segments;
   Counters* counters = nullptr;
 
   std::filesystem::path policy_dir() const {
@@ -46,6 +48,10 @@ struct Service::Impl {
   std::shared_ptr<const access::Policy> current_policy() const {
     std::lock_guard lock(policy_mu);
     return policy;
+  }
+  std::shared_ptr<const records::RfmPolicy> current_segments() const {
+    std::lock_guard lock(policy_mu);
+    return segments;
   }
 
   audit::Actor actor(const Caller& c) const {

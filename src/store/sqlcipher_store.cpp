@@ -114,7 +114,7 @@ class SqlcipherStore;
 class SqlcipherTransaction final : public Transaction {
  public:
   SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,
-                       std::unique_lock<std::mutex> writer_lock);
+                       std::unique_lock<std::mutex> writer_lock, bool relax_after = false);
   ~SqlcipherTransaction() override;
   void commit() override;
   std::int64_t exec(std::string_view sql, Params params, const RowFn& on_row) override {
@@ -131,6 +131,7 @@ class SqlcipherTransaction final : public Transaction {
   std::unique_ptr<Connection> conn_;
   std::unique_lock<std::mutex> writer_lock_;
   bool done_ = false;
+  bool relax_after_ = false;  // back to synchronous=NORMAL when finished (begin_durable)
 };
 
 class SqlcipherStore final : public Store {
@@ -150,6 +151,17 @@ class SqlcipherStore final : public Store {
     auto conn = acquire();
     conn->exec_plain(mode == TxMode::write ? "BEGIN IMMEDIATE" : "BEGIN");
     return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), mode, std::move(writer_lock));
+  }
+
+  std::unique_ptr<Transaction> begin_durable() override {
+    std::unique_lock<std::mutex> writer_lock(writer_mu_);
+    auto conn = acquire();
+    // The safety level cannot change inside a transaction: set it for this
+    // commit only; the transaction puts it back before the pool reuses the connection.
+    if (!options_.synchronous_full) conn->exec_plain("PRAGMA synchronous = FULL");
+    conn->exec_plain("BEGIN IMMEDIATE");
+    return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), TxMode::write, std::move(writer_lock),
+                                                  !options_.synchronous_full);
   }
 
   void checkpoint() override {
@@ -216,13 +228,21 @@ class SqlcipherStore final : public Store {
 };
 
 SqlcipherTransaction::SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,
-                                           std::unique_lock<std::mutex> writer_lock)
-    : Transaction(mode), store_(store), conn_(std::move(conn)), writer_lock_(std::move(writer_lock)) {}
+                                           std::unique_lock<std::mutex> writer_lock, bool relax_after)
+    : Transaction(mode),
+      store_(store),
+      conn_(std::move(conn)),
+      writer_lock_(std::move(writer_lock)),
+      relax_after_(relax_after) {}
 
 SqlcipherTransaction::~SqlcipherTransaction() {
   if (!done_) sqlite3_exec(conn_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
-  // A connection left inside a transaction (failed rollback) is not reused.
-  if (sqlite3_get_autocommit(conn_->db())) store_.release(std::move(conn_));
+  // A connection left inside a transaction (failed rollback) is not reused,
+  // nor one whose safety level cannot be put back.
+  if (!sqlite3_get_autocommit(conn_->db())) return;
+  if (relax_after_ && sqlite3_exec(conn_->db(), "PRAGMA synchronous = NORMAL", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return;
+  store_.release(std::move(conn_));
 }
 
 void SqlcipherTransaction::commit() {

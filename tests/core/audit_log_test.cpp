@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -347,6 +348,55 @@ TEST(AuditJournal, SegmentsRollOverUnderConcurrentReadsAndHoldNoPlaintext) {
   EXPECT_TRUE(testing::files_containing(journal, id).empty());
   EXPECT_TRUE(testing::files_containing(journal, "customer_service").empty());
   EXPECT_TRUE(testing::files_containing(journal, "subject.read").empty());
+}
+
+// A journal altered on disk while nobody held it: the records before the
+// damage are folded, the segment is set aside (never reused), and the loss
+// is itself an entry in the log rather than a silent gap.
+TEST(AuditJournal, DamageFoundOnRecoveryIsRecordedInTheLog) {
+  TestVault v;
+  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "d@example.com"}}}})["id"];
+  v.service.reset();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto s = open_journaled(v);
+    for (int i = 0; i < 30; ++i) s->get_subject(v.admin("customer_service"), id);
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::filesystem::path segment;
+  for (const auto& e : std::filesystem::directory_iterator(v.data_dir() / "audit-journal"))
+    if (e.path().extension() == ".aj") segment = e.path();
+  ASSERT_FALSE(segment.empty());
+  {
+    // Flip one ciphertext byte of the 11th record (records: u32 length, sealed bytes).
+    std::fstream f(segment, std::ios::in | std::ios::out | std::ios::binary);
+    std::uint64_t off = 4096;
+    for (int i = 0; i < 10; ++i) {
+      unsigned char len[4];
+      f.seekg(static_cast<std::streamoff>(off));
+      f.read(reinterpret_cast<char*>(len), 4);
+      off += 4 + (len[0] | len[1] << 8 | len[2] << 16 | static_cast<std::uint32_t>(len[3]) << 24);
+    }
+    f.seekg(static_cast<std::streamoff>(off + 20));
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x01);
+    f.seekp(static_cast<std::streamoff>(off + 20));
+    f.write(&c, 1);
+  }
+  auto s = open_journaled(v);
+  EXPECT_EQ(reads_of(*s, v, id), 10u);
+  EXPECT_FALSE(std::filesystem::exists(segment));
+  EXPECT_TRUE(std::filesystem::exists(segment.string() + ".damaged"));
+  const Json damaged = s->audit_entries(v.caller("auditor", "audit"), {{"operation", "audit.journal_damaged"}});
+  ASSERT_EQ(damaged["entries"].size(), 1u) << damaged.dump();
+  EXPECT_NE(damaged["entries"][0]["detail"].get<std::string>().find(segment.filename().string()), std::string::npos);
+  s->get_subject(v.admin("customer_service"), id);  // the journal goes on with a fresh segment
+  EXPECT_EQ(reads_of(*s, v, id), 11u);
+  EXPECT_TRUE(export_verifies(*s, v));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "custos/error.h"
@@ -81,6 +82,29 @@ TEST(Service, TokensAuthenticateAndRevoke) {
   EXPECT_EQ(code_of([&] { v.service->create_token(v.admin(), "x", "no_such_role"); }), ErrorCode::invalid_argument);
   v.service->revoke_token(v.admin(), "crm-marketing");
   EXPECT_EQ(code_of([&] { v.service->authenticate(token); }), ErrorCode::unauthenticated);
+}
+
+// segments.yaml is part of the policy snapshot: read once, reloaded with
+// roles and purposes, and a broken file keeps the old segments in force.
+TEST(Service, SegmentsReloadWithThePolicies) {
+  TestVault v;
+  const auto marketer = v.caller("marketing", "email_marketing");
+  const Json fetch = {{"channel", "email"}, {"segment", "vip"}, {"fields", {"email"}}};
+  const auto run = [&] { v.service->campaign_fetch(marketer, fetch, [](const std::string&) { return true; }); };
+  EXPECT_EQ(code_of(run), ErrorCode::invalid_field);  // no such segment yet
+
+  const auto file = v.data_dir() / "policies" / "segments.yaml";
+  std::ifstream in(file);
+  const std::string original((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::ofstream(file) << original << "  - {name: vip, r: [5, 5], f: [5, 5], m: [5, 5]}\n";
+  EXPECT_EQ(code_of(run), ErrorCode::invalid_field);  // not before a reload
+  std::string error;
+  ASSERT_TRUE(v.service->reload_policies(&error)) << error;
+  EXPECT_NO_THROW(run());
+
+  std::ofstream(file) << "segments: [unclosed\n";
+  EXPECT_FALSE(v.service->reload_policies(&error));
+  EXPECT_NO_THROW(run());  // the old segments stay in force
 }
 
 }  // namespace

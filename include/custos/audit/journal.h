@@ -16,7 +16,8 @@
 // Every record is sealed (AES-256-GCM with AES-NI, else ChaCha20-Poly1305)
 // under a key derived from the journal key and the segment's random file id,
 // with its counter as nonce: a record cannot be read, altered or moved
-// without the vault's keys. Not thread-safe; AuditLog serialises calls.
+// without the vault's keys; the header (algorithm, file id, first counter)
+// is bound to every record. Not thread-safe; AuditLog serialises calls.
 #pragma once
 
 #include <cstddef>
@@ -35,7 +36,7 @@ namespace custos::audit {
 
 struct JournalOptions {
   std::size_t segment_bytes = std::size_t{16} << 20;  // ~50,000 entries each
-  std::size_t max_segments = 8;                       // bound on unfolded records
+  std::size_t max_segments = 8;                       // bound on unfolded records (at least 2)
   // How long journaled entries may wait before the background fold (queries,
   // checkpoints and exports fold at once whatever the wait).
   std::int64_t fold_interval_ms = 1000;
@@ -66,8 +67,15 @@ class Journal {
   Journal& operator=(const Journal&) = delete;
 
   // Every readable record an earlier process left with counter > `after`,
-  // in counter order. A torn or unauthentic record ends its segment.
-  std::vector<JournalRecord> recover(std::uint64_t after);
+  // in counter order. A zero length ends a segment; a record that does not
+  // open (altered, or torn by a power cut) ends it too, and the segment is
+  // renamed *.damaged and named in `damaged`. Gaps in the counters are the
+  // caller's to detect.
+  struct Recovery {
+    std::vector<JournalRecord> records;
+    std::vector<std::string> damaged;
+  };
+  Recovery recover(std::uint64_t after);
   // Starts appending with counter `next`; the old segments become spares.
   void start(std::uint64_t next);
 

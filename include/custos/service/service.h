@@ -75,7 +75,7 @@ class Service {
   // The CLI's operator (holds the key files): role admin, principal local:<user>.
   access::Principal local_operator() const;
 
-  // Re-reads roles/purposes; on error keeps the old policy and returns false.
+  // Re-reads roles, purposes and segments; on error keeps the old ones and returns false.
   bool reload_policies(std::string* error);
   std::shared_ptr<const access::Policy> policy() const;
 

@@ -102,6 +102,10 @@ class Store {
   // Write transactions are serialised (one writer at a time, across
   // processes for SQLCipher); read transactions see a consistent snapshot.
   virtual std::unique_ptr<Transaction> begin(TxMode mode) = 0;
+  // A write transaction whose commit survives a power cut, not only a crash
+  // of the process (SQLCipher: synchronous=FULL for this commit, one fsync).
+  // For commits after which other copies of the data are discarded.
+  virtual std::unique_ptr<Transaction> begin_durable() = 0;
   // Pushes committed pages into the main file and truncates the log (after
   // an erasure, so no pre-image of shredded data survives in the WAL).
   virtual void checkpoint() = 0;
