@@ -207,27 +207,25 @@ Populated& shared_population() {
   return *p;
 }
 
-Populated& journaled_population() {
-  static Populated* p = [] {
-    auto* q = new Populated(20000);
-    q->core.enable_journal();
-    return q;
-  }();
-  return *p;
+// Journal options that hold the fold back for a whole run (an interval
+// longer than it, room for 800,000 entries), so the read path is timed alone.
+audit::JournalOptions fold_held_back() {
+  audit::JournalOptions o;
+  o.segment_bytes = std::size_t{64} << 20;
+  o.max_segments = 4;
+  o.fold_interval_ms = 3600 * 1000;
+  return o;
 }
 
-// The read path alone: the fold is held back (an interval longer than the
-// run, room for 800,000 entries), then timed on its own.
-Populated& deferred_fold_population() {
-  static Populated* p = [] {
-    auto* q = new Populated(20000);
-    audit::JournalOptions o;
-    o.segment_bytes = std::size_t{64} << 20;
-    o.max_segments = 4;
-    o.fold_interval_ms = 3600 * 1000;
-    q->core.enable_journal(o);
-    return q;
-  }();
+// A population whose reads go through the audit journal, as in custosd.
+Populated& journaled_population(bool fold_deferred) {
+  static Populated* with_fold = nullptr;
+  static Populated* deferred = nullptr;
+  Populated*& p = fold_deferred ? deferred : with_fold;
+  if (!p) {
+    p = new Populated(20000);
+    p->core.enable_journal(fold_deferred ? fold_held_back() : audit::JournalOptions{});
+  }
   return *p;
 }
 
@@ -251,13 +249,22 @@ void BM_PointReadWithoutAudit(benchmark::State& state) {
 BENCHMARK(BM_PointReadWithoutAudit)->Threads(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PointReadWithoutAudit)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-void BM_PointReadWithAudit(benchmark::State& state) {
-  auto& p = shared_population();
+// Reads random subjects through the library, each read audited, for the whole run.
+void read_randomly(benchmark::State& state, Populated& p) {
   std::mt19937 rng(static_cast<unsigned>(state.thread_index()));
   const records::ReadSpec spec{{"given_name", "email"}, {}, "subject.read"};
   for (auto _ : state) benchmark::DoNotOptimize(p.core.records->read(p.core.actor, p.ids[rng() % p.ids.size()], spec));
   state.SetItemsProcessed(state.iterations());
 }
+
+// Folds what the journal still owes after the run; returns how long it took (µs).
+double timed_flush(Populated& p) {
+  const auto t0 = std::chrono::steady_clock::now();
+  p.core.audit->flush();
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void BM_PointReadWithAudit(benchmark::State& state) { read_randomly(state, shared_population()); }
 BENCHMARK(BM_PointReadWithAudit)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PointReadWithAudit)->Threads(8)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
@@ -265,16 +272,9 @@ BENCHMARK(BM_PointReadWithAudit)->Threads(8)->UseRealTime()->Unit(benchmark::kMi
 // mode); the fold into the Merkle tables runs on a background thread and
 // its cost is inside these figures whenever it shares the cores.
 void BM_PointReadJournaled(benchmark::State& state) {
-  auto& p = journaled_population();
-  std::mt19937 rng(static_cast<unsigned>(state.thread_index()));
-  const records::ReadSpec spec{{"given_name", "email"}, {}, "subject.read"};
-  for (auto _ : state) benchmark::DoNotOptimize(p.core.records->read(p.core.actor, p.ids[rng() % p.ids.size()], spec));
-  if (state.thread_index() == 0) {
-    const auto t0 = std::chrono::steady_clock::now();
-    p.core.audit->flush();  // whatever the fold still owes, timed apart
-    state.counters["flush_ms"] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  }
-  state.SetItemsProcessed(state.iterations());
+  auto& p = journaled_population(false);
+  read_randomly(state, p);
+  if (state.thread_index() == 0) state.counters["flush_ms"] = timed_flush(p) / 1000;
 }
 BENCHMARK(BM_PointReadJournaled)->Threads(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PointReadJournaled)->Threads(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -283,17 +283,10 @@ BENCHMARK(BM_PointReadJournaled)->Threads(8)->UseRealTime()->Unit(benchmark::kMi
 // What a caller waits for, apart from the fold's background work:
 // fold_us_per_entry is that work, measured after the reads.
 void BM_PointReadJournaledFoldDeferred(benchmark::State& state) {
-  auto& p = deferred_fold_population();
-  std::mt19937 rng(static_cast<unsigned>(state.thread_index()));
-  const records::ReadSpec spec{{"given_name", "email"}, {}, "subject.read"};
-  for (auto _ : state) benchmark::DoNotOptimize(p.core.records->read(p.core.actor, p.ids[rng() % p.ids.size()], spec));
-  if (state.thread_index() == 0) {
-    const auto t0 = std::chrono::steady_clock::now();
-    p.core.audit->flush();
-    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    state.counters["fold_us_per_entry"] = us / static_cast<double>(state.iterations() * state.threads());
-  }
-  state.SetItemsProcessed(state.iterations());
+  auto& p = journaled_population(true);
+  read_randomly(state, p);
+  if (state.thread_index() == 0)
+    state.counters["fold_us_per_entry"] = timed_flush(p) / static_cast<double>(state.iterations() * state.threads());
 }
 BENCHMARK(BM_PointReadJournaledFoldDeferred)->Threads(1)->Iterations(200000)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PointReadJournaledFoldDeferred)->Threads(2)->Iterations(100000)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -303,11 +296,7 @@ void BM_AuditAppendJournaled(benchmark::State& state) {
   static Core* core = nullptr;
   if (state.thread_index() == 0) {
     core = new Core();
-    audit::JournalOptions o;
-    o.segment_bytes = std::size_t{64} << 20;
-    o.max_segments = 4;
-    o.fold_interval_ms = 3600 * 1000;
-    core->enable_journal(o);
+    core->enable_journal(fold_held_back());
   }
   const audit::Event e{"subject.read", "00112233445566778899aabbccddeeff", {"given_name", "email"}, {}, true, "", ""};
   for (auto _ : state) core->audit->append_durable(core->actor, {e});
