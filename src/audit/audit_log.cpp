@@ -343,10 +343,14 @@ std::vector<Checkpoint> AuditLog::checkpoints(std::uint64_t from_size, std::size
 }
 
 std::uint64_t AuditLog::size() {
-  flush();
+  std::uint64_t pending = 0;
+  {
+    std::lock_guard lock(pend_mu_);
+    pending = written_through_ - folded_through_;
+  }
   auto tx = store_.begin(TxMode::read);
   const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
-  return last ? static_cast<std::uint64_t>(*last) + 1 : 0;
+  return (last ? static_cast<std::uint64_t>(*last) + 1 : 0) + pending;
 }
 
 namespace {

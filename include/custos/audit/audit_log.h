@@ -13,10 +13,10 @@
 //
 // Reads use `append_durable`. With a journal enabled (custosd), their
 // entries are sealed into the journal (journal.h) and folded into the tree
-// by a background thread within a few milliseconds; every query, checkpoint,
-// export and size first folds what is pending, so callers see every entry
-// of every read that returned. Without one, each read group-commits a store
-// transaction.
+// by a background thread within about a second; every query, checkpoint and
+// export first folds what is pending, so callers see every entry of every
+// read that returned (`size` counts pending entries without folding).
+// Without one, each read group-commits a store transaction.
 #pragma once
 
 #include <chrono>
@@ -122,6 +122,7 @@ class AuditLog {
   std::optional<Checkpoint> checkpoint_at(std::uint64_t size);
   std::vector<Checkpoint> checkpoints(std::uint64_t from_size, std::size_t limit);
 
+  // Entries recorded: in the tree, or journaled and about to be folded.
   std::uint64_t size();
   Hash root_at(std::uint64_t size);
   std::vector<Hash> inclusion_proof(std::uint64_t index, std::uint64_t size);
