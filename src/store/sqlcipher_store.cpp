@@ -83,6 +83,19 @@ class Connection {
     return stmt;
   }
 
+  // BEGIN / COMMIT / ROLLBACK through the statement cache: every request
+  // runs a few transactions, and sqlite3_exec would parse them each time.
+  int step_cached(std::string_view sql) {
+    sqlite3_stmt* stmt = prepare(sql);
+    int rc = sqlite3_step(stmt);
+    const int reset = sqlite3_reset(stmt);
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = reset == SQLITE_OK ? SQLITE_OK : reset;
+    return rc;
+  }
+  void begin(bool write) {
+    if (step_cached(write ? "BEGIN IMMEDIATE" : "BEGIN") != SQLITE_OK) fail(db_, "cannot begin a transaction");
+  }
+
   sqlite3* db() const { return db_; }
 
  private:
@@ -149,7 +162,7 @@ class SqlcipherStore final : public Store {
     // BEGIN IMMEDIATE and the busy timeout.
     if (mode == TxMode::write) writer_lock = std::unique_lock(writer_mu_);
     auto conn = acquire();
-    conn->exec_plain(mode == TxMode::write ? "BEGIN IMMEDIATE" : "BEGIN");
+    conn->begin(mode == TxMode::write);
     return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), mode, std::move(writer_lock));
   }
 
@@ -159,7 +172,7 @@ class SqlcipherStore final : public Store {
     // The safety level cannot change inside a transaction: set it for this
     // commit only; the transaction puts it back before the pool reuses the connection.
     if (!options_.synchronous_full) conn->exec_plain("PRAGMA synchronous = FULL");
-    conn->exec_plain("BEGIN IMMEDIATE");
+    conn->begin(true);
     return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), TxMode::write, std::move(writer_lock),
                                                   !options_.synchronous_full);
   }
@@ -236,7 +249,7 @@ SqlcipherTransaction::SqlcipherTransaction(SqlcipherStore& store, std::unique_pt
       relax_after_(relax_after) {}
 
 SqlcipherTransaction::~SqlcipherTransaction() {
-  if (!done_) sqlite3_exec(conn_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+  if (!done_) conn_->step_cached("ROLLBACK");
   // A connection left inside a transaction (failed rollback) is not reused,
   // nor one whose safety level cannot be put back.
   if (!sqlite3_get_autocommit(conn_->db())) return;
@@ -247,8 +260,7 @@ SqlcipherTransaction::~SqlcipherTransaction() {
 
 void SqlcipherTransaction::commit() {
   if (done_) throw Error(ErrorCode::internal, "transaction committed twice");
-  if (sqlite3_exec(conn_->db(), "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK)
-    fail(conn_->db(), "commit failed");
+  if (conn_->step_cached("COMMIT") != SQLITE_OK) fail(conn_->db(), "commit failed");
   done_ = true;
 }
 
