@@ -33,6 +33,11 @@ Visibility parse_visibility(const std::string& v, const std::string& where) {
   throw Error(ErrorCode::invalid_argument, where + ": visibility must be plain, masked or none");
 }
 
+// Operations that only one purpose justifies unless purposes.yaml says otherwise.
+const std::vector<std::pair<std::string, std::string>> kDefaultOperationPurposes = {
+    {"breach.notify_list", "breach_notification"},
+};
+
 }  // namespace
 
 std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::Schema& schema) {
@@ -52,8 +57,21 @@ std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::S
       if (n["marketing"]) p.marketing = n["marketing"].as<bool>();
       if (n["sale_or_share"]) p.sale_or_share = n["sale_or_share"].as<bool>();
       if (n["channels"]) p.channels = n["channels"].as<std::vector<std::string>>();
+      if (n["required_for"])
+        for (const auto& op : n["required_for"].as<std::vector<std::string>>()) {
+          if (op.empty() || op.size() > 64 || op.find('.') == std::string::npos ||
+              op.find_first_not_of("abcdefghijklmnopqrstuvwxyz_.") != std::string::npos)
+            throw Error(ErrorCode::invalid_argument, purposes_file.string() + ": purpose '" + p.name +
+                                                         "': 'required_for' needs operation names like breach.notify_list");
+          policy->operation_purposes_[op].insert(p.name);
+          p.required_for.push_back(op);
+        }
       policy->purposes_.emplace(p.name, std::move(p));
     }
+    // Defaults for sensitive operations the files say nothing about.
+    for (const auto& [op, purpose] : kDefaultOperationPurposes)
+      if (!policy->operation_purposes_.count(op) && policy->purposes_.count(purpose))
+        policy->operation_purposes_[op].insert(purpose);
     const std::vector<std::string> categories = schema.categories();
     const YAML::Node roles = load_yaml(roles_file)["roles"];
     if (!roles || !roles.IsMap())
@@ -101,6 +119,11 @@ const Role* Policy::role(std::string_view name) const {
 const Purpose* Policy::purpose(std::string_view name) const {
   const auto it = purposes_.find(name);
   return it == purposes_.end() ? nullptr : &it->second;
+}
+
+const std::set<std::string>* Policy::purposes_required_for(std::string_view operation) const {
+  const auto it = operation_purposes_.find(operation);
+  return it == operation_purposes_.end() ? nullptr : &it->second;
 }
 
 Visibility Policy::visibility(const Role& role, const records::FieldSpec& field) const {

@@ -82,6 +82,11 @@ struct Service::Impl {
       deny(c, operation, ErrorCode::purpose_not_allowed,
            "role '" + c.principal.role + "' may not declare purpose '" + c.purpose.substr(0, 64) + "'", subject);
     }
+    if (const auto* only = pol.purposes_required_for(operation); only && !only->count(c.purpose)) {
+      std::string names;
+      for (const auto& p : *only) names += (names.empty() ? "'" : ", '") + p + "'";
+      deny(c, operation, ErrorCode::purpose_not_allowed, operation + " needs the purpose " + names, subject);
+    }
     return *role;
   }
 

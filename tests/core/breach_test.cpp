@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <atomic>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -152,6 +154,34 @@ TEST_F(Breach, AffectedSubjectsFromTheAuditLogMatchAnIndependentRecount) {
                                                                {"to", "2026-03-27T10:00:00Z"}});
             }),
             ErrorCode::invalid_field);
+}
+
+// Which purpose may list affected subjects is policy: purposes.yaml
+// `required_for`, reloaded like the rest (default breach_notification).
+TEST_F(Breach, TheNotificationListPurposeComesFromPurposesYaml) {
+  const std::string id = open("2026-03-27T07:00:00Z")["id"];
+  const auto legal = v.caller("compliance_officer", "legal_claims");
+  EXPECT_NO_THROW(v.service->breach_affected(officer, id, {}));
+  EXPECT_EQ(code_of([&] { v.service->breach_affected(legal, id, {}); }), ErrorCode::purpose_not_allowed);
+
+  const auto file = v.data_dir() / "policies" / "purposes.yaml";
+  std::ifstream in(file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string from = "legal_obligation, required_for: [breach.notify_list]}";
+  ASSERT_NE(text.find(from), std::string::npos);
+  text.replace(text.find(from), from.size(), "legal_obligation}");
+  const std::string claims = "legal_claims:       {description: \"Establishing or defending legal claims\", lawful_basis: legal_obligation";
+  ASSERT_NE(text.find(claims), std::string::npos);
+  text.insert(text.find(claims) + claims.size(), ", required_for: [breach.notify_list]");
+  std::ofstream(file) << text;
+  std::string error;
+  ASSERT_TRUE(v.service->reload_policies(&error)) << error;
+  EXPECT_NO_THROW(v.service->breach_affected(legal, id, {}));
+  EXPECT_EQ(code_of([&] { v.service->breach_affected(officer, id, {}); }), ErrorCode::purpose_not_allowed);
+
+  std::ofstream(file) << text.replace(text.find("[breach.notify_list]"), 20, "[NotAnOperation]");
+  EXPECT_FALSE(v.service->reload_policies(&error));
+  EXPECT_NE(error.find("required_for"), std::string::npos) << error;
 }
 
 TEST_F(Breach, RetentionDryRunEqualsRealRunAndRespectsLegalHold) {

@@ -29,6 +29,7 @@ struct Purpose {
   bool marketing = false;
   bool sale_or_share = false;
   std::vector<std::string> channels;
+  std::vector<std::string> required_for;  // operations allowed only under this purpose (or another listing them)
 };
 
 struct Role {
@@ -52,9 +53,16 @@ class Policy {
 
   Visibility visibility(const Role& role, const records::FieldSpec& field) const;
 
+  // The purposes an operation (e.g. "breach.notify_list") may only be done
+  // under, from the purposes' `required_for` lists; nullptr when any purpose
+  // the role may declare will do. Sensitive operations have a default the
+  // files can override (breach.notify_list: breach_notification).
+  const std::set<std::string>* purposes_required_for(std::string_view operation) const;
+
  private:
   std::map<std::string, Role, std::less<>> roles_;
   std::map<std::string, Purpose, std::less<>> purposes_;
+  std::map<std::string, std::set<std::string>, std::less<>> operation_purposes_;
 };
 
 // The schema's masking rule applied to a value: "j***@example.com",
