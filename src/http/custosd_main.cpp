@@ -139,8 +139,12 @@ int main(int argc, char** argv) {
   app.add_option("--retention-interval", retention_interval,
                  "seconds between scheduled retention purges (default 86400; 0 disables)")
       ->check(CLI::Range(0, 365 * 86400));
-  app.add_option("--threads", threads, "request worker threads (default: 4 per core, at least 8)")
-      ->check(CLI::Range(1, 512));
+  app.add_option("--threads", threads, "request worker threads (default: 4 per core, at least 8; minimum 4)")
+      ->check(CLI::Range(4, 512));
+  long fold_interval_ms = 1000;
+  app.add_option("--audit-fold-interval-ms", fold_interval_ms,
+                 "how long reads' audit entries may wait in the journal before the background fold (default 1000)")
+      ->check(CLI::Range(1L, 3600L * 1000));
   app.add_option("--node-id", node_id, "this node's id in audit entries (default node-1)");
   app.add_option("--log-level", log_level, "debug | info | warn | error (default info; warn drops access lines)");
   try {
@@ -190,6 +194,7 @@ int main(int argc, char** argv) {
     if (!policies.empty()) o.policy_dir = policies;
     o.node_id = node_id;
     o.audit_journal = true;
+    o.audit_journal_options.fold_interval_ms = fold_interval_ms;
     svc = custos::service::Service::open(o);
     if (!svc->audit_journal_active())
       hlog::warn("audit_journal_busy", {{"cause", "another process holds the audit journal; each read commits its entry"}});
@@ -213,6 +218,7 @@ int main(int argc, char** argv) {
   options.tls_cert = tls_cert;
   options.tls_key = tls_key;
   options.max_body_bytes = max_body;
+  options.max_streams = threads - 2;
   auto server = std::make_unique<custos::http::HttpServer>(*svc, options);
   try {
     server->open();

@@ -171,6 +171,9 @@ struct HandlerContext {
   // waits for it.
   std::shared_ptr<void> keepalive;
   std::chrono::seconds timeout{30};
+  // Streams running now, and the most allowed (ServerOptions::max_streams).
+  std::atomic<int>* streams = nullptr;
+  int max_streams = 0;
 
   const std::string& param(std::size_t i) const { return params.at(i); }
   std::string query_or_empty(const std::string& key) const {
@@ -489,6 +492,7 @@ struct HttpServer::Impl {
   std::shared_ptr<TlsMaterial> tls;
   Metrics metrics;
   std::atomic<bool> draining{false};
+  std::atomic<int> streams{0};  // campaign fetches streaming now
   // inflight: every request from arrival until its reply is written (or
   // failed), including ones still waiting for their body (a metric). busy:
   // the subset being processed or answered; drain() waits for it.
@@ -626,6 +630,18 @@ Result h_analytics_rfm(HandlerContext& c) { return json_result(200, c.svc.analyt
 constexpr std::size_t kMaxBufferedStream = 1 << 20;
 
 Result h_campaign_fetch(HandlerContext& c) {
+  // A producer blocks its pool thread (back-pressure) while other pool
+  // threads drain the buffer: cap how many may do so at once.
+  if (c.streams->fetch_add(1) >= c.max_streams) {
+    c.streams->fetch_sub(1);
+    HttpProblem p(503, "unavailable", "too many campaign fetches are streaming; retry shortly");
+    p.headers = {{"Retry-After", "1"}};
+    throw p;
+  }
+  struct Slot {
+    std::atomic<int>* n;
+    ~Slot() { n->fetch_sub(1); }
+  } slot{c.streams};
   using Buffer = concurrency::streams::producer_consumer_buffer<std::uint8_t>;
   auto buffer = std::make_shared<Buffer>();
   auto client_gone = std::make_shared<std::atomic<bool>>(false);
@@ -664,7 +680,9 @@ Result h_campaign_fetch(HandlerContext& c) {
   } catch (...) {
     if (!started) throw;
   }
-  if (started) buffer->close(std::ios_base::out).wait();
+  // Not waited for: closing schedules work on the pool, which must not
+  // depend on this thread being free.
+  if (started) buffer->close(std::ios_base::out);
   Result r;
   r.streamed = true;
   return r;
@@ -694,20 +712,9 @@ Result h_breach_affected(HandlerContext& c) {
   return json_result(200, c.svc.breach_affected(c.caller, c.param(0), c.query));
 }
 Result h_legal_hold(HandlerContext& c) {
-  if (!c.body.is_object() || c.body.size() != 1 || !c.body.contains("hold") || !c.body["hold"].is_boolean())
-    throw Error(ErrorCode::invalid_field, "field 'hold': a body {\"hold\": true|false} is required");
-  return json_result(200, c.svc.set_legal_hold(c.caller, c.param(0), c.body["hold"].get<bool>()));
+  return json_result(200, c.svc.set_legal_hold(c.caller, c.param(0), c.body));
 }
-Result h_retention_run(HandlerContext& c) {
-  bool dry_run = false;
-  if (!c.body.is_object()) throw Error(ErrorCode::invalid_argument, "the body must be a JSON object");
-  for (const auto& [k, v] : c.body.items()) {
-    if (k != "dry_run") throw Error(ErrorCode::invalid_field, "field '" + k.substr(0, 64) + "': unknown field");
-    if (!v.is_boolean()) throw Error(ErrorCode::invalid_field, "field 'dry_run': must be a boolean");
-    dry_run = v.get<bool>();
-  }
-  return json_result(200, c.svc.retention_run(c.caller, dry_run));
-}
+Result h_retention_run(HandlerContext& c) { return json_result(200, c.svc.retention_run(c.caller, c.body)); }
 
 }  // namespace
 
@@ -785,7 +792,6 @@ std::string HttpServer::Impl::metrics_text() {
   os.imbue(std::locale::classic());
   metrics.render(os);
   const auto& counters = svc.counters();
-  // Before audit_size(), which folds the journal.
   const auto journal = svc.audit_journal_status();
   os << "# HELP custos_audit_journal_pending Journaled read entries not yet folded into the tree.\n"
         "# TYPE custos_audit_journal_pending gauge\n"
@@ -937,6 +943,8 @@ Result HttpServer::Impl::dispatch(const std::shared_ptr<RequestState>& rs, const
   ctx.decorate = [this, id = rs->request_id](http_response& resp) { add_common_headers(resp, id); };
   ctx.keepalive = rs->ticket;
   ctx.timeout = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
+  ctx.streams = &streams;
+  ctx.max_streams = std::max(1, options.max_streams);
   if (route->auth) {
     std::string authz;
     if (!req.headers().match("Authorization", authz) || !iequals_prefix(authz, "Bearer "))

@@ -41,6 +41,11 @@ struct ServerOptions {
   // a slow or abandoned client costs a socket, not a worker thread; put a
   // reverse proxy with read timeouts in front for hostile networks.
   std::chrono::seconds timeout{30};
+  // Campaign fetches stream from a worker thread of cpprestsdk's pool while
+  // the same pool writes their bytes; at most this many run at once (more
+  // get 503 with Retry-After), so the pool always keeps threads for I/O.
+  // custosd sets it to its pool size minus 2.
+  int max_streams = 4;
 };
 
 // A parsed --listen value.

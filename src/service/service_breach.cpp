@@ -244,6 +244,23 @@ Json Service::set_legal_hold(const Caller& caller, std::string_view id_text, boo
   return {{"id", records::to_hex(id)}, {"legal_hold", hold}};
 }
 
+Json Service::set_legal_hold(const Caller& caller, std::string_view id_text, const Json& body) {
+  impl_->authorize(caller, *impl_->current_policy(), "dsr", "subject.legal_hold", false);
+  only_keys(body, {"hold"});
+  if (!body.contains("hold") || !body["hold"].is_boolean())
+    throw Error(ErrorCode::invalid_field, "field 'hold': true or false is required");
+  return set_legal_hold(caller, id_text, body["hold"].get<bool>());
+}
+
+Json Service::retention_run(const Caller& caller, const Json& body) {
+  const bool asks_dry_run = body.is_object() && body.contains("dry_run") && body["dry_run"] == true;
+  impl_->authorize(caller, *impl_->current_policy(), "admin", asks_dry_run ? "retention.dry_run" : "retention.run", false);
+  only_keys(body, {"dry_run"});
+  if (body.contains("dry_run") && !body["dry_run"].is_boolean())
+    throw Error(ErrorCode::invalid_field, "field 'dry_run': must be a boolean");
+  return retention_run(caller, body.value("dry_run", false));
+}
+
 Json Service::retention_run(const Caller& caller, bool dry_run) {
   impl_->authorize(caller, *impl_->current_policy(), "admin", dry_run ? "retention.dry_run" : "retention.run", false);
   const auto policy = retention::Policy::load(impl_->policy_dir() / "retention.yaml");

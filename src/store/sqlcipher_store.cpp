@@ -249,7 +249,13 @@ SqlcipherTransaction::SqlcipherTransaction(SqlcipherStore& store, std::unique_pt
       relax_after_(relax_after) {}
 
 SqlcipherTransaction::~SqlcipherTransaction() {
-  if (!done_) conn_->step_cached("ROLLBACK");
+  if (!done_) {
+    try {
+      conn_->step_cached("ROLLBACK");
+    } catch (...) {  // the cached statement could not be prepared (out of memory)
+      sqlite3_exec(conn_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
   // A connection left inside a transaction (failed rollback) is not reused,
   // nor one whose safety level cannot be put back.
   if (!sqlite3_get_autocommit(conn_->db())) return;

@@ -16,7 +16,14 @@ int main(int argc, char** argv) {
     std::cerr << "usage: bench_hello_listener http://127.0.0.1:PORT [THREADS]\n";
     return 2;
   }
-  if (argc == 3) crossplat::threadpool::initialize_with_threads(std::strtoul(argv[2], nullptr, 10));
+  if (argc == 3) {
+    const unsigned long threads = std::strtoul(argv[2], nullptr, 10);
+    if (threads < 1 || threads > 512) {
+      std::cerr << "bench_hello_listener: THREADS must be 1-512\n";
+      return 2;
+    }
+    crossplat::threadpool::initialize_with_threads(threads);
+  }
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);

@@ -129,9 +129,13 @@ class Service {
 
   // Legal hold on a subject (role needs `dsr`): erasure and retention skip it.
   Json set_legal_hold(const Caller& caller, std::string_view id, bool hold);
+  // The same from a request body {"hold": true|false}.
+  Json set_legal_hold(const Caller& caller, std::string_view id, const Json& body);
 
   // Retention (role needs `admin`): purge what has expired; dry run changes nothing.
   Json retention_run(const Caller& caller, bool dry_run);
+  // The same from a request body {"dry_run": bool} (optional, default false).
+  Json retention_run(const Caller& caller, const Json& body);
 
   // Audit (role needs the `audit` operation).
   Json audit_entries(const Caller& caller, const std::map<std::string, std::string>& query);
