@@ -219,7 +219,7 @@ struct AuditLog::Waiter {
 
 void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& events) {
   if (events.empty()) return;
-  if (journal_) return append_journaled(actor, events);
+  if (journal_on_.load(std::memory_order_acquire)) return append_journaled(actor, events);
   Waiter self{&actor, &events};
   std::unique_lock lock(group_mu_);
   queue_.push_back(&self);
@@ -519,6 +519,7 @@ std::uint64_t AuditLog::fold_leftovers(Journal& journal) {
 }
 
 bool AuditLog::enable_journal(const std::filesystem::path& dir, const crypto::SecretKey& key, JournalOptions options) {
+  if (journal_on_) return true;
   auto journal = Journal::open(dir, key, options);
   if (!journal) return false;
   const std::uint64_t last = fold_leftovers(*journal);
@@ -531,11 +532,12 @@ bool AuditLog::enable_journal(const std::filesystem::path& dir, const crypto::Se
     stop_folder_ = false;
   }
   folder_ = std::thread([this] { fold_loop(); });
+  journal_on_.store(true, std::memory_order_release);
   return true;
 }
 
 void AuditLog::recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key) {
-  if (journal_ || !std::filesystem::exists(dir)) return;
+  if (journal_on_ || !std::filesystem::exists(dir)) return;
   if (auto journal = Journal::open(dir, key, {})) fold_leftovers(*journal);
   // else a live process holds it and folds it itself.
 }
@@ -604,7 +606,7 @@ void AuditLog::fold_pending(bool everything) {
 }
 
 void AuditLog::flush() {
-  if (journal_) fold_pending(true);
+  if (journal_on_.load(std::memory_order_acquire)) fold_pending(true);
 }
 
 JournalStatus AuditLog::journal_status() {

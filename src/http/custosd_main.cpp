@@ -58,6 +58,7 @@ class Maintenance {
     std::unique_lock lock(mu_);
     bool failing = false;
     auto next_retention = std::chrono::steady_clock::now() + retention_interval_;
+    auto next_journal_try = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (!stop_) {
       if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_; })) break;
       lock.unlock();
@@ -71,6 +72,14 @@ class Maintenance {
       } catch (const std::exception&) {
         if (!failing) hlog::error("checkpoint_failed", {{"code", "internal"}});
         failing = true;
+      }
+      if (!svc_.audit_journal_active() && std::chrono::steady_clock::now() >= next_journal_try) {
+        next_journal_try = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        try {
+          if (svc_.retry_audit_journal()) hlog::info("audit_journal_enabled");
+        } catch (const std::exception&) {
+          // Reads keep committing their entries directly; tried again later.
+        }
       }
       if (retention_interval_.count() > 0 && std::chrono::steady_clock::now() >= next_retention) {
         next_retention = std::chrono::steady_clock::now() + retention_interval_;

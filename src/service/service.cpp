@@ -506,6 +506,16 @@ std::uint64_t Service::audit_size() { return impl_->audit->size(); }
 
 bool Service::audit_journal_active() const { return impl_->audit_journal; }
 
+bool Service::retry_audit_journal() {
+  if (!impl_->options.audit_journal || impl_->audit_journal) return false;
+  std::lock_guard lock(impl_->audit_journal_mu);
+  if (impl_->audit_journal) return false;
+  impl_->audit_journal = impl_->audit->enable_journal(impl_->options.data_dir / "audit-journal",
+                                                      impl_->keys->named_key(kJournalSlot),
+                                                      impl_->options.audit_journal_options);
+  return impl_->audit_journal;
+}
+
 audit::JournalStatus Service::audit_journal_status() { return impl_->audit->journal_status(); }
 
 std::uint64_t Service::audit_checkpoint_size() {

@@ -28,7 +28,8 @@ struct Service::Impl {
   records::Schema schema;
   std::unique_ptr<crypto::Signer> signer;
   std::unique_ptr<audit::AuditLog> audit;
-  bool audit_journal = false;
+  std::atomic<bool> audit_journal{false};
+  std::mutex audit_journal_mu;  // one enable attempt at a time
   std::unique_ptr<records::Records> records;
   std::unique_ptr<access::TokenStore> tokens;
   std::unique_ptr<consent::Ledger> consent;

@@ -236,6 +236,13 @@ TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
   EXPECT_FALSE(other->audit_journal_active());
   other->get_subject(v.admin("customer_service"), id);
   EXPECT_EQ(reads_of(*s, v, id), 26u);
+  EXPECT_FALSE(other->retry_audit_journal());  // still held
+  s.reset();                                    // the holder goes away
+  EXPECT_TRUE(other->retry_audit_journal());
+  EXPECT_TRUE(other->audit_journal_active());
+  other->get_subject(v.admin("customer_service"), id);
+  EXPECT_EQ(other->audit_journal_status().pending, 1u);
+  EXPECT_EQ(reads_of(*other, v, id), 27u);
 }
 
 // kill -9 after the reads returned: every read's entry is recovered into the

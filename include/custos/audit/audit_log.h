@@ -19,6 +19,7 @@
 // Without one, each read group-commits a store transaction.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -177,6 +178,7 @@ class AuditLog {
   // journal_ but its reads, the counters and the folder's state; fold_mu_
   // serialises folds. Records (folded_through_, written_through_] wait.
   std::unique_ptr<Journal> journal_;
+  std::atomic<bool> journal_on_{false};  // set once journal_ and the folder are ready
   std::mutex pend_mu_;
   std::condition_variable pend_cv_;
   std::uint64_t written_through_ = 0;

@@ -163,6 +163,9 @@ class Service {
   // Whether reads go through the audit journal (false if it was not asked
   // for, or another process holds it).
   bool audit_journal_active() const;
+  // When the journal was asked for but another process held it at open:
+  // tries again; true if reads go through it from now on.
+  bool retry_audit_journal();
   audit::JournalStatus audit_journal_status();
   std::uint64_t audit_size();
   // Tree size of the latest signed checkpoint (0 if none yet).
