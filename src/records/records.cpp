@@ -84,7 +84,8 @@ void insert_indexes(Transaction& tx, store::KeyTable& keys, const SubjectId& id,
 
 }  // namespace
 
-std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vector<FieldMap>& batch) {
+std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vector<FieldMap>& batch,
+                                       std::int64_t* created_us) {
   std::vector<Prepared> prepared;
   prepared.reserve(batch.size());
   for (const FieldMap& fields : batch) {
@@ -97,6 +98,7 @@ std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vec
 
   std::vector<SubjectId> ids(batch.size());
   const std::int64_t now = audit_.now_us();
+  if (created_us) *created_us = now;
   auto tx = store_.begin(TxMode::write);
   const std::uint32_t kek_version = keys_.kek_version(*tx);
   for (std::size_t i = 0; i < prepared.size(); ++i) {

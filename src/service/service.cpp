@@ -224,13 +224,14 @@ Json Service::create_subject(const Caller& caller, const Json& body) {
   const auto& role = impl_->authorize(caller, *pol, "records.write", "subject.create", false);
   const FieldChanges in = parse_fields(body, impl_->schema, false);
   if (in.set.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
-  const auto ids = impl_->records->create(impl_->actor(caller), {in.set});
+  std::int64_t created_us = 0;
+  const auto ids = impl_->records->create(impl_->actor(caller), {in.set}, &created_us);
   // Echo the new subject as this role may see it, without another decryption.
   const auto spec = impl_->read_spec(*pol, role);
   records::Subject s;
   s.id = ids[0];
   s.status = "active";
-  s.created_us = s.updated_us = impl_->audit->now_us();
+  s.created_us = s.updated_us = created_us;
   for (const auto& [name, value] : in.set)
     if (std::find(spec.fields.begin(), spec.fields.end(), name) != spec.fields.end())
       s.fields.emplace(name, impl_->schema.validate(impl_->schema.require(name), value));

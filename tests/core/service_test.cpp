@@ -107,5 +107,14 @@ TEST(Service, SegmentsReloadWithThePolicies) {
   EXPECT_NO_THROW(run());  // the old segments stay in force
 }
 
+// The echo of a create carries the times that were stored, not a later clock reading.
+TEST(Service, CreateEchoesTheStoredTimes) {
+  TestVault v;
+  const Json made = v.service->create_subject(v.admin(), person());
+  const Json got = v.service->get_subject(v.admin("customer_service"), made["id"].get<std::string>());
+  EXPECT_EQ(made["created_at"], got["created_at"]);
+  EXPECT_EQ(made["updated_at"], got["updated_at"]);
+}
+
 }  // namespace
 }  // namespace custos

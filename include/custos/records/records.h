@@ -79,7 +79,9 @@ class Records {
   const Schema& schema() const { return schema_; }
 
   // Validates every value of every subject first; then one transaction.
-  std::vector<SubjectId> create(const audit::Actor& actor, const std::vector<FieldMap>& batch);
+  // `created_us`, if given, receives the creation time stored for the batch.
+  std::vector<SubjectId> create(const audit::Actor& actor, const std::vector<FieldMap>& batch,
+                                std::int64_t* created_us = nullptr);
 
   // Throws Error(not_found) for unknown or erased subjects.
   Subject read(const audit::Actor& actor, const SubjectId& id, const ReadSpec& spec);
