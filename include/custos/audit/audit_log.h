@@ -177,6 +177,8 @@ class AuditLog {
   // The journal (null until enabled). pend_mu_ guards every call into
   // journal_ but its reads, the counters and the folder's state; fold_mu_
   // serialises folds. Records (folded_through_, written_through_] wait.
+  // Lock order: fold_mu_, then the store write lock, then mu_; pend_mu_ is
+  // never held while taking another (Journal::prepare_spare drops it).
   std::unique_ptr<Journal> journal_;
   std::atomic<bool> journal_on_{false};  // set once journal_ and the folder are ready
   std::mutex pend_mu_;
@@ -185,7 +187,7 @@ class AuditLog {
   std::uint64_t folded_through_ = 0;
   std::string fold_error_;  // last fold's failure, empty when healthy
   bool stop_folder_ = false;
-  bool fold_now_ = false;  // a reader found the journal full
+  bool fold_now_ = false;  // fold without waiting for the interval: the journal is half full or full
   std::chrono::milliseconds fold_interval_{1000};
   std::mutex fold_mu_;
   std::thread folder_;
