@@ -222,6 +222,14 @@ bool export_verifies(service::Service& s, TestVault& v, std::uint64_t* entries =
   return result.ok;
 }
 
+// One subject in a fresh vault, whose service is then closed (each test
+// opens the vault the way it needs).
+std::string one_subject_then_close(TestVault& v) {
+  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "j@example.com"}}}})["id"];
+  v.service.reset();
+  return id;
+}
+
 // Runs `child` in a forked process that ends with _exit (static destructors
 // do not run; objects the child leaks are never closed: a crash as far as
 // the vault can tell); returns its exit code, -1 if it died.
@@ -235,8 +243,7 @@ int in_child(const std::function<int()>& child) {
 
 TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
   TestVault v;
-  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "j@example.com"}}}})["id"];
-  v.service.reset();
+  const std::string id = one_subject_then_close(v);
   auto s = open_journaled(v);
   ASSERT_TRUE(s->audit_journal_active());
   for (int i = 0; i < 25; ++i) s->get_subject(v.admin("customer_service"), id);
@@ -261,8 +268,7 @@ TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
 // tree by the next process, once, and the log verifies.
 TEST(AuditJournal, ACrashLosesNoReadThatReturned) {
   TestVault v;
-  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "k@example.com"}}}})["id"];
-  v.service.reset();
+  const std::string id = one_subject_then_close(v);
   ASSERT_EQ(in_child([&] {
               // Never destroyed: like a crash, nothing is folded on the way out.
               auto* s = open_journaled(v).release();
@@ -292,8 +298,7 @@ TEST(AuditJournal, ACrashLosesNoReadThatReturned) {
 // system takes writes again, reads work and only the read that returned is logged.
 TEST(AuditJournal, FailsClosedWhenNoSegmentCanBeWritten) {
   TestVault v;
-  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "f@example.com"}}}})["id"];
-  v.service.reset();
+  const std::string id = one_subject_then_close(v);
   const int rc = in_child([&] {
     auto s = open_journaled(v);
     ::signal(SIGXFSZ, SIG_IGN);
@@ -328,8 +333,7 @@ TEST(AuditJournal, FailsClosedWhenNoSegmentCanBeWritten) {
 // the journal is readable without the vault's keys.
 TEST(AuditJournal, SegmentsRollOverUnderConcurrentReadsAndHoldNoPlaintext) {
   TestVault v;
-  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "r@example.com"}}}})["id"];
-  v.service.reset();
+  const std::string id = one_subject_then_close(v);
   auto s = open_journaled(v, 64 * 1024);  // ~150 entries per segment
   std::atomic<int> failures{0};
   std::vector<std::thread> readers;
@@ -367,8 +371,7 @@ TEST(AuditJournal, SegmentsRollOverUnderConcurrentReadsAndHoldNoPlaintext) {
 // is itself an entry in the log rather than a silent gap.
 TEST(AuditJournal, DamageFoundOnRecoveryIsRecordedInTheLog) {
   TestVault v;
-  const std::string id = v.service->create_subject(v.admin(), {{"fields", {{"email", "d@example.com"}}}})["id"];
-  v.service.reset();
+  const std::string id = one_subject_then_close(v);
   ASSERT_EQ(in_child([&] {
               auto* s = open_journaled(v).release();  // never destroyed: a crash
               for (int i = 0; i < 30; ++i) s->get_subject(v.admin("customer_service"), id);
