@@ -538,8 +538,12 @@ bool AuditLog::enable_journal(const std::filesystem::path& dir, const crypto::Se
 
 void AuditLog::recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key) {
   if (journal_on_ || !std::filesystem::exists(dir)) return;
-  if (auto journal = Journal::open(dir, key, {})) fold_leftovers(*journal);
-  // else a live process holds it and folds it itself.
+  if (auto journal = Journal::open(dir, key, {})) {
+    fold_leftovers(*journal);
+  } else {  // a live process holds it and folds it itself
+    foreign_journal_ = dir;
+    foreign_key_ = std::make_unique<crypto::SecretKey>(key.clone());
+  }
 }
 
 void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& events) {
@@ -606,7 +610,23 @@ void AuditLog::fold_pending(bool everything) {
 }
 
 void AuditLog::flush() {
-  if (journal_on_.load(std::memory_order_acquire)) fold_pending(true);
+  if (journal_on_.load(std::memory_order_acquire)) {
+    fold_pending(true);
+    return;
+  }
+  if (!foreign_key_) return;
+  // The other process folds within its interval (1 s by default): wait for
+  // its watermark to pass the newest record it had written when we asked.
+  const auto newest = Journal::newest_counter(foreign_journal_, *foreign_key_);
+  if (!newest) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (folded_watermark(store_) < *newest && std::chrono::steady_clock::now() < deadline) {
+    if (auto journal = Journal::open(foreign_journal_, *foreign_key_, {})) {  // the owner has gone
+      fold_leftovers(*journal);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 JournalStatus AuditLog::journal_status() {

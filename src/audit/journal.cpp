@@ -266,6 +266,51 @@ Journal::Recovery Journal::recover(std::uint64_t after) {
   return out;
 }
 
+std::optional<std::uint64_t> Journal::newest_counter(const fs::path& dir, const crypto::SecretKey& key) {
+  std::optional<std::uint64_t> newest;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() != ".aj") continue;
+    const int fd = ::open(it->path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    void* p = MAP_FAILED;
+    if (::fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) >= 2 * kHeaderBytes)
+      p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) continue;
+    const auto* map = static_cast<const std::uint8_t*>(p);
+    const std::size_t size = static_cast<std::size_t>(st.st_size);
+    if (std::memcmp(map, kMagic, sizeof kMagic) == 0 && map[8] == kVersion) {
+      // Walk the lengths (a length is written after its record), then make
+      // sure the last record opens under this segment's key.
+      std::uint64_t counter = get_u64(map + 32);
+      std::size_t off = kHeaderBytes, last_off = 0;
+      std::uint32_t last_len = 0;
+      while (off + 4 <= size) {
+        const std::uint32_t len = get_u32(map + off);
+        if (len < kTagBytes || off + 4 + len > size) break;
+        last_off = off;
+        last_len = len;
+        ++counter;
+        off += 4 + len;
+      }
+      if (last_len) {
+        try {
+          const Sealer sealer(key, map);
+          std::vector<std::uint8_t> payload;
+          if (sealer.open(counter - 1, {map + last_off + 4, last_len}, payload))
+            newest = std::max(newest.value_or(0), counter - 1);
+        } catch (const Error&) {
+          // an algorithm this process cannot open: not counted
+        }
+      }
+    }
+    ::munmap(p, size);
+  }
+  return newest;
+}
+
 void Journal::start(std::uint64_t next) {
   next_counter_ = std::max<std::uint64_t>(next, 1);
   current_ = nullptr;

@@ -183,7 +183,9 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   if (options.audit_journal)
     impl->audit_journal = impl->audit->enable_journal(journal_dir, impl->keys->named_key(kJournalSlot),
                                                       options.audit_journal_options);
-  else if (fs::exists(journal_dir))
+  // Not journaling (not asked, or another process holds the journal): fold
+  // a crashed owner's leftovers, or learn whose folds to wait for.
+  if (!impl->audit_journal && fs::exists(journal_dir))
     impl->audit->recover_journal(journal_dir, impl->keys->named_key(kJournalSlot));
   impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);

@@ -264,6 +264,20 @@ TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
   EXPECT_EQ(reads_of(*other, v, id), 27u);
 }
 
+// The CLI beside a running custosd: its audit queries wait (bounded) for
+// custosd to fold the reads it had answered, so none is missing.
+TEST(AuditJournal, AnotherProcessSeesTheReadsTheJournalOwnerAnswered) {
+  TestVault v;
+  const std::string id = one_subject_then_close(v);
+  auto owner = open_journaled(v);
+  for (int i = 0; i < 10; ++i) owner->get_subject(v.admin("customer_service"), id);
+  ASSERT_EQ(owner->audit_journal_status().pending, 10u);  // nothing folded yet (1 s interval)
+  service::OpenOptions o;  // the CLI's mode
+  o.data_dir = v.data_dir();
+  auto cli = service::Service::open(o);
+  EXPECT_EQ(reads_of(*cli, v, id), 10u);
+}
+
 // kill -9 after the reads returned: every read's entry is recovered into the
 // tree by the next process, once, and the log verifies.
 TEST(AuditJournal, ACrashLosesNoReadThatReturned) {

@@ -108,9 +108,12 @@ class AuditLog {
   // if it cannot be opened or the leftovers cannot be folded.
   bool enable_journal(const std::filesystem::path& dir, const crypto::SecretKey& key, JournalOptions options = {});
   // Folds a crashed process's leftover journal in `dir`, unless a live
-  // process holds it. For processes that do not journal themselves.
+  // process holds it; then `flush` waits (bounded) for that process to fold
+  // what it had journaled. For processes that do not journal themselves.
   void recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key);
-  // Folds every journaled entry into the tree now.
+  // Folds every journaled entry into the tree now; in a process beside a
+  // journaling one (the CLI beside custosd), waits up to 3 s for that
+  // process to fold every read it had answered.
   void flush();
   JournalStatus journal_status();
   ~AuditLog();
@@ -191,6 +194,9 @@ class AuditLog {
   std::chrono::milliseconds fold_interval_{1000};
   std::mutex fold_mu_;
   std::thread folder_;
+  // Another process's journal (set by recover_journal when it was held).
+  std::filesystem::path foreign_journal_;
+  std::unique_ptr<crypto::SecretKey> foreign_key_;
 };
 
 // RFC 3339 UTC with microseconds.

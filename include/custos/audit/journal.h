@@ -76,6 +76,10 @@ class Journal {
     std::vector<std::string> damaged;
   };
   Recovery recover(std::uint64_t after);
+  // For another process while the owner runs: the counter of the newest
+  // complete record in `dir`, read without the lock (nullopt if none).
+  static std::optional<std::uint64_t> newest_counter(const std::filesystem::path& dir, const crypto::SecretKey& key);
+
   // Starts appending with counter `next`; the old segments become spares.
   void start(std::uint64_t next);
 
