@@ -135,6 +135,17 @@ class Sealer {
   crypto_aead_aes256gcm_state* aes_ = nullptr;
 };
 
+// The sealed length of the record at `off`: 0 where the records end (a zero
+// length; a record's length is written last) or where the framing is
+// broken (`broken` set: a length past the segment or shorter than a tag).
+std::uint32_t sealed_length_at(const std::uint8_t* map, std::size_t size, std::size_t off, bool& broken) {
+  broken = false;
+  if (off + 4 > size) return 0;
+  const std::uint32_t len = get_u32(map + off);
+  if (len != 0 && (len < kTagBytes || off + 4 + len > size)) broken = true;
+  return broken ? 0 : len;
+}
+
 // The bound part of a segment header.
 BoundHeader make_header(std::uint8_t algorithm, const FileId& file_id, std::uint64_t first_counter) {
   BoundHeader h{};
@@ -241,14 +252,15 @@ Journal::Recovery Journal::recover(std::uint64_t after) {
     }
     std::uint64_t counter = get_u64(h + 32);
     std::size_t off = kHeaderBytes;
-    while (off + 4 <= seg->size) {
-      const std::uint32_t len = get_u32(seg->map + off);
-      if (len == 0) break;  // the end (a record's length is written last)
+    for (;;) {
+      bool broken = false;
+      const std::uint32_t len = sealed_length_at(seg->map, seg->size, off, broken);
       JournalRecord r;
-      if (len < kTagBytes || off + 4 + len > seg->size || !sealer->open(counter, {seg->map + off + 4, len}, r.payload)) {
+      if (broken || (len && !sealer->open(counter, {seg->map + off + 4, len}, r.payload))) {
         damaged.push_back(seg.get());  // altered, or torn by a power cut
         break;
       }
+      if (len == 0) break;
       r.counter = counter;
       if (counter > after) out.records.push_back(std::move(r));
       ++counter;
@@ -287,9 +299,8 @@ std::optional<std::uint64_t> Journal::newest_counter(const fs::path& dir, const 
       std::uint64_t counter = get_u64(map + 32);
       std::size_t off = kHeaderBytes, last_off = 0;
       std::uint32_t last_len = 0;
-      while (off + 4 <= size) {
-        const std::uint32_t len = get_u32(map + off);
-        if (len < kTagBytes || off + 4 + len > size) break;
+      bool broken = false;
+      for (std::uint32_t len; (len = sealed_length_at(map, size, off, broken)) != 0;) {
         last_off = off;
         last_len = len;
         ++counter;
@@ -446,8 +457,9 @@ std::vector<JournalRecord> Journal::read(const View& view, std::uint64_t first, 
     const Segment& seg = *part.segment;
     std::size_t off = kHeaderBytes;
     for (std::uint64_t counter = part.first; counter <= std::min(last, part.last); ++counter) {
-      const std::uint32_t len = off + 4 <= seg.size ? get_u32(seg.map + off) : 0;
-      if (len < kTagBytes || off + 4 + len > seg.size)
+      bool broken = false;
+      const std::uint32_t len = sealed_length_at(seg.map, seg.size, off, broken);
+      if (len == 0)
         throw Error(ErrorCode::integrity, "audit journal: record " + std::to_string(counter) + " is damaged");
       if (counter >= first) {
         JournalRecord r;

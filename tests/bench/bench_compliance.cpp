@@ -41,12 +41,7 @@ struct CampaignWorld {
   std::unique_ptr<store::Store> floor_store;
 
   explicit CampaignWorld(int population) {
-    for (int base = 0; base < population; base += kBatch) {
-      std::vector<records::FieldMap> people;
-      for (int i = base; i < std::min(population, base + kBatch); ++i) people.push_back(person(i));
-      const auto got = core.records->create(core.actor, people);
-      ids.insert(ids.end(), got.begin(), got.end());
-    }
+    ids = populate(core, population);
     {
       auto tx = core.store->begin(store::TxMode::write);
       for (std::size_t i = 0; i < ids.size(); i += 10)

@@ -124,14 +124,7 @@ BENCHMARK(BM_RecordsBatchIngest)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 struct Populated {
   Core core;
   std::vector<records::SubjectId> ids;
-  explicit Populated(int count) {
-    for (int base = 0; base < count; base += kBatch) {
-      std::vector<records::FieldMap> people;
-      for (int i = base; i < std::min(count, base + kBatch); ++i) people.push_back(person(i));
-      const auto got = core.records->create(core.actor, people);
-      ids.insert(ids.end(), got.begin(), got.end());
-    }
-  }
+  explicit Populated(int count) : ids(populate(core, count)) {}
 };
 
 void BM_LookupByEmailAndRead(benchmark::State& state) {

@@ -74,6 +74,18 @@ struct Core {
 };
 
 
+// Creates `count` benchmark people (person(0) ...) in batches of kBatch.
+inline std::vector<records::SubjectId> populate(Core& core, int count) {
+  std::vector<records::SubjectId> ids;
+  for (int base = 0; base < count; base += kBatch) {
+    std::vector<records::FieldMap> people;
+    for (int i = base; i < std::min(count, base + kBatch); ++i) people.push_back(person(i));
+    const auto got = core.records->create(core.actor, people);
+    ids.insert(ids.end(), got.begin(), got.end());
+  }
+  return ids;
+}
+
 // Closes the components of `core` and opens the service façade on the same
 // data directory (benchmarks populate directly, then measure the service).
 inline std::unique_ptr<service::Service> reopen_as_service(Core& core) {
