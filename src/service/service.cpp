@@ -181,11 +181,10 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->audit = std::make_unique<audit::AuditLog>(*impl->store, *impl->signer, ao);
   const fs::path journal_dir = dir / "audit-journal";
   if (options.audit_journal)
-    impl->audit_journal = impl->audit->enable_journal(journal_dir, impl->keys->named_key(kJournalSlot),
-                                                      options.audit_journal_options);
+    impl->audit->enable_journal(journal_dir, impl->keys->named_key(kJournalSlot), options.audit_journal_options);
   // Not journaling (not asked, or another process holds the journal): fold
   // a crashed owner's leftovers, or learn whose folds to wait for.
-  if (!impl->audit_journal && fs::exists(journal_dir))
+  if (!impl->audit->journal_active() && fs::exists(journal_dir))
     impl->audit->recover_journal(journal_dir, impl->keys->named_key(kJournalSlot));
   impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
@@ -507,16 +506,14 @@ void Service::checkpoint_if_due() { impl_->audit->checkpoint_if_due(); }
 
 std::uint64_t Service::audit_size() { return impl_->audit->size(); }
 
-bool Service::audit_journal_active() const { return impl_->audit_journal; }
+bool Service::audit_journal_active() const { return impl_->audit->journal_active(); }
 
 bool Service::retry_audit_journal() {
-  if (!impl_->options.audit_journal || impl_->audit_journal) return false;
+  if (!impl_->options.audit_journal || impl_->audit->journal_active()) return false;
   std::lock_guard lock(impl_->audit_journal_mu);
-  if (impl_->audit_journal) return false;
-  impl_->audit_journal = impl_->audit->enable_journal(impl_->options.data_dir / "audit-journal",
-                                                      impl_->keys->named_key(kJournalSlot),
-                                                      impl_->options.audit_journal_options);
-  return impl_->audit_journal;
+  if (impl_->audit->journal_active()) return false;
+  return impl_->audit->enable_journal(impl_->options.data_dir / "audit-journal", impl_->keys->named_key(kJournalSlot),
+                                      impl_->options.audit_journal_options);
 }
 
 audit::JournalStatus Service::audit_journal_status() { return impl_->audit->journal_status(); }

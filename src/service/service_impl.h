@@ -28,7 +28,6 @@ struct Service::Impl {
   records::Schema schema;
   std::unique_ptr<crypto::Signer> signer;
   std::unique_ptr<audit::AuditLog> audit;
-  std::atomic<bool> audit_journal{false};
   std::mutex audit_journal_mu;  // one enable attempt at a time
   std::unique_ptr<records::Records> records;
   std::unique_ptr<access::TokenStore> tokens;

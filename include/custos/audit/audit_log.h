@@ -116,6 +116,7 @@ class AuditLog {
   // process to fold every read it had answered.
   void flush();
   JournalStatus journal_status();
+  bool journal_active() const { return journal_on_.load(std::memory_order_acquire); }
   ~AuditLog();
 
   // Signs the current head if it is larger than the last checkpoint; returns the latest.
