@@ -6,18 +6,30 @@
 namespace custos::auditfmt {
 namespace {
 
-void put_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+// Writers into a buffer sized exactly by encoded_size(): one allocation per entry.
+std::uint8_t* put_u32(std::uint8_t* at, std::uint32_t v) {
+  at[0] = static_cast<std::uint8_t>(v >> 24);
+  at[1] = static_cast<std::uint8_t>(v >> 16);
+  at[2] = static_cast<std::uint8_t>(v >> 8);
+  at[3] = static_cast<std::uint8_t>(v);
+  return at + 4;
 }
 
-void put_str(std::vector<std::uint8_t>& out, const std::string& s) {
-  put_u32(out, static_cast<std::uint32_t>(s.size()));
-  out.insert(out.end(), s.begin(), s.end());
+std::uint8_t* put_str(std::uint8_t* at, const std::string& s) {
+  at = put_u32(at, static_cast<std::uint32_t>(s.size()));
+  return std::copy(s.begin(), s.end(), at);
 }
 
-void put_list(std::vector<std::uint8_t>& out, const std::vector<std::string>& list) {
-  put_u32(out, static_cast<std::uint32_t>(list.size()));
-  for (const auto& s : list) put_str(out, s);
+std::uint8_t* put_list(std::uint8_t* at, const std::vector<std::string>& list) {
+  at = put_u32(at, static_cast<std::uint32_t>(list.size()));
+  for (const auto& s : list) at = put_str(at, s);
+  return at;
+}
+
+std::size_t list_size(const std::vector<std::string>& list) {
+  std::size_t n = 4;
+  for (const auto& s : list) n += 4 + s.size();
+  return n;
 }
 
 // A bounds-checked reader; every failure names what was being read.
@@ -42,10 +54,12 @@ class Reader {
     v = (std::uint64_t{hi} << 32) | lo;
     return true;
   }
-  bool str(std::string* out) {
+  bool str(std::string* out, std::string_view* view = nullptr) {
     std::uint32_t n;
     if (!u32(n) || n > b_.size() - pos_) return false;
-    if (out) out->assign(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    const std::string_view text(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    if (out) out->assign(text);
+    if (view) *view = text;
     pos_ += n;
     return true;
   }
@@ -66,6 +80,7 @@ class Reader {
     return true;
   }
   bool done() const { return pos_ == b_.size(); }
+  std::size_t pos() const { return pos_; }
 
  private:
   std::span<const std::uint8_t> b_;
@@ -82,15 +97,20 @@ bool parse(std::span<const std::uint8_t> bytes, Entry* e, EntryView& view, const
   std::string* strings[] = {e ? &e->time : nullptr,      e ? &e->principal : nullptr, e ? &e->role : nullptr,
                             e ? &e->token_id : nullptr,  e ? &e->purpose : nullptr,   e ? &e->operation : nullptr,
                             e ? &e->subject_id : nullptr};
-  for (std::string* s : strings)
-    if (!r.str(s)) return *why = "truncated or malformed text field", false;
+  std::string_view* views[] = {&view.time, &view.principal, nullptr, nullptr, &view.purpose, &view.operation,
+                               &view.subject_id};
+  for (std::size_t i = 0; i < std::size(strings); ++i)
+    if (!r.str(strings[i], views[i])) return *why = "truncated or malformed text field", false;
   if (!r.list(e ? &e->fields : nullptr) || !r.list(e ? &e->masked_fields : nullptr))
     return *why = "malformed field list", false;
   std::string* tail[] = {e ? &e->outcome : nullptr, e ? &e->reason : nullptr, e ? &e->request_id : nullptr,
                          e ? &e->node_id : nullptr, e ? &e->detail : nullptr};
-  for (std::string* s : tail)
-    if (!r.str(s)) return *why = "truncated or malformed text field", false;
+  std::string_view* tail_views[] = {&view.outcome, nullptr, nullptr, nullptr, nullptr};
+  for (std::size_t i = 0; i < std::size(tail); ++i)
+    if (!r.str(tail[i], tail_views[i])) return *why = "truncated or malformed text field", false;
+  const std::size_t list_at = r.pos();
   if (!r.list(e ? &e->subject_ids : nullptr)) return *why = "malformed subject list", false;
+  view.subject_list = bytes.subspan(list_at, r.pos() - list_at);
   if (!r.hash(view.prev)) return *why = "truncated previous-entry hash", false;
   if (!r.done()) return *why = "trailing bytes after the entry", false;
   if (e) {
@@ -103,19 +123,22 @@ bool parse(std::span<const std::uint8_t> bytes, Entry* e, EntryView& view, const
 }  // namespace
 
 std::vector<std::uint8_t> encode(const Entry& e) {
-  std::vector<std::uint8_t> out;
-  out.reserve(128 + e.time.size() + e.principal.size() + e.operation.size() + e.subject_id.size() +
-              e.detail.size() + 40 * e.subject_ids.size());
-  out.push_back(kEntryVersion);
-  put_u32(out, static_cast<std::uint32_t>(e.seq >> 32));
-  put_u32(out, static_cast<std::uint32_t>(e.seq));
-  for (const std::string* s : {&e.time, &e.principal, &e.role, &e.token_id, &e.purpose, &e.operation, &e.subject_id})
-    put_str(out, *s);
-  put_list(out, e.fields);
-  put_list(out, e.masked_fields);
-  for (const std::string* s : {&e.outcome, &e.reason, &e.request_id, &e.node_id, &e.detail}) put_str(out, *s);
-  put_list(out, e.subject_ids);
-  out.insert(out.end(), e.prev.begin(), e.prev.end());
+  const std::string* head[] = {&e.time, &e.principal, &e.role, &e.token_id, &e.purpose, &e.operation, &e.subject_id};
+  const std::string* tail[] = {&e.outcome, &e.reason, &e.request_id, &e.node_id, &e.detail};
+  std::size_t size = 1 + 8 + list_size(e.fields) + list_size(e.masked_fields) + list_size(e.subject_ids) + e.prev.size();
+  for (const std::string* s : head) size += 4 + s->size();
+  for (const std::string* s : tail) size += 4 + s->size();
+  std::vector<std::uint8_t> out(size);
+  std::uint8_t* at = out.data();
+  *at++ = kEntryVersion;
+  at = put_u32(at, static_cast<std::uint32_t>(e.seq >> 32));
+  at = put_u32(at, static_cast<std::uint32_t>(e.seq));
+  for (const std::string* s : head) at = put_str(at, *s);
+  at = put_list(at, e.fields);
+  at = put_list(at, e.masked_fields);
+  for (const std::string* s : tail) at = put_str(at, *s);
+  at = put_list(at, e.subject_ids);
+  std::copy(e.prev.begin(), e.prev.end(), at);
   return out;
 }
 
@@ -129,6 +152,33 @@ Entry decode(std::span<const std::uint8_t> bytes) {
 
 bool parse_view(std::span<const std::uint8_t> bytes, EntryView& out, const char** why) {
   return parse(bytes, nullptr, out, why);
+}
+
+std::vector<std::string_view> list_items(std::span<const std::uint8_t> list) {
+  std::vector<std::string_view> out;
+  Reader r(list);
+  std::uint32_t n = 0;
+  if (!r.u32(n)) return out;
+  out.reserve(n);
+  std::string_view item;
+  for (std::uint32_t i = 0; i < n && r.str(nullptr, &item); ++i) out.push_back(item);
+  return out;
+}
+
+void set_time(std::span<std::uint8_t> bytes, std::string_view time) {
+  // The time is the first string, after the version byte and the sequence number.
+  constexpr std::size_t kAt = 1 + 8;
+  if (bytes.size() < kAt + 4 + time.size() || bytes[kAt] || bytes[kAt + 1] ||
+      bytes[kAt + 2] != static_cast<std::uint8_t>(time.size() >> 8) ||
+      bytes[kAt + 3] != static_cast<std::uint8_t>(time.size()))
+    throw std::runtime_error("malformed entry: the new time differs in length from the old");
+  std::copy(time.begin(), time.end(), bytes.begin() + kAt + 4);
+}
+
+void set_position(std::span<std::uint8_t> bytes, std::uint64_t seq, const Hash& prev) {
+  if (bytes.size() < 1 + 8 + prev.size()) throw std::runtime_error("malformed entry: too short to place");
+  for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<std::uint8_t>(seq >> (56 - 8 * i));
+  std::copy(prev.begin(), prev.end(), bytes.end() - static_cast<std::ptrdiff_t>(prev.size()));
 }
 
 std::string to_json(const Entry& e) {

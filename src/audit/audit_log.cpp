@@ -43,62 +43,112 @@ auto fail_closed(Fn&& fn) -> decltype(fn()) {
 
 }  // namespace
 
+namespace {
+// Days since 1970-01-01 of a proleptic Gregorian date, and back (H. Hinnant's
+// algorithms): pure arithmetic, so neither direction takes libc's time-zone
+// lock, which every audited read would otherwise contend on.
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+void civil_from_days(std::int64_t z, std::int64_t& y, unsigned& m, unsigned& d) {
+  z += 719468;
+  const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  d = doy - (153 * mp + 2) / 5 + 1;
+  m = mp < 10 ? mp + 3 : mp - 9;
+  y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
+}
+
+unsigned days_in_month(std::int64_t y, unsigned m) {
+  static constexpr unsigned kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return m == 2 && leap ? 29 : kDays[m - 1];
+}
+
+// Reads exactly `n` decimal digits at s[pos]; false if any is not a digit.
+bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  out = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    out = out * 10 + (s[i] - '0');
+  }
+  return true;
+}
+}  // namespace
+
 std::string format_time_us(std::int64_t unix_us) {
-  const std::time_t secs = static_cast<std::time_t>(unix_us / 1000000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  const int micros = static_cast<int>(((unix_us % 1000000) + 1000000) % 1000000);
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
-  return buf;
+  const std::int64_t secs = unix_us >= 0 ? unix_us / 1000000 : -((-unix_us + 999999) / 1000000);
+  const std::int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+  std::int64_t y;
+  unsigned m, d;
+  civil_from_days(days, y, m, d);
+  const auto sod = static_cast<unsigned>(secs - days * 86400);
+  const auto micros = static_cast<unsigned>(unix_us - secs * 1000000);
+  if (y < 0 || y > 9999) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02u:%02u:%02u.%06uZ", static_cast<long long>(y), m, d,
+                  sod / 3600, sod / 60 % 60, sod % 60, micros);
+    return buf;
+  }
+  // Every audited read formats a time: digits by hand, not snprintf.
+  std::string out = "0000-00-00T00:00:00.000000Z";
+  const auto put = [&out](std::size_t at, unsigned width, unsigned v) {
+    for (std::size_t i = at + width; i-- > at; v /= 10) out[i] = static_cast<char>('0' + v % 10);
+  };
+  put(0, 4, static_cast<unsigned>(y));
+  put(5, 2, m);
+  put(8, 2, d);
+  put(11, 2, sod / 3600);
+  put(14, 2, sod / 60 % 60);
+  put(17, 2, sod % 60);
+  put(20, 6, micros);
+  return out;
 }
 
 std::optional<std::int64_t> parse_time_us(std::string_view s) {
-  // YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM|-HH:MM)
+  // YYYY-MM-DD(T|t| )HH:MM:SS[.f+](Z|z|+HH:MM|-HH:MM)
   int y, mo, d, h, mi, sec;
-  if (s.size() < 20) return std::nullopt;
-  const std::string str(s);
-  if (std::sscanf(str.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6)
+  if (s.size() < 20 || !digits(s, 0, 4, y) || s[4] != '-' || !digits(s, 5, 2, mo) || s[7] != '-' ||
+      !digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s, 11, 2, h) ||
+      s[13] != ':' || !digits(s, 14, 2, mi) || s[16] != ':' || !digits(s, 17, 2, sec))
     return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || static_cast<unsigned>(d) > days_in_month(y, static_cast<unsigned>(mo)) ||
+      h > 23 || mi > 59 || sec > 60)
+    return std::nullopt;
   std::size_t pos = 19;
   std::int64_t micros = 0;
-  if (pos < str.size() && str[pos] == '.') {
+  if (pos < s.size() && s[pos] == '.') {
     ++pos;
-    int digits = 0;
-    while (pos < str.size() && std::isdigit(static_cast<unsigned char>(str[pos]))) {
-      if (digits < 6) micros = micros * 10 + (str[pos] - '0');
-      ++digits;
-      ++pos;
-    }
-    if (digits == 0) return std::nullopt;
-    for (; digits < 6; ++digits) micros *= 10;
+    int n = 0;
+    for (; pos < s.size() && s[pos] >= '0' && s[pos] <= '9'; ++pos, ++n)
+      if (n < 6) micros = micros * 10 + (s[pos] - '0');
+    if (n == 0) return std::nullopt;
+    for (; n < 6; ++n) micros *= 10;
   }
   std::int64_t offset_s = 0;
-  if (pos < str.size() && (str[pos] == 'Z' || str[pos] == 'z')) {
+  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
     ++pos;
-  } else if (pos + 6 == str.size() && (str[pos] == '+' || str[pos] == '-') && str[pos + 3] == ':') {
-    const int oh = std::atoi(str.substr(pos + 1, 2).c_str());
-    const int om = std::atoi(str.substr(pos + 4, 2).c_str());
-    offset_s = (oh * 3600 + om * 60) * (str[pos] == '+' ? 1 : -1);
+  } else if (pos + 6 == s.size() && (s[pos] == '+' || s[pos] == '-') && s[pos + 3] == ':') {
+    int oh, om;
+    if (!digits(s, pos + 1, 2, oh) || !digits(s, pos + 4, 2, om) || oh > 23 || om > 59) return std::nullopt;
+    offset_s = (oh * 3600 + om * 60) * (s[pos] == '+' ? 1 : -1);
     pos += 6;
   } else {
     return std::nullopt;
   }
-  if (pos != str.size()) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = sec;
-  const std::int64_t t = timegm(&tm);
-  std::tm check{};
-  const std::time_t tt = static_cast<std::time_t>(t);
-  gmtime_r(&tt, &check);
-  if (check.tm_mday != d) return std::nullopt;  // 31 April and the like
+  if (pos != s.size()) return std::nullopt;
+  const std::int64_t t = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 +
+                         h * 3600 + mi * 60 + sec;
   return (t - offset_s) * 1000000 + micros;
 }
 
@@ -166,20 +216,25 @@ auditfmt::Entry AuditLog::draft(const Actor& actor, const Event& event, std::int
   return e;
 }
 
-std::uint64_t AuditLog::add_leaf(Transaction& tx, auditfmt::Entry e, std::int64_t at_us) {
+std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> bytes) {
   auditfmt::Frontier next = *frontier_;
-  e.seq = next.size();
-  e.prev = e.seq == 0 ? Hash{} : last_leaf_;
-  const std::vector<std::uint8_t> bytes = auditfmt::encode(e);
+  const std::uint64_t seq = next.size();
+  auditfmt::set_position(bytes, seq, seq == 0 ? Hash{} : last_leaf_);
+  auditfmt::EntryView v;
+  const char* why = nullptr;
+  if (!auditfmt::parse_view(bytes, v, &why))
+    throw Error(ErrorCode::internal, std::string("audit log: malformed entry: ") + why);
   const Hash leaf = auditfmt::leaf_hash(bytes);
   next.append(leaf);
+  const std::int64_t at_us = parse_time_us(v.time).value_or(0);
   tx.exec(
       "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      {static_cast<std::int64_t>(e.seq), at_us, e.principal, e.purpose, e.operation, e.subject_id, e.outcome, bytes,
+      {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome, bytes,
        leaf});
-  for (const auto& sid : e.subject_ids)
-    tx.exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, ?)", {sid, static_cast<std::int64_t>(e.seq)});
+  if (v.subject_list.size() > 4)  // more than an empty list's count
+    for (const std::string_view sid : auditfmt::list_items(v.subject_list))
+      tx.exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, ?)", {sid, static_cast<std::int64_t>(seq)});
   for (const auto& [level, index, hash] : next.completed())
     tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
             {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
@@ -188,7 +243,7 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, auditfmt::Entry e, std::int64_
   // store's last leaf differ and rebuilds.
   frontier_ = std::move(next);
   last_leaf_ = leaf;
-  return e.seq;
+  return seq;
 }
 
 std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event& event) {
@@ -196,8 +251,7 @@ std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event&
   return fail_closed([&] {
     if (tx.mode() != TxMode::write) throw Error(ErrorCode::internal, "audit append needs a write transaction");
     load_head(tx);
-    const std::int64_t now = options_.now_us();
-    return add_leaf(tx, draft(actor, event, now), now);
+    return add_leaf(tx, auditfmt::encode(draft(actor, event, options_.now_us())));
   });
 }
 
@@ -469,11 +523,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
     {
       std::lock_guard lock(mu_);
       load_head(*tx);
-      for (const auto& r : batch) {
-        auditfmt::Entry e = auditfmt::decode(r.payload);
-        const std::int64_t at = parse_time_us(e.time).value_or(0);
-        add_leaf(*tx, std::move(e), at);
-      }
+      for (const auto& r : batch) add_leaf(*tx, r.payload);
     }
     // The watermark commits with the entries: after a crash, recovery folds
     // exactly the records beyond it.
@@ -547,19 +597,25 @@ void AuditLog::recover_journal(const std::filesystem::path& dir, const crypto::S
 }
 
 void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& events) {
+  // Entries are encoded outside the lock; only their time is set under it,
+  // so journal order is time order.
   std::vector<std::vector<std::uint8_t>> drafts(events.size());
+  const std::int64_t drafted_at = options_.now_us();
+  for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_at));
   const auto deadline = std::chrono::steady_clock::now() + kFullWait;
   std::unique_lock lock(pend_mu_);
   for (;;) {
-    // Time is read under the lock, so journal order is time order.
-    const std::int64_t now = options_.now_us();
-    for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], now));
+    const std::string now = format_time_us(std::max(drafted_at, options_.now_us()));
+    for (auto& d : drafts) auditfmt::set_time(d, now);
     const std::optional<std::uint64_t> first = journal_->append(drafts);
     if (first) {
       const bool was_idle = written_through_ == folded_through_;
       written_through_ = *first + drafts.size() - 1;
       if (!fold_now_ && journal_->half_full()) fold_now_ = true;
-      if (was_idle || fold_now_) pend_cv_.notify_all();
+      // Prepare the next segment before this one is full, so no reader waits for it.
+      const bool spare = !spare_wanted_ && journal_->wants_spare();
+      if (spare) spare_wanted_ = true;
+      if (was_idle || fold_now_ || spare) pend_cv_.notify_all();
       return;
     }
     // Every segment holds entries not yet folded: wait for the folder while it is healthy.
@@ -640,26 +696,46 @@ JournalStatus AuditLog::journal_status() {
 
 void AuditLog::fold_loop() {
   std::unique_lock lock(pend_mu_);
+  // A fold is due one interval after the first entry it will carry arrived,
+  // or at once when asked (journal half full, or full).
+  std::optional<std::chrono::steady_clock::time_point> fold_due;
   while (!stop_folder_) {
-    // Sleep until a read arrives, then let a batch gather.
-    pend_cv_.wait(lock, [&] { return stop_folder_ || written_through_ > folded_through_; });
-    pend_cv_.wait_for(lock, fold_interval_, [&] { return stop_folder_ || fold_now_; });
-    if (stop_folder_) break;
-    fold_now_ = false;
-    lock.unlock();
-    bool failed = false;
-    try {
-      fold_pending(false);
-    } catch (...) {
-      failed = true;  // kept in fold_error_; the records stay in the journal
+    if (spare_wanted_) {
+      spare_wanted_ = false;
+      try {
+        journal_->prepare_spare(lock);  // drops the lock while it writes
+      } catch (...) {
+        // A read needing a segment will try again and fail closed if it must.
+      }
+      continue;
     }
-    lock.lock();
-    try {
-      journal_->prepare_spare(lock);
-    } catch (...) {
-      // A read needing a segment will try again and fail closed if it must.
+    const auto now = std::chrono::steady_clock::now();
+    if (fold_now_ || (fold_due && now >= *fold_due)) {
+      fold_now_ = false;
+      fold_due.reset();
+      lock.unlock();
+      bool failed = false;
+      try {
+        fold_pending(false);
+      } catch (...) {
+        failed = true;  // kept in fold_error_; the records stay in the journal
+      }
+      lock.lock();
+      try {
+        journal_->prepare_spare(lock);
+      } catch (...) {
+      }
+      if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_folder_; });
+      continue;
     }
-    if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_folder_; });
+    if (!fold_due && written_through_ > folded_through_) fold_due = now + fold_interval_;
+    const auto woken = [&] {
+      return stop_folder_ || fold_now_ || spare_wanted_ || (!fold_due && written_through_ > folded_through_);
+    };
+    if (fold_due)
+      pend_cv_.wait_until(lock, *fold_due, woken);
+    else
+      pend_cv_.wait(lock, woken);
   }
 }
 

@@ -338,6 +338,14 @@ void Journal::start(std::uint64_t next) {
       ++it;
     }
   }
+  // The first read should not wait for a segment to be created and faulted
+  // in. If it cannot be created now, that read tries again and fails closed.
+  if (spares_.empty() && segments_.size() < options_.max_segments) {
+    try {
+      add_spare(make_spare(next_file_number_++));
+    } catch (const Error&) {
+    }
+  }
 }
 
 void Journal::prepare_spare(std::unique_lock<std::mutex>& lock) {
@@ -353,6 +361,11 @@ void Journal::prepare_spare(std::unique_lock<std::mutex>& lock) {
   }
   lock.lock();
   add_spare(std::move(seg));
+}
+
+bool Journal::wants_spare() const {
+  return spares_.empty() && segments_.size() < options_.max_segments && current_ &&
+         current_->offset > current_->size / 2;
 }
 
 std::unique_ptr<Journal::Segment> Journal::make_spare(std::uint64_t file_number) const {

@@ -73,13 +73,12 @@ class Connection {
   }
 
   sqlite3_stmt* prepare(std::string_view sql) {
-    std::string key(sql);
-    auto it = cache_.find(key);
+    auto it = cache_.find(sql);  // no allocation on a hit
     if (it != cache_.end()) return it->second;
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db_, key.data(), static_cast<int>(key.size()), &stmt, nullptr) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK)
       fail(db_, "cannot prepare statement");
-    cache_.emplace(std::move(key), stmt);
+    cache_.emplace(std::string(sql), stmt);
     return stmt;
   }
 
@@ -101,7 +100,11 @@ class Connection {
  private:
   fs::path file_;
   sqlite3* db_ = nullptr;
-  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  struct SqlHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view sql) const { return std::hash<std::string_view>{}(sql); }
+  };
+  std::unordered_map<std::string, sqlite3_stmt*, SqlHash, std::equal_to<>> cache_;
 };
 
 class SqliteRow final : public Row {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "custos_audit/merkle.h"
@@ -35,13 +36,28 @@ std::vector<std::uint8_t> encode(const Entry& entry);
 // Throws std::runtime_error naming what is malformed.
 Entry decode(std::span<const std::uint8_t> bytes);
 
-// What the verifier needs, without allocating: checks the whole structure.
+// What the verifier and the store's indexes need, without allocating: the
+// views point into the parsed bytes and live as long as they do.
 struct EntryView {
   std::uint64_t seq = 0;
   Hash prev{};
+  std::string_view time, principal, purpose, operation, subject_id, outcome;
+  std::span<const std::uint8_t> subject_list;  // the encoded subject_ids list; see list_items()
 };
+
 // Returns false (with `why`) if the bytes are not a well-formed entry.
 bool parse_view(std::span<const std::uint8_t> bytes, EntryView& out, const char** why);
+
+// The items of an encoded list that parse_view has already checked.
+std::vector<std::string_view> list_items(std::span<const std::uint8_t> list);
+
+// Rewrites an encoded entry's time in place; `time` must be as long as the
+// time it replaces (RFC 3339 with microseconds always is).
+void set_time(std::span<std::uint8_t> bytes, std::string_view time);
+
+// Rewrites an encoded entry's sequence number and previous-leaf hash in
+// place (both are fixed-width: encode(e) with e.seq and e.prev changed).
+void set_position(std::span<std::uint8_t> bytes, std::uint64_t seq, const Hash& prev);
 
 // One JSON object, for people and for the API.
 std::string to_json(const Entry& entry);

@@ -151,8 +151,9 @@ class AuditLog {
   Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
   std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
   auditfmt::Entry draft(const Actor& actor, const Event& event, std::int64_t now_us) const;
-  // mu_ held and the head loaded: places `e` at the end of the tree.
-  std::uint64_t add_leaf(store::Transaction& tx, auditfmt::Entry e, std::int64_t at_us);
+  // mu_ held and the head loaded: places the encoded entry at the end of the
+  // tree (its sequence number and previous-leaf hash are set here).
+  std::uint64_t add_leaf(store::Transaction& tx, std::vector<std::uint8_t> bytes);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
   std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
@@ -192,6 +193,7 @@ class AuditLog {
   std::string fold_error_;  // last fold's failure, empty when healthy
   bool stop_folder_ = false;
   bool fold_now_ = false;  // fold without waiting for the interval: the journal is half full or full
+  bool spare_wanted_ = false;  // the folder should prepare the next segment now
   std::chrono::milliseconds fold_interval_{1000};
   std::mutex fold_mu_;
   std::thread folder_;

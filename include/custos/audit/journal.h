@@ -80,7 +80,8 @@ class Journal {
   // complete record in `dir`, read without the lock (nullopt if none).
   static std::optional<std::uint64_t> newest_counter(const std::filesystem::path& dir, const crypto::SecretKey& key);
 
-  // Starts appending with counter `next`; the old segments become spares.
+  // Starts appending with counter `next`; the old segments become spares,
+  // and if there are none one is created now (not by the first read).
   void start(std::uint64_t next);
 
   // Seals and appends the payloads, all in one segment, consecutively.
@@ -113,6 +114,9 @@ class Journal {
   void prepare_spare(std::unique_lock<std::mutex>& lock);
   // Half the segments hold records not yet folded: time to fold, whatever the interval.
   bool half_full() const { return 2 * (sealed_.size() + 1) > options_.max_segments; }
+  // No spare is ready, one may still be created, and the current segment is
+  // half used: time for prepare_spare().
+  bool wants_spare() const;
 
 
  private:
