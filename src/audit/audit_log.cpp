@@ -189,6 +189,9 @@ void AuditLog::load_head(Transaction& tx) {
   if (frontier_ && frontier_->size() == size && last_leaf == last_leaf_) return;  // cache is current
   frontier_ = auditfmt::Frontier::restore(size, subtree_fn(tx));
   last_leaf_ = last_leaf;
+  subject_bucket_ = tx.scalar("SELECT max(bucket) FROM audit_subject_index").value_or(0);
+  subject_bucket_rows_ = static_cast<std::uint64_t>(
+      tx.scalar("SELECT count(*) FROM audit_subject_index WHERE bucket = ?", {subject_bucket_}).value_or(0));
   last_checkpoint_size_ = 0;
   tx.exec("SELECT size, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {}, [&](const Row& r) {
     last_checkpoint_size_ = static_cast<std::uint64_t>(r.integer(0));
@@ -232,9 +235,7 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> byte
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome, bytes,
        leaf});
-  if (v.subject_list.size() > 4)  // more than an empty list's count
-    for (const std::string_view sid : auditfmt::list_items(v.subject_list))
-      tx.exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, ?)", {sid, static_cast<std::int64_t>(seq)});
+  index_subjects(tx, seq, v);
   for (const auto& [level, index, hash] : next.completed())
     tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
             {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
@@ -244,6 +245,25 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> byte
   frontier_ = std::move(next);
   last_leaf_ = leaf;
   return seq;
+}
+
+void AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v) {
+  std::vector<std::string_view> subjects;
+  if (!v.subject_id.empty()) subjects.push_back(v.subject_id);
+  if (v.subject_list.size() > 4) {  // more than an empty list's count
+    const auto more = auditfmt::list_items(v.subject_list);
+    subjects.insert(subjects.end(), more.begin(), more.end());
+  }
+  if (subjects.empty()) return;
+  // An entry's rows share one bucket, so buckets stay in sequence order.
+  if (subject_bucket_rows_ >= options_.subject_bucket_rows) {
+    ++subject_bucket_;
+    subject_bucket_rows_ = 0;
+  }
+  for (const std::string_view sid : subjects)
+    tx.exec("INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq) VALUES (?, ?, ?)",
+            {subject_bucket_, sid, static_cast<std::int64_t>(seq)});
+  subject_bucket_rows_ += subjects.size();
 }
 
 std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event& event) {
@@ -448,25 +468,44 @@ std::vector<std::uint8_t> AuditLog::entry_bytes(std::uint64_t seq) {
 }
 
 std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
-  std::string sql = "SELECT entry FROM audit_entries WHERE 1 = 1";
+  const std::size_t limit = std::min<std::size_t>(q.limit, 10000);
+  std::string sql = "SELECT e.entry FROM ";
   std::vector<store::Param> params;
   if (!q.subject_id.empty()) {
-    sql += " AND (subject_id = ? OR seq IN (SELECT seq FROM audit_subject_refs WHERE subject_id = ?))";
+    // One bucket of the subject index at a time, oldest first; each bucket
+    // is a single seek and yields its entries in sequence order.
+    sql += "audit_subject_index s JOIN audit_entries e ON e.seq = s.seq WHERE s.bucket = ? AND s.subject_id = ?";
+    params.emplace_back(std::int64_t{0});
     params.emplace_back(q.subject_id);
-    params.emplace_back(q.subject_id);
+  } else {
+    sql += "audit_entries e WHERE 1 = 1";
   }
-  if (!q.principal.empty()) sql += " AND principal = ?", params.emplace_back(q.principal);
-  if (!q.purpose.empty()) sql += " AND purpose = ?", params.emplace_back(q.purpose);
-  if (!q.operation.empty()) sql += " AND operation = ?", params.emplace_back(q.operation);
-  if (q.from_us) sql += " AND at >= ?", params.emplace_back(*q.from_us);
-  if (q.to_us) sql += " AND at < ?", params.emplace_back(*q.to_us);
-  if (q.after_seq) sql += " AND seq > ?", params.emplace_back(static_cast<std::int64_t>(*q.after_seq));
-  sql += " ORDER BY seq LIMIT ?";
-  params.emplace_back(static_cast<std::int64_t>(std::min<std::size_t>(q.limit, 10000)));
+  if (!q.principal.empty()) sql += " AND e.principal = ?", params.emplace_back(q.principal);
+  if (!q.purpose.empty()) sql += " AND e.purpose = ?", params.emplace_back(q.purpose);
+  if (!q.operation.empty()) sql += " AND e.operation = ?", params.emplace_back(q.operation);
+  if (q.from_us) sql += " AND e.at >= ?", params.emplace_back(*q.from_us);
+  if (q.to_us) sql += " AND e.at < ?", params.emplace_back(*q.to_us);
+  // In a bucket, the index's own order is sequence order: no sort.
+  const std::string seq = q.subject_id.empty() ? "e.seq" : "s.seq";
+  if (q.after_seq) sql += " AND " + seq + " > ?", params.emplace_back(static_cast<std::int64_t>(*q.after_seq));
+  sql += " ORDER BY " + seq + " LIMIT ?";
+  params.emplace_back(std::int64_t{0});
   std::vector<auditfmt::Entry> out;
   flush();
   auto tx = store_.begin(TxMode::read);
-  tx->exec_v(sql, params, [&](const Row& r) { out.push_back(auditfmt::decode(r.blob(0))); });
+  const auto run = [&] {
+    params.back() = static_cast<std::int64_t>(limit - out.size());
+    tx->exec_v(sql, params, [&](const Row& r) { out.push_back(auditfmt::decode(r.blob(0))); });
+  };
+  if (q.subject_id.empty()) {
+    run();
+    return out;
+  }
+  const std::int64_t buckets = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
+  for (std::int64_t b = 0; b <= buckets && out.size() < limit; ++b) {
+    params.front() = b;
+    run();
+  }
   return out;
 }
 

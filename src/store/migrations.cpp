@@ -115,6 +115,24 @@ const std::vector<Migration>& migrations() {
            "DROP TABLE audit_subject_refs",
            "ALTER TABLE audit_subject_refs_v6 RENAME TO audit_subject_refs",
        }},
+      {7,
+       {
+           // One subject index for every audit entry (its subject_id and each
+           // of its subject_ids), in buckets of consecutive entries: the audit
+           // fold inserts only into the newest bucket, a few MiB that stay in
+           // the page cache, where (subject_id, seq) scattered every insert
+           // over the whole index (fold cost tripled by 1 M entries). A
+           // subject query seeks once per bucket. Existing rows are bucketed
+           // by seq / 65536; new buckets are cut by row count (AuditLog).
+           "CREATE TABLE audit_subject_index (bucket INTEGER NOT NULL, subject_id TEXT NOT NULL,"
+           " seq INTEGER NOT NULL, PRIMARY KEY (bucket, subject_id, seq)) WITHOUT ROWID",
+           "INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq)"
+           " SELECT seq / 65536, subject_id, seq FROM audit_entries WHERE subject_id <> ''",
+           "INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq)"
+           " SELECT seq / 65536, subject_id, seq FROM audit_subject_refs",
+           "DROP INDEX audit_by_subject",
+           "DROP TABLE audit_subject_refs",
+       }},
   };
   return all;
 }

@@ -10,11 +10,16 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
 
 #include "custos/error.h"
+#include "custos/store/sqlcipher_store.h"
+#include "custos/audit/audit_log.h"
+#include "custos/crypto/signer.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/merkle.h"
 #include "custos_audit/verify.h"
@@ -149,6 +154,98 @@ TEST(AuditLog, CrashBetweenEntriesAndCheckpointLosesNothing) {
 // The log's storage fails for real: the process may not extend any file
 // (RLIMIT_FSIZE, as on a full disk). A read must then fail with
 // audit_unavailable and release nothing; a write must fail and leave nothing.
+// The subject index is cut into buckets of consecutive entries; a subject
+// query walks them. Tiny buckets here, so every query crosses many.
+TEST(AuditLog, SubjectQueriesSpanIndexBucketsInSequenceOrder) {
+  testing::TempDir dir;
+  auto store = store::open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
+  const crypto::Signer signer(crypto::SecretKey::random());
+  audit::Options o;
+  o.subject_bucket_rows = 5;
+  auto log = std::make_unique<audit::AuditLog>(*store, signer, o);
+  const audit::Actor actor{"p", "role", "t", "purpose", "r"};
+  const std::vector<std::string> subjects{"aa", "bb", "cc"};
+  std::map<std::string, std::vector<std::uint64_t>> expected;
+  std::mt19937 rng(3);
+  std::uint64_t seq = 0;
+  for (int i = 0; i < 120; ++i, ++seq) {
+    audit::Event e{i % 7 ? "subject.read" : "campaign.fetch", subjects[rng() % 3], {"email"}, {}, true, "", ""};
+    if (i % 7 == 0) e.subject_ids = {"bb", "cc", e.subject_id};  // names its own subject twice
+    if (i % 11 == 0) e.subject_id.clear();
+    std::set<std::string> named(e.subject_ids.begin(), e.subject_ids.end());
+    if (!e.subject_id.empty()) named.insert(e.subject_id);
+    for (const auto& sid : named) expected[sid].push_back(seq);
+    if (i == 60) {  // a rolled-back append leaves neither an entry nor an index row
+      auto tx = store->begin(store::TxMode::write);
+      log->append(*tx, actor, {"subject.read", "aa", {}, {}, true, "", ""});
+    }
+    log->append_now(actor, e);
+  }
+  // Reopened: the bucket in use is found again.
+  log = std::make_unique<audit::AuditLog>(*store, signer, o);
+  for (int i = 0; i < 9; ++i, ++seq) {
+    log->append_now(actor, {"subject.read", "aa", {}, {}, true, "", ""});
+    expected["aa"].push_back(seq);
+  }
+  EXPECT_GT(store->begin(store::TxMode::read)->scalar("SELECT max(bucket) FROM audit_subject_index").value(), 20);
+  for (const auto& sid : subjects) {
+    for (std::size_t page : {1u, 4u, 1000u}) {
+      std::vector<std::uint64_t> got;
+      audit::Query q;
+      q.subject_id = sid;
+      q.limit = page;
+      for (int guard = 0; guard < 500; ++guard) {
+        const auto entries = log->query(q);
+        for (const auto& e : entries) got.push_back(e.seq);
+        if (entries.size() < page) break;
+        q.after_seq = entries.back().seq;
+      }
+      EXPECT_EQ(got, expected[sid]) << sid << " in pages of " << page;
+    }
+  }
+  audit::Query campaign;
+  campaign.subject_id = "bb";
+  campaign.operation = "campaign.fetch";
+  for (const auto& e : log->query(campaign)) EXPECT_EQ(e.operation, "campaign.fetch");
+  EXPECT_EQ(log->query(campaign).size(), 18u);  // i = 0, 7, ..., 119
+}
+
+// A vault from before the bucketed index: its subject rows move into it.
+TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
+  testing::TempDir dir;
+  const auto key = crypto::SecretKey::random();
+  const crypto::Signer signer(crypto::SecretKey::random());
+  const audit::Actor actor{"p", "role", "t", "purpose", "r"};
+  {
+    auto store = store::open_sqlcipher(dir.path() / "db", key);
+    audit::AuditLog log(*store, signer, {});
+    for (int i = 0; i < 10; ++i) log.append_now(actor, {"subject.read", i % 2 ? "aa" : "bb", {}, {}, true, "", ""});
+    log.append_now(actor, {"campaign.fetch", "", {}, {}, true, "", "", {"aa", "cc"}});
+    // Back to the version 6 layout, with its rows.
+    auto tx = store->begin(store::TxMode::write);
+    tx->exec("CREATE TABLE audit_subject_refs (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+             " PRIMARY KEY (subject_id, seq)) WITHOUT ROWID");
+    tx->exec("INSERT INTO audit_subject_refs SELECT subject_id, seq FROM audit_subject_index WHERE seq = 10");
+    tx->exec("CREATE INDEX audit_by_subject ON audit_entries (subject_id, seq)");
+    tx->exec("DROP TABLE audit_subject_index");
+    tx->exec("PRAGMA user_version = 6");
+    tx->commit();
+  }
+  auto store = store::open_sqlcipher(dir.path() / "db", key);
+  audit::AuditLog log(*store, signer, {});
+  log.append_now(actor, {"subject.read", "cc", {}, {}, true, "", ""});
+  const auto seqs = [&](const std::string& sid) {
+    audit::Query q;
+    q.subject_id = sid;
+    std::vector<std::uint64_t> out;
+    for (const auto& e : log.query(q)) out.push_back(e.seq);
+    return out;
+  };
+  EXPECT_EQ(seqs("aa"), (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 10}));
+  EXPECT_EQ(seqs("bb"), (std::vector<std::uint64_t>{0, 2, 4, 6, 8}));
+  EXPECT_EQ(seqs("cc"), (std::vector<std::uint64_t>{10, 11}));
+}
+
 // Entry times are formatted and parsed without libc's time-zone functions;
 // these must agree with gmtime_r/timegm everywhere, and refuse impossible dates.
 TEST(AuditLog, EntryTimesRoundTripAndAgreeWithLibc) {

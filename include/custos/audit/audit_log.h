@@ -72,6 +72,9 @@ struct Options {
   std::uint64_t checkpoint_every_entries = 1000;
   std::int64_t checkpoint_every_ms = 1000;
   std::function<std::int64_t()> now_us;  // injectable clock; default: system clock
+  // Rows per bucket of the subject index: the newest bucket takes every
+  // insert and should stay in the page cache (~60 bytes a row).
+  std::uint64_t subject_bucket_rows = 65536;
 };
 
 struct Checkpoint {
@@ -154,6 +157,8 @@ class AuditLog {
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
   std::uint64_t add_leaf(store::Transaction& tx, std::vector<std::uint8_t> bytes);
+  // Indexes the entry under its subject and each subject it names.
+  void index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
   std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
@@ -176,6 +181,8 @@ class AuditLog {
   // (another process may have appended since).
   std::optional<auditfmt::Frontier> frontier_;
   Hash last_leaf_{};
+  std::int64_t subject_bucket_ = 0;         // newest subject-index bucket (with the head)
+  std::uint64_t subject_bucket_rows_ = 0;   // rows in it
   std::uint64_t last_checkpoint_size_ = 0;
   std::int64_t last_checkpoint_at_us_ = 0;
 
