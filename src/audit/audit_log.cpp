@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 
 #include "custos/error.h"
 #include "custos_audit/checkpoint.h"
@@ -87,6 +88,7 @@ bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
 }  // namespace
 
 std::string format_time_us(std::int64_t unix_us) {
+  unix_us = std::max(unix_us, std::numeric_limits<std::int64_t>::min() + 1);  // negatable
   const std::int64_t secs = unix_us >= 0 ? unix_us / 1000000 : -((-unix_us + 999999) / 1000000);
   const std::int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
   std::int64_t y;
@@ -189,9 +191,9 @@ void AuditLog::load_head(Transaction& tx) {
   if (frontier_ && frontier_->size() == size && last_leaf == last_leaf_) return;  // cache is current
   frontier_ = auditfmt::Frontier::restore(size, subtree_fn(tx));
   last_leaf_ = last_leaf;
-  subject_bucket_ = tx.scalar("SELECT max(bucket) FROM audit_subject_index").value_or(0);
-  subject_bucket_rows_ = static_cast<std::uint64_t>(
-      tx.scalar("SELECT count(*) FROM audit_subject_index WHERE bucket = ?", {subject_bucket_}).value_or(0));
+  subject_bucket_.number = tx.scalar("SELECT max(bucket) FROM audit_subject_buckets").value_or(-1);
+  subject_bucket_.rows = static_cast<std::uint64_t>(
+      tx.scalar("SELECT count(*) FROM audit_subject_index WHERE bucket = ?", {subject_bucket_.number}).value_or(0));
   last_checkpoint_size_ = 0;
   tx.exec("SELECT size, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {}, [&](const Row& r) {
     last_checkpoint_size_ = static_cast<std::uint64_t>(r.integer(0));
@@ -235,35 +237,40 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> byte
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome, bytes,
        leaf});
-  index_subjects(tx, seq, v);
+  const SubjectBucket bucket = index_subjects(tx, seq, v);
   for (const auto& [level, index, hash] : next.completed())
     tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
             {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
   if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) sign_head(tx, next.size(), next.root());
-  // The cache moves ahead now; if the caller rolls back, load_head sees the
-  // store's last leaf differ and rebuilds.
+  // The cache moves ahead now, all of it or none; if the caller rolls back,
+  // load_head sees the store's last leaf differ and rebuilds.
   frontier_ = std::move(next);
   last_leaf_ = leaf;
+  subject_bucket_ = bucket;
   return seq;
 }
 
-void AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v) {
+AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v) {
   std::vector<std::string_view> subjects;
   if (!v.subject_id.empty()) subjects.push_back(v.subject_id);
   if (v.subject_list.size() > 4) {  // more than an empty list's count
     const auto more = auditfmt::list_items(v.subject_list);
     subjects.insert(subjects.end(), more.begin(), more.end());
   }
-  if (subjects.empty()) return;
-  // An entry's rows share one bucket, so buckets stay in sequence order.
-  if (subject_bucket_rows_ >= options_.subject_bucket_rows) {
-    ++subject_bucket_;
-    subject_bucket_rows_ = 0;
+  SubjectBucket at = subject_bucket_;
+  if (subjects.empty()) return at;
+  // An entry's rows share one bucket, so buckets stay in sequence order; a
+  // new bucket records where it starts, for queries that page.
+  if (at.number < 0 || at.rows >= options_.subject_bucket_rows) {
+    at = {at.number + 1, 0};
+    tx.exec("INSERT INTO audit_subject_buckets (bucket, first_seq) VALUES (?, ?)",
+            {at.number, static_cast<std::int64_t>(seq)});
   }
   for (const std::string_view sid : subjects)
     tx.exec("INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq) VALUES (?, ?, ?)",
-            {subject_bucket_, sid, static_cast<std::int64_t>(seq)});
-  subject_bucket_rows_ += subjects.size();
+            {at.number, sid, static_cast<std::int64_t>(seq)});
+  at.rows += subjects.size();
+  return at;
 }
 
 std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event& event) {
@@ -501,8 +508,13 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
     run();
     return out;
   }
-  const std::int64_t buckets = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
-  for (std::int64_t b = 0; b <= buckets && out.size() < limit; ++b) {
+  // From the bucket holding the entry after the cursor to the newest.
+  const std::int64_t first =
+      tx->scalar("SELECT max(bucket) FROM audit_subject_buckets WHERE first_seq <= ?",
+                 {static_cast<std::int64_t>(q.after_seq ? *q.after_seq + 1 : 0)})
+          .value_or(0);
+  const std::int64_t last = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
+  for (std::int64_t b = first; b <= last && out.size() < limit; ++b) {
     params.front() = b;
     run();
   }
@@ -641,18 +653,25 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
   std::vector<std::vector<std::uint8_t>> drafts(events.size());
   const std::int64_t drafted_at = options_.now_us();
   for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_at));
+  std::size_t drafted_time_size = format_time_us(drafted_at).size();
   const auto deadline = std::chrono::steady_clock::now() + kFullWait;
   std::unique_lock lock(pend_mu_);
   for (;;) {
-    const std::string now = format_time_us(std::max(drafted_at, options_.now_us()));
-    for (auto& d : drafts) auditfmt::set_time(d, now);
+    const std::int64_t now_us = std::max(drafted_at, options_.now_us());
+    const std::string now = format_time_us(now_us);
+    if (now.size() == drafted_time_size) {
+      for (auto& d : drafts) auditfmt::set_time(d, now);
+    } else {  // a clock past year 9999: the time's length changed
+      for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], now_us));
+      drafted_time_size = now.size();
+    }
     const std::optional<std::uint64_t> first = journal_->append(drafts);
     if (first) {
       const bool was_idle = written_through_ == folded_through_;
       written_through_ = *first + drafts.size() - 1;
       if (!fold_now_ && journal_->half_full()) fold_now_ = true;
       // Prepare the next segment before this one is full, so no reader waits for it.
-      const bool spare = !spare_wanted_ && journal_->wants_spare();
+      const bool spare = !spare_wanted_ && !spare_failed_ && journal_->wants_spare();
       if (spare) spare_wanted_ = true;
       if (was_idle || fold_now_ || spare) pend_cv_.notify_all();
       return;
@@ -736,22 +755,25 @@ JournalStatus AuditLog::journal_status() {
 void AuditLog::fold_loop() {
   std::unique_lock lock(pend_mu_);
   // A fold is due one interval after the first entry it will carry arrived,
-  // or at once when asked (journal half full, or full).
-  std::optional<std::chrono::steady_clock::time_point> fold_due;
-  while (!stop_folder_) {
-    if (spare_wanted_) {
-      spare_wanted_ = false;
-      try {
-        journal_->prepare_spare(lock);  // drops the lock while it writes
-      } catch (...) {
-        // A read needing a segment will try again and fail closed if it must.
-      }
-      continue;
+  // or at once when asked (journal half full, or full). Folds go first: a
+  // fold frees whole segments, a spare only saves a read the wait.
+  constexpr auto kNotDue = std::chrono::steady_clock::time_point::max();
+  auto fold_due = kNotDue;
+  const auto try_spare = [&] {
+    try {
+      journal_->prepare_spare(lock);  // drops the lock while it writes
+      spare_failed_ = false;
+    } catch (...) {
+      // Not again before the next fold; a read needing a segment tries
+      // itself and fails closed if it must.
+      spare_failed_ = true;
     }
+  };
+  while (!stop_folder_) {
     const auto now = std::chrono::steady_clock::now();
-    if (fold_now_ || (fold_due && now >= *fold_due)) {
+    if (fold_now_ || now >= fold_due) {
       fold_now_ = false;
-      fold_due.reset();
+      fold_due = kNotDue;
       lock.unlock();
       bool failed = false;
       try {
@@ -760,19 +782,22 @@ void AuditLog::fold_loop() {
         failed = true;  // kept in fold_error_; the records stay in the journal
       }
       lock.lock();
-      try {
-        journal_->prepare_spare(lock);
-      } catch (...) {
-      }
+      spare_wanted_ = false;
+      try_spare();
       if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_folder_; });
       continue;
     }
-    if (!fold_due && written_through_ > folded_through_) fold_due = now + fold_interval_;
+    if (spare_wanted_) {
+      spare_wanted_ = false;
+      try_spare();
+      continue;
+    }
+    if (fold_due == kNotDue && written_through_ > folded_through_) fold_due = now + fold_interval_;
     const auto woken = [&] {
-      return stop_folder_ || fold_now_ || spare_wanted_ || (!fold_due && written_through_ > folded_through_);
+      return stop_folder_ || fold_now_ || spare_wanted_ || (fold_due == kNotDue && written_through_ > folded_through_);
     };
-    if (fold_due)
-      pend_cv_.wait_until(lock, *fold_due, woken);
+    if (fold_due != kNotDue)
+      pend_cv_.wait_until(lock, fold_due, woken);
     else
       pend_cv_.wait(lock, woken);
   }

@@ -122,14 +122,19 @@ const std::vector<Migration>& migrations() {
            // fold inserts only into the newest bucket, a few MiB that stay in
            // the page cache, where (subject_id, seq) scattered every insert
            // over the whole index (fold cost tripled by 1 M entries). A
-           // subject query seeks once per bucket. Existing rows are bucketed
-           // by seq / 65536; new buckets are cut by row count (AuditLog).
+           // subject query seeks once per bucket from the one its paging
+           // cursor falls in (audit_subject_buckets: where each starts).
+           // Existing rows are bucketed by seq / 65536; new buckets are cut
+           // by row count (AuditLog).
            "CREATE TABLE audit_subject_index (bucket INTEGER NOT NULL, subject_id TEXT NOT NULL,"
            " seq INTEGER NOT NULL, PRIMARY KEY (bucket, subject_id, seq)) WITHOUT ROWID",
+           "CREATE TABLE audit_subject_buckets (bucket INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL)",
            "INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq)"
            " SELECT seq / 65536, subject_id, seq FROM audit_entries WHERE subject_id <> ''",
            "INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq)"
            " SELECT seq / 65536, subject_id, seq FROM audit_subject_refs",
+           "INSERT INTO audit_subject_buckets (bucket, first_seq)"
+           " SELECT bucket, min(seq) FROM audit_subject_index GROUP BY bucket",
            "DROP INDEX audit_by_subject",
            "DROP TABLE audit_subject_refs",
        }},

@@ -228,12 +228,16 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
     tx->exec("INSERT INTO audit_subject_refs SELECT subject_id, seq FROM audit_subject_index WHERE seq = 10");
     tx->exec("CREATE INDEX audit_by_subject ON audit_entries (subject_id, seq)");
     tx->exec("DROP TABLE audit_subject_index");
+    tx->exec("DROP TABLE audit_subject_buckets");
     tx->exec("PRAGMA user_version = 6");
     tx->commit();
   }
   auto store = store::open_sqlcipher(dir.path() / "db", key);
-  audit::AuditLog log(*store, signer, {});
-  log.append_now(actor, {"subject.read", "cc", {}, {}, true, "", ""});
+  audit::Options small;
+  small.subject_bucket_rows = 2;  // new buckets after the migrated one
+  audit::AuditLog log(*store, signer, small);
+  for (int i = 0; i < 5; ++i) log.append_now(actor, {"subject.read", i % 2 ? "aa" : "cc", {}, {}, true, "", ""});
+  EXPECT_GE(store->begin(store::TxMode::read)->scalar("SELECT max(bucket) FROM audit_subject_buckets").value(), 2);
   const auto seqs = [&](const std::string& sid) {
     audit::Query q;
     q.subject_id = sid;
@@ -241,9 +245,9 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
     for (const auto& e : log.query(q)) out.push_back(e.seq);
     return out;
   };
-  EXPECT_EQ(seqs("aa"), (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 10}));
+  EXPECT_EQ(seqs("aa"), (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 10, 12, 14}));
   EXPECT_EQ(seqs("bb"), (std::vector<std::uint64_t>{0, 2, 4, 6, 8}));
-  EXPECT_EQ(seqs("cc"), (std::vector<std::uint64_t>{10, 11}));
+  EXPECT_EQ(seqs("cc"), (std::vector<std::uint64_t>{10, 11, 13, 15}));
 }
 
 // Entry times are formatted and parsed without libc's time-zone functions;
@@ -366,6 +370,29 @@ int in_child(const std::function<int()>& child) {
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The folder moves reads into the tree by itself, one interval after they
+// arrive, with no query asking; reads go on meanwhile.
+TEST(AuditJournal, TheFolderFoldsOnItsOwnWithinItsInterval) {
+  TestVault v;
+  const std::string id = one_subject_then_close(v);
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  o.audit_journal = true;
+  o.audit_journal_options.fold_interval_ms = 20;
+  o.audit_journal_options.segment_bytes = 16 << 10;  // ~50 reads: segments roll over too
+  auto s = service::Service::open(o);
+  ASSERT_TRUE(s->audit_journal_active());
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 40; ++i) s->get_subject(v.admin("customer_service"), id);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (s->audit_journal_status().pending > 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    ASSERT_EQ(s->audit_journal_status().pending, 0u) << "round " << round;
+  }
+  EXPECT_EQ(reads_of(*s, v, id), 120u);
+  EXPECT_TRUE(export_verifies(*s, v));
 }
 
 TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {

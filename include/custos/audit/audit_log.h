@@ -157,8 +157,13 @@ class AuditLog {
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
   std::uint64_t add_leaf(store::Transaction& tx, std::vector<std::uint8_t> bytes);
-  // Indexes the entry under its subject and each subject it names.
-  void index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v);
+  struct SubjectBucket {
+    std::int64_t number = -1;  // -1: none yet
+    std::uint64_t rows = 0;
+  };
+  // Indexes the entry under its subject and each subject it names; returns
+  // the bucket in use afterwards (the caller adopts it with the entry).
+  SubjectBucket index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
   std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
@@ -181,8 +186,7 @@ class AuditLog {
   // (another process may have appended since).
   std::optional<auditfmt::Frontier> frontier_;
   Hash last_leaf_{};
-  std::int64_t subject_bucket_ = 0;         // newest subject-index bucket (with the head)
-  std::uint64_t subject_bucket_rows_ = 0;   // rows in it
+  SubjectBucket subject_bucket_;  // the subject index's newest bucket (loaded with the head)
   std::uint64_t last_checkpoint_size_ = 0;
   std::int64_t last_checkpoint_at_us_ = 0;
 
@@ -201,6 +205,7 @@ class AuditLog {
   bool stop_folder_ = false;
   bool fold_now_ = false;  // fold without waiting for the interval: the journal is half full or full
   bool spare_wanted_ = false;  // the folder should prepare the next segment now
+  bool spare_failed_ = false;  // the last attempt failed: wait for the next fold
   std::chrono::milliseconds fold_interval_{1000};
   std::mutex fold_mu_;
   std::thread folder_;
