@@ -201,9 +201,9 @@ void AuditLog::load_head(Transaction& tx) {
   });
 }
 
-auditfmt::Entry AuditLog::draft(const Actor& actor, const Event& event, std::int64_t now_us) const {
+auditfmt::Entry AuditLog::draft(const Actor& actor, const Event& event, std::string time) const {
   auditfmt::Entry e;
-  e.time = format_time_us(now_us);
+  e.time = std::move(time);
   e.principal = actor.principal;
   e.role = actor.role;
   e.token_id = actor.token_id;
@@ -278,7 +278,7 @@ std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event&
   return fail_closed([&] {
     if (tx.mode() != TxMode::write) throw Error(ErrorCode::internal, "audit append needs a write transaction");
     load_head(tx);
-    return add_leaf(tx, auditfmt::encode(draft(actor, event, options_.now_us())));
+    return add_leaf(tx, auditfmt::encode(draft(actor, event, format_time_us(options_.now_us()))));
   });
 }
 
@@ -652,18 +652,17 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
   // so journal order is time order.
   std::vector<std::vector<std::uint8_t>> drafts(events.size());
   const std::int64_t drafted_at = options_.now_us();
-  for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_at));
-  std::size_t drafted_time_size = format_time_us(drafted_at).size();
+  const std::string drafted_time = format_time_us(drafted_at);
+  for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_time));
   const auto deadline = std::chrono::steady_clock::now() + kFullWait;
   std::unique_lock lock(pend_mu_);
   for (;;) {
-    const std::int64_t now_us = std::max(drafted_at, options_.now_us());
-    const std::string now = format_time_us(now_us);
-    if (now.size() == drafted_time_size) {
-      for (auto& d : drafts) auditfmt::set_time(d, now);
-    } else {  // a clock past year 9999: the time's length changed
-      for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], now_us));
-      drafted_time_size = now.size();
+    const std::string now = format_time_us(std::max(drafted_at, options_.now_us()));
+    for (std::size_t i = 0; i < drafts.size(); ++i) {
+      if (now.size() == drafted_time.size())
+        auditfmt::set_time(drafts[i], now);
+      else  // a clock past year 9999: the time's length changed
+        drafts[i] = auditfmt::encode(draft(actor, events[i], now));
     }
     const std::optional<std::uint64_t> first = journal_->append(drafts);
     if (first) {

@@ -42,22 +42,21 @@ using FileId = std::array<std::uint8_t, 16>;
   throw Error(ErrorCode::audit_unavailable, "audit journal: " + what + ": " + std::strerror(errno));
 }
 
-void put_u32(std::uint8_t* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+// Little-endian integers in the journal's own framing (not the entry format).
+template <typename T>
+void put_le(std::uint8_t* p, T v) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
 }
-std::uint32_t get_u32(const std::uint8_t* p) {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+template <typename T>
+T get_le(const std::uint8_t* p) {
+  T v = 0;
+  for (std::size_t i = sizeof(T); i-- > 0;) v = static_cast<T>((v << 8) | p[i]);
   return v;
 }
-void put_u64(std::uint8_t* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
-std::uint64_t get_u64(const std::uint8_t* p) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+void put_u32(std::uint8_t* p, std::uint32_t v) { put_le(p, v); }
+void put_u64(std::uint8_t* p, std::uint64_t v) { put_le(p, v); }
+std::uint32_t get_u32(const std::uint8_t* p) { return get_le<std::uint32_t>(p); }
+std::uint64_t get_u64(const std::uint8_t* p) { return get_le<std::uint64_t>(p); }
 
 // Seals records of one segment: key = BLAKE2b(journal key; label || file id),
 // nonce = the record's counter, associated data = the segment header's first

@@ -153,7 +153,7 @@ class AuditLog {
   void load_head(store::Transaction& tx);
   Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
   std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
-  auditfmt::Entry draft(const Actor& actor, const Event& event, std::int64_t now_us) const;
+  auditfmt::Entry draft(const Actor& actor, const Event& event, std::string time) const;
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
   std::uint64_t add_leaf(store::Transaction& tx, std::vector<std::uint8_t> bytes);
