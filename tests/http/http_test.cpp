@@ -24,274 +24,16 @@
 #include <sstream>
 #include <thread>
 
+#include "http_support.h"
 #include "server.h"
 #include "test_support.h"
 
 namespace {
 
-namespace fs = std::filesystem;
 using custos::testing::run;
 using custos::testing::TempDir;
-using Json = nlohmann::json;
+using namespace custos::httptest;
 using namespace std::chrono_literals;
-
-const std::string kCli = CUSTOS_CLI_PATH;
-const std::string kCustosd = CUSTOSD_PATH;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind");
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// A TCP connection to 127.0.0.1:port, or -1.
-int connect_loopback(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// A data directory initialised by the CLI, with its admin token.
-struct Vault {
-  TempDir tmp;
-  fs::path dir = tmp.path() / "data";
-  std::string admin;
-
-  Vault() {
-    const auto r = run({kCli, "--data-dir", dir.string(), "init", "--fast-kdf"});
-    if (r.exit_code != 0) throw std::runtime_error("custos init failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
-    admin = trim(read_file(dir / "admin.token"));
-  }
-
-  std::string token(const std::string& role, const std::string& name) {
-    const auto r = run({kCli, "--data-dir", dir.string(), "token", "create", "--role", role, "--name", name});
-    if (r.exit_code != 0) throw std::runtime_error("token create failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
-    return trim(r.out);
-  }
-};
-
-struct Resp {
-  int status = 0;  // 0: no HTTP response (connection failed)
-  std::map<std::string, std::string> headers;
-  std::string body;
-  Json json;  // parsed if the body is JSON
-
-  std::string header(const std::string& name) const {
-    for (const auto& [k, v] : headers)
-      if (strcasecmp(k.c_str(), name.c_str()) == 0) return v;
-    return "";
-  }
-  std::string code() const { return json.is_object() && json.contains("code") ? json["code"].get<std::string>() : ""; }
-};
-
-std::ostream& operator<<(std::ostream& os, const Resp& r) { return os << r.status << " " << r.body.substr(0, 300); }
-
-struct Req {
-  std::string method = "GET";
-  std::string path = "/";
-  std::string token;
-  std::string purpose;
-  std::optional<std::string> body;
-  std::vector<std::pair<std::string, std::string>> headers;
-};
-
-Resp send(web::http::client::http_client& client, const Req& r) {
-  web::http::http_request req(r.method);
-  req.set_request_uri(r.path);
-  if (!r.token.empty()) req.headers().add("Authorization", "Bearer " + r.token);
-  if (!r.purpose.empty()) req.headers().add("Custos-Purpose", r.purpose);
-  for (const auto& [k, v] : r.headers) req.headers().add(k, v);
-  if (r.body) req.set_body(*r.body, "application/json");
-  Resp out;
-  try {
-    auto resp = client.request(req).get();
-    out.status = resp.status_code();
-    for (const auto& [k, v] : resp.headers()) out.headers[k] = v;
-    out.body = resp.extract_utf8string(true).get();
-    if (!out.body.empty() && out.header("Content-Type").find("json") != std::string::npos)
-      out.json = Json::parse(out.body, nullptr, false);
-  } catch (const std::exception&) {
-    out.status = 0;
-  }
-  return out;
-}
-
-// A running custosd.
-class Daemon {
- public:
-  Daemon(const fs::path& data_dir, std::vector<std::string> extra = {}, bool https = false,
-         const fs::path& ca_cert = {})
-      : port_(free_port()) {
-    url_ = std::string(https ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
-    std::vector<std::string> argv = {kCustosd, "--data-dir", data_dir.string(), "--listen",
-                                     "127.0.0.1:" + std::to_string(port_)};
-    for (auto& e : extra) argv.push_back(e);
-    out_file_ = log_dir_.path() / "stdout";
-    err_file_ = log_dir_.path() / "stderr";
-    // Everything the child needs is prepared before fork (no allocation after it).
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    const int out = ::open(out_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    const int err = ::open(err_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out, 1);
-      ::dup2(err, 2);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-    ::close(out);
-    ::close(err);
-    web::http::client::http_client_config config;
-    config.set_timeout(std::chrono::seconds(15));
-    if (https) {
-      const std::string ca = ca_cert.string();
-      config.set_ssl_context_callback([ca](boost::asio::ssl::context& ctx) { ctx.load_verify_file(ca); });
-    }
-    client_ = std::make_unique<web::http::client::http_client>(web::uri(url_), config);
-  }
-
-  ~Daemon() {
-    client_.reset();
-    if (pid_ > 0 && !exited_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  // Polls /healthz (bounded, ~10 s). False if the daemon died or never answered.
-  bool wait_ready() {
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (!alive()) return false;
-      Req r;
-      r.path = "/healthz";
-      if (send(*client_, r).status == 200) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-
-  bool alive() {
-    if (exited_) return false;
-    int status = 0;
-    const pid_t p = ::waitpid(pid_, &status, WNOHANG);
-    if (p == pid_) {
-      exited_ = true;
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      return false;
-    }
-    return true;
-  }
-
-  // Sends `sig` and waits (bounded) for the exit code; -1 if it did not exit.
-  int stop(int sig = SIGTERM) {
-    if (!alive()) return exit_code_;
-    ::kill(pid_, sig);
-    const auto deadline = std::chrono::steady_clock::now() + 15s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (!alive()) return exit_code_;
-      std::this_thread::sleep_for(20ms);
-    }
-    return -1;
-  }
-
-  void signal(int sig) { ::kill(pid_, sig); }
-  pid_t pid() const { return pid_; }
-  const std::string& url() const { return url_; }
-  std::uint16_t port() const { return port_; }
-  std::string out() const { return read_file(out_file_); }
-  std::string err() const { return read_file(err_file_); }
-
-  Resp call(const Req& r) { return send(*client_, r); }
-  Resp get(const std::string& path, const std::string& token, const std::string& purpose = "") {
-    Req r;
-    r.path = path;
-    r.token = token;
-    r.purpose = purpose;
-    return call(r);
-  }
-  Resp post(const std::string& path, const std::string& token, const Json& body, const std::string& purpose = "",
-            const std::string& method = "POST") {
-    Req r;
-    r.method = method;
-    r.path = path;
-    r.token = token;
-    r.purpose = purpose;
-    r.body = body.dump();
-    return call(r);
-  }
-
- private:
-  TempDir log_dir_;
-  std::uint16_t port_;
-  std::string url_;
-  fs::path out_file_, err_file_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int exit_code_ = -1;
-  std::unique_ptr<web::http::client::http_client> client_;
-};
-
-// Starts custosd and waits until it answers. The free port is found by
-// binding port 0 and closing it, so another process may take it first: a
-// start that fails to listen is retried on a new port.
-std::unique_ptr<Daemon> start_daemon(const fs::path& data_dir, std::vector<std::string> extra = {},
-                                     bool https = false, const fs::path& ca_cert = {}) {
-  for (int attempt = 0;; ++attempt) {
-    auto d = std::make_unique<Daemon>(data_dir, extra, https, ca_cert);
-    if (d->wait_ready()) return d;
-    const std::string err = d->err();
-    if (attempt == 2 || err.find("cannot listen") == std::string::npos) {
-      ADD_FAILURE() << "custosd did not start: " << err;
-      return d;
-    }
-  }
-}
-
-// Checks the RFC 9457 shape and returns the code.
-void expect_problem(const Resp& r, int status, const std::string& code) {
-  EXPECT_EQ(r.status, status) << r;
-  EXPECT_EQ(r.header("Content-Type"), "application/problem+json") << r;
-  ASSERT_TRUE(r.json.is_object()) << r;
-  EXPECT_EQ(r.json.value("code", ""), code) << r;
-  EXPECT_EQ(r.json.value("type", ""), "https://custos.dev/problems/" + code) << r;
-  EXPECT_EQ(r.json.value("status", 0), status) << r;
-  EXPECT_TRUE(r.json.contains("title") && r.json["title"].is_string()) << r;
-  EXPECT_TRUE(r.json.contains("detail") && r.json["detail"].is_string()) << r;
-  EXPECT_FALSE(r.header("X-Request-Id").empty());
-  EXPECT_EQ(r.json.value("request_id", ""), r.header("X-Request-Id")) << r;
-}
 
 // Fixture: a vault and a running daemon, stopped with SIGTERM (exit 0 checked).
 class HttpTest : public ::testing::Test {
@@ -764,15 +506,23 @@ TEST_F(HttpTest, StalledBodiesDoNotStarveWorkersOrBlockShutdown) {
 }
 
 TEST_F(HttpTest, RequestIdIsEchoedSanitisedOrGenerated) {
-  Req r{"GET", "/healthz", "", "", std::nullopt, {{"X-Request-Id", "crm-req.42:a_b"}}};
-  EXPECT_EQ(d_->call(r).header("X-Request-Id"), "crm-req.42:a_b");
-  r.headers = {{"X-Request-Id", "a b<script>\"c\""}};
-  EXPECT_EQ(d_->call(r).header("X-Request-Id"), "abscriptc");
-  r.headers = {{"X-Request-Id", std::string(100, 'q')}};
+  // Kept only if it is at most 64 characters from [A-Za-z0-9._-]; anything
+  // else is replaced (never trimmed into something the client did not send)
+  // by a generated id: 32 lowercase hex digits.
+  const std::regex generated_id("[0-9a-f]{32}");
+  Req r{"GET", "/healthz", "", "", std::nullopt, {{"X-Request-Id", "crm-req.42_a-b"}}};
+  EXPECT_EQ(d_->call(r).header("X-Request-Id"), "crm-req.42_a-b");
+  r.headers = {{"X-Request-Id", std::string(64, 'q')}};
   EXPECT_EQ(d_->call(r).header("X-Request-Id"), std::string(64, 'q'));
+  for (const std::string& bad : {std::string("crm-req.42:a_b"), std::string("a b<script>\"c\""),
+                                 std::string(65, 'q'), std::string(100, 'q'), std::string("caf\xc3\xa9")}) {
+    r.headers = {{"X-Request-Id", bad}};
+    const std::string echoed = d_->call(r).header("X-Request-Id");
+    EXPECT_TRUE(std::regex_match(echoed, generated_id)) << bad << " -> " << echoed;
+  }
   r.headers = {};
   const std::string generated = d_->call(r).header("X-Request-Id");
-  EXPECT_TRUE(std::regex_match(generated, std::regex("[0-9a-f]{32}"))) << generated;
+  EXPECT_TRUE(std::regex_match(generated, generated_id)) << generated;
   // The id reaches the audit log.
   const std::string id = create({{"given_name", "Ida"}});
   Req g{"GET", "/v1/subjects/" + id, admin_, "customer_service", std::nullopt, {{"X-Request-Id", "trace-me-123"}}};

@@ -1,0 +1,437 @@
+#include "http_support.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+namespace custos::httptest {
+
+using custos::testing::run;
+using namespace std::chrono_literals;
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_file(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind");
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+int connect_loopback(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+Vault::Vault() {
+  const auto r = run({kCli, "--data-dir", dir.string(), "init", "--fast-kdf"});
+  if (r.exit_code != 0)
+    throw std::runtime_error("custos init failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
+  admin = trim(read_file(dir / "admin.token"));
+}
+
+std::string Vault::token(const std::string& role, const std::string& name) {
+  const auto r = run({kCli, "--data-dir", dir.string(), "token", "create", "--role", role, "--name", name});
+  if (r.exit_code != 0)
+    throw std::runtime_error("token create failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
+  return trim(r.out);
+}
+
+std::ostream& operator<<(std::ostream& os, const Resp& r) { return os << r.status << " " << r.body.substr(0, 300); }
+
+Resp send(web::http::client::http_client& client, const Req& r) {
+  web::http::http_request req(r.method);
+  req.set_request_uri(r.path);
+  if (!r.token.empty()) req.headers().add("Authorization", "Bearer " + r.token);
+  if (!r.purpose.empty()) req.headers().add("Custos-Purpose", r.purpose);
+  for (const auto& [k, v] : r.headers) req.headers().add(k, v);
+  if (r.body) req.set_body(*r.body, "application/json");
+  Resp out;
+  try {
+    auto resp = client.request(req).get();
+    out.status = resp.status_code();
+    for (const auto& [k, v] : resp.headers()) out.headers[k] = v;
+    out.body = resp.extract_utf8string(true).get();
+    if (!out.body.empty() && out.header("Content-Type").find("json") != std::string::npos)
+      out.json = Json::parse(out.body, nullptr, false);
+  } catch (const std::exception&) {
+    out.status = 0;
+  }
+  if (out.status == 500) ADD_FAILURE() << "HTTP 500 for " << r.method << " " << r.path << ": " << out;
+  return out;
+}
+
+// ------------------------------------------------------------------ Daemon
+
+Daemon::Daemon(const fs::path& data_dir, std::vector<std::string> extra, bool https, const fs::path& ca_cert)
+    : port_(free_port()), https_(https), ca_cert_(ca_cert) {
+  url_ = std::string(https ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+  std::vector<std::string> argv = {kCustosd, "--data-dir", data_dir.string(), "--listen",
+                                   "127.0.0.1:" + std::to_string(port_)};
+  for (auto& e : extra) argv.push_back(e);
+  out_file_ = log_dir_.path() / "stdout";
+  err_file_ = log_dir_.path() / "stderr";
+  // Everything the child needs is prepared before fork (no allocation after it).
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  const int out = ::open(out_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err = ::open(err_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(out);
+  ::close(err);
+  client_ = std::make_unique<web::http::client::http_client>(web::uri(url_), client_config());
+}
+
+web::http::client::http_client_config Daemon::client_config() const {
+  web::http::client::http_client_config config;
+  config.set_timeout(std::chrono::seconds(15));
+  if (https_) {
+    const std::string ca = ca_cert_.string();
+    config.set_ssl_context_callback([ca](boost::asio::ssl::context& ctx) { ctx.load_verify_file(ca); });
+  }
+  return config;
+}
+
+void Daemon::reset_client() {
+  client_.reset();
+  client_ = std::make_unique<web::http::client::http_client>(web::uri(url_), client_config());
+}
+
+Daemon::~Daemon() {
+  client_.reset();
+  if (pid_ > 0 && !exited_) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool Daemon::wait_ready() {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!alive()) return false;
+    Req r;
+    r.path = "/healthz";
+    if (send(*client_, r).status == 200) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+bool Daemon::alive() {
+  if (exited_) return false;
+  int status = 0;
+  const pid_t p = ::waitpid(pid_, &status, WNOHANG);
+  if (p == pid_) {
+    exited_ = true;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+int Daemon::wait_exit(std::chrono::milliseconds bound) {
+  const auto deadline = std::chrono::steady_clock::now() + bound;
+  while (alive()) {
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
+    std::this_thread::sleep_for(20ms);
+  }
+  return exit_code_;
+}
+
+int Daemon::stop(int sig) {
+  if (!alive()) return exit_code_;
+  ::kill(pid_, sig);
+  return wait_exit(15s);
+}
+
+void Daemon::signal(int sig) { ::kill(pid_, sig); }
+std::string Daemon::out() const { return read_file(out_file_); }
+std::string Daemon::err() const { return read_file(err_file_); }
+
+Resp Daemon::call(const Req& r) { return send(*client_, r); }
+
+Resp Daemon::get(const std::string& path, const std::string& token, const std::string& purpose) {
+  Req r;
+  r.path = path;
+  r.token = token;
+  r.purpose = purpose;
+  return call(r);
+}
+
+Resp Daemon::post(const std::string& path, const std::string& token, const Json& body, const std::string& purpose,
+                  const std::string& method) {
+  Req r;
+  r.method = method;
+  r.path = path;
+  r.token = token;
+  r.purpose = purpose;
+  r.body = body.dump();
+  return call(r);
+}
+
+std::unique_ptr<Daemon> start_daemon(const fs::path& data_dir, std::vector<std::string> extra, bool https,
+                                     const fs::path& ca_cert) {
+  for (int attempt = 0;; ++attempt) {
+    auto d = std::make_unique<Daemon>(data_dir, extra, https, ca_cert);
+    if (d->wait_ready()) return d;
+    const std::string err = d->err();
+    if (attempt == 2 || err.find("cannot listen") == std::string::npos) {
+      ADD_FAILURE() << "custosd did not start: " << err;
+      return d;
+    }
+  }
+}
+
+void expect_problem(const Resp& r, int status, const std::string& code) {
+  EXPECT_EQ(r.status, status) << r;
+  EXPECT_EQ(r.header("Content-Type"), "application/problem+json") << r;
+  ASSERT_TRUE(r.json.is_object()) << r;
+  // Typed reads: a body of the wrong shape fails the check, it does not throw.
+  auto text = [&](const char* key) {
+    return r.json.contains(key) && r.json[key].is_string() ? r.json[key].get<std::string>() : std::string("<absent>");
+  };
+  EXPECT_EQ(text("code"), code) << r;
+  EXPECT_EQ(text("type"), "https://custos.dev/problems/" + code) << r;
+  EXPECT_EQ(r.json.contains("status") && r.json["status"].is_number_integer() ? r.json["status"].get<int>() : -1, status)
+      << r;
+  EXPECT_TRUE(r.json.contains("title") && r.json["title"].is_string()) << r;
+  EXPECT_TRUE(r.json.contains("detail") && r.json["detail"].is_string()) << r;
+  EXPECT_FALSE(r.header("X-Request-Id").empty());
+  EXPECT_EQ(text("request_id"), r.header("X-Request-Id")) << r;
+}
+
+// ------------------------------------------------------------------ raw sockets
+
+void Fd::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+namespace {
+
+int ms_until(std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return left.count() <= 0 ? 0 : static_cast<int>(std::min<long long>(left.count(), 1000));
+}
+
+// One recv() into `into`, waiting (bounded) for data. >0 bytes read, 0 EOF,
+// -1 reset or error, -2 deadline passed.
+long recv_some(int fd, std::string& into, std::chrono::steady_clock::time_point deadline) {
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      into.append(buf, static_cast<std::size_t>(n));
+      return n;
+    }
+    if (n == 0) return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+    if (std::chrono::steady_clock::now() >= deadline) return -2;
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, std::max(1, ms_until(deadline)));
+  }
+}
+
+}  // namespace
+
+Fd connect_raw(std::uint16_t port, int rcvbuf) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.ok()) return {};
+  if (rcvbuf > 0) ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno != EINPROGRESS) return {};
+    pollfd p{fd.get(), POLLOUT, 0};
+    if (::poll(&p, 1, 5000) != 1) return {};
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return {};
+  }
+  return fd;
+}
+
+SendResult send_raw(int fd, std::string_view data, std::chrono::milliseconds bound) {
+  std::size_t off = 0;
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  while (off < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      off += static_cast<std::size_t>(n);
+      deadline = std::chrono::steady_clock::now() + bound;  // bound on no progress
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return SendResult::closed;
+    if (std::chrono::steady_clock::now() >= deadline) return SendResult::timeout;
+    pollfd p{fd, POLLOUT, 0};
+    ::poll(&p, 1, std::max(1, ms_until(deadline)));
+    if (p.revents & (POLLERR | POLLHUP)) return SendResult::closed;
+  }
+  return SendResult::sent;
+}
+
+Resp read_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover) {
+  std::string data = leftover ? std::move(*leftover) : std::string();
+  if (leftover) leftover->clear();
+  Resp out;
+  std::size_t head_end;
+  while ((head_end = data.find("\r\n\r\n")) == std::string::npos) {
+    if (recv_some(fd, data, deadline) <= 0) return out;
+  }
+  // Status line and headers.
+  std::istringstream head(data.substr(0, head_end));
+  std::string line;
+  std::getline(head, line);
+  if (line.rfind("HTTP/1.", 0) != 0 || line.size() < 12) return out;
+  const int status = std::atoi(line.c_str() + 9);
+  while (std::getline(head, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+    out.headers[line.substr(0, colon)] = value;
+  }
+  std::string rest = data.substr(head_end + 4);
+  // Body: Content-Length, chunked, or up to EOF.
+  const std::string length = out.header("Content-Length");
+  const bool chunked = out.header("Transfer-Encoding").find("chunked") != std::string::npos;
+  if (!length.empty()) {
+    const std::size_t n = std::stoul(length);
+    while (rest.size() < n)
+      if (recv_some(fd, rest, deadline) <= 0) return out;
+    out.body = rest.substr(0, n);
+    if (leftover) *leftover = rest.substr(n);
+  } else if (chunked) {
+    std::size_t pos = 0;
+    for (;;) {
+      std::size_t eol;
+      while ((eol = rest.find("\r\n", pos)) == std::string::npos)
+        if (recv_some(fd, rest, deadline) <= 0) return out;
+      const std::size_t size = std::stoul(rest.substr(pos, eol - pos), nullptr, 16);
+      while (rest.size() < eol + 2 + size + 2)
+        if (recv_some(fd, rest, deadline) <= 0) return out;
+      out.body += rest.substr(eol + 2, size);
+      pos = eol + 2 + size + 2;
+      if (size == 0) break;
+    }
+    if (leftover) *leftover = rest.substr(pos);
+  } else if (status == 204 || status == 304) {
+    if (leftover) *leftover = rest;
+  } else {
+    for (;;) {
+      const long n = recv_some(fd, rest, deadline);
+      if (n == 0 || n == -1) break;
+      if (n == -2) return out;
+    }
+    out.body = rest;
+  }
+  out.status = status;
+  if (!out.body.empty() && out.header("Content-Type").find("json") != std::string::npos)
+    out.json = Json::parse(out.body, nullptr, false);
+  return out;
+}
+
+bool wait_closed(int fd, std::chrono::steady_clock::time_point deadline) {
+  std::string sink;
+  for (;;) {
+    const long n = recv_some(fd, sink, deadline);
+    if (n == 0 || n == -1) return true;
+    if (n == -2) return false;
+    sink.clear();
+  }
+}
+
+bool still_open(int fd) {
+  char c;
+  const ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return false;
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
+  return true;  // data pending: open, for now
+}
+
+long vm_rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  return -1;
+}
+
+int server_connections(std::uint16_t port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  char want[8];
+  std::snprintf(want, sizeof want, "%04X", port);
+  int n = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    const auto colon = local.find(':');
+    if (colon == std::string::npos || local.substr(colon + 1) != want) continue;
+    if (state == "01" || state == "08") ++n;
+  }
+  return n;
+}
+
+std::string raw_request(const std::string& method, const std::string& path, const std::vector<std::string>& header_lines,
+                        const std::string& body) {
+  std::string r = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (const auto& h : header_lines) r += h + "\r\n";
+  r += "\r\n";
+  r += body;
+  return r;
+}
+
+}  // namespace custos::httptest
