@@ -1,5 +1,8 @@
 #include "custos_audit/entry.h"
 
+#include <openssl/sha.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -122,13 +125,18 @@ bool parse(std::span<const std::uint8_t> bytes, Entry* e, EntryView& view, const
 
 }  // namespace
 
+std::size_t encoded_size(const Entry& e) {
+  const std::string* strings[] = {&e.time,    &e.principal, &e.role,       &e.token_id, &e.purpose, &e.operation,
+                                  &e.subject_id, &e.outcome, &e.reason, &e.request_id, &e.node_id, &e.detail};
+  std::size_t size = 1 + 8 + list_size(e.fields) + list_size(e.masked_fields) + list_size(e.subject_ids) + e.prev.size();
+  for (const std::string* s : strings) size += 4 + s->size();
+  return size;
+}
+
 std::vector<std::uint8_t> encode(const Entry& e) {
   const std::string* head[] = {&e.time, &e.principal, &e.role, &e.token_id, &e.purpose, &e.operation, &e.subject_id};
   const std::string* tail[] = {&e.outcome, &e.reason, &e.request_id, &e.node_id, &e.detail};
-  std::size_t size = 1 + 8 + list_size(e.fields) + list_size(e.masked_fields) + list_size(e.subject_ids) + e.prev.size();
-  for (const std::string* s : head) size += 4 + s->size();
-  for (const std::string* s : tail) size += 4 + s->size();
-  std::vector<std::uint8_t> out(size);
+  std::vector<std::uint8_t> out(encoded_size(e));
   std::uint8_t* at = out.data();
   *at++ = kEntryVersion;
   at = put_u32(at, static_cast<std::uint32_t>(e.seq >> 32));
@@ -179,6 +187,52 @@ void set_position(std::span<std::uint8_t> bytes, std::uint64_t seq, const Hash& 
   if (bytes.size() < 1 + 8 + prev.size()) throw std::runtime_error("malformed entry: too short to place");
   for (int i = 0; i < 8; ++i) bytes[1 + i] = static_cast<std::uint8_t>(seq >> (56 - 8 * i));
   std::copy(prev.begin(), prev.end(), bytes.end() - static_cast<std::ptrdiff_t>(prev.size()));
+}
+
+std::string invalid_value(std::string_view what, std::string_view value) {
+  std::uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(value.data()), value.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "invalid_" + std::string(what) + ":len=" + std::to_string(value.size()) + ":sha256=";
+  for (int i = 0; i < 8; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+namespace {
+bool all_lower_hex(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+}  // namespace
+
+bool is_invalid_value(std::string_view what, std::string_view text) {
+  const std::string head = "invalid_" + std::string(what) + ":len=";
+  if (text.substr(0, head.size()) != head) return false;
+  text.remove_prefix(head.size());
+  const std::size_t digits = text.find_first_not_of("0123456789");
+  if (digits == 0 || digits > 20 || digits == std::string_view::npos) return false;
+  text.remove_prefix(digits);
+  constexpr std::string_view kHash = ":sha256=";
+  return text.size() == kHash.size() + 16 && text.substr(0, kHash.size()) == kHash &&
+         all_lower_hex(text.substr(kHash.size()));
+}
+
+bool is_subject_id(std::string_view text) { return text.size() == 32 && all_lower_hex(text); }
+
+bool is_request_id(std::string_view text) {
+  return !text.empty() && text.size() <= 64 && std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+bool is_label(std::string_view text) {
+  return text.size() <= kMaxLabelBytes && std::none_of(text.begin(), text.end(), [](char c) {
+    const auto b = static_cast<unsigned char>(c);
+    return b < 0x20 || b == 0x7f;
+  });
 }
 
 std::string to_json(const Entry& e) {

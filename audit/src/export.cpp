@@ -1,5 +1,7 @@
 #include "custos_audit/export.h"
 
+#include "custos_audit/entry.h"
+
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -64,7 +66,10 @@ bool read_export(std::istream& in, const ExportVisitor& v, std::string& error) {
       if (in.peek() != std::char_traits<char>::eof()) return error = "data after the end marker", false;
       return true;
     }
-    if (n > (64u << 20)) return error = "record larger than 64 MiB", false;
+    // The same bound the vault appends under: a record no vault can write is
+    // refused before its length is trusted for an allocation.
+    if (n > kMaxEntryBytes)
+      return error = "record larger than " + std::to_string(kMaxEntryBytes) + " bytes", false;
     buf.resize(n);
     if (!in.read(reinterpret_cast<char*>(buf.data()), n)) return error = "export is truncated inside a record", false;
     if (head[0] == 'E') {

@@ -1,5 +1,9 @@
 #include "custos/audit/audit_log.h"
 
+#include <sodium.h>
+
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -154,6 +158,68 @@ std::optional<std::int64_t> parse_time_us(std::string_view s) {
   return (t - offset_s) * 1000000 + micros;
 }
 
+std::string recorded_label(std::string_view what, std::string_view value) {
+  return auditfmt::is_label(value) ? std::string(value) : auditfmt::invalid_value(what, value);
+}
+
+std::string recorded_request_id(std::string_view id) {
+  if (id.empty() || auditfmt::is_request_id(id)) return std::string(id);
+  // Keyed, not plain, hash: a replaced id must not let anyone confirm a
+  // guess of what was sent; stable within the process, so one request's
+  // entries still correlate.
+  static const auto key = [] {
+    std::array<unsigned char, crypto_generichash_KEYBYTES> k{};
+    if (sodium_init() < 0) throw Error(ErrorCode::internal, "libsodium cannot be initialised");
+    randombytes_buf(k.data(), k.size());
+    return k;
+  }();
+  std::array<unsigned char, 16> mac{};
+  crypto_generichash(mac.data(), mac.size(), reinterpret_cast<const unsigned char*>(id.data()), id.size(), key.data(),
+                     key.size());
+  char hex[2 * 16 + 1];
+  sodium_bin2hex(hex, sizeof hex, mac.data(), mac.size());
+  return hex;
+}
+
+namespace {
+// A subject field holds an id, nothing, or a marker the service already made.
+bool recordable_subject(std::string_view id) {
+  return auditfmt::is_subject_id(id) || auditfmt::is_invalid_value("subject", id);
+}
+}  // namespace
+
+std::string recorded_subject(std::string_view id) {
+  return id.empty() || recordable_subject(id) ? std::string(id) : auditfmt::invalid_value("subject", id);
+}
+
+namespace {
+// The log's own guard on what reaches an entry: every append, journaled or
+// not, passes here, so no caller's oversight can put a megabyte purpose or
+// a newline into the tamper-evident (and unrepairable) log.
+void keep_to_names_and_ids(auditfmt::Entry& e) {
+  for (auto [what, value] : {std::pair{"principal", &e.principal}, std::pair{"role", &e.role},
+                             std::pair{"token_id", &e.token_id}, std::pair{"purpose", &e.purpose},
+                             std::pair{"operation", &e.operation}, std::pair{"reason", &e.reason}})
+    if (!auditfmt::is_label(*value)) *value = auditfmt::invalid_value(what, *value);
+  for (auto* list : {&e.fields, &e.masked_fields})
+    for (auto& name : *list)
+      if (!auditfmt::is_label(name)) name = auditfmt::invalid_value("field", name);
+  // Replaced only when invalid: the hot path (a campaign page names 500 ids) copies nothing.
+  if (!e.subject_id.empty() && !recordable_subject(e.subject_id))
+    e.subject_id = auditfmt::invalid_value("subject", e.subject_id);
+  for (auto& id : e.subject_ids)
+    if (!recordable_subject(id)) id = auditfmt::invalid_value("subject", id);
+  if (!e.request_id.empty() && !auditfmt::is_request_id(e.request_id)) e.request_id = recorded_request_id(e.request_id);
+}
+}  // namespace
+
+void AuditLog::require_fits(std::size_t bytes) {
+  if (bytes > auditfmt::kMaxEntryBytes)
+    throw Error(ErrorCode::invalid_argument, "the audit entry would be " + std::to_string(bytes) +
+                                                 " bytes, more than the log's limit of " +
+                                                 std::to_string(auditfmt::kMaxEntryBytes));
+}
+
 AuditLog::AuditLog(store::Store& store, const crypto::Signer& signer, Options options)
     : store_(store), signer_(signer), options_(std::move(options)) {
   if (!options_.now_us) options_.now_us = system_now_us;
@@ -218,10 +284,12 @@ auditfmt::Entry AuditLog::draft(const Actor& actor, const Event& event, std::str
   e.node_id = options_.node_id;
   e.detail = event.detail;
   e.subject_ids = event.subject_ids;
+  keep_to_names_and_ids(e);
   return e;
 }
 
 std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> bytes) {
+  require_fits(bytes.size());  // before anything is written: nothing is appended
   auditfmt::Frontier next = *frontier_;
   const std::uint64_t seq = next.size();
   auditfmt::set_position(bytes, seq, seq == 0 ? Hash{} : last_leaf_);
@@ -251,11 +319,12 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> byte
 }
 
 AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v) {
+  // Only real ids are indexed: an invalid_subject marker names no subject.
   std::vector<std::string_view> subjects;
-  if (!v.subject_id.empty()) subjects.push_back(v.subject_id);
+  if (auditfmt::is_subject_id(v.subject_id)) subjects.push_back(v.subject_id);
   if (v.subject_list.size() > 4) {  // more than an empty list's count
-    const auto more = auditfmt::list_items(v.subject_list);
-    subjects.insert(subjects.end(), more.begin(), more.end());
+    for (const std::string_view id : auditfmt::list_items(v.subject_list))
+      if (auditfmt::is_subject_id(id)) subjects.push_back(id);
   }
   SubjectBucket at = subject_bucket_;
   if (subjects.empty()) return at;
@@ -301,6 +370,9 @@ struct AuditLog::Waiter {
 void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& events) {
   if (events.empty()) return;
   if (journal_on_.load(std::memory_order_acquire)) return append_journaled(actor, events);
+  // Refused before joining the group: an oversized entry fails only its own
+  // caller, not the readers whose entries would share its transaction.
+  for (const Event& e : events) require_fits(auditfmt::encoded_size(draft(actor, e, format_time_us(options_.now_us()))));
   Waiter self{&actor, &events};
   std::unique_lock lock(group_mu_);
   queue_.push_back(&self);
@@ -566,6 +638,19 @@ std::uint64_t folded_watermark(store::Store& store) {
 }
 }  // namespace
 
+namespace {
+// A journal record over the entry limit can only be a leftover of a version
+// that journaled entries unbounded; refusing it would stall every fold, and
+// dropping it would lose a read. Its caller-supplied text is replaced as a
+// new entry's would be, which brings it back under the limit.
+std::vector<std::uint8_t> fitted(const std::vector<std::uint8_t>& payload) {
+  if (payload.size() <= auditfmt::kMaxEntryBytes) return payload;
+  auditfmt::Entry e = auditfmt::decode(payload);
+  keep_to_names_and_ids(e);
+  return auditfmt::encode(e);
+}
+}  // namespace
+
 std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
   return fail_closed([&] {
     // Durable (fsync) before the journal space is reused: otherwise a power
@@ -574,7 +659,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
     {
       std::lock_guard lock(mu_);
       load_head(*tx);
-      for (const auto& r : batch) add_leaf(*tx, r.payload);
+      for (const auto& r : batch) add_leaf(*tx, fitted(r.payload));
     }
     // The watermark commits with the entries: after a crash, recovery folds
     // exactly the records beyond it.
@@ -653,7 +738,10 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
   std::vector<std::vector<std::uint8_t>> drafts(events.size());
   const std::int64_t drafted_at = options_.now_us();
   const std::string drafted_time = format_time_us(drafted_at);
-  for (std::size_t i = 0; i < events.size(); ++i) drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_time));
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_time));
+    require_fits(drafts[i].size());  // a journaled record the fold could never place would stall it
+  }
   const auto deadline = std::chrono::steady_clock::now() + kFullWait;
   std::unique_lock lock(pend_mu_);
   for (;;) {

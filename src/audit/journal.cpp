@@ -15,6 +15,7 @@
 #include <string>
 
 #include "custos/error.h"
+#include "custos_audit/entry.h"
 
 namespace custos::audit {
 namespace fs = std::filesystem;
@@ -424,7 +425,15 @@ Journal::Segment& Journal::activate_spare() {
 
 std::optional<std::uint64_t> Journal::append(std::span<const std::vector<std::uint8_t>> payloads) {
   std::size_t need = 4;  // the terminator after the last record
-  for (const auto& p : payloads) need += 4 + p.size() + kTagBytes;
+  for (const auto& p : payloads) {
+    // Every record becomes a log entry when folded: one the log would refuse
+    // is refused here, before anything is written, or it would stall every fold.
+    if (p.size() > auditfmt::kMaxEntryBytes)
+      throw Error(ErrorCode::invalid_argument, "audit journal: an entry of " + std::to_string(p.size()) +
+                                                   " bytes is over the log's limit of " +
+                                                   std::to_string(auditfmt::kMaxEntryBytes));
+    need += 4 + p.size() + kTagBytes;
+  }
   if (need > options_.segment_bytes - kHeaderBytes)
     throw Error(ErrorCode::audit_unavailable, "audit journal: entries too large for one segment");
   if (!current_ || current_->offset + need > current_->size) {

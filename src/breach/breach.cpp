@@ -267,8 +267,10 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
              if (!any) r.first_seq = e.seq;
              any = true;
              r.last_seq = e.seq;
-             if (!e.subject_id.empty()) found[e.subject_id].insert(e.fields.begin(), e.fields.end());
-             for (const auto& s : e.subject_ids) found[s].insert(e.fields.begin(), e.fields.end());
+             // An invalid_subject marker (an audit query's odd filter) names no subject.
+             if (auditfmt::is_subject_id(e.subject_id)) found[e.subject_id].insert(e.fields.begin(), e.fields.end());
+             for (const auto& s : e.subject_ids)
+               if (auditfmt::is_subject_id(s)) found[s].insert(e.fields.begin(), e.fields.end());
            });
   return store_affected(actor, id, std::move(r), found, "audit_log");
 }

@@ -178,6 +178,8 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
 std::vector<Event> Ledger::withdraw_all(const audit::Actor& actor, const access::Policy& policy,
                                         const records::SubjectId& subject, bool sale_or_share_only,
                                         const std::string& source, const std::string& proof) {
+  // Checked as record() checks it: the source is also written into the audit entry's detail.
+  if (!one_of(kSources, source)) throw Error(ErrorCode::invalid_field, "field 'source': unknown source");
   const std::int64_t now = audit_.now_us();
   std::vector<Event> written;
   auto tx = store_.begin(TxMode::write);

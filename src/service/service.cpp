@@ -64,6 +64,15 @@ const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "pu
 
 [[noreturn]] void bad_body(const std::string& why) { throw Error(ErrorCode::invalid_argument, why); }
 
+std::string printable_prefix(std::string_view text) {
+  constexpr std::size_t kShown = 32;
+  std::string out(text.substr(0, kShown));
+  for (char& c : out)
+    if (c < 0x20 || c > 0x7e) c = '?';
+  if (text.size() > kShown) out += "...";
+  return out;
+}
+
 void only_keys(const Json& body, std::initializer_list<const char*> allowed) {
   if (!body.is_object()) bad_body("request body must be a JSON object");
   for (const auto& [key, value] : body.items()) {
@@ -444,8 +453,9 @@ Json Service::audit_entries(const Caller& caller, const std::map<std::string, st
   for (const auto& e : entries) list.push_back(Json::parse(auditfmt::to_json(e)));
   Json out = {{"entries", list}};
   out["next_after"] = entries.size() == q.limit && !entries.empty() ? Json(entries.back().seq) : Json(nullptr);
-  impl_->audit->append_now(impl_->actor(caller), {"audit.query", q.subject_id, {}, {}, true, "",
-                                                  "returned=" + std::to_string(entries.size())});
+  // The filter is what the caller typed: recorded only if it is a subject id.
+  impl_->audit->append_now(impl_->actor(caller), {"audit.query", audit::recorded_subject(q.subject_id), {}, {}, true,
+                                                  "", "returned=" + std::to_string(entries.size())});
   return out;
 }
 

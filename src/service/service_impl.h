@@ -20,6 +20,11 @@
 
 namespace custos::service {
 
+// At most the first 32 bytes of `text` for an error message, anything but
+// printable ASCII as '?', and "..." if cut: a message never carries more of
+// what a caller sent than a person needs to recognise it.
+std::string printable_prefix(std::string_view text);
+
 struct Service::Impl {
   OpenOptions options;
   std::unique_ptr<crypto::Keyring> keyring;
@@ -54,15 +59,25 @@ struct Service::Impl {
     return segments;
   }
 
+  // Who acts, as the audit log records it: nothing the caller sent reaches an
+  // entry unchecked (audit/FORMAT.md §1.4). A purpose is recorded only if it
+  // is a name in the loaded purposes.yaml; anything else (a typo, or a
+  // megabyte header) as its invalid_purpose marker.
   audit::Actor actor(const Caller& c) const {
-    return {c.principal.name, c.principal.role, c.principal.token_id, c.purpose, c.request_id};
+    return {audit::recorded_label("principal", c.principal.name), audit::recorded_label("role", c.principal.role),
+            audit::recorded_label("token_id", c.principal.token_id), recorded_purpose(c.purpose),
+            audit::recorded_request_id(c.request_id)};
+  }
+  std::string recorded_purpose(const std::string& purpose) const {
+    if (purpose.empty() || current_policy()->purpose(purpose) != nullptr) return purpose;
+    return auditfmt::invalid_value("purpose", purpose);
   }
 
   // Denials are audited before the error leaves; if even that fails, the
-  // caller gets audit_unavailable.
+  // caller gets audit_unavailable. `subject` may be what the caller sent.
   [[noreturn]] void deny(const Caller& c, const std::string& operation, ErrorCode code, const std::string& message,
                          const std::string& subject = "") {
-    audit->append_now(actor(c), {operation, subject, {}, {}, false, code_name(code), ""});
+    audit->append_now(actor(c), {operation, audit::recorded_subject(subject), {}, {}, false, code_name(code), ""});
     throw Error(code, message);
   }
 
@@ -80,7 +95,7 @@ struct Service::Impl {
              "this call reads personal data: declare a purpose with the Custos-Purpose header", subject);
     } else if (pol.purpose(c.purpose) == nullptr || !role->purposes.count(c.purpose)) {
       deny(c, operation, ErrorCode::purpose_not_allowed,
-           "role '" + c.principal.role + "' may not declare purpose '" + c.purpose.substr(0, 64) + "'", subject);
+           "role '" + c.principal.role + "' may not declare purpose '" + printable_prefix(c.purpose) + "'", subject);
     }
     if (const auto* only = pol.purposes_required_for(operation); only && !only->count(c.purpose)) {
       std::string names;

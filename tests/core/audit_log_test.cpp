@@ -156,6 +156,9 @@ TEST(AuditLog, CrashBetweenEntriesAndCheckpointLosesNothing) {
 // audit_unavailable and release nothing; a write must fail and leave nothing.
 // The subject index is cut into buckets of consecutive entries; a subject
 // query walks them. Tiny buckets here, so every query crosses many.
+// Subject ids as the log records them: 32 lowercase hex digits.
+const std::string kAa(32, 'a'), kBb(32, 'b'), kCc(32, 'c');
+
 TEST(AuditLog, SubjectQueriesSpanIndexBucketsInSequenceOrder) {
   testing::TempDir dir;
   auto store = store::open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
@@ -164,28 +167,28 @@ TEST(AuditLog, SubjectQueriesSpanIndexBucketsInSequenceOrder) {
   o.subject_bucket_rows = 5;
   auto log = std::make_unique<audit::AuditLog>(*store, signer, o);
   const audit::Actor actor{"p", "role", "t", "purpose", "r"};
-  const std::vector<std::string> subjects{"aa", "bb", "cc"};
+  const std::vector<std::string> subjects{kAa, kBb, kCc};
   std::map<std::string, std::vector<std::uint64_t>> expected;
   std::mt19937 rng(3);
   std::uint64_t seq = 0;
   for (int i = 0; i < 120; ++i, ++seq) {
     audit::Event e{i % 7 ? "subject.read" : "campaign.fetch", subjects[rng() % 3], {"email"}, {}, true, "", ""};
-    if (i % 7 == 0) e.subject_ids = {"bb", "cc", e.subject_id};  // names its own subject twice
+    if (i % 7 == 0) e.subject_ids = {kBb, kCc, e.subject_id};  // names its own subject twice
     if (i % 11 == 0) e.subject_id.clear();
     std::set<std::string> named(e.subject_ids.begin(), e.subject_ids.end());
     if (!e.subject_id.empty()) named.insert(e.subject_id);
     for (const auto& sid : named) expected[sid].push_back(seq);
     if (i == 60) {  // a rolled-back append leaves neither an entry nor an index row
       auto tx = store->begin(store::TxMode::write);
-      log->append(*tx, actor, {"subject.read", "aa", {}, {}, true, "", ""});
+      log->append(*tx, actor, {"subject.read", kAa, {}, {}, true, "", ""});
     }
     log->append_now(actor, e);
   }
   // Reopened: the bucket in use is found again.
   log = std::make_unique<audit::AuditLog>(*store, signer, o);
   for (int i = 0; i < 9; ++i, ++seq) {
-    log->append_now(actor, {"subject.read", "aa", {}, {}, true, "", ""});
-    expected["aa"].push_back(seq);
+    log->append_now(actor, {"subject.read", kAa, {}, {}, true, "", ""});
+    expected[kAa].push_back(seq);
   }
   EXPECT_GT(store->begin(store::TxMode::read)->scalar("SELECT max(bucket) FROM audit_subject_index").value(), 20);
   for (const auto& sid : subjects) {
@@ -204,7 +207,7 @@ TEST(AuditLog, SubjectQueriesSpanIndexBucketsInSequenceOrder) {
     }
   }
   audit::Query campaign;
-  campaign.subject_id = "bb";
+  campaign.subject_id = kBb;
   campaign.operation = "campaign.fetch";
   for (const auto& e : log->query(campaign)) EXPECT_EQ(e.operation, "campaign.fetch");
   EXPECT_EQ(log->query(campaign).size(), 18u);  // i = 0, 7, ..., 119
@@ -219,8 +222,8 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
   {
     auto store = store::open_sqlcipher(dir.path() / "db", key);
     audit::AuditLog log(*store, signer, {});
-    for (int i = 0; i < 10; ++i) log.append_now(actor, {"subject.read", i % 2 ? "aa" : "bb", {}, {}, true, "", ""});
-    log.append_now(actor, {"campaign.fetch", "", {}, {}, true, "", "", {"aa", "cc"}});
+    for (int i = 0; i < 10; ++i) log.append_now(actor, {"subject.read", i % 2 ? kAa : kBb, {}, {}, true, "", ""});
+    log.append_now(actor, {"campaign.fetch", "", {}, {}, true, "", "", {kAa, kCc}});
     // Back to the version 6 layout, with its rows.
     auto tx = store->begin(store::TxMode::write);
     tx->exec("CREATE TABLE audit_subject_refs (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
@@ -236,7 +239,7 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
   audit::Options small;
   small.subject_bucket_rows = 2;  // new buckets after the migrated one
   audit::AuditLog log(*store, signer, small);
-  for (int i = 0; i < 5; ++i) log.append_now(actor, {"subject.read", i % 2 ? "aa" : "cc", {}, {}, true, "", ""});
+  for (int i = 0; i < 5; ++i) log.append_now(actor, {"subject.read", i % 2 ? kAa : kCc, {}, {}, true, "", ""});
   EXPECT_GE(store->begin(store::TxMode::read)->scalar("SELECT max(bucket) FROM audit_subject_buckets").value(), 2);
   const auto seqs = [&](const std::string& sid) {
     audit::Query q;
@@ -245,9 +248,9 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
     for (const auto& e : log.query(q)) out.push_back(e.seq);
     return out;
   };
-  EXPECT_EQ(seqs("aa"), (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 10, 12, 14}));
-  EXPECT_EQ(seqs("bb"), (std::vector<std::uint64_t>{0, 2, 4, 6, 8}));
-  EXPECT_EQ(seqs("cc"), (std::vector<std::uint64_t>{10, 11, 13, 15}));
+  EXPECT_EQ(seqs(kAa), (std::vector<std::uint64_t>{1, 3, 5, 7, 9, 10, 12, 14}));
+  EXPECT_EQ(seqs(kBb), (std::vector<std::uint64_t>{0, 2, 4, 6, 8}));
+  EXPECT_EQ(seqs(kCc), (std::vector<std::uint64_t>{10, 11, 13, 15}));
 }
 
 // Entry times are formatted and parsed without libc's time-zone functions;

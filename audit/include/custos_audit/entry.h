@@ -18,6 +18,14 @@ namespace custos::auditfmt {
 
 inline constexpr std::uint8_t kEntryVersion = 1;
 
+// The largest canonical entry a vault appends and the largest export record
+// (FORMAT.md §1.4, §3) a reader accepts: 64 KiB. One constant for both sides,
+// so the log never holds an entry its own verifier refuses. The largest
+// legitimate entry is a batch create of 1,000 subjects: 1,000 ids of 36
+// bytes (length + 32 hex digits) plus a dozen field names and bounded labels,
+// about 37 KB; the rest is margin.
+inline constexpr std::size_t kMaxEntryBytes = std::size_t{64} << 10;
+
 struct Entry {
   std::uint64_t seq = 0;  // position in the log == Merkle leaf index
   std::string time;       // RFC 3339 UTC, microseconds
@@ -33,6 +41,8 @@ struct Entry {
 };
 
 std::vector<std::uint8_t> encode(const Entry& entry);
+// The length of encode(entry), computed without encoding.
+std::size_t encoded_size(const Entry& entry);
 // Throws std::runtime_error naming what is malformed.
 Entry decode(std::span<const std::uint8_t> bytes);
 
@@ -58,6 +68,23 @@ void set_time(std::span<std::uint8_t> bytes, std::string_view time);
 // Rewrites an encoded entry's sequence number and previous-leaf hash in
 // place (both are fixed-width: encode(e) with e.seq and e.prev changed).
 void set_position(std::span<std::uint8_t> bytes, std::uint64_t seq, const Hash& prev);
+
+// What an entry may hold (FORMAT.md §1.4). Entries carry names, ids and
+// codes; a value that is not one is recorded in its place as
+//   invalid_<what>:len=<byte length>:sha256=<first 8 bytes of its SHA-256, 16 hex>
+// bounded and free of the value, yet an auditor holding the value can match it.
+std::string invalid_value(std::string_view what, std::string_view value);
+// Whether `text` is exactly invalid_value(what, <some value>): a value
+// already replaced is recorded as it is, not replaced again.
+bool is_invalid_value(std::string_view what, std::string_view text);
+// Exactly 32 lowercase hex digits (a 16-byte subject id).
+bool is_subject_id(std::string_view text);
+// 1-64 characters of [A-Za-z0-9._-] (empty is "no request" and allowed by callers).
+bool is_request_id(std::string_view text);
+// A name, role, token id, purpose or field name: at most kMaxLabelBytes
+// bytes, no control characters (so no newline can fake a line in a dump).
+inline constexpr std::size_t kMaxLabelBytes = 128;
+bool is_label(std::string_view text);
 
 // One JSON object, for people and for the API.
 std::string to_json(const Entry& entry);

@@ -154,6 +154,9 @@ class AuditLog {
   Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
   std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
   auditfmt::Entry draft(const Actor& actor, const Event& event, std::string time) const;
+  // Throws Error(invalid_argument) if an entry of `bytes` would exceed
+  // auditfmt::kMaxEntryBytes, which the verifier refuses.
+  static void require_fits(std::size_t bytes);
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
   std::uint64_t add_leaf(store::Transaction& tx, std::vector<std::uint8_t> bytes);
@@ -213,6 +216,20 @@ class AuditLog {
   std::filesystem::path foreign_journal_;
   std::unique_ptr<crypto::SecretKey> foreign_key_;
 };
+
+// What the log records of caller-supplied text (audit/FORMAT.md §1.4). The
+// log applies both to every entry it appends, whatever the layers above
+// checked; the service applies them too, where it builds an Actor.
+//
+// `value` if it is a label (auditfmt::is_label), else its invalid_<what> marker.
+std::string recorded_label(std::string_view what, std::string_view value);
+// `id` if it is empty or a valid request id (auditfmt::is_request_id), else
+// a server-made id of 32 hex digits: a keyed hash of `id` under a random
+// per-process key, so it reveals nothing of `id` and the entries of one
+// request still share it.
+std::string recorded_request_id(std::string_view id);
+// `id` if it is empty or 32 lowercase hex digits, else its invalid_subject marker.
+std::string recorded_subject(std::string_view id);
 
 // RFC 3339 UTC with microseconds.
 std::string format_time_us(std::int64_t unix_us);
