@@ -1,19 +1,20 @@
 // custosd — the Custos HTTP(S) service.
 //
 //   custosd --data-dir DIR --listen 127.0.0.1:8443 [--tls-cert C --tls-key K]
-//           [--passphrase-file F] [--policies DIR] [--max-body-bytes N]
+//           [--passphrase-file F] [--policies DIR] [edge limits and quotas, see --help]
 //           [--allow-plain-http-non-loopback] [--node-id ID] [--log-level L]
 //
-// Signals: SIGTERM / SIGINT stop gracefully (in-flight requests finish, the
-// store is closed, exit 0); SIGHUP reloads roles, purposes and segments (an invalid
-// policy is logged and the old one stays in force). All signals are taken
-// by sigwait on the main thread; every other thread has them blocked.
+// Signals: SIGTERM / SIGINT stop gracefully (stop accepting, in-flight
+// requests finish, the audit journal is folded, the store is closed, exit
+// 0); SIGHUP reloads roles, purposes and segments and the TLS certificate
+// and key (whatever is invalid is logged and the old one stays in force).
+// All signals are taken by sigwait on the main thread; every other thread
+// has them blocked.
 //
 // Exit codes: 0 clean shutdown, 2 usage, 1 start-up failure.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
-#include <pplx/threadpool.h>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -131,18 +132,18 @@ int main(int argc, char** argv) {
   std::string data_dir = "./custos-data";
   std::string listen = "127.0.0.1:8443";
   std::string tls_cert, tls_key, passphrase_file, policies, node_id = "node-1", log_level = "info";
-  std::size_t max_body = 1024 * 1024;
+  custos::http::ServerOptions options;
+  options.io_threads = 0;  // default: one per core, resolved below
   long retention_interval = 86400;
   int threads = 0;
   bool allow_plain = false;
+  long header_timeout_ms = options.header_timeout.count(), idle_timeout_ms = options.idle_timeout.count();
   app.add_option("--data-dir", data_dir, "data directory created by `custos init` (default ./custos-data)");
   app.add_option("--listen", listen, "HOST:PORT or [IPv6]:PORT to listen on (default 127.0.0.1:8443)");
-  app.add_option("--tls-cert", tls_cert, "PEM certificate (chain) file: serve HTTPS");
-  app.add_option("--tls-key", tls_key, "PEM private key file for --tls-cert");
+  app.add_option("--tls-cert", tls_cert, "PEM certificate (chain) file: serve HTTPS (reloaded on SIGHUP)");
+  app.add_option("--tls-key", tls_key, "PEM private key file for --tls-cert; must not be readable by group or others");
   app.add_option("--passphrase-file", passphrase_file, "master key from this passphrase (Argon2id)");
   app.add_option("--policies", policies, "policy directory (default <data-dir>/policies)");
-  app.add_option("--max-body-bytes", max_body, "largest accepted request body (default 1048576)")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
   app.add_flag("--allow-plain-http-non-loopback", allow_plain,
                "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)");
   app.add_option("--retention-interval", retention_interval,
@@ -150,6 +151,39 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 365 * 86400));
   app.add_option("--threads", threads, "request worker threads (default: 4 per core, at least 8; minimum 4)")
       ->check(CLI::Range(4, 512));
+  app.add_option("--io-threads", options.io_threads, "socket I/O threads (default: one per core)")
+      ->check(CLI::Range(1, 64));
+  // Edge limits.
+  app.add_option("--max-body-bytes", options.max_body_bytes, "largest accepted request body (default 1048576); above: 413")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+  app.add_option("--max-header-bytes", options.max_header_bytes,
+                 "largest request line + headers (default 16384); above: 431")
+      ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 20));
+  app.add_option("--header-timeout-ms", header_timeout_ms,
+                 "time from a request's first byte to its last header (default 10000)")
+      ->check(CLI::Range(100L, 600L * 1000));
+  app.add_option("--idle-timeout-ms", idle_timeout_ms,
+                 "keep-alive wait for the next request, and the longest a write may stall (default 30000)")
+      ->check(CLI::Range(100L, 3600L * 1000));
+  app.add_option("--min-body-rate", options.min_body_rate,
+                 "bytes per second a request body must at least arrive at (default 16384)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+  app.add_option("--max-connections", options.max_connections,
+                 "open client connections (default 1024); above: 503 and close")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  // Per-principal quotas.
+  app.add_option("--principal-max-inflight", options.principal_max_inflight,
+                 "concurrent requests per principal (default 64; 0 unlimited); above: 429")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--principal-rate", options.principal_rate,
+                 "requests per second per principal (default 2000; 0 unlimited); above: 429")
+      ->check(CLI::Range(0.0, 1e9));
+  double burst = -1;
+  app.add_option("--principal-burst", burst, "requests a principal may send at once above its rate (default 2 x rate)")
+      ->check(CLI::Range(1.0, 1e9));
+  app.add_option("--principal-max-streams", options.principal_max_streams,
+                 "campaign fetches streaming at once per principal (default 2; 0 unlimited); above: 429")
+      ->check(CLI::Range(0, 1 << 20));
   long fold_interval_ms = 1000;
   app.add_option("--audit-fold-interval-ms", fold_interval_ms,
                  "how long reads' audit entries may wait in the journal before the background fold (default 1000)")
@@ -177,11 +211,6 @@ int main(int argc, char** argv) {
     std::cerr << "custosd: " << e.what() << "\n";
     return 2;
   }
-  if (addr.host.find(':') != std::string::npos) {
-    // cpprestsdk 2.10's listener cannot bind an IPv6 literal.
-    std::cerr << "custosd: IPv6 listen addresses are not supported; use an IPv4 address or a host name\n";
-    return 2;
-  }
   if (tls_cert.empty() != tls_key.empty()) {
     std::cerr << "custosd: --tls-cert and --tls-key go together\n";
     return 2;
@@ -192,8 +221,12 @@ int main(int argc, char** argv) {
               << "; configure --tls-cert/--tls-key (or, behind a TLS proxy, --allow-plain-http-non-loopback)\n";
     return 2;
   }
-  const std::string url =
-      std::string(https ? "https" : "http") + "://" + addr.host + ":" + std::to_string(addr.port);
+  options.listen = addr;
+  options.tls_cert = tls_cert;
+  options.tls_key = tls_key;
+  options.header_timeout = std::chrono::milliseconds(header_timeout_ms);
+  options.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+  options.principal_burst = burst > 0 ? burst : std::max(1.0, 2 * options.principal_rate);
 
   std::unique_ptr<custos::service::Service> svc;
   try {
@@ -217,17 +250,12 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // cpprestsdk's default pool (40 threads) mostly adds context switches on a
-  // small machine; handlers do not block on the network.
+  // Workers run handlers (which block on the store and on slow stream
+  // readers); io threads only move bytes.
   if (threads == 0) threads = std::max(8, 4 * static_cast<int>(std::thread::hardware_concurrency()));
-  crossplat::threadpool::initialize_with_threads(static_cast<std::size_t>(threads));
+  options.worker_threads = threads;
+  if (options.io_threads == 0) options.io_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
-  custos::http::ServerOptions options;
-  options.url = url;
-  options.tls_cert = tls_cert;
-  options.tls_key = tls_key;
-  options.max_body_bytes = max_body;
-  options.max_streams = threads - 2;
   auto server = std::make_unique<custos::http::HttpServer>(*svc, options);
   try {
     server->open();
@@ -237,11 +265,19 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  const std::string url = server->url();
   const std::string token_file = (fs::path(data_dir) / "admin.token").string();
   std::cout << "custosd listening on " << url << " (admin token in " << token_file
             << "; use: curl -H \"Authorization: Bearer $(cat " << token_file << ")\" " << url
             << "/v1/audit/checkpoint)" << std::endl;
-  hlog::info("listening", {{"url", url}, {"tls", https}, {"max_body_bytes", max_body}, {"node_id", node_id}});
+  hlog::info("listening", {{"url", url},
+                           {"tls", https},
+                           {"max_body_bytes", options.max_body_bytes},
+                           {"max_header_bytes", options.max_header_bytes},
+                           {"max_connections", options.max_connections},
+                           {"io_threads", options.io_threads},
+                           {"worker_threads", options.worker_threads},
+                           {"node_id", node_id}});
 
   Maintenance maintenance(*svc, std::chrono::seconds(retention_interval));
 
@@ -261,14 +297,21 @@ int main(int argc, char** argv) {
       } else {
         hlog::error("policy_reload", {{"ok", false}, {"cause", error}, {"detail", "the previous policy stays in force"}});
       }
+      std::string tls_error;
+      if (https && server->reload_tls(&tls_error)) {
+        hlog::info("tls_reload", {{"ok", true}});
+      } else if (https) {
+        hlog::error("tls_reload",
+                    {{"ok", false}, {"cause", tls_error}, {"detail", "the previous certificate stays in force"}});
+      }
       continue;
     }
     hlog::info("shutting_down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
     break;
   }
 
-  // Finish what is inside the Service, close the store, exit. The listener
-  // is not closed (see HttpServer::drain): the OS closes its sockets.
+  // Stop accepting, finish what is inside the Service, fold the journal,
+  // close the store, exit.
   const bool drained = server->drain(std::chrono::seconds(20));
   maintenance.stop();
   if (!drained) {

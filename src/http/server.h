@@ -1,14 +1,16 @@
-// custos HTTP transport: a cpprestsdk http_listener in front of the
+// custos HTTP transport: a Boost.Beast HTTP/1.1 server in front of the
 // service façade.
 //
-// The HTTP layer is thin: it authenticates the bearer token, reads the
-// declared purpose, bounds and parses the body, calls one Service method and
-// turns the JSON document (or the custos::Error) into a response. It is the
-// only module that includes cpprestsdk headers; this header keeps them out
-// (pimpl) so custosd_main and the tests need not see them.
+// The HTTP layer is thin: it bounds and frames requests at the edge,
+// authenticates the bearer token, applies per-principal quotas, reads the
+// declared purpose, parses the body, calls one Service method and turns
+// the JSON document (or the custos::Error) into a response. It is the only
+// module that includes Boost.Beast (and cpprestsdk, for outbound calls);
+// this header keeps them out (pimpl) so custosd_main and tests need not.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -29,25 +31,6 @@ struct RouteInfo {
 };
 std::vector<RouteInfo> route_table();
 
-struct ServerOptions {
-  // "http://127.0.0.1:8443" or "https://host:port". TLS needs both files.
-  std::string url;
-  std::filesystem::path tls_cert;  // PEM: leaf certificate first, then the chain
-  std::filesystem::path tls_key;   // PEM private key
-  std::size_t max_body_bytes = 1024 * 1024;
-  // Passed to http_listener_config::set_timeout. NOTE: cpprestsdk's Linux
-  // (Boost.Asio) listener ignores it (only the Windows HTTP Server API
-  // backend applies it). Handlers never block on a body still arriving, so
-  // a slow or abandoned client costs a socket, not a worker thread; put a
-  // reverse proxy with read timeouts in front for hostile networks.
-  std::chrono::seconds timeout{30};
-  // Campaign fetches stream from a worker thread of cpprestsdk's pool while
-  // the same pool writes their bytes; at most this many run at once (more
-  // get 503 with Retry-After), so the pool always keeps threads for I/O.
-  // custosd sets it to its pool size minus 2.
-  int max_streams = 4;
-};
-
 // A parsed --listen value.
 struct ListenAddress {
   std::string host;  // as given, without IPv6 brackets
@@ -58,6 +41,32 @@ struct ListenAddress {
 // message fit for the operator.
 ListenAddress parse_listen(const std::string& text);
 
+struct ServerOptions {
+  ListenAddress listen;
+  std::filesystem::path tls_cert;  // PEM: leaf certificate first, then the chain; empty: plain HTTP
+  std::filesystem::path tls_key;   // PEM private key, mode 0600 or stricter
+
+  // Edge limits (see README "Limits").
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 1024 * 1024;
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds idle_timeout{30'000};
+  std::size_t min_body_rate = 16 * 1024;  // bytes per second
+  std::size_t max_connections = 1024;
+
+  // Per-principal quotas (0: unlimited).
+  int principal_max_inflight = 64;
+  double principal_rate = 2000;
+  double principal_burst = 4000;
+  int principal_max_streams = 2;
+
+  // Threads: io threads run the sockets, workers run the handlers. A
+  // streaming campaign fetch holds a worker while its client reads, so at
+  // most workers - 2 stream at once (more get 503 with Retry-After).
+  int io_threads = 1;
+  int worker_threads = 8;
+};
+
 class HttpServer {
  public:
   HttpServer(service::Service& service, ServerOptions options);
@@ -65,25 +74,27 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Loads the TLS material (if any) and starts listening. Throws
-  // std::runtime_error with an operator-facing message.
+  // Loads the TLS material (if any), binds, listens and starts the
+  // threads. Throws std::runtime_error with an operator-facing message.
   void open();
 
-  // Stop for a process about to exit: from now on no request reaches the
-  // Service (new ones get 503, Connection: close) and this waits (up to
-  // `bound`) for the requests inside it to finish and their replies to be
-  // written. True when none is left; the Service may then be destroyed.
-  // The listener is deliberately left open: cpprestsdk 2.10's close() can
-  // crash (epoll_reactor::start_op on a connection it is closing) while
-  // request bodies are still being read, and the OS closes the sockets at
-  // exit anyway. Only destruction may follow; the caller must end the
-  // process with std::_Exit.
+  // Re-reads the TLS certificate and key (SIGHUP). On failure the old ones
+  // stay in force and `error` says why. Plain HTTP: nothing to do, true.
+  bool reload_tls(std::string* error);
+
+  // Stops accepting; requests on open connections get 503 and a close;
+  // waits (up to `bound`) for the requests inside the Service to finish
+  // and their replies to be written, then stops every thread. True when
+  // none was left: the Service may then be destroyed. False: a handler is
+  // still running; the caller must end the process without destroying
+  // the Service (std::_Exit).
   bool drain(std::chrono::milliseconds bound);
 
   // Prometheus text exposition (format 0.0.4) of the HTTP and vault metrics.
   std::string metrics_text();
 
-  const std::string& url() const;
+  // "http://127.0.0.1:8443" (the port actually bound).
+  std::string url() const;
 
  private:
   struct Impl;

@@ -602,11 +602,11 @@ TEST_F(HttpTest, KilledServerLosesNoAuditedRead) {
   EXPECT_EQ(verified.exit_code, 0) << verified.err;
 }
 
-// Campaign fetches block a pool thread each while other pool threads write
-// their bytes, so at most pool - 2 stream at once. With a pool of 4, twelve
-// at once each complete or get 503 with Retry-After, nothing hangs, and
-// every slot is given back. (The exhaustion this cap prevents needs streams
-// over 1 MiB or exact timing; it is argued in server.cpp, not reproduced.)
+// Campaign fetches hold a worker each while their client reads, so at most
+// workers - 2 stream at once (503), and each principal at most
+// --principal-max-streams (429). With 4 workers, twelve at once each
+// complete or are told to retry (Retry-After), nothing hangs, and every
+// slot is given back.
 TEST_F(HttpTest, ConcurrentCampaignFetchesCompleteOrAreToldToRetry) {
   ASSERT_EQ(d_->stop(), 0);
   d_ = start_daemon(vault_->dir, {"--threads", "4"});
@@ -625,7 +625,7 @@ TEST_F(HttpTest, ConcurrentCampaignFetchesCompleteOrAreToldToRetry) {
     clients.emplace_back([&] {
       const Resp r = d_->post("/v1/campaigns:fetch", mkt, {{"channel", "email"}, {"fields", {"email"}}}, "email_marketing");
       if (r.status == 200 && r.body.find("\"done\":true") != std::string::npos) ++complete;
-      else if (r.status == 503 && r.header("Retry-After") == "1") ++busy;
+      else if ((r.status == 503 || r.status == 429) && r.header("Retry-After") == "1") ++busy;
       else ++other;
     });
   for (auto& t : clients) t.join();
@@ -973,9 +973,9 @@ TEST(HttpProcess, RefusesPlainHttpOnNonLoopbackAndBadArguments) {
   EXPECT_NE(r.err.find("non-loopback"), std::string::npos) << r.err;
   r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "nonsense"});
   EXPECT_EQ(r.exit_code, 2);
-  r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "[::1]:" + std::to_string(free_port())});
+  // IPv6 literals are accepted (Beast binds them); only a bad one is usage.
+  r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "[::1:" + std::to_string(free_port())});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("IPv6"), std::string::npos) << r.err;
   r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "127.0.0.1:1", "--tls-cert", "x"});
   EXPECT_EQ(r.exit_code, 2);
   TempDir empty;

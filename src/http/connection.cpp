@@ -1,0 +1,542 @@
+// One HTTP/1.1 connection, plain or TLS. See connection.h for the contract.
+//
+// Life of a request on a connection (all I/O on the connection's strand):
+//   await   — wait (idle timeout) for the first byte of the next request;
+//   header  — read request line + headers (header timeout, size limit),
+//             check RFC 9112 framing, refuse over-long bodies (413) unread;
+//   body    — read the body under a deadline from --min-body-rate;
+//   handle  — on a worker thread: RequestHandler::handle;
+//   send    — write the response (idle timeout), then await again or close.
+// A refusal at the edge (400, 413, 431, 503) is answered with
+// problem+json and the connection is closed, because the rest of the
+// byte stream cannot be trusted to frame the next request.
+#include "connection.h"
+
+#include <sodium.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <array>
+#include <cctype>
+#include <functional>
+#include <limits>
+#include <future>
+#include <optional>
+
+#include "log.h"
+
+namespace custos::http {
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using error_code = boost::system::error_code;
+
+constexpr std::size_t kMaxRequestIdLength = 64;
+// Unsent stream bytes above which a streaming handler waits for the client.
+constexpr std::size_t kMaxBufferedStream = 1 << 20;
+// After a refusal: how long and how much of the client's remaining bytes
+// are read and dropped before closing, so the client reads the refusal
+// instead of a reset.
+constexpr std::chrono::milliseconds kLingerTime{1000};
+constexpr std::size_t kLingerBytes = 1 << 20;
+
+std::string random_request_id() {
+  std::array<unsigned char, 16> raw{};
+  randombytes_buf(raw.data(), raw.size());
+  std::array<char, 33> hex{};
+  sodium_bin2hex(hex.data(), hex.size(), raw.data(), raw.size());
+  return std::string(hex.data(), 32);
+}
+
+// A caller's X-Request-Id is kept only if it is short and plain
+// ([A-Za-z0-9._-], at most 64); anything else is replaced, not repaired.
+std::string request_id_for(const Request& req) {
+  const beast::string_view value = req["X-Request-Id"];
+  bool ok = !value.empty() && value.size() <= kMaxRequestIdLength;
+  for (char c : value)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  return ok ? std::string(value) : random_request_id();
+}
+
+bool is_timeout(const error_code& ec) { return ec == beast::error::timeout; }
+
+
+bool iequals(beast::string_view a, beast::string_view b) { return beast::iequals(a, b); }
+
+beast::string_view trim(beast::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+template <class Stream>
+class Connection : public std::enable_shared_from_this<Connection<Stream>>, public ResponseStream {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+ public:
+  Connection(Stream&& stream, RequestHandler& handler, net::thread_pool& workers, const EdgeLimits& limits,
+             EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining,
+             std::shared_ptr<net::ssl::context> tls, bool over_capacity)
+      : stream_(std::move(stream)),
+        handler_(handler),
+        workers_(workers),
+        limits_(limits),
+        counters_(counters),
+        draining_(std::move(draining)),
+        tls_(std::move(tls)),
+        over_capacity_(over_capacity) {
+    if (!over_capacity_) counters_.open.fetch_add(1);
+    chunk_limit_ = [this](std::uint64_t size, beast::string_view, error_code& ec) {
+      // One chunk larger than a whole body is a framing error (400); chunks
+      // that add up to more than the limit are a body too large (413).
+      if (size > limits_.max_body_bytes) {
+        ec = bhttp::error::bad_chunk;
+        return;
+      }
+      chunked_total_ += size;
+      if (chunked_total_ > limits_.max_body_bytes) ec = bhttp::error::body_limit;
+    };
+  }
+
+  ~Connection() override {
+    release_busy();
+    if (!over_capacity_) counters_.open.fetch_sub(1);
+  }
+
+  void start() {
+    if constexpr (kTls) {
+      tcp_layer().expires_after(limits_.header_timeout);
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](error_code ec) { self->on_handshake(ec); });
+    } else {
+      on_handshake({});
+    }
+  }
+
+  // ResponseStream: called from the worker thread running a streaming handler.
+  void begin(int status, const std::string& content_type, HeaderList headers) override {
+    auto head = std::make_shared<bhttp::response<bhttp::empty_body>>(static_cast<bhttp::status>(status),
+                                                                     request_.version());
+    decorate(*head, request_id_);
+    head->set(bhttp::field::content_type, content_type);
+    for (const auto& [k, v] : headers) head->insert(k, v);
+    head->keep_alive(request_.keep_alive() && !draining_->load());
+    head->chunked(true);
+    {
+      std::lock_guard lock(stream_mu_);
+      stream_writing_ = true;
+    }
+    net::post(stream_.get_executor(), [self = this->shared_from_this(), head] { self->write_stream_head(head); });
+  }
+
+  bool write(std::string data) override {
+    std::unique_lock lock(stream_mu_);
+    const auto deadline = std::chrono::steady_clock::now() + limits_.idle_timeout;
+    while (!stream_failed_ && stream_pending_.size() > kMaxBufferedStream)
+      if (stream_cv_.wait_until(lock, deadline) == std::cv_status::timeout) stream_failed_ = true;
+    if (stream_failed_) return false;
+    stream_pending_ += data;
+    if (!stream_writing_) {
+      stream_writing_ = true;
+      net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->pump_stream(); });
+    }
+    return true;
+  }
+
+  void end() override {
+    std::lock_guard lock(stream_mu_);
+    stream_ended_ = true;
+    if (!stream_writing_) {
+      stream_writing_ = true;
+      net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->pump_stream(); });
+    }
+  }
+
+ private:
+  auto& tcp_layer() { return beast::get_lowest_layer(stream_); }
+
+  void on_handshake(error_code ec) {
+    if (ec) return abort(ec);
+    if (over_capacity_)
+      return refuse(503, "unavailable", "the server is at its connection limit; retry shortly", {{"Retry-After", "1"}});
+    await_request();
+  }
+
+  // Waits for the first byte of the next request under the idle timeout.
+  void await_request() {
+    if (buffer_.size() > 0) return read_header();  // pipelined bytes are here already
+    tcp_layer().expires_after(limits_.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096), [self = this->shared_from_this()](error_code ec, std::size_t n) {
+      self->buffer_.commit(n);
+      if (ec) return self->abort(ec);
+      self->read_header();
+    });
+  }
+
+  void read_header() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
+    // Enforced here instead: 413 by Content-Length, chunk_limit_ for chunks.
+    // (Not boost::none: Beast 1.74 compares the length against the
+    // optional, and any length is "greater" than none.)
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    parser_->on_chunk_header(chunk_limit_);
+    chunked_total_ = 0;
+    tcp_layer().expires_after(limits_.header_timeout);
+    bhttp::async_read_header(stream_, buffer_, *parser_,
+                             [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(error_code ec) {
+    if (ec == bhttp::error::header_limit)
+      return refuse(431, "header_too_large",
+                    "request line and headers exceed " + std::to_string(limits_.max_header_bytes) + " bytes", {});
+    if (ec) return refuse_malformed(ec);
+    const Request& req = parser_->get();
+    if (const char* why = framing_error(req)) return refuse(400, "invalid_argument", why, {});
+    if (const auto length = parser_->content_length(); length && *length > limits_.max_body_bytes)
+      return refuse(413, "payload_too_large",
+                    "request body larger than " + std::to_string(limits_.max_body_bytes) + " bytes", {});
+    if (parser_->is_done()) return dispatch();
+    if (iequals(trim(req[bhttp::field::expect]), "100-continue")) {
+      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_, 11);
+      tcp_layer().expires_after(limits_.idle_timeout);
+      return bhttp::async_write(stream_, *cont, [self = this->shared_from_this(), cont](error_code ec, std::size_t) {
+        if (ec) return self->abort(ec);
+        self->read_body();
+      });
+    }
+    read_body();
+  }
+
+  // RFC 9112 §6: refuse what Beast tolerates but a proxy in front might
+  // read differently (request smuggling).
+  static const char* framing_error(const Request& req) {
+    const auto lengths = req.equal_range(bhttp::field::content_length);
+    const auto n_lengths = std::distance(lengths.first, lengths.second);
+    if (n_lengths > 1) return "more than one Content-Length header";
+    if (n_lengths == 1 && lengths.first->value().find(',') != beast::string_view::npos)
+      return "Content-Length must be a single number";
+    const auto codings = req.equal_range(bhttp::field::transfer_encoding);
+    const auto n_codings = std::distance(codings.first, codings.second);
+    if (n_codings > 1) return "more than one Transfer-Encoding header";
+    if (n_codings == 1) {
+      if (n_lengths == 1) return "Content-Length together with Transfer-Encoding";
+      if (!iequals(trim(codings.first->value()), "chunked")) return "only Transfer-Encoding: chunked is supported";
+    }
+    return nullptr;
+  }
+
+  void read_body() {
+    // Deadline: the header timeout plus the time the body takes at the
+    // minimum rate (the whole limit when the length is not known).
+    const std::uint64_t expected = parser_->content_length().value_or(limits_.max_body_bytes);
+    const auto transfer = std::chrono::milliseconds(expected * 1000 / std::max<std::size_t>(1, limits_.min_body_rate));
+    tcp_layer().expires_after(limits_.header_timeout + transfer);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_body(ec); });
+  }
+
+  void on_body(error_code ec) {
+    if (ec == bhttp::error::body_limit)
+      return refuse(413, "payload_too_large",
+                    "request body larger than " + std::to_string(limits_.max_body_bytes) + " bytes", {});
+    if (ec) return refuse_malformed(ec);
+    dispatch();
+  }
+
+  // A parse error gets 400; a timeout or a vanished peer gets nothing.
+  void refuse_malformed(error_code ec) {
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+        ec != bhttp::error::end_of_stream &&
+        ec != bhttp::error::partial_message)
+      return refuse(400, "invalid_argument", "malformed HTTP request: " + ec.message(), {});
+    abort(ec);
+  }
+
+  void dispatch() {
+    request_ = parser_->release();
+    parser_.reset();
+    request_id_ = request_id_for(request_);
+    if (draining_->load())
+      return refuse(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}});
+    take_busy();
+    net::post(workers_, [self = this->shared_from_this()] {
+      Result result = self->handler_.handle(self->request_, self->request_id_, *self);
+      if (result.streamed) return;
+      net::post(self->stream_.get_executor(),
+                [self, r = std::make_shared<Result>(std::move(result))] { self->send(std::move(*r)); });
+    });
+  }
+
+  template <class Response>
+  void decorate(Response& res, const std::string& request_id) const {
+    res.set("X-Request-Id", request_id);
+    res.set(bhttp::field::cache_control, "no-store");
+    res.set("X-Content-Type-Options", "nosniff");
+    if constexpr (kTls) res.set(bhttp::field::strict_transport_security, "max-age=31536000");
+  }
+
+  void send(Result r) {
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(r.status),
+                                                                      request_.version());
+    decorate(*res, request_id_);
+    res->set(bhttp::field::content_type, r.content_type);
+    bool close = draining_->load() || !request_.keep_alive();
+    for (auto& [k, v] : r.headers) {
+      if (iequals(k, "Connection") && iequals(v, "close")) {
+        close = true;
+        continue;
+      }
+      res->insert(k, v);
+    }
+    res->body() = std::move(r.body);
+    res->keep_alive(!close);
+    res->prepare_payload();
+    tcp_layer().expires_after(limits_.idle_timeout);
+    bhttp::async_write(stream_, *res, [self = this->shared_from_this(), res, close](error_code ec, std::size_t) {
+      self->release_busy();
+      if (ec) return self->abort(ec);
+      if (close) return self->shutdown();
+      self->await_request();
+    });
+  }
+
+  // Answers with a problem and closes (after letting the client read it).
+  void refuse(int status, const std::string& code, const std::string& detail, HeaderList headers) {
+    handler_.count_refusal(status);
+    if (request_id_.empty()) request_id_ = random_request_id();
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(status), 11);
+    decorate(*res, request_id_);
+    res->set(bhttp::field::content_type, kProblemJson);
+    for (auto& [k, v] : headers) res->insert(k, v);
+    res->body() = problem_body(status, code, detail, request_id_);
+    res->keep_alive(false);
+    res->prepare_payload();
+    tcp_layer().expires_after(limits_.idle_timeout);
+    bhttp::async_write(stream_, *res, [self = this->shared_from_this(), res](error_code ec, std::size_t) {
+      if (ec) return self->abort(ec);
+      self->shutdown();
+    });
+  }
+
+  // ---- streamed responses (see ResponseStream)
+
+  void write_stream_head(const std::shared_ptr<bhttp::response<bhttp::empty_body>>& head) {
+    stream_close_ = !head->keep_alive();
+    auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*head);
+    tcp_layer().expires_after(limits_.idle_timeout);
+    bhttp::async_write_header(stream_, *serializer,
+                              [self = this->shared_from_this(), head, serializer](error_code ec, std::size_t) {
+                                if (ec) return self->fail_stream(ec);
+                                self->pump_stream();
+                              });
+  }
+
+  void pump_stream() {
+    bool last = false;
+    {
+      std::lock_guard lock(stream_mu_);
+      if (stream_failed_) return;
+      stream_inflight_.clear();
+      stream_inflight_.swap(stream_pending_);
+      if (stream_inflight_.empty()) {
+        if (!stream_ended_) {
+          stream_writing_ = false;
+          return;
+        }
+        last = true;
+      }
+    }
+    stream_cv_.notify_all();
+    tcp_layer().expires_after(limits_.idle_timeout);
+    auto self = this->shared_from_this();
+    if (last) {
+      return net::async_write(stream_, bhttp::make_chunk_last(), [self](error_code ec, std::size_t) {
+        self->release_busy();
+        if (ec) return self->fail_stream(ec);
+        if (self->stream_close_) return self->shutdown();
+        self->reset_stream();
+        self->await_request();
+      });
+    }
+    net::async_write(stream_, bhttp::make_chunk(net::buffer(stream_inflight_)), [self](error_code ec, std::size_t) {
+      if (ec) return self->fail_stream(ec);
+      self->pump_stream();
+    });
+  }
+
+  void fail_stream(error_code ec) {
+    {
+      std::lock_guard lock(stream_mu_);
+      stream_failed_ = true;
+    }
+    stream_cv_.notify_all();
+    release_busy();
+    abort(ec);
+  }
+
+  void reset_stream() {
+    std::lock_guard lock(stream_mu_);
+    stream_pending_.clear();
+    stream_inflight_.clear();
+    stream_writing_ = stream_ended_ = stream_failed_ = false;
+  }
+
+  // ---- closing
+
+  void abort(error_code ec) {
+    if (is_timeout(ec)) counters_.timed_out.fetch_add(1);
+    error_code ignored;
+    tcp_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp_layer().close();
+  }
+
+  // Graceful close: TLS close_notify, or for plain TCP a half-close and a
+  // bounded read of what the client still sends (so it reads our answer
+  // rather than a reset), then close.
+  void shutdown() {
+    if constexpr (kTls) {
+      tcp_layer().expires_after(kLingerTime);
+      stream_.async_shutdown([self = this->shared_from_this()](error_code) { self->tcp_layer().close(); });
+    } else {
+      error_code ignored;
+      tcp_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      tcp_layer().expires_after(kLingerTime);
+      linger();
+    }
+  }
+
+  void linger() {
+    buffer_.clear();
+    stream_.async_read_some(buffer_.prepare(16 * 1024), [self = this->shared_from_this()](error_code ec, std::size_t n) {
+      self->lingered_ += n;
+      if (ec || self->lingered_ > kLingerBytes) return self->tcp_layer().close();
+      self->linger();
+    });
+  }
+
+  void take_busy() {
+    std::lock_guard lock(counters_.busy_mu);
+    ++counters_.busy;
+    busy_ = true;
+  }
+  void release_busy() {
+    std::lock_guard lock(counters_.busy_mu);
+    if (!busy_) return;
+    busy_ = false;
+    if (--counters_.busy == 0) counters_.busy_cv.notify_all();
+  }
+
+  Stream stream_;
+  RequestHandler& handler_;
+  net::thread_pool& workers_;
+  const EdgeLimits limits_;  // a copy: the listener may go before its connections
+  EdgeCounters& counters_;   // outlives the io context
+  const std::shared_ptr<std::atomic<bool>> draining_;
+  const std::shared_ptr<net::ssl::context> tls_;  // kept alive for stream_
+  const bool over_capacity_;
+
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::function<void(std::uint64_t, beast::string_view, error_code&)> chunk_limit_;
+  std::uint64_t chunked_total_ = 0;
+  Request request_;  // the request being handled; read by the worker, then only here
+  std::string request_id_;
+  bool busy_ = false;  // GUARDED_BY(counters_.busy_mu)
+  std::size_t lingered_ = 0;
+
+  // Streamed response state, shared with the worker running the handler.
+  std::mutex stream_mu_;
+  std::condition_variable stream_cv_;
+  std::string stream_pending_;   // GUARDED_BY(stream_mu_)
+  std::string stream_inflight_;  // being written; strand only
+  bool stream_writing_ = false;  // GUARDED_BY(stream_mu_): a pump or head write is scheduled
+  bool stream_ended_ = false;    // GUARDED_BY(stream_mu_)
+  bool stream_failed_ = false;   // GUARDED_BY(stream_mu_)
+  bool stream_close_ = false;    // strand only
+};
+
+}  // namespace
+
+Listener::Listener(net::io_context& ioc, net::thread_pool& workers, RequestHandler& handler, EdgeLimits limits,
+                   EdgeCounters& counters)
+    : ioc_(ioc),
+      workers_(workers),
+      handler_(handler),
+      limits_(limits),
+      counters_(counters),
+      acceptor_(net::make_strand(ioc)),
+      retry_timer_(ioc) {}
+
+void Listener::open(const tcp::endpoint& endpoint) {
+  error_code ec;
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(1024, ec);
+  if (ec) throw std::runtime_error(ec.message());
+}
+
+void Listener::start() { net::post(acceptor_.get_executor(), [self = shared_from_this()] { self->accept(); }); }
+
+void Listener::stop() {
+  std::promise<void> done;
+  net::post(acceptor_.get_executor(), [this, &done] {
+    error_code ignored;
+    acceptor_.close(ignored);
+    retry_timer_.cancel();
+    done.set_value();
+  });
+  done.get_future().wait_for(std::chrono::seconds(5));
+}
+
+void Listener::set_tls(std::shared_ptr<net::ssl::context> tls) {
+  std::lock_guard lock(tls_mu_);
+  tls_ = std::move(tls);
+}
+
+void Listener::accept() {
+  acceptor_.async_accept(net::make_strand(ioc_), [self = shared_from_this()](error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !self->acceptor_.is_open()) return;
+    if (ec) {
+      // Out of descriptors or memory: back off briefly instead of spinning.
+      log::warn("accept_failed", {{"cause", ec.message()}});
+      self->retry_timer_.expires_after(std::chrono::milliseconds(50));
+      self->retry_timer_.async_wait([self](error_code wait_ec) {
+        if (!wait_ec) self->accept();
+      });
+      return;
+    }
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    const bool over = self->counters_.open.load() >= self->limits_.max_connections;
+    if (over) self->counters_.refused_capacity.fetch_add(1);
+    std::shared_ptr<net::ssl::context> tls;
+    {
+      std::lock_guard lock(self->tls_mu_);
+      tls = self->tls_;
+    }
+    if (tls) {
+      beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *tls);
+      std::make_shared<Connection<beast::ssl_stream<beast::tcp_stream>>>(
+          std::move(stream), self->handler_, self->workers_, self->limits_, self->counters_, self->draining_, tls, over)
+          ->start();
+    } else {
+      std::make_shared<Connection<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), self->handler_,
+                                                      self->workers_, self->limits_, self->counters_,
+                                                      self->draining_, nullptr, over)
+          ->start();
+    }
+    self->accept();
+  });
+}
+
+}  // namespace custos::http

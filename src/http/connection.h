@@ -1,0 +1,90 @@
+// The connection layer of custosd (Boost.Beast): accepting, TLS, reading
+// requests under every edge limit, handing them to the worker pool, and
+// writing responses (whole or streamed).
+//
+// Each connection runs on its own strand of the io context; handlers run
+// on a separate bounded worker pool, so a slow handler never blocks I/O
+// and a slow client never holds a worker (its body is read before the
+// request reaches a worker, under a deadline).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "router.h"
+
+namespace custos::http {
+
+struct EdgeLimits {
+  std::size_t max_header_bytes = 16 * 1024;  // request line + headers; above: 431
+  std::size_t max_body_bytes = 1024 * 1024;  // above: 413 before any body byte is read
+  std::chrono::milliseconds header_timeout{10'000};  // first byte of a request to its last header
+  std::chrono::milliseconds idle_timeout{30'000};    // keep-alive wait, and each write
+  std::size_t min_body_rate = 16 * 1024;             // bytes/s a body must at least arrive at
+  std::size_t max_connections = 1024;                // above: 503, then close
+};
+
+// What the connection layer needs from the server. Implemented by
+// HttpServer::Impl.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  // Runs on a worker thread. Never throws; errors come back as problem
+  // Results. A streamed Result has already answered through `stream`.
+  virtual Result handle(const Request& req, const std::string& request_id, ResponseStream& stream) noexcept = 0;
+  // A request refused at the edge (400, 413, 431, 503): counted in metrics.
+  virtual void count_refusal(int status) noexcept = 0;
+};
+
+// Counters shared by every connection (for /metrics and drain).
+struct EdgeCounters {
+  std::atomic<std::size_t> open{0};                // connections open now
+  std::atomic<std::uint64_t> refused_capacity{0};  // closed with 503 at --max-connections
+  std::atomic<std::uint64_t> timed_out{0};         // closed by a header, body, idle or write timeout
+  // Requests handed to a worker until their response is written.
+  std::mutex busy_mu;
+  std::condition_variable busy_cv;
+  std::size_t busy = 0;
+};
+
+// Accepts connections on `endpoint` and serves them until stop().
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  Listener(boost::asio::io_context& ioc, boost::asio::thread_pool& workers, RequestHandler& handler,
+           EdgeLimits limits, EdgeCounters& counters);
+  // Binds and listens; throws std::runtime_error.
+  void open(const boost::asio::ip::tcp::endpoint& endpoint);
+  void start();
+  // Stops accepting (new connections are refused by the OS).
+  void stop();
+  // The TLS context for connections accepted from now on (null: plain HTTP).
+  void set_tls(std::shared_ptr<boost::asio::ssl::context> tls);
+  // While draining, requests on open connections get 503 and a close.
+  void set_draining() { draining_->store(true); }
+
+ private:
+  void accept();
+
+  boost::asio::io_context& ioc_;
+  boost::asio::thread_pool& workers_;
+  RequestHandler& handler_;
+  const EdgeLimits limits_;
+  EdgeCounters& counters_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer retry_timer_;
+  std::mutex tls_mu_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;  // GUARDED_BY(tls_mu_)
+  std::shared_ptr<std::atomic<bool>> draining_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+}  // namespace custos::http

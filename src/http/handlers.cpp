@@ -1,0 +1,206 @@
+// The route handlers: each turns one routed request into one Service call
+// and its JSON document into a Result. Authentication, quotas, body
+// parsing and error mapping happen before and after, in server.cpp.
+#include <array>
+#include <sstream>
+
+#include "custos/error.h"
+#include "router.h"
+
+namespace custos::http {
+namespace {
+
+std::string trim(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string_view::npos) return "";
+  const auto e = s.find_last_not_of(" \t");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// 503 while the audit journal cannot be folded: reads will soon fail closed,
+// so a load balancer should send them elsewhere.
+Result h_healthz(HandlerContext& c) {
+  if (!c.svc.audit_journal_status().fold_error.empty())
+    return json_result(503, {{"status", "degraded"}, {"code", "audit_unavailable"}});
+  return json_result(200, {{"status", "ok"}});
+}
+
+Result h_metrics(HandlerContext& c) {
+  Result r;
+  r.body = c.metrics_text();
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  return r;
+}
+
+// 201 with a Location header naming the new resource.
+Result created(const Json& out, const std::string& collection) {
+  Result r = json_result(201, out);
+  if (out.contains("id") && out["id"].is_string())
+    r.headers.emplace_back("Location", collection + "/" + out["id"].get<std::string>());
+  return r;
+}
+
+Result h_create_subject(HandlerContext& c) { return created(c.svc.create_subject(c.caller, c.body), "/v1/subjects"); }
+
+Result h_find_subjects(HandlerContext& c) {
+  static const std::array<const char*, 3> keys = {"email", "phone", "external_id"};
+  const char* field = nullptr;
+  for (const char* k : keys) {
+    if (!c.query.count(k)) continue;
+    if (field != nullptr)
+      throw Error(ErrorCode::invalid_argument, "give exactly one of the query parameters email, phone, external_id");
+    field = k;
+  }
+  if (field == nullptr)
+    throw Error(ErrorCode::invalid_argument, "give exactly one of the query parameters email, phone, external_id");
+  return json_result(200, c.svc.find_subjects(c.caller, field, c.query.at(field)));
+}
+
+Result h_get_subject(HandlerContext& c) { return json_result(200, c.svc.get_subject(c.caller, c.param(0))); }
+Result h_patch_subject(HandlerContext& c) {
+  return json_result(200, c.svc.patch_subject(c.caller, c.param(0), c.body));
+}
+Result h_erase_subject(HandlerContext& c) { return json_result(200, c.svc.erase_subject(c.caller, c.param(0))); }
+Result h_batch_create(HandlerContext& c) { return json_result(200, c.svc.batch_create(c.caller, c.body)); }
+Result h_batch_get(HandlerContext& c) { return json_result(200, c.svc.batch_get(c.caller, c.body)); }
+Result h_touchpoint(HandlerContext& c) {
+  return json_result(201, c.svc.add_touchpoint(c.caller, c.param(0), c.body));
+}
+Result h_order(HandlerContext& c) { return json_result(201, c.svc.add_order(c.caller, c.param(0), c.body)); }
+Result h_get_consents(HandlerContext& c) { return json_result(200, c.svc.get_consents(c.caller, c.param(0))); }
+Result h_record_consent(HandlerContext& c) {
+  const auto value = c.req["Sec-GPC"];
+  const bool gpc = trim(std::string_view(value.data(), value.size())) == "1";
+  return json_result(201, c.svc.record_consent(c.caller, c.param(0), c.body, gpc));
+}
+Result h_confirm_consent(HandlerContext& c) { return json_result(200, c.svc.confirm_consent(c.caller, c.body)); }
+Result h_audit_entries(HandlerContext& c) { return json_result(200, c.svc.audit_entries(c.caller, c.query)); }
+Result h_audit_checkpoint(HandlerContext& c) { return json_result(200, c.svc.audit_checkpoint(c.caller)); }
+Result h_inclusion(HandlerContext& c) {
+  return json_result(200, c.svc.audit_inclusion_proof(c.caller, c.query_or_empty("index"), c.query_or_empty("size")));
+}
+Result h_consistency(HandlerContext& c) {
+  return json_result(200,
+                     c.svc.audit_consistency_proof(c.caller, c.query_or_empty("first"), c.query_or_empty("second")));
+}
+Result h_audit_export(HandlerContext& c) {
+  std::stringstream out;
+  c.svc.audit_export(c.caller, out);
+  Result r;
+  r.body = std::move(out).str();
+  r.content_type = "application/octet-stream";
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"custos-audit-export.bin\"");
+  return r;
+}
+
+Result h_analytics_rfm(HandlerContext& c) { return json_result(200, c.svc.analytics_rfm(c.caller)); }
+
+// POST /v1/campaigns:fetch streams NDJSON: one line per subject, then a
+// summary line. Validation errors arrive before the first line as a normal
+// problem+json response. The stream blocks this worker while the client is
+// slower than the vault (back-pressure, bounded memory), so slots are
+// claimed per principal and globally before anything is read.
+Result h_campaign_fetch(HandlerContext& c) {
+  const std::shared_ptr<void> slot = c.claim_stream();
+  bool started = false;
+  auto emit = [&](const std::string& line) -> bool {
+    if (!started) {
+      c.stream->begin(200, "application/x-ndjson", {});
+      started = true;
+    }
+    return c.stream->write(line);
+  };
+  try {
+    c.svc.campaign_fetch(c.caller, c.body, emit);
+  } catch (const Error& e) {
+    if (!started) throw;
+    // Headers are gone: end the stream with an error line the client can see.
+    const Json line = {{"error", code_name(e.code())}, {"done", false}};
+    c.stream->write(line.dump() + "\n");
+  } catch (...) {
+    if (!started) throw;
+  }
+  if (!started) c.stream->begin(200, "application/x-ndjson", {});
+  c.stream->end();
+  Result r;
+  r.streamed = true;
+  return r;
+}
+
+Result h_dsr_create(HandlerContext& c) { return created(c.svc.dsr_create(c.caller, c.body), "/v1/dsr"); }
+Result h_dsr_list(HandlerContext& c) { return json_result(200, c.svc.dsr_list(c.caller, c.query)); }
+Result h_dsr_get(HandlerContext& c) { return json_result(200, c.svc.dsr_get(c.caller, c.param(0))); }
+Result h_dsr_transition(HandlerContext& c) {
+  return json_result(200, c.svc.dsr_transition(c.caller, c.param(0), c.body));
+}
+Result h_dsr_export(HandlerContext& c) {
+  Result r = json_result(200, c.svc.dsr_export(c.caller, c.param(0)));
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"custos-dsr-export.json\"");
+  return r;
+}
+Result h_breach_create(HandlerContext& c) { return created(c.svc.breach_create(c.caller, c.body), "/v1/breaches"); }
+Result h_breach_list(HandlerContext& c) { return json_result(200, c.svc.breach_list(c.caller, c.query)); }
+Result h_breach_get(HandlerContext& c) { return json_result(200, c.svc.breach_get(c.caller, c.param(0))); }
+Result h_breach_event(HandlerContext& c) {
+  return json_result(201, c.svc.breach_add_event(c.caller, c.param(0), c.body));
+}
+Result h_breach_compute(HandlerContext& c) {
+  return json_result(200, c.svc.breach_compute_affected(c.caller, c.param(0), c.body));
+}
+Result h_breach_affected(HandlerContext& c) {
+  return json_result(200, c.svc.breach_affected(c.caller, c.param(0), c.query));
+}
+Result h_legal_hold(HandlerContext& c) {
+  return json_result(200, c.svc.set_legal_hold(c.caller, c.param(0), c.body));
+}
+Result h_retention_run(HandlerContext& c) { return json_result(200, c.svc.retention_run(c.caller, c.body)); }
+
+}  // namespace
+
+std::vector<Route> make_routes() {
+  std::vector<Route> r;
+  auto add = [&](const char* method, const char* path, bool auth, BodyMode body, std::vector<std::string> query,
+                 Handler h) {
+    r.push_back({method, path, split_route_template(path), auth, body, std::move(query), std::move(h)});
+  };
+  const auto none = BodyMode::none;
+  const auto json = BodyMode::json;
+  add("GET", "/healthz", false, none, {}, h_healthz);
+  add("GET", "/metrics", true, none, {}, h_metrics);
+  add("POST", "/v1/subjects", true, json, {}, h_create_subject);
+  add("GET", "/v1/subjects", true, none, {"email", "phone", "external_id"}, h_find_subjects);
+  add("POST", "/v1/subjects:batchCreate", true, json, {}, h_batch_create);
+  add("POST", "/v1/subjects:batchGet", true, json, {}, h_batch_get);
+  add("GET", "/v1/subjects/{id}", true, none, {}, h_get_subject);
+  add("PATCH", "/v1/subjects/{id}", true, json, {}, h_patch_subject);
+  add("DELETE", "/v1/subjects/{id}", true, none, {}, h_erase_subject);
+  add("POST", "/v1/subjects/{id}/touchpoints", true, json, {}, h_touchpoint);
+  add("POST", "/v1/subjects/{id}/orders", true, json, {}, h_order);
+  add("GET", "/v1/subjects/{id}/consents", true, none, {}, h_get_consents);
+  add("POST", "/v1/subjects/{id}/consents", true, json, {}, h_record_consent);
+  add("POST", "/v1/consents:confirm", true, json, {}, h_confirm_consent);
+  add("POST", "/v1/subjects/{id}:legalHold", true, json, {}, h_legal_hold);
+  add("POST", "/v1/campaigns:fetch", true, json, {}, h_campaign_fetch);
+  add("GET", "/v1/analytics/rfm", true, none, {}, h_analytics_rfm);
+  add("POST", "/v1/dsr", true, json, {}, h_dsr_create);
+  add("GET", "/v1/dsr", true, none, {"status", "type", "overdue", "due_within_days", "limit"}, h_dsr_list);
+  add("GET", "/v1/dsr/{id}", true, none, {}, h_dsr_get);
+  add("POST", "/v1/dsr/{id}:transition", true, json, {}, h_dsr_transition);
+  add("GET", "/v1/dsr/{id}/export", true, none, {}, h_dsr_export);
+  add("POST", "/v1/breaches", true, json, {}, h_breach_create);
+  add("GET", "/v1/breaches", true, none, {"status", "at_risk", "overdue", "margin_hours"}, h_breach_list);
+  add("GET", "/v1/breaches/{id}", true, none, {}, h_breach_get);
+  add("POST", "/v1/breaches/{id}/events", true, json, {}, h_breach_event);
+  add("POST", "/v1/breaches/{id}:computeAffected", true, json, {}, h_breach_compute);
+  add("GET", "/v1/breaches/{id}/affected", true, none, {"after", "limit"}, h_breach_affected);
+  add("POST", "/v1/retention:run", true, json, {}, h_retention_run);
+  add("GET", "/v1/audit/entries", true, none,
+      {"subject", "principal", "purpose", "operation", "from", "to", "after", "limit"}, h_audit_entries);
+  add("GET", "/v1/audit/checkpoint", true, none, {}, h_audit_checkpoint);
+  add("GET", "/v1/audit/proof/inclusion", true, none, {"index", "size"}, h_inclusion);
+  add("GET", "/v1/audit/proof/consistency", true, none, {"first", "second"}, h_consistency);
+  add("GET", "/v1/audit/export", true, none, {}, h_audit_export);
+  return r;
+}
+
+}  // namespace custos::http

@@ -1,0 +1,105 @@
+// The route table and request routing of custosd: which handler serves a
+// method and path, which query parameters it accepts, whether it needs a
+// token and a JSON body. docs/openapi.yaml documents exactly these routes
+// (a test compares them).
+#pragma once
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "custos/service/service.h"
+#include "problem.h"
+
+namespace custos::http {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using service::Json;
+
+// What a handler answers: a complete body, or `streamed` when it has
+// already answered through the ResponseStream.
+struct Result {
+  int status = 200;
+  std::string body;
+  std::string content_type = kJson;
+  HeaderList headers;
+  bool streamed = false;
+};
+
+// A response body written piece by piece (chunked) by a handler running on
+// a worker thread, while the connection's I/O thread sends it.
+class ResponseStream {
+ public:
+  virtual ~ResponseStream() = default;
+  // Sends the status line and headers. Call once, before write().
+  virtual void begin(int status, const std::string& content_type, HeaderList headers) = 0;
+  // Queues `data`; blocks while too much is unsent (back-pressure). False
+  // when the client is gone or stopped reading for the write timeout.
+  virtual bool write(std::string data) = 0;
+  // Ends the body. The connection may then take its next request.
+  virtual void end() = 0;
+};
+
+struct HandlerContext {
+  service::Service& svc;
+  const Request& req;
+  service::Caller caller;
+  std::vector<std::string> params;  // path parameters in template order
+  std::map<std::string, std::string> query;
+  Json body;
+  ResponseStream* stream = nullptr;
+  // Claims a per-principal campaign stream slot (throws 429) and a global
+  // one (throws 503); both are released when the returned handle goes.
+  std::function<std::shared_ptr<void>()> claim_stream;
+  std::function<std::string()> metrics_text;
+
+  const std::string& param(std::size_t i) const { return params.at(i); }
+  std::string query_or_empty(const std::string& key) const {
+    const auto it = query.find(key);
+    return it == query.end() ? std::string() : it->second;
+  }
+};
+
+using Handler = std::function<Result(HandlerContext&)>;
+
+enum class BodyMode { none, json };
+
+struct Route {
+  std::string method;
+  std::string path;                   // OpenAPI template
+  std::vector<std::string> segments;  // the template split at '/'
+  bool auth = true;
+  BodyMode body = BodyMode::none;
+  std::vector<std::string> query;  // accepted query parameters
+  Handler handler;
+};
+
+// Every route custosd serves (defined with the handlers).
+std::vector<Route> make_routes();
+// "/v1/subjects/{id}" -> {"v1", "subjects", "{id}"}.
+std::vector<std::string> split_route_template(const std::string& path);
+
+struct RouteMatch {
+  const Route* route = nullptr;
+  std::vector<std::string> params;
+  std::map<std::string, std::string> query;
+};
+
+// Routes `method` and request-target `target` (origin form). Throws
+// HttpProblem 404/405 (with Allow) or Error(invalid_argument) for a
+// malformed target, an unknown or repeated query parameter.
+RouteMatch match_route(const std::vector<Route>& routes, std::string_view method, std::string_view target);
+
+// Printable ASCII, at most `max` characters: safe to echo or log.
+std::string printable(std::string_view text, std::size_t max = 64);
+
+// Json helper shared by handlers.
+Result json_result(int status, const Json& doc);
+
+}  // namespace custos::http
