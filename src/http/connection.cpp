@@ -46,6 +46,8 @@ constexpr std::size_t kMaxBufferedStream = 1 << 20;
 // instead of a reset.
 constexpr std::chrono::milliseconds kLingerTime{1000};
 constexpr std::size_t kLingerBytes = 1 << 20;
+// Read buffer beyond the header limit: room for one read of body bytes.
+constexpr std::size_t kReadSlack = 64 * 1024;
 
 std::string random_request_id() {
   std::array<unsigned char, 16> raw{};
@@ -83,7 +85,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
  public:
   Connection(Stream&& stream, RequestHandler& handler, net::thread_pool& workers, const EdgeLimits& limits,
              EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining,
-             std::shared_ptr<net::ssl::context> tls, bool over_capacity)
+             std::shared_ptr<net::ssl::context> tls)
       : stream_(std::move(stream)),
         handler_(handler),
         workers_(workers),
@@ -91,8 +93,10 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
         counters_(counters),
         draining_(std::move(draining)),
         tls_(std::move(tls)),
-        over_capacity_(over_capacity) {
-    if (!over_capacity_) counters_.open.fetch_add(1);
+        // Bounded: unconsumed bytes (a header, a chunk line, trailers) may
+        // not grow past this; Beast then fails the read (400).
+        buffer_(limits.max_header_bytes + kReadSlack) {
+    counters_.open.fetch_add(1);
     chunk_limit_ = [this](std::uint64_t size, beast::string_view, error_code& ec) {
       // One chunk larger than a whole body is a framing error (400); chunks
       // that add up to more than the limit are a body too large (413).
@@ -107,7 +111,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
 
   ~Connection() override {
     release_busy();
-    if (!over_capacity_) counters_.open.fetch_sub(1);
+    counters_.open.fetch_sub(1);
   }
 
   void start() {
@@ -127,11 +131,15 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     decorate(*head, request_id_);
     head->set(bhttp::field::content_type, content_type);
     for (const auto& [k, v] : headers) head->insert(k, v);
-    head->keep_alive(request_.keep_alive() && !draining_->load());
-    head->chunked(true);
+    // HTTP/1.0 has no chunked coding: the body is delimited by the close.
+    const bool chunked = request_.version() >= 11;
+    head->keep_alive(chunked && request_.keep_alive() && !draining_->load());
+    head->chunked(chunked);
     {
       std::lock_guard lock(stream_mu_);
       stream_writing_ = true;
+      stream_begun_ = true;
+      stream_raw_ = !chunked;
     }
     net::post(stream_.get_executor(), [self = this->shared_from_this(), head] { self->write_stream_head(head); });
   }
@@ -139,9 +147,20 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
   bool write(std::string data) override {
     std::unique_lock lock(stream_mu_);
     const auto deadline = std::chrono::steady_clock::now() + limits_.idle_timeout;
-    while (!stream_failed_ && stream_pending_.size() > kMaxBufferedStream)
-      if (stream_cv_.wait_until(lock, deadline) == std::cv_status::timeout) stream_failed_ = true;
-    if (stream_failed_) return false;
+    bool give_up = false;
+    // Back-pressure: wait while too much is unsent. Woken by the strand as
+    // bytes go out; checks the drain flag every 100 ms, so a slow reader
+    // cannot hold a shutdown.
+    while (!stream_failed_ && !give_up && stream_pending_.size() > kMaxBufferedStream) {
+      const auto now = std::chrono::steady_clock::now();
+      give_up = now >= deadline || draining_->load();
+      if (!give_up) stream_cv_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(100)));
+    }
+    if (stream_failed_ || give_up || draining_->load()) {
+      lock.unlock();
+      fail_from_worker();
+      return false;
+    }
     stream_pending_ += data;
     if (!stream_writing_) {
       stream_writing_ = true;
@@ -164,8 +183,6 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
 
   void on_handshake(error_code ec) {
     if (ec) return abort(ec);
-    if (over_capacity_)
-      return refuse(503, "unavailable", "the server is at its connection limit; retry shortly", {{"Retry-After", "1"}});
     await_request();
   }
 
@@ -189,6 +206,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     parser_->on_chunk_header(chunk_limit_);
     chunked_total_ = 0;
+    request_id_.clear();
     tcp_layer().expires_after(limits_.header_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
@@ -201,6 +219,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     if (ec) return refuse_malformed(ec);
     const Request& req = parser_->get();
     if (const char* why = framing_error(req)) return refuse(400, "invalid_argument", why, {});
+    header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
     if (const auto length = parser_->content_length(); length && *length > limits_.max_body_bytes)
       return refuse(413, "payload_too_large",
                     "request body larger than " + std::to_string(limits_.max_body_bytes) + " bytes", {});
@@ -219,6 +238,9 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
   // RFC 9112 §6: refuse what Beast tolerates but a proxy in front might
   // read differently (request smuggling).
   static const char* framing_error(const Request& req) {
+    if (req.version() >= 11 && req.count(bhttp::field::host) != 1) return "an HTTP/1.1 request needs exactly one Host header";
+    if (req.version() < 11 && req.count(bhttp::field::transfer_encoding) > 0)
+      return "Transfer-Encoding is not allowed in an HTTP/1.0 request";
     const auto lengths = req.equal_range(bhttp::field::content_length);
     const auto n_lengths = std::distance(lengths.first, lengths.second);
     if (n_lengths > 1) return "more than one Content-Length header";
@@ -249,6 +271,12 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
       return refuse(413, "payload_too_large",
                     "request body larger than " + std::to_string(limits_.max_body_bytes) + " bytes", {});
     if (ec) return refuse_malformed(ec);
+    // Beast adds chunked trailer fields to the request's headers, after the
+    // checks above and before authentication: a trailer could carry an
+    // Authorization or Custos-Purpose no proxy in front ever saw.
+    const Request& req = parser_->get();
+    if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) != header_fields_)
+      return refuse(400, "invalid_argument", "trailer fields are not accepted", {});
     dispatch();
   }
 
@@ -268,9 +296,21 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     if (draining_->load())
       return refuse(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}});
     take_busy();
+    // request_ and request_id_ stay untouched until the handler is done:
+    // the next request is read only after send() or finish_stream().
     net::post(workers_, [self = this->shared_from_this()] {
       Result result = self->handler_.handle(self->request_, self->request_id_, *self);
-      if (result.streamed) return;
+      if (!result.streamed && self->stream_begun()) {
+        // A handler that began a stream and then returned a whole body: the
+        // stream is what the client has; end it.
+        self->end();
+        result.streamed = true;
+      }
+      if (result.streamed)
+        return net::post(self->stream_.get_executor(), [self] {
+          self->stream_handler_done_ = true;
+          self->maybe_finish_stream();
+        });
       net::post(self->stream_.get_executor(),
                 [self, r = std::make_shared<Result>(std::move(result))] { self->send(std::move(*r)); });
     });
@@ -301,7 +341,9 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     res->keep_alive(!close);
     res->prepare_payload();
     tcp_layer().expires_after(limits_.idle_timeout);
-    bhttp::async_write(stream_, *res, [self = this->shared_from_this(), res, close](error_code ec, std::size_t) {
+    // `hold` (e.g. the principal's in-flight slot) lasts until the reply is written.
+    bhttp::async_write(stream_, *res, [self = this->shared_from_this(), res, close, hold = std::move(r.hold)](
+                                          error_code ec, std::size_t) {
       self->release_busy();
       if (ec) return self->abort(ec);
       if (close) return self->shutdown();
@@ -359,18 +401,39 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     tcp_layer().expires_after(limits_.idle_timeout);
     auto self = this->shared_from_this();
     if (last) {
+      if (stream_raw_) {
+        stream_io_done_ = true;
+        return maybe_finish_stream();
+      }
       return net::async_write(stream_, bhttp::make_chunk_last(), [self](error_code ec, std::size_t) {
-        self->release_busy();
         if (ec) return self->fail_stream(ec);
-        if (self->stream_close_) return self->shutdown();
-        self->reset_stream();
-        self->await_request();
+        self->stream_io_done_ = true;
+        self->maybe_finish_stream();
       });
     }
-    net::async_write(stream_, bhttp::make_chunk(net::buffer(stream_inflight_)), [self](error_code ec, std::size_t) {
+    auto on_written = [self](error_code ec, std::size_t) {
       if (ec) return self->fail_stream(ec);
       self->pump_stream();
-    });
+    };
+    if (stream_raw_) return net::async_write(stream_, net::buffer(stream_inflight_), std::move(on_written));
+    net::async_write(stream_, bhttp::make_chunk(net::buffer(stream_inflight_)), std::move(on_written));
+  }
+
+  bool stream_begun() {
+    std::lock_guard lock(stream_mu_);
+    return stream_begun_;
+  }
+
+  // From a worker: the client is gone, too slow, or we are draining. The
+  // strand closes the socket, so a write in flight ends at once.
+  void fail_from_worker() {
+    {
+      std::lock_guard lock(stream_mu_);
+      if (stream_failed_) return;
+      stream_failed_ = true;
+    }
+    stream_cv_.notify_all();
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->fail_stream(net::error::operation_aborted); });
   }
 
   void fail_stream(error_code ec) {
@@ -379,15 +442,31 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
       stream_failed_ = true;
     }
     stream_cv_.notify_all();
-    release_busy();
-    abort(ec);
+    if (!stream_io_done_) {
+      stream_io_done_ = true;
+      abort(ec);
+    }
+    maybe_finish_stream();
   }
 
-  void reset_stream() {
-    std::lock_guard lock(stream_mu_);
-    stream_pending_.clear();
+  // A streamed response is over when its last byte is written (or the
+  // stream failed) and its handler has returned; only then may the
+  // connection read its next request.
+  void maybe_finish_stream() {
+    if (!stream_io_done_ || !stream_handler_done_) return;
+    release_busy();
+    bool failed = false;
+    {
+      std::lock_guard lock(stream_mu_);
+      failed = stream_failed_;
+      stream_pending_.clear();
+      stream_writing_ = stream_ended_ = stream_failed_ = stream_begun_ = false;
+    }
     stream_inflight_.clear();
-    stream_writing_ = stream_ended_ = stream_failed_ = false;
+    stream_io_done_ = stream_handler_done_ = false;
+    if (failed) return;  // the socket is closed
+    if (stream_close_ || stream_raw_) return shutdown();
+    await_request();
   }
 
   // ---- closing
@@ -442,12 +521,12 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
   EdgeCounters& counters_;   // outlives the io context
   const std::shared_ptr<std::atomic<bool>> draining_;
   const std::shared_ptr<net::ssl::context> tls_;  // kept alive for stream_
-  const bool over_capacity_;
 
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::function<void(std::uint64_t, beast::string_view, error_code&)> chunk_limit_;
   std::uint64_t chunked_total_ = 0;
+  std::size_t header_fields_ = 0;  // fields when the header was read (trailers add more)
   Request request_;  // the request being handled; read by the worker, then only here
   std::string request_id_;
   bool busy_ = false;  // GUARDED_BY(counters_.busy_mu)
@@ -461,7 +540,11 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
   bool stream_writing_ = false;  // GUARDED_BY(stream_mu_): a pump or head write is scheduled
   bool stream_ended_ = false;    // GUARDED_BY(stream_mu_)
   bool stream_failed_ = false;   // GUARDED_BY(stream_mu_)
+  bool stream_begun_ = false;    // GUARDED_BY(stream_mu_)
+  bool stream_raw_ = false;      // HTTP/1.0: no chunked coding; set before the head is written
   bool stream_close_ = false;    // strand only
+  bool stream_io_done_ = false;       // strand only: last chunk written, or the stream failed
+  bool stream_handler_done_ = false;  // strand only: the handler has returned
 };
 
 }  // namespace
@@ -474,7 +557,7 @@ Listener::Listener(net::io_context& ioc, net::thread_pool& workers, RequestHandl
       limits_(limits),
       counters_(counters),
       acceptor_(net::make_strand(ioc)),
-      retry_timer_(ioc) {}
+      retry_timer_(acceptor_.get_executor()) {}
 
 void Listener::open(const tcp::endpoint& endpoint) {
   error_code ec;
@@ -488,15 +571,40 @@ void Listener::open(const tcp::endpoint& endpoint) {
 void Listener::start() { net::post(acceptor_.get_executor(), [self = shared_from_this()] { self->accept(); }); }
 
 void Listener::stop() {
-  std::promise<void> done;
-  net::post(acceptor_.get_executor(), [this, &done] {
+  auto done = std::make_shared<std::promise<void>>();
+  auto closed = done->get_future();
+  net::post(acceptor_.get_executor(), [self = shared_from_this(), done] {
     error_code ignored;
-    acceptor_.close(ignored);
-    retry_timer_.cancel();
-    done.set_value();
+    self->acceptor_.close(ignored);
+    self->retry_timer_.cancel();
+    done->set_value();
   });
-  done.get_future().wait_for(std::chrono::seconds(5));
+  closed.wait_for(std::chrono::seconds(2));
 }
+
+namespace {
+
+// Above --max-connections a connection costs no more than this: plain HTTP
+// gets a fixed 503 written without waiting (it fits any socket buffer),
+// TLS is closed at once (a handshake would cost what the limit saves).
+void refuse_at_capacity(tcp::socket& socket, bool tls) {
+  error_code ignored;
+  if (!tls) {
+    const std::string id = random_request_id();
+    const std::string body =
+        problem_body(503, "unavailable", "the server is at its connection limit; retry shortly", id);
+    const std::string response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + std::string(kProblemJson) +
+                                 "\r\nRetry-After: 1\r\nX-Request-Id: " + id +
+                                 "\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
+                                 std::to_string(body.size()) + "\r\n\r\n" + body;
+    socket.non_blocking(true, ignored);
+    socket.write_some(net::buffer(response), ignored);
+    socket.shutdown(tcp::socket::shutdown_send, ignored);
+  }
+  socket.close(ignored);
+}
+
+}  // namespace
 
 void Listener::set_tls(std::shared_ptr<net::ssl::context> tls) {
   std::lock_guard lock(tls_mu_);
@@ -517,22 +625,24 @@ void Listener::accept() {
     }
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    const bool over = self->counters_.open.load() >= self->limits_.max_connections;
-    if (over) self->counters_.refused_capacity.fetch_add(1);
     std::shared_ptr<net::ssl::context> tls;
     {
       std::lock_guard lock(self->tls_mu_);
       tls = self->tls_;
     }
-    if (tls) {
+    if (self->counters_.open.load() >= self->limits_.max_connections) {
+      self->counters_.refused_capacity.fetch_add(1);
+      self->handler_.count_refusal(503);
+      refuse_at_capacity(socket, tls != nullptr);
+    } else if (tls) {
       beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *tls);
       std::make_shared<Connection<beast::ssl_stream<beast::tcp_stream>>>(
-          std::move(stream), self->handler_, self->workers_, self->limits_, self->counters_, self->draining_, tls, over)
+          std::move(stream), self->handler_, self->workers_, self->limits_, self->counters_, self->draining_, tls)
           ->start();
     } else {
       std::make_shared<Connection<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), self->handler_,
                                                       self->workers_, self->limits_, self->counters_,
-                                                      self->draining_, nullptr, over)
+                                                      self->draining_, nullptr)
           ->start();
     }
     self->accept();

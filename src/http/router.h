@@ -30,6 +30,8 @@ struct Result {
   std::string content_type = kJson;
   HeaderList headers;
   bool streamed = false;
+  // Held until the reply is written (e.g. the principal's in-flight slot).
+  std::shared_ptr<void> hold;
 };
 
 // A response body written piece by piece (chunked) by a handler running on

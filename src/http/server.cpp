@@ -191,7 +191,9 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
   ctx.caller.purpose = std::string(trim(sv(req["Custos-Purpose"])));
   ctx.claim_stream = [this, &principal] { return claim_stream(principal); };
   if (m.route->body == BodyMode::json) ctx.body = parse_body(req.body());
-  return m.route->handler(ctx);
+  Result result = m.route->handler(ctx);
+  result.hold = std::move(admitted);
+  return result;
 }
 
 Result HttpServer::Impl::handle(const Request& req, const std::string& request_id, ResponseStream& stream) noexcept {

@@ -897,3 +897,87 @@ TEST_F(HttpEdge, LoadIdleAndTricklingConnectionsAreClosedWhileOthersStayFast) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------------------ review findings
+// Attacks found by reading the Beast server after the first version; each
+// failed on it (trailer smuggling answered 200, the chunk-line flood grew
+// RSS by ~400 MB, the missing Host was served, the refusal reused the
+// previous request's id).
+
+// Beast 1.74 adds chunked trailer fields to the request's headers after
+// they were checked: a trailer must not authenticate a request.
+TEST_F(HttpEdge, TrailersCannotSmuggleHeaders) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  const std::string request =
+      "GET /v1/audit/checkpoint HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "0\r\nAuthorization: Bearer " + vault_.admin + "\r\n\r\n";
+  Fd c = connect_raw(d_->port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(send_raw(c.get(), request, 2000ms), SendResult::sent);
+  const Resp r = read_response(c.get(), Clock::now() + 5s);
+  expect_problem(r, 400, "invalid_argument");
+  EXPECT_TRUE(wait_closed(c.get(), Clock::now() + 3s));
+}
+
+// A chunk-size line or a trailer line that never ends is bounded like a
+// header: the server answers 400 and its memory stays flat, before any
+// token is checked.
+TEST_F(HttpEdge, EndlessChunkLinesAndTrailersAreRefusedWithFlatMemory) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  EXPECT_EQ(raw_exchange(raw_request("GET", "/healthz", {})).status, 200);
+  const long rss0 = vm_rss_kib(d_->pid());
+  ASSERT_GT(rss0, 0);
+  const std::string head = "POST /v1/subjects HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::vector<std::pair<std::string, std::string>> floods = {
+      {"chunk extension", head + "1;a="},
+      {"trailer", head + "0\r\nX-Trailer: "},
+  };
+  std::atomic<long> growth{0};
+  for (const auto& [name, prefix] : floods) {
+    SCOPED_TRACE(name);
+    Fd c = connect_raw(d_->port());
+    ASSERT_TRUE(c.ok());
+    const Flood f = flood_header(c.get(), prefix, 128u << 20, d_->pid(), rss0, 64 * 1024, growth, Clock::now() + 20s);
+    EXPECT_TRUE(f.server_stopped_us) << "sent " << (f.sent >> 20) << " MiB without an answer";
+    expect_problem(read_response(c.get(), Clock::now() + 5s), 400, "invalid_argument");
+  }
+  EXPECT_LT(growth.load(), 16 * 1024) << "RSS grew by " << growth.load() << " KiB";
+  EXPECT_TRUE(d_->alive());
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is 400;
+// §6.1: Transfer-Encoding in an HTTP/1.0 request is faulty framing.
+TEST_F(HttpEdge, HostAndVersionFramingRules) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"no Host", "GET /healthz HTTP/1.1\r\n\r\n"},
+      {"two Hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+      {"HTTP/1.0 with Transfer-Encoding",
+       "POST /v1/subjects HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n{\"fields\":{}}\r\n0\r\n\r\n"},
+  };
+  for (const auto& [name, request] : cases) {
+    SCOPED_TRACE(name);
+    Fd c = connect_raw(d_->port());
+    ASSERT_TRUE(c.ok());
+    ASSERT_EQ(send_raw(c.get(), request, 2000ms), SendResult::sent);
+    expect_problem(read_response(c.get(), Clock::now() + 5s), 400, "invalid_argument");
+    EXPECT_TRUE(wait_closed(c.get(), Clock::now() + 3s));
+  }
+  EXPECT_EQ(raw_exchange("GET /healthz HTTP/1.0\r\n\r\n").status, 200);  // 1.0 needs no Host
+}
+
+// A refusal on a kept-alive connection carries its own request id, not the
+// id of the request before it.
+TEST_F(HttpEdge, ARefusalAfterAnotherRequestHasItsOwnRequestId) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Fd c = connect_raw(d_->port());
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(send_raw(c.get(), raw_request("GET", "/healthz", {"X-Request-Id: first-req"}), 2000ms), SendResult::sent);
+  const Resp first = read_response(c.get(), Clock::now() + 5s);
+  ASSERT_EQ(first.status, 200);
+  EXPECT_EQ(first.header("X-Request-Id"), "first-req");
+  ASSERT_EQ(send_raw(c.get(), raw_request("POST", "/v1/subjects", {"Content-Length: abc"}), 2000ms), SendResult::sent);
+  const Resp refused = read_response(c.get(), Clock::now() + 5s);
+  expect_problem(refused, 400, "invalid_argument");
+  EXPECT_NE(refused.header("X-Request-Id"), "first-req");
+}
