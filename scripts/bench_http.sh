@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # HTTP throughput: custosd's blind-index lookup (GET /v1/subjects?email=...,
-# authenticated, purpose-checked, decrypted, audited) against a bare
-# cpprestsdk listener answering "ok" (tests/bench/hello_listener.cpp), with
-# the same wrk settings. Needs a built tree (scripts/build.sh), wrk, curl
-# and python3.
+# authenticated, purpose-checked, decrypted, audited) against two floors
+# with the same wrk settings: a Boost.Beast hello-world with custosd's
+# io-thread count (tests/bench/hello_beast.cpp, the library custosd serves
+# with) and the old cpprestsdk listener (tests/bench/hello_listener.cpp).
+# Also batchCreate over HTTP, and each server's CPU time per request (from
+# /proc/PID/stat, user + system). Needs a built tree (scripts/build.sh), wrk,
+# curl and python3.
 #
 #   scripts/bench_http.sh [SUBJECTS (default 10000)] [DURATION (default 10s)]
 #   env: CUSTOS_BUILD_DIR (build), WRK_THREADS (2), WRK_CONNECTIONS (32),
-#        CUSTOSD_THREADS (8: custosd's default on 2 cores; the hello listener
-#        runs twice, with cpprestsdk's default pool of 40 and with this many)
+#        CUSTOSD_THREADS (8: custosd's default worker pool on 2 cores; also
+#        the cpprestsdk listener's pool), IO_THREADS (cores: custosd's
+#        default io threads; also the Beast floor's).
+# One principal sends every request here, so custosd runs with its
+# per-principal rate and in-flight quotas off (--principal-rate 0
+# --principal-max-inflight 0); everything else is at its defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${CUSTOS_BUILD_DIR:-build}
@@ -17,11 +24,13 @@ DURATION=${2:-10s}
 THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${WRK_CONNECTIONS:-32}
 POOL=${CUSTOSD_THREADS:-8}
+IO=${IO_THREADS:-$(nproc)}
 CUSTOS=$BUILD_DIR/src/custos
 CUSTOSD=$BUILD_DIR/src/http/custosd
 HELLO=$BUILD_DIR/tests/http/bench_hello_listener
+BEAST=$BUILD_DIR/tests/http/bench_hello_beast
 
-for bin in "$CUSTOS" "$CUSTOSD" "$HELLO"; do
+for bin in "$CUSTOS" "$CUSTOSD" "$HELLO" "$BEAST"; do
   [ -x "$bin" ] || { echo "bench_http: $bin is missing; build first (scripts/build.sh)" >&2; exit 1; }
 done
 for tool in wrk curl python3; do
@@ -53,6 +62,23 @@ wait_ready() {  # URL PID: poll (bounded, ~10 s) until the server answers
   return 1
 }
 
+cpu_ticks() {  # PID: user + system clock ticks so far
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# wrk with the server's CPU time per request: NAME PID wrk-args...
+measure() {
+  local name=$1 pid=$2
+  shift 2
+  local before after
+  before=$(cpu_ticks "$pid")
+  wrk "$@" | tee "$WORK/wrk.out"
+  after=$(cpu_ticks "$pid")
+  local requests
+  requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
+  python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print(f'$name: server CPU {($after-$before)/t*1e6/max(1,$requests):.1f} us per request ({$requests} requests)')"
+}
+
 stop() {  # PID
   kill -TERM "$1"
   wait "$1" || true
@@ -65,6 +91,7 @@ TOKEN=$(cat "$WORK/data/admin.token")
 PORT=$(free_port)
 URL="http://127.0.0.1:$PORT"
 "$CUSTOSD" --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-level "${CUSTOSD_LOG_LEVEL:-warn}" --threads "$POOL" \
+  --io-threads "$IO" --principal-rate 0 --principal-max-inflight 0 \
   >"$WORK/custosd.out" 2>"$WORK/custosd.err" &
 PID=$!
 wait_ready "$URL/healthz" "$PID"
@@ -80,8 +107,7 @@ for b, start in enumerate(range(0, n, 1000)):
 EOF
 start=$(date +%s.%N)
 for f in "$WORK"/batch-*.json; do
-  # `Expect:` off: cpprestsdk does not answer 100-continue.
-  created=$(curl -sS -f -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -H 'Expect:' \
+  created=$(curl -sS -f -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     --data-binary "@$f" "$URL/v1/subjects:batchCreate" | python3 -c 'import json,sys; print(json.load(sys.stdin)["created"])')
   [ "$created" -gt 0 ] || { echo "bench_http: batchCreate created nothing" >&2; exit 1; }
 done
@@ -99,7 +125,7 @@ EOF
 
 echo
 echo "== custosd: GET /v1/subjects?email=... (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
+measure custosd-lookup "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
 
 # Ingest over HTTP without curl start-up costs: wrk re-posting one batch of
 # 1,000 subjects (subjects/s = requests/s x 1,000).
@@ -119,14 +145,22 @@ echo "== custosd: POST /v1/subjects:batchCreate, 1,000 subjects per request (wrk
 wrk -t1 -c2 -d"$DURATION" --latency -s "$WORK/batch.lua" "$URL/v1/subjects:batchCreate"
 stop "$PID"
 
-for pool in default "$POOL"; do
-  PORT=$(free_port)
-  URL="http://127.0.0.1:$PORT"
-  if [ "$pool" = default ]; then "$HELLO" "$URL" >/dev/null & else "$HELLO" "$URL" "$pool" >/dev/null & fi
-  PID=$!
-  wait_ready "$URL/" "$PID"
-  echo
-  echo "== bench_hello_listener ($pool pool): GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
-  stop "$PID"
-done
+PORT=$(free_port)
+URL="http://127.0.0.1:$PORT"
+"$BEAST" "$PORT" "$IO" >/dev/null &
+PID=$!
+wait_ready "$URL/" "$PID"
+echo
+echo "== bench_hello_beast ($IO io threads): GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+measure beast-hello "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
+stop "$PID"
+
+PORT=$(free_port)
+URL="http://127.0.0.1:$PORT"
+"$HELLO" "$URL" "$POOL" >/dev/null &
+PID=$!
+wait_ready "$URL/" "$PID"
+echo
+echo "== bench_hello_listener (cpprestsdk, $POOL threads): GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+measure cpprest-hello "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
+stop "$PID"
