@@ -25,6 +25,12 @@ enum class ErrorCode {
   key_error,           // missing / unreadable / insecure key material
   storage,             // the store failed (I/O, corruption)
   internal,
+  // Privacy promises (403 / 409 / 503).
+  consent_capture_not_allowed,  // the role may not record a grant for this purpose (403)
+  subject_restricted,           // the subject is restricted or objected for this purpose (403)
+  duplicate_subject,            // an identifier already names a subject (409)
+  second_approver_required,     // four eyes: another principal must approve (403)
+  store_unavailable,            // the database cannot be reached (503)
 };
 
 // Stable wire name, e.g. "purpose_not_allowed".

@@ -33,7 +33,11 @@ inline int exit_code_for(ErrorCode code) {
     case ErrorCode::unauthenticated:
     case ErrorCode::forbidden_role:
     case ErrorCode::purpose_not_allowed:
-    case ErrorCode::consent_missing: return 4;
+    case ErrorCode::consent_missing:
+    case ErrorCode::consent_capture_not_allowed:
+    case ErrorCode::subject_restricted:
+    case ErrorCode::second_approver_required: return 4;
+    case ErrorCode::duplicate_subject: return 1;
     case ErrorCode::integrity: return 5;
     default: return 1;
   }

@@ -27,6 +27,11 @@ std::string title_for(const std::string& code) {
       {"integrity", "Integrity check failed"},
       {"key_error", "Key material unavailable"},
       {"internal", "Internal error"},
+      {"consent_capture_not_allowed", "Consent capture not allowed for this role"},
+      {"subject_restricted", "Subject restricted"},
+      {"duplicate_subject", "Duplicate subject"},
+      {"second_approver_required", "Second approver required"},
+      {"store_unavailable", "Store unavailable"},
       {"unavailable", "Service unavailable"},
   };
   const auto it = titles.find(code);
@@ -42,7 +47,12 @@ int status_for(ErrorCode code) {
     case ErrorCode::unauthenticated: return 401;
     case ErrorCode::forbidden_role:
     case ErrorCode::purpose_not_allowed:
-    case ErrorCode::consent_missing: return 403;
+    case ErrorCode::consent_missing:
+    case ErrorCode::consent_capture_not_allowed:
+    case ErrorCode::subject_restricted:
+    case ErrorCode::second_approver_required: return 403;
+    case ErrorCode::duplicate_subject: return 409;
+    case ErrorCode::store_unavailable: return 503;
     case ErrorCode::not_found: return 404;
     case ErrorCode::conflict: return 409;
     case ErrorCode::payload_too_large: return 413;

@@ -18,6 +18,11 @@ const char* code_name(ErrorCode code) noexcept {
     case ErrorCode::key_error: return "key_error";
     case ErrorCode::storage: return "storage";
     case ErrorCode::internal: return "internal";
+    case ErrorCode::consent_capture_not_allowed: return "consent_capture_not_allowed";
+    case ErrorCode::subject_restricted: return "subject_restricted";
+    case ErrorCode::duplicate_subject: return "duplicate_subject";
+    case ErrorCode::second_approver_required: return "second_approver_required";
+    case ErrorCode::store_unavailable: return "store_unavailable";
   }
   return "internal";
 }

@@ -18,9 +18,11 @@ namespace custos::access {
 enum class Visibility { none, masked, plain };
 
 // The operation classes a role can be granted.
-inline const std::vector<std::string> kOperations = {"records.read", "records.write", "consent", "dsr",
-                                                     "breach",       "audit",         "keys",    "admin",
-                                                     "analytics"};
+// records.erase: crypto-shredding outside a data-subject request (irreversible,
+// so not part of records.write).
+inline const std::vector<std::string> kOperations = {"records.read", "records.write", "records.erase", "consent",
+                                                     "dsr",          "breach",        "audit",         "keys",
+                                                     "admin",        "analytics"};
 
 struct Purpose {
   std::string name;
