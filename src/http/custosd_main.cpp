@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
                  "requests per second per principal (default 2000; 0 unlimited); above: 429")
       ->check(CLI::Range(0.0, 1e9));
   double burst = -1;
-  app.add_option("--principal-burst", burst, "requests a principal may send at once above its rate (default 2 x rate)")
+  app.add_option("--principal-burst", burst, "token-bucket depth: requests a principal may send at once before its rate applies (default 2 x rate)")
       ->check(CLI::Range(1.0, 1e9));
   app.add_option("--principal-max-streams", options.principal_max_streams,
                  "campaign fetches streaming at once per principal (default 2; 0 unlimited); above: 429")

@@ -5,7 +5,8 @@
 // authenticates the bearer token, applies per-principal quotas, reads the
 // declared purpose, parses the body, calls one Service method and turns
 // the JSON document (or the custos::Error) into a response. It is the only
-// module that includes Boost.Beast (and cpprestsdk, for outbound calls);
+// module that may include Boost.Beast/Asio (and cpprestsdk, kept for the
+// outbound client that calls downstream systems; nothing calls out yet);
 // this header keeps them out (pimpl) so custosd_main and tests need not.
 #pragma once
 

@@ -71,7 +71,7 @@ std::shared_ptr<boost::asio::ssl::context> make_tls_context(const std::filesyste
       fail("the TLS key " + key_path.string() + " is not a regular file");
     if ((st.st_mode & 0077) != 0)
       fail("the TLS private key " + key_path.string() +
-           " is readable by group or others; restrict it (chmod 600) and start again");
+           " is accessible by group or others; restrict it (chmod 600) and start again");
     key.reset(PEM_read_PrivateKey(f.get(), nullptr, no_password, nullptr));
     if (!key) fail("no unencrypted PEM private key in " + key_path.string());
   }
