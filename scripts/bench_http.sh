@@ -145,22 +145,20 @@ echo "== custosd: POST /v1/subjects:batchCreate, 1,000 subjects per request (wrk
 wrk -t1 -c2 -d"$DURATION" --latency -s "$WORK/batch.lua" "$URL/v1/subjects:batchCreate"
 stop "$PID"
 
-PORT=$(free_port)
-URL="http://127.0.0.1:$PORT"
-"$BEAST" "$PORT" "$IO" >/dev/null &
-PID=$!
-wait_ready "$URL/" "$PID"
-echo
-echo "== bench_hello_beast ($IO io threads): GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
-measure beast-hello "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
-stop "$PID"
-
-PORT=$(free_port)
-URL="http://127.0.0.1:$PORT"
-"$HELLO" "$URL" "$POOL" >/dev/null &
-PID=$!
-wait_ready "$URL/" "$PID"
-echo
-echo "== bench_hello_listener (cpprestsdk, $POOL threads): GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
-measure cpprest-hello "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
-stop "$PID"
+# A floor server answering "ok": NAME DESCRIPTION COMMAND... (the command
+# takes the port as {port} and the URL as {url}).
+floor() {
+  local name=$1 description=$2
+  shift 2
+  PORT=$(free_port)
+  URL="http://127.0.0.1:$PORT"
+  "${@//\{port\}/$PORT}" >/dev/null &
+  PID=$!
+  wait_ready "$URL/" "$PID"
+  echo
+  echo "== $description: GET / -> 200 ok (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+  measure "$name" "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$URL/"
+  stop "$PID"
+}
+floor beast-hello "bench_hello_beast ($IO io threads)" "$BEAST" "{port}" "$IO"
+floor cpprest-hello "bench_hello_listener (cpprestsdk, $POOL threads)" "$HELLO" "http://127.0.0.1:{port}" "$POOL"
