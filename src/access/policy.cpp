@@ -101,6 +101,18 @@ std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::S
             throw Error(ErrorCode::invalid_argument, where + ": unknown purpose '" + p + "'");
           r.purposes.insert(p);
         }
+      if (n["capture_consent"])
+        for (const auto& p : n["capture_consent"].as<std::vector<std::string>>()) {
+          if (!policy->purposes_.count(p))
+            throw Error(ErrorCode::invalid_argument, where + ": capture_consent: unknown purpose '" + p + "'");
+          // Capture is separated from use: a role that may declare a purpose
+          // reaches its consent only through evidence someone else relays.
+          if (r.purposes.count(p))
+            throw Error(ErrorCode::invalid_argument, where + ": capture_consent: '" + p +
+                                                         "' is also among its purposes; a role may not capture"
+                                                         " consent for a purpose it uses");
+          r.capture_consent.insert(p);
+        }
       policy->roles_.emplace(r.name, std::move(r));
     }
   } catch (const YAML::Exception& e) {

@@ -17,7 +17,10 @@ using store::Row;
 using store::Transaction;
 using store::TxMode;
 
-constexpr std::int64_t kClockSkewUs = 5LL * 60 * 1000000;  // tolerated "future" for client clocks
+// Tolerated "future" for client clocks on denials and withdrawals only: they
+// can only stop processing, and refusing one over a skewed clock would make
+// withdrawing harder than giving (Art. 7(3)). Grants get no tolerance.
+constexpr std::int64_t kClockSkewUs = 5LL * 60 * 1000000;
 
 bool one_of(const std::vector<std::string>& set, const std::string& v) {
   return std::find(set.begin(), set.end(), v) != set.end();
@@ -63,7 +66,12 @@ void require_active_subject(Transaction& tx, const records::SubjectId& subject) 
     throw Error(ErrorCode::not_found, "subject " + records::to_hex(subject) + " not found");
 }
 
-// Applies a confirmed event to the materialised state: latest event time wins.
+// Applies a confirmed event to the materialised state. Record order decides,
+// and withdrawal wins: a denial or withdrawal always replaces the state,
+// whatever its `at`. A grant replaces it unless it is stale — dated before the
+// state's event (and before now: a withdrawal dated a little ahead by a fast
+// client clock does not block a grant given now) — so a backdated grant
+// recorded after a withdrawal never undoes it.
 void materialise(Transaction& tx, const records::SubjectId& subject, const Event& e) {
   std::optional<std::int64_t> since;
   tx.exec("SELECT since FROM consent_state WHERE subject_id = ? AND purpose = ? AND channel = ?",
@@ -73,7 +81,7 @@ void materialise(Transaction& tx, const records::SubjectId& subject, const Event
     tx.exec("INSERT INTO consent_state (subject_id, purpose, channel, state, since, expires_at, event_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             {subject, e.purpose, e.channel, e.event, e.at_us, expires, e.id});
-  } else if (e.at_us >= *since) {
+  } else if (e.event != "granted" || e.at_us >= std::min(*since, e.recorded_us)) {
     tx.exec("UPDATE consent_state SET state = ?, since = ?, expires_at = ?, event_id = ?"
             " WHERE subject_id = ? AND purpose = ? AND channel = ?",
             {e.event, e.at_us, expires, e.id, subject, e.purpose, e.channel});
@@ -92,6 +100,15 @@ std::int64_t insert_event(Transaction& tx, const records::SubjectId& subject, Ev
            confirm_hash ? store::Param(*confirm_hash) : store::Param(),
            confirm_expires ? store::Param(*confirm_expires) : store::Param()});
   return e.id;
+}
+
+// Any event for a purpose and channel voids the tokens of grants still
+// pending there: a confirmation may only ever follow its own grant directly.
+void void_pending(Transaction& tx, const records::SubjectId& subject, const std::string& purpose,
+                  const std::string& channel, std::int64_t except_id = 0) {
+  tx.exec("UPDATE consent_events SET status = 'voided' WHERE subject_id = ? AND purpose = ? AND channel = ?"
+          " AND status = 'pending' AND confirmed_by IS NULL AND id != ?",
+          {subject, purpose, channel, except_id});
 }
 
 std::string sha256_hex(const std::string& text) {
@@ -127,7 +144,11 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
   if (!one_of(kSources, in.source)) throw Error(ErrorCode::invalid_field, "field 'source': unknown source");
   const std::int64_t now = audit_.now_us();
   const std::int64_t at = in.at_us == 0 ? now : in.at_us;
-  if (at > now + kClockSkewUs) throw Error(ErrorCode::invalid_field, "field 'at': consent time is in the future");
+  if (in.event == "granted" && at > now)
+    throw Error(ErrorCode::invalid_field, "field 'at': a grant may not be dated in the future (vault time " +
+                                              audit::format_time_us(now) + ")");
+  if (at > now + kClockSkewUs)
+    throw Error(ErrorCode::invalid_field, "field 'at': more than 5 minutes in the future");
   if (in.expires_us && *in.expires_us <= at)
     throw Error(ErrorCode::invalid_field, "field 'expires_at': must be after the consent time");
   if (in.double_opt_in && in.event != "granted")
@@ -165,6 +186,7 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
   }
   auto tx = store_.begin(TxMode::write);
   require_active_subject(*tx, subject);
+  void_pending(*tx, subject, e.purpose, e.channel);
   insert_event(*tx, subject, e, confirm_hash, out.confirmation_expires_us);
   if (e.status == "confirmed") materialise(*tx, subject, e);
   audit_.append(*tx, actor,
@@ -202,6 +224,7 @@ std::vector<Event> Ledger::withdraw_all(const audit::Actor& actor, const access:
       e.notice_version = notice_version(name);
       e.principal = actor.principal;
       e.proof = proof.empty() ? "{}" : proof;
+      void_pending(*tx, subject, e.purpose, e.channel);
       insert_event(*tx, subject, e, std::nullopt, std::nullopt);
       materialise(*tx, subject, e);
       written.push_back(std::move(e));
@@ -216,7 +239,8 @@ std::vector<Event> Ledger::withdraw_all(const audit::Actor& actor, const access:
   return written;
 }
 
-Event Ledger::confirm(const audit::Actor& actor, std::string_view token) {
+Event Ledger::confirm(const audit::Actor& actor, std::string_view token,
+                      const std::function<bool(const Event& pending)>& may_capture) {
   const auto hash = hash_token(token);
   auto tx = store_.begin(TxMode::write);
   std::optional<Event> pending;
@@ -235,15 +259,29 @@ Event Ledger::confirm(const audit::Actor& actor, std::string_view token) {
            });
   if (!pending) throw Error(ErrorCode::invalid_argument, "unknown confirmation token");
   if (confirmed_by) throw Error(ErrorCode::conflict, "confirmation token was already used");
+  // Voided, or (for rows written before voiding existed) followed by any
+  // other event for the purpose and channel: the subject has spoken since.
+  if (pending->status != "pending" ||
+      tx->scalar("SELECT count(*) FROM consent_events WHERE subject_id = ? AND purpose = ? AND channel = ? AND id > ?",
+                 {subject, pending->purpose, pending->channel, pending->id})
+              .value_or(0) > 0)
+    throw Error(ErrorCode::conflict, "confirmation token was voided by a later consent event for " +
+                                         pending->purpose + "/" + pending->channel);
   const std::int64_t now = audit_.now_us();
   if (expires && now > *expires) throw Error(ErrorCode::invalid_argument, "confirmation token has expired");
+  if (may_capture && !may_capture(*pending))
+    throw Error(ErrorCode::consent_capture_not_allowed,
+                "this role may not capture consent for '" + pending->purpose + "': the confirmation must come"
+                " through a role that lists it in capture_consent");
   require_active_subject(*tx, subject);
   Event e = *pending;
   e.status = "confirmed";
   e.at_us = now;
   e.recorded_us = now;
   e.principal = actor.principal;
-  e.proof = nlohmann::json({{"double_opt_in", true}, {"confirms_event", pending->id}}).dump();
+  e.proof = nlohmann::json({{"double_opt_in", true}, {"confirms_event", pending->id}, {"capture", "double_opt_in"}})
+                .dump();
+  void_pending(*tx, subject, e.purpose, e.channel, pending->id);
   insert_event(*tx, subject, e, std::nullopt, std::nullopt);
   tx->exec("UPDATE consent_events SET confirmed_by = ? WHERE id = ?", {e.id, pending->id});
   materialise(*tx, subject, e);

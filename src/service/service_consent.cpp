@@ -48,10 +48,15 @@ bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::stri
   return false;
 }
 
+// Capture is separated from use (roles.yaml capture_consent). A confirmed
+// grant needs the recording role to list the purpose in capture_consent; any
+// role with the consent operation may start a double opt-in (pending until a
+// capturing role relays the subject's confirmation) and may always deny,
+// withdraw, object or opt out (Art. 7(3)).
 Json Service::record_consent(const Caller& caller, std::string_view id_text, const Json& body, bool gpc) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
-  impl_->authorize(caller, *pol, "consent", "consent.record", false, records::to_hex(id));
+  const access::Role& role = impl_->authorize(caller, *pol, "consent", "consent.record", false, records::to_hex(id));
   only_keys(body, {"purpose", "channel", "event", "source", "lawful_basis", "notice_version", "at", "expires_at",
                    "double_opt_in", "proof"});
   const auto actor = impl_->actor(caller);
@@ -83,7 +88,21 @@ Json Service::record_consent(const Caller& caller, std::string_view id_text, con
         throw Error(ErrorCode::invalid_field, "field 'double_opt_in': expected true or false");
       in.double_opt_in = body["double_opt_in"].get<bool>();
     }
+    if (in.event == "granted") {
+      // Refused before anything is written; an unknown purpose is left to the
+      // ledger's own validation (invalid_field).
+      if (!in.double_opt_in && pol->purpose(in.purpose) != nullptr && !role.capture_consent.count(in.purpose))
+        impl_->deny(caller, "consent.record", ErrorCode::consent_capture_not_allowed,
+                    "role '" + caller.principal.role + "' may not capture consent for '" + in.purpose +
+                        "': record it with double_opt_in (confirmed by the subject) or through a role that lists it"
+                        " in capture_consent",
+                    records::to_hex(id));
+      // The evidence this grant stands on, recorded with it (never personal values).
+      proof["capture"] = in.double_opt_in ? "double_opt_in_pending" : "capture_consent";
+      proof["captured_by_role"] = role.name;
+    }
     in.proof = proof.dump();
+    if (in.proof.size() > 4096) throw Error(ErrorCode::invalid_field, "field 'proof': larger than 4 KiB");
     const auto recorded = impl_->consent->record(actor, *pol, id, in);
     for (const auto& e : recorded.events) {
       out["events"].push_back(event_json(e));
@@ -124,10 +143,23 @@ Json Service::get_consents(const Caller& caller, std::string_view id_text) {
 
 Json Service::confirm_consent(const Caller& caller, const Json& body) {
   const auto pol = impl_->current_policy();
-  impl_->authorize(caller, *pol, "consent", "consent.confirm", false);
+  const access::Role& role = impl_->authorize(caller, *pol, "consent", "consent.confirm", false);
   only_keys(body, {"token"});
   const std::string token = required_string(body, "token", 128);
-  const consent::Event e = impl_->consent->confirm(impl_->actor(caller), token);
+  // The confirmation is the capture: it must be relayed by a role that may
+  // capture the purpose (e.g. the preference page), never by the role that
+  // uses it, or a pending grant would be evidence of nothing.
+  std::string refused_subject;
+  consent::Event e;
+  try {
+    e = impl_->consent->confirm(impl_->actor(caller), token, [&](const consent::Event& pending) {
+      refused_subject = pending.subject_id;
+      return role.capture_consent.count(pending.purpose) > 0;
+    });
+  } catch (const Error& err) {
+    if (err.code() != ErrorCode::consent_capture_not_allowed) throw;
+    impl_->deny(caller, "consent.confirm", err.code(), err.what(), refused_subject);
+  }
   return {{"event", event_json(e)}, {"receipt", Json::parse(impl_->consent->receipt_json(e, *pol, impl_->regulations->controller()))}};
 }
 

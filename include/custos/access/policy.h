@@ -39,6 +39,9 @@ struct Role {
   std::set<std::string> operations;
   std::map<std::string, Visibility> visibility;  // by data category
   std::set<std::string> purposes;
+  // Purposes it may record a consent grant for (capture_consent); never one
+  // it may declare. Withdrawals need only the consent operation.
+  std::set<std::string> capture_consent;
 };
 
 class Policy {

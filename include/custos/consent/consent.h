@@ -2,14 +2,18 @@
 //
 // Append-only events per subject × purpose × channel (granted, denied,
 // withdrawn), each with its time, source, lawful basis, notice version,
-// expiry, recording principal and proof. The current state is derived —
-// latest event time wins, expired grants count as absent — and kept
-// materialised in `consent_state`, so reads and campaign selection never
-// replay history. A web grant may be pending until its double opt-in
-// confirmation token (stored hashed, single use, expiring) comes back.
+// expiry, recording principal and proof. The current state is derived and
+// withdrawal wins: the latest *recorded* event decides, except that a grant
+// dated before the state it would replace (a stale, backdated grant) changes
+// nothing; expired grants count as absent. It is kept materialised in
+// `consent_state`, so reads and campaign selection never replay history. A
+// grant may be pending until its double opt-in confirmation token (stored
+// hashed, single use, expiring) comes back; any later event for the same
+// purpose and channel voids it. Grants may not be dated in the future.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -74,9 +78,12 @@ class Ledger {
                                   const records::SubjectId& subject, bool sale_or_share_only,
                                   const std::string& source, const std::string& proof);
   // Confirms a pending grant; returns the confirming event. Throws
-  // Error(conflict) for a used token, Error(invalid_argument) for an unknown
-  // or expired one.
-  Event confirm(const audit::Actor& actor, std::string_view token);
+  // Error(conflict) for a used token or one voided by a later event for the
+  // same purpose and channel, Error(invalid_argument) for an unknown or
+  // expired one, and Error(consent_capture_not_allowed) when `may_capture`
+  // (if given) refuses the pending event — all before writing anything.
+  Event confirm(const audit::Actor& actor, std::string_view token,
+                const std::function<bool(const Event& pending)>& may_capture = {});
 
   std::vector<Event> history(const records::SubjectId& subject);
   std::vector<State> current(const records::SubjectId& subject);
