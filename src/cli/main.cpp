@@ -142,12 +142,17 @@ int main(int argc, char** argv) {
       return r["subjects"].empty() ? 3 : 0;
     };
   });
-  auto* subject_erase = subject->add_subcommand("erase", "crypto-shred a subject");
+  std::string erase_reason;
+  auto* subject_erase =
+      subject->add_subcommand("erase", "crypto-shred a subject outside a data-subject request (irreversible)");
   subject_erase->add_option("id", id, "subject id")->required();
+  subject_erase->add_option("--purpose", purpose, "declared purpose (dsr_fulfilment or administration)")->required();
+  subject_erase->add_option("--reason", erase_reason, "why, e.g. a ticket reference (1-128 bytes, audited)")
+      ->required();
   subject_erase->callback([&] {
     action = [&] {
       auto svc = g.open();
-      print(svc->erase_subject(g.caller(*svc, purpose), id));
+      print(svc->erase_subject(g.caller(*svc, purpose), id, erase_reason));
       return 0;
     };
   });

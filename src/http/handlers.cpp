@@ -60,7 +60,9 @@ Result h_get_subject(HandlerContext& c) { return json_result(200, c.svc.get_subj
 Result h_patch_subject(HandlerContext& c) {
   return json_result(200, c.svc.patch_subject(c.caller, c.param(0), c.body));
 }
-Result h_erase_subject(HandlerContext& c) { return json_result(200, c.svc.erase_subject(c.caller, c.param(0))); }
+Result h_erase_subject(HandlerContext& c) {
+  return json_result(200, c.svc.erase_subject(c.caller, c.param(0), c.query_or_empty("reason")));
+}
 Result h_batch_create(HandlerContext& c) { return json_result(200, c.svc.batch_create(c.caller, c.body)); }
 Result h_batch_get(HandlerContext& c) { return json_result(200, c.svc.batch_get(c.caller, c.body)); }
 Result h_touchpoint(HandlerContext& c) {
@@ -173,7 +175,7 @@ std::vector<Route> make_routes() {
   add("POST", "/v1/subjects:batchGet", true, json, {}, h_batch_get);
   add("GET", "/v1/subjects/{id}", true, none, {}, h_get_subject);
   add("PATCH", "/v1/subjects/{id}", true, json, {}, h_patch_subject);
-  add("DELETE", "/v1/subjects/{id}", true, none, {}, h_erase_subject);
+  add("DELETE", "/v1/subjects/{id}", true, none, {"reason"}, h_erase_subject);
   add("POST", "/v1/subjects/{id}/touchpoints", true, json, {}, h_touchpoint);
   add("POST", "/v1/subjects/{id}/orders", true, json, {}, h_order);
   add("GET", "/v1/subjects/{id}/consents", true, none, {}, h_get_consents);

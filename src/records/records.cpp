@@ -285,7 +285,8 @@ void Records::update(const audit::Actor& actor, const SubjectId& id, const Field
   for (auto& [name, value] : p.values) wipe(value);
 }
 
-ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal) {
+ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal,
+                             const std::string& detail) {
   ErasureReport report;
   report.subject_id = to_hex(id);
   {
@@ -303,7 +304,7 @@ ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, boo
     report.index_entries_removed = tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
     // Touchpoint notes are not touched, nor even counted: without the DEK
     // they are noise, so erasure time does not grow with them.
-    audit_.append(*tx, actor, {"subject.erase", report.subject_id, report.fields_erased, {}, true, "", "crypto-shred"});
+    audit_.append(*tx, actor, {"subject.erase", report.subject_id, report.fields_erased, {}, true, "", detail});
     tx->commit();
   }
   // Move the WAL's pages (which hold pre-images) into the zeroed main file.

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -351,6 +352,14 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
 Json Service::find_subjects(const Caller& caller, std::string_view field, std::string_view value) {
   const auto pol = impl_->current_policy();
   const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.lookup", true);
+  // A lookup by a value the role sees only masked (or not at all) would
+  // confirm what masking hides: refused before the index is consulted, so a
+  // hit and a miss look the same.
+  const records::FieldSpec& by = impl_->schema.require(field);
+  if (pol->visibility(role, by) != access::Visibility::plain)
+    impl_->deny(caller, "subject.lookup", ErrorCode::forbidden_role,
+                "role '" + caller.principal.role + "' does not see '" + by.name +
+                    "' in plain, so it may not look subjects up by it");
   std::vector<records::SubjectId> ids;
   for (const auto& id : impl_->records->find(field, value))
     if (impl_->marketing_allowed(*pol, caller.purpose, id)) ids.push_back(id);
@@ -381,11 +390,25 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
   return {{"id", records::to_hex(id)}, {"updated_fields", changed}};
 }
 
-Json Service::erase_subject(const Caller& caller, std::string_view id_text) {
+Json Service::erase_subject(const Caller& caller, std::string_view id_text, std::string_view reason) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
-  impl_->authorize(caller, *pol, "records.write", "subject.erase", false, records::to_hex(id));
-  const auto r = impl_->records->erase(impl_->actor(caller), id);
+  // Irreversible, so its own operation class, and a purpose that justifies
+  // it (purposes.yaml required_for: [subject.erase]).
+  impl_->authorize(caller, *pol, "records.erase", "subject.erase", true, records::to_hex(id));
+  // The reason is recorded in the append-only log: bounded like a label
+  // (audit/FORMAT.md §1.4), and never echoed in an error.
+  constexpr std::size_t kMaxReason = 128;
+  const bool control = std::any_of(reason.begin(), reason.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c < 0x20 || c == 0x7f;
+  });
+  if (reason.empty() || reason.size() > kMaxReason || control)
+    impl_->deny(caller, "subject.erase", ErrorCode::invalid_argument,
+                "erasure needs a reason of 1-" + std::to_string(kMaxReason) +
+                    " bytes without control characters (e.g. a ticket reference)",
+                records::to_hex(id));
+  const auto r = impl_->records->erase(impl_->actor(caller), id, true, "crypto-shred reason=" + std::string(reason));
   return {{"id", r.subject_id},
           {"status", "erased"},
           {"fields_erased", r.fields_erased},

@@ -219,7 +219,7 @@ void BM_DsrEraseSubject(benchmark::State& state) {
   auto svc = reopen_as_service(core);
   const service::Caller admin{{"bench-admin", "admin", ""}, "administration", "bench"};
   std::size_t next = 0;
-  for (auto _ : state) svc->erase_subject(admin, records::to_hex(ids.at(next++)));
+  for (auto _ : state) svc->erase_subject(admin, records::to_hex(ids.at(next++)), "bench");
 }
 BENCHMARK(BM_DsrEraseSubject)->Arg(10)->Arg(10000)->Unit(benchmark::kMillisecond)->Iterations(5);
 

@@ -41,7 +41,7 @@ TEST(Canary, NoPlaintextAnywhereInTheDataDirectory) {
   EXPECT_TRUE(files_containing(v.dir.path(), "+442079460958").empty());
   EXPECT_TRUE(files_containing(v.dir.path(), "canary-mail").empty());
 
-  v.service->erase_subject(v.admin(), id);
+  v.service->erase_subject(v.admin(), id, "canary test");
   for (const auto& c : canaries) EXPECT_TRUE(files_containing(v.dir.path(), c).empty()) << c;
 }
 

@@ -47,7 +47,14 @@ TEST_F(Cli, InitPutGetFindErase) {
   const auto find = custos({"subject", "find", "--email", "CLI@example.com", "--purpose", "customer_service"});
   ASSERT_EQ(find.exit_code, 0) << find.err;
   EXPECT_EQ(json::parse(find.out)["subjects"][0]["id"], id);
-  EXPECT_EQ(custos({"subject", "erase", id}).exit_code, 0);
+  // Erasure outside a request needs a purpose that justifies it and a reason.
+  EXPECT_EQ(custos({"subject", "erase", id}).exit_code, 2);
+  EXPECT_EQ(custos({"subject", "erase", id, "--purpose", "administration"}).exit_code, 2);
+  EXPECT_EQ(custos({"subject", "erase", id, "--purpose", "customer_service", "--reason", "cli test"}).exit_code, 4);
+  EXPECT_EQ(custos({"subject", "erase", id, "--purpose", "administration", "--reason", ""}).exit_code, 2);
+  ASSERT_EQ(custos({"subject", "get", id, "--purpose", "customer_service"}).exit_code, 0);
+  const auto erased = custos({"subject", "erase", id, "--purpose", "administration", "--reason", "cli test"});
+  EXPECT_EQ(erased.exit_code, 0) << erased.err;
   EXPECT_EQ(custos({"subject", "get", id, "--purpose", "customer_service"}).exit_code, 3);
   EXPECT_EQ(custos({"subject", "find", "--email", "cli@example.com", "--purpose", "customer_service"}).exit_code, 3);
 }

@@ -132,12 +132,12 @@ TEST(Records, EraseShredsAndLeavesOrders) {
   const std::string id = v.service->create_subject(v.admin(), alice())["id"];
   v.service->add_touchpoint(v.admin(), id, {{"channel", "email"}, {"type", "inquiry"}, {"notes", "asked about X"}});
   v.service->add_order(v.admin(), id, {{"amount_minor", 1299}, {"currency", "EUR"}});
-  const Json r = v.service->erase_subject(v.admin(), id);
+  const Json r = v.service->erase_subject(v.admin(), id, "records test");
   EXPECT_EQ(r["status"], "erased");
   EXPECT_EQ(r["fields_erased"].size(), 7u);
   EXPECT_EQ(code_of([&] { v.service->get_subject(v.admin("customer_service"), id); }), ErrorCode::not_found);
   EXPECT_TRUE(v.service->find_subjects(v.admin("customer_service"), "email", "alice.liddell@example.com")["subjects"].empty());
-  EXPECT_EQ(code_of([&] { v.service->erase_subject(v.admin(), id); }), ErrorCode::not_found);
+  EXPECT_EQ(code_of([&] { v.service->erase_subject(v.admin(), id, "records test"); }), ErrorCode::not_found);
 }
 
 TEST(Records, BadIdsAndMissingSubjects) {

@@ -48,7 +48,7 @@ TEST(Service, DenialsAreExplicitAndAudited) {
   EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("service", ""), id); }), ErrorCode::purpose_not_allowed);
   EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("analyst", "analytics"), id); }),
             ErrorCode::forbidden_role);
-  EXPECT_EQ(code_of([&] { v.service->erase_subject(v.caller("marketing", ""), id); }), ErrorCode::forbidden_role);
+  EXPECT_EQ(code_of([&] { v.service->erase_subject(v.caller("marketing", ""), id, ""); }), ErrorCode::forbidden_role);
   const Json entries = v.service->audit_entries(v.caller("auditor", "audit"), {{"subject", id}});
   int denied = 0;
   for (const auto& e : entries["entries"])

@@ -117,9 +117,35 @@ TEST_F(HttpTest, CreateGetPatchDeleteSubject) {
   EXPECT_EQ(g.json["fields"]["email"], "ada.l@example.com");
   EXPECT_FALSE(g.json["fields"].contains("family_name"));
 
-  const Resp del = d_->call({"DELETE", "/v1/subjects/" + id, admin_, "", std::nullopt, {}});
+  // Erasure is its own operation: records.erase, a purpose that justifies
+  // it and a reason; every refusal is audited and erases nothing.
+  const std::string svc = vault_->token("service", "svc-erase");
+  expect_problem(d_->call({"DELETE", "/v1/subjects/" + id + "?reason=asked", svc, "customer_service", std::nullopt, {}}),
+                 403, "forbidden_role");
+  expect_problem(d_->call({"DELETE", "/v1/subjects/" + id + "?reason=asked", admin_, "", std::nullopt, {}}), 403,
+                 "purpose_not_allowed");
+  expect_problem(
+      d_->call({"DELETE", "/v1/subjects/" + id + "?reason=asked", admin_, "customer_service", std::nullopt, {}}), 403,
+      "purpose_not_allowed");
+  expect_problem(d_->call({"DELETE", "/v1/subjects/" + id, admin_, "administration", std::nullopt, {}}), 400,
+                 "invalid_argument");
+  expect_problem(d_->call({"DELETE", "/v1/subjects/" + id + "?reason=a%0Ab", admin_, "administration", std::nullopt, {}}),
+                 400, "invalid_argument");
+  expect_problem(d_->call({"DELETE", "/v1/subjects/" + id + "?reason=x&bogus=1", admin_, "administration", std::nullopt, {}}),
+                 400, "invalid_argument");
+  ASSERT_EQ(d_->get("/v1/subjects/" + id, admin_, "customer_service").status, 200);
+  const Resp denials = d_->get("/v1/audit/entries?subject=" + id + "&operation=subject.erase", admin_, "audit");
+  ASSERT_EQ(denials.status, 200) << denials;
+  EXPECT_EQ(denials.json["entries"].size(), 5u) << denials;  // the unknown parameter never reaches the service
+
+  const Resp del =
+      d_->call({"DELETE", "/v1/subjects/" + id + "?reason=ticket%20CS-42", admin_, "administration", std::nullopt, {}});
   ASSERT_EQ(del.status, 200) << del;
   EXPECT_EQ(del.json["status"], "erased");
+  const Resp erased = d_->get("/v1/audit/entries?subject=" + id + "&operation=subject.erase", admin_, "audit");
+  ASSERT_EQ(erased.json["entries"].size(), 6u) << erased;
+  EXPECT_EQ(erased.json["entries"][5]["outcome"], "allowed");
+  EXPECT_NE(erased.json["entries"][5]["detail"].get<std::string>().find("ticket CS-42"), std::string::npos) << erased;
   expect_problem(d_->get("/v1/subjects/" + id, admin_, "customer_service"), 404, "not_found");
   expect_problem(d_->get("/v1/subjects/not-a-subject-id", admin_, "customer_service"), 400, "invalid_argument");
 }
@@ -238,10 +264,18 @@ TEST_F(HttpTest, MaskedAndUnmaskedViews) {
   const Resp a = d_->get("/v1/subjects/" + id, admin_, "customer_service");
   EXPECT_EQ(a.json["fields"]["email"], "jane@example.com");
   EXPECT_EQ(a.json["fields"]["birth_date"], "1990-04-01");
-  // Lookup by the real value works for a role that only sees it masked.
-  const Resp l = d_->get("/v1/subjects?email=jane@example.com", svc, "customer_service");
+  // A role that sees a field only masked may not look subjects up by it: a
+  // hit would confirm the value the mask hides. Hit and miss look the same.
+  const Resp hit = d_->get("/v1/subjects?email=jane@example.com", svc, "customer_service");
+  expect_problem(hit, 403, "forbidden_role");
+  EXPECT_NE(hit.json["detail"].get<std::string>().find("email"), std::string::npos) << hit;
+  const Resp miss = d_->get("/v1/subjects?email=nobody@example.com", svc, "customer_service");
+  expect_problem(miss, 403, "forbidden_role");
+  EXPECT_EQ(hit.json["detail"], miss.json["detail"]);
+  expect_problem(d_->get("/v1/subjects?phone=%2B16502530000", svc, "customer_service"), 403, "forbidden_role");
+  // A field it sees in plain still works.
+  const Resp l = d_->get("/v1/subjects?email=jane@example.com", admin_, "customer_service");
   ASSERT_EQ(l.json["subjects"].size(), 1u) << l;
-  EXPECT_EQ(l.json["subjects"][0]["fields"]["email"], "j***@example.com");
 }
 
 // ------------------------------------------------------------------ authorisation matrix
@@ -284,10 +318,10 @@ TEST_F(HttpTest, AuthorisationMatrixFromShippedRoles) {
        [&](auto t, auto p) {
          return d_->post("/v1/subjects/" + sid + "/orders", t, {{"amount_minor", 100}, {"currency", "EUR"}}, p);
        }},
-      {"erase", "records.write",
+      {"erase", "records.erase",
        [&](auto t, auto p) {
          const std::string victim = create({{"given_name", "Victim"}});
-         return d_->call({"DELETE", "/v1/subjects/" + victim, t, p, std::nullopt, {}});
+         return d_->call({"DELETE", "/v1/subjects/" + victim + "?reason=matrix", t, p, std::nullopt, {}});
        }},
       {"consents", "consent", [&](auto t, auto p) { return d_->get("/v1/subjects/" + sid + "/consents", t, p); }},
       {"auditEntries", "audit", [&](auto t, auto p) { return d_->get("/v1/audit/entries?limit=1", t, p); }},
@@ -322,7 +356,13 @@ TEST_F(HttpTest, AuthorisationMatrixFromShippedRoles) {
     const std::string token = vault_->token(role, "matrix-" + role);
     for (const auto& probe : probes) {
       SCOPED_TRACE("role " + role + ", probe " + probe.name + ", purpose " + good + " / " + bad);
+      // A lookup by email needs the email seen in plain (contact category).
+      const YAML::Node vis = role_node.second["visibility"];
+      const bool sees_email = vis && vis["contact"] && vis["contact"].as<std::string>() == "plain";
       if (!ops.count(probe.op)) {
+        expect_problem(probe.call(token, good), 403, "forbidden_role");
+      } else if (probe.name == "find" && !sees_email) {
+        expect_problem(probe.call(token, bad), 403, "purpose_not_allowed");
         expect_problem(probe.call(token, good), 403, "forbidden_role");
       } else {
         expect_problem(probe.call(token, bad), 403, "purpose_not_allowed");

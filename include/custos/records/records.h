@@ -101,7 +101,9 @@ class Records {
   // ciphertexts and blind-index rows, then checkpoints the WAL. Constant
   // time in the amount of touchpoints. Throws Error(conflict) under legal hold.
   // `checkpoint_wal` false defers the WAL checkpoint to the caller (bulk purges).
-  ErasureReport erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal = true);
+  // `detail` is the audit entry's detail (short, non-personal).
+  ErasureReport erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal = true,
+                      const std::string& detail = "crypto-shred");
   void checkpoint_wal() { store_.checkpoint(); }
 
   void set_flags(const audit::Actor& actor, const SubjectId& id, std::optional<bool> legal_hold,

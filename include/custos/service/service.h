@@ -86,7 +86,12 @@ class Service {
   Json batch_get(const Caller& caller, const Json& body);
   Json find_subjects(const Caller& caller, std::string_view field, std::string_view value);
   Json patch_subject(const Caller& caller, std::string_view id, const Json& body);
-  Json erase_subject(const Caller& caller, std::string_view id);
+  // Crypto-shredding outside a data-subject request: the role needs
+  // records.erase, a purpose that justifies erasure (purposes.yaml
+  // `required_for: [subject.erase]`) and a reason of 1-128 bytes without
+  // control characters (a ticket reference, not personal data), which the
+  // audit entry records. A completed erasure request erases without these.
+  Json erase_subject(const Caller& caller, std::string_view id, std::string_view reason);
   Json add_touchpoint(const Caller& caller, std::string_view id, const Json& body);
   Json add_order(const Caller& caller, std::string_view id, const Json& body);
 
