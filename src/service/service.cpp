@@ -9,6 +9,8 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <yaml-cpp/yaml.h>
 
 #include "custos/audit/audit_log.h"
 #include "custos/crypto/keyring.h"
@@ -56,6 +58,40 @@ Json checkpoint_json(const audit::Checkpoint& cp) {
           {"root", auditfmt::to_hex(cp.root)},
           {"time", audit::format_time_us(cp.at_us)},
           {"note", cp.note}};
+}
+
+// Purposes that may still read a subject restricted under GDPR Art. 18:
+// those marked `allowed_when_restricted: true` in purposes.yaml, or, if none
+// is, dsr_fulfilment, legal_claims and audit. access::Policy does not carry
+// the flag yet, so it is read here beside the policy, once per loaded Policy.
+// TODO(issue 15): move into access::Policy.
+std::set<std::string> load_restricted_purposes(const fs::path& policy_dir) {
+  std::set<std::string> out;
+  try {
+    const YAML::Node purposes = YAML::LoadFile((policy_dir / "purposes.yaml").string())["purposes"];
+    if (purposes && purposes.IsMap())
+      for (const auto& kv : purposes)
+        if (kv.second.IsMap() && kv.second["allowed_when_restricted"] &&
+            kv.second["allowed_when_restricted"].as<bool>())
+          out.insert(kv.first.as<std::string>());
+  } catch (const YAML::Exception&) {
+    out.clear();
+  }
+  if (out.empty()) out = {"dsr_fulfilment", "legal_claims", "audit"};
+  return out;
+}
+
+bool allowed_when_restricted(const std::shared_ptr<const access::Policy>& pol, const fs::path& policy_dir,
+                             const std::string& purpose) {
+  static std::mutex mu;
+  static std::weak_ptr<const access::Policy> loaded_for;
+  static std::set<std::string> names;
+  std::lock_guard lock(mu);
+  if (loaded_for.lock() != pol) {
+    names = load_restricted_purposes(policy_dir);
+    loaded_for = pol;
+  }
+  return names.count(purpose) > 0;
 }
 
 const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web", "in_person", "chat",
@@ -285,6 +321,11 @@ Json Service::get_subject(const Caller& caller, std::string_view id_text) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
   const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.read", true, records::to_hex(id));
+  if (impl_->records->metadata(id).restricted && !allowed_when_restricted(pol, impl_->policy_dir(), caller.purpose))
+    impl_->deny(caller, "subject.read", ErrorCode::subject_restricted,
+                "the subject's processing is restricted (GDPR Art. 18): purpose '" + caller.purpose +
+                    "' may not read it",
+                records::to_hex(id));
   if (!impl_->marketing_allowed(*pol, caller.purpose, id))
     impl_->deny(caller, "subject.read", ErrorCode::consent_missing,
                 "the subject has no active consent for purpose '" + caller.purpose + "'", records::to_hex(id));
@@ -315,12 +356,20 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
   }
   const auto spec = impl_->read_spec(*pol, role);
   // Marketing reads skip subjects without consent (reported per item).
-  std::vector<bool> refused(ids.size(), false);
+  // Restricted subjects (Art. 18) only for purposes allowed_when_restricted.
+  std::vector<bool> refused(ids.size(), false), restricted(ids.size(), false);
   std::vector<records::SubjectId> allowed;
   std::vector<std::size_t> allowed_at;
+  const bool may_read_restricted = allowed_when_restricted(pol, impl_->policy_dir(), caller.purpose);
   for (std::size_t k = 0; k < ids.size(); ++k) {
     bool ok = true;
     try {
+      if (!may_read_restricted && impl_->records->metadata(ids[k]).restricted) {
+        restricted[k] = true;
+        impl_->audit->append_now(impl_->actor(caller), {"subject.read", records::to_hex(ids[k]), {}, {}, false,
+                                                        code_name(ErrorCode::subject_restricted), ""});
+        continue;
+      }
       ok = impl_->marketing_allowed(*pol, caller.purpose, ids[k]);
     } catch (const Error&) {
       ok = true;  // unknown ids are reported as not found below
@@ -336,7 +385,11 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
   std::vector<std::optional<records::Subject>> subjects(ids.size());
   for (std::size_t j = 0; j < allowed.size(); ++j) subjects[allowed_at[j]] = read[j];
   for (std::size_t k = 0; k < ids.size(); ++k) {
-    if (refused[k]) {
+    if (restricted[k]) {
+      results[at[k]] = {{"index", at[k]}, {"status", 403}, {"id", records::to_hex(ids[k])},
+                        {"error", {{"code", "subject_restricted"},
+                                   {"detail", "the subject's processing is restricted for this purpose"}}}};
+    } else if (refused[k]) {
       results[at[k]] = {{"index", at[k]}, {"status", 403}, {"id", records::to_hex(ids[k])},
                         {"error", {{"code", "consent_missing"}, {"detail", "no active consent for this purpose"}}}};
     } else if (subjects[k]) {
@@ -361,8 +414,16 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
                 "role '" + caller.principal.role + "' does not see '" + by.name +
                     "' in plain, so it may not look subjects up by it");
   std::vector<records::SubjectId> ids;
-  for (const auto& id : impl_->records->find(field, value))
+  const bool may_read_restricted = allowed_when_restricted(pol, impl_->policy_dir(), caller.purpose);
+  for (const auto& id : impl_->records->find(field, value)) {
+    if (!may_read_restricted && impl_->records->metadata(id).restricted) {
+      // Left out, as for marketing without consent; the refusal is audited.
+      impl_->audit->append_now(impl_->actor(caller), {"subject.lookup", records::to_hex(id), {}, {}, false,
+                                                      code_name(ErrorCode::subject_restricted), ""});
+      continue;
+    }
     if (impl_->marketing_allowed(*pol, caller.purpose, id)) ids.push_back(id);
+  }
   const auto spec = impl_->read_spec(*pol, role);
   Json subjects = Json::array();
   if (!ids.empty()) {
@@ -381,6 +442,11 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
   impl_->authorize(caller, *pol, "records.write", "subject.update", false, records::to_hex(id));
+  // Art. 18: a restricted subject changes only through a rectification request.
+  if (impl_->records->metadata(id).restricted)
+    impl_->deny(caller, "subject.update", ErrorCode::subject_restricted,
+                "the subject's processing is restricted (GDPR Art. 18): change it through a rectification request",
+                records::to_hex(id));
   const FieldChanges in = parse_fields(body, impl_->schema, true);
   if (in.set.empty() && in.remove.empty()) throw Error(ErrorCode::invalid_argument, "no fields to change");
   impl_->records->update(impl_->actor(caller), id, in.set, in.remove);
@@ -420,6 +486,11 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text, std:
 Json Service::add_touchpoint(const Caller& caller, std::string_view id_text, const Json& body) {
   const records::SubjectId id = records::parse_subject_id(id_text);
   impl_->authorize(caller, *impl_->current_policy(), "records.write", "touchpoint.create", false, records::to_hex(id));
+  // Art. 18: a restricted subject changes only through a rectification request.
+  if (impl_->records->metadata(id).restricted)
+    impl_->deny(caller, "touchpoint.create", ErrorCode::subject_restricted,
+                "the subject's processing is restricted (GDPR Art. 18): change it through a rectification request",
+                records::to_hex(id));
   only_keys(body, {"channel", "type", "at", "notes"});
   records::Touchpoint tp;
   tp.channel = required_string(body, "channel", 32);
@@ -439,6 +510,11 @@ Json Service::add_touchpoint(const Caller& caller, std::string_view id_text, con
 Json Service::add_order(const Caller& caller, std::string_view id_text, const Json& body) {
   const records::SubjectId id = records::parse_subject_id(id_text);
   impl_->authorize(caller, *impl_->current_policy(), "records.write", "order.create", false, records::to_hex(id));
+  // Art. 18: a restricted subject changes only through a rectification request.
+  if (impl_->records->metadata(id).restricted)
+    impl_->deny(caller, "order.create", ErrorCode::subject_restricted,
+                "the subject's processing is restricted (GDPR Art. 18): change it through a rectification request",
+                records::to_hex(id));
   only_keys(body, {"amount_minor", "currency", "at"});
   if (!body.contains("amount_minor") || !body["amount_minor"].is_number_integer())
     throw Error(ErrorCode::invalid_field, "field 'amount_minor': an integer amount in minor units is required");

@@ -173,7 +173,10 @@ TEST_F(Dsr, RectificationObjectionAndRestriction) {
   move(res, "identity_verified");
   move(res, "in_progress");
   move(res, "completed");
-  EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), subject)["restricted"], true);
+  // Restricted (Art. 18): only purposes allowed_when_restricted still read it.
+  EXPECT_EQ(v.service->get_subject(officer, subject)["restricted"], true);
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.admin("customer_service"), subject); }),
+            ErrorCode::subject_restricted);
 }
 
 TEST_F(Dsr, OverdueListing) {

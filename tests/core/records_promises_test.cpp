@@ -174,5 +174,76 @@ TEST(RecordsPromises, LookupByAFieldSeenInPlainStillWorks) {
   EXPECT_TRUE(v.service->find_subjects(v.caller("sales", "sales"), "email", "nobody@example.com")["subjects"].empty());
 }
 
+// ------------------------------------------------------------ finding 3: restriction
+
+// A subject restricted by a completed restriction request (GDPR Art. 18).
+struct Restricted : ::testing::Test {
+  TestVault v;
+  service::Caller officer = v.caller("compliance_officer", "dsr_fulfilment");
+  std::string id;
+  void SetUp() override {
+    id = v.service->create_subject(v.admin(), ada())["id"];
+    complete("restriction");
+  }
+  Json complete(const std::string& type, const Json& extra = Json::object()) {
+    Json body = {{"type", type}, {"regime", "gdpr"}, {"identifier", {{"email", "ada@example.com"}}},
+                 {"channel", "web_form"}};
+    body.update(extra);
+    const std::string req = v.service->dsr_create(officer, body)["id"];
+    Json last;
+    for (const char* to : {"identity_verified", "in_progress", "completed"})
+      last = v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+    return last;
+  }
+  int denials(const std::string& operation) {
+    int n = 0;
+    for (const auto& e : entries_for(v, id, operation))
+      if (e["outcome"] == "denied" && e["reason"] == "subject_restricted") ++n;
+    return n;
+  }
+};
+
+TEST_F(Restricted, OnlyPurposesAllowedWhenRestrictedMayReadIt) {
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("sales", "sales"), id); }), ErrorCode::subject_restricted);
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("service", "customer_service"), id); }),
+            ErrorCode::subject_restricted);
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.admin("customer_service"), id); }), ErrorCode::subject_restricted);
+  EXPECT_EQ(denials("subject.read"), 3);
+  // dsr_fulfilment, legal_claims, audit may.
+  EXPECT_EQ(v.service->get_subject(officer, id)["fields"]["email"], "ada@example.com");
+  EXPECT_EQ(v.service->get_subject(v.caller("compliance_officer", "legal_claims"), id)["restricted"], true);
+}
+
+TEST_F(Restricted, BatchGetAndLookupsObeyIt) {
+  const Json r = v.service->batch_get(v.caller("sales", "sales"), {{"ids", {id}}});
+  ASSERT_EQ(r["results"].size(), 1u);
+  EXPECT_EQ(r["results"][0]["status"], 403) << r;
+  EXPECT_EQ(r["results"][0]["error"]["code"], "subject_restricted") << r;
+  EXPECT_FALSE(r["results"][0].contains("subject")) << r;
+  EXPECT_EQ(v.service->find_subjects(v.caller("sales", "sales"), "email", "ada@example.com").dump().find("ada@"),
+            std::string::npos);
+  EXPECT_EQ(v.service->find_subjects(officer, "email", "ada@example.com")["subjects"].size(), 1u);
+}
+
+TEST_F(Restricted, WritesAreRefusedButRectificationThroughARequestWorks) {
+  EXPECT_EQ(code_of([&] {
+              v.service->patch_subject(v.caller("service", "customer_service"), id,
+                                       {{"fields", {{"email", "evil@example.com"}}}});
+            }),
+            ErrorCode::subject_restricted);
+  EXPECT_EQ(code_of([&] {
+              v.service->add_touchpoint(v.caller("sales", "sales"), id, {{"channel", "phone"}, {"type", "call"}});
+            }),
+            ErrorCode::subject_restricted);
+  EXPECT_EQ(code_of([&] {
+              v.service->add_order(v.caller("sales", "sales"), id, {{"amount_minor", 100}, {"currency", "EUR"}});
+            }),
+            ErrorCode::subject_restricted);
+  EXPECT_EQ(denials("subject.update"), 1);
+  EXPECT_EQ(v.service->get_subject(officer, id)["fields"]["email"], "ada@example.com");
+  complete("rectification", {{"changes", {{"fields", {{"family_name", "King"}}}}}});
+  EXPECT_EQ(v.service->get_subject(officer, id)["fields"]["family_name"], "King");
+}
+
 }  // namespace
 }  // namespace custos

@@ -902,6 +902,11 @@ TEST_F(HttpTest, DsrEveryTypeEndToEnd) {
   ASSERT_EQ(d_->get("/v1/subjects/" + rs, mkt, "email_marketing").status, 200);
   complete("restriction", "restrict@example.com");
   EXPECT_EQ(d_->get("/v1/subjects/" + rs, mkt, "email_marketing").status, 403);
+  // ... nor any other read but for a purpose allowed when restricted, nor a write.
+  expect_problem(d_->get("/v1/subjects/" + rs, admin_, "customer_service"), 403, "subject_restricted");
+  expect_problem(d_->post("/v1/subjects/" + rs, admin_, {{"fields", {{"family_name", "X"}}}}, "", "PATCH"), 403,
+                 "subject_restricted");
+  EXPECT_EQ(d_->get("/v1/subjects/" + rs, officer, "dsr_fulfilment").status, 200);
   // objection: every marketing purpose withdrawn.
   const std::string o = subject("object");
   complete("objection", "object@example.com");
