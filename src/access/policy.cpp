@@ -56,6 +56,7 @@ std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::S
       if (n["lawful_basis"]) p.lawful_basis = n["lawful_basis"].as<std::string>();
       if (n["marketing"]) p.marketing = n["marketing"].as<bool>();
       if (n["sale_or_share"]) p.sale_or_share = n["sale_or_share"].as<bool>();
+      if (n["allowed_when_restricted"]) p.allowed_when_restricted = n["allowed_when_restricted"].as<bool>();
       if (n["channels"]) p.channels = n["channels"].as<std::vector<std::string>>();
       if (n["required_for"])
         for (const auto& op : n["required_for"].as<std::vector<std::string>>()) {
@@ -68,6 +69,11 @@ std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::S
         }
       policy->purposes_.emplace(p.name, std::move(p));
     }
+    // Restriction (Art. 18): a file that marks no purpose gets the defaults.
+    if (std::none_of(policy->purposes_.begin(), policy->purposes_.end(),
+                     [](const auto& kv) { return kv.second.allowed_when_restricted; }))
+      for (const char* name : {"dsr_fulfilment", "legal_claims", "audit"})
+        if (auto it = policy->purposes_.find(name); it != policy->purposes_.end()) it->second.allowed_when_restricted = true;
     // Defaults for sensitive operations the files say nothing about.
     for (const auto& [op, purpose] : kDefaultOperationPurposes)
       if (!policy->operation_purposes_.count(op) && policy->purposes_.count(purpose))

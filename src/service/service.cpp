@@ -9,8 +9,6 @@
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <set>
-#include <yaml-cpp/yaml.h>
 
 #include "custos/audit/audit_log.h"
 #include "custos/crypto/keyring.h"
@@ -60,38 +58,11 @@ Json checkpoint_json(const audit::Checkpoint& cp) {
           {"note", cp.note}};
 }
 
-// Purposes that may still read a subject restricted under GDPR Art. 18:
-// those marked `allowed_when_restricted: true` in purposes.yaml, or, if none
-// is, dsr_fulfilment, legal_claims and audit. access::Policy does not carry
-// the flag yet, so it is read here beside the policy, once per loaded Policy.
-// TODO(issue 15): move into access::Policy.
-std::set<std::string> load_restricted_purposes(const fs::path& policy_dir) {
-  std::set<std::string> out;
-  try {
-    const YAML::Node purposes = YAML::LoadFile((policy_dir / "purposes.yaml").string())["purposes"];
-    if (purposes && purposes.IsMap())
-      for (const auto& kv : purposes)
-        if (kv.second.IsMap() && kv.second["allowed_when_restricted"] &&
-            kv.second["allowed_when_restricted"].as<bool>())
-          out.insert(kv.first.as<std::string>());
-  } catch (const YAML::Exception&) {
-    out.clear();
-  }
-  if (out.empty()) out = {"dsr_fulfilment", "legal_claims", "audit"};
-  return out;
-}
-
-bool allowed_when_restricted(const std::shared_ptr<const access::Policy>& pol, const fs::path& policy_dir,
-                             const std::string& purpose) {
-  static std::mutex mu;
-  static std::weak_ptr<const access::Policy> loaded_for;
-  static std::set<std::string> names;
-  std::lock_guard lock(mu);
-  if (loaded_for.lock() != pol) {
-    names = load_restricted_purposes(policy_dir);
-    loaded_for = pol;
-  }
-  return names.count(purpose) > 0;
+// Purposes that may still read a subject restricted under GDPR Art. 18
+// (purposes.yaml `allowed_when_restricted`).
+bool allowed_when_restricted(const access::Policy& pol, const std::string& purpose) {
+  const access::Purpose* p = pol.purpose(purpose);
+  return p != nullptr && p->allowed_when_restricted;
 }
 
 const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web", "in_person", "chat",
@@ -321,7 +292,7 @@ Json Service::get_subject(const Caller& caller, std::string_view id_text) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
   const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.read", true, records::to_hex(id));
-  if (impl_->records->metadata(id).restricted && !allowed_when_restricted(pol, impl_->policy_dir(), caller.purpose))
+  if (impl_->records->metadata(id).restricted && !allowed_when_restricted(*pol, caller.purpose))
     impl_->deny(caller, "subject.read", ErrorCode::subject_restricted,
                 "the subject's processing is restricted (GDPR Art. 18): purpose '" + caller.purpose +
                     "' may not read it",
@@ -360,7 +331,7 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
   std::vector<bool> refused(ids.size(), false), restricted(ids.size(), false);
   std::vector<records::SubjectId> allowed;
   std::vector<std::size_t> allowed_at;
-  const bool may_read_restricted = allowed_when_restricted(pol, impl_->policy_dir(), caller.purpose);
+  const bool may_read_restricted = allowed_when_restricted(*pol, caller.purpose);
   for (std::size_t k = 0; k < ids.size(); ++k) {
     bool ok = true;
     try {
@@ -414,7 +385,7 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
                 "role '" + caller.principal.role + "' does not see '" + by.name +
                     "' in plain, so it may not look subjects up by it");
   std::vector<records::SubjectId> ids;
-  const bool may_read_restricted = allowed_when_restricted(pol, impl_->policy_dir(), caller.purpose);
+  const bool may_read_restricted = allowed_when_restricted(*pol, caller.purpose);
   for (const auto& id : impl_->records->find(field, value)) {
     if (!may_read_restricted && impl_->records->metadata(id).restricted) {
       // Left out, as for marketing without consent; the refusal is audited.

@@ -30,6 +30,9 @@ struct Purpose {
   std::string lawful_basis;
   bool marketing = false;
   bool sale_or_share = false;
+  // May read a subject restricted under GDPR Art. 18 (purposes.yaml; when no
+  // purpose says, dsr_fulfilment, legal_claims and audit).
+  bool allowed_when_restricted = false;
   std::vector<std::string> channels;
   std::vector<std::string> required_for;  // operations allowed only under this purpose (or another listing them)
 };
