@@ -64,8 +64,8 @@ bool transition_allowed(const std::string& from, const std::string& to) {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> table = {
       {"received", {"identity_verified", "extended", "denied", "canceled"}},
       {"identity_verified", {"in_progress", "extended", "denied", "canceled"}},
-      {"in_progress", {"completed", "extended", "denied", "canceled"}},
-      {"extended", {"identity_verified", "in_progress", "completed", "denied", "canceled"}},
+      {"in_progress", {"completed", "completed_with_exceptions", "extended", "denied", "canceled"}},
+      {"extended", {"identity_verified", "in_progress", "completed", "completed_with_exceptions", "denied", "canceled"}},
   };
   for (const auto& [f, tos] : table)
     if (f == from) return one_of(tos, to);
@@ -103,7 +103,7 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
   auto tx = store_.begin(TxMode::write);
   if (q.subject) {
     tx->exec("SELECT id FROM dsr_requests WHERE subject_id = ? AND type = ? AND status NOT IN"
-             " ('completed', 'denied', 'canceled') ORDER BY received_at LIMIT 1",
+             " ('completed', 'completed_with_exceptions', 'denied', 'canceled') ORDER BY received_at LIMIT 1",
              {*q.subject, q.type}, [&](const Row& r) { q.duplicate_of = std::string(r.text(0)); });
   }
   tx->exec("INSERT INTO dsr_requests (id, type, regime, status, subject_id, identified_by, channel, received_at,"
@@ -187,11 +187,11 @@ std::vector<Request> Desk::list(const ListFilter& f) {
   if (!f.status.empty()) sql += " AND status = ?", params.emplace_back(f.status);
   if (!f.type.empty()) sql += " AND type = ?", params.emplace_back(f.type);
   if (f.overdue) {
-    sql += " AND status NOT IN ('completed', 'denied', 'canceled') AND due_at < ?";
+    sql += " AND status NOT IN ('completed', 'completed_with_exceptions', 'denied', 'canceled') AND due_at < ?";
     params.emplace_back(f.now_us);
   }
   if (f.due_before_us) {
-    sql += " AND status NOT IN ('completed', 'denied', 'canceled') AND due_at < ?";
+    sql += " AND status NOT IN ('completed', 'completed_with_exceptions', 'denied', 'canceled') AND due_at < ?";
     params.emplace_back(*f.due_before_us);
   }
   if (!f.after_id.empty()) sql += " AND id > ?", params.emplace_back(f.after_id);

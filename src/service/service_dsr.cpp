@@ -176,6 +176,9 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
   const std::string reason = body.contains("reason") ? required_string(body, "reason", 2000) : "";
   const auto actor = impl_->actor(caller);
   std::string report;
+  std::string final_status = to;
+  // A request is completed by asking for `completed`; whether it ends
+  // `completed_with_exceptions` is the fulfilment's finding, not the caller's.
   if (to == "completed") {
     const auto q = impl_->dsr->get(id);
     if (!dsr::transition_allowed(q.status, to))
@@ -183,9 +186,13 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
     bool verified = false;
     for (const auto& e : impl_->dsr->timeline(id)) verified = verified || e.to == "identity_verified";
     if (!verified) throw Error(ErrorCode::conflict, "the requester's identity has not been verified");
-    report = impl_->fulfil(actor, *pol, q).dump();
+    const Json fulfilled = impl_->fulfil(actor, *pol, q);
+    if (fulfilled.contains("exceptions") && !fulfilled["exceptions"].empty()) final_status = "completed_with_exceptions";
+    report = fulfilled.dump();
+  } else if (to == "completed_with_exceptions") {
+    throw Error(ErrorCode::invalid_argument, "ask for 'completed': the fulfilment decides whether there are exceptions");
   }
-  const auto q = impl_->dsr->transition(actor, *impl_->regulations, id, to, note, reason, report);
+  const auto q = impl_->dsr->transition(actor, *impl_->regulations, id, final_status, note, reason, report);
   const auto timeline = impl_->dsr->timeline(q.id);
   return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
 }
@@ -224,20 +231,37 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
       retained.push_back({{"record", "orders"}, {"count", orders.size()}, {"basis", policy.orders.basis},
                           {"until", regulations->calendar().local_date(last + policy.orders.period_us())}});
     }
+    // Every erasure report has the same keys; only their contents differ.
+    Json exceptions = Json::array();
+    Json notify = Json::array();
+    const Json consent_kept = "kept as proof of consent (pseudonymous; no personal values)";
     if (meta.legal_hold) {
       retained.push_back({{"record", "subject"}, {"basis", "legal hold"}, {"until", "the hold is lifted"}});
-      report["erased"] = Json::array();
+      exceptions.push_back({{"record", "subject"},
+                            {"basis", "legal hold"},
+                            {"detail", "nothing was erased while the hold stands; erase again once it is lifted"}});
+      report["erased"] = {{"fields", Json::array()},
+                          {"blind_index_entries", 0},
+                          {"touchpoint_notes", "kept (legal hold)"},
+                          {"consent_history", consent_kept}};
     } else if (meta.status == "active") {
       const auto r = records->erase(actor, id);
       report["erased"] = {{"fields", r.fields_erased},
                           {"blind_index_entries", r.index_entries_removed},
                           {"touchpoint_notes", "crypto-shredded (the subject's key is destroyed)"},
-                          {"consent_history", "kept as proof of consent (pseudonymous; no personal values)"}};
+                          {"consent_history", consent_kept}};
+      // Only systems with something to act on are told.
+      notify = downstream_systems(dir / "systems.yaml");
     } else {
-      report["erased"] = {{"note", "the subject was already erased"}};
+      report["erased"] = {{"fields", Json::array()},
+                          {"blind_index_entries", 0},
+                          {"touchpoint_notes", "already crypto-shredded"},
+                          {"consent_history", consent_kept},
+                          {"note", "the subject was already erased"}};
     }
     report["retained"] = retained;
-    report["notify_downstream"] = downstream_systems(dir / "systems.yaml");
+    report["exceptions"] = exceptions;
+    report["notify_downstream"] = notify;
   } else if (q.type == "restriction") {
     records->set_flags(actor, id, std::nullopt, true);
     report["restricted"] = true;

@@ -150,6 +150,41 @@ TEST_F(Dsr, ErasureShredsButKeepsOrdersWithTheirBasis) {
   EXPECT_TRUE(testing::files_containing(v.dir.path(), "Explorer").empty());
 }
 
+// Issue 15, finding 8: an erasure blocked by a legal hold is not reported as
+// done. It ends as completed_with_exceptions, its report has the same shape
+// as any erasure's (erased is an object), names the hold as the exception,
+// and lists no downstream system to notify, since nothing was erased.
+TEST_F(Dsr, ErasureUnderLegalHoldEndsWithExceptionsAndNotifiesNoOne) {
+  v.service->set_legal_hold(officer, subject, true);
+  const std::string id = create("erasure")["id"];
+  move(id, "identity_verified");
+  move(id, "in_progress");
+  const Json done = move(id, "completed");
+  EXPECT_EQ(done["status"], "completed_with_exceptions") << done;
+  const Json& report = done["report"];
+  ASSERT_TRUE(report["erased"].is_object()) << report;
+  EXPECT_TRUE(report["erased"]["fields"].empty()) << report;
+  ASSERT_EQ(report["exceptions"].size(), 1u) << report;
+  EXPECT_EQ(report["exceptions"][0]["basis"], "legal hold");
+  EXPECT_TRUE(report["notify_downstream"].empty()) << report;
+  // Nothing was erased, and the request is closed (not overdue, not open).
+  EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), subject)["fields"]["given_name"], "Dora");
+  EXPECT_EQ(code_of([&] { move(id, "in_progress"); }), ErrorCode::conflict);
+  EXPECT_EQ(v.service->dsr_list(officer, {{"status", "completed_with_exceptions"}})["requests"].size(), 1u);
+
+  // The same request type without a hold: the same report keys.
+  v.service->set_legal_hold(officer, subject, false);
+  const std::string again = create("erasure")["id"];
+  move(again, "identity_verified");
+  move(again, "in_progress");
+  const Json erased = move(again, "completed");
+  EXPECT_EQ(erased["status"], "completed");
+  for (const char* key : {"erased", "retained", "exceptions", "notify_downstream"})
+    EXPECT_TRUE(erased["report"].contains(key)) << key;
+  EXPECT_TRUE(erased["report"]["exceptions"].empty());
+  EXPECT_FALSE(erased["report"]["notify_downstream"].empty());
+}
+
 TEST_F(Dsr, RectificationObjectionAndRestriction) {
   Json body = {{"type", "rectification"}, {"regime", "gdpr"}, {"identifier", {{"email", "dora@example.com"}}},
                {"changes", {{"fields", {{"family_name", "Explorer-Smith"}}}}}};

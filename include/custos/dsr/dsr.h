@@ -22,8 +22,10 @@ namespace custos::dsr {
 
 inline const std::vector<std::string> kTypes = {"access",      "portability", "rectification",     "erasure",
                                                 "restriction", "objection",   "opt_out_sale_share"};
-inline const std::vector<std::string> kStatuses = {"received", "identity_verified", "in_progress", "extended",
-                                                   "completed", "denied", "canceled"};
+// completed_with_exceptions: fulfilled as far as the law allows, with what
+// could not be done and why in the report (e.g. an erasure under legal hold).
+inline const std::vector<std::string> kStatuses = {"received",  "identity_verified",         "in_progress", "extended",
+                                                   "completed", "completed_with_exceptions", "denied",      "canceled"};
 
 struct Request {
   std::string id, type, regime, status;
@@ -34,7 +36,10 @@ struct Request {
   std::optional<std::int64_t> confirm_by_us;
   int extensions = 0;
   std::string duplicate_of, denial_reason, changes, report, created_by;
-  bool open() const { return status != "completed" && status != "denied" && status != "canceled"; }
+  bool open() const {
+    return status != "completed" && status != "completed_with_exceptions" && status != "denied" &&
+           status != "canceled";
+  }
 };
 
 struct TimelineEvent {
