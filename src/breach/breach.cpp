@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "custos/error.h"
+#include "custos/util/text.h"
 #include "custos_audit/entry.h"
 
 namespace custos::breach {
@@ -71,10 +72,10 @@ Incident Book::open(const audit::Actor& actor, const dsr::Regulations& regs,
   if (in.description.empty()) throw Error(ErrorCode::invalid_field, "field 'description': required");
   if (!one_of(kSeverities, in.severity)) throw Error(ErrorCode::invalid_field, "field 'severity': low, medium, high or critical");
   for (const auto& c : in.categories)
-    if (!one_of(known_categories, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + c.substr(0, 32) + "'");
+    if (!one_of(known_categories, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + util::printable_prefix(c, 32) + "'");
   if (in.regimes.empty()) throw Error(ErrorCode::invalid_field, "field 'regimes': at least one regime");
   for (const auto& r : in.regimes)
-    if (regs.breach(r) == nullptr) throw Error(ErrorCode::invalid_field, "field 'regimes': unknown regime '" + r.substr(0, 32) + "'");
+    if (regs.breach(r) == nullptr) throw Error(ErrorCode::invalid_field, "field 'regimes': unknown regime '" + util::printable_prefix(r, 32) + "'");
   Incident i;
   std::array<std::uint8_t, 12> raw{};
   randombytes_buf(raw.data(), raw.size());
@@ -238,7 +239,7 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
     auto tx = store_.begin(TxMode::read);
     for (const auto& p : principals)
       if (p.rfind("local:", 0) != 0 && tx->scalar("SELECT count(*) FROM tokens WHERE name = ?", {p}).value_or(0) == 0)
-        throw Error(ErrorCode::invalid_field, "field 'principals': unknown principal '" + p.substr(0, 64) + "'");
+        throw Error(ErrorCode::invalid_field, "field 'principals': unknown principal '" + util::printable_prefix(p) + "'");
     for (const auto& t : token_ids)
       if (tx->scalar("SELECT count(*) FROM tokens WHERE token_id = ?", {t}).value_or(0) == 0)
         throw Error(ErrorCode::invalid_field, "field 'token_ids': unknown token id '" + t.substr(0, 32) + "'");
@@ -280,7 +281,7 @@ AffectedResult Book::affected_by_categories(const audit::Actor& actor, const std
   get(id);
   for (const auto& c : categories) {
     const auto known = schema.categories();
-    if (!one_of(known, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + c.substr(0, 32) + "'");
+    if (!one_of(known, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + util::printable_prefix(c, 32) + "'");
   }
   AffectedResult r;
   r.checkpoint = audit_.checkpoint_now();

@@ -1,5 +1,7 @@
 #include "router.h"
 
+#include "custos/util/text.h"
+
 #include <algorithm>
 #include <optional>
 
@@ -57,13 +59,6 @@ std::optional<std::string> match_param_with_verb(const std::string& tmpl, const 
 
 }  // namespace
 
-std::string printable(std::string_view text, std::size_t max) {
-  std::string out(text.substr(0, max));
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
-  return out;
-}
-
 Result json_result(int status, const Json& doc) {
   Result r;
   r.status = status;
@@ -115,7 +110,7 @@ RouteMatch match_route(const std::vector<Route>& routes, std::string_view method
   }
   if (m.route == nullptr) {
     if (allow.empty()) throw HttpProblem(404, "not_found", "no such resource");
-    throw HttpProblem(405, "method_not_allowed", "method " + printable(method, 16) + " is not allowed here",
+    throw HttpProblem(405, "method_not_allowed", "method " + util::printable_prefix(method, 16) + " is not allowed here",
                       {{"Allow", allow}});
   }
 
@@ -130,7 +125,7 @@ RouteMatch match_route(const std::vector<Route>& routes, std::string_view method
       if (!key || !value) throw Error(ErrorCode::invalid_argument, "malformed percent-encoding in the query string");
       const auto& accepted = m.route->query;
       if (std::find(accepted.begin(), accepted.end(), *key) == accepted.end())
-        throw Error(ErrorCode::invalid_argument, "unknown query parameter '" + printable(*key) + "'");
+        throw Error(ErrorCode::invalid_argument, "unknown query parameter '" + util::printable_prefix(*key) + "'");
       if (!m.query.emplace(*key, std::move(*value)).second)
         throw Error(ErrorCode::invalid_argument, "query parameter '" + *key + "' given more than once");
     }

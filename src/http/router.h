@@ -98,9 +98,6 @@ struct RouteMatch {
 // malformed target, an unknown or repeated query parameter.
 RouteMatch match_route(const std::vector<Route>& routes, std::string_view method, std::string_view target);
 
-// Printable ASCII, at most `max` characters: safe to echo or log.
-std::string printable(std::string_view text, std::size_t max = 64);
-
 // Json helper shared by handlers.
 Result json_result(int status, const Json& doc);
 

@@ -6,6 +6,7 @@
 
 #include "custos/error.h"
 #include "custos/util/files.h"
+#include "custos/util/text.h"
 #include "normalise.h"
 
 namespace custos::records {
@@ -88,10 +89,7 @@ const FieldSpec& Schema::require(std::string_view name) const {
   const FieldSpec* f = find(name);
   if (f == nullptr) {
     // Field names come from callers; keep the echo short and printable.
-    std::string shown(name.substr(0, 64));
-    for (char& c : shown)
-      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
-    throw Error(ErrorCode::invalid_field, "unknown field '" + shown + "'");
+    throw Error(ErrorCode::invalid_field, "unknown field '" + util::printable_prefix(name) + "'");
   }
   return *f;
 }

@@ -72,21 +72,12 @@ const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "pu
 
 [[noreturn]] void bad_body(const std::string& why) { throw Error(ErrorCode::invalid_argument, why); }
 
-std::string printable_prefix(std::string_view text) {
-  constexpr std::size_t kShown = 32;
-  std::string out(text.substr(0, kShown));
-  for (char& c : out)
-    if (c < 0x20 || c > 0x7e) c = '?';
-  if (text.size() > kShown) out += "...";
-  return out;
-}
-
 void only_keys(const Json& body, std::initializer_list<const char*> allowed) {
   if (!body.is_object()) bad_body("request body must be a JSON object");
   for (const auto& [key, value] : body.items()) {
     bool ok = false;
     for (const char* a : allowed) ok = ok || key == a;
-    if (!ok) bad_body("unknown property '" + key.substr(0, 64) + "'");
+    if (!ok) bad_body("unknown property '" + util::printable_prefix(key) + "'");
   }
 }
 
@@ -514,7 +505,7 @@ Json Service::audit_entries(const Caller& caller, const std::map<std::string, st
     else if (key == "limit") {
       q.limit = parse_u64(value, "limit");
       if (q.limit == 0 || q.limit > 1000) throw Error(ErrorCode::invalid_argument, "parameter 'limit' must be 1-1000");
-    } else throw Error(ErrorCode::invalid_argument, "unknown parameter '" + key.substr(0, 64) + "'");
+    } else throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(key) + "'");
   }
   if (q.from_us && q.to_us && *q.to_us < *q.from_us)
     throw Error(ErrorCode::invalid_argument, "parameter 'to' is before 'from'");
@@ -606,7 +597,7 @@ std::uint64_t Service::audit_checkpoint_size() {
 Json Service::create_token(const Caller& caller, const std::string& name, const std::string& role) {
   const auto pol = impl_->current_policy();
   impl_->authorize(caller, *pol, "admin", "token.create", false);
-  if (pol->role(role) == nullptr) throw Error(ErrorCode::invalid_argument, "unknown role '" + role.substr(0, 64) + "'");
+  if (pol->role(role) == nullptr) throw Error(ErrorCode::invalid_argument, "unknown role '" + util::printable_prefix(role) + "'");
   const std::string token = impl_->tokens->create(impl_->actor(caller), name, role);
   return {{"name", name}, {"role", role}, {"token", token}};
 }

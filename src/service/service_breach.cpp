@@ -124,7 +124,7 @@ Json Service::breach_list(const Caller& caller, const std::map<std::string, std:
         throw Error(ErrorCode::invalid_argument, "parameter 'margin_hours' must be a whole number of hours");
       margin_hours = std::stod(value);
     } else {
-      throw Error(ErrorCode::invalid_argument, "unknown parameter '" + key.substr(0, 64) + "'");
+      throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(key) + "'");
     }
   }
   const std::int64_t now = impl_->audit->now_us();
@@ -217,7 +217,7 @@ Json Service::breach_affected(const Caller& caller, std::string_view id, const s
       if (v.empty() || v.size() > 4 || v.find_first_not_of("0123456789") != std::string::npos || v == "0")
         throw Error(ErrorCode::invalid_argument, "parameter 'limit' must be 1-1000");
       limit = std::min<std::size_t>(1000, std::stoul(v));
-    } else throw Error(ErrorCode::invalid_argument, "unknown parameter '" + k.substr(0, 64) + "'");
+    } else throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(k) + "'");
   }
   // Contact fields only, as this role may see them.
   const auto visible = impl_->read_spec(*pol, role);

@@ -151,7 +151,7 @@ Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::st
         throw Error(ErrorCode::invalid_argument, "parameter 'limit' must be 1-1000");
       f.limit = std::min<std::size_t>(1000, std::stoul(value));
     } else {
-      throw Error(ErrorCode::invalid_argument, "unknown parameter '" + key.substr(0, 64) + "'");
+      throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(key) + "'");
     }
   }
   Json list = Json::array();

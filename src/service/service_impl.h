@@ -17,13 +17,13 @@
 #include "custos/records/rfm.h"
 #include "custos/service/service.h"
 #include "custos/store/key_table.h"
+#include "custos/util/text.h"
 
 namespace custos::service {
 
 // At most the first 32 bytes of `text` for an error message, anything but
 // printable ASCII as '?', and "..." if cut: a message never carries more of
 // what a caller sent than a person needs to recognise it.
-std::string printable_prefix(std::string_view text);
 
 struct Service::Impl {
   OpenOptions options;
@@ -95,7 +95,7 @@ struct Service::Impl {
              "this call reads personal data: declare a purpose with the Custos-Purpose header", subject);
     } else if (pol.purpose(c.purpose) == nullptr || !role->purposes.count(c.purpose)) {
       deny(c, operation, ErrorCode::purpose_not_allowed,
-           "role '" + c.principal.role + "' may not declare purpose '" + printable_prefix(c.purpose) + "'", subject);
+           "role '" + c.principal.role + "' may not declare purpose '" + util::printable_prefix(c.purpose, 32) + "'", subject);
     }
     if (const auto* only = pol.purposes_required_for(operation); only && !only->count(c.purpose)) {
       std::string names;

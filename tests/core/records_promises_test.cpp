@@ -41,6 +41,18 @@ std::string message_of(const std::function<void()>& fn) {
   return "";
 }
 
+// Checks that every `operation` entry about `subject` is a denial with
+// `code`; returns how many there are.
+int denials(TestVault& v, const std::string& subject, const std::string& operation, const std::string& code) {
+  int n = 0;
+  for (const auto& e : entries_for(v, subject, operation)) {
+    EXPECT_EQ(e["outcome"], "denied") << e;
+    EXPECT_EQ(e["reason"], code) << e;
+    ++n;
+  }
+  return n;
+}
+
 Json erase(TestVault& v, const service::Caller& c, const std::string& id, const std::string& reason) {
   return v.service->erase_subject(c, id, reason);
 }
@@ -57,13 +69,7 @@ TEST(RecordsPromises, AWriteTokenCannotCryptoShredAnyone) {
             ErrorCode::forbidden_role);
   EXPECT_EQ(code_of([&] { erase(v, v.caller("sales", "sales"), id, "customer asked"); }), ErrorCode::forbidden_role);
   EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), id)["fields"]["email"], "ada@example.com");
-  int denied = 0;
-  for (const auto& e : entries_for(v, id, "subject.erase")) {
-    EXPECT_EQ(e["outcome"], "denied") << e;
-    EXPECT_EQ(e["reason"], "forbidden_role") << e;
-    ++denied;
-  }
-  EXPECT_EQ(denied, 3);
+  EXPECT_EQ(denials(v, id, "subject.erase", "forbidden_role"), 3);
 }
 
 TEST(RecordsPromises, ErasureNeedsAPurposeThatJustifiesIt) {
@@ -151,14 +157,8 @@ TEST(RecordsPromises, AMaskedFieldCannotBeConfirmedByLookup) {
   EXPECT_NE(hit.find("email"), std::string::npos) << hit;
   EXPECT_EQ(hit.find("ada"), std::string::npos) << hit;
   // Audited as denials; nothing was read, nothing names the subject.
-  int denied = 0;
-  for (const auto& e : entries_for(v, "", "subject.lookup")) {
-    EXPECT_EQ(e["outcome"], "denied") << e;
-    EXPECT_EQ(e["reason"], "forbidden_role") << e;
-    EXPECT_EQ(e["subject_id"], "") << e;
-    ++denied;
-  }
-  EXPECT_EQ(denied, 5);
+  EXPECT_EQ(denials(v, "", "subject.lookup", "forbidden_role"), 5);
+  for (const auto& e : entries_for(v, "", "subject.lookup")) EXPECT_EQ(e["subject_id"], "") << e;
 }
 
 TEST(RecordsPromises, LookupByAFieldSeenInPlainStillWorks) {
