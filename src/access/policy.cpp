@@ -6,6 +6,7 @@
 
 #include "custos/error.h"
 #include "custos/util/files.h"
+#include "custos/util/text.h"
 
 namespace custos::access {
 namespace fs = std::filesystem;
@@ -36,6 +37,7 @@ Visibility parse_visibility(const std::string& v, const std::string& where) {
 // Operations that only one purpose justifies unless purposes.yaml says otherwise.
 const std::vector<std::pair<std::string, std::string>> kDefaultOperationPurposes = {
     {"breach.notify_list", "breach_notification"},
+    {"dsr.export", "dsr_fulfilment"},
 };
 
 }  // namespace
@@ -120,6 +122,25 @@ std::shared_ptr<const Policy> Policy::load(const fs::path& dir, const records::S
           r.capture_consent.insert(p);
         }
       policy->roles_.emplace(r.name, std::move(r));
+    }
+    if (const YAML::Node dsr = load_yaml(roles_file)["dsr"]) {
+      if (!dsr.IsMap()) throw Error(ErrorCode::invalid_argument, roles_file.string() + ": 'dsr' must be a map");
+      for (const auto& kv : dsr) {
+        const std::string key = kv.first.as<std::string>();
+        if (key == "erasure_second_approver") {
+          if (!YAML::convert<bool>::decode(kv.second, policy->dsr_workflow_.erasure_second_approver))
+            throw Error(ErrorCode::invalid_argument, roles_file.string() + ": dsr.erasure_second_approver: true or false");
+        } else if (key == "erasure_under_hold") {
+          const std::string v = kv.second.as<std::string>();
+          if (v != "complete_with_exceptions" && v != "deny")
+            throw Error(ErrorCode::invalid_argument,
+                        roles_file.string() + ": dsr.erasure_under_hold: use complete_with_exceptions or deny");
+          policy->dsr_workflow_.deny_erasure_under_hold = v == "deny";
+        } else {
+          throw Error(ErrorCode::invalid_argument, roles_file.string() + ": dsr: unknown setting '" +
+                                                       util::printable_prefix(key) + "'");
+        }
+      }
     }
   } catch (const YAML::Exception& e) {
     throw Error(ErrorCode::invalid_argument, "policy files in " + dir.string() + ": bad value at line " +

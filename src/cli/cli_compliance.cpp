@@ -15,7 +15,8 @@ namespace {
 struct ComplianceOptions {
   std::string id, type, regime, email, phone, external_id, channel, received_at, note, reason, to, out, purpose;
   std::string status, at, from, until;
-  std::vector<std::string> principals, token_ids, categories;
+  std::vector<std::string> principals, token_ids, categories, subjects;
+  std::string format = "json", table;
   int due_within_days = -1;
   bool overdue = false, at_risk = false, dry_run = false, release = false, stdin_json = false;
   int margin_hours = -1;
@@ -87,11 +88,14 @@ void add_dsr(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
   transition->add_option("--to", o.to, "identity_verified, in_progress, extended, completed, denied, canceled")->required();
   transition->add_option("--reason", o.reason, "required for denied and extended");
   transition->add_option("--note", o.note, "note for the timeline (no personal data)");
+  transition->add_option("--subject", o.subjects,
+                         "with --to completed: act on this matched subject only (repeatable; needs --reason)");
   transition->callback([&] {
     action = [&] {
       Json body = {{"to", o.to}};
       if (!o.reason.empty()) body["reason"] = o.reason;
       if (!o.note.empty()) body["note"] = o.note;
+      if (!o.subjects.empty()) body["subjects"] = o.subjects;
       auto svc = g.open();
       print(svc->dsr_transition(g.caller(*svc, "dsr_fulfilment"), o.id, body));
       return 0;
@@ -101,14 +105,27 @@ void add_dsr(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
   auto* exp = dsr->add_subcommand("export", "the access / portability package (JSON)");
   exp->add_option("id", o.id, "request id")->required();
   exp->add_option("--out", o.out, "write to this file (mode 0600) instead of stdout");
+  exp->add_option("--format", o.format, "json (the whole package) or csv (one table)")
+      ->check(CLI::IsMember({"json", "csv"}));
+  exp->add_option("--table", o.table, "with --format csv: fields, touchpoints, orders, consent_history, access_log");
   exp->callback([&] {
     action = [&] {
       auto svc = g.open();
-      const Json doc = svc->dsr_export(g.caller(*svc, "dsr_fulfilment"), o.id);
+      const service::Service::ExportFormat format{o.format, o.table};
+      const auto caller = g.caller(*svc, "dsr_fulfilment");
       if (o.out.empty()) {
-        print(doc);
+        // Streamed as it is read; stdout may be a pipe to another tool.
+        svc->dsr_export(caller, o.id, format, [](std::string_view chunk) {
+          std::cout.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+          return static_cast<bool>(std::cout);
+        });
+        std::cout.flush();
+        if (o.format == "json") std::cout << "\n";
       } else {
-        util::write_file_atomic(o.out, doc.dump(2) + "\n", 0600);
+        // Streamed too: into a private temp file, renamed into place when whole.
+        util::write_file_streamed(o.out, 0600, [&](const std::function<bool(std::string_view)>& write) {
+          svc->dsr_export(caller, o.id, format, write);
+        });
         std::cerr << "custos: export written to " << o.out << "\n";
       }
       return 0;

@@ -42,10 +42,22 @@ Request from_row(const Row& r) {
   return q;
 }
 
+void load_subjects(store::Transaction& tx, Request& q) {
+  tx.exec("SELECT subject_id FROM dsr_subjects WHERE request_id = ? ORDER BY subject_id", {q.id}, [&](const Row& r) {
+    if (r.blob(0).size() != 16) return;
+    records::SubjectId sid{};
+    std::copy(r.blob(0).begin(), r.blob(0).end(), sid.begin());
+    q.subjects.push_back(sid);
+  });
+  // Requests taken in before every match was recorded name one subject.
+  if (q.subjects.empty() && q.subject) q.subjects.push_back(*q.subject);
+}
+
 std::optional<Request> load(store::Transaction& tx, const std::string& id) {
   std::optional<Request> out;
   tx.exec(std::string("SELECT ") + kColumns + " FROM dsr_requests WHERE id = ?", {id},
           [&](const Row& r) { out = from_row(r); });
+  if (out) load_subjects(tx, *out);
   return out;
 }
 
@@ -64,8 +76,13 @@ bool transition_allowed(const std::string& from, const std::string& to) {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> table = {
       {"received", {"identity_verified", "extended", "denied", "canceled"}},
       {"identity_verified", {"in_progress", "extended", "denied", "canceled"}},
-      {"in_progress", {"completed", "completed_with_exceptions", "extended", "denied", "canceled"}},
-      {"extended", {"identity_verified", "in_progress", "completed", "completed_with_exceptions", "denied", "canceled"}},
+      {"in_progress",
+       {"awaiting_approval", "completed", "completed_with_exceptions", "extended", "denied", "canceled"}},
+      {"extended",
+       {"identity_verified", "in_progress", "awaiting_approval", "completed", "completed_with_exceptions", "denied",
+        "canceled"}},
+      // The second principal completes, or the request goes back to work.
+      {"awaiting_approval", {"in_progress", "completed", "completed_with_exceptions", "denied", "canceled"}},
   };
   for (const auto& [f, tos] : table)
     if (f == from) return one_of(tos, to);
@@ -88,7 +105,10 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
   q.type = in.type;
   q.regime = in.regime;
   q.status = "received";
-  q.subject = in.subject;
+  q.subjects = in.subjects;
+  std::sort(q.subjects.begin(), q.subjects.end());
+  q.subjects.erase(std::unique(q.subjects.begin(), q.subjects.end()), q.subjects.end());
+  if (!q.subjects.empty()) q.subject = q.subjects.front();
   q.identified_by = in.identified_by;
   q.channel = in.channel;
   q.received_us = in.received_us;
@@ -113,12 +133,23 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
             q.identified_by, q.channel, q.received_us, q.due_us,
             q.confirm_by_us ? store::Param(*q.confirm_by_us) : store::Param(), q.duplicate_of, q.changes,
             q.created_by, now});
-  add_event(*tx, q.id, now, actor.principal, "", "received",
-            in.note.empty() ? "request received via " + q.channel : in.note);
-  audit_.append(*tx, actor,
-                {"dsr.intake", q.subject ? records::to_hex(*q.subject) : "", {}, {}, true, "",
-                 "request=" + q.id + " type=" + q.type + " regime=" + q.regime +
-                     (q.subject ? "" : " no_data_held=1") + (q.duplicate_of.empty() ? "" : " duplicate_of=" + q.duplicate_of)});
+  for (const auto& sid : q.subjects)
+    tx->exec("INSERT INTO dsr_subjects (request_id, subject_id) VALUES (?, ?)", {q.id, store::Blob(sid)});
+  std::string note = in.note.empty() ? "request received via " + q.channel : in.note;
+  if (q.subjects.size() > 1)
+    note += "; the identifier matches " + std::to_string(q.subjects.size()) + " subjects, all covered";
+  add_event(*tx, q.id, now, actor.principal, "", "received", note);
+  // Every matched subject is named (subject_ids), so each one's access log
+  // shows the request.
+  std::vector<std::string> others;
+  for (std::size_t i = 1; i < q.subjects.size(); ++i) others.push_back(records::to_hex(q.subjects[i]));
+  audit::Event event{"dsr.intake", q.subject ? records::to_hex(*q.subject) : "", {}, {}, true, "",
+                     "request=" + q.id + " type=" + q.type + " regime=" + q.regime +
+                         (q.subject ? "" : " no_data_held=1") +
+                         (q.subjects.size() > 1 ? " subjects=" + std::to_string(q.subjects.size()) : "") +
+                         (q.duplicate_of.empty() ? "" : " duplicate_of=" + q.duplicate_of)};
+  event.subject_ids = std::move(others);
+  audit_.append(*tx, actor, event);
   tx->commit();
   return q;
 }
@@ -156,9 +187,10 @@ Request Desk::transition(const audit::Actor& actor, const Regulations& regs, con
   std::string text = note;
   if (!reason.empty()) text += std::string(text.empty() ? "" : "; ") + "reason: " + reason;
   add_event(*tx, id, now, actor.principal, from, to, text);
-  audit_.append(*tx, actor,
-                {"dsr.transition", q->subject ? records::to_hex(*q->subject) : "", {}, {}, true, "",
-                 "request=" + id + " from=" + from + " to=" + to});
+  audit::Event event{"dsr.transition", q->subject ? records::to_hex(*q->subject) : "", {}, {}, true, "",
+                     "request=" + id + " from=" + from + " to=" + to};
+  for (std::size_t i = 1; i < q->subjects.size(); ++i) event.subject_ids.push_back(records::to_hex(q->subjects[i]));
+  audit_.append(*tx, actor, event);
   tx->commit();
   return *q;
 }

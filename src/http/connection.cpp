@@ -169,6 +169,8 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     return true;
   }
 
+  void abort() override { fail_from_worker(); }
+
   void end() override {
     std::lock_guard lock(stream_mu_);
     stream_ended_ = true;

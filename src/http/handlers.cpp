@@ -135,9 +135,39 @@ Result h_dsr_get(HandlerContext& c) { return json_result(200, c.svc.dsr_get(c.ca
 Result h_dsr_transition(HandlerContext& c) {
   return json_result(200, c.svc.dsr_transition(c.caller, c.param(0), c.body));
 }
+// GET /v1/dsr/{id}/export[?format=json|csv&table=...] streams the package as
+// it is read (flat memory, back-pressure). Refusals come before the first
+// byte as problem+json; a failure after it cuts the stream short (the JSON
+// does not parse, the CSV lacks its last line), never a partial "success".
 Result h_dsr_export(HandlerContext& c) {
-  Result r = json_result(200, c.svc.dsr_export(c.caller, c.param(0)));
-  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"custos-dsr-export.json\"");
+  service::Service::ExportFormat format;  // the router refuses other parameters
+  if (c.query.count("format")) format.format = c.query.at("format");
+  format.table = c.query_or_empty("table");
+  const std::shared_ptr<void> slot = c.claim_stream();
+  const bool csv = format.format == "csv";
+  const std::string filename = csv ? "custos-dsr-export-" + format.table + ".csv" : "custos-dsr-export.json";
+  bool started = false;
+  auto write = [&](std::string_view chunk) -> bool {
+    if (!started) {
+      c.stream->begin(200, csv ? "text/csv; charset=utf-8" : "application/json",
+                      {{"Content-Disposition", "attachment; filename=\"" + filename + "\""}});
+      started = true;
+    }
+    return c.stream->write(std::string(chunk));
+  };
+  try {
+    c.svc.dsr_export(c.caller, c.param(0), format, write);
+  } catch (...) {
+    if (!started) throw;
+    c.stream->abort();
+    Result r;
+    r.streamed = true;
+    return r;
+  }
+  if (!started) write("");
+  c.stream->end();
+  Result r;
+  r.streamed = true;
   return r;
 }
 Result h_breach_create(HandlerContext& c) { return created(c.svc.breach_create(c.caller, c.body), "/v1/breaches"); }
@@ -188,7 +218,7 @@ std::vector<Route> make_routes() {
   add("GET", "/v1/dsr", true, none, {"status", "type", "overdue", "due_within_days", "limit"}, h_dsr_list);
   add("GET", "/v1/dsr/{id}", true, none, {}, h_dsr_get);
   add("POST", "/v1/dsr/{id}:transition", true, json, {}, h_dsr_transition);
-  add("GET", "/v1/dsr/{id}/export", true, none, {}, h_dsr_export);
+  add("GET", "/v1/dsr/{id}/export", true, none, {"format", "table"}, h_dsr_export);
   add("POST", "/v1/breaches", true, json, {}, h_breach_create);
   add("GET", "/v1/breaches", true, none, {"status", "at_risk", "overdue", "margin_hours"}, h_breach_list);
   add("GET", "/v1/breaches/{id}", true, none, {}, h_breach_get);

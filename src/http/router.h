@@ -46,6 +46,10 @@ class ResponseStream {
   virtual bool write(std::string data) = 0;
   // Ends the body. The connection may then take its next request.
   virtual void end() = 0;
+  // Cuts the response short after begin(): the connection closes without
+  // the body's end (no last chunk), so the client sees an incomplete body,
+  // never one that looks whole.
+  virtual void abort() = 0;
 };
 
 struct HandlerContext {

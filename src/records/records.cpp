@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "custos/crypto/aead.h"
@@ -361,6 +362,34 @@ std::string Records::add_touchpoint(const audit::Actor& actor, const SubjectId& 
   return hex(tp_id);
 }
 
+namespace {
+
+// A touchpoints row (id, channel, type, at, notes); notes opened when `dek` is given.
+Touchpoint touchpoint_from_row(const Row& r, const SubjectId& id, const crypto::SecretKey* dek) {
+  Touchpoint tp;
+  const auto tp_id = r.blob(0);
+  tp.id = hex(tp_id);
+  tp.channel = std::string(r.text(1));
+  tp.type = std::string(r.text(2));
+  tp.at_us = r.integer(3);
+  if (dek != nullptr && !r.is_null(4)) {
+    crypto::Bytes ad = crypto::field_ad(id, kTouchpointNotes, crypto::peek_header(r.blob(4)).schema_version);
+    ad.insert(ad.end(), tp_id.begin(), tp_id.end());
+    tp.notes = plaintext(crypto::open(*dek, ad, r.blob(4), "touchpoint notes"));
+  }
+  return tp;
+}
+
+void commit_audited(Transaction& tx) {
+  try {
+    tx.commit();
+  } catch (const Error& e) {
+    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
+  }
+}
+
+}  // namespace
+
 std::vector<Touchpoint> Records::touchpoints(const audit::Actor& actor, const SubjectId& id, bool with_notes) {
   std::vector<Touchpoint> out;
   auto tx = store_.begin(TxMode::write);
@@ -369,29 +398,50 @@ std::vector<Touchpoint> Records::touchpoints(const audit::Actor& actor, const Su
   std::optional<crypto::SecretKey> dek;
   if (with_notes && !row->wrapped_dek.empty()) dek = unwrap_dek(id, row->wrapped_dek);
   tx->exec("SELECT id, channel, type, at, notes FROM touchpoints WHERE subject_id = ? ORDER BY at, id", {id},
-           [&](const Row& r) {
-             Touchpoint tp;
-             const auto tp_id = r.blob(0);
-             tp.id = hex(tp_id);
-             tp.channel = std::string(r.text(1));
-             tp.type = std::string(r.text(2));
-             tp.at_us = r.integer(3);
-             if (dek && !r.is_null(4)) {
-               crypto::Bytes ad = crypto::field_ad(id, kTouchpointNotes, crypto::peek_header(r.blob(4)).schema_version);
-               ad.insert(ad.end(), tp_id.begin(), tp_id.end());
-               tp.notes = plaintext(crypto::open(*dek, ad, r.blob(4), "touchpoint notes"));
-             }
-             out.push_back(std::move(tp));
-           });
+           [&](const Row& r) { out.push_back(touchpoint_from_row(r, id, dek ? &*dek : nullptr)); });
   audit_.append(*tx, actor,
                 {"touchpoint.read", to_hex(id), with_notes ? std::vector<std::string>{"notes"} : std::vector<std::string>{},
                  {}, true, "", "count=" + std::to_string(out.size())});
-  try {
-    tx->commit();
-  } catch (const Error& e) {
-    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
-  }
+  commit_audited(*tx);
   return out;
+}
+
+void Records::for_each_touchpoint(const audit::Actor& actor, const SubjectId& id, bool with_notes,
+                                  const std::function<bool(const Touchpoint&)>& each) {
+  std::optional<crypto::SecretKey> dek;
+  {
+    // The read is in the log before any note leaves.
+    auto tx = store_.begin(TxMode::write);
+    auto row = load_row(*tx, id, true);
+    if (!row) no_subject(id);
+    if (with_notes && !row->wrapped_dek.empty()) dek = unwrap_dek(id, row->wrapped_dek);
+    const std::int64_t count = tx->scalar("SELECT count(*) FROM touchpoints WHERE subject_id = ?", {id}).value_or(0);
+    audit_.append(*tx, actor,
+                  {"touchpoint.read", to_hex(id),
+                   with_notes ? std::vector<std::string>{"notes"} : std::vector<std::string>{}, {}, true, "",
+                   "count=" + std::to_string(count)});
+    commit_audited(*tx);
+  }
+  constexpr std::int64_t kPage = 512;
+  std::int64_t after_at = std::numeric_limits<std::int64_t>::min();
+  std::vector<std::uint8_t> after_id;
+  std::vector<Touchpoint> page;
+  for (;;) {
+    page.clear();
+    {
+      auto tx = store_.begin(TxMode::read);
+      tx->exec("SELECT id, channel, type, at, notes FROM touchpoints WHERE subject_id = ? AND (at > ? OR (at = ? AND id > ?))"
+               " ORDER BY at, id LIMIT ?",
+               {id, after_at, after_at, store::Blob(after_id), kPage}, [&](const Row& r) {
+                 page.push_back(touchpoint_from_row(r, id, dek ? &*dek : nullptr));
+                 after_id.assign(r.blob(0).begin(), r.blob(0).end());
+               });
+    }
+    for (const auto& tp : page)
+      if (!each(tp)) return;
+    if (static_cast<std::int64_t>(page.size()) < kPage) return;
+    after_at = page.back().at_us;
+  }
 }
 
 std::string Records::add_order(const audit::Actor& actor, const SubjectId& id, const Order& order) {

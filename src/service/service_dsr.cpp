@@ -32,6 +32,9 @@ Json request_json(const dsr::Request& q, const dsr::Regulations& regs, std::int6
               {"created_by", q.created_by},
               {"updated_at", audit::format_time_us(q.updated_us)}};
   out["subject_id"] = q.subject ? Json(records::to_hex(*q.subject)) : Json(nullptr);
+  Json matched = Json::array();
+  for (const auto& sid : q.subjects) matched.push_back(records::to_hex(sid));
+  out["subject_ids"] = matched;  // every subject the identifier matched
   if (q.confirm_by_us) out["confirm_receipt_by"] = audit::format_time_us(*q.confirm_by_us);
   if (!q.duplicate_of.empty()) {
     out["duplicate"] = true;
@@ -55,17 +58,6 @@ std::string csv_escape(const std::string& v) {
   std::string out = "\"";
   for (char c : v) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
-}
-
-std::string csv(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
-  std::ostringstream out;
-  for (std::size_t i = 0; i < header.size(); ++i) out << (i ? "," : "") << csv_escape(header[i]);
-  out << "\r\n";
-  for (const auto& row : rows) {
-    for (std::size_t i = 0; i < row.size(); ++i) out << (i ? "," : "") << csv_escape(row[i]);
-    out << "\r\n";
-  }
-  return out.str();
 }
 
 Json downstream_systems(const std::filesystem::path& file) {
@@ -103,24 +95,26 @@ Json Service::dsr_create(const Caller& caller, const Json& body) {
     throw Error(ErrorCode::invalid_field, "field 'identifier': use email, phone or external_id");
   if (!value.is_string()) throw Error(ErrorCode::invalid_field, "field 'identifier." + field + "': expected a string");
   in.identified_by = field;
-  const auto matches = impl_->records->find(field, value.get<std::string>());
-  if (!matches.empty()) in.subject = matches.front();
+  // Every match: an identifier shared by duplicates names them all, so no
+  // subject's data is left out of an export or an erasure unseen.
+  in.subjects = impl_->records->find(field, value.get<std::string>());
+  std::sort(in.subjects.begin(), in.subjects.end());
+  const std::optional<records::SubjectId> first =
+      in.subjects.empty() ? std::nullopt : std::optional<records::SubjectId>(in.subjects.front());
   if (in.type == "rectification") {
     if (!body.contains("changes")) throw Error(ErrorCode::invalid_field, "field 'changes': rectification needs the corrections");
     const FieldChanges changes = parse_fields(body["changes"], impl_->schema, true);
     for (const auto& [name, v] : changes.set) impl_->schema.validate(impl_->schema.require(name), v);
     // Only the field names are kept in the request; values are sealed by the
     // subject's key when applied. The corrections are kept sealed here too.
-    if (in.subject) {
-      in.changes = body["changes"].dump();
-    }
+    if (first) in.changes = body["changes"].dump();
   } else if (body.contains("changes")) {
     throw Error(ErrorCode::invalid_argument, "property 'changes' is only for rectification");
   }
   // Never store the corrections in clear: keep only names until applied.
   std::string sealed_changes;
-  if (!in.changes.empty() && in.subject) {
-    sealed_changes = impl_->seal_for_subject(*in.subject, "dsr.changes", in.changes);
+  if (!in.changes.empty() && first) {
+    sealed_changes = impl_->seal_for_subject(*first, "dsr.changes", in.changes);
     in.changes = sealed_changes;
   }
   const auto q = impl_->dsr->intake(impl_->actor(caller), *impl_->regulations, in);
@@ -169,112 +163,190 @@ Json Service::dsr_get(const Caller& caller, std::string_view id) {
 Json Service::dsr_transition(const Caller& caller, std::string_view id_text, const Json& body) {
   const auto pol = impl_->current_policy();
   impl_->authorize(caller, *pol, "dsr", "dsr.transition", false);
-  only_keys(body, {"to", "note", "reason"});
+  only_keys(body, {"to", "note", "reason", "subjects"});
   const std::string id(id_text);
   const std::string to = required_string(body, "to", 32);
   const std::string note = body.contains("note") ? required_string(body, "note", 2000) : "";
   const std::string reason = body.contains("reason") ? required_string(body, "reason", 2000) : "";
+  if (body.contains("subjects") && to != "completed")
+    throw Error(ErrorCode::invalid_argument, "property 'subjects' is only for completing a request");
+  if (to == "completed_with_exceptions")
+    throw Error(ErrorCode::invalid_argument, "ask for 'completed': the fulfilment decides whether there are exceptions");
+  if (to == "awaiting_approval")
+    throw Error(ErrorCode::invalid_argument,
+                "ask for 'completed': a request awaits approval when the policy asks for a second approver");
   const auto actor = impl_->actor(caller);
-  std::string report;
-  std::string final_status = to;
+  const auto respond = [&](const dsr::Request& q) {
+    const auto timeline = impl_->dsr->timeline(q.id);
+    return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
+  };
+  if (to != "completed") return respond(impl_->dsr->transition(actor, *impl_->regulations, id, to, note, reason));
+
   // A request is completed by asking for `completed`; whether it ends
   // `completed_with_exceptions` is the fulfilment's finding, not the caller's.
-  if (to == "completed") {
-    const auto q = impl_->dsr->get(id);
-    if (!dsr::transition_allowed(q.status, to))
-      throw Error(ErrorCode::conflict, "a request in status '" + q.status + "' cannot move to 'completed'");
-    bool verified = false;
-    for (const auto& e : impl_->dsr->timeline(id)) verified = verified || e.to == "identity_verified";
-    if (!verified) throw Error(ErrorCode::conflict, "the requester's identity has not been verified");
-    const Json fulfilled = impl_->fulfil(actor, *pol, q);
-    if (fulfilled.contains("exceptions") && !fulfilled["exceptions"].empty()) final_status = "completed_with_exceptions";
-    report = fulfilled.dump();
-  } else if (to == "completed_with_exceptions") {
-    throw Error(ErrorCode::invalid_argument, "ask for 'completed': the fulfilment decides whether there are exceptions");
+  const auto q = impl_->dsr->get(id);
+  if (!dsr::transition_allowed(q.status, to))
+    throw Error(ErrorCode::conflict, "a request in status '" + q.status + "' cannot move to 'completed'");
+  const auto timeline = impl_->dsr->timeline(id);
+  if (std::none_of(timeline.begin(), timeline.end(), [](const auto& e) { return e.to == "identity_verified"; }))
+    throw Error(ErrorCode::conflict, "the requester's identity has not been verified");
+
+  // Which matched subjects it covers: all, or those the officer names (the
+  // rest become exceptions, with the reason).
+  std::vector<records::SubjectId> covered = q.subjects, excluded;
+  if (body.contains("subjects")) {
+    if (!body["subjects"].is_array() || body["subjects"].empty())
+      throw Error(ErrorCode::invalid_field, "field 'subjects': a non-empty list of the request's subject ids");
+    if (reason.empty())
+      throw Error(ErrorCode::invalid_field, "field 'reason': say why some matched subjects are left out");
+    std::set<records::SubjectId> named;
+    for (const auto& item : body["subjects"]) {
+      if (!item.is_string()) throw Error(ErrorCode::invalid_field, "field 'subjects': subject ids as strings");
+      const records::SubjectId sid = records::parse_subject_id(item.get<std::string>());
+      if (std::find(q.subjects.begin(), q.subjects.end(), sid) == q.subjects.end())
+        throw Error(ErrorCode::invalid_field, "field 'subjects': " + records::to_hex(sid) +
+                                                  " is not a subject this request matched");
+      named.insert(sid);
+    }
+    covered.assign(named.begin(), named.end());
+    for (const auto& sid : q.subjects)
+      if (!named.count(sid)) excluded.push_back(sid);
   }
-  const auto q = impl_->dsr->transition(actor, *impl_->regulations, id, final_status, note, reason, report);
-  const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
+
+  if (q.type == "erasure") {
+    // Four eyes: the first principal's completion waits for a second one.
+    if (pol->dsr_workflow().erasure_second_approver) {
+      if (q.status != "awaiting_approval") {
+        std::string ask = note.empty() ? "completion asked; a second principal must approve" : note;
+        if (!excluded.empty()) ask += "; proposed to leave out " + std::to_string(excluded.size()) + " matched subject(s)";
+        return respond(impl_->dsr->transition(actor, *impl_->regulations, id, "awaiting_approval", ask, reason));
+      }
+      std::string asked_by;
+      for (const auto& e : timeline)
+        if (e.to == "awaiting_approval") asked_by = e.actor;
+      if (asked_by == actor.principal)
+        impl_->deny(caller, "dsr.transition", ErrorCode::second_approver_required,
+                    "four eyes: another principal must approve completing this erasure",
+                    q.subject ? records::to_hex(*q.subject) : "");
+    }
+    // A hold blocks the erasure; the policy may say to deny it outright.
+    if (pol->dsr_workflow().deny_erasure_under_hold) {
+      std::size_t held = 0;
+      for (const auto& sid : covered) held += impl_->records->metadata(sid).legal_hold ? 1 : 0;
+      if (held > 0) {
+        const std::string basis =
+            "legal hold on " + std::to_string(held) + " of the matched subjects: erasure is not required where "
+            "processing is necessary for the establishment, exercise or defence of legal claims (GDPR Art. 17(3)(e))";
+        return respond(impl_->dsr->transition(actor, *impl_->regulations, id, "denied", note, basis));
+      }
+    }
+  }
+  const Json fulfilled = impl_->fulfil(actor, *pol, q, covered, excluded, reason);
+  const std::string final_status =
+      fulfilled.contains("exceptions") && !fulfilled["exceptions"].empty() ? "completed_with_exceptions" : "completed";
+  std::string text = note;
+  if (q.status == "awaiting_approval") text = (text.empty() ? "" : text + "; ") + "approved by a second principal";
+  return respond(impl_->dsr->transition(actor, *impl_->regulations, id, final_status, text, reason, fulfilled.dump()));
 }
 
-Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q) {
+Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q,
+                           const std::vector<records::SubjectId>& covered,
+                           const std::vector<records::SubjectId>& excluded, const std::string& reason) {
   Json report = {{"type", q.type}, {"completed_at", audit::format_time_us(audit->now_us())}};
-  if (!q.subject) {
+  if (q.subjects.empty()) {
     report["no_data_held"] = true;
     report["summary"] = "no personal data is held on the identifier given";
     return report;
   }
-  const records::SubjectId id = *q.subject;
-  const records::Subject meta = records->metadata(id);
+  Json subject_ids = Json::array();
+  for (const auto& sid : covered) subject_ids.push_back(records::to_hex(sid));
+  report["subjects"] = subject_ids;
+  // Matched subjects the officer left out are exceptions of every type.
+  Json exceptions = Json::array();
+  for (const auto& sid : excluded)
+    exceptions.push_back({{"record", "subject"}, {"subject_id", records::to_hex(sid)},
+                          {"basis", "left out by the officer"}, {"detail", reason}});
   const std::filesystem::path dir = policy_dir();
   if (q.type == "access" || q.type == "portability") {
     report["export"] = "GET /v1/dsr/" + q.id + "/export";
     report["summary"] = "export prepared for the subject";
   } else if (q.type == "rectification") {
-    if (meta.status != "active") throw Error(ErrorCode::conflict, "the subject was erased; nothing to rectify");
-    const Json changes = Json::parse(open_for_subject(id, "dsr.changes", q.changes));
+    // The corrections are sealed under the first matched subject's key.
+    const Json changes = Json::parse(open_for_subject(q.subjects.front(), "dsr.changes", q.changes));
     const FieldChanges c = parse_fields(changes, schema, true);
-    records->update(actor, id, c.set, c.remove);
+    std::size_t applied = 0;
+    for (const auto& sid : covered) {
+      if (records->metadata(sid).status != "active") continue;
+      records->update(actor, sid, c.set, c.remove);
+      ++applied;
+    }
+    if (applied == 0) throw Error(ErrorCode::conflict, "the subject was erased; nothing to rectify");
     Json fields = Json::array();
     for (const auto& [name, v] : c.set) fields.push_back(name);
     for (const auto& name : c.remove) fields.push_back(name);
     report["fields_changed"] = fields;
     report["notify_downstream"] = downstream_systems(dir / "systems.yaml");
   } else if (q.type == "erasure") {
-    Json retained = Json::array();
-    const auto orders = records->orders(id);
-    // Orders outlive an erasure for their retention period (policies/retention.yaml).
-    const auto policy = retention::Policy::load(dir / "retention.yaml");
-    if (!orders.empty() && policy.orders.period_us() > 0) {
-      std::int64_t last = 0;
-      for (const auto& o : orders) last = std::max(last, o.at_us);
-      retained.push_back({{"record", "orders"}, {"count", orders.size()}, {"basis", policy.orders.basis},
-                          {"until", regulations->calendar().local_date(last + policy.orders.period_us())}});
-    }
     // Every erasure report has the same keys; only their contents differ.
-    Json exceptions = Json::array();
-    Json notify = Json::array();
-    const Json consent_kept = "kept as proof of consent (pseudonymous; no personal values)";
-    if (meta.legal_hold) {
-      retained.push_back({{"record", "subject"}, {"basis", "legal hold"}, {"until", "the hold is lifted"}});
-      exceptions.push_back({{"record", "subject"},
-                            {"basis", "legal hold"},
-                            {"detail", "nothing was erased while the hold stands; erase again once it is lifted"}});
-      report["erased"] = {{"fields", Json::array()},
-                          {"blind_index_entries", 0},
-                          {"touchpoint_notes", "kept (legal hold)"},
-                          {"consent_history", consent_kept}};
-    } else if (meta.status == "active") {
-      const auto r = records->erase(actor, id);
-      report["erased"] = {{"fields", r.fields_erased},
-                          {"blind_index_entries", r.index_entries_removed},
-                          {"touchpoint_notes", "crypto-shredded (the subject's key is destroyed)"},
-                          {"consent_history", consent_kept}};
-      // Only systems with something to act on are told.
-      notify = downstream_systems(dir / "systems.yaml");
-    } else {
-      report["erased"] = {{"fields", Json::array()},
-                          {"blind_index_entries", 0},
-                          {"touchpoint_notes", "already crypto-shredded"},
-                          {"consent_history", consent_kept},
-                          {"note", "the subject was already erased"}};
+    Json retained = Json::array();
+    const auto policy = retention::Policy::load(dir / "retention.yaml");
+    std::set<std::string> fields_erased;
+    Json erased_ids = Json::array();
+    std::int64_t index_entries = 0;
+    std::size_t held = 0, already = 0;
+    for (const auto& sid : covered) {
+      const std::string hex = records::to_hex(sid);
+      // Orders outlive an erasure for their retention period (policies/retention.yaml).
+      const auto orders = records->orders(sid);
+      if (!orders.empty() && policy.orders.period_us() > 0) {
+        std::int64_t last = 0;
+        for (const auto& o : orders) last = std::max(last, o.at_us);
+        retained.push_back({{"record", "orders"}, {"subject_id", hex}, {"count", orders.size()},
+                            {"basis", policy.orders.basis},
+                            {"until", regulations->calendar().local_date(last + policy.orders.period_us())}});
+      }
+      const records::Subject meta = records->metadata(sid);
+      if (meta.legal_hold) {
+        ++held;
+        retained.push_back({{"record", "subject"}, {"subject_id", hex}, {"basis", "legal hold"},
+                            {"until", "the hold is lifted"}});
+        exceptions.push_back({{"record", "subject"}, {"subject_id", hex}, {"basis", "legal hold"},
+                              {"detail", "nothing was erased while the hold stands; erase again once it is lifted"}});
+      } else if (meta.status == "active") {
+        const auto r = records->erase(actor, sid);
+        fields_erased.insert(r.fields_erased.begin(), r.fields_erased.end());
+        index_entries += r.index_entries_removed;
+        erased_ids.push_back(hex);
+      } else {
+        ++already;
+      }
     }
+    report["erased"] = {{"subjects", erased_ids},
+                        {"fields", fields_erased},
+                        {"blind_index_entries", index_entries},
+                        {"touchpoint_notes", erased_ids.empty()
+                                                 ? (held > 0 ? "kept (legal hold)" : "already crypto-shredded")
+                                                 : "crypto-shredded (the subject's key is destroyed)"},
+                        {"consent_history", "kept as proof of consent (pseudonymous; no personal values)"}};
+    if (already > 0) report["erased"]["note"] = std::to_string(already) + " matched subject(s) were already erased";
     report["retained"] = retained;
-    report["exceptions"] = exceptions;
-    report["notify_downstream"] = notify;
+    // Only systems with something to act on are told.
+    report["notify_downstream"] = erased_ids.empty() ? Json::array() : downstream_systems(dir / "systems.yaml");
   } else if (q.type == "restriction") {
-    records->set_flags(actor, id, std::nullopt, true);
+    for (const auto& sid : covered)
+      if (records->metadata(sid).status == "active") records->set_flags(actor, sid, std::nullopt, true);
     report["restricted"] = true;
     report["summary"] = "processing restricted to storage and legal claims until lifted";
     report["notify_downstream"] = downstream_systems(dir / "systems.yaml");
   } else if (q.type == "objection" || q.type == "opt_out_sale_share") {
     const bool sale_only = q.type == "opt_out_sale_share";
-    const auto events = consent->withdraw_all(actor, pol, id, sale_only, "api",
-                                              Json({{"dsr_request", q.id}}).dump());
-    Json withdrawn = Json::array();
-    for (const auto& e : events) withdrawn.push_back(e.purpose + "/" + e.channel);
+    std::set<std::string> withdrawn;
+    for (const auto& sid : covered)
+      for (const auto& e : consent->withdraw_all(actor, pol, sid, sale_only, "api", Json({{"dsr_request", q.id}}).dump()))
+        withdrawn.insert(e.purpose + "/" + e.channel);
     report["withdrawn"] = withdrawn;
   }
+  report["exceptions"] = exceptions;
   return report;
 }
 
@@ -288,103 +360,263 @@ std::string Service::Impl::open_for_subject(const records::SubjectId& id, const 
   return records->open_note(id, what, sealed);
 }
 
-Json Service::dsr_export(const Caller& caller, std::string_view id_text) {
+namespace {
+
+// Buffers output into chunks for the sink; stops the export when the reader
+// is gone (the sink returns false).
+class ChunkWriter {
+ public:
+  struct ReaderGone {};
+  explicit ChunkWriter(const std::function<bool(std::string_view)>& sink) : sink_(sink) { buffer_.reserve(kChunk); }
+  void put(std::string_view text) {
+    buffer_.append(text);
+    if (buffer_.size() >= kChunk) flush();
+  }
+  void flush() {
+    if (buffer_.empty()) return;
+    if (!sink_(buffer_)) throw ReaderGone{};
+    buffer_.clear();
+  }
+
+ private:
+  static constexpr std::size_t kChunk = 64 * 1024;
+  const std::function<bool(std::string_view)>& sink_;
+  std::string buffer_;
+};
+
+// One JSON array written element by element: "[a,b,...]".
+class ArrayWriter {
+ public:
+  explicit ArrayWriter(ChunkWriter& out) : out_(out) { out_.put("["); }
+  void add(const Json& item) {
+    out_.put(first_ ? "" : ",");
+    out_.put(item.dump());
+    first_ = false;
+  }
+  void close() { out_.put("]"); }
+
+ private:
+  ChunkWriter& out_;
+  bool first_ = true;
+};
+
+// One CSV table written row by row (RFC 4180 line ends).
+class CsvWriter {
+ public:
+  CsvWriter(ChunkWriter& out, const std::vector<std::string>& header) : out_(out) { row(header); }
+  void row(const std::vector<std::string>& cells) {
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      if (i) out_.put(",");
+      out_.put(csv_escape(cells[i]));
+    }
+    out_.put("\r\n");
+  }
+
+ private:
+  ChunkWriter& out_;
+};
+
+const std::vector<std::string> kExportTables = {"fields", "touchpoints", "orders", "consent_history", "access_log"};
+
+}  // namespace
+
+void Service::dsr_export(const Caller& caller, std::string_view id_text, const ExportFormat& format,
+                         const std::function<bool(std::string_view)>& write) {
   const auto pol = impl_->current_policy();
+  // The purpose dsr_fulfilment is required (policy: required_for dsr.export).
   impl_->authorize(caller, *pol, "dsr", "dsr.export", true);
+  const bool csv_out = format.format == "csv";
+  if (!csv_out && format.format != "json")
+    throw Error(ErrorCode::invalid_argument, "parameter 'format': json or csv");
+  if (csv_out && std::find(kExportTables.begin(), kExportTables.end(), format.table) == kExportTables.end())
+    throw Error(ErrorCode::invalid_argument,
+                "parameter 'table': with format=csv, one of fields, touchpoints, orders, consent_history, access_log");
+  if (!csv_out && !format.table.empty())
+    throw Error(ErrorCode::invalid_argument, "parameter 'table' is only for format=csv");
   const auto q = impl_->dsr->get(std::string(id_text));
   if (q.type != "access" && q.type != "portability")
     throw Error(ErrorCode::conflict, "only access and portability requests have an export");
   if (q.status == "received" || q.status == "denied" || q.status == "canceled")
     throw Error(ErrorCode::conflict, "the request must be identity-verified and not denied or canceled");
   const std::int64_t now = impl_->audit->now_us();
-  Json out = {{"request", request_json(q, *impl_->regulations, now, nullptr)},
-              {"controller", impl_->regulations->controller()},
-              {"generated_at", audit::format_time_us(now)}};
-  if (!q.subject) {
-    out["no_data_held"] = true;
-    return out;
-  }
-  const records::SubjectId id = *q.subject;
-  const std::string hex = records::to_hex(id);
   const auto actor = impl_->actor(caller);
   // Everything decrypted, for the subject (Art. 15 / 20): all schema fields.
   records::ReadSpec spec;
   for (const auto& f : impl_->schema.fields()) spec.fields.push_back(f.name);
   spec.operation = "dsr.export";
-  const records::Subject s = impl_->records->read(actor, id, spec);
-  counters_.decryptions += s.fields.size();
-  Json fields = Json::object();
-  for (const auto& [k, v] : s.fields) fields[k] = v;
-  out["subject"] = {{"id", hex}, {"created_at", audit::format_time_us(s.created_us)}, {"fields", fields}};
-  Json tps = Json::array();
-  std::vector<std::vector<std::string>> tp_rows;
-  for (const auto& tp : impl_->records->touchpoints(actor, id, true)) {
-    tps.push_back({{"id", tp.id}, {"channel", tp.channel}, {"type", tp.type}, {"at", audit::format_time_us(tp.at_us)},
-                   {"notes", tp.notes ? Json(*tp.notes) : Json(nullptr)}});
-    tp_rows.push_back({tp.id, tp.channel, tp.type, audit::format_time_us(tp.at_us), tp.notes.value_or("")});
-  }
-  out["touchpoints"] = tps;
-  Json orders = Json::array();
-  std::vector<std::vector<std::string>> order_rows;
-  for (const auto& o : impl_->records->orders(id)) {
-    orders.push_back({{"id", o.id}, {"amount_minor", o.amount_minor}, {"currency", o.currency},
-                      {"at", audit::format_time_us(o.at_us)}});
-    order_rows.push_back({o.id, std::to_string(o.amount_minor), o.currency, audit::format_time_us(o.at_us)});
-  }
-  out["orders"] = orders;
-  Json history = Json::array();
-  std::vector<std::vector<std::string>> consent_rows;
-  for (const auto& e : impl_->consent->history(id)) {
-    history.push_back({{"purpose", e.purpose}, {"channel", e.channel}, {"event", e.event}, {"status", e.status},
-                       {"at", audit::format_time_us(e.at_us)}, {"source", e.source}, {"lawful_basis", e.lawful_basis},
-                       {"notice_version", e.notice_version}});
-    consent_rows.push_back({e.purpose, e.channel, e.event, e.status, audit::format_time_us(e.at_us), e.source,
-                            e.lawful_basis, e.notice_version});
-  }
-  out["consent_history"] = history;
-  // Disclosures: recipients of the categories this subject has data in.
-  std::set<std::string> categories;
-  for (const auto& [k, v] : s.fields) categories.insert(impl_->schema.require(k).category);
-  Json disclosures = Json::array();
-  for (const auto& sys : downstream_systems(impl_->policy_dir() / "systems.yaml")) {
-    for (const auto& c : sys["categories"])
-      if (categories.count(c.get<std::string>())) {
-        disclosures.push_back(sys);
-        break;
+  const auto active = [&](const records::SubjectId& sid) { return impl_->records->metadata(sid).status == "active"; };
+
+  ChunkWriter out(write);
+  try {
+    // Fields: each active subject's, read (and audited) before they leave.
+    const auto write_subject = [&](const records::SubjectId& sid, const std::function<void(const Json&)>& emit) {
+      if (!active(sid)) {
+        emit({{"id", records::to_hex(sid)}, {"status", "erased"}, {"fields", Json::object()}});
+        return;
       }
-  }
-  out["disclosures"] = disclosures;
-  // The subject's own access log, each entry with an inclusion proof against
-  // a signed checkpoint: verifiable with `custos-audit verify-inclusion`.
-  const auto cp = impl_->audit->checkpoint_now();
-  Json entries = Json::array();
-  audit::Query aq;
-  aq.subject_id = hex;
-  aq.limit = 1000;
-  for (;;) {
-    const auto page = impl_->audit->query(aq);
-    for (const auto& e : page) {
-      if (e.seq >= cp.size) continue;
+      const records::Subject s = impl_->records->read(actor, sid, spec);
+      counters_.decryptions += s.fields.size();
+      Json fields = Json::object();
+      for (const auto& [k, v] : s.fields) fields[k] = v;
+      emit({{"id", records::to_hex(sid)}, {"status", "active"}, {"created_at", audit::format_time_us(s.created_us)},
+            {"fields", std::move(fields)}});
+    };
+    const auto each_touchpoint = [&](const std::function<void(const records::SubjectId&, const records::Touchpoint&)>& f) {
+      for (const auto& sid : q.subjects) {
+        if (!active(sid)) continue;
+        impl_->records->for_each_touchpoint(actor, sid, true, [&](const records::Touchpoint& tp) {
+          f(sid, tp);
+          return true;
+        });
+      }
+    };
+    const auto each_order = [&](const std::function<void(const records::SubjectId&, const records::Order&)>& f) {
+      for (const auto& sid : q.subjects)
+        for (const auto& o : impl_->records->orders(sid)) f(sid, o);
+    };
+    const auto each_consent = [&](const std::function<void(const records::SubjectId&, const consent::Event&)>& f) {
+      for (const auto& sid : q.subjects)
+        for (const auto& e : impl_->consent->history(sid)) f(sid, e);
+    };
+    // The subjects' own access log, each entry with an inclusion proof
+    // against one signed checkpoint: `custos-audit verify-inclusion`.
+    const auto cp = impl_->audit->checkpoint_now();
+    const auto each_access = [&](const std::function<void(const auditfmt::Entry&)>& f) {
+      std::set<std::uint64_t> seen;  // an entry naming two matched subjects is given once
+      for (const auto& sid : q.subjects) {
+        audit::Query aq;
+        aq.subject_id = records::to_hex(sid);
+        aq.limit = 1000;
+        for (;;) {
+          const auto page = impl_->audit->query(aq);
+          for (const auto& e : page)
+            if (e.seq < cp.size && (q.subjects.size() == 1 || seen.insert(e.seq).second)) f(e);
+          if (page.size() < aq.limit) break;
+          aq.after_seq = page.back().seq;
+        }
+      }
+    };
+    const auto bundle = [&](const auditfmt::Entry& e) {
       Json proof = Json::array();
       for (const auto& h : impl_->audit->inclusion_proof(e.seq, cp.size)) proof.push_back(auditfmt::to_hex(h));
-      entries.push_back({{"entry", auditfmt::base64_encode(auditfmt::encode(e))},
-                         {"index", e.seq},
-                         {"tree_size", cp.size},
-                         {"proof", proof},
-                         {"checkpoint", cp.note},
-                         {"decoded", Json::parse(auditfmt::to_json(e))}});
+      return Json{{"entry", auditfmt::base64_encode(auditfmt::encode(e))},
+                  {"index", e.seq},
+                  {"tree_size", cp.size},
+                  {"proof", std::move(proof)},
+                  {"checkpoint", cp.note},
+                  {"decoded", Json::parse(auditfmt::to_json(e))}};
+    };
+
+    if (csv_out) {
+      if (format.table == "fields") {
+        CsvWriter t(out, {"subject_id", "field", "value"});
+        for (const auto& sid : q.subjects)
+          write_subject(sid, [&](const Json& subj) {
+            for (const auto& [k, v] : subj["fields"].items()) t.row({subj["id"], k, v.get<std::string>()});
+          });
+      } else if (format.table == "touchpoints") {
+        CsvWriter t(out, {"subject_id", "id", "channel", "type", "at", "notes"});
+        each_touchpoint([&](const records::SubjectId& sid, const records::Touchpoint& tp) {
+          t.row({records::to_hex(sid), tp.id, tp.channel, tp.type, audit::format_time_us(tp.at_us), tp.notes.value_or("")});
+        });
+      } else if (format.table == "orders") {
+        CsvWriter t(out, {"subject_id", "id", "amount_minor", "currency", "at"});
+        each_order([&](const records::SubjectId& sid, const records::Order& o) {
+          t.row({records::to_hex(sid), o.id, std::to_string(o.amount_minor), o.currency, audit::format_time_us(o.at_us)});
+        });
+      } else if (format.table == "consent_history") {
+        CsvWriter t(out, {"subject_id", "purpose", "channel", "event", "status", "at", "source", "lawful_basis",
+                          "notice_version"});
+        each_consent([&](const records::SubjectId& sid, const consent::Event& e) {
+          t.row({records::to_hex(sid), e.purpose, e.channel, e.event, e.status, audit::format_time_us(e.at_us), e.source,
+                 e.lawful_basis, e.notice_version});
+        });
+      } else {
+        CsvWriter t(out, {"seq", "time", "principal", "role", "purpose", "operation", "outcome", "fields"});
+        each_access([&](const auditfmt::Entry& e) {
+          std::string fields;
+          for (const auto& f : e.fields) fields += (fields.empty() ? "" : " ") + f;
+          t.row({std::to_string(e.seq), e.time, e.principal, e.role, e.purpose, e.operation, e.outcome, fields});
+        });
+      }
+      out.flush();
+      return;
     }
-    if (page.size() < aq.limit) break;
-    aq.after_seq = page.back().seq;
+
+    const std::string request = request_json(q, *impl_->regulations, now, nullptr).dump();
+    out.put("{\"request\":" + request);
+    out.put(",\"controller\":" + Json(impl_->regulations->controller()).dump());
+    out.put(",\"generated_at\":" + Json(audit::format_time_us(now)).dump());
+    if (q.subjects.empty()) {
+      out.put(",\"no_data_held\":true}");
+      out.flush();
+      return;
+    }
+    // `subject` is the first matched subject, `subjects` all of them; every
+    // record below carries the subject_id it belongs to.
+    std::set<std::string> categories;
+    out.put(",\"subjects\":");
+    ArrayWriter subjects(out);
+    Json first;
+    for (const auto& sid : q.subjects)
+      write_subject(sid, [&](const Json& subj) {
+        for (const auto& [k, v] : subj["fields"].items()) categories.insert(impl_->schema.require(k).category);
+        if (first.is_null()) first = subj;
+        subjects.add(subj);
+      });
+    subjects.close();
+    out.put(",\"subject\":" + first.dump());
+    out.put(",\"touchpoints\":");
+    ArrayWriter tps(out);
+    each_touchpoint([&](const records::SubjectId& sid, const records::Touchpoint& tp) {
+      tps.add({{"subject_id", records::to_hex(sid)}, {"id", tp.id}, {"channel", tp.channel}, {"type", tp.type},
+               {"at", audit::format_time_us(tp.at_us)}, {"notes", tp.notes ? Json(*tp.notes) : Json(nullptr)}});
+    });
+    tps.close();
+    out.put(",\"orders\":");
+    ArrayWriter orders(out);
+    each_order([&](const records::SubjectId& sid, const records::Order& o) {
+      orders.add({{"subject_id", records::to_hex(sid)}, {"id", o.id}, {"amount_minor", o.amount_minor},
+                  {"currency", o.currency}, {"at", audit::format_time_us(o.at_us)}});
+    });
+    orders.close();
+    out.put(",\"consent_history\":");
+    ArrayWriter history(out);
+    each_consent([&](const records::SubjectId& sid, const consent::Event& e) {
+      history.add({{"subject_id", records::to_hex(sid)}, {"purpose", e.purpose}, {"channel", e.channel},
+                   {"event", e.event}, {"status", e.status}, {"at", audit::format_time_us(e.at_us)},
+                   {"source", e.source}, {"lawful_basis", e.lawful_basis}, {"notice_version", e.notice_version}});
+    });
+    history.close();
+    // Disclosures: recipients of the categories the subjects have data in.
+    out.put(",\"disclosures\":");
+    ArrayWriter disclosures(out);
+    for (const auto& sys : downstream_systems(impl_->policy_dir() / "systems.yaml"))
+      for (const auto& c : sys["categories"])
+        if (categories.count(c.get<std::string>())) {
+          disclosures.add(sys);
+          break;
+        }
+    disclosures.close();
+    out.put(",\"access_log\":{\"verifier_key\":" + Json(impl_->audit->verifier_key()).dump() +
+            ",\"checkpoint\":" + Json(cp.note).dump() + ",\"tree_size\":" + std::to_string(cp.size) + ",\"entries\":");
+    ArrayWriter entries(out);
+    each_access([&](const auditfmt::Entry& e) { entries.add(bundle(e)); });
+    entries.close();
+    out.put("}}");
+    out.flush();
+  } catch (const ChunkWriter::ReaderGone&) {
+    // The reader left; what was read is audited, nothing more is sent.
   }
-  out["access_log"] = {{"verifier_key", impl_->audit->verifier_key()}, {"checkpoint", cp.note},
-                       {"tree_size", cp.size}, {"entries", entries}};
-  out["csv"] = {{"touchpoints", csv({"id", "channel", "type", "at", "notes"}, tp_rows)},
-                {"orders", csv({"id", "amount_minor", "currency", "at"}, order_rows)},
-                {"consent_history", csv({"purpose", "channel", "event", "status", "at", "source", "lawful_basis",
-                                         "notice_version"},
-                                        consent_rows)}};
-  return out;
+}
+
+Json Service::dsr_export(const Caller& caller, std::string_view id) {
+  std::string text;
+  dsr_export(caller, id, {}, [&](std::string_view chunk) {
+    text.append(chunk);
+    return true;
+  });
+  return Json::parse(text);
 }
 
 }  // namespace custos::service

@@ -110,7 +110,11 @@ struct Service::Impl {
   bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
 
   // Fulfils a completed data-subject request; returns its report.
-  Json fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q);
+  // `covered`: the matched subjects it acts on; `excluded` (with the
+  // officer's `reason`) are reported as exceptions.
+  Json fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q,
+              const std::vector<records::SubjectId>& covered, const std::vector<records::SubjectId>& excluded,
+              const std::string& reason);
   // Pending DSR corrections are kept sealed under the subject's own key.
   std::string seal_for_subject(const records::SubjectId& id, const std::string& what, const std::string& plaintext);
   std::string open_for_subject(const records::SubjectId& id, const std::string& what, const std::string& sealed);

@@ -138,6 +138,16 @@ const std::vector<Migration>& migrations() {
            "DROP INDEX audit_by_subject",
            "DROP TABLE audit_subject_refs",
        }},
+      {8,
+       {
+           // Every subject a data-subject request's identifier matched (an
+           // identifier can match duplicates): fulfilment covers them all.
+           "CREATE TABLE dsr_subjects (request_id TEXT NOT NULL, subject_id BLOB NOT NULL,"
+           " PRIMARY KEY (request_id, subject_id))",
+           "CREATE INDEX dsr_subjects_by_subject ON dsr_subjects (subject_id)",
+           "INSERT INTO dsr_subjects (request_id, subject_id)"
+           " SELECT id, subject_id FROM dsr_requests WHERE subject_id IS NOT NULL",
+       }},
   };
   return all;
 }

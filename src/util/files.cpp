@@ -1,6 +1,7 @@
 #include "custos/util/files.h"
 
 #include <fcntl.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,58 @@ void write_file_atomic(const fs::path& path, std::span<const std::uint8_t> bytes
 void write_file_atomic(const fs::path& path, const std::string& text, mode_t mode) {
   write_file_atomic(path, std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()),
                     mode);
+}
+
+void write_file_streamed(const fs::path& path, mode_t mode,
+                         const std::function<void(const std::function<bool(std::string_view)>&)>& produce) {
+  unsigned char nonce[8];
+  randombytes_buf(nonce, sizeof nonce);
+  char hex[sizeof nonce * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, nonce, sizeof nonce);
+  const fs::path tmp = path.string() + ".tmp-" + hex;
+  // A new file only: never one planted (or a symlink) at the temp name.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) throw Error(ErrorCode::storage, "cannot write " + path.string() + ": " + std::strerror(errno));
+  const auto fail = [&](const std::string& what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(ErrorCode::storage, "cannot " + what + " " + path.string() + (err ? std::string(": ") + std::strerror(err) : ""));
+  };
+  ::fchmod(fd, mode);  // O_CREAT honours the umask; the mode must be exact
+  const auto write = [&](std::string_view chunk) {
+    std::size_t done = 0;
+    while (done < chunk.size()) {
+      const ssize_t n = ::write(fd, chunk.data() + done, chunk.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        fail("write", errno);
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    return true;
+  };
+  try {
+    produce(write);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::fsync(fd) != 0) fail("sync", errno);
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw Error(ErrorCode::storage, "cannot sync " + path.string());
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(ErrorCode::storage, "cannot rename into " + path.string() + ": " + std::strerror(err));
+  }
+  const int dfd = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
 }
 
 std::vector<std::uint8_t> read_file(const fs::path& path) {

@@ -813,6 +813,18 @@ TEST_F(HttpTest, DsrLifecycleOverHttp) {
   r = d_->get("/v1/dsr/" + dsr + "/export", officer, "dsr_fulfilment");
   ASSERT_EQ(r.status, 200) << r;
   EXPECT_EQ(r.json["subject"]["fields"]["email"], "dora@example.com");
+  EXPECT_EQ(r.header("Transfer-Encoding"), "chunked") << "the export is streamed";
+  EXPECT_NE(r.header("Content-Disposition").find("custos-dsr-export.json"), std::string::npos);
+  // One table as CSV; refusals before the first byte are problem+json.
+  r = d_->get("/v1/dsr/" + dsr + "/export?format=csv&table=fields", officer, "dsr_fulfilment");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.header("Content-Type").rfind("text/csv", 0), 0u) << r.header("Content-Type");
+  EXPECT_NE(r.body.find(id + ",email,dora@example.com\r\n"), std::string::npos) << r.body;
+  expect_problem(d_->get("/v1/dsr/" + dsr + "/export?format=csv&table=secrets", officer, "dsr_fulfilment"), 400,
+                 "invalid_argument");
+  expect_problem(d_->get("/v1/dsr/" + dsr + "/export?colour=red", officer, "dsr_fulfilment"), 400, "invalid_argument");
+  // Only dsr_fulfilment opens the package (finding 7).
+  expect_problem(d_->get("/v1/dsr/" + dsr + "/export", officer, "legal_claims"), 403, "purpose_not_allowed");
   r = d_->get("/v1/dsr/" + dsr, officer);
   ASSERT_EQ(r.status, 200) << r;
   EXPECT_EQ(r.json["status"], "in_progress");

@@ -47,6 +47,18 @@ struct Role {
   std::set<std::string> capture_consent;
 };
 
+// How data-subject requests are worked (roles.yaml, section `dsr`).
+struct DsrWorkflow {
+  // Four eyes: completing an erasure request takes two principals. The first
+  // one's "completed" moves it to awaiting_approval; only another principal
+  // may then complete it (fulfilment runs then). Default off.
+  bool erasure_second_approver = false;
+  // An erasure that a legal hold blocks ends completed_with_exceptions (the
+  // default: everything not held is done, the report says what was kept and
+  // why) or, with `deny`, denied with the legal basis as its reason.
+  bool deny_erasure_under_hold = false;
+};
+
 class Policy {
  public:
   // Loads roles.yaml and purposes.yaml from `dir`, checked against `schema`
@@ -67,7 +79,10 @@ class Policy {
   // files can override (breach.notify_list: breach_notification).
   const std::set<std::string>* purposes_required_for(std::string_view operation) const;
 
+  const DsrWorkflow& dsr_workflow() const { return dsr_workflow_; }
+
  private:
+  DsrWorkflow dsr_workflow_;
   std::map<std::string, Role, std::less<>> roles_;
   std::map<std::string, Purpose, std::less<>> purposes_;
   std::map<std::string, std::set<std::string>, std::less<>> operation_purposes_;

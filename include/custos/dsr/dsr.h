@@ -1,6 +1,8 @@
 // custos/dsr/dsr.h — data-subject requests: intake, lifecycle, deadlines.
 //
 //   received -> identity_verified -> in_progress -> completed
+//   in_progress | extended -> awaiting_approval -> completed (four eyes on
+//   erasure: the policy's dsr.erasure_second_approver; a second principal)
 //   any open state -> denied (reason required) | canceled | extended (once
 //   per the regime's limit; moves the due date; work resumes from there)
 //
@@ -24,12 +26,18 @@ inline const std::vector<std::string> kTypes = {"access",      "portability", "r
                                                 "restriction", "objection",   "opt_out_sale_share"};
 // completed_with_exceptions: fulfilled as far as the law allows, with what
 // could not be done and why in the report (e.g. an erasure under legal hold).
-inline const std::vector<std::string> kStatuses = {"received",  "identity_verified",         "in_progress", "extended",
-                                                   "completed", "completed_with_exceptions", "denied",      "canceled"};
+// awaiting_approval: an erasure one principal asked to complete, waiting for a
+// second principal (policy dsr.erasure_second_approver).
+inline const std::vector<std::string> kStatuses = {"received",  "identity_verified",         "in_progress",
+                                                   "extended",  "awaiting_approval",         "completed",
+                                                   "completed_with_exceptions", "denied",    "canceled"};
 
 struct Request {
   std::string id, type, regime, status;
-  std::optional<records::SubjectId> subject;  // nullopt: no data held on the identifier
+  std::optional<records::SubjectId> subject;  // the first of `subjects`; nullopt: no data held
+  // Every subject the identifier matched at intake (duplicates included), in
+  // id order. Fulfilment covers all of them unless the officer names which.
+  std::vector<records::SubjectId> subjects;
   std::string identified_by;                  // email | phone | external_id (never the value)
   std::string channel;
   std::int64_t received_us = 0, due_us = 0, updated_us = 0;
@@ -49,7 +57,7 @@ struct TimelineEvent {
 
 struct Intake {
   std::string type, regime, identified_by, channel, note;
-  std::optional<records::SubjectId> subject;
+  std::vector<records::SubjectId> subjects;  // every subject the identifier matches
   std::int64_t received_us = 0;
   std::string changes;  // rectification: JSON of the requested field changes
 };

@@ -112,6 +112,12 @@ class Records {
 
   std::string add_touchpoint(const audit::Actor& actor, const SubjectId& id, const Touchpoint& tp);
   std::vector<Touchpoint> touchpoints(const audit::Actor& actor, const SubjectId& id, bool with_notes);
+  // The same, streamed for exports: appends the audit entry and commits
+  // first, then hands the touchpoints to `each` in (at, id) order, page by
+  // page, holding no transaction while `each` runs (a slow reader blocks
+  // nothing). `each` returns false to stop.
+  void for_each_touchpoint(const audit::Actor& actor, const SubjectId& id, bool with_notes,
+                           const std::function<bool(const Touchpoint&)>& each);
   std::string add_order(const audit::Actor& actor, const SubjectId& id, const Order& order);
   std::vector<Order> orders(const SubjectId& id);
 

@@ -115,10 +115,28 @@ class Service {
   Json dsr_list(const Caller& caller, const std::map<std::string, std::string>& query);
   Json dsr_get(const Caller& caller, std::string_view id);
   // Moving to `completed` fulfils the request (export, rectification,
-  // erasure, restriction, objection, opt-out) and stores its report.
+  // erasure, restriction, objection, opt-out) for every matched subject, or
+  // for those named in `subjects` (the others become exceptions, with the
+  // `reason`), and stores its report. Under the policy's four eyes on
+  // erasure the first principal's `completed` moves the request to
+  // awaiting_approval; the same principal again gets second_approver_required.
   Json dsr_transition(const Caller& caller, std::string_view id, const Json& body);
-  // Access / portability package: every field, touchpoints, orders, consent
-  // history, disclosures, and the subject's access log with inclusion proofs.
+
+  // Access / portability package of every matched subject: every field,
+  // touchpoints, orders, consent history, disclosures, and each subject's
+  // access log with inclusion proofs. Needs the purpose dsr_fulfilment. The
+  // package is the subject's own, so it is whole whatever the caller's role
+  // sees elsewhere.
+  struct ExportFormat {
+    std::string format = "json";  // json: the whole package | csv: one table
+    std::string table;            // csv: fields, touchpoints, orders, consent_history, access_log
+  };
+  // Streams it as it is read, in flat memory (no part of it is held whole).
+  // Every check is made, and refused with an Error, before the first byte;
+  // `write` returns false when the reader is gone, which ends it quietly.
+  void dsr_export(const Caller& caller, std::string_view id, const ExportFormat& format,
+                  const std::function<bool(std::string_view)>& write);
+  // The JSON package as one document (small packages, tests).
   Json dsr_export(const Caller& caller, std::string_view id);
 
   // Breaches (role needs `breach`). Listing takes status=, at_risk=true,

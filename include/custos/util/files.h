@@ -2,8 +2,10 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -13,6 +15,14 @@ namespace custos::util {
 // `mode`, fsync, rename, fsync of the directory. Readers see old or new, never half.
 void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> bytes, mode_t mode);
 void write_file_atomic(const std::filesystem::path& path, const std::string& text, mode_t mode);
+
+// Writes what `produce` hands its writer to `path`, atomically and in flat
+// memory: a new private temp file in the same directory (O_EXCL|O_NOFOLLOW,
+// a random name, `mode`), fsync, rename, fsync of the directory. If
+// `produce` throws, the temp file is removed and the exception passes on;
+// `path` is untouched.
+void write_file_streamed(const std::filesystem::path& path, mode_t mode,
+                         const std::function<void(const std::function<bool(std::string_view)>&)>& produce);
 
 // Reads a whole file. Throws Error(not_found) if missing, Error(storage) on I/O errors.
 std::vector<std::uint8_t> read_file(const std::filesystem::path& path);

@@ -1,0 +1,270 @@
+// Issue 15's data-subject-request promises, each written as the attack or
+// the oversight first:
+//   finding 6  an identifier shared by duplicates: the request covers them all
+//   finding 7  the export needs dsr_fulfilment (not any purpose the role holds)
+//   finding 9  exports stream (JSON package and CSV tables)
+//   four eyes  dsr.erasure_second_approver
+//   holds      dsr.erasure_under_hold: deny
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "custos/error.h"
+#include "custos_audit/verify.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+using service::Json;
+using testing::code_of;
+using testing::TestVault;
+
+// Sets `key: value` in the `dsr:` section of the vault's roles.yaml and reloads.
+void set_dsr_policy(TestVault& v, const std::string& key, const std::string& value) {
+  const auto file = v.data_dir() / "policies" / "roles.yaml";
+  std::stringstream text;
+  text << std::ifstream(file).rdbuf();
+  std::string yaml = text.str();
+  const std::string line = "  " + key + ": ";
+  const auto at = yaml.find(line);
+  ASSERT_NE(at, std::string::npos) << key;
+  yaml.replace(at, yaml.find('\n', at) - at, line + value);
+  std::ofstream(file) << yaml;
+  std::string error;
+  ASSERT_TRUE(v.service->reload_policies(&error)) << error;
+}
+
+struct DsrPromises : ::testing::Test {
+  TestVault v;
+  service::Caller officer = v.caller("compliance_officer", "dsr_fulfilment");
+
+  // A subject; the same email twice makes a deliberate duplicate.
+  std::string add(const std::string& email, const std::string& name) {
+    return v.service->create_subject(v.admin(), {{"fields", {{"email", email}, {"given_name", name}}}})["id"];
+  }
+  std::string request(const std::string& type, const std::string& email) {
+    const Json q = v.service->dsr_create(
+        officer, {{"type", type}, {"regime", "gdpr"}, {"identifier", {{"email", email}}}, {"channel", "web_form"}});
+    return q["id"];
+  }
+  Json move(const std::string& id, Json body, const service::Caller* who = nullptr) {
+    return v.service->dsr_transition(who ? *who : officer, id, body);
+  }
+  std::string verified(const std::string& type, const std::string& email) {
+    const std::string id = request(type, email);
+    move(id, {{"to", "identity_verified"}});
+    move(id, {{"to", "in_progress"}});
+    return id;
+  }
+  bool readable(const std::string& subject) {
+    return code_of([&] { v.service->get_subject(v.admin("dsr_fulfilment"), subject); }) == ErrorCode::internal;
+  }
+};
+
+// ---- Finding 6: duplicates break data-subject requests -----------------------
+
+TEST_F(DsrPromises, IntakeRecordsEveryMatchedSubject) {
+  const std::string a = add("ada@example.com", "Ada");
+  const std::string b = add("ADA@example.com", "Ada L.");  // the re-import
+  add("someone@example.com", "Other");
+  const Json q = v.service->dsr_get(officer, request("access", "ada@example.com"));
+  std::set<std::string> matched;
+  for (const auto& id : q["subject_ids"]) matched.insert(id.get<std::string>());
+  EXPECT_EQ(matched, (std::set<std::string>{a, b})) << q.dump();
+  // Both subjects' audit trails show the intake.
+  for (const auto& s : {a, b}) {
+    const Json entries = v.service->audit_entries(v.caller("auditor", "audit"), {{"subject", s}, {"operation", "dsr.intake"}});
+    EXPECT_EQ(entries["entries"].size(), 1u) << s;
+  }
+}
+
+TEST_F(DsrPromises, ErasureCoversEveryMatchedSubject) {
+  const std::string a = add("ada@example.com", "Ada");
+  const std::string b = add("ADA@example.com", "Ada L.");
+  const std::string other = add("someone@example.com", "Other");
+  const std::string id = verified("erasure", "ada@example.com");
+  const Json done = move(id, {{"to", "completed"}});
+  EXPECT_EQ(done["status"], "completed") << done.dump();
+  EXPECT_FALSE(readable(a));
+  EXPECT_FALSE(readable(b));
+  EXPECT_TRUE(readable(other));
+  std::set<std::string> erased;
+  for (const auto& s : done["report"]["erased"]["subjects"]) erased.insert(s.get<std::string>());
+  EXPECT_EQ(erased, (std::set<std::string>{a, b}));
+}
+
+TEST_F(DsrPromises, AccessExportCoversEveryMatchedSubject) {
+  const std::string a = add("ada@example.com", "Ada");
+  const std::string b = add("ADA@example.com", "Ada L.");
+  v.service->add_touchpoint(v.admin(), b, {{"channel", "email"}, {"type", "inquiry"}, {"notes", "second record"}});
+  const std::string id = verified("access", "ada@example.com");
+  const Json ex = v.service->dsr_export(officer, id);
+  ASSERT_EQ(ex["subjects"].size(), 2u) << ex.dump();
+  std::set<std::string> names;
+  for (const auto& s : ex["subjects"]) names.insert(s["fields"]["given_name"].get<std::string>());
+  EXPECT_EQ(names, (std::set<std::string>{"Ada", "Ada L."}));
+  ASSERT_EQ(ex["touchpoints"].size(), 1u);
+  EXPECT_EQ(ex["touchpoints"][0]["subject_id"], b);
+  EXPECT_EQ(ex["touchpoints"][0]["notes"], "second record");
+  // The access log has each subject's entries, each proven once.
+  std::set<std::uint64_t> seqs;
+  for (const auto& e : ex["access_log"]["entries"]) {
+    EXPECT_TRUE(seqs.insert(e["index"].get<std::uint64_t>()).second) << "entry given twice";
+    const auto r = auditfmt::verify_inclusion_bundle(e.dump(), v.service->audit_verifier_key());
+    EXPECT_TRUE(r.ok) << r.error;
+  }
+  bool saw_b_create = false;
+  for (const auto& e : ex["access_log"]["entries"])
+    saw_b_create = saw_b_create || (e["decoded"]["operation"] == "subject.create" && e["decoded"]["subject_id"] == b);
+  EXPECT_TRUE(saw_b_create);
+}
+
+TEST_F(DsrPromises, OfficerNamesWhichMatchedSubjectsAndWhy) {
+  const std::string a = add("ada@example.com", "Ada");
+  const std::string b = add("ADA@example.com", "Ada Lovelace (other person)");
+  const std::string id = verified("erasure", "ada@example.com");
+  // Leaving subjects out needs a reason, and only matched subjects can be named.
+  EXPECT_EQ(code_of([&] { move(id, {{"to", "completed"}, {"subjects", {a}}}); }), ErrorCode::invalid_field);
+  const std::string stranger = add("someone@example.com", "Other");
+  EXPECT_EQ(code_of([&] { move(id, {{"to", "completed"}, {"subjects", {stranger}}, {"reason", "x"}}); }),
+            ErrorCode::invalid_field);
+  const Json done = move(id, {{"to", "completed"}, {"subjects", {a}}, {"reason", "b is a different person (DOB differs)"}});
+  EXPECT_EQ(done["status"], "completed_with_exceptions");
+  EXPECT_FALSE(readable(a));
+  EXPECT_TRUE(readable(b));
+  const Json& ex = done["report"]["exceptions"];
+  ASSERT_EQ(ex.size(), 1u) << done.dump();
+  EXPECT_EQ(ex[0]["subject_id"], b);
+  EXPECT_NE(ex[0]["detail"].get<std::string>().find("different person"), std::string::npos);
+}
+
+// ---- Finding 7 (part): the export is for dsr_fulfilment only -----------------
+
+TEST_F(DsrPromises, ExportNeedsThePurposeDsrFulfilment) {
+  add("ada@example.com", "Ada");
+  const std::string id = verified("access", "ada@example.com");
+  // The officer's role holds other purposes (e.g. audit, legal_claims); none opens the package.
+  for (const std::string purpose : {"audit", "legal_claims", "administration"}) {
+    const ErrorCode code = code_of([&] { v.service->dsr_export(v.caller("compliance_officer", purpose), id); });
+    EXPECT_TRUE(code == ErrorCode::purpose_not_allowed) << purpose << " " << code_name(code);
+  }
+  EXPECT_EQ(code_of([&] { v.service->dsr_export(v.caller("compliance_officer", ""), id); }),
+            ErrorCode::purpose_not_allowed);
+  const Json denials = v.service->audit_entries(v.caller("auditor", "audit"), {{"operation", "dsr.export"}});
+  std::size_t denied = 0;
+  for (const auto& e : denials["entries"]) denied += e["outcome"] == "denied" ? 1 : 0;
+  EXPECT_GE(denied, 2u);
+}
+
+// ---- Finding 9: streamed exports -------------------------------------------
+
+TEST_F(DsrPromises, ExportStreamsInChunksAndAsCsvTables) {
+  const std::string a = add("ada@example.com", "Ada");
+  for (int i = 0; i < 300; ++i)
+    v.service->add_touchpoint(v.admin(), a,
+                              {{"channel", "email"}, {"type", "inquiry"}, {"notes", "note, \"quoted\" " + std::to_string(i)}});
+  const std::string id = verified("access", "ada@example.com");
+  std::size_t chunks = 0;
+  std::string text;
+  v.service->dsr_export(officer, id, {}, [&](std::string_view c) {
+    ++chunks;
+    text.append(c);
+    return true;
+  });
+  const Json doc = Json::parse(text);
+  EXPECT_EQ(doc["touchpoints"].size(), 300u);
+  EXPECT_EQ(doc["subject"]["fields"]["email"], "ada@example.com");
+  EXPECT_GE(chunks, 2u) << "the package was handed over whole";
+  // A reader that leaves stops the export without an error.
+  std::size_t calls = 0;
+  v.service->dsr_export(officer, id, {}, [&](std::string_view) { return ++calls < 1; });
+  EXPECT_EQ(calls, 1u);
+  // CSV, one table at a time, RFC 4180 quoting.
+  std::string csv;
+  v.service->dsr_export(officer, id, {"csv", "touchpoints"}, [&](std::string_view c) {
+    csv.append(c);
+    return true;
+  });
+  EXPECT_EQ(csv.rfind("subject_id,id,channel,type,at,notes\r\n", 0), 0u) << csv.substr(0, 80);
+  EXPECT_NE(csv.find("\"note, \"\"quoted\"\" 299\""), std::string::npos);
+  std::size_t lines = 0;
+  for (char c : csv) lines += c == '\n';
+  EXPECT_EQ(lines, 301u);
+  const auto sink = [](std::string_view) { return true; };
+  EXPECT_EQ(code_of([&] { v.service->dsr_export(officer, id, {"csv", "secrets"}, sink); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(code_of([&] { v.service->dsr_export(officer, id, {"xml", ""}, sink); }), ErrorCode::invalid_argument);
+  for (const std::string table : {"fields", "orders", "consent_history", "access_log"}) {
+    std::string t;
+    v.service->dsr_export(officer, id, {"csv", table}, [&](std::string_view c) {
+      t.append(c);
+      return true;
+    });
+    EXPECT_NE(t.find("\r\n"), std::string::npos) << table;
+  }
+}
+
+// ---- Four eyes on erasure ------------------------------------------------------
+
+TEST_F(DsrPromises, SecondApproverCompletesAnErasure) {
+  set_dsr_policy(v, "erasure_second_approver", "true");
+  const std::string a = add("ada@example.com", "Ada");
+  const std::string id = verified("erasure", "ada@example.com");
+  const Json asked = move(id, {{"to", "completed"}, {"note", "checked the ID"}});
+  EXPECT_EQ(asked["status"], "awaiting_approval") << asked.dump();
+  EXPECT_TRUE(readable(a)) << "erased before the second approval";
+  // The same principal cannot approve its own request.
+  EXPECT_EQ(code_of([&] { move(id, {{"to", "completed"}}); }), ErrorCode::second_approver_required);
+  EXPECT_TRUE(readable(a));
+  // Nor can anyone ask for awaiting_approval directly.
+  EXPECT_EQ(code_of([&] { move(id, {{"to", "awaiting_approval"}}); }), ErrorCode::invalid_argument);
+  service::Caller second = v.admin("dsr_fulfilment");
+  const Json done = move(id, {{"to", "completed"}}, &second);
+  EXPECT_EQ(done["status"], "completed") << done.dump();
+  EXPECT_FALSE(readable(a));
+  std::vector<std::string> actors;
+  for (const auto& e : done["timeline"])
+    if (e["to"] == "awaiting_approval" || e["to"] == "completed") actors.push_back(e["actor"]);
+  ASSERT_EQ(actors.size(), 2u);
+  EXPECT_NE(actors[0], actors[1]);
+  // The refusal is audited.
+  const Json denials = v.service->audit_entries(v.caller("auditor", "audit"), {{"operation", "dsr.transition"}});
+  bool refused = false;
+  for (const auto& e : denials["entries"]) refused = refused || e["reason"] == "second_approver_required";
+  EXPECT_TRUE(refused);
+  // Other request types are not held up.
+  add("bob@example.com", "Bob");
+  const std::string access = verified("access", "bob@example.com");
+  EXPECT_EQ(move(access, {{"to", "completed"}})["status"], "completed");
+}
+
+TEST_F(DsrPromises, PolicyMayDenyAnErasureUnderHoldWithItsBasis) {
+  set_dsr_policy(v, "erasure_under_hold", "deny");
+  const std::string a = add("ada@example.com", "Ada");
+  v.service->set_legal_hold(officer, a, true);
+  const std::string id = verified("erasure", "ada@example.com");
+  const Json done = move(id, {{"to", "completed"}});
+  EXPECT_EQ(done["status"], "denied");
+  EXPECT_NE(done["denial_reason"].get<std::string>().find("17(3)(e)"), std::string::npos) << done.dump();
+  EXPECT_TRUE(readable(a));
+}
+
+TEST(DsrPolicy, UnknownOrBadDsrSettingsDoNotLoad) {
+  TestVault v;
+  const auto file = v.data_dir() / "policies" / "roles.yaml";
+  std::stringstream text;
+  text << std::ifstream(file).rdbuf();
+  const std::string original = text.str();
+  ASSERT_NE(original.find("\ndsr:\n"), std::string::npos);
+  for (const std::string bad : {"  erasure_under_hold: maybe\n", "  four_eyes: true\n"}) {
+    std::ofstream(file) << original << bad;
+    std::string error;
+    EXPECT_FALSE(v.service->reload_policies(&error)) << bad;
+    EXPECT_NE(error.find("dsr"), std::string::npos) << error;
+  }
+}
+
+}  // namespace
+}  // namespace custos
