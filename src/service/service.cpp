@@ -65,6 +65,43 @@ bool allowed_when_restricted(const access::Policy& pol, const std::string& purpo
   return p != nullptr && p->allowed_when_restricted;
 }
 
+}  // namespace
+
+// Why a read of `id` under `purpose` is refused, if it is: in this order, so
+// that each answer reveals no more than the one before it —
+//   erased or unknown        not_found (as for an id that never existed)
+//   restricted (Art. 18)     subject_restricted, unless the purpose is allowed_when_restricted
+//   objected (Art. 21)       subject_restricted, for marketing purposes
+//   no active consent        consent_missing, for marketing purposes
+std::optional<std::pair<ErrorCode, std::string>> Service::Impl::read_refusal(const access::Policy& pol,
+                                                                             const std::string& purpose_name,
+                                                                             const records::SubjectId& id) {
+  auto& impl = *this;
+  records::Subject meta;
+  try {
+    meta = impl.records->metadata(id);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::not_found) throw;
+    return std::pair{ErrorCode::not_found, std::string("subject not found")};
+  }
+  if (meta.status != "active") return std::pair{ErrorCode::not_found, std::string("subject not found")};
+  if (meta.restricted && !allowed_when_restricted(pol, purpose_name))
+    return std::pair{ErrorCode::subject_restricted, "the subject's processing is restricted (GDPR Art. 18): purpose '" +
+                                                        util::printable_prefix(purpose_name, 32) + "' may not read it"};
+  const access::Purpose* purpose = pol.purpose(purpose_name);
+  if (purpose != nullptr && purpose->marketing) {
+    if (meta.objected)
+      return std::pair{ErrorCode::subject_restricted,
+                       std::string("the subject objected to marketing (GDPR Art. 21(3))")};
+    if (!impl.marketing_allowed(pol, purpose_name, id))
+      return std::pair{ErrorCode::consent_missing, "the subject has no active consent for purpose '" +
+                                                       util::printable_prefix(purpose_name, 32) + "'"};
+  }
+  return std::nullopt;
+}
+
+namespace {
+
 const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web", "in_person", "chat",
                                             "social", "call_centre"};
 
@@ -283,14 +320,8 @@ Json Service::get_subject(const Caller& caller, std::string_view id_text) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
   const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.read", true, records::to_hex(id));
-  if (impl_->records->metadata(id).restricted && !allowed_when_restricted(*pol, caller.purpose))
-    impl_->deny(caller, "subject.read", ErrorCode::subject_restricted,
-                "the subject's processing is restricted (GDPR Art. 18): purpose '" + caller.purpose +
-                    "' may not read it",
-                records::to_hex(id));
-  if (!impl_->marketing_allowed(*pol, caller.purpose, id))
-    impl_->deny(caller, "subject.read", ErrorCode::consent_missing,
-                "the subject has no active consent for purpose '" + caller.purpose + "'", records::to_hex(id));
+  if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, id))
+    impl_->deny(caller, "subject.read", refusal->first, refusal->second, records::to_hex(id));
   const auto spec = impl_->read_spec(*pol, role);
   return impl_->subject_json(impl_->records->read(impl_->actor(caller), id, spec), spec);
 }
@@ -319,41 +350,30 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
   const auto spec = impl_->read_spec(*pol, role);
   // Marketing reads skip subjects without consent (reported per item).
   // Restricted subjects (Art. 18) only for purposes allowed_when_restricted.
-  std::vector<bool> refused(ids.size(), false), restricted(ids.size(), false);
+  // Every refused item is its own audited denial, with its own code.
+  std::vector<std::optional<ErrorCode>> refused(ids.size());
   std::vector<records::SubjectId> allowed;
   std::vector<std::size_t> allowed_at;
-  const bool may_read_restricted = allowed_when_restricted(*pol, caller.purpose);
   for (std::size_t k = 0; k < ids.size(); ++k) {
-    bool ok = true;
-    try {
-      if (!may_read_restricted && impl_->records->metadata(ids[k]).restricted) {
-        restricted[k] = true;
-        impl_->audit->append_now(impl_->actor(caller), {"subject.read", records::to_hex(ids[k]), {}, {}, false,
-                                                        code_name(ErrorCode::subject_restricted), ""});
-        continue;
-      }
-      ok = impl_->marketing_allowed(*pol, caller.purpose, ids[k]);
-    } catch (const Error&) {
-      ok = true;  // unknown ids are reported as not found below
+    if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, ids[k])) {
+      refused[k] = refusal->first;
+      impl_->audit->append_now(impl_->actor(caller), {"subject.read", records::to_hex(ids[k]), {}, {}, false,
+                                                      code_name(refusal->first), ""});
+      continue;
     }
-    if (ok) {
-      allowed.push_back(ids[k]);
-      allowed_at.push_back(k);
-    } else {
-      refused[k] = true;
-    }
+    allowed.push_back(ids[k]);
+    allowed_at.push_back(k);
   }
   const auto read = impl_->records->read_many(impl_->actor(caller), allowed, spec);
   std::vector<std::optional<records::Subject>> subjects(ids.size());
   for (std::size_t j = 0; j < allowed.size(); ++j) subjects[allowed_at[j]] = read[j];
   for (std::size_t k = 0; k < ids.size(); ++k) {
-    if (restricted[k]) {
+    if (refused[k] && *refused[k] != ErrorCode::not_found) {
+      const bool consent = *refused[k] == ErrorCode::consent_missing;
       results[at[k]] = {{"index", at[k]}, {"status", 403}, {"id", records::to_hex(ids[k])},
-                        {"error", {{"code", "subject_restricted"},
-                                   {"detail", "the subject's processing is restricted for this purpose"}}}};
-    } else if (refused[k]) {
-      results[at[k]] = {{"index", at[k]}, {"status", 403}, {"id", records::to_hex(ids[k])},
-                        {"error", {{"code", "consent_missing"}, {"detail", "no active consent for this purpose"}}}};
+                        {"error", {{"code", code_name(*refused[k])},
+                                   {"detail", consent ? "no active consent for this purpose"
+                                                      : "the subject's processing is restricted for this purpose"}}}};
     } else if (subjects[k]) {
       results[at[k]] = {{"index", at[k]}, {"status", 200}, {"subject", impl_->subject_json(*subjects[k], spec)}};
     } else {
@@ -435,6 +455,12 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text, std:
     impl_->deny(caller, "subject.erase", ErrorCode::invalid_argument,
                 "erasure needs a reason of 1-" + std::to_string(kMaxReason) +
                     " bytes without control characters (e.g. a ticket reference)",
+                records::to_hex(id));
+  // Art. 18(1)(b): a subject who asked for restriction instead of erasure is
+  // erased only through their own erasure request (a DSR), never directly.
+  if (impl_->records->metadata(id).restricted)
+    impl_->deny(caller, "subject.erase", ErrorCode::subject_restricted,
+                "the subject's processing is restricted (GDPR Art. 18): erase it through an erasure request",
                 records::to_hex(id));
   const auto r = impl_->records->erase(impl_->actor(caller), id, true, "crypto-shred reason=" + std::string(reason));
   return {{"id", r.subject_id},

@@ -105,6 +105,11 @@ struct Service::Impl {
     return *role;
   }
 
+  // Why a read of `id` under `purpose` is refused (code, message), if it is:
+  // erased/unknown, restricted, objected (marketing), no consent (marketing).
+  std::optional<std::pair<ErrorCode, std::string>> read_refusal(const access::Policy& pol, const std::string& purpose,
+                                                               const records::SubjectId& id);
+
   // Marketing purposes need the subject's active consent on one of the
   // purpose's channels, and never reach restricted, objected or erased subjects.
   bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
