@@ -36,7 +36,7 @@ struct Served {
     o.audit_journal = true;
     svc = service::Service::open(o);
   }
-  service::Caller caller() { return core.vault.caller("service", "customer_service"); }
+  service::Caller caller() { return core.vault.caller("admin", "customer_service"); }
 };
 
 Served& served() {
