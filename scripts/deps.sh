@@ -3,7 +3,7 @@
 # Idempotent: only missing packages are fetched.
 set -euo pipefail
 PACKAGES=(
-  build-essential cmake pkg-config ccache git
+  build-essential cmake pkg-config ccache git clang-14
   libsodium-dev libssl-dev libsqlcipher-dev sqlcipher sqlite3
   libcpprest-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev
   libphonenumber-dev libhowardhinnant-date-dev tzdata

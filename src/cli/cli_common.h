@@ -61,7 +61,7 @@ struct Globals {
   std::string policies;
   std::string request_id;
 
-  std::optional<std::string> passphrase() const {
+  std::optional<custos::crypto::Passphrase> passphrase() const {
     if (passphrase_file.empty()) return std::nullopt;
     return custos::crypto::read_passphrase_file(passphrase_file);
   }
@@ -100,6 +100,9 @@ using Action = std::function<int()>;
 
 // Adds `dsr`, `breach`, `retention` and `subject hold` (cli_compliance.cpp).
 void add_compliance_commands(CLI::App& app, Globals& g, Action& action);
+
+// Adds `backup`, `backup verify` and `restore` (cli_ops.cpp).
+void add_ops_commands(CLI::App& app, Globals& g, Action& action);
 
 }  // namespace custos::cli
 

@@ -50,7 +50,10 @@ int main(int argc, char** argv) {
       o.data_dir = g.data_dir;
       o.passphrase = g.passphrase();
       o.fast_kdf = fast_kdf;
-      o.shipped_policies = g.policies.empty() ? fs::path(CUSTOS_SHIPPED_POLICIES) : fs::path(g.policies);
+      // The source tree's policies in a build, the package's once installed.
+      fs::path shipped = CUSTOS_SHIPPED_POLICIES;
+      if (!fs::exists(shipped)) shipped = CUSTOS_INSTALLED_POLICIES;
+      o.shipped_policies = g.policies.empty() ? shipped : fs::path(g.policies);
       const auto r = custos::service::init_data_dir(o);
       std::cout << "initialised " << g.data_dir << "\n"
                 << "admin token (shown once; also saved to " << r.admin_token_file.string()
@@ -195,15 +198,11 @@ int main(int argc, char** argv) {
   audit_export->callback([&] {
     action = [&] {
       auto svc = g.open();
-      const fs::path tmp = out_file + ".partial";
-      {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        if (!out) throw Error(ErrorCode::storage, "cannot write " + tmp.string());
-        svc->audit_export(g.caller(*svc, "audit"), out);
-        out.flush();
-        if (!out) throw Error(ErrorCode::storage, "cannot write " + tmp.string());
-      }
-      fs::rename(tmp, out_file);
+      // A private temp file (0600, O_EXCL|O_NOFOLLOW) renamed into place:
+      // a link planted at the output path or beside it is never written through.
+      custos::util::AtomicFile out(out_file, 0600);
+      svc->audit_export(g.caller(*svc, "audit"), out.stream());
+      out.commit();
       std::cout << "wrote " << out_file << "\n";
       return 0;
     };
@@ -248,6 +247,7 @@ int main(int argc, char** argv) {
   });
 
   add_compliance_commands(app, g, action);
+  add_ops_commands(app, g, action);
 
   try {
     app.parse(argc, argv);

@@ -27,9 +27,12 @@ std::uint32_t get_u32(const std::uint8_t* in) {
 
 // The AD actually authenticated: the stored header (minus the nonce, which
 // the construction binds anyway) followed by the caller's AD.
+// One allocation of the final size: growing a 9-byte vector by insert() made
+// GCC 12 at -O3 see a copy past its end (-Warray-bounds), and cost a realloc.
 Bytes full_ad(const std::uint8_t* header, std::span<const std::uint8_t> ad) {
-  Bytes out(header, header + 9);
-  out.insert(out.end(), ad.begin(), ad.end());
+  Bytes out(9 + ad.size());
+  std::memcpy(out.data(), header, 9);
+  if (!ad.empty()) std::memcpy(out.data() + 9, ad.data(), ad.size());
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -45,16 +46,9 @@ std::array<std::uint8_t, 32> check_value(const SecretKey& kek) {
 
 }  // namespace
 
-struct Keyring::GuardedPassphrase {
-  explicit GuardedPassphrase(const std::string& text) : size(text.size()) {
-    bytes = static_cast<char*>(sodium_malloc(size == 0 ? 1 : size));
-    if (bytes == nullptr) throw Error(ErrorCode::internal, "cannot allocate guarded memory");
-    std::memcpy(bytes, text.data(), size);
-  }
-  ~GuardedPassphrase() { sodium_free(bytes); }
-  char* bytes;
-  std::size_t size;
-};
+static_assert(Argon2Params::kMinOpslimit == crypto_pwhash_OPSLIMIT_INTERACTIVE);
+static_assert(Argon2Params::kMinMemlimit == crypto_pwhash_MEMLIMIT_INTERACTIVE);
+static_assert(Argon2Params::kMaxMemlimit <= crypto_pwhash_MEMLIMIT_MAX);
 
 Argon2Params Argon2Params::moderate() {
   return {crypto_pwhash_OPSLIMIT_MODERATE, crypto_pwhash_MEMLIMIT_MODERATE};
@@ -89,14 +83,39 @@ void write_version(const fs::path& dir, std::uint32_t version, const char* passp
   util::write_file_atomic(argon_path(dir, version), doc.dump(2) + "\n", 0600);
 }
 
+// The Argon2id cost recorded in a parameter file, refused (Error(key_error),
+// naming the file and the allowed range) unless both limits are unsigned
+// integers within Argon2Params' bounds.
+Argon2Params read_params(const nlohmann::json& doc, const fs::path& file) {
+  const auto limit = [&](const char* name, unsigned long long lo, unsigned long long hi) {
+    const auto it = doc.find(name);
+    if (it == doc.end() || !it->is_number_unsigned() || it->get<unsigned long long>() < lo ||
+        it->get<unsigned long long>() > hi)
+      throw Error(ErrorCode::key_error, "key parameter file " + file.string() + ": " + name +
+                                            " must be an integer from " + std::to_string(lo) + " to " +
+                                            std::to_string(hi));
+    return it->get<unsigned long long>();
+  };
+  return {limit("opslimit", Argon2Params::kMinOpslimit, Argon2Params::kMaxOpslimit),
+          static_cast<std::size_t>(limit("memlimit", Argon2Params::kMinMemlimit, Argon2Params::kMaxMemlimit))};
+}
+
+nlohmann::json read_param_doc(const fs::path& file) {
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(util::read_text_file(file));
+  } catch (const nlohmann::json::exception&) {
+    throw Error(ErrorCode::key_error, "key parameter file " + file.string() + " is corrupted");
+  }
+  if (!doc.is_object()) throw Error(ErrorCode::key_error, "key parameter file " + file.string() + " is corrupted");
+  return doc;
+}
+
 }  // namespace
 
-void Keyring::create(const fs::path& key_dir, const std::optional<std::string>& passphrase, Argon2Params params) {
+void Keyring::create(const fs::path& key_dir, const std::optional<Passphrase>& passphrase, Argon2Params params) {
   ensure_sodium();
-  std::error_code ec;
-  fs::create_directories(key_dir, ec);
-  if (ec) throw Error(ErrorCode::storage, "cannot create " + key_dir.string() + ": " + ec.message());
-  ::chmod(key_dir.c_str(), 0700);
+  util::make_private_dir(key_dir);
   if (fs::exists(raw_path(key_dir, 1)) || fs::exists(argon_path(key_dir, 1)))
     throw Error(ErrorCode::conflict, "a master key already exists in " + key_dir.string());
   if (passphrase && passphrase->empty()) throw Error(ErrorCode::invalid_argument, "the passphrase file is empty");
@@ -104,13 +123,12 @@ void Keyring::create(const fs::path& key_dir, const std::optional<std::string>& 
                 passphrase.has_value(), params);
 }
 
-Keyring::Keyring(fs::path dir, const std::optional<std::string>& passphrase) : dir_(std::move(dir)) {
-  if (passphrase) passphrase_ = std::make_unique<GuardedPassphrase>(*passphrase);
-}
+Keyring::Keyring(fs::path dir, const std::optional<Passphrase>& passphrase)
+    : dir_(std::move(dir)), passphrase_(passphrase) {}
 
 Keyring::~Keyring() = default;
 
-std::unique_ptr<Keyring> Keyring::open(const fs::path& key_dir, const std::optional<std::string>& passphrase) {
+std::unique_ptr<Keyring> Keyring::open(const fs::path& key_dir, const std::optional<Passphrase>& passphrase) {
   ensure_sodium();
   std::unique_ptr<Keyring> ring(new Keyring(key_dir, passphrase));
   if (ring->newest_version() == 0)
@@ -141,10 +159,19 @@ SecretKey Keyring::load_version(std::uint32_t version) const {
   const fs::path argon = argon_path(dir_, version);
   if (fs::exists(raw)) {
     util::require_owner_only(raw);
-    std::vector<std::uint8_t> bytes = util::read_file(raw);
-    if (bytes.size() != SecretKey::kSize) {
+    // Read straight into a stack buffer that is wiped, never into the heap.
+    std::array<std::uint8_t, SecretKey::kSize> bytes{};
+    std::size_t len = 0;
+    try {
+      len = util::read_secret_file(raw, bytes);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::key_error) throw;
+      len = bytes.size() + 1;
+    }
+    if (len != SecretKey::kSize) {
       sodium_memzero(bytes.data(), bytes.size());
-      throw Error(ErrorCode::key_error, "master key file " + raw.string() + " is " + std::to_string(bytes.size()) +
+      throw Error(ErrorCode::key_error, "master key file " + raw.string() + " is " +
+                                            (len > bytes.size() ? std::string("longer than 32") : std::to_string(len)) +
                                             " bytes long, expected 32 (truncated or corrupted)");
     }
     SecretKey key = SecretKey::from_bytes(bytes);
@@ -158,23 +185,17 @@ SecretKey Keyring::load_version(std::uint32_t version) const {
   if (!passphrase_)
     throw Error(ErrorCode::key_error, "master key version " + std::to_string(version) +
                                           " is passphrase-derived; pass --passphrase-file");
-  nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(util::read_text_file(argon));
-  } catch (const nlohmann::json::exception&) {
+  const nlohmann::json doc = read_param_doc(argon);
+  if (!doc.contains("salt") || !doc.contains("check") || !doc["salt"].is_string() || !doc["check"].is_string())
     throw Error(ErrorCode::key_error, "key parameter file " + argon.string() + " is corrupted");
-  }
-  if (!doc.is_object() || !doc.contains("salt") || !doc.contains("check") || !doc.contains("opslimit") ||
-      !doc.contains("memlimit") || !doc["salt"].is_string() || !doc["check"].is_string())
-    throw Error(ErrorCode::key_error, "key parameter file " + argon.string() + " is corrupted");
+  const Argon2Params params = read_params(doc, argon);
   const auto salt = from_hex(doc["salt"].get<std::string>(), argon);
   const auto check = from_hex(doc["check"].get<std::string>(), argon);
   if (salt.size() != crypto_pwhash_SALTBYTES || check.size() != 32)
     throw Error(ErrorCode::key_error, "key parameter file " + argon.string() + " is corrupted");
   std::uint8_t raw_key[SecretKey::kSize];
-  if (crypto_pwhash(raw_key, sizeof raw_key, passphrase_->bytes, passphrase_->size, salt.data(),
-                    doc["opslimit"].get<unsigned long long>(), doc["memlimit"].get<std::size_t>(),
-                    crypto_pwhash_ALG_ARGON2ID13) != 0)
+  if (crypto_pwhash(raw_key, sizeof raw_key, passphrase_->data(), passphrase_->size(), salt.data(),
+                    params.opslimit, params.memlimit, crypto_pwhash_ALG_ARGON2ID13) != 0)
     throw Error(ErrorCode::internal, "Argon2id derivation ran out of memory");
   SecretKey key = SecretKey::from_bytes(raw_key);
   sodium_memzero(raw_key, sizeof raw_key);
@@ -198,15 +219,9 @@ std::uint32_t Keyring::create_next_version() {
   if (passphrase_mode && !passphrase_)
     throw Error(ErrorCode::key_error, "the master key is passphrase-derived; pass --passphrase-file");
   Argon2Params params = Argon2Params::moderate();
-  if (passphrase_mode) {
-    // Keep the cost the operator chose at init.
-    try {
-      const auto doc = nlohmann::json::parse(util::read_text_file(argon_path(dir_, next - 1)));
-      params = {doc.at("opslimit").get<unsigned long long>(), doc.at("memlimit").get<std::size_t>()};
-    } catch (const nlohmann::json::exception&) {
-    }
-  }
-  write_version(dir_, next, passphrase_ ? passphrase_->bytes : nullptr, passphrase_ ? passphrase_->size : 0,
+  // Keep the cost the operator chose at init.
+  if (passphrase_mode) params = read_params(read_param_doc(argon_path(dir_, next - 1)), argon_path(dir_, next - 1));
+  write_version(dir_, next, passphrase_ ? passphrase_->data() : nullptr, passphrase_ ? passphrase_->size() : 0,
                 passphrase_mode, params);
   return next;
 }
@@ -216,12 +231,9 @@ void Keyring::retire(std::uint32_t version) {
   keks_.erase(version);
   std::error_code ec;
   fs::path raw = raw_path(dir_, version);
-  if (fs::exists(raw)) {
-    // Overwrite before unlinking so the bytes do not linger in the file's blocks.
-    std::vector<std::uint8_t> zeros(SecretKey::kSize, 0);
-    util::write_file_atomic(raw, zeros, 0600);
-    fs::remove(raw, ec);
-  }
+  // Overwrite the key file's own blocks (same inode) and fsync before
+  // unlinking; a rename of a zeroed copy would leave the key in the old blocks.
+  if (fs::exists(fs::symlink_status(raw))) util::overwrite_and_unlink(raw);
   fs::remove(argon_path(dir_, version), ec);
 }
 
@@ -234,17 +246,6 @@ SecretKey Keyring::unwrap(std::string_view slot, std::span<const std::uint8_t> w
   return unwrap_key(kek(header.key_version), slot, wrapped);
 }
 
-std::string read_passphrase_file(const fs::path& path) {
-  std::string text;
-  try {
-    text = util::read_text_file(path);
-  } catch (const Error&) {
-    throw Error(ErrorCode::key_error, "cannot read passphrase file " + path.string());
-  }
-  if (!text.empty() && text.back() == '\n') text.pop_back();
-  if (!text.empty() && text.back() == '\r') text.pop_back();
-  if (text.empty()) throw Error(ErrorCode::key_error, "passphrase file " + path.string() + " is empty");
-  return text;
-}
+Passphrase read_passphrase_file(const fs::path& path) { return Passphrase::read_file(path); }
 
 }  // namespace custos::crypto

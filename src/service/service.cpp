@@ -159,9 +159,7 @@ InitResult init_data_dir(const InitOptions& options) {
   crypto::ensure_sodium();
   const fs::path dir = options.data_dir;
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(ErrorCode::storage, "cannot create data directory " + dir.string() + ": " + ec.message());
-  ::chmod(dir.c_str(), 0700);
+  util::make_private_dir(dir);
   if (fs::exists(db_path(dir)) || fs::exists(store::db_key_path(key_dir(dir))))
     throw Error(ErrorCode::conflict, "data directory " + dir.string() + " is already initialised");
   crypto::Keyring::create(key_dir(dir), options.passphrase,
@@ -655,7 +653,15 @@ Json Service::retire_keys(const Caller& caller) {
   const auto retired = store::retire_old_keks(*impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir));
   impl_->audit->append_now(impl_->actor(caller), {"key.retire", "", {}, {}, true, "",
                                                   "retired=" + std::to_string(retired.size())});
-  return {{"retired_versions", retired}};
+  Json out = {{"retired_versions", retired}};
+  // Said with every retirement, not only in the docs: an operator deciding
+  // whether old backups or disks still hold the key must know this.
+  if (!retired.empty())
+    out["erasure_caveat"] =
+        "each retired key file was overwritten in place, fsynced and unlinked; on copy-on-write file systems "
+        "(btrfs, ZFS, overlay upper layers), on SSDs (wear levelling) and in snapshots or backups of the key "
+        "directory the old bytes may survive: see docs/operations.md, 'Retiring master keys'";
+  return out;
 }
 
 }  // namespace custos::service

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "custos/error.h"
+#include "custos/util/files.h"
 #include "migrations.h"
 
 namespace custos::store {
@@ -322,7 +323,44 @@ std::int64_t SqlcipherTransaction::run(std::string_view sql, const Param* params
 
 std::unique_ptr<Store> open_sqlcipher(const fs::path& file, const crypto::SecretKey& db_key,
                                       const SqlcipherOptions& options) {
+  // SQLite creates the file with 0644 less the umask, and gives its -wal,
+  // -shm and -journal files the main file's mode: create it 0600 first (and
+  // tighten a file an older release made), so none of them is world-readable.
+  util::ensure_private_file(file);
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    const fs::path side = file.string() + suffix;
+    std::error_code ec;
+    if (fs::is_regular_file(fs::symlink_status(side, ec))) util::ensure_private_file(side);
+  }
   return std::make_unique<SqlcipherStore>(file, db_key, options);
+}
+
+void backup_sqlcipher(const fs::path& source, const crypto::SecretKey& db_key, const fs::path& dest,
+                      const SqlcipherOptions& options) {
+  if (fs::exists(fs::symlink_status(dest))) throw Error(ErrorCode::conflict, dest.string() + " already exists");
+  util::ensure_private_file(dest);
+  Connection src(source, db_key, options);
+  Connection dst(dest, db_key, options);
+  // The snapshot: a read transaction that stays open across every step.
+  src.exec_plain("BEGIN");
+  src.exec_plain("SELECT count(*) FROM sqlite_master");
+  sqlite3_backup* backup = sqlite3_backup_init(dst.db(), "main", src.db(), "main");
+  if (backup == nullptr) fail(dst.db(), "cannot start the backup of " + source.string());
+  int rc = SQLITE_OK;
+  // Bounded steps (4 MiB of pages each) keep each call short; the held read
+  // transaction means no step ever sees a newer database than the first.
+  for (int busy = 0; busy < 1000;) {
+    rc = sqlite3_backup_step(backup, 1024);
+    if (rc == SQLITE_OK) continue;
+    if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) break;
+    ++busy;
+    sqlite3_sleep(10);  // the destination is ours alone; this is a safety net, bounded at 10 s
+  }
+  sqlite3_backup_finish(backup);
+  if (rc != SQLITE_DONE) fail(dst.db(), "backup of " + source.string() + " failed");
+  src.exec_plain("COMMIT");
+  dst.exec_plain("PRAGMA wal_checkpoint(TRUNCATE)");
+  dst.exec_plain("PRAGMA journal_mode = DELETE");
 }
 
 }  // namespace custos::store

@@ -74,7 +74,7 @@ std::string Calendar::local_time(std::int64_t unix_us) const {
   const date::zoned_time<microseconds> zt{zone_of(zone_), Micros{microseconds{unix_us}}};
   std::string s = date::format("%FT%T%z", zt);
   // +0100 -> +01:00 (RFC 3339)
-  if (s.size() >= 5) s.insert(s.size() - 2, ":");
+  if (s.size() >= 5) s.insert(s.end() - 2, ':');  // one char: GCC 12's -Wrestrict misfires on insert(pos, const char*)
   return s;
 }
 

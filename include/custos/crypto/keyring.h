@@ -21,6 +21,7 @@
 #include <string>
 
 #include "custos/crypto/aead.h"
+#include "custos/crypto/passphrase.h"
 #include "custos/crypto/secret_key.h"
 
 namespace custos::crypto {
@@ -30,6 +31,14 @@ struct Argon2Params {
   std::size_t memlimit;
   static Argon2Params moderate();     // the default for production keys
   static Argon2Params interactive();  // cheaper; for tests and small machines
+
+  // What a parameter file may ask for. Below: weaker than anything `custos
+  // init` writes. Above: a planted or damaged file could make every start
+  // allocate gigabytes or spin for minutes before the passphrase is checked.
+  static constexpr unsigned long long kMinOpslimit = 2;   // crypto_pwhash_OPSLIMIT_INTERACTIVE
+  static constexpr unsigned long long kMaxOpslimit = 32;  // 8x OPSLIMIT_SENSITIVE
+  static constexpr std::size_t kMinMemlimit = std::size_t{64} << 20;  // MEMLIMIT_INTERACTIVE, 64 MiB
+  static constexpr std::size_t kMaxMemlimit = std::size_t{4} << 30;   // 4 GiB
 };
 
 class Keyring {
@@ -37,13 +46,13 @@ class Keyring {
   // Creates version 1 in `key_dir` (created 0700 if missing). With a
   // passphrase, derives the key with Argon2id and stores only the salt,
   // parameters and a check value. Throws Error(conflict) if a master key exists.
-  static void create(const std::filesystem::path& key_dir, const std::optional<std::string>& passphrase,
+  static void create(const std::filesystem::path& key_dir, const std::optional<Passphrase>& passphrase,
                      Argon2Params params = Argon2Params::moderate());
 
   // Opens an existing keyring. Versions load on first use. Throws
   // Error(key_error) if no master key exists.
   static std::unique_ptr<Keyring> open(const std::filesystem::path& key_dir,
-                                       const std::optional<std::string>& passphrase);
+                                       const std::optional<Passphrase>& passphrase);
 
   ~Keyring();
 
@@ -58,7 +67,9 @@ class Keyring {
   // Writes version newest+1 (random, or from the passphrase with a new salt).
   std::uint32_t create_next_version();
 
-  // Deletes the file of `version` (after everything was re-wrapped).
+  // Deletes the file of `version` (after everything was re-wrapped): a key
+  // file is overwritten in place and fsynced before it is unlinked (see
+  // util::overwrite_and_unlink for where a file system defeats that).
   void retire(std::uint32_t version);
 
   Bytes wrap(std::uint32_t kek_version, std::string_view slot, const SecretKey& key);
@@ -68,17 +79,17 @@ class Keyring {
   const std::filesystem::path& dir() const { return dir_; }
 
  private:
-  Keyring(std::filesystem::path dir, const std::optional<std::string>& passphrase);
+  Keyring(std::filesystem::path dir, const std::optional<Passphrase>& passphrase);
   SecretKey load_version(std::uint32_t version) const;
 
   std::filesystem::path dir_;
-  struct GuardedPassphrase;
-  std::unique_ptr<GuardedPassphrase> passphrase_;  // in sodium_malloc'd memory
+  std::optional<Passphrase> passphrase_;  // in guarded memory
   mutable std::mutex mu_;
   std::map<std::uint32_t, std::unique_ptr<SecretKey>> keks_;
 };
 
-// Reads a small secret file (passphrase) and strips one trailing newline.
-std::string read_passphrase_file(const std::filesystem::path& path);
+// Reads a passphrase file into guarded memory and strips one trailing newline
+// (Passphrase::read_file).
+Passphrase read_passphrase_file(const std::filesystem::path& path);
 
 }  // namespace custos::crypto

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "custos/access/policy.h"
+#include "custos/crypto/passphrase.h"
 #include "custos/audit/journal.h"
 #include "custos/access/tokens.h"
 
@@ -27,7 +28,7 @@ using Json = nlohmann::json;
 
 struct InitOptions {
   std::filesystem::path data_dir;
-  std::optional<std::string> passphrase;
+  std::optional<crypto::Passphrase> passphrase;  // guarded memory, shared by copies
   bool fast_kdf = false;  // Argon2id "interactive" cost (tests, small machines)
   std::filesystem::path shipped_policies;  // copied into <data-dir>/policies
 };
@@ -45,7 +46,7 @@ InitResult init_data_dir(const InitOptions& options);
 
 struct OpenOptions {
   std::filesystem::path data_dir;
-  std::optional<std::string> passphrase;
+  std::optional<crypto::Passphrase> passphrase;  // guarded memory, shared by copies
   std::filesystem::path policy_dir;  // empty: <data-dir>/policies
   std::string node_id = "node-1";
   std::uint64_t checkpoint_every_entries = 1000;

@@ -28,4 +28,15 @@ struct SqlcipherOptions {
 std::unique_ptr<Store> open_sqlcipher(const std::filesystem::path& file, const crypto::SecretKey& db_key,
                                       const SqlcipherOptions& options = {});
 
+// Copies a consistent snapshot of the live database `source` into `dest`
+// (created 0600; must not exist) with SQLite's online backup API, while other
+// connections and processes keep reading and writing: one read transaction
+// on `source` is held for the whole copy, so the copy is the database as of
+// its start (WAL: writers are never blocked). Pages are decrypted and
+// re-encrypted under the same key, so `dest` is as encrypted as `source` and
+// opens with the same wrapped key. `dest` is left as one file (no WAL).
+// Throws Error(storage).
+void backup_sqlcipher(const std::filesystem::path& source, const crypto::SecretKey& db_key,
+                      const std::filesystem::path& dest, const SqlcipherOptions& options = {});
+
 }  // namespace custos::store
