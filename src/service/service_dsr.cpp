@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "custos/audit/access_package.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/entry.h"
 #include "custos/retention/retention.h"
@@ -355,30 +356,10 @@ Json Service::dsr_export(const Caller& caller, std::string_view id_text) {
   }
   out["disclosures"] = disclosures;
   // The subject's own access log, each entry with an inclusion proof against
-  // a signed checkpoint: verifiable with `custos-audit verify-inclusion`.
-  const auto cp = impl_->audit->checkpoint_now();
-  Json entries = Json::array();
-  audit::Query aq;
-  aq.subject_id = hex;
-  aq.limit = 1000;
-  for (;;) {
-    const auto page = impl_->audit->query(aq);
-    for (const auto& e : page) {
-      if (e.seq >= cp.size) continue;
-      Json proof = Json::array();
-      for (const auto& h : impl_->audit->inclusion_proof(e.seq, cp.size)) proof.push_back(auditfmt::to_hex(h));
-      entries.push_back({{"entry", auditfmt::base64_encode(auditfmt::encode(e))},
-                         {"index", e.seq},
-                         {"tree_size", cp.size},
-                         {"proof", proof},
-                         {"checkpoint", cp.note},
-                         {"decoded", Json::parse(auditfmt::to_json(e))}});
-    }
-    if (page.size() < aq.limit) break;
-    aq.after_seq = page.back().seq;
-  }
-  out["access_log"] = {{"verifier_key", impl_->audit->verifier_key()}, {"checkpoint", cp.note},
-                       {"tree_size", cp.size}, {"entries", entries}};
+  // a signed checkpoint and, for an entry covering many subjects, the
+  // subject's membership opening; names no other subject (issue 15, finding
+  // 7). Verifiable as it stands with `custos-audit verify-package`.
+  out["access_log"] = audit::subject_access_log(*impl_->audit, hex);
   out["csv"] = {{"touchpoints", csv({"id", "channel", "type", "at", "notes"}, tp_rows)},
                 {"orders", csv({"id", "amount_minor", "currency", "at"}, order_rows)},
                 {"consent_history", csv({"purpose", "channel", "event", "status", "at", "source", "lawful_basis",
