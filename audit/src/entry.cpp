@@ -95,7 +95,8 @@ bool parse(std::span<const std::uint8_t> bytes, Entry* e, EntryView& view, const
   Reader r(bytes);
   std::uint8_t version;
   if (!r.u8(version)) return *why = "empty entry", false;
-  if (version != kEntryVersion) return *why = "unknown entry version", false;
+  if (version != kEntryVersion && version != kEntryVersionCommitted) return *why = "unknown entry version", false;
+  view.version = version;
   if (!r.u64(view.seq)) return *why = "truncated sequence number", false;
   std::string* strings[] = {e ? &e->time : nullptr,      e ? &e->principal : nullptr, e ? &e->role : nullptr,
                             e ? &e->token_id : nullptr,  e ? &e->purpose : nullptr,   e ? &e->operation : nullptr,
@@ -111,14 +112,23 @@ bool parse(std::span<const std::uint8_t> bytes, Entry* e, EntryView& view, const
   std::string_view* tail_views[] = {&view.outcome, nullptr, nullptr, nullptr, nullptr};
   for (std::size_t i = 0; i < std::size(tail); ++i)
     if (!r.str(tail[i], tail_views[i])) return *why = "truncated or malformed text field", false;
-  const std::size_t list_at = r.pos();
-  if (!r.list(e ? &e->subject_ids : nullptr)) return *why = "malformed subject list", false;
-  view.subject_list = bytes.subspan(list_at, r.pos() - list_at);
+  if (version == kEntryVersion) {
+    const std::size_t list_at = r.pos();
+    if (!r.list(e ? &e->subject_ids : nullptr)) return *why = "malformed subject list", false;
+    view.subject_list = bytes.subspan(list_at, r.pos() - list_at);
+  } else {
+    if (!r.u32(view.subject_count) || !r.hash(view.subject_root)) return *why = "truncated subject commitment", false;
+    if (view.subject_count == 0) return *why = "a subject commitment of no subjects", false;
+    view.subject_list = {};
+  }
   if (!r.hash(view.prev)) return *why = "truncated previous-entry hash", false;
   if (!r.done()) return *why = "trailing bytes after the entry", false;
   if (e) {
+    e->version = version;
     e->seq = view.seq;
     e->prev = view.prev;
+    e->subject_count = view.subject_count;
+    e->subject_root = view.subject_root;
   }
   return true;
 }
@@ -128,7 +138,8 @@ bool parse(std::span<const std::uint8_t> bytes, Entry* e, EntryView& view, const
 std::size_t encoded_size(const Entry& e) {
   const std::string* strings[] = {&e.time,    &e.principal, &e.role,       &e.token_id, &e.purpose, &e.operation,
                                   &e.subject_id, &e.outcome, &e.reason, &e.request_id, &e.node_id, &e.detail};
-  std::size_t size = 1 + 8 + list_size(e.fields) + list_size(e.masked_fields) + list_size(e.subject_ids) + e.prev.size();
+  const std::size_t subjects = e.version == kEntryVersionCommitted ? 4 + e.subject_root.size() : list_size(e.subject_ids);
+  std::size_t size = 1 + 8 + list_size(e.fields) + list_size(e.masked_fields) + subjects + e.prev.size();
   for (const std::string* s : strings) size += 4 + s->size();
   return size;
 }
@@ -138,14 +149,21 @@ std::vector<std::uint8_t> encode(const Entry& e) {
   const std::string* tail[] = {&e.outcome, &e.reason, &e.request_id, &e.node_id, &e.detail};
   std::vector<std::uint8_t> out(encoded_size(e));
   std::uint8_t* at = out.data();
-  *at++ = kEntryVersion;
+  if (e.version != kEntryVersion && e.version != kEntryVersionCommitted)
+    throw std::invalid_argument("entry: unknown version");
+  *at++ = e.version;
   at = put_u32(at, static_cast<std::uint32_t>(e.seq >> 32));
   at = put_u32(at, static_cast<std::uint32_t>(e.seq));
   for (const std::string* s : head) at = put_str(at, *s);
   at = put_list(at, e.fields);
   at = put_list(at, e.masked_fields);
   for (const std::string* s : tail) at = put_str(at, *s);
-  at = put_list(at, e.subject_ids);
+  if (e.version == kEntryVersionCommitted) {
+    at = put_u32(at, e.subject_count);
+    at = std::copy(e.subject_root.begin(), e.subject_root.end(), at);
+  } else {
+    at = put_list(at, e.subject_ids);
+  }
   std::copy(e.prev.begin(), e.prev.end(), at);
   return out;
 }
@@ -242,6 +260,13 @@ std::string to_json(const Entry& e) {
                       {"masked_fields", e.masked_fields}, {"outcome", e.outcome}, {"reason", e.reason},
                       {"request_id", e.request_id}, {"node_id", e.node_id}, {"detail", e.detail},
                       {"subject_ids", e.subject_ids}, {"prev", to_hex(e.prev)}};
+  if (e.version == kEntryVersionCommitted) {
+    // The list is what the reader was given (the vault's openings, or none);
+    // the commitment is what the entry's bytes hold.
+    j["version"] = e.version;
+    j["subject_count"] = e.subject_count;
+    j["subject_root"] = to_hex(e.subject_root);
+  }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

@@ -3,6 +3,7 @@
 #include <openssl/sha.h>
 #include <sodium.h>
 
+#include <array>
 #include <bit>
 #include <stdexcept>
 
@@ -223,14 +224,44 @@ std::string base64_encode(std::span<const std::uint8_t> bytes) {
 }
 
 std::optional<std::vector<std::uint8_t>> base64_decode(std::string_view text) {
-  std::vector<std::uint8_t> out(text.size() / 4 * 3 + 3);
-  std::size_t len = 0;
-  const char* end = nullptr;
-  if (sodium_base642bin(out.data(), out.size(), text.data(), text.size(), nullptr, &len, &end,
-                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
-      end != text.data() + text.size())
-    return std::nullopt;
-  out.resize(len);
+  // Strict and canonical (FORMAT.md §0): the standard alphabet only, length a
+  // multiple of 4, `=` only as the last one or two characters, and the bits a
+  // padded final group leaves unused are zero; so each byte string has exactly
+  // one accepted text and no altered text decodes to the same bytes.
+  // (libsodium's decoder read bytes 0x80-0xFF as '/', issue 21.)
+  static constexpr auto kValue = [] {
+    std::array<std::int8_t, 256> v{};
+    v.fill(-1);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 64; ++i) v[static_cast<unsigned char>(alphabet[i])] = static_cast<std::int8_t>(i);
+    return v;
+  }();
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::size_t pad = 0;
+  if (!text.empty() && text.back() == '=') pad = text.size() >= 2 && text[text.size() - 2] == '=' ? 2 : 1;
+  std::vector<std::uint8_t> out;
+  out.reserve(text.size() / 4 * 3);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    const bool last = i + 4 == text.size();
+    const std::size_t real = last ? 4 - pad : 4;
+    std::uint32_t group = 0;
+    for (std::size_t k = 0; k < 4; ++k) {
+      std::int8_t v = 0;
+      if (k < real) {
+        v = kValue[static_cast<unsigned char>(text[i + k])];
+        if (v < 0) return std::nullopt;
+      } else if (text[i + k] != '=') {
+        return std::nullopt;
+      }
+      group = group << 6 | static_cast<std::uint32_t>(v);
+    }
+    out.push_back(static_cast<std::uint8_t>(group >> 16));
+    if (real >= 3) out.push_back(static_cast<std::uint8_t>(group >> 8));
+    if (real == 4) out.push_back(static_cast<std::uint8_t>(group));
+    // Non-canonical: bits below the last encoded byte must be zero.
+    if (real == 3 && (group & 0xFF) != 0) return std::nullopt;
+    if (real == 2 && (group & 0xFFFF) != 0) return std::nullopt;
+  }
   return out;
 }
 

@@ -12,6 +12,7 @@
 #include "custos/error.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/export.h"
+#include "custos_audit/subjects.h"
 
 namespace custos::audit {
 namespace {
@@ -288,8 +289,54 @@ auditfmt::Entry AuditLog::draft(const Actor& actor, const Event& event, std::str
   return e;
 }
 
-std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> bytes) {
+AuditLog::Drafted AuditLog::encode_draft(const Actor& actor, const Event& event, std::string time) const {
+  auditfmt::Entry e = draft(actor, event, std::move(time));
+  Drafted out;
+  if (!e.subject_ids.empty()) {
+    // The entry commits to its further subjects (FORMAT.md §1.5); their ids
+    // and salts stay with the vault, beside the entry, never in it.
+    auditfmt::commit_subjects(e);
+    out.openings = auditfmt::encode_openings(e);
+    require_fits(out.openings.size());
+  }
+  out.bytes = auditfmt::encode(e);
+  require_fits(out.bytes.size());
+  return out;
+}
+
+namespace {
+// A journal record is an entry's canonical bytes, or, for an entry that
+// commits to its subjects, kWrapped || u32 length || the bytes || the
+// openings: the ids must survive the journal, but are no part of the bytes.
+// No canonical entry starts with kWrapped (its first byte is its version).
+constexpr std::uint8_t kWrapped = 0xC5;
+
+std::vector<std::uint8_t> journal_payload(std::vector<std::uint8_t> bytes, const std::vector<std::uint8_t>& openings) {
+  if (openings.empty()) return bytes;
+  std::vector<std::uint8_t> out;
+  out.reserve(5 + bytes.size() + openings.size());
+  const auto n = static_cast<std::uint32_t>(bytes.size());
+  out.insert(out.end(), {kWrapped, static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
+                         static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)});
+  out.insert(out.end(), bytes.begin(), bytes.end());
+  out.insert(out.end(), openings.begin(), openings.end());
+  return out;
+}
+
+// The canonical bytes inside a journal payload, and the openings (empty if none).
+std::pair<std::span<std::uint8_t>, std::span<const std::uint8_t>> unwrap(std::span<std::uint8_t> payload) {
+  if (payload.size() < 5 || payload[0] != kWrapped) return {payload, {}};
+  const std::size_t n = (std::size_t{payload[1]} << 24) | (std::size_t{payload[2]} << 16) |
+                        (std::size_t{payload[3]} << 8) | payload[4];
+  if (n > payload.size() - 5) throw Error(ErrorCode::integrity, "audit journal: malformed wrapped record");
+  return {payload.subspan(5, n), payload.subspan(5 + n)};
+}
+}  // namespace
+
+std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
+                                 std::span<const std::uint8_t> openings) {
   require_fits(bytes.size());  // before anything is written: nothing is appended
+  require_fits(openings.size());
   auditfmt::Frontier next = *frontier_;
   const std::uint64_t seq = next.size();
   auditfmt::set_position(bytes, seq, seq == 0 ? Hash{} : last_leaf_);
@@ -297,15 +344,26 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> byte
   const char* why = nullptr;
   if (!auditfmt::parse_view(bytes, v, &why))
     throw Error(ErrorCode::internal, std::string("audit log: malformed entry: ") + why);
+  std::vector<std::string> committed;
+  if (v.version == auditfmt::kEntryVersionCommitted) {
+    std::vector<auditfmt::SubjectSalt> salts;
+    if (!auditfmt::decode_openings(openings, committed, salts, &why) || committed.size() != v.subject_count)
+      throw Error(ErrorCode::internal, "audit log: an entry that commits to its subjects came without their openings");
+  } else if (!openings.empty()) {
+    throw Error(ErrorCode::internal, "audit log: subject openings for an entry that lists its subjects");
+  }
   const Hash leaf = auditfmt::leaf_hash(bytes);
   next.append(leaf);
   const std::int64_t at_us = parse_time_us(v.time).value_or(0);
   tx.exec(
       "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome, bytes,
-       leaf});
-  const SubjectBucket bucket = index_subjects(tx, seq, v);
+      {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome,
+       store::Blob(bytes), leaf});
+  if (!openings.empty())
+    tx.exec("INSERT INTO audit_subject_openings (seq, openings) VALUES (?, ?)",
+            {static_cast<std::int64_t>(seq), store::Blob(openings)});
+  const SubjectBucket bucket = index_subjects(tx, seq, v, committed);
   for (const auto& [level, index, hash] : next.completed())
     tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
             {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
@@ -318,7 +376,8 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::vector<std::uint8_t> byte
   return seq;
 }
 
-AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v) {
+AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v,
+                                                 const std::vector<std::string>& committed) {
   // Only real ids are indexed: an invalid_subject marker names no subject.
   std::vector<std::string_view> subjects;
   if (auditfmt::is_subject_id(v.subject_id)) subjects.push_back(v.subject_id);
@@ -326,6 +385,8 @@ AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t 
     for (const std::string_view id : auditfmt::list_items(v.subject_list))
       if (auditfmt::is_subject_id(id)) subjects.push_back(id);
   }
+  for (const std::string& id : committed)
+    if (auditfmt::is_subject_id(id)) subjects.push_back(id);
   SubjectBucket at = subject_bucket_;
   if (subjects.empty()) return at;
   // An entry's rows share one bucket, so buckets stay in sequence order; a
@@ -347,7 +408,8 @@ std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event&
   return fail_closed([&] {
     if (tx.mode() != TxMode::write) throw Error(ErrorCode::internal, "audit append needs a write transaction");
     load_head(tx);
-    return add_leaf(tx, auditfmt::encode(draft(actor, event, format_time_us(options_.now_us()))));
+    Drafted d = encode_draft(actor, event, format_time_us(options_.now_us()));
+    return add_leaf(tx, d.bytes, d.openings);
   });
 }
 
@@ -372,7 +434,11 @@ void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& even
   if (journal_on_.load(std::memory_order_acquire)) return append_journaled(actor, events);
   // Refused before joining the group: an oversized entry fails only its own
   // caller, not the readers whose entries would share its transaction.
-  for (const Event& e : events) require_fits(auditfmt::encoded_size(draft(actor, e, format_time_us(options_.now_us()))));
+  for (const Event& e : events) {
+    const auditfmt::Entry sized = draft(actor, e, format_time_us(options_.now_us()));
+    require_fits(auditfmt::encoded_size(sized));
+    if (!sized.subject_ids.empty()) require_fits(auditfmt::openings_size(sized));
+  }
   Waiter self{&actor, &events};
   std::unique_lock lock(group_mu_);
   queue_.push_back(&self);
@@ -546,18 +612,46 @@ std::vector<std::uint8_t> AuditLog::entry_bytes(std::uint64_t seq) {
   return *out;
 }
 
+auditfmt::Entry AuditLog::entry_of_row(const Row& r) {
+  auditfmt::Entry e = auditfmt::decode(r.blob(0));
+  if (e.version == auditfmt::kEntryVersionCommitted && !r.is_null(1)) {
+    const char* why = nullptr;
+    if (!auditfmt::decode_openings(r.blob(1), e.subject_ids, e.subject_salts, &why))
+      throw Error(ErrorCode::integrity, std::string("audit log: stored subject openings are malformed: ") + why);
+  }
+  return e;
+}
+
+std::optional<auditfmt::Entry> AuditLog::entry(std::uint64_t seq) {
+  std::optional<auditfmt::Entry> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT e.entry, o.openings FROM audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq"
+           " WHERE e.seq = ?",
+           {static_cast<std::int64_t>(seq)}, [&](const Row& r) { out = entry_of_row(r); });
+  return out;
+}
+
+void AuditLog::scan(Transaction& tx, std::uint64_t first, std::uint64_t last,
+                    const std::function<void(std::int64_t at_us, const auditfmt::Entry&)>& fn) {
+  tx.exec("SELECT e.entry, o.openings, e.at FROM audit_entries e"
+          " LEFT JOIN audit_subject_openings o ON o.seq = e.seq WHERE e.seq >= ? AND e.seq <= ? ORDER BY e.seq",
+          {static_cast<std::int64_t>(first), static_cast<std::int64_t>(last)},
+          [&](const Row& r) { fn(r.integer(2), entry_of_row(r)); });
+}
+
 std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
   const std::size_t limit = std::min<std::size_t>(q.limit, 10000);
-  std::string sql = "SELECT e.entry FROM ";
+  std::string sql = "SELECT e.entry, o.openings FROM ";
   std::vector<store::Param> params;
   if (!q.subject_id.empty()) {
     // One bucket of the subject index at a time, oldest first; each bucket
     // is a single seek and yields its entries in sequence order.
-    sql += "audit_subject_index s JOIN audit_entries e ON e.seq = s.seq WHERE s.bucket = ? AND s.subject_id = ?";
+    sql += "audit_subject_index s JOIN audit_entries e ON e.seq = s.seq"
+           " LEFT JOIN audit_subject_openings o ON o.seq = s.seq WHERE s.bucket = ? AND s.subject_id = ?";
     params.emplace_back(std::int64_t{0});
     params.emplace_back(q.subject_id);
   } else {
-    sql += "audit_entries e WHERE 1 = 1";
+    sql += "audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq WHERE 1 = 1";
   }
   if (!q.principal.empty()) sql += " AND e.principal = ?", params.emplace_back(q.principal);
   if (!q.purpose.empty()) sql += " AND e.purpose = ?", params.emplace_back(q.purpose);
@@ -574,7 +668,7 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
   auto tx = store_.begin(TxMode::read);
   const auto run = [&] {
     params.back() = static_cast<std::int64_t>(limit - out.size());
-    tx->exec_v(sql, params, [&](const Row& r) { out.push_back(auditfmt::decode(r.blob(0))); });
+    tx->exec_v(sql, params, [&](const Row& r) { out.push_back(entry_of_row(r)); });
   };
   if (q.subject_id.empty()) {
     run();
@@ -613,8 +707,15 @@ void AuditLog::export_to(std::ostream& out) {
   // Checkpoints first, so a verifier knows every signed size before the entries reach it.
   tx->exec("SELECT note FROM audit_checkpoints WHERE size <= ? ORDER BY size", {static_cast<std::int64_t>(n)},
            [&](const Row& r) { writer.add_checkpoint(r.text(0)); });
-  tx->exec("SELECT entry FROM audit_entries WHERE seq < ? ORDER BY seq", {static_cast<std::int64_t>(n)},
-           [&](const Row& r) { writer.add_entry(r.blob(0)); });
+  // Each entry that commits to its subjects is followed by its openings (an
+  // `S` record): the auditor is entitled to the whole log, ids included, and
+  // checks them against the commitment (FORMAT.md §3).
+  tx->exec("SELECT e.entry, o.openings FROM audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq"
+           " WHERE e.seq < ? ORDER BY e.seq",
+           {static_cast<std::int64_t>(n)}, [&](const Row& r) {
+             writer.add_entry(r.blob(0));
+             if (!r.is_null(1)) writer.add_openings(r.blob(1));
+           });
   writer.finish();
 }
 
@@ -644,7 +745,7 @@ namespace {
 // dropping it would lose a read. Its caller-supplied text is replaced as a
 // new entry's would be, which brings it back under the limit.
 std::vector<std::uint8_t> fitted(const std::vector<std::uint8_t>& payload) {
-  if (payload.size() <= auditfmt::kMaxEntryBytes) return payload;
+  if (payload.size() <= auditfmt::kMaxEntryBytes || payload[0] == kWrapped) return payload;
   auditfmt::Entry e = auditfmt::decode(payload);
   keep_to_names_and_ids(e);
   return auditfmt::encode(e);
@@ -659,7 +760,11 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
     {
       std::lock_guard lock(mu_);
       load_head(*tx);
-      for (const auto& r : batch) add_leaf(*tx, fitted(r.payload));
+      for (const auto& r : batch) {
+        std::vector<std::uint8_t> payload = fitted(r.payload);
+        const auto [bytes, openings] = unwrap(payload);
+        add_leaf(*tx, bytes, openings);
+      }
     }
     // The watermark commits with the entries: after a crash, recovery folds
     // exactly the records beyond it.
@@ -739,18 +844,21 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
   const std::int64_t drafted_at = options_.now_us();
   const std::string drafted_time = format_time_us(drafted_at);
   for (std::size_t i = 0; i < events.size(); ++i) {
-    drafts[i] = auditfmt::encode(draft(actor, events[i], drafted_time));
-    require_fits(drafts[i].size());  // a journaled record the fold could never place would stall it
+    // Sized (require_fits) here: a journaled record the fold could never place would stall it.
+    Drafted d = encode_draft(actor, events[i], drafted_time);
+    drafts[i] = journal_payload(std::move(d.bytes), d.openings);
   }
   const auto deadline = std::chrono::steady_clock::now() + kFullWait;
   std::unique_lock lock(pend_mu_);
   for (;;) {
     const std::string now = format_time_us(std::max(drafted_at, options_.now_us()));
     for (std::size_t i = 0; i < drafts.size(); ++i) {
-      if (now.size() == drafted_time.size())
-        auditfmt::set_time(drafts[i], now);
-      else  // a clock past year 9999: the time's length changed
-        drafts[i] = auditfmt::encode(draft(actor, events[i], now));
+      if (now.size() == drafted_time.size()) {
+        auditfmt::set_time(unwrap(drafts[i]).first, now);
+      } else {  // a clock past year 9999: the time's length changed
+        Drafted d = encode_draft(actor, events[i], now);
+        drafts[i] = journal_payload(std::move(d.bytes), d.openings);
+      }
     }
     const std::optional<std::uint64_t> first = journal_->append(drafts);
     if (first) {

@@ -428,10 +428,12 @@ std::optional<std::uint64_t> Journal::append(std::span<const std::vector<std::ui
   for (const auto& p : payloads) {
     // Every record becomes a log entry when folded: one the log would refuse
     // is refused here, before anything is written, or it would stall every fold.
-    if (p.size() > auditfmt::kMaxEntryBytes)
+    // A record is an entry, or an entry with its subject openings (each part
+    // within the log's limit, plus a 5-byte wrapper; AuditLog).
+    if (p.size() > kMaxJournalRecordBytes)
       throw Error(ErrorCode::invalid_argument, "audit journal: an entry of " + std::to_string(p.size()) +
-                                                   " bytes is over the log's limit of " +
-                                                   std::to_string(auditfmt::kMaxEntryBytes));
+                                                   " bytes is over the journal's limit of " +
+                                                   std::to_string(kMaxJournalRecordBytes));
     need += 4 + p.size() + kTagBytes;
   }
   if (need > options_.segment_bytes - kHeaderBytes)

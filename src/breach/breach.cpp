@@ -256,12 +256,14 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
   const auto first = tx->scalar("SELECT min(seq) FROM audit_entries WHERE at >= ? AND at < ?", {from_us, to_us});
   const auto last = tx->scalar("SELECT max(seq) FROM audit_entries WHERE at >= ? AND at < ?", {from_us, to_us});
   if (!first || !last) return store_affected(actor, id, std::move(r), found, "audit_log");
-  tx->exec("SELECT seq, at, entry FROM audit_entries WHERE seq >= ? AND seq <= ? AND seq < ? ORDER BY seq",
-           {*first, *last, static_cast<std::int64_t>(r.checkpoint.size)}, [&](const Row& row) {
-             const std::int64_t at = row.integer(1);
+  // Entries covering many subjects commit to them (FORMAT.md §1.5); the scan
+  // gets their ids from the audit log's own openings.
+  if (r.checkpoint.size == 0 || *first >= static_cast<std::int64_t>(r.checkpoint.size))
+    return store_affected(actor, id, std::move(r), found, "audit_log");
+  const auto scan_last = std::min<std::uint64_t>(static_cast<std::uint64_t>(*last), r.checkpoint.size - 1);
+  audit_.scan(*tx, static_cast<std::uint64_t>(*first), scan_last, [&](std::int64_t at, const auditfmt::Entry& e) {
              if (at < from_us || at >= to_us) return;
              ++r.entries_scanned;
-             const auditfmt::Entry e = auditfmt::decode(row.blob(2));
              if (e.outcome != "allowed") return;
              if (!principals.count(e.principal) && !token_ids.count(e.token_id)) return;
              if (e.subject_id.empty() && e.subject_ids.empty()) return;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "custos/audit/access_package.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/entry.h"
 #include "custos/retention/retention.h"
@@ -480,7 +481,7 @@ void Service::dsr_export(const Caller& caller, std::string_view id_text, const E
     };
     // The subjects' own access log, each entry with an inclusion proof
     // against one signed checkpoint: `custos-audit verify-inclusion`.
-    const auto cp = impl_->audit->checkpoint_now();
+    const auto cp = audit::access_package_checkpoint(*impl_->audit);
     const auto each_access = [&](const std::function<void(const auditfmt::Entry&)>& f) {
       std::set<std::uint64_t> seen;  // an entry naming two matched subjects is given once
       for (const auto& sid : q.subjects) {
@@ -495,16 +496,6 @@ void Service::dsr_export(const Caller& caller, std::string_view id_text, const E
           aq.after_seq = page.back().seq;
         }
       }
-    };
-    const auto bundle = [&](const auditfmt::Entry& e) {
-      Json proof = Json::array();
-      for (const auto& h : impl_->audit->inclusion_proof(e.seq, cp.size)) proof.push_back(auditfmt::to_hex(h));
-      return Json{{"entry", auditfmt::base64_encode(auditfmt::encode(e))},
-                  {"index", e.seq},
-                  {"tree_size", cp.size},
-                  {"proof", std::move(proof)},
-                  {"checkpoint", cp.note},
-                  {"decoded", Json::parse(auditfmt::to_json(e))}};
     };
 
     if (csv_out) {
@@ -598,12 +589,33 @@ void Service::dsr_export(const Caller& caller, std::string_view id_text, const E
           break;
         }
     disclosures.close();
-    out.put(",\"access_log\":{\"verifier_key\":" + Json(impl_->audit->verifier_key()).dump() +
-            ",\"checkpoint\":" + Json(cp.note).dump() + ",\"tree_size\":" + std::to_string(cp.size) + ",\"entries\":");
-    ArrayWriter entries(out);
-    each_access([&](const auditfmt::Entry& e) { entries.add(bundle(e)); });
-    entries.close();
-    out.put("}}");
+    // Each subject's own access log (audit/FORMAT.md §5): bundles proven
+    // against one checkpoint, an entry covering many subjects carrying only
+    // this subject's membership opening, so nothing names another subject
+    // (finding 7). `access_log` is the first matched subject's,
+    // `further_access_logs` the others'; each verifies with
+    // `custos-audit verify-package`.
+    const auto write_access_log = [&](const records::SubjectId& sid) {
+      const std::string hex = records::to_hex(sid);
+      out.put("{\"verifier_key\":" + Json(impl_->audit->verifier_key()).dump() + ",\"checkpoint\":" +
+              Json(cp.note).dump() + ",\"tree_size\":" + std::to_string(cp.size) +
+              ",\"subject_id\":" + Json(hex).dump() + ",\"entries\":");
+      ArrayWriter entries(out);
+      audit::for_each_access_bundle(*impl_->audit, hex, cp, [&](Json b) { entries.add(b); });
+      entries.close();
+      out.put("}");
+    };
+    out.put(",\"access_log\":");
+    write_access_log(q.subjects.front());
+    if (q.subjects.size() > 1) {
+      out.put(",\"further_access_logs\":[");
+      for (std::size_t i = 1; i < q.subjects.size(); ++i) {
+        if (i > 1) out.put(",");
+        write_access_log(q.subjects[i]);
+      }
+      out.put("]");
+    }
+    out.put("}");
     out.flush();
   } catch (const ChunkWriter::ReaderGone&) {
     // The reader left; what was read is audited, nothing more is sent.

@@ -148,6 +148,17 @@ const std::vector<Migration>& migrations() {
            "INSERT INTO dsr_subjects (request_id, subject_id)"
            " SELECT id, subject_id FROM dsr_requests WHERE subject_id IS NOT NULL",
        }},
+      {9,
+       {
+           // The openings of audit entries that commit to their subjects
+           // (entry version 2, audit/FORMAT.md §1.5): each subject's id and
+           // salt, in the entry's order, as one blob. The entry's bytes hold
+           // only the count and a Merkle root, so a subject's access package
+           // can prove its membership without naming the others; the ids live
+           // here (and in audit_subject_index) for queries, breach scans and
+           // the auditor's export.
+           "CREATE TABLE audit_subject_openings (seq INTEGER PRIMARY KEY, openings BLOB NOT NULL)",
+       }},
   };
   return all;
 }

@@ -1,6 +1,7 @@
 #include "custos/util/files.h"
 
 #include <fcntl.h>
+#include <sodium.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>

@@ -114,9 +114,10 @@ TEST(AuditLimit, TheJournalItselfRefusesARecordOverTheLimit) {
   auto journal = audit::Journal::open(dir.path() / "journal", crypto::SecretKey::random(), {});
   ASSERT_TRUE(journal);
   journal->start(1);
-  const std::vector<std::vector<std::uint8_t>> over{std::vector<std::uint8_t>(kLimit + 1, 1)};
+  // An entry with its subject openings: each part within the log's limit.
+  const std::vector<std::vector<std::uint8_t>> over{std::vector<std::uint8_t>(audit::kMaxJournalRecordBytes + 1, 1)};
   EXPECT_EQ(testing::code_of([&] { journal->append(over); }), ErrorCode::invalid_argument);
-  const std::vector<std::vector<std::uint8_t>> exact{std::vector<std::uint8_t>(kLimit, 1)};
+  const std::vector<std::vector<std::uint8_t>> exact{std::vector<std::uint8_t>(audit::kMaxJournalRecordBytes, 1)};
   EXPECT_EQ(journal->append(exact), std::optional<std::uint64_t>(1));  // the refused one took no counter
 }
 

@@ -232,7 +232,8 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
     tx->exec("CREATE INDEX audit_by_subject ON audit_entries (subject_id, seq)");
     tx->exec("DROP TABLE audit_subject_index");
     tx->exec("DROP TABLE audit_subject_buckets");
-    tx->exec("DROP TABLE dsr_subjects");  // migration 8 (runs again)
+    tx->exec("DROP TABLE dsr_subjects");            // migration 8 (runs again)
+    tx->exec("DROP TABLE audit_subject_openings");  // migration 9
     tx->exec("PRAGMA user_version = 6");
     tx->commit();
   }

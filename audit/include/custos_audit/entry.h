@@ -6,6 +6,7 @@
 // and codes, never personal values.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -16,7 +17,17 @@
 
 namespace custos::auditfmt {
 
+// Version 1 lists the further subjects an entry covers in clear (field 16,
+// subject_ids); version 2 commits to them instead (field 16 = count and the
+// root of a Merkle tree over salted per-subject commitments, subjects.h), so
+// one subject's membership can be proven without naming the others. The vault
+// writes version 2 for every entry that covers further subjects and version 1
+// for every other entry; readers accept both (FORMAT.md §1.1, §1.5).
 inline constexpr std::uint8_t kEntryVersion = 1;
+inline constexpr std::uint8_t kEntryVersionCommitted = 2;
+
+// A per-subject random salt of a version-2 entry's commitment.
+using SubjectSalt = std::array<std::uint8_t, 16>;
 
 // The largest canonical entry a vault appends and the largest export record
 // (FORMAT.md §1.4, §3) a reader accepts: 64 KiB. One constant for both sides,
@@ -27,6 +38,7 @@ inline constexpr std::uint8_t kEntryVersion = 1;
 inline constexpr std::size_t kMaxEntryBytes = std::size_t{64} << 10;
 
 struct Entry {
+  std::uint8_t version = kEntryVersion;
   std::uint64_t seq = 0;  // position in the log == Merkle leaf index
   std::string time;       // RFC 3339 UTC, microseconds
   std::string principal, role, token_id, purpose, operation, subject_id;
@@ -36,7 +48,14 @@ struct Entry {
   std::string reason;                      // denial code
   std::string request_id, node_id;
   std::string detail;                      // small, non-personal
-  std::vector<std::string> subject_ids;    // further subjects covered (campaign pages)
+  // Further subjects covered (campaign pages, batch creates). Version 1:
+  // encoded as field 16. Version 2: not encoded; the vault keeps them, with
+  // their salts, beside the entry (the "openings", subjects.h) and fills them
+  // in where the reader is entitled to them.
+  std::vector<std::string> subject_ids;
+  std::vector<SubjectSalt> subject_salts;  // version 2: the salt of each of subject_ids
+  std::uint32_t subject_count = 0;         // version 2, encoded: how many subjects
+  Hash subject_root{};                     // version 2, encoded: root of their commitments
   Hash prev{};  // leaf hash of entry seq-1 (zero for seq 0): pinpoints an altered entry
 };
 
@@ -49,10 +68,13 @@ Entry decode(std::span<const std::uint8_t> bytes);
 // What the verifier and the store's indexes need, without allocating: the
 // views point into the parsed bytes and live as long as they do.
 struct EntryView {
+  std::uint8_t version = kEntryVersion;
   std::uint64_t seq = 0;
   Hash prev{};
   std::string_view time, principal, purpose, operation, subject_id, outcome;
-  std::span<const std::uint8_t> subject_list;  // the encoded subject_ids list; see list_items()
+  std::span<const std::uint8_t> subject_list;  // version 1: the encoded subject_ids list; see list_items()
+  std::uint32_t subject_count = 0;             // version 2
+  Hash subject_root{};                         // version 2
 };
 
 // Returns false (with `why`) if the bytes are not a well-formed entry.

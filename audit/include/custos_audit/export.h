@@ -3,8 +3,8 @@
 //   "custos-audit-export 1\n"
 //   one line of JSON: the header (origin, key name, public-key fingerprint,
 //   first sequence number, entry and checkpoint counts, creation time)
-//   records: 1 type byte ('C' checkpoint note, 'E' canonical entry),
-//            u32 big-endian length, payload
+//   records: 1 type byte ('C' checkpoint note, 'E' canonical entry, 'S' the
+//            subject openings of the 'E' before it), u32 big-endian length, payload
 //   'Z' and u32 0: the end (a missing end marker means truncation)
 //
 // Writers emit every checkpoint first, then the entries in order, so a
@@ -22,6 +22,8 @@
 namespace custos::auditfmt {
 
 inline constexpr std::string_view kExportMagic = "custos-audit-export 1\n";
+// The header line is read only this far before it is parsed (FORMAT.md §3).
+inline constexpr std::size_t kMaxHeaderBytes = std::size_t{64} << 10;
 
 struct ExportHeader {
   std::string origin;
@@ -38,6 +40,8 @@ class ExportWriter {
   ExportWriter(std::ostream& out, const ExportHeader& header);
   void add_checkpoint(std::string_view note);
   void add_entry(std::span<const std::uint8_t> canonical_entry);
+  // The openings (subjects.h) of the entry just added, which commits to its subjects.
+  void add_openings(std::span<const std::uint8_t> openings);
   void finish();
 
  private:
@@ -46,11 +50,16 @@ class ExportWriter {
 };
 
 // Streams an export: the header, then each record. Returns false with `error`
-// set on a malformed or truncated file. Callbacks return false to stop early.
+// set on a malformed or truncated file. Callbacks return false to stop early;
+// the spans they get are valid only during the call. Memory is bounded
+// whatever the input: the header line is refused past kMaxHeaderBytes before
+// it is parsed, a record past kMaxEntryBytes before its payload is read, and
+// nothing is reserved from a count the file states.
 struct ExportVisitor {
   std::function<bool(const ExportHeader&)> on_header;
   std::function<bool(std::string_view note)> on_checkpoint;
   std::function<bool(std::span<const std::uint8_t> entry)> on_entry;
+  std::function<bool(std::span<const std::uint8_t> openings)> on_openings;  // absent: 'S' records are skipped
 };
 bool read_export(std::istream& in, const ExportVisitor& visitor, std::string& error);
 

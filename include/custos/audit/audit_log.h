@@ -28,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,7 +62,9 @@ struct Event {
   std::string reason;  // denial code when !allowed
   std::string detail;  // small, non-personal
   // Further subjects one entry covers (a campaign page, a batch create): each
-  // is indexed so the entry is found by any of their ids.
+  // is indexed so the entry is found by any of their ids. The entry commits
+  // to them (version 2, FORMAT.md §1.5) and does not name them; the vault
+  // keeps their ids and salts beside it.
   std::vector<std::string> subject_ids;
 };
 
@@ -138,7 +141,17 @@ class AuditLog {
 
   // Canonical bytes of one entry.
   std::vector<std::uint8_t> entry_bytes(std::uint64_t seq);
+  // One entry, decoded; for an entry that commits to its subjects (version
+  // 2), subject_ids and subject_salts are filled from the vault's openings.
+  std::optional<auditfmt::Entry> entry(std::uint64_t seq);
+  // Entries matching `q`, filled as entry() fills them: for readers entitled
+  // to the whole log (auditors). A subject's own view is access_package.h.
   std::vector<auditfmt::Entry> query(const Query& q);
+  // Calls `fn` for each entry with first <= seq <= last in sequence order,
+  // filled as entry() fills them, with its time index; inside the caller's
+  // transaction (breach computations scan large ranges in one).
+  void scan(store::Transaction& tx, std::uint64_t first, std::uint64_t last,
+            const std::function<void(std::int64_t at_us, const auditfmt::Entry&)>& fn);
 
   // Writes the whole log (entries, every checkpoint) as an export file.
   // Signs a final checkpoint first so every entry is covered.
@@ -154,19 +167,30 @@ class AuditLog {
   Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
   std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
   auditfmt::Entry draft(const Actor& actor, const Event& event, std::string time) const;
+  // The entry's canonical bytes and, if it covers further subjects, their
+  // openings (the entry commits to them, FORMAT.md §1.5). Throws
+  // Error(invalid_argument) if either is over auditfmt::kMaxEntryBytes.
+  struct Drafted {
+    std::vector<std::uint8_t> bytes;
+    std::vector<std::uint8_t> openings;  // empty: the entry covers no further subjects
+  };
+  Drafted encode_draft(const Actor& actor, const Event& event, std::string time) const;
+  static auditfmt::Entry entry_of_row(const store::Row& r);  // columns: entry, openings
   // Throws Error(invalid_argument) if an entry of `bytes` would exceed
   // auditfmt::kMaxEntryBytes, which the verifier refuses.
   static void require_fits(std::size_t bytes);
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
-  std::uint64_t add_leaf(store::Transaction& tx, std::vector<std::uint8_t> bytes);
+  // `openings` are those of an entry that commits to its subjects, else empty.
+  std::uint64_t add_leaf(store::Transaction& tx, std::span<std::uint8_t> bytes, std::span<const std::uint8_t> openings);
   struct SubjectBucket {
     std::int64_t number = -1;  // -1: none yet
     std::uint64_t rows = 0;
   };
   // Indexes the entry under its subject and each subject it names; returns
   // the bucket in use afterwards (the caller adopts it with the entry).
-  SubjectBucket index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v);
+  SubjectBucket index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v,
+                               const std::vector<std::string>& committed);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
   std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.

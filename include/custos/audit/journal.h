@@ -31,8 +31,13 @@
 #include <vector>
 
 #include "custos/crypto/secret_key.h"
+#include "custos_audit/entry.h"
 
 namespace custos::audit {
+
+// The largest record: an entry and its subject openings, each within the
+// log's limit, behind a 5-byte wrapper (AuditLog). Larger is refused.
+inline constexpr std::size_t kMaxJournalRecordBytes = 2 * auditfmt::kMaxEntryBytes + 5;
 
 struct JournalOptions {
   std::size_t segment_bytes = std::size_t{16} << 20;  // ~50,000 entries each
