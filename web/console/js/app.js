@@ -75,6 +75,7 @@ async function route() {
     replace(main, h('h1', null, 'Custos'), allowed().length
       ? h('p', null, 'Choose a screen above.')
       : h('p', null, `The role ${me.role} has no console screens.`));
+    main.setAttribute('data-ready', '');
     return;
   }
   document.title = `${sc.title} · Custos`;
