@@ -10,11 +10,15 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libpq-dev postgresql
   wrk curl openssl python3
+  chromium   # the console's browser tests (tests/browser, driven by playwright-core)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm for the browser tests: any install will do (some images
+# ship a newer Node.js than Debian's); Debian's when there is none.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 if ((${#missing[@]})); then
   echo "custos: installing ${missing[*]}"
   SUDO=""

@@ -337,6 +337,11 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
         close = true;
         continue;
       }
+      // A handler's cache policy replaces the default no-store (static assets).
+      if (iequals(k, "Cache-Control")) {
+        res->set(bhttp::field::cache_control, v);
+        continue;
+      }
       res->insert(k, v);
     }
     res->body() = std::move(r.body);

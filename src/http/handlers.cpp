@@ -25,6 +25,18 @@ Result h_healthz(HandlerContext& c) {
   return json_result(200, {{"status", "ok"}});
 }
 
+// GET /v1/whoami: the caller's own principal, role and what the role may
+// do, so a client (the web console) shows only the screens that apply. The
+// server still decides every call; this reveals nothing about anyone else.
+Result h_whoami(HandlerContext& c) {
+  const auto policy = c.svc.policy();
+  const access::Role* role = policy->role(c.caller.principal.role);
+  Json out = {{"principal", c.caller.principal.name}, {"role", c.caller.principal.role}};
+  out["operations"] = role ? Json(role->operations) : Json::array();
+  out["purposes"] = role ? Json(role->purposes) : Json::array();
+  return json_result(200, out);
+}
+
 Result h_metrics(HandlerContext& c) {
   Result r;
   r.body = c.metrics_text();
@@ -232,6 +244,7 @@ std::vector<Route> make_routes() {
   add("GET", "/v1/audit/proof/inclusion", true, none, {"index", "size"}, h_inclusion);
   add("GET", "/v1/audit/proof/consistency", true, none, {"first", "second"}, h_consistency);
   add("GET", "/v1/audit/export", true, none, {}, h_audit_export);
+  add("GET", "/v1/whoami", true, none, {}, h_whoami);
   return r;
 }
 

@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "quota.h"
 #include "router.h"
+#include "static_assets.h"
 #include "tls.h"
 
 namespace custos::http {
@@ -168,6 +169,8 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
                                   std::string& route_label, std::string& principal) {
   if (draining)
     throw HttpProblem(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}, {"Connection", "close"}});
+  // The console and privacy page (static, unauthenticated; see static_assets.h).
+  if (auto page = serve_static(req, route_label)) return std::move(*page);
   RouteMatch m = match_route(routes, sv(req.method_string()), sv(req.target()));
   route_label = m.route->path;
 
