@@ -108,9 +108,14 @@ int main(int argc, char** argv) {
   // subject
   auto* subject = app.add_subcommand("subject", "data subjects")->require_subcommand(1);
   std::string id, purpose, email, phone, external_id;
-  subject->add_subcommand("put", "create a subject from JSON on stdin ({\"fields\": {...}})")->callback([&] {
+  std::string on_conflict;
+  auto* subject_put = subject->add_subcommand("put", "create a subject from JSON on stdin ({\"fields\": {...}})");
+  subject_put->add_option("--on-conflict", on_conflict,
+                          "when an email, phone or external id already names a subject: reject (default), merge, create");
+  subject_put->callback([&] {
     action = [&] {
-      const Json body = read_stdin_json();
+      Json body = read_stdin_json();
+      if (!on_conflict.empty() && body.is_object()) body["on_conflict"] = on_conflict;
       auto svc = g.open();
       print(svc->create_subject(g.caller(*svc, purpose), body));
       return 0;
@@ -156,6 +161,38 @@ int main(int argc, char** argv) {
     action = [&] {
       auto svc = g.open();
       print(svc->erase_subject(g.caller(*svc, purpose), id, erase_reason));
+      return 0;
+    };
+  });
+
+  // Identity resolution: clusters of subjects sharing an identifier, and merging them.
+  std::string dup_after;
+  std::size_t dup_limit = 100;
+  auto* subject_dups = subject->add_subcommand("duplicates", "subjects that share an email, phone or external id");
+  subject_dups->add_option("--purpose", purpose, "declared purpose (dsr_fulfilment or administration)")->required();
+  subject_dups->add_option("--after", dup_after, "next_after of the previous page");
+  subject_dups->add_option("--limit", dup_limit, "clusters per page (1-1000)");
+  subject_dups->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      std::map<std::string, std::string> q = {{"limit", std::to_string(dup_limit)}};
+      if (!dup_after.empty()) q["after"] = dup_after;
+      print(svc->subject_duplicates(g.caller(*svc, purpose), q));
+      return 0;
+    };
+  });
+  std::vector<std::string> merge_from;
+  std::string merge_reason;
+  auto* subject_merge = subject->add_subcommand(
+      "merge", "merge subjects into ID: fills its missing fields, moves their records, shreds their keys (irreversible)");
+  subject_merge->add_option("id", id, "the subject that remains")->required();
+  subject_merge->add_option("--from", merge_from, "a subject to merge into ID (repeatable)")->required();
+  subject_merge->add_option("--purpose", purpose, "declared purpose (dsr_fulfilment or administration)")->required();
+  subject_merge->add_option("--reason", merge_reason, "why, e.g. a ticket reference (1-128 bytes, audited)")->required();
+  subject_merge->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      print(svc->merge_subjects(g.caller(*svc, purpose), id, {{"subjects", merge_from}, {"reason", merge_reason}}));
       return 0;
     };
   });

@@ -348,4 +348,14 @@ std::string Ledger::receipt_json(const Event& e, const access::Policy& policy, c
   return receipt.dump();
 }
 
+void Ledger::merge_subject(Transaction& tx, const records::SubjectId& from, const records::SubjectId& into) {
+  tx.exec("UPDATE consent_events SET subject_id = ? WHERE subject_id = ?", {into, from});
+  tx.exec("DELETE FROM consent_state WHERE subject_id = ? OR subject_id = ?", {from, into});
+  std::vector<Event> confirmed;
+  tx.exec(std::string("SELECT ") + kEventColumns + " FROM consent_events WHERE subject_id = ? AND status = 'confirmed'"
+          " ORDER BY id",
+          {into}, [&](const Row& r) { confirmed.push_back(event_from_row(r)); });
+  for (const Event& e : confirmed) materialise(tx, into, e);
+}
+
 }  // namespace custos::consent

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "custos/error.h"
+#include "custos/records/records.h"
 #include "router.h"
 
 namespace custos::http {
@@ -52,7 +53,33 @@ Result created(const Json& out, const std::string& collection) {
   return r;
 }
 
-Result h_create_subject(HandlerContext& c) { return created(c.svc.create_subject(c.caller, c.body), "/v1/subjects"); }
+// A duplicate names the matching subjects as members of the problem (ids
+// only, never a value). A merge into an existing subject is 200, not 201.
+Result duplicate_problem(const records::DuplicateSubject& e, const std::string& request_id) {
+  Json doc = Json::parse(problem_body(409, code_name(e.code()), e.what(), request_id));
+  doc["subject_ids"] = e.subject_ids();
+  doc["subject_id"] = e.subject_ids().empty() ? Json(nullptr) : Json(e.subject_ids().front());
+  doc["matched_on"] = e.matched_on();
+  Result r;
+  r.status = 409;
+  r.content_type = kProblemJson;
+  r.body = doc.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return r;
+}
+
+Result h_create_subject(HandlerContext& c) {
+  try {
+    const Json out = c.svc.create_subject(c.caller, c.body);
+    if (out.value("merged", false)) return json_result(200, out);
+    return created(out, "/v1/subjects");
+  } catch (const records::DuplicateSubject& e) {
+    return duplicate_problem(e, c.caller.request_id);
+  }
+}
+Result h_subject_duplicates(HandlerContext& c) { return json_result(200, c.svc.subject_duplicates(c.caller, c.query)); }
+Result h_merge_subjects(HandlerContext& c) {
+  return json_result(200, c.svc.merge_subjects(c.caller, c.param(0), c.body));
+}
 
 Result h_find_subjects(HandlerContext& c) {
   static const std::array<const char*, 3> keys = {"email", "phone", "external_id"};
@@ -215,6 +242,8 @@ std::vector<Route> make_routes() {
   add("GET", "/v1/subjects", true, none, {"email", "phone", "external_id"}, h_find_subjects);
   add("POST", "/v1/subjects:batchCreate", true, json, {}, h_batch_create);
   add("POST", "/v1/subjects:batchGet", true, json, {}, h_batch_get);
+  add("GET", "/v1/subjects:duplicates", true, none, {"after", "limit"}, h_subject_duplicates);
+  add("POST", "/v1/subjects/{id}:merge", true, json, {}, h_merge_subjects);
   add("GET", "/v1/subjects/{id}", true, none, {}, h_get_subject);
   add("PATCH", "/v1/subjects/{id}", true, json, {}, h_patch_subject);
   add("DELETE", "/v1/subjects/{id}", true, none, {"reason"}, h_erase_subject);

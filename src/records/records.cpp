@@ -85,73 +85,6 @@ void insert_indexes(Transaction& tx, store::KeyTable& keys, const SubjectId& id,
 
 }  // namespace
 
-std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vector<FieldMap>& batch,
-                                       std::int64_t* created_us) {
-  std::vector<Prepared> prepared;
-  prepared.reserve(batch.size());
-  for (const FieldMap& fields : batch) {
-    if (fields.empty()) throw Error(ErrorCode::invalid_argument, "a subject needs at least one field");
-    prepared.push_back(prepare(fields));
-  }
-  // Index keys are created outside the write transaction below.
-  for (const FieldSpec& f : schema_.fields())
-    if (f.searchable) keys_.named_key(index_slot(f.name));
-
-  std::vector<SubjectId> ids(batch.size());
-  const std::int64_t now = audit_.now_us();
-  if (created_us) *created_us = now;
-  auto tx = store_.begin(TxMode::write);
-  const std::uint32_t kek_version = keys_.kek_version(*tx);
-  for (std::size_t i = 0; i < prepared.size(); ++i) {
-    SubjectId& id = ids[i];
-    randombytes_buf(id.data(), id.size());
-    const crypto::SecretKey dek = crypto::SecretKey::random();
-    SealedFields sealed;
-    for (auto& [name, value] : prepared[i].values) {
-      sealed.emplace(name, crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
-                                        crypto::field_ad(id, name, schema_.version()), crypto::as_bytes(value)));
-    }
-    tx->exec(
-        "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
-        " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
-        {id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(id), dek),
-         encode_fields(sealed)});
-    insert_indexes(*tx, keys_, id, prepared[i].indexed);
-  }
-  // One entry for the whole batch: it names every subject (indexed, so each
-  // is findable by id) and the union of the fields written.
-  std::set<std::string> fields;
-  for (const auto& p : prepared)
-    for (const auto& [name, value] : p.values) fields.insert(name);
-  audit::Event event{"subject.create", ids.size() == 1 ? to_hex(ids[0]) : "", {fields.begin(), fields.end()}, {},
-                     true, "", "subjects=" + std::to_string(ids.size()), {}};
-  if (ids.size() > 1)
-    for (const auto& id : ids) event.subject_ids.push_back(to_hex(id));
-  audit_.append(*tx, actor, event);
-  tx->commit();
-  for (auto& p : prepared)
-    for (auto& [name, value] : p.values) wipe(value);
-  return ids;
-}
-
-crypto::SecretKey Records::unwrap_dek(const SubjectId& id, store::Blob wrapped) {
-  return keys_.keyring().unwrap(store::dek_slot(id), wrapped);
-}
-
-FieldMap Records::open_fields(const SubjectId& id, const crypto::SecretKey& dek, store::Blob blob,
-                              const std::vector<std::string>& wanted) {
-  const SealedFields sealed = decode_fields(blob);
-  FieldMap out;
-  for (const std::string& name : wanted) {
-    const auto it = sealed.find(name);
-    if (it == sealed.end()) continue;
-    const crypto::SealHeader h = crypto::peek_header(it->second);
-    out.emplace(name, plaintext(crypto::open(dek, crypto::field_ad(id, name, h.schema_version), it->second,
-                                             "field '" + name + "' of subject " + to_hex(id))));
-  }
-  return out;
-}
-
 namespace {
 
 struct SubjectRow {
@@ -198,6 +131,184 @@ std::vector<std::string> intersect(const std::vector<std::string>& a, const std:
 }
 
 }  // namespace
+
+std::vector<SubjectId> Records::create(const audit::Actor& actor, const std::vector<FieldMap>& batch,
+                                       std::int64_t* created_us) {
+  const auto outcomes = create_resolved(actor, batch, OnConflict::create, created_us);
+  std::vector<SubjectId> ids;
+  ids.reserve(outcomes.size());
+  for (const auto& o : outcomes) ids.push_back(o.id);
+  return ids;
+}
+
+namespace {
+
+using Digests = std::vector<std::pair<std::string, crypto::BlindIndex>>;  // field, blind index
+
+void insert_digests(Transaction& tx, const SubjectId& id, const Digests& digests,
+                    const std::set<std::string>* only = nullptr) {
+  for (const auto& [field, digest] : digests)
+    if (only == nullptr || only->count(field))
+      tx.exec("INSERT INTO blind_index (field, digest, subject_id) VALUES (?, ?, ?)", {field, digest, id});
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+SubjectId subject_id_of(store::Blob b) {
+  SubjectId id{};
+  if (b.size() == id.size()) std::copy(b.begin(), b.end(), id.begin());
+  return id;
+}
+
+}  // namespace
+
+DuplicateSubject::DuplicateSubject(std::vector<std::string> subject_ids, std::vector<std::string> matched_on)
+    : Error(ErrorCode::duplicate_subject,
+            [&] {
+              std::string ids;
+              for (const auto& id : subject_ids) ids += (ids.empty() ? "" : ", ") + id;
+              return "an active subject already has this " + join(matched_on) + ": " + ids +
+                     " (send on_conflict merge to apply the fields to it, or create for a deliberate duplicate)";
+            }()),
+      subject_ids_(std::move(subject_ids)),
+      matched_on_(std::move(matched_on)) {}
+
+std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, const std::vector<FieldMap>& batch,
+                                                    OnConflict on_conflict, std::int64_t* created_us) {
+  std::vector<Prepared> prepared;
+  prepared.reserve(batch.size());
+  for (const FieldMap& fields : batch) {
+    if (fields.empty()) throw Error(ErrorCode::invalid_argument, "a subject needs at least one field");
+    prepared.push_back(prepare(fields));
+  }
+  // Index keys are created outside the write transaction below. Each digest
+  // is computed once: it is both the duplicate probe and the index row.
+  for (const FieldSpec& f : schema_.fields())
+    if (f.searchable) keys_.named_key(index_slot(f.name));
+  std::vector<Digests> digests(prepared.size());
+  for (std::size_t i = 0; i < prepared.size(); ++i)
+    for (const auto& [field, normalised] : prepared[i].indexed)
+      digests[i].emplace_back(field, crypto::blind_index(keys_.named_key(index_slot(field)), normalised));
+
+  std::vector<CreateOutcome> out(batch.size());
+  std::vector<SubjectId> created;
+  std::set<std::string> created_fields;
+  const std::int64_t now = audit_.now_us();
+  if (created_us) *created_us = now;
+  auto tx = store_.begin(TxMode::write);
+  const std::uint32_t kek_version = keys_.kek_version(*tx);
+  for (std::size_t i = 0; i < prepared.size(); ++i) {
+    CreateOutcome& o = out[i];
+    if (on_conflict != OnConflict::create) {
+      // Only active subjects have index rows (erasure and merge delete
+      // them); rows this transaction inserted for earlier items count too.
+      std::map<SubjectId, int> matched;
+      std::set<std::string> on;
+      for (const auto& [field, digest] : digests[i])
+        tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ?", {field, digest},
+                 [&](const Row& r) {
+                   matched[subject_id_of(r.blob(0))] = 1;
+                   on.insert(field);
+                 });
+      if (!matched.empty()) {
+        for (const auto& [id, unused] : matched) o.matches.push_back(id);
+        o.matched_on.assign(on.begin(), on.end());
+        o.id = o.matches.front();
+        o.kind = CreateOutcome::Kind::duplicate;
+        std::optional<SubjectRow> row;
+        if (on_conflict == OnConflict::merge && o.matches.size() == 1) {
+          row = load_row(*tx, o.id, true);
+          if (row && row->subject.restricted) o.kind = CreateOutcome::Kind::restricted;
+          else if (row && row->subject.status == "active") o.kind = CreateOutcome::Kind::merged;
+        }
+        if (o.kind != CreateOutcome::Kind::merged) {
+          audit::Event denial{"subject.create", o.matches.size() == 1 ? to_hex(o.id) : "", {}, {}, false,
+                              code_name(o.kind == CreateOutcome::Kind::restricted ? ErrorCode::subject_restricted
+                                                                                  : ErrorCode::duplicate_subject),
+                              "matched_on=" + join(o.matched_on), {}};
+          if (o.matches.size() > 1)
+            for (const auto& id : o.matches) denial.subject_ids.push_back(to_hex(id));
+          audit_.append(*tx, actor, denial);
+          continue;
+        }
+        // The existing subject's values win; the item fills its gaps.
+        const crypto::SecretKey dek = unwrap_dek(o.id, row->wrapped_dek);
+        SealedFields sealed = decode_fields(row->fields);
+        for (auto& [name, value] : prepared[i].values) {
+          if (sealed.count(name)) {
+            o.fields_kept.push_back(name);
+            continue;
+          }
+          sealed.emplace(name, crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                            crypto::field_ad(o.id, name, schema_.version()), crypto::as_bytes(value)));
+          o.fields_added.push_back(name);
+        }
+        if (!o.fields_added.empty()) {
+          tx->exec("UPDATE subjects SET fields = ?, updated_at = ? WHERE id = ?", {encode_fields(sealed), now, o.id});
+          const std::set<std::string> added(o.fields_added.begin(), o.fields_added.end());
+          insert_digests(*tx, o.id, digests[i], &added);
+        }
+        audit_.append(*tx, actor,
+                      {"subject.update", to_hex(o.id), o.fields_added, {}, true, "",
+                       "on_conflict=merge kept=" + join(o.fields_kept)});
+        continue;
+      }
+    }
+    SubjectId& id = o.id;
+    randombytes_buf(id.data(), id.size());
+    const crypto::SecretKey dek = crypto::SecretKey::random();
+    SealedFields sealed;
+    for (auto& [name, value] : prepared[i].values) {
+      sealed.emplace(name, crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                        crypto::field_ad(id, name, schema_.version()), crypto::as_bytes(value)));
+      created_fields.insert(name);
+    }
+    tx->exec(
+        "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
+        " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
+        {id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(id), dek),
+         encode_fields(sealed)});
+    insert_digests(*tx, id, digests[i]);
+    created.push_back(id);
+  }
+  // One entry for the whole batch: it names every subject (indexed, so each
+  // is findable by id) and the union of the fields written.
+  if (!created.empty()) {
+    audit::Event event{"subject.create", created.size() == 1 ? to_hex(created[0]) : "",
+                       {created_fields.begin(), created_fields.end()}, {}, true, "",
+                       "subjects=" + std::to_string(created.size()), {}};
+    if (created.size() > 1)
+      for (const auto& id : created) event.subject_ids.push_back(to_hex(id));
+    audit_.append(*tx, actor, event);
+  }
+  tx->commit();
+  for (auto& p : prepared)
+    for (auto& [name, value] : p.values) wipe(value);
+  return out;
+}
+
+crypto::SecretKey Records::unwrap_dek(const SubjectId& id, store::Blob wrapped) {
+  return keys_.keyring().unwrap(store::dek_slot(id), wrapped);
+}
+
+FieldMap Records::open_fields(const SubjectId& id, const crypto::SecretKey& dek, store::Blob blob,
+                              const std::vector<std::string>& wanted) {
+  const SealedFields sealed = decode_fields(blob);
+  FieldMap out;
+  for (const std::string& name : wanted) {
+    const auto it = sealed.find(name);
+    if (it == sealed.end()) continue;
+    const crypto::SealHeader h = crypto::peek_header(it->second);
+    out.emplace(name, plaintext(crypto::open(dek, crypto::field_ad(id, name, h.schema_version), it->second,
+                                             "field '" + name + "' of subject " + to_hex(id))));
+  }
+  return out;
+}
+
 
 Subject Records::read(const audit::Actor& actor, const SubjectId& id, const ReadSpec& spec) {
   auto result = read_many(actor, {id}, spec);
@@ -293,7 +404,7 @@ ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, boo
   {
     auto tx = store_.begin(TxMode::write);
     auto row = load_row(*tx, id, true);
-    if (!row || row->subject.status == "erased") no_subject(id);
+    if (!row || row->subject.status != "active") no_subject(id);
     if (row->subject.legal_hold)
       throw Error(ErrorCode::conflict, "subject " + report.subject_id + " is under legal hold");
     for (const auto& [name, sealed] : decode_fields(row->fields)) report.fields_erased.push_back(name);
@@ -565,6 +676,139 @@ void Records::scan(const audit::Actor& actor, const ReadSpec& spec,
              on_subject(s);
              for (auto& [k, v] : s.fields) wipe(v);
            });
+}
+
+std::vector<DuplicateCluster> Records::duplicate_clusters(
+    const std::optional<std::pair<std::string, SubjectId>>& after, std::size_t limit) {
+  // A subject has one value per field, so within a field a cluster's
+  // smallest subject id names it: the cursor, with no digest leaving here.
+  const std::string after_field = after ? after->first : std::string();
+  const SubjectId after_id = after ? after->second : SubjectId{};
+  struct Found {
+    std::string field;
+    std::vector<std::uint8_t> digest;
+  };
+  std::vector<Found> found;
+  std::vector<DuplicateCluster> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT field, digest, min(subject_id) FROM blind_index WHERE field >= ? GROUP BY field, digest"
+           " HAVING count(*) > 1 AND (field > ? OR min(subject_id) > ?) ORDER BY field, min(subject_id) LIMIT ?",
+           {after_field, after_field, after_id, static_cast<std::int64_t>(limit)},
+           [&](const Row& r) { found.push_back({std::string(r.text(0)), r.blob_copy(1)}); });
+  for (const auto& f : found) {
+    DuplicateCluster c;
+    c.matched_on = f.field;
+    tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ? ORDER BY subject_id",
+             {f.field, f.digest}, [&](const Row& r) { c.subjects.push_back(subject_id_of(r.blob(0))); });
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+MergeReport Records::merge(const audit::Actor& actor, const SubjectId& survivor,
+                           const std::vector<SubjectId>& merged_away, const std::string& detail,
+                           const std::function<void(store::Transaction&, const SubjectId&, const SubjectId&)>&
+                               move_dependants) {
+  if (merged_away.empty()) throw Error(ErrorCode::invalid_argument, "name at least one subject to merge");
+  std::set<SubjectId> seen{survivor};
+  for (const auto& id : merged_away)
+    if (!seen.insert(id).second)
+      throw Error(ErrorCode::invalid_argument,
+                  "subject " + to_hex(id) + " is named twice (or is the subject merged into)");
+  for (const FieldSpec& f : schema_.fields())
+    if (f.searchable) keys_.named_key(index_slot(f.name));
+
+  MergeReport report;
+  report.survivor = to_hex(survivor);
+  {
+    auto tx = store_.begin(TxMode::write);
+    // Every check before the first write; the transaction is the rest.
+    auto mergeable = [&](const SubjectId& id) {
+      auto row = load_row(*tx, id, true);
+      if (!row || row->subject.status != "active") no_subject(id);
+      if (row->subject.restricted)
+        throw Error(ErrorCode::subject_restricted,
+                    "subject " + to_hex(id) + " is restricted (GDPR Art. 18): it cannot be merged");
+      if (row->subject.legal_hold)
+        throw Error(ErrorCode::conflict, "subject " + to_hex(id) + " is under legal hold: it cannot be merged");
+      return std::move(*row);
+    };
+    SubjectRow into = mergeable(survivor);
+    std::vector<SubjectRow> from;
+    for (const auto& id : merged_away) from.push_back(mergeable(id));
+
+    const std::int64_t now = audit_.now_us();
+    const crypto::SecretKey into_dek = unwrap_dek(survivor, into.wrapped_dek);
+    SealedFields sealed = decode_fields(into.fields);
+    std::set<std::string> kept;
+    std::vector<std::pair<std::string, std::string>> indexed;  // field, normalised (added fields)
+    for (std::size_t k = 0; k < from.size(); ++k) {
+      const SubjectId& id = merged_away[k];
+      const crypto::SecretKey dek = unwrap_dek(id, from[k].wrapped_dek);
+      for (const auto& [name, ct] : decode_fields(from[k].fields)) {
+        if (sealed.count(name)) {
+          kept.insert(name);
+          continue;
+        }
+        std::string value = plaintext(crypto::open(dek, crypto::field_ad(id, name, crypto::peek_header(ct).schema_version),
+                                                   ct, "field '" + name + "' of subject " + to_hex(id)));
+        sealed.emplace(name, crypto::seal(into_dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                          crypto::field_ad(survivor, name, schema_.version()),
+                                          crypto::as_bytes(value)));
+        if (const FieldSpec* spec = schema_.find(name); spec != nullptr && spec->searchable)
+          indexed.emplace_back(name, schema_.normalise_for_index(*spec, value));
+        report.fields_added.push_back(name);
+        wipe(value);
+      }
+    }
+    report.fields_kept.assign(kept.begin(), kept.end());
+    tx->exec("UPDATE subjects SET fields = ?, updated_at = ? WHERE id = ?", {encode_fields(sealed), now, survivor});
+    insert_indexes(*tx, keys_, survivor, indexed);
+    for (auto& [field, normalised] : indexed) wipe(normalised);
+
+    for (std::size_t k = 0; k < from.size(); ++k) {
+      const SubjectId& id = merged_away[k];
+      report.merged.push_back(to_hex(id));
+      // Touchpoint notes are bound to their subject: re-sealed for the survivor.
+      const crypto::SecretKey dek = unwrap_dek(id, from[k].wrapped_dek);
+      std::vector<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> notes;  // tp id, sealed
+      tx->exec("SELECT id, notes FROM touchpoints WHERE subject_id = ? AND notes IS NOT NULL", {id},
+               [&](const Row& r) { notes.emplace_back(r.blob_copy(0), r.blob_copy(1)); });
+      for (const auto& [tp_id, ct] : notes) {
+        crypto::Bytes ad = crypto::field_ad(id, kTouchpointNotes, crypto::peek_header(ct).schema_version);
+        ad.insert(ad.end(), tp_id.begin(), tp_id.end());
+        crypto::Bytes text = crypto::open(dek, ad, ct, "touchpoint notes");
+        crypto::Bytes new_ad = crypto::field_ad(survivor, kTouchpointNotes, schema_.version());
+        new_ad.insert(new_ad.end(), tp_id.begin(), tp_id.end());
+        const auto resealed =
+            crypto::seal(into_dek, {crypto::kSealFormat, kDekVersion, schema_.version()}, new_ad, text);
+        if (!text.empty()) sodium_memzero(text.data(), text.size());
+        tx->exec("UPDATE touchpoints SET notes = ? WHERE id = ?", {resealed, tp_id});
+      }
+      report.touchpoints_moved +=
+          tx->exec("UPDATE touchpoints SET subject_id = ? WHERE subject_id = ?", {survivor, id});
+      report.orders_moved += tx->exec("UPDATE orders SET subject_id = ? WHERE subject_id = ?", {survivor, id});
+      tx->exec("DELETE FROM rfm_scores WHERE subject_id = ?", {id});  // recomputed with the survivor's orders
+      if (move_dependants) move_dependants(*tx, id, survivor);
+      // Crypto-shred, as erase does: the DEK goes, secure_delete zeroes the old row.
+      tx->exec(
+          "UPDATE subjects SET status = 'merged', wrapped_dek = NULL, kek_version = NULL, fields = NULL,"
+          " updated_at = ? WHERE id = ?",
+          {now, id});
+      tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
+    }
+    audit::Event event{"subject.merge", report.survivor, report.fields_added, {}, true, "",
+                       detail + " merged=" + std::to_string(report.merged.size()) +
+                           " kept=" + join(report.fields_kept) +
+                           " touchpoints=" + std::to_string(report.touchpoints_moved) +
+                           " orders=" + std::to_string(report.orders_moved),
+                       report.merged};
+    audit_.append(*tx, actor, event);
+    tx->commit();
+  }
+  // As after an erasure: no pre-image of the shredded rows stays in the WAL.
+  store_.checkpoint();
+  return report;
 }
 
 }  // namespace custos::records

@@ -263,17 +263,74 @@ bool Service::reload_policies(std::string* error) {
 
 std::shared_ptr<const access::Policy> Service::policy() const { return impl_->current_policy(); }
 
+namespace {
+
+// The body's `on_conflict` (records::OnConflict); absent means reject.
+records::OnConflict parse_on_conflict(const Json& body) {
+  if (!body.is_object() || !body.contains("on_conflict")) return records::OnConflict::reject;
+  const Json& v = body["on_conflict"];
+  if (v == "reject") return records::OnConflict::reject;
+  if (v == "merge") return records::OnConflict::merge;
+  if (v == "create") return records::OnConflict::create;
+  bad_body("property 'on_conflict' must be one of reject, merge, create");
+}
+
+// The body without `on_conflict`, for parse_fields.
+Json without_on_conflict(const Json& body) {
+  if (!body.is_object() || !body.contains("on_conflict")) return body;
+  Json copy = body;
+  copy.erase("on_conflict");
+  return copy;
+}
+
+Json hex_ids(const std::vector<records::SubjectId>& ids) {
+  Json out = Json::array();
+  for (const auto& id : ids) out.push_back(records::to_hex(id));
+  return out;
+}
+
+// A reason recorded in the append-only log (erasure, merge): bounded like
+// a label (audit/FORMAT.md §1.4), and never echoed in an error.
+constexpr std::size_t kMaxReason = 128;
+bool valid_reason(std::string_view reason) {
+  const bool control = std::any_of(reason.begin(), reason.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c < 0x20 || c == 0x7f;
+  });
+  return !reason.empty() && reason.size() <= kMaxReason && !control;
+}
+
+}  // namespace
+
 Json Service::create_subject(const Caller& caller, const Json& body) {
   const auto pol = impl_->current_policy();
   const auto& role = impl_->authorize(caller, *pol, "records.write", "subject.create", false);
-  const FieldChanges in = parse_fields(body, impl_->schema, false);
+  const records::OnConflict on_conflict = parse_on_conflict(body);
+  const FieldChanges in = parse_fields(without_on_conflict(body), impl_->schema, false);
   if (in.set.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
   std::int64_t created_us = 0;
-  const auto ids = impl_->records->create(impl_->actor(caller), {in.set}, &created_us);
+  // Refusals are audited by Records inside its transaction.
+  const auto outcome = impl_->records->create_resolved(impl_->actor(caller), {in.set}, on_conflict, &created_us)[0];
+  using Kind = records::CreateOutcome::Kind;
+  if (outcome.kind == Kind::duplicate) {
+    std::vector<std::string> ids;
+    for (const auto& id : outcome.matches) ids.push_back(records::to_hex(id));
+    throw records::DuplicateSubject(std::move(ids), outcome.matched_on);
+  }
+  if (outcome.kind == Kind::restricted)
+    throw Error(ErrorCode::subject_restricted, "the matching subject " + records::to_hex(outcome.id) +
+                                                   " is restricted (GDPR Art. 18): it changes only through a"
+                                                   " rectification request");
+  if (outcome.kind == Kind::merged)
+    return {{"id", records::to_hex(outcome.id)},
+            {"merged", true},
+            {"matched_on", outcome.matched_on},
+            {"fields_added", outcome.fields_added},
+            {"fields_kept", outcome.fields_kept}};
   // Echo the new subject as this role may see it, without another decryption.
   const auto spec = impl_->read_spec(*pol, role);
   records::Subject s;
-  s.id = ids[0];
+  s.id = outcome.id;
   s.status = "active";
   s.created_us = s.updated_us = created_us;
   for (const auto& [name, value] : in.set)
@@ -286,7 +343,8 @@ Json Service::create_subject(const Caller& caller, const Json& body) {
 
 Json Service::batch_create(const Caller& caller, const Json& body) {
   impl_->authorize(caller, *impl_->current_policy(), "records.write", "subject.create", false);
-  only_keys(body, {"subjects"});
+  only_keys(body, {"subjects", "on_conflict"});
+  const records::OnConflict on_conflict = parse_on_conflict(body);
   if (!body.contains("subjects") || !body["subjects"].is_array()) bad_body("property 'subjects' must be an array");
   const Json& items = body["subjects"];
   if (items.size() > kMaxBatch)
@@ -307,11 +365,134 @@ Json Service::batch_create(const Caller& caller, const Json& body) {
                          {"error", {{"code", code_name(e.code())}, {"detail", e.what()}}}});
     }
   }
-  std::vector<records::SubjectId> ids;
-  if (!valid.empty()) ids = impl_->records->create(impl_->actor(caller), valid);
-  for (std::size_t k = 0; k < ids.size(); ++k)
-    results[valid_index[k]] = {{"index", valid_index[k]}, {"status", 201}, {"id", records::to_hex(ids[k])}};
-  return {{"results", results}, {"created", ids.size()}, {"failed", items.size() - ids.size()}};
+  std::vector<records::CreateOutcome> outcomes;
+  if (!valid.empty()) outcomes = impl_->records->create_resolved(impl_->actor(caller), valid, on_conflict);
+  std::size_t created = 0, merged = 0;
+  using Kind = records::CreateOutcome::Kind;
+  for (std::size_t k = 0; k < outcomes.size(); ++k) {
+    const auto& o = outcomes[k];
+    const std::size_t at = valid_index[k];
+    switch (o.kind) {
+      case Kind::created:
+        results[at] = {{"index", at}, {"status", 201}, {"id", records::to_hex(o.id)}};
+        ++created;
+        break;
+      case Kind::merged:
+        results[at] = {{"index", at},           {"status", 200},
+                       {"id", records::to_hex(o.id)}, {"merged", true},
+                       {"matched_on", o.matched_on},  {"fields_added", o.fields_added},
+                       {"fields_kept", o.fields_kept}};
+        ++merged;
+        break;
+      case Kind::duplicate: {
+        std::vector<std::string> ids;
+        for (const auto& id : o.matches) ids.push_back(records::to_hex(id));
+        const records::DuplicateSubject e(ids, o.matched_on);
+        results[at] = {{"index", at},
+                       {"status", 409},
+                       {"error",
+                        {{"code", code_name(e.code())},
+                         {"detail", e.what()},
+                         {"subject_ids", ids},
+                         {"matched_on", o.matched_on}}}};
+        break;
+      }
+      case Kind::restricted:
+        results[at] = {{"index", at},
+                       {"status", 403},
+                       {"error",
+                        {{"code", code_name(ErrorCode::subject_restricted)},
+                         {"detail", "the matching subject " + records::to_hex(o.id) +
+                                        " is restricted (GDPR Art. 18): it changes only through a rectification"
+                                        " request"},
+                         {"subject_ids", hex_ids(o.matches)},
+                         {"matched_on", o.matched_on}}}};
+        break;
+    }
+  }
+  return {{"results", results},
+          {"created", created},
+          {"merged", merged},
+          {"failed", items.size() - created - merged}};
+}
+
+Json Service::subject_duplicates(const Caller& caller, const std::map<std::string, std::string>& query) {
+  impl_->authorize(caller, *impl_->current_policy(), "dsr", "subject.duplicates", true);
+  std::optional<std::pair<std::string, records::SubjectId>> after;
+  std::size_t limit = 100;
+  for (const auto& [key, value] : query) {
+    if (key == "after") {
+      const auto colon = value.find(':');
+      const records::FieldSpec* spec = colon == std::string::npos ? nullptr : impl_->schema.find(value.substr(0, colon));
+      if (spec == nullptr || !spec->searchable)
+        throw Error(ErrorCode::invalid_argument, "parameter 'after' must be a next_after value of a previous page");
+      after.emplace(spec->name, records::parse_subject_id(std::string_view(value).substr(colon + 1)));
+    } else if (key == "limit") {
+      limit = parse_u64(value, "limit");
+      if (limit == 0 || limit > 1000) throw Error(ErrorCode::invalid_argument, "parameter 'limit' must be 1-1000");
+    } else {
+      throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(key) + "'");
+    }
+  }
+  const auto clusters = impl_->records->duplicate_clusters(after, limit);
+  Json list = Json::array();
+  audit::Event event{"subject.duplicates", "", {}, {}, true, "", "clusters=" + std::to_string(clusters.size()), {}};
+  for (const auto& c : clusters) {
+    list.push_back({{"matched_on", c.matched_on}, {"subject_ids", hex_ids(c.subjects)}});
+    for (const auto& id : c.subjects) event.subject_ids.push_back(records::to_hex(id));
+  }
+  // Which subjects share an identifier is itself personal data: recorded
+  // (naming them) before it is returned.
+  impl_->audit->append_now(impl_->actor(caller), event);
+  Json out = {{"clusters", list}, {"next_after", nullptr}};
+  if (clusters.size() == limit && !clusters.empty())
+    out["next_after"] = clusters.back().matched_on + ":" + records::to_hex(clusters.back().subjects.front());
+  return out;
+}
+
+Json Service::merge_subjects(const Caller& caller, std::string_view id_text, const Json& body) {
+  const auto pol = impl_->current_policy();
+  const records::SubjectId survivor = records::parse_subject_id(id_text);
+  const std::string survivor_hex = records::to_hex(survivor);
+  // Irreversible (the merged-away keys are shredded): erasure's operation class.
+  impl_->authorize(caller, *pol, "records.erase", "subject.merge", true, survivor_hex);
+  only_keys(body, {"subjects", "reason"});
+  if (!body.contains("subjects") || !body["subjects"].is_array() || body["subjects"].empty() ||
+      body["subjects"].size() > 100)
+    bad_body("property 'subjects' must be an array of 1-100 subject ids to merge into this one");
+  std::vector<records::SubjectId> merged_away;
+  for (const auto& v : body["subjects"]) {
+    if (!v.is_string()) bad_body("property 'subjects' must hold subject ids");
+    merged_away.push_back(records::parse_subject_id(v.get<std::string>()));
+  }
+  const std::string reason = body.contains("reason") && body["reason"].is_string() ? body["reason"].get<std::string>() : "";
+  if (!valid_reason(reason))
+    impl_->deny(caller, "subject.merge", ErrorCode::invalid_argument,
+                "a merge needs a reason of 1-" + std::to_string(kMaxReason) +
+                    " bytes without control characters (e.g. a ticket reference)",
+                survivor_hex);
+  records::MergeReport r;
+  try {
+    r = impl_->records->merge(impl_->actor(caller), survivor, merged_away, "reason=" + reason,
+                              [](store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& to) {
+                                consent::Ledger::merge_subject(tx, from, to);
+                              });
+  } catch (const Error& e) {
+    switch (e.code()) {
+      case ErrorCode::subject_restricted:
+      case ErrorCode::conflict:
+      case ErrorCode::not_found:
+      case ErrorCode::invalid_argument: impl_->deny(caller, "subject.merge", e.code(), e.what(), survivor_hex);
+      default: throw;
+    }
+  }
+  return {{"id", r.survivor},
+          {"merged", r.merged},
+          {"fields_added", r.fields_added},
+          {"fields_kept", r.fields_kept},
+          {"touchpoints_moved", r.touchpoints_moved},
+          {"orders_moved", r.orders_moved},
+          {"merged_keys", "shredded (the merged-away subjects' data keys are destroyed)"}};
 }
 
 Json Service::get_subject(const Caller& caller, std::string_view id_text) {
@@ -442,14 +623,7 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text, std:
   // Irreversible, so its own operation class, and a purpose that justifies
   // it (purposes.yaml required_for: [subject.erase]).
   impl_->authorize(caller, *pol, "records.erase", "subject.erase", true, records::to_hex(id));
-  // The reason is recorded in the append-only log: bounded like a label
-  // (audit/FORMAT.md §1.4), and never echoed in an error.
-  constexpr std::size_t kMaxReason = 128;
-  const bool control = std::any_of(reason.begin(), reason.end(), [](char ch) {
-    const auto c = static_cast<unsigned char>(ch);
-    return c < 0x20 || c == 0x7f;
-  });
-  if (reason.empty() || reason.size() > kMaxReason || control)
+  if (!valid_reason(reason))
     impl_->deny(caller, "subject.erase", ErrorCode::invalid_argument,
                 "erasure needs a reason of 1-" + std::to_string(kMaxReason) +
                     " bytes without control characters (e.g. a ticket reference)",

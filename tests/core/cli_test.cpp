@@ -213,5 +213,36 @@ TEST_F(Cli, DsrBreachRetentionAndHoldFromTheCommandLine) {
   EXPECT_TRUE(json::parse(r.out).is_object());
 }
 
+// Identity resolution from the CLI: a re-import is refused naming the first
+// subject (exit 1, no value on stderr), then duplicates are listed and merged.
+TEST_F(Cli, SubjectDuplicatesAndMerge) {
+  init();
+  const auto first = custos({"subject", "put"}, R"({"fields": {"email": "ada@example.com"}})");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string a = json::parse(first.out)["id"];
+  const auto again = custos({"subject", "put"}, R"({"fields": {"email": "ADA@example.com"}})");
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find(a), std::string::npos) << again.err;
+  EXPECT_EQ(again.err.find("example.com"), std::string::npos) << again.err;
+  EXPECT_EQ(custos({"subject", "put", "--on-conflict", "upsert"}, R"({"fields": {"email": "ADA@example.com"}})").exit_code,
+            2);
+  const auto dup = custos({"subject", "put", "--on-conflict", "create"},
+                          R"({"fields": {"email": "ADA@example.com", "given_name": "Ada"}})");
+  ASSERT_EQ(dup.exit_code, 0) << dup.err;
+  const std::string b = json::parse(dup.out)["id"];
+  const auto list = custos({"subject", "duplicates", "--purpose", "administration"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  const json clusters = json::parse(list.out)["clusters"];
+  ASSERT_EQ(clusters.size(), 1u) << list.out;
+  EXPECT_EQ(clusters[0]["matched_on"], "email");
+  EXPECT_EQ(custos({"subject", "duplicates", "--purpose", "customer_service"}).exit_code, 4);
+  EXPECT_EQ(custos({"subject", "merge", a, "--from", b, "--purpose", "administration"}).exit_code, 2);
+  const auto merged = custos({"subject", "merge", a, "--from", b, "--purpose", "administration", "--reason", "DQ-1"});
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  EXPECT_EQ(json::parse(merged.out)["fields_added"], json({"given_name"}));
+  EXPECT_EQ(custos({"subject", "get", b, "--purpose", "customer_service"}).exit_code, 3);
+  EXPECT_EQ(json::parse(custos({"subject", "get", a, "--purpose", "customer_service"}).out)["fields"]["given_name"], "Ada");
+}
+
 }  // namespace
 }  // namespace custos

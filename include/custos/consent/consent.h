@@ -89,6 +89,14 @@ class Ledger {
   std::vector<State> current(const records::SubjectId& subject);
   bool has_active(const records::SubjectId& subject, const std::string& purpose, const std::string& channel);
 
+  // Identity resolution (records::Records::merge calls this inside its
+  // transaction): moves every event of `from` to `into` and re-derives
+  // `into`'s state from the joined history by the ledger's own rule, in
+  // recording order, so a withdrawal recorded on either subject is never
+  // hidden by an earlier grant on the other, and a pending double opt-in of
+  // either is voided by any later event of the other for that purpose and channel.
+  static void merge_subject(store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& into);
+
   // The notice hash for a purpose: sha256 of policies/notices/<purpose>.txt (or default.txt).
   std::string notice_version(const std::string& purpose) const;
   // A consent receipt (Kantara / ISO/IEC 27560 fields that apply) for a confirmed grant.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "custos/audit/audit_log.h"
+#include "custos/error.h"
 #include "custos/records/schema.h"
 #include "custos/store/key_table.h"
 #include "custos/store/store.h"
@@ -65,6 +66,65 @@ struct ErasureReport {
   // personal and stay for accounting (the DSR report counts both).
 };
 
+// What creating a subject does when one of its searchable identifiers
+// (email, phone, external_id: equal blind indexes, so after normalisation)
+// already names an active subject.
+//   reject  refuse the item (duplicate_subject), naming the matching ids;
+//   merge   apply the item to the one matching subject instead (below);
+//   create  create a second subject anyway: a deliberate duplicate.
+enum class OnConflict { reject, merge, create };
+
+// The outcome of one item of Records::create_resolved.
+//
+// Merge rule (on_conflict merge): the existing subject's values win. A field
+// it has keeps its value (listed in `fields_kept`, the incoming value is
+// dropped); a field it lacks is set from the item (`fields_added`). So a
+// re-import can fill gaps but never overwrite what the vault holds — nor can
+// anyone who knows a subject's phone replace its email through a create.
+struct CreateOutcome {
+  enum class Kind {
+    created,     // a new subject: `id`
+    merged,      // applied to the existing subject `id`
+    duplicate,   // refused: `matches` (duplicate_subject); also when a merge is ambiguous
+    restricted,  // refused: the one match is restricted (GDPR Art. 18; subject_restricted)
+  };
+  Kind kind = Kind::created;
+  SubjectId id{};                        // created / merged: the subject; refused: the first match
+  std::vector<SubjectId> matches;        // every active subject an identifier names, in id order
+  std::vector<std::string> matched_on;   // the identifier fields that matched (names, never values)
+  std::vector<std::string> fields_added; // merged
+  std::vector<std::string> fields_kept;  // merged
+};
+
+// A create refused because an identifier already names a subject (409
+// duplicate_subject). what() names the matching subject ids, never a value.
+class DuplicateSubject : public Error {
+ public:
+  DuplicateSubject(std::vector<std::string> subject_ids, std::vector<std::string> matched_on);
+  const std::vector<std::string>& subject_ids() const { return subject_ids_; }
+  const std::vector<std::string>& matched_on() const { return matched_on_; }
+
+ private:
+  std::vector<std::string> subject_ids_;
+  std::vector<std::string> matched_on_;
+};
+
+// What Records::merge did.
+struct MergeReport {
+  std::string survivor;
+  std::vector<std::string> merged;        // the merged-away ids: DEKs destroyed, rows tombstoned
+  std::vector<std::string> fields_added;  // filled in on the survivor from a merged-away subject
+  std::vector<std::string> fields_kept;   // present on both: the survivor's value won
+  std::int64_t touchpoints_moved = 0;
+  std::int64_t orders_moved = 0;
+};
+
+// Groups of active subjects that share one identifier (no values).
+struct DuplicateCluster {
+  std::string matched_on;          // email | phone | external_id
+  std::vector<SubjectId> subjects; // in id order; the first is the cluster's cursor
+};
+
 // Which fields a read decrypts, and which of them leave masked (recorded in the audit entry).
 struct ReadSpec {
   std::vector<std::string> fields;
@@ -96,6 +156,41 @@ class Records {
   // Sets and removes fields (validated); records the changed field names.
   void update(const audit::Actor& actor, const SubjectId& id, const FieldMap& set,
               const std::vector<std::string>& remove);
+
+  // Create with identity resolution: items are checked in order against the
+  // blind indexes of active subjects, earlier items of the batch included,
+  // and created, merged or refused per `on_conflict` (see CreateOutcome), all
+  // in one transaction. Audited: one subject.create entry for the created
+  // subjects (as create), one subject.update entry per merged item
+  // (detail on_conflict=merge, the names of the fields kept), and one denied
+  // subject.create entry per refused item naming the matching subjects.
+  // Throws (writing nothing) only for what create throws.
+  std::vector<CreateOutcome> create_resolved(const audit::Actor& actor, const std::vector<FieldMap>& batch,
+                                             OnConflict on_conflict, std::int64_t* created_us = nullptr);
+
+  // Clusters of active subjects sharing an email, phone or external id, by
+  // field then first subject id, after `after` = (field, first id) if given.
+  // Not audited here (the caller records who asked).
+  std::vector<DuplicateCluster> duplicate_clusters(const std::optional<std::pair<std::string, SubjectId>>& after,
+                                                   std::size_t limit);
+
+  // Merges `merged_away` into `survivor` in ONE transaction: the survivor's
+  // field values win, fields it lacks are filled from the merged-away
+  // subjects in the order given (re-sealed under the survivor's key, and
+  // indexed); touchpoints (notes re-sealed) and orders are re-pointed;
+  // `move_dependants(tx, from, to)` moves what other modules hold (consent);
+  // then each merged-away subject is crypto-shredded (DEK destroyed, fields
+  // and index rows gone) and left as a tombstone with status 'merged'. One
+  // subject.merge entry names the survivor and every merged-away id; the WAL
+  // is checkpointed after the commit, as for an erasure.
+  // Throws, writing nothing: Error(not_found) for an id that is not an
+  // active subject, Error(invalid_argument) for a repeated id or the survivor
+  // in `merged_away`, Error(subject_restricted) if any of them is restricted,
+  // Error(conflict) if any is under legal hold.
+  MergeReport merge(const audit::Actor& actor, const SubjectId& survivor, const std::vector<SubjectId>& merged_away,
+                    const std::string& detail,
+                    const std::function<void(store::Transaction&, const SubjectId& from, const SubjectId& to)>&
+                        move_dependants);
 
   // Crypto-shreds the subject: destroys its DEK, overwrites its field
   // ciphertexts and blind-index rows, then checkpoints the WAL. Constant

@@ -81,8 +81,27 @@ class Service {
   std::shared_ptr<const access::Policy> policy() const;
 
   // Subjects. Inputs are request bodies; outputs are response documents.
+  //
+  // Create and batch create resolve identity over the blind indexes (email,
+  // phone, external_id) per the body's `on_conflict` (records::OnConflict):
+  // "reject" (default) refuses a subject an identifier already names —
+  // create throws records::DuplicateSubject (409 duplicate_subject, naming
+  // the matching ids), batch create reports it per item; "merge" fills the
+  // one matching subject's missing fields and returns its id with
+  // "merged": true (its existing values win; a restricted match is refused,
+  // subject_restricted); "create" makes a deliberate duplicate.
   Json create_subject(const Caller& caller, const Json& body);
   Json batch_create(const Caller& caller, const Json& body);
+  // Clusters of subjects sharing an identifier (ids and the identifier's
+  // field name only). Needs `dsr` and a purpose that lists subject.duplicates
+  // in required_for; query: after= (the previous page's next_after), limit= (1-1000).
+  Json subject_duplicates(const Caller& caller, const std::map<std::string, std::string>& query);
+  // Merges the subjects named in body {"subjects": [ids], "reason": "..."}
+  // into `id` (records::Records::merge; consent history re-derived). Needs
+  // `records.erase` (the merged-away keys are shredded), a purpose listing
+  // subject.merge in required_for and a reason as for erase_subject. Refused,
+  // audited, writing nothing: subject_restricted, conflict (legal hold), not_found.
+  Json merge_subjects(const Caller& caller, std::string_view id, const Json& body);
   Json get_subject(const Caller& caller, std::string_view id);
   Json batch_get(const Caller& caller, const Json& body);
   Json find_subjects(const Caller& caller, std::string_view field, std::string_view value);
