@@ -123,9 +123,9 @@ Json Service::dsr_create(const Caller& caller, const Json& body) {
     sealed_changes = impl_->seal_for_subject(*in.subject, "dsr.changes", in.changes);
     in.changes = sealed_changes;
   }
-  const auto q = impl_->dsr->intake(impl_->actor(caller), *impl_->regulations, in);
+  const auto q = impl_->dsr->intake(impl_->actor(caller), *impl_->current_regulations(), in);
   const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->regulations, now, &timeline);
+  return request_json(q, *impl_->current_regulations(), now, &timeline);
 }
 
 Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::string>& query) {
@@ -155,7 +155,7 @@ Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::st
     }
   }
   Json list = Json::array();
-  for (const auto& q : impl_->dsr->list(f)) list.push_back(request_json(q, *impl_->regulations, f.now_us, nullptr));
+  for (const auto& q : impl_->dsr->list(f)) list.push_back(request_json(q, *impl_->current_regulations(), f.now_us, nullptr));
   return {{"requests", list}, {"count", list.size()}};
 }
 
@@ -163,7 +163,7 @@ Json Service::dsr_get(const Caller& caller, std::string_view id) {
   impl_->authorize(caller, *impl_->current_policy(), "dsr", "dsr.read", false);
   const auto q = impl_->dsr->get(std::string(id));
   const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
+  return request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
 }
 
 Json Service::dsr_transition(const Caller& caller, std::string_view id_text, const Json& body) {
@@ -192,9 +192,9 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
   } else if (to == "completed_with_exceptions") {
     throw Error(ErrorCode::invalid_argument, "ask for 'completed': the fulfilment decides whether there are exceptions");
   }
-  const auto q = impl_->dsr->transition(actor, *impl_->regulations, id, final_status, note, reason, report);
+  const auto q = impl_->dsr->transition(actor, *impl_->current_regulations(), id, final_status, note, reason, report);
   const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
+  return request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
 }
 
 Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q) {
@@ -297,8 +297,8 @@ Json Service::dsr_export(const Caller& caller, std::string_view id_text) {
   if (q.status == "received" || q.status == "denied" || q.status == "canceled")
     throw Error(ErrorCode::conflict, "the request must be identity-verified and not denied or canceled");
   const std::int64_t now = impl_->audit->now_us();
-  Json out = {{"request", request_json(q, *impl_->regulations, now, nullptr)},
-              {"controller", impl_->regulations->controller()},
+  Json out = {{"request", request_json(q, *impl_->current_regulations(), now, nullptr)},
+              {"controller", impl_->current_regulations()->controller()},
               {"generated_at", audit::format_time_us(now)}};
   if (!q.subject) {
     out["no_data_held"] = true;
