@@ -49,13 +49,40 @@ std::optional<Incident> load(store::Transaction& tx, const std::string& id) {
 
 bool one_of(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
-// The next status each status may move to.
-bool next_allowed(const std::string& from, const std::string& to) {
-  if (from == "open") return to == "contained";
-  if (from == "contained") return to == "authority_notified";
-  if (from == "authority_notified") return to == "subjects_notified" || to == "closed";
-  if (from == "subjects_notified") return to == "closed";
+// Notification events are stored with their recipient in the type column,
+// "notified:<regime>:<recipient>", so that the events table needs no new
+// columns; timeline() splits them again.
+constexpr std::string_view kNotifiedPrefix = "notified:";
+
+Event event_from_row(const Row& r) {
+  Event e{r.integer(0), r.integer(1), std::string(r.text(2)), std::string(r.text(3)), std::string(r.text(4)), "", ""};
+  if (e.type.rfind(kNotifiedPrefix, 0) == 0) {
+    const std::string rest = e.type.substr(kNotifiedPrefix.size());
+    const auto colon = rest.find(':');
+    e.regime = rest.substr(0, colon);
+    e.recipient = colon == std::string::npos ? "" : rest.substr(colon + 1);
+    e.type = "notified";
+  }
+  return e;
+}
+
+// Does `e` tell `recipient` of `regime`? Legacy events told the authority
+// (or the subjects) of every regime at once.
+bool satisfies(const Event& e, const std::string& regime, const std::string& recipient) {
+  if (e.type == "notified") return e.regime == regime && e.recipient == recipient;
+  if (e.type == "authority_notified") return recipient == "authority";
+  if (e.type == "subjects_notified") return recipient == "individuals";
   return false;
+}
+
+bool is_legacy_notified_status(const std::string& status) {
+  return status == "authority_notified" || status == "subjects_notified";
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+  return out;
 }
 
 }  // namespace
@@ -74,8 +101,12 @@ Incident Book::open(const audit::Actor& actor, const dsr::Regulations& regs,
   for (const auto& c : in.categories)
     if (!one_of(known_categories, c)) throw Error(ErrorCode::invalid_field, "field 'categories': unknown category '" + util::printable_prefix(c, 32) + "'");
   if (in.regimes.empty()) throw Error(ErrorCode::invalid_field, "field 'regimes': at least one regime");
-  for (const auto& r : in.regimes)
-    if (regs.breach(r) == nullptr) throw Error(ErrorCode::invalid_field, "field 'regimes': unknown regime '" + util::printable_prefix(r, 32) + "'");
+  regs.calendar().check_in_range(in.discovered_us, "discovered_at");
+  std::vector<std::string> regimes;  // canonical names, each once
+  for (const auto& r : in.regimes) {
+    const std::string& key = regs.require_breach(r, "regimes").key;  // lists the valid names
+    if (!one_of(regimes, key)) regimes.push_back(key);
+  }
   Incident i;
   std::array<std::uint8_t, 12> raw{};
   randombytes_buf(raw.data(), raw.size());
@@ -89,7 +120,7 @@ Incident Book::open(const audit::Actor& actor, const dsr::Regulations& regs,
   i.description = in.description;
   i.severity = in.severity;
   i.categories = in.categories;
-  i.regimes = in.regimes;
+  i.regimes = regimes;
   i.high_risk = in.high_risk;
   i.residents = in.residents;
   i.created_by = actor.principal;
@@ -109,30 +140,84 @@ Incident Book::open(const audit::Actor& actor, const dsr::Regulations& regs,
   return i;
 }
 
-Incident Book::add_event(const audit::Actor& actor, const std::string& id, const Event& e) {
-  static const std::vector<std::string> kTypes = {"note", "contained", "authority_notified", "subjects_notified",
-                                                  "closed", "investigation", "reassessed"};
-  if (!one_of(kTypes, e.type)) throw Error(ErrorCode::invalid_field, "field 'type': unknown event type");
+Incident Book::add_event(const audit::Actor& actor, const dsr::Regulations& regs, const std::string& id,
+                         const Event& in) {
+  static const std::vector<std::string> kTypes = {"note",     "investigation",      "reassessed",       "contained",
+                                                  "notified", "authority_notified", "subjects_notified", "closed"};
+  if (!one_of(kTypes, in.type))
+    throw Error(ErrorCode::invalid_field, "field 'type': unknown event type; valid: " + join(kTypes));
+  Event e = in;
+  // The older event names are notices to the authority / the individuals.
+  if (e.type == "authority_notified" || e.type == "subjects_notified") {
+    if (e.recipient.empty()) e.recipient = e.type == "authority_notified" ? "authority" : "individuals";
+    e.type = "notified";
+  }
+  if (e.type != "notified" && (!e.regime.empty() || !e.recipient.empty()))
+    throw Error(ErrorCode::invalid_field, "field 'recipient': only a 'notified' event names a recipient");
   const std::int64_t now = audit_.now_us();
   if (e.at_us > now + 5LL * 60 * 1000000) throw Error(ErrorCode::invalid_field, "field 'at': in the future");
   auto tx = store_.begin(TxMode::write);
   auto i = load(*tx, id);
   if (!i) throw Error(ErrorCode::not_found, "breach " + id.substr(0, 40) + " not found");
+  if (i->status == "closed") throw Error(ErrorCode::conflict, "the breach is closed");
   if (e.at_us < i->discovered_us) throw Error(ErrorCode::invalid_field, "field 'at': before the breach was discovered");
   const auto last = tx->scalar("SELECT max(at) FROM breach_events WHERE breach_id = ?", {id}).value_or(0);
   if (e.at_us < last) throw Error(ErrorCode::invalid_field, "field 'at': earlier than the previous event (out of order)");
-  const bool is_status = e.type != "note" && e.type != "investigation" && e.type != "reassessed";
-  if (is_status && !next_allowed(i->status, e.type))
-    throw Error(ErrorCode::conflict, "a breach in status '" + i->status + "' cannot move to '" + e.type + "'");
-  if (i->status == "closed") throw Error(ErrorCode::conflict, "the breach is closed");
+  std::string stored_type = e.type;
+  if (e.type == "notified") {
+    if (e.recipient.empty()) throw Error(ErrorCode::invalid_field, "field 'recipient': whom was notified is required");
+    // Which regimes of this incident have that recipient?
+    std::vector<std::string> candidates, recipients, incident_regimes;
+    for (const auto& key : i->regimes)
+      if (const auto* rules = regs.breach(key)) incident_regimes.push_back(rules->key);
+    if (!e.regime.empty()) {
+      const dsr::BreachRules* named = regs.breach(e.regime);
+      if (named == nullptr || !one_of(incident_regimes, named->key))
+        throw Error(ErrorCode::invalid_field, "field 'regime': not a regime of this incident; valid: " + join(incident_regimes));
+      e.regime = named->key;
+    }
+    for (const auto& key : incident_regimes) {
+      const dsr::BreachRules* rules = regs.breach(key);
+      if (!e.regime.empty() && rules->key != e.regime) continue;
+      for (const auto& r : rules->recipients) {
+        if (!one_of(recipients, r.key)) recipients.push_back(r.key);
+        if (r.key == e.recipient) candidates.push_back(rules->key);
+      }
+    }
+    if (candidates.empty())
+      throw Error(ErrorCode::invalid_field, "field 'recipient': unknown recipient '" + util::printable_prefix(e.recipient, 32) +
+                                                "'; valid: " + join(recipients));
+    if (candidates.size() > 1)
+      throw Error(ErrorCode::invalid_field, "field 'regime': " + e.recipient + " of which regime? one of " + join(candidates));
+    e.regime = candidates.front();
+    stored_type = std::string(kNotifiedPrefix) + e.regime + ":" + e.recipient;
+  }
+  std::optional<std::string> next_status;
+  if (e.type == "contained") {
+    if (i->status != "open" && !is_legacy_notified_status(i->status))
+      throw Error(ErrorCode::conflict, "a breach in status '" + i->status + "' cannot move to 'contained'");
+    if (tx->scalar("SELECT count(*) FROM breach_events WHERE breach_id = ? AND type = 'contained'", {id}).value_or(0) > 0)
+      throw Error(ErrorCode::conflict, "the breach is already contained");
+    next_status = "contained";
+  }
   const std::int64_t seq = tx->scalar("SELECT coalesce(max(seq), 0) + 1 FROM breach_events WHERE breach_id = ?", {id}).value_or(1);
   tx->exec("INSERT INTO breach_events (breach_id, seq, at, recorded_at, actor, type, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
-           {id, seq, e.at_us, now, actor.principal, e.type, e.note});
-  if (is_status) {
-    i->status = e.type;
+           {id, seq, e.at_us, now, actor.principal, stored_type, e.note});
+  if (e.type == "closed") {
+    // Every required notice must have gone out (deadlines() reads this
+    // transaction's events through timeline_in()).
+    std::vector<std::string> outstanding;
+    for (const auto& d : deadlines_in(*tx, *i, regs))
+      if (d.required && !d.met) outstanding.push_back(d.regime + "/" + d.who);
+    if (!outstanding.empty())
+      throw Error(ErrorCode::conflict, "cannot close: required notices outstanding: " + join(outstanding));
+    next_status = "closed";
+  }
+  if (next_status) {
+    i->status = *next_status;
     tx->exec("UPDATE breaches SET status = ?, updated_at = ? WHERE id = ?", {i->status, now, id});
   }
-  audit_.append(*tx, actor, {"breach.event", "", {}, {}, true, "", "breach=" + id + " type=" + e.type});
+  audit_.append(*tx, actor, {"breach.event", "", {}, {}, true, "", "breach=" + id + " type=" + stored_type});
   tx->commit();
   i->updated_us = now;
   return *i;
@@ -146,12 +231,14 @@ Incident Book::get(const std::string& id) {
 }
 
 std::vector<Event> Book::timeline(const std::string& id) {
-  std::vector<Event> out;
   auto tx = store_.begin(TxMode::read);
-  tx->exec("SELECT at, recorded_at, actor, type, note FROM breach_events WHERE breach_id = ? ORDER BY seq", {id},
-           [&](const Row& r) {
-             out.push_back({r.integer(0), r.integer(1), std::string(r.text(2)), std::string(r.text(3)), std::string(r.text(4))});
-           });
+  return timeline_in(*tx, id);
+}
+
+std::vector<Event> Book::timeline_in(store::Transaction& tx, const std::string& id) {
+  std::vector<Event> out;
+  tx.exec("SELECT at, recorded_at, actor, type, note FROM breach_events WHERE breach_id = ? ORDER BY seq", {id},
+          [&](const Row& r) { out.push_back(event_from_row(r)); });
   return out;
 }
 
@@ -165,36 +252,80 @@ std::vector<Incident> Book::list(const std::string& status) {
 }
 
 std::vector<Deadline> Book::deadlines(const Incident& i, const dsr::Regulations& regs) {
-  const auto events = timeline(i.id);
-  const auto happened = [&](const std::string& type) {
-    return std::any_of(events.begin(), events.end(), [&](const Event& e) { return e.type == type; });
-  };
-  std::int64_t residents_total = -1;
+  auto tx = store_.begin(TxMode::read);
+  return deadlines_in(*tx, i, regs);
+}
+
+std::vector<Deadline> Book::deadlines_in(store::Transaction& tx, const Incident& i, const dsr::Regulations& regs) {
+  const auto events = timeline_in(tx, i.id);
+  // Residents per region as the incident gives them; without them, the
+  // affected count stands for every count (and unknown stays required).
+  std::optional<std::map<std::string, std::int64_t>> residents;
   if (!i.residents.empty()) {
     const auto j = json::parse(i.residents, nullptr, false);
     if (j.is_object()) {
-      residents_total = 0;
+      residents.emplace();
       for (const auto& [k, v] : j.items())
-        if (v.is_number_integer()) residents_total += v.get<std::int64_t>();
+        if (v.is_number_integer()) (*residents)[k] = v.get<std::int64_t>();
     }
   }
-  const std::int64_t affected = residents_total >= 0 ? residents_total : i.affected_count.value_or(-1);
+  const auto count_for = [&](const std::string& of) -> std::optional<std::int64_t> {
+    if (!residents) return i.affected_count;
+    std::int64_t n = 0;
+    for (const auto& [region, c] : *residents) {
+      if (of.empty()) n += c;
+      else if (of == "*") n = std::max(n, c);
+      else if (region == of) n = c;
+    }
+    return n;
+  };
   std::vector<Deadline> out;
   for (const auto& key : i.regimes) {
     const dsr::BreachRules* rules = regs.breach(key);
     if (rules == nullptr) continue;
-    if (rules->authority) {
-      Deadline d{key, rules->name, "authority", regs.calendar().deadline(i.discovered_us, *rules->authority),
-                 happened("authority_notified"), true};
-      if (rules->authority_threshold_residents > 0 && affected >= 0 && affected < rules->authority_threshold_residents)
-        d.required = false;
-      out.push_back(d);
-    }
-    if (rules->subjects || rules->subjects_without_undue_delay) {
-      Deadline d{key, rules->name, "subjects", std::nullopt, happened("subjects_notified"),
-                 i.high_risk || key != "gdpr"};  // GDPR Art. 34: only where the risk is high
-      if (rules->subjects) d.due_us = regs.calendar().deadline(i.discovered_us, *rules->subjects);
-      out.push_back(d);
+    std::map<std::string, std::optional<std::int64_t>> sent;  // recipient -> when first notified
+    for (const auto& r : rules->recipients)
+      for (const auto& e : events)
+        if (satisfies(e, rules->key, r.key) && !sent[r.key]) sent[r.key] = e.at_us;
+    std::map<std::string, const Deadline*> by_recipient;
+    const std::size_t first = out.size();
+    for (const auto& r : rules->recipients) {
+      Deadline d;
+      d.regime = rules->key;
+      d.regime_name = rules->name;
+      d.who = r.key;
+      d.recipient_name = r.name;
+      d.timing = r.timing;
+      d.source = r.source.citation;
+      d.met_us = sent[r.key];
+      d.met = d.met_us.has_value();
+      std::vector<std::string> conditions;
+      if (r.high_risk_only) {
+        conditions.push_back(std::string("likely high risk (") + (i.high_risk ? "yes" : "no") + ")");
+        if (!i.high_risk) d.required = false;
+      }
+      if (r.residents_over || r.residents_at_least || r.residents_under) {
+        const auto n = count_for(r.residents_of);
+        const std::string whose = r.residents_of.empty() ? "affected" : r.residents_of == "*" ? "residents of one region" : "residents of " + r.residents_of;
+        const std::string seen = n ? std::to_string(*n) : "unknown";
+        if (r.residents_over) conditions.push_back("more than " + std::to_string(*r.residents_over) + " " + whose + " (" + seen + ")");
+        if (r.residents_at_least) conditions.push_back("at least " + std::to_string(*r.residents_at_least) + " " + whose + " (" + seen + ")");
+        if (r.residents_under) conditions.push_back("fewer than " + std::to_string(*r.residents_under) + " " + whose + " (" + seen + ")");
+        if (n && ((r.residents_over && *n <= *r.residents_over) || (r.residents_at_least && *n < *r.residents_at_least) ||
+                  (r.residents_under && *n >= *r.residents_under)))
+          d.required = false;
+      }
+      d.condition = join(conditions);
+      std::optional<std::int64_t> anchor = i.discovered_us;
+      if (r.anchor == dsr::Recipient::Anchor::after_recipient) {
+        const Deadline* before = by_recipient.count(r.after) ? by_recipient[r.after] : nullptr;
+        anchor = before && before->met_us ? before->met_us : before ? before->due_us : std::nullopt;
+        d.projected = !(before && before->met_us);
+      }
+      if (anchor) d.due_us = regs.breach_due(*rules, r, *anchor);
+      out.push_back(std::move(d));
+      by_recipient[r.key] = nullptr;  // re-pointed below, once `out` stops moving
+      for (std::size_t k = first; k < out.size(); ++k) by_recipient[out[k].who] = &out[k];
     }
   }
   return out;

@@ -5,6 +5,8 @@
 #include <map>
 
 #include "cli_common.h"
+#include "custos/dsr/regulations.h"
+#include "custos/service/regulations_view.h"
 #include "custos/util/files.h"
 
 namespace custos::cli {
@@ -14,7 +16,7 @@ namespace {
 // they live as long as the App (a static inside add_compliance_commands).
 struct ComplianceOptions {
   std::string id, type, regime, email, phone, external_id, channel, received_at, note, reason, to, out, purpose;
-  std::string status, at, from, until;
+  std::string status, at, from, until, recipient;
   std::vector<std::string> principals, token_ids, categories, subjects;
   std::string format = "json", table;
   int due_within_days = -1;
@@ -27,7 +29,7 @@ void add_dsr(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
 
   auto* create = dsr->add_subcommand("create", "take in a request; prints it with its due date");
   create->add_option("--type", o.type, "access, portability, rectification, erasure, restriction, objection, opt_out_sale_share");
-  create->add_option("--regime", o.regime, "gdpr, ccpa, colorado, virginia, texas, ... (policies/regulations.yaml)");
+  create->add_option("--regime", o.regime, "eu-gdpr, uk-gdpr, us-ca, us-<state>, br-lgpd, ca-pipeda, ch-nfadp (old names gdpr, ccpa, ... still work)");
   create->add_option("--email", o.email, "identify the subject by email");
   create->add_option("--phone", o.phone, "identify the subject by phone");
   create->add_option("--external-id", o.external_id, "identify the subject by external id");
@@ -175,12 +177,16 @@ void add_breach(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o)
 
   auto* event = breach->add_subcommand("event", "append a timeline event");
   event->add_option("id", o.id, "incident id")->required();
-  event->add_option("--type", o.type, "note, contained, authority_notified, subjects_notified, closed")->required();
+  event->add_option("--type", o.type, "note, contained, notified, closed (authority_notified, subjects_notified: older names)")->required();
+  event->add_option("--recipient", o.recipient, "notified: authority, individuals, attorney_general, media, hhs, ...");
+  event->add_option("--regime", o.regime, "notified: the regime whose recipient was told (when several have it)");
   event->add_option("--at", o.at, "RFC 3339 time (default now)");
   event->add_option("--note", o.note, "note (no personal data)");
   event->callback([&] {
     action = [&] {
       Json body = {{"type", o.type}};
+      if (!o.recipient.empty()) body["recipient"] = o.recipient;
+      if (!o.regime.empty()) body["regime"] = o.regime;
       if (!o.at.empty()) body["at"] = o.at;
       if (!o.note.empty()) body["note"] = o.note;
       auto svc = g.open();
@@ -246,6 +252,36 @@ void add_retention_and_hold(CLI::App& app, Globals& g, Action& action, Complianc
   });
 }
 
+// The rule files in force: --policies, else the data directory's, else the
+// shipped ones (officers may ask before any vault exists).
+std::shared_ptr<const dsr::Regulations> load_regulations(const Globals& g) {
+  fs::path dir = g.policies.empty() ? fs::path(g.data_dir) / "policies" : fs::path(g.policies);
+  if (g.policies.empty() && !fs::exists(dir / "regulations.yaml")) dir = CUSTOS_SHIPPED_POLICIES;
+  return dsr::Regulations::load(dir / "regulations.yaml");
+}
+
+void add_regulations(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
+  auto* regs = app.add_subcommand("regulations", "statutory deadlines: the rules and their sources")->require_subcommand(1);
+  auto* show = regs->add_subcommand("show", "the rules of a regime with citations (no REGIME: list regimes and calendars)");
+  show->add_option("regime", o.regime, "eu-gdpr, uk-gdpr, us-ca, us-<state>, br-lgpd, ca-pipeda, ch-nfadp, ...");
+  show->callback([&] {
+    action = [&] {
+      print(service::regulations_show(*load_regulations(g), o.regime));
+      return 0;
+    };
+  });
+  auto* due = regs->add_subcommand("due", "the due dates of a request received at a time, without creating one");
+  due->add_option("--regime", o.regime, "regime name or alias")->required();
+  due->add_option("--type", o.type, "access, portability, ..., opt_out_sale_share; or breach (each recipient's clock)")->required();
+  due->add_option("--received-at", o.received_at, "RFC 3339 time of receipt (or discovery)")->required();
+  due->callback([&] {
+    action = [&] {
+      print(service::regulations_due(*load_regulations(g), o.regime, o.type, o.received_at));
+      return 0;
+    };
+  });
+}
+
 }  // namespace
 
 void add_compliance_commands(CLI::App& app, Globals& g, Action& action) {
@@ -253,6 +289,7 @@ void add_compliance_commands(CLI::App& app, Globals& g, Action& action) {
   add_dsr(app, g, action, options);
   add_breach(app, g, action, options);
   add_retention_and_hold(app, g, action, options);
+  add_regulations(app, g, action, options);
 }
 
 }  // namespace custos::cli

@@ -91,8 +91,8 @@ bool transition_allowed(const std::string& from, const std::string& to) {
 
 Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const Intake& in) {
   if (!one_of(kTypes, in.type)) throw Error(ErrorCode::invalid_field, "field 'type': unknown request type");
-  const DsrRules* rules = regs.dsr(in.regime);
-  if (rules == nullptr) throw Error(ErrorCode::invalid_field, "field 'regime': unknown regime");
+  const DsrRules& rules = regs.require_dsr(in.regime);  // lists the valid names
+  regs.calendar().check_in_range(in.received_us, "received_at");
   const std::int64_t now = audit_.now_us();
   if (in.received_us > now + 5LL * 60 * 1000000)
     throw Error(ErrorCode::invalid_field, "field 'received_at': in the future");
@@ -103,7 +103,7 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
   sodium_bin2hex(hex, sizeof hex, raw.data(), raw.size());
   q.id = std::string("dsr_") + hex;
   q.type = in.type;
-  q.regime = in.regime;
+  q.regime = rules.key;  // the canonical name, also when an alias was given
   q.status = "received";
   q.subjects = in.subjects;
   std::sort(q.subjects.begin(), q.subjects.end());
@@ -112,11 +112,9 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
   q.identified_by = in.identified_by;
   q.channel = in.channel;
   q.received_us = in.received_us;
-  // An opt-out of sale/share has its own, shorter clock where the regime sets one.
-  q.due_us = regs.calendar().deadline(in.received_us, in.type == "opt_out_sale_share" && rules->opt_out
-                                                            ? *rules->opt_out
-                                                            : rules->respond);
-  if (rules->confirm_receipt) q.confirm_by_us = regs.calendar().deadline(in.received_us, *rules->confirm_receipt);
+  // A type may have its own clock (CCPA opt-outs: 15 business days).
+  q.due_us = regs.due(rules, in.type, in.received_us);
+  q.confirm_by_us = regs.confirm_by(rules, in.received_us);
   q.changes = in.changes;
   q.created_by = actor.principal;
   q.updated_us = now;
@@ -169,11 +167,13 @@ Request Desk::transition(const audit::Actor& actor, const Regulations& regs, con
   const std::int64_t now = audit_.now_us();
   if (to == "extended") {
     const DsrRules* rules = regs.dsr(q->regime);
-    if (rules == nullptr || rules->extend.empty() || q->extensions >= rules->max_extensions)
-      throw Error(ErrorCode::conflict, "regime '" + q->regime + "' allows no further extension");
+    const auto extended = rules ? regs.extended_due(*rules, q->type, q->received_us, q->extensions + 1) : std::nullopt;
+    if (!extended) throw Error(ErrorCode::conflict, "regime '" + q->regime + "' allows no further extension");
     if (now > q->due_us) throw Error(ErrorCode::conflict, "the request is already overdue; it can no longer be extended");
-    // The extension runs from the original deadline (GDPR Art. 12(3); CCPA 7021(b)).
-    q->due_us = regs.calendar().deadline(q->due_us, rules->extend);
+    // Counted from receipt, as the law counts it: GDPR Art. 12(3) one month
+    // plus two further months = receipt + 3 months, then rolled (Reg.
+    // 1182/71 Art. 3(4)); CCPA 7021(b) at most 90 days from receipt.
+    q->due_us = *extended;
     q->extensions += 1;
   }
   if (to == "denied") q->denial_reason = reason;

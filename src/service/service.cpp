@@ -251,9 +251,13 @@ bool Service::reload_policies(std::string* error) {
     auto next = access::Policy::load(impl_->policy_dir(), impl_->schema);
     auto next_segments =
         std::make_shared<const records::RfmPolicy>(records::RfmPolicy::load(impl_->policy_dir() / "segments.yaml"));
+    // Deadlines too: a file that fails to parse or names an unknown calendar
+    // throws here, and the rules in force stay.
+    auto next_regulations = dsr::Regulations::load(impl_->policy_dir() / "regulations.yaml");
     std::lock_guard lock(impl_->policy_mu);
     impl_->policy = std::move(next);
     impl_->segments = std::move(next_segments);
+    impl_->regulations = std::move(next_regulations);
     return true;
   } catch (const Error& e) {
     if (error) *error = e.what();

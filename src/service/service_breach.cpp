@@ -49,7 +49,13 @@ Json incident_json(const breach::Incident& i, const std::vector<breach::Deadline
   bool overdue = false;
   std::optional<std::int64_t> next_due;
   for (const auto& d : deadlines) {
-    Json j = {{"regime", d.regime}, {"law", d.regime_name}, {"notify", d.who}, {"met", d.met}, {"required", d.required}};
+    Json j = {{"regime", d.regime},   {"law", d.regime_name}, {"notify", d.who},       {"recipient", d.recipient_name},
+              {"met", d.met},         {"required", d.required}, {"source", d.source}};
+    if (d.met_us) j["met_at"] = audit::format_time_us(*d.met_us);
+    if (!d.condition.empty()) j["condition"] = d.condition;
+    if (!d.timing.empty()) j["timing"] = d.timing;
+    if (d.projected) j["projected"] = true;  // counted from the due date of the notice it follows
+    if (d.met_us && d.due_us) j["late"] = *d.met_us > *d.due_us;
     if (d.due_us) {
       j["due_at"] = audit::format_time_us(*d.due_us);
       const bool late = !d.met && d.required && now > *d.due_us;
@@ -59,7 +65,7 @@ Json incident_json(const breach::Incident& i, const std::vector<breach::Deadline
       if (!d.met && d.required && (!next_due || *d.due_us < *next_due)) next_due = *d.due_us;
     } else {
       j["due_at"] = nullptr;
-      j["without_undue_delay"] = true;
+      j["without_undue_delay"] = true;  // no fixed period: `timing` gives the statute's words
     }
     ds.push_back(std::move(j));
   }
@@ -68,9 +74,12 @@ Json incident_json(const breach::Incident& i, const std::vector<breach::Deadline
   out["next_deadline"] = next_due ? Json(audit::format_time_us(*next_due)) : Json(nullptr);
   if (timeline) {
     Json t = Json::array();
-    for (const auto& e : *timeline)
-      t.push_back({{"at", audit::format_time_us(e.at_us)}, {"recorded_at", audit::format_time_us(e.recorded_us)},
-                   {"actor", e.actor}, {"type", e.type}, {"note", e.note}});
+    for (const auto& e : *timeline) {
+      Json j = {{"at", audit::format_time_us(e.at_us)}, {"recorded_at", audit::format_time_us(e.recorded_us)},
+                {"actor", e.actor}, {"type", e.type}, {"note", e.note}};
+      if (e.type == "notified") j["regime"] = e.regime, j["recipient"] = e.recipient;
+      t.push_back(std::move(j));
+    }
     out["timeline"] = t;
   }
   return out;
@@ -89,7 +98,7 @@ Json Service::breach_create(const Caller& caller, const Json& body) {
   in.occurred_to_us = optional_time(body, "occurred_to");
   in.description = required_string(body, "description", 8000);
   in.categories = string_list(body, "categories", true);
-  in.regimes = body.contains("regimes") ? string_list(body, "regimes", true) : std::vector<std::string>{"gdpr"};
+  in.regimes = body.contains("regimes") ? string_list(body, "regimes", true) : std::vector<std::string>{"eu-gdpr"};
   if (body.contains("severity")) in.severity = required_string(body, "severity", 16);
   if (body.contains("high_risk")) {
     if (!body["high_risk"].is_boolean()) throw Error(ErrorCode::invalid_field, "field 'high_risk': expected true or false");
@@ -101,9 +110,9 @@ Json Service::breach_create(const Caller& caller, const Json& body) {
       if (!v.is_number_unsigned()) throw Error(ErrorCode::invalid_field, "field 'residents': counts must be non-negative integers");
     in.residents = body["residents"].dump();
   }
-  const auto i = impl_->breaches->open(impl_->actor(caller), *impl_->regulations, impl_->schema.categories(), in);
+  const auto i = impl_->breaches->open(impl_->actor(caller), *impl_->current_regulations(), impl_->schema.categories(), in);
   const auto timeline = impl_->breaches->timeline(i.id);
-  return incident_json(i, impl_->breaches->deadlines(i, *impl_->regulations), &timeline, now);
+  return incident_json(i, impl_->breaches->deadlines(i, *impl_->current_regulations()), &timeline, now);
 }
 
 Json Service::breach_list(const Caller& caller, const std::map<std::string, std::string>& query) {
@@ -130,7 +139,7 @@ Json Service::breach_list(const Caller& caller, const std::map<std::string, std:
   const std::int64_t now = impl_->audit->now_us();
   Json list = Json::array();
   for (const auto& i : impl_->breaches->list(status)) {
-    const auto deadlines = impl_->breaches->deadlines(i, *impl_->regulations);
+    const auto deadlines = impl_->breaches->deadlines(i, *impl_->current_regulations());
     bool is_overdue = false, is_at_risk = false;
     for (const auto& d : deadlines) {
       if (d.met || !d.required || !d.due_us) continue;
@@ -150,19 +159,22 @@ Json Service::breach_get(const Caller& caller, std::string_view id) {
   impl_->authorize(caller, *impl_->current_policy(), "breach", "breach.read", false);
   const auto i = impl_->breaches->get(std::string(id));
   const auto timeline = impl_->breaches->timeline(i.id);
-  return incident_json(i, impl_->breaches->deadlines(i, *impl_->regulations), &timeline, impl_->audit->now_us());
+  return incident_json(i, impl_->breaches->deadlines(i, *impl_->current_regulations()), &timeline, impl_->audit->now_us());
 }
 
 Json Service::breach_add_event(const Caller& caller, std::string_view id, const Json& body) {
   impl_->authorize(caller, *impl_->current_policy(), "breach", "breach.event", false);
-  only_keys(body, {"type", "at", "note", "actor"});
+  only_keys(body, {"type", "at", "note", "actor", "regime", "recipient"});
   breach::Event e;
   e.type = required_string(body, "type", 32);
   e.at_us = parse_time_or_now(body, "at", impl_->audit->now_us());
   e.note = body.contains("note") ? required_string(body, "note", 4000) : "";
-  const auto i = impl_->breaches->add_event(impl_->actor(caller), std::string(id), e);
+  if (body.contains("regime")) e.regime = required_string(body, "regime", 32);
+  if (body.contains("recipient")) e.recipient = required_string(body, "recipient", 64);
+  const auto regs = impl_->current_regulations();
+  const auto i = impl_->breaches->add_event(impl_->actor(caller), *regs, std::string(id), e);
   const auto timeline = impl_->breaches->timeline(i.id);
-  return incident_json(i, impl_->breaches->deadlines(i, *impl_->regulations), &timeline, impl_->audit->now_us());
+  return incident_json(i, impl_->breaches->deadlines(i, *regs), &timeline, impl_->audit->now_us());
 }
 
 Json Service::breach_compute_affected(const Caller& caller, std::string_view id, const Json& body) {

@@ -107,7 +107,7 @@ Json Service::record_consent(const Caller& caller, std::string_view id_text, con
     for (const auto& e : recorded.events) {
       out["events"].push_back(event_json(e));
       if (e.status == "confirmed" && e.event == "granted")
-        out["receipt"] = Json::parse(impl_->consent->receipt_json(e, *pol, impl_->regulations->controller()));
+        out["receipt"] = Json::parse(impl_->consent->receipt_json(e, *pol, impl_->current_regulations()->controller()));
     }
     if (recorded.confirmation_token) {
       out["confirmation"] = {{"token", *recorded.confirmation_token},
@@ -160,7 +160,7 @@ Json Service::confirm_consent(const Caller& caller, const Json& body) {
     if (err.code() != ErrorCode::consent_capture_not_allowed) throw;
     impl_->deny(caller, "consent.confirm", err.code(), err.what(), refused_subject);
   }
-  return {{"event", event_json(e)}, {"receipt", Json::parse(impl_->consent->receipt_json(e, *pol, impl_->regulations->controller()))}};
+  return {{"event", event_json(e)}, {"receipt", Json::parse(impl_->consent->receipt_json(e, *pol, impl_->current_regulations()->controller()))}};
 }
 
 }  // namespace custos::service

@@ -118,9 +118,9 @@ Json Service::dsr_create(const Caller& caller, const Json& body) {
     sealed_changes = impl_->seal_for_subject(*first, "dsr.changes", in.changes);
     in.changes = sealed_changes;
   }
-  const auto q = impl_->dsr->intake(impl_->actor(caller), *impl_->regulations, in);
+  const auto q = impl_->dsr->intake(impl_->actor(caller), *impl_->current_regulations(), in);
   const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->regulations, now, &timeline);
+  return request_json(q, *impl_->current_regulations(), now, &timeline);
 }
 
 Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::string>& query) {
@@ -150,7 +150,7 @@ Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::st
     }
   }
   Json list = Json::array();
-  for (const auto& q : impl_->dsr->list(f)) list.push_back(request_json(q, *impl_->regulations, f.now_us, nullptr));
+  for (const auto& q : impl_->dsr->list(f)) list.push_back(request_json(q, *impl_->current_regulations(), f.now_us, nullptr));
   return {{"requests", list}, {"count", list.size()}};
 }
 
@@ -158,7 +158,7 @@ Json Service::dsr_get(const Caller& caller, std::string_view id) {
   impl_->authorize(caller, *impl_->current_policy(), "dsr", "dsr.read", false);
   const auto q = impl_->dsr->get(std::string(id));
   const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
+  return request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
 }
 
 Json Service::dsr_transition(const Caller& caller, std::string_view id_text, const Json& body) {
@@ -179,9 +179,9 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
   const auto actor = impl_->actor(caller);
   const auto respond = [&](const dsr::Request& q) {
     const auto timeline = impl_->dsr->timeline(q.id);
-    return request_json(q, *impl_->regulations, impl_->audit->now_us(), &timeline);
+    return request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
   };
-  if (to != "completed") return respond(impl_->dsr->transition(actor, *impl_->regulations, id, to, note, reason));
+  if (to != "completed") return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, to, note, reason));
 
   // A request is completed by asking for `completed`; whether it ends
   // `completed_with_exceptions` is the fulfilment's finding, not the caller's.
@@ -220,7 +220,7 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
       if (q.status != "awaiting_approval") {
         std::string ask = note.empty() ? "completion asked; a second principal must approve" : note;
         if (!excluded.empty()) ask += "; proposed to leave out " + std::to_string(excluded.size()) + " matched subject(s)";
-        return respond(impl_->dsr->transition(actor, *impl_->regulations, id, "awaiting_approval", ask, reason));
+        return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, "awaiting_approval", ask, reason));
       }
       std::string asked_by;
       for (const auto& e : timeline)
@@ -238,7 +238,7 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
         const std::string basis =
             "legal hold on " + std::to_string(held) + " of the matched subjects: erasure is not required where "
             "processing is necessary for the establishment, exercise or defence of legal claims (GDPR Art. 17(3)(e))";
-        return respond(impl_->dsr->transition(actor, *impl_->regulations, id, "denied", note, basis));
+        return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, "denied", note, basis));
       }
     }
   }
@@ -247,7 +247,7 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
       fulfilled.contains("exceptions") && !fulfilled["exceptions"].empty() ? "completed_with_exceptions" : "completed";
   std::string text = note;
   if (q.status == "awaiting_approval") text = (text.empty() ? "" : text + "; ") + "approved by a second principal";
-  return respond(impl_->dsr->transition(actor, *impl_->regulations, id, final_status, text, reason, fulfilled.dump()));
+  return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, final_status, text, reason, fulfilled.dump()));
 }
 
 Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q,
@@ -304,7 +304,7 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
         for (const auto& o : orders) last = std::max(last, o.at_us);
         retained.push_back({{"record", "orders"}, {"subject_id", hex}, {"count", orders.size()},
                             {"basis", policy.orders.basis},
-                            {"until", regulations->calendar().local_date(last + policy.orders.period_us())}});
+                            {"until", current_regulations()->calendar().local_date(last + policy.orders.period_us())}});
       }
       const records::Subject meta = records->metadata(sid);
       if (meta.legal_hold) {
@@ -534,9 +534,9 @@ void Service::dsr_export(const Caller& caller, std::string_view id_text, const E
       return;
     }
 
-    const std::string request = request_json(q, *impl_->regulations, now, nullptr).dump();
+    const std::string request = request_json(q, *impl_->current_regulations(), now, nullptr).dump();
     out.put("{\"request\":" + request);
-    out.put(",\"controller\":" + Json(impl_->regulations->controller()).dump());
+    out.put(",\"controller\":" + Json(impl_->current_regulations()->controller()).dump());
     out.put(",\"generated_at\":" + Json(audit::format_time_us(now)).dump());
     if (q.subjects.empty()) {
       out.put(",\"no_data_held\":true}");

@@ -39,9 +39,9 @@ struct Service::Impl {
   std::unique_ptr<consent::Ledger> consent;
   std::unique_ptr<dsr::Desk> dsr;
   std::unique_ptr<breach::Book> breaches;
-  std::shared_ptr<const dsr::Regulations> regulations;
   // Reloaded together on SIGHUP (reload_policies); readers take a snapshot.
   mutable std::mutex policy_mu;
+  std::shared_ptr<const dsr::Regulations> regulations;  // guarded by policy_mu; read via current_regulations()
   std::shared_ptr<const access::Policy> policy;
   std::shared_ptr<const records::RfmPolicy> segments;
   Counters* counters = nullptr;
@@ -53,6 +53,10 @@ struct Service::Impl {
   std::shared_ptr<const access::Policy> current_policy() const {
     std::lock_guard lock(policy_mu);
     return policy;
+  }
+  std::shared_ptr<const dsr::Regulations> current_regulations() const {
+    std::lock_guard lock(policy_mu);
+    return regulations;
   }
   std::shared_ptr<const records::RfmPolicy> current_segments() const {
     std::lock_guard lock(policy_mu);

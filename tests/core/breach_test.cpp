@@ -53,9 +53,160 @@ TEST_F(Breach, GdprClockIs72HoursAcrossDstAndMonthEnd) {
   now = at("2026-04-30T16:00:00Z");
   b = open("2026-04-30T15:30:00Z");
   EXPECT_EQ(b["deadlines"][0]["due_at"], "2026-05-03T15:30:00.000000Z");
-  // Other regimes as data.
+  // Other regimes as data, each recipient on its own clock: HIPAA individuals,
+  // media, HHS and the HHS annual log (45 CFR 164.404-408); Texas residents,
+  // Attorney General and consumer reporting agencies (Tex. Bus. & Com. Code
+  // 521.053). (Was 4: one authority and one subjects clock per regime.)
   b = open("2026-04-30T15:30:00Z", {"hipaa", "texas"});
-  EXPECT_EQ(b["deadlines"].size(), 4u);
+  EXPECT_EQ(b["deadlines"].size(), 7u);
+  EXPECT_EQ(b["regimes"], Json({"us-hipaa", "us-tx"}));  // canonical names
+}
+
+// The deadline entry for one regime's recipient.
+Json clock(const Json& incident, const std::string& regime, const std::string& recipient) {
+  for (const auto& d : incident["deadlines"])
+    if (d["regime"] == regime && d["notify"] == recipient) return d;
+  ADD_FAILURE() << "no clock " << regime << "/" << recipient << " in " << incident["deadlines"].dump();
+  return Json::object();
+}
+
+struct BreachClocks : Breach {
+  Json open_with(const std::string& discovered, std::vector<std::string> regimes, Json residents, bool high_risk = true) {
+    Json body = {{"discovered_at", discovered}, {"description", "CRM export on a public bucket"},
+                 {"categories", {"contact"}},   {"regimes", regimes},
+                 {"high_risk", high_risk}};
+    if (!residents.is_null()) body["residents"] = residents;
+    return v.service->breach_create(officer, body);
+  }
+  Json notify(const std::string& id, const std::string& regime, const std::string& recipient, const std::string& when) {
+    Json body = {{"type", "notified"}, {"recipient", recipient}, {"at", when}};
+    if (!regime.empty()) body["regime"] = regime;
+    return v.service->breach_add_event(officer, id, body);
+  }
+};
+
+// Cal. Civ. Code 1798.82(a)(2) as amended by SB 446 (from 2026-01-01):
+// residents within 30 calendar days of discovery; 1798.82(f): a sample notice
+// to the Attorney General within 15 calendar days of notifying residents when
+// more than 500 residents are notified.
+TEST_F(BreachClocks, CaliforniaSb446ResidentsIn30DaysAndTheAttorneyGeneral15DaysAfter) {
+  now = at("2026-03-25T10:00:00Z");
+  Json b = open_with("2026-03-02T10:00:00Z", {"us-ca"}, {{"CA", 700u}});
+  // 2 March + 30 days = 1 April (end of the day in the controller's zone, CEST).
+  EXPECT_EQ(clock(b, "us-ca", "individuals")["due_at"], "2026-04-01T21:59:59.999999Z");
+  Json ag = clock(b, "us-ca", "attorney_general");
+  EXPECT_EQ(ag["required"], true);
+  EXPECT_EQ(ag["projected"], true);  // from the residents' due date until they are told
+  EXPECT_EQ(ag["due_at"], "2026-04-16T21:59:59.999999Z");
+  // Residents told on 20 March: the AG's 15 days run from then (4 April).
+  b = notify(b["id"], "", "individuals", "2026-03-20T10:00:00Z");
+  ag = clock(b, "us-ca", "attorney_general");
+  EXPECT_FALSE(ag.contains("projected"));
+  EXPECT_EQ(ag["due_at"], "2026-04-04T21:59:59.999999Z");
+  EXPECT_EQ(clock(b, "us-ca", "individuals")["met"], true);
+  EXPECT_EQ(clock(b, "us-ca", "individuals")["late"], false);
+  // "more than 500": 500 is below the line, 501 above.
+  EXPECT_EQ(clock(open_with("2026-03-02T10:00:00Z", {"us-ca"}, {{"CA", 500u}}), "us-ca", "attorney_general")["required"], false);
+  EXPECT_EQ(clock(open_with("2026-03-02T10:00:00Z", {"us-ca"}, {{"CA", 501u}}), "us-ca", "attorney_general")["required"], true);
+  // No Californians affected: nothing to do under California law.
+  EXPECT_EQ(clock(open_with("2026-03-02T10:00:00Z", {"california"}, {{"NV", 900u}}), "us-ca", "individuals")["required"], false);
+}
+
+// 45 CFR 164.406: media notice when more than 500 residents of a State;
+// 164.408(b): HHS with the individuals when 500 or more; 164.408(c): fewer
+// than 500 go into a log due 60 days after the end of the calendar year.
+TEST_F(BreachClocks, HipaaMediaHhsAndTheAnnualLogAtTheirThresholds) {
+  now = at("2027-06-01T10:00:00Z");
+  const auto required = [&](Json residents, const std::string& recipient) {
+    return clock(open_with("2026-05-10T10:00:00Z", {"us-hipaa"}, residents), "us-hipaa", recipient)["required"].get<bool>();
+  };
+  EXPECT_FALSE(required({{"CA", 499u}}, "hhs"));
+  EXPECT_TRUE(required({{"CA", 499u}}, "hhs_annual_log"));
+  EXPECT_TRUE(required({{"CA", 500u}}, "hhs"));
+  EXPECT_FALSE(required({{"CA", 500u}}, "hhs_annual_log"));
+  EXPECT_FALSE(required({{"CA", 500u}}, "media"));
+  EXPECT_TRUE(required({{"CA", 501u}}, "media"));
+  // 600 people but no single State above 500: HHS yes, media no.
+  EXPECT_TRUE(required({{"CA", 300u}, {"NV", 300u}}, "hhs"));
+  EXPECT_FALSE(required({{"CA", 300u}, {"NV", 300u}}, "media"));
+  // The log: 31 Dec 2026 + 60 days = 1 March 2027; in a leap year 29 February.
+  EXPECT_EQ(clock(open_with("2026-05-10T10:00:00Z", {"hipaa"}, {{"CA", 10u}}), "us-hipaa", "hhs_annual_log")["due_at"],
+            "2027-03-01T22:59:59.999999Z");
+  EXPECT_EQ(clock(open_with("2027-05-10T10:00:00Z", {"hipaa"}, {{"CA", 10u}}), "us-hipaa", "hhs_annual_log")["due_at"],
+            "2028-02-29T22:59:59.999999Z");
+  // Individuals: 60 calendar days (164.404(b)).
+  EXPECT_EQ(clock(open_with("2026-05-10T10:00:00Z", {"hipaa"}, {{"CA", 10u}}), "us-hipaa", "individuals")["due_at"],
+            "2026-07-09T21:59:59.999999Z");
+}
+
+// Res. CD/ANPD 15/2024 Art. 6 and 9: ANPD and data subjects within 3 business
+// days (Brazilian calendar), where the risk is relevant (Art. 5).
+TEST_F(BreachClocks, LgpdThreeBusinessDaysOnTheBrazilianCalendar) {
+  now = at("2026-04-02T10:00:00Z");
+  // Wednesday 1 April 2026: Thu 2 (1), Good Friday 3 skipped, Mon 6 (2), Tue 7 (3).
+  Json b = open_with("2026-04-01T12:00:00Z", {"br-lgpd"}, nullptr);
+  EXPECT_EQ(clock(b, "br-lgpd", "authority")["due_at"], "2026-04-07T21:59:59.999999Z");
+  EXPECT_EQ(clock(b, "br-lgpd", "individuals")["due_at"], "2026-04-07T21:59:59.999999Z");
+  b = open_with("2026-04-01T12:00:00Z", {"br-lgpd"}, nullptr, false);
+  EXPECT_EQ(clock(b, "br-lgpd", "authority")["required"], false);
+  // GDPR Art. 34: individuals only where the risk is high; Art. 33 authority always.
+  b = open_with("2026-04-01T12:00:00Z", {"eu-gdpr"}, nullptr, false);
+  EXPECT_EQ(clock(b, "eu-gdpr", "individuals")["required"], false);
+  EXPECT_EQ(clock(b, "eu-gdpr", "authority")["required"], true);
+}
+
+// Each notice satisfies one recipient of one regime; closing waits for all
+// required notices.
+TEST_F(BreachClocks, EachNotificationNamesTheRecipientItSatisfies) {
+  now = at("2026-03-28T10:00:00Z");
+  const std::string id = open_with("2026-03-27T10:00:00Z", {"eu-gdpr", "uk-gdpr"}, nullptr)["id"];
+  // "authority" of which regime? Both have one.
+  EXPECT_EQ(code_of([&] { notify(id, "", "authority", "2026-03-27T11:00:00Z"); }), ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] { notify(id, "uk-gdpr", "attorney_general", "2026-03-27T11:00:00Z"); }), ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] { notify(id, "us-ca", "individuals", "2026-03-27T11:00:00Z"); }), ErrorCode::invalid_field);
+  Json b = notify(id, "uk-gdpr", "authority", "2026-03-27T11:00:00Z");
+  EXPECT_EQ(clock(b, "uk-gdpr", "authority")["met"], true);
+  EXPECT_EQ(clock(b, "eu-gdpr", "authority")["met"], false);
+  EXPECT_EQ(b["timeline"].back()["recipient"], "authority");
+  EXPECT_EQ(b["timeline"].back()["regime"], "uk-gdpr");
+  EXPECT_EQ(code_of([&] { event(id, "closed", "2026-03-27T12:00:00Z"); }), ErrorCode::conflict);
+  notify(id, "eu-gdpr", "authority", "2026-03-27T12:00:00Z");
+  notify(id, "eu-gdpr", "individuals", "2026-03-27T12:00:00Z");
+  notify(id, "uk-gdpr", "individuals", "2026-03-27T12:00:00Z");
+  EXPECT_EQ(event(id, "closed", "2026-03-27T13:00:00Z")["status"], "closed");
+  EXPECT_EQ(code_of([&] { notify(id, "eu-gdpr", "authority", "2026-03-27T14:00:00Z"); }), ErrorCode::conflict);
+  // Late is shown as late.
+  const std::string late = open_with("2026-03-20T10:00:00Z", {"eu-gdpr"}, nullptr)["id"];
+  EXPECT_EQ(clock(notify(late, "", "authority", "2026-03-24T10:00:00Z"), "eu-gdpr", "authority")["late"], true);
+  // Dates outside 1970..2100 are refused.
+  EXPECT_EQ(code_of([&] { open_with("1969-12-30T10:00:00Z", {"eu-gdpr"}, nullptr); }), ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] { open_with("2026-03-20T10:00:00Z", {"atlantis"}, nullptr); }), ErrorCode::invalid_field);
+}
+
+// A rule file that names an unknown calendar (or does not parse) is refused
+// on reload and the rules in force stay; a good edit takes effect.
+TEST_F(BreachClocks, ReloadRefusesBrokenRuleFilesAndKeepsTheOldRules) {
+  now = at("2026-03-28T10:00:00Z");
+  const auto file = v.data_dir() / "policies" / "regulations.yaml";
+  std::ifstream in(file);
+  const std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string error;
+  for (const std::string& broken : {std::string(good).replace(good.find("calendar: uk-ew"), 15, "calendar: xx-yy"),
+                                    good + "\n  ]]] not yaml\n"}) {
+    std::ofstream(file) << broken;
+    EXPECT_FALSE(v.service->reload_policies(&error));
+    EXPECT_NE(error.find("regulations.yaml"), std::string::npos) << error;
+    EXPECT_EQ(clock(open_with("2026-03-27T10:00:00Z", {"uk-gdpr"}, nullptr), "uk-gdpr", "authority")["due_at"],
+              "2026-03-30T10:00:00.000000Z");
+  }
+  std::string edited = good;
+  const std::string ico = "authority: {name: \"Information Commissioner's Office\", hours: 72";
+  ASSERT_NE(edited.find(ico), std::string::npos);
+  edited.replace(edited.find(ico), ico.size(), "authority: {name: \"Information Commissioner's Office\", hours: 48");
+  std::ofstream(file) << edited;
+  ASSERT_TRUE(v.service->reload_policies(&error)) << error;
+  EXPECT_EQ(clock(open_with("2026-03-27T10:00:00Z", {"uk-gdpr"}, nullptr), "uk-gdpr", "authority")["due_at"],
+            "2026-03-29T10:00:00.000000Z");
 }
 
 TEST_F(Breach, AtRiskAndOverdueAtChosenClockValues) {
@@ -73,11 +224,17 @@ TEST_F(Breach, AtRiskAndOverdueAtChosenClockValues) {
   EXPECT_EQ(v.service->breach_list(officer, {{"overdue", "true"}})["count"], 0);
 }
 
-TEST_F(Breach, EventsMustBeInOrderAndNotSkipSteps) {
+// Notifying the authority before containment is normal (GDPR Art. 33(1):
+// within 72 h, "where feasible"; Art. 33(4) allows information in phases), so
+// it is no longer refused as a skipped step (it was a 409 before).
+TEST_F(Breach, EventsMustBeInOrderAndNotificationNeedsNoContainment) {
   const std::string id = open("2026-03-27T07:00:00Z")["id"];
-  EXPECT_EQ(code_of([&] { event(id, "authority_notified", "2026-03-27T07:30:00Z"); }), ErrorCode::conflict);
   EXPECT_EQ(code_of([&] { event(id, "contained", "2026-03-26T07:30:00Z"); }), ErrorCode::invalid_field);
+  const Json notified = event(id, "authority_notified", "2026-03-27T07:30:00Z");
+  EXPECT_EQ(notified["status"], "open");
+  EXPECT_EQ(notified["deadlines"][0]["met"], true);
   event(id, "contained", "2026-03-27T07:40:00Z");
+  EXPECT_EQ(code_of([&] { event(id, "contained", "2026-03-27T07:41:00Z"); }), ErrorCode::conflict);
   EXPECT_EQ(code_of([&] { event(id, "note", "2026-03-27T07:35:00Z"); }), ErrorCode::invalid_field);
   EXPECT_EQ(code_of([&] { event(id, "note", "2026-03-29T07:35:00Z"); }), ErrorCode::invalid_field);  // future
   EXPECT_EQ(code_of([&] {
@@ -93,7 +250,7 @@ TEST_F(Breach, EventsMustBeInOrderAndNotSkipSteps) {
             }),
             ErrorCode::invalid_field);
   const Json b = v.service->breach_get(officer, id);
-  EXPECT_EQ(b["timeline"].size(), 2u);
+  EXPECT_EQ(b["timeline"].size(), 3u);
 }
 
 TEST_F(Breach, AffectedSubjectsFromTheAuditLogMatchAnIndependentRecount) {

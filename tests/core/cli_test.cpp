@@ -183,7 +183,9 @@ TEST_F(Cli, DsrBreachRetentionAndHoldFromTheCommandLine) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json req = json::parse(r.out);
   EXPECT_EQ(req["subject_id"], subject);
-  EXPECT_EQ(req["due_at"].get<std::string>().substr(0, 10), "2026-02-28");
+  // GDPR Art. 12(3) + Reg. 1182/71 Art. 3(2)(c): 28 Feb 2026, a Saturday, so
+  // Art. 3(4) ends the period on Monday 2 March (end of the Berlin day, 22:59:59Z).
+  EXPECT_EQ(req["due_at"].get<std::string>().substr(0, 10), "2026-03-02");
   const std::string id = req["id"];
   EXPECT_EQ(custos({"dsr", "transition", id, "--to", "completed"}).exit_code, 1);  // conflict
   EXPECT_EQ(custos({"dsr", "transition", id, "--to", "identity_verified"}).exit_code, 0);

@@ -1,13 +1,20 @@
 // custos/breach/breach.h — personal-data breaches and their clocks.
 //
-//   open -> contained -> authority_notified -> subjects_notified -> closed
-//   (authority_notified -> closed when subjects need not be told)
+//   open -> contained -> closed  (open -> closed when nothing was left to contain)
 //
-// Status changes are events of the incident's timeline (actor, time, type,
-// note); an event may not predate the previous one or the discovery, and no
-// required step may be skipped. Deadlines are computed per regime from
-// policies/regulations.yaml: GDPR's authority clock is discovery + 72 h,
+// Notifications are events of their own, in any state before `closed`
+// (notifying the authority within 72 h usually comes before containment):
+// each `notified` event names the regime and the recipient it satisfies
+// (authority, individuals, attorney_general, media, hhs, ...), so telling one
+// regulator never marks another as told. Every recipient of every regime of
+// the incident has its own clock from policies/regulations.yaml, with its
+// conditions (high risk, number of residents); closing is refused while a
+// required notice is outstanding. GDPR's authority clock is discovery + 72 h,
 // exact to the minute.
+//
+// Events may not predate the previous one or the discovery. Rows written
+// before per-recipient events (`authority_notified`, `subjects_notified`)
+// still count: they satisfy the authority / individuals of every regime.
 #pragma once
 
 #include <optional>
@@ -22,8 +29,10 @@
 
 namespace custos::breach {
 
-inline const std::vector<std::string> kStatuses = {"open", "contained", "authority_notified", "subjects_notified",
-                                                   "closed"};
+// authority_notified and subjects_notified: statuses of incidents recorded
+// before notifications became events; kept so such rows can be listed.
+inline const std::vector<std::string> kStatuses = {"open", "contained", "closed", "authority_notified",
+                                                   "subjects_notified"};
 inline const std::vector<std::string> kSeverities = {"low", "medium", "high", "critical"};
 
 struct Incident {
@@ -40,13 +49,18 @@ struct Incident {
 struct Event {
   std::int64_t at_us = 0, recorded_us = 0;
   std::string actor, type, note;
+  std::string regime, recipient;  // type "notified": whom it told, under which regime
 };
 
 struct Deadline {
-  std::string regime, regime_name, who;  // who: authority | subjects
-  std::optional<std::int64_t> due_us;    // nullopt: "without undue delay"
+  std::string regime, regime_name, who;  // who: the recipient key (authority, individuals, attorney_general, ...)
+  std::string recipient_name, timing, source;
+  std::optional<std::int64_t> due_us;    // nullopt: no fixed period (`timing` says how soon)
   bool met = false;
-  bool required = true;  // false when a residents threshold is not passed
+  std::optional<std::int64_t> met_us;
+  bool required = true;    // false when a condition (high risk, residents) does not hold
+  bool projected = false;  // counted from another notice's due date until that notice is sent
+  std::string condition;   // the condition and what it was decided on, e.g. "more than 500 residents of CA (700)"
 };
 
 struct NewIncident {
@@ -72,10 +86,13 @@ class Book {
 
   Incident open(const audit::Actor& actor, const dsr::Regulations& regs, const std::vector<std::string>& categories,
                 const NewIncident& in);
-  // Appends a timeline event; a status type moves the incident. Throws
-  // Error(conflict) for a skipped step, Error(invalid_field) for an event
-  // out of order or in the future.
-  Incident add_event(const audit::Actor& actor, const std::string& id, const Event& e);
+  // Appends a timeline event; `contained` and `closed` move the incident.
+  // A `notified` event names its recipient (and its regime, when more than
+  // one regime of the incident has that recipient). Throws Error(conflict)
+  // for a closed incident, a second containment or a close with required
+  // notices outstanding; Error(invalid_field) for an event out of order, in
+  // the future, or naming an unknown regime or recipient (listing the valid).
+  Incident add_event(const audit::Actor& actor, const dsr::Regulations& regs, const std::string& id, const Event& e);
   Incident get(const std::string& id);
   std::vector<Event> timeline(const std::string& id);
   std::vector<Incident> list(const std::string& status);
@@ -93,6 +110,8 @@ class Book {
                                                     const std::optional<records::SubjectId>& after);
 
  private:
+  std::vector<Event> timeline_in(store::Transaction& tx, const std::string& id);
+  std::vector<Deadline> deadlines_in(store::Transaction& tx, const Incident& i, const dsr::Regulations& regs);
   AffectedResult store_affected(const audit::Actor& actor, const std::string& id, AffectedResult r,
                                 const std::map<std::string, std::set<std::string>>& found, const std::string& how);
   store::Store& store_;
