@@ -42,9 +42,10 @@ struct DsrPromises : ::testing::Test {
   TestVault v;
   service::Caller officer = v.caller("compliance_officer", "dsr_fulfilment");
 
-  // A subject; the same email twice makes a deliberate duplicate.
+  // A subject; the same email twice makes a deliberate duplicate (on_conflict: create).
   std::string add(const std::string& email, const std::string& name) {
-    return v.service->create_subject(v.admin(), {{"fields", {{"email", email}, {"given_name", name}}}})["id"];
+    return v.service->create_subject(v.admin(),
+                                     {{"fields", {{"email", email}, {"given_name", name}}}, {"on_conflict", "create"}})["id"];
   }
   std::string request(const std::string& type, const std::string& email) {
     const Json q = v.service->dsr_create(
