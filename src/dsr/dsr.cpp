@@ -68,6 +68,17 @@ void add_event(store::Transaction& tx, const std::string& id, std::int64_t at, c
           {id, seq, at, actor, from, to, note});
 }
 
+// A request matching several subjects names them all in `subject_ids`, which
+// the entry commits to (audit/FORMAT.md §1.5) rather than listing: each
+// subject's access package then proves its own membership and names no
+// other. One subject is named in `subject_id` as usual.
+std::vector<std::string> covered_ids(const Request& q) {
+  std::vector<std::string> ids;
+  if (q.subjects.size() > 1)
+    for (const auto& sid : q.subjects) ids.push_back(records::to_hex(sid));
+  return ids;
+}
+
 bool one_of(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 }  // namespace
@@ -139,14 +150,12 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
   add_event(*tx, q.id, now, actor.principal, "", "received", note);
   // Every matched subject is named (subject_ids), so each one's access log
   // shows the request.
-  std::vector<std::string> others;
-  for (std::size_t i = 1; i < q.subjects.size(); ++i) others.push_back(records::to_hex(q.subjects[i]));
-  audit::Event event{"dsr.intake", q.subject ? records::to_hex(*q.subject) : "", {}, {}, true, "",
+  audit::Event event{"dsr.intake", q.subjects.size() == 1 ? records::to_hex(q.subjects[0]) : "", {}, {}, true, "",
                      "request=" + q.id + " type=" + q.type + " regime=" + q.regime +
                          (q.subject ? "" : " no_data_held=1") +
                          (q.subjects.size() > 1 ? " subjects=" + std::to_string(q.subjects.size()) : "") +
                          (q.duplicate_of.empty() ? "" : " duplicate_of=" + q.duplicate_of)};
-  event.subject_ids = std::move(others);
+  event.subject_ids = covered_ids(q);
   audit_.append(*tx, actor, event);
   tx->commit();
   return q;
@@ -187,9 +196,9 @@ Request Desk::transition(const audit::Actor& actor, const Regulations& regs, con
   std::string text = note;
   if (!reason.empty()) text += std::string(text.empty() ? "" : "; ") + "reason: " + reason;
   add_event(*tx, id, now, actor.principal, from, to, text);
-  audit::Event event{"dsr.transition", q->subject ? records::to_hex(*q->subject) : "", {}, {}, true, "",
+  audit::Event event{"dsr.transition", q->subjects.size() == 1 ? records::to_hex(q->subjects[0]) : "", {}, {}, true, "",
                      "request=" + id + " from=" + from + " to=" + to};
-  for (std::size_t i = 1; i < q->subjects.size(); ++i) event.subject_ids.push_back(records::to_hex(q->subjects[i]));
+  event.subject_ids = covered_ids(*q);
   audit_.append(*tx, actor, event);
   tx->commit();
   return *q;

@@ -184,10 +184,10 @@ test('the queue is sorted by due date, overdue requests are red and say so, filt
     const types = await page.locator('#queue tbody tr td:nth-child(3)').allTextContents();
     assert.deepEqual([...new Set(types)], ['erasure']);
     await page.getByLabel('Type').selectOption('');
-    await page.getByLabel('Regime').selectOption('ccpa');
+    await page.getByLabel('Regime').selectOption('us-ca');  // CCPA's canonical name
     await page.getByRole('button', { name: 'Apply' }).click();
     await page.locator(`#queue tr[data-id="${seed.overdue}"]`).waitFor({ state: 'detached' });
-    assert.deepEqual([...new Set(await page.locator('#queue tbody tr td:nth-child(4)').allTextContents())], ['ccpa']);
+    assert.deepEqual([...new Set(await page.locator('#queue tbody tr td:nth-child(4)').allTextContents())], ['us-ca']);
   });
 });
 

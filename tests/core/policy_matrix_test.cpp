@@ -327,7 +327,8 @@ class World {
                          {"occupation", "mathematician"},
                          {"preferences", "analytical engines"},
                          {"notes", "prefers letters"},
-                         {"income_band", "high"}}}};
+                         {"income_band", "high"}}},
+                       {"on_conflict", "create"}};  // many cells share one phone number on purpose
     const std::string id = v_.service->create_subject(v_.admin(), body)["id"];
     email_of_[id] = email;
     if (consented) grant_all(rules, id);

@@ -803,7 +803,8 @@ TEST_F(HttpTest, DsrLifecycleOverHttp) {
   ASSERT_EQ(r.status, 201) << r;
   const std::string dsr = r.json["id"];
   EXPECT_EQ(r.json["subject_id"], id);
-  EXPECT_EQ(r.json["due_at"].get<std::string>().substr(0, 10), "2026-02-28");
+  // One month from 31 Jan is 28 Feb 2026, a Saturday: Reg. 1182/71 Art. 3(4) ends it on Monday 2 March.
+  EXPECT_EQ(r.json["due_at"].get<std::string>().substr(0, 10), "2026-03-02");
   EXPECT_EQ(r.header("Location"), "/v1/dsr/" + dsr);
   expect_problem(d_->post("/v1/dsr/" + dsr + ":transition", officer, {{"to", "completed"}}), 409, "conflict");
   for (const char* to : {"identity_verified", "in_progress"}) {

@@ -5,6 +5,12 @@ import { getJson, postJson } from './api.js';
 import { h, replace, field, select, facts, table, errorBox, duration, when } from './dom.js';
 
 const EVENTS = ['contained', 'authority_notified', 'subjects_notified', 'closed', 'note'];
+// A notification names whom it satisfies: "authority notified (eu-gdpr)".
+function eventLabel(e) {
+  if (e.type !== 'notified') return e.type.replaceAll('_', ' ');
+  const who = `${(e.recipient || 'recipient').replaceAll('_', ' ')} notified`;
+  return e.regime ? `${who} (${e.regime})` : who;
+}
 const AT_RISK_MS = 24 * 3_600_000;  // under a day left: at risk
 let ticker = null;
 
@@ -114,7 +120,7 @@ export async function renderIncident(main, id) {
     h('h2', null, 'Timeline'),
     table(['When', 'Recorded', 'Who', 'Event', 'Note'], (i.timeline || []).map((e) => h('tr', null,
       h('td', null, when(e.at)), h('td', null, when(e.recorded_at)), h('td', null, e.actor),
-      h('td', null, e.type.replaceAll('_', ' ')), h('td', null, e.note))), { id: 'breach-timeline' }),
+      h('td', null, eventLabel(e)), h('td', null, e.note))), { id: 'breach-timeline' }),
     form);
   startTicker(main);
 }

@@ -8,7 +8,9 @@ const TYPES = ['access', 'portability', 'rectification', 'erasure', 'restriction
 const STATUSES = ['received', 'identity_verified', 'in_progress', 'extended', 'completed',
   'completed_with_exceptions', 'denied', 'canceled'];
 const OPEN = new Set(['received', 'identity_verified', 'in_progress', 'extended']);
-const REGIMES = ['gdpr', 'ccpa', 'colorado', 'virginia', 'texas'];
+// Canonical regime names (policies/regulations.yaml); the vault answers with these.
+const REGIMES = ['eu-gdpr', 'uk-gdpr', 'us-ca', 'us-co', 'us-ct', 'us-va', 'us-tx', 'us-ut', 'us-or', 'br-lgpd',
+  'ca-pipeda', 'ch-nfadp'];
 // Mirrors dsr::transition_allowed (src/dsr/dsr.cpp) to offer only the moves
 // that can succeed; the server still decides.
 const TRANSITIONS = {
@@ -83,7 +85,7 @@ export async function renderQueue(main) {
 
 export function renderIntake(main) {
   const type = select('type', TYPES.map((t) => [t, t]), 'access');
-  const regime = select('regime', REGIMES.map((r) => [r, r]), 'gdpr');
+  const regime = select('regime', REGIMES.map((r) => [r, r]), 'eu-gdpr');
   const idField = select('identifier_field', [['email', 'e-mail'], ['phone', 'phone'], ['external_id', 'external id']], 'email');
   const idValue = h('input', { name: 'identifier', required: true, autocomplete: 'off' });
   const note = h('input', { name: 'note', autocomplete: 'off' });
