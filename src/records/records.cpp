@@ -208,12 +208,14 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
       // them); rows this transaction inserted for earlier items count too.
       std::map<SubjectId, int> matched;
       std::set<std::string> on;
-      for (const auto& [field, digest] : digests[i])
-        tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ?", {field, digest},
+      for (const auto& entry : digests[i]) {
+        const auto& field = entry.first;  // named, not a structured binding: clang 14 cannot capture those
+        tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ?", {field, entry.second},
                  [&](const Row& r) {
                    matched[subject_id_of(r.blob(0))] = 1;
                    on.insert(field);
                  });
+      }
       if (!matched.empty()) {
         for (const auto& [id, unused] : matched) o.matches.push_back(id);
         o.matched_on.assign(on.begin(), on.end());
