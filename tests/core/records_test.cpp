@@ -83,6 +83,8 @@ TEST(Records, SchemaValidationNamesTheFieldNotTheValue) {
   const std::vector<Case> cases = {
       {{{"fields", {{"email", "not-an-email"}}}}, ErrorCode::invalid_field, "email"},
       {{{"fields", {{"phone", "12"}}}}, ErrorCode::invalid_field, "phone"},
+      // A valid email beside a bad phone: nothing of the body may be stored.
+      {{{"fields", {{"email", "half@example.com"}, {"phone", "12"}}}}, ErrorCode::invalid_field, "phone"},
       {{{"fields", {{"birth_date", "1990-02-30"}}}}, ErrorCode::invalid_field, "birth_date"},
       {{{"fields", {{"birth_date", "yesterday"}}}}, ErrorCode::invalid_field, "birth_date"},
       {{{"fields", {{"gender", "martian"}}}}, ErrorCode::invalid_field, "gender"},
@@ -104,8 +106,11 @@ TEST(Records, SchemaValidationNamesTheFieldNotTheValue) {
       EXPECT_EQ(std::string(e.what()).find("martian"), std::string::npos);
     }
   }
-  // Nothing half-written: the audit log holds only init's entries and no subject exists.
-  EXPECT_TRUE(v.service->find_subjects(v.admin("customer_service"), "email", "not-an-email@x.y")["subjects"].empty());
+  // Nothing half-written: the valid email of a refused body was not stored.
+  EXPECT_TRUE(v.service->find_subjects(v.admin("customer_service"), "email", "half@example.com")["subjects"].empty());
+  // The lookup itself works: the same body, made valid, is found afterwards.
+  v.service->create_subject(v.admin(), {{"fields", {{"email", "half@example.com"}}}});
+  EXPECT_EQ(v.service->find_subjects(v.admin("customer_service"), "email", "half@example.com")["subjects"].size(), 1u);
 }
 
 TEST(Records, BatchCreateIsPerItem) {

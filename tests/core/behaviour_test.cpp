@@ -1,0 +1,271 @@
+// Behaviours a planted bug once slipped past (issue 20's mutation check): each
+// test states the promise and fails when the code that keeps it is removed.
+// Through the Service façade on a real vault; the raw rows are read from the
+// same SQLCipher file only where the promise is about what is stored.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "custos/crypto/aead.h"
+#include "custos/crypto/blind_index.h"
+#include "custos/crypto/keyring.h"
+#include "custos/crypto/secret_key.h"
+#include "custos/records/records.h"
+#include "custos/error.h"
+#include "custos/store/key_table.h"
+#include "custos/store/sqlcipher_store.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+using service::Json;
+using testing::code_of;
+using testing::TestVault;
+
+constexpr std::int64_t kHour = 3600LL * 1000000;
+
+// The vault's database opened beside the running service (WAL: a second
+// connection sees every commit), for promises about what is stored.
+std::unique_ptr<store::Store> raw_store(const TestVault& v) {
+  const auto dir = v.data_dir();
+  const auto keyring = crypto::Keyring::open(dir / "keys", std::nullopt);
+  return store::open_sqlcipher(dir / "custos.db", store::read_db_key(*keyring, dir / "keys"));
+}
+
+Json grant(const std::string& purpose, const std::string& channel) {
+  return {{"purpose", purpose}, {"channel", channel}, {"event", "granted"}, {"source", "web_form"}};
+}
+
+std::string state_of(TestVault& v, const std::string& id, const std::string& purpose, const std::string& channel) {
+  for (const auto& s : v.service->get_consents(v.admin(), id)["current"])
+    if (s["purpose"] == purpose && s["channel"] == channel) return s["state"];
+  return "none";
+}
+
+std::vector<Json> campaign(TestVault& v, const std::string& purpose, const std::string& channel,
+                           const Json& fields = Json::array({"email"})) {
+  std::vector<Json> lines;
+  v.service->campaign_fetch(v.caller("marketing", purpose),
+                            {{"purpose", purpose}, {"channel", channel}, {"fields", fields}},
+                            [&](const std::string& line) {
+                              const Json j = Json::parse(line);
+                              if (j.contains("id")) lines.push_back(j);
+                              return true;
+                            });
+  return lines;
+}
+
+std::set<std::string> ids_of(const std::vector<Json>& lines) {
+  std::set<std::string> out;
+  for (const auto& l : lines) out.insert(l["id"].get<std::string>());
+  return out;
+}
+
+// A vault whose clock the test moves.
+struct Clocked : ::testing::Test {
+  TestVault v;
+  std::int64_t now = 1780000000LL * 1000000;  // 2026-05-28
+  void SetUp() override {
+    v.use_clock([this] { return now; });
+  }
+  std::string subject(const std::string& email) {
+    return v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Ada"}, {"email", email}}}})["id"];
+  }
+};
+
+// ------------------------------------------------------------------ erasure
+
+TEST(ErasureShreds, TheWrappedKeyAndTheFieldBlobLeaveTheRowAndTheFile) {
+  TestVault v;
+  const std::string id =
+      v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Ada"}, {"email", "shred@example.com"}}}})["id"];
+  v.service->add_touchpoint(v.admin("customer_service"), id,
+                            {{"channel", "phone"}, {"type", "call"}, {"notes", "asked about the blue coat"}});
+  const records::SubjectId sid = records::parse_subject_id(id);
+  auto db = raw_store(v);
+  std::vector<std::uint8_t> wrapped, blob;
+  {
+    auto tx = db->begin(store::TxMode::read);
+    tx->exec("SELECT wrapped_dek, fields FROM subjects WHERE id = ?", {sid}, [&](const store::Row& r) {
+      wrapped = r.blob_copy(0);
+      blob = r.blob_copy(1);
+    });
+  }
+  ASSERT_FALSE(wrapped.empty());
+  ASSERT_FALSE(blob.empty());
+
+  v.service->erase_subject(v.admin(), id, "test: right to erasure");
+
+  auto tx = db->begin(store::TxMode::read);
+  int rows = 0;
+  tx->exec("SELECT status, wrapped_dek IS NULL, fields IS NULL FROM subjects WHERE id = ?", {sid},
+           [&](const store::Row& r) {
+             ++rows;
+             EXPECT_EQ(r.text(0), "erased");
+             EXPECT_EQ(r.integer(1), 1) << "the wrapped data key survived the erasure";
+             EXPECT_EQ(r.integer(2), 1) << "the sealed field blob survived the erasure";
+           });
+  EXPECT_EQ(rows, 1);
+  // The notes were sealed under that key: with it gone no row may still
+  // carry a copy, and neither may the database file or its log.
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM subjects WHERE wrapped_dek = ?", {wrapped}).value_or(-1), 0);
+  tx.reset();
+  db.reset();
+  v.service.reset();  // closes and checkpoints
+  const std::string wrapped_bytes(wrapped.begin(), wrapped.end());
+  EXPECT_TRUE(testing::files_containing(v.data_dir(), wrapped_bytes).empty());
+  EXPECT_TRUE(testing::files_containing(v.data_dir(), "shred@example.com").empty());
+}
+
+// ------------------------------------------------------------------ consent
+
+TEST_F(Clocked, AnExpiredGrantNoLongerCountsAnywhere) {
+  const std::string id = subject("expiry@example.com");
+  Json g = grant("email_marketing", "email");
+  g["expires_at"] = "2026-05-28T22:00:00Z";  // about 9 hours on
+  v.service->record_consent(v.admin(), id, g, false);
+  const auto mkt = v.caller("marketing", "email_marketing");
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "granted");
+  EXPECT_EQ(ids_of(campaign(v, "email_marketing", "email")), std::set<std::string>{id});
+  EXPECT_EQ(v.service->get_subject(mkt, id)["fields"]["email"], "expiry@example.com");
+
+  now += 24 * kHour;
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "expired");
+  EXPECT_TRUE(campaign(v, "email_marketing", "email").empty());
+  EXPECT_EQ(code_of([&] { v.service->get_subject(mkt, id); }), ErrorCode::consent_missing);
+}
+
+TEST_F(Clocked, ADenialIsNotConsent) {
+  const std::string id = subject("denied@example.com");
+  v.service->record_consent(v.admin(), id,
+                            {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "denied"},
+                             {"source", "web_form"}},
+                            false);
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "denied");
+  EXPECT_TRUE(campaign(v, "email_marketing", "email").empty());
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("marketing", "email_marketing"), id); }),
+            ErrorCode::consent_missing);
+}
+
+TEST_F(Clocked, GlobalPrivacyControlOptsOutOfSaleAndShare) {
+  const std::string id = subject("gpc@example.com");
+  v.service->record_consent(v.admin(), id, grant("partner_sharing", "email"), false);
+  v.service->record_consent(v.admin(), id, grant("targeted_advertising", "web"), false);
+  ASSERT_EQ(state_of(v, id, "partner_sharing", "email"), "granted");
+  // Any consent call carrying Sec-GPC: 1 (here an unrelated denial).
+  now += kHour;
+  v.service->record_consent(v.admin(), id,
+                            {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "denied"},
+                             {"source", "web_form"}},
+                            true);
+  EXPECT_EQ(state_of(v, id, "partner_sharing", "email"), "withdrawn");
+  EXPECT_EQ(state_of(v, id, "targeted_advertising", "web"), "withdrawn");
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("marketing", "partner_sharing"), id); }),
+            ErrorCode::consent_missing);
+}
+
+TEST_F(Clocked, DoubleOptInTokensExpireAndConfirmOnce) {
+  const std::string id = subject("doi@example.com");
+  Json body = grant("email_marketing", "email");
+  body["double_opt_in"] = true;
+  const auto mkt = v.caller("marketing", "email_marketing");
+  const std::string stale = v.service->record_consent(mkt, id, body, false)["confirmation"]["token"];
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "none") << "pending counts as nothing";
+  now += 400 * 24 * kHour;  // far past any confirmation window
+  EXPECT_NE(code_of([&] { v.service->confirm_consent(v.admin(), {{"token", stale}}); }), ErrorCode::internal);
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "none");
+
+  const std::string fresh = v.service->record_consent(mkt, id, body, false)["confirmation"]["token"];
+  v.service->confirm_consent(v.admin(), {{"token", fresh}});
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "granted");
+  v.service->record_consent(mkt, id, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "withdrawn"},
+                                      {"source", "email_link"}},
+                            false);
+  // The used token cannot grant again after the withdrawal.
+  EXPECT_EQ(code_of([&] { v.service->confirm_consent(v.admin(), {{"token", fresh}}); }), ErrorCode::conflict);
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "withdrawn");
+}
+
+// ------------------------------------------------------------------ masking
+
+// Every path that hands a field to marketing (which sees descriptive data
+// masked) masks it the same way: read, batch read, lookup and campaign fetch.
+TEST_F(Clocked, MaskedFieldsAreMaskedOnEveryOutputPath) {
+  const std::string id = v.service->create_subject(
+      v.admin(), {{"fields", {{"given_name", "Ada"}, {"email", "mask@example.com"}, {"birth_date", "1990-04-12"}}}})["id"];
+  v.service->record_consent(v.admin(), id, grant("email_marketing", "email"), false);
+  const auto mkt = v.caller("marketing", "email_marketing");
+  EXPECT_EQ(v.service->get_subject(mkt, id)["fields"]["birth_date"], "1990");
+  const Json batch = v.service->batch_get(mkt, {{"ids", {id}}});
+  ASSERT_FALSE(batch["subjects"].empty()) << batch;
+  EXPECT_EQ(batch["subjects"][0]["fields"]["birth_date"], "1990") << batch;
+  const Json found = v.service->find_subjects(mkt, "email", "mask@example.com");
+  ASSERT_EQ(found["subjects"].size(), 1u) << found;
+  EXPECT_EQ(found["subjects"][0]["fields"]["birth_date"], "1990") << found;
+  const auto lines = campaign(v, "email_marketing", "email", Json::array({"email", "birth_date"}));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["fields"]["birth_date"], "1990") << lines[0];
+  EXPECT_EQ(lines[0]["fields"]["email"], "mask@example.com");
+}
+
+// ------------------------------------------------------------------ restriction
+
+TEST_F(Clocked, CampaignFetchSkipsRestrictedAndObjectingSubjects) {
+  const std::string kept = subject("kept@example.com");
+  const std::string restricted = subject("restricted@example.com");
+  for (const auto& id : {kept, restricted}) v.service->record_consent(v.admin(), id, grant("email_marketing", "email"), false);
+  ASSERT_EQ(ids_of(campaign(v, "email_marketing", "email")), (std::set<std::string>{kept, restricted}));
+  const auto officer = v.caller("compliance_officer", "dsr_fulfilment");
+  const std::string req = v.service->dsr_create(officer, {{"type", "restriction"}, {"regime", "gdpr"},
+                                                          {"identifier", {{"email", "restricted@example.com"}}},
+                                                          {"channel", "web_form"}})["id"];
+  for (const char* to : {"identity_verified", "in_progress", "completed"})
+    v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+  EXPECT_EQ(ids_of(campaign(v, "email_marketing", "email")), std::set<std::string>{kept});
+}
+
+// ------------------------------------------------------------------ crypto
+
+TEST(CryptoPromises, EverySealDrawsAFreshNonce) {
+  const auto key = crypto::SecretKey::random();
+  const std::string text = "same plaintext";
+  const std::span<const std::uint8_t> pt(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+  const crypto::SealHeader header{crypto::kSealFormat, 1, 1};
+  const auto a = crypto::seal(key, header, {}, pt);
+  const auto b = crypto::seal(key, header, {}, pt);
+  EXPECT_NE(a, b) << "two seals of one plaintext under one key are identical: the nonce repeats";
+}
+
+TEST(CryptoPromises, GeneratedKeysAreRandom) {
+  const auto a = crypto::SecretKey::random();
+  const auto b = crypto::SecretKey::random();
+  EXPECT_NE(std::vector<std::uint8_t>(a.data(), a.data() + crypto::SecretKey::kSize),
+            std::vector<std::uint8_t>(b.data(), b.data() + crypto::SecretKey::kSize));
+  const std::vector<std::uint8_t> zero(crypto::SecretKey::kSize, 0);
+  EXPECT_NE(std::vector<std::uint8_t>(a.data(), a.data() + crypto::SecretKey::kSize), zero);
+}
+
+TEST(CryptoPromises, ASealedFieldDoesNotOpenUnderAnotherFieldsName) {
+  const auto key = crypto::SecretKey::random();
+  const records::SubjectId subject{1, 2, 3};
+  const std::string text = "ada@example.com";
+  const std::span<const std::uint8_t> pt(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+  const crypto::SealHeader header{crypto::kSealFormat, 1, 1};
+  const auto sealed = crypto::seal(key, header, crypto::field_ad(subject, "email", 1), pt);
+  EXPECT_NO_THROW(crypto::open(key, crypto::field_ad(subject, "email", 1), sealed, "email"));
+  EXPECT_EQ(code_of([&] { crypto::open(key, crypto::field_ad(subject, "phone", 1), sealed, "phone"); }),
+            ErrorCode::integrity);
+}
+
+TEST(CryptoPromises, BlindIndexesDependOnTheKey) {
+  const auto k1 = crypto::SecretKey::random();
+  const auto k2 = crypto::SecretKey::random();
+  EXPECT_NE(crypto::blind_index(k1, "ada@example.com"), crypto::blind_index(k2, "ada@example.com"));
+  EXPECT_EQ(crypto::blind_index(k1, "ada@example.com"), crypto::blind_index(k1, "ada@example.com"));
+}
+
+}  // namespace
+}  // namespace custos
