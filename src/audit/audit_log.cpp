@@ -8,7 +8,12 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <memory>
+#include <string_view>
+#include <tuple>
+#include <vector>
 
+#include "custos/audit/blocks.h"
 #include "custos/error.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/export.h"
@@ -230,20 +235,45 @@ AuditLog::AuditLog(store::Store& store, const crypto::Signer& signer, Options op
 std::int64_t AuditLog::now_us() const { return options_.now_us(); }
 
 std::function<Hash(unsigned, std::uint64_t)> AuditLog::subtree_fn(Transaction& tx) {
-  return [&tx](unsigned level, std::uint64_t index) {
+  // Subtrees inside a block are not stored: they are hashed from the
+  // block's leaves, read once per block (a proof asks for up to
+  // kBlockLevel - 1 of them, all in the block of its leaf or its neighbour).
+  struct BlockLeaves {
+    std::uint64_t block = ~std::uint64_t{0};
+    std::vector<Hash> leaves;
+  };
+  auto cache = std::make_shared<BlockLeaves>();
+  return [&tx, cache](unsigned level, std::uint64_t index) {
+    const auto missing = [&] {
+      return Error(ErrorCode::integrity, "audit log: subtree hash (" + std::to_string(level) + ", " +
+                                             std::to_string(index) + ") is missing");
+    };
     std::optional<Hash> out;
-    if (level == 0) {
-      tx.exec("SELECT leaf FROM audit_entries WHERE seq = ?", {static_cast<std::int64_t>(index)},
-              [&](const Row& r) { out = to_hash(r.blob(0)); });
-    } else {
+    if (level >= kBlockLevel) {
       tx.exec("SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?",
               {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index)},
               [&](const Row& r) { out = to_hash(r.blob(0)); });
+      if (!out) throw missing();
+      return *out;
     }
-    if (!out)
-      throw Error(ErrorCode::integrity, "audit log: subtree hash (" + std::to_string(level) + ", " +
-                                            std::to_string(index) + ") is missing");
-    return *out;
+    const std::uint64_t first = index << level;
+    const std::uint64_t block = first / kBlockEntries;
+    if (cache->block != block) {
+      cache->block = ~std::uint64_t{0};
+      cache->leaves.clear();
+      tx.exec("SELECT leaf FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+              {static_cast<std::int64_t>(block * kBlockEntries), static_cast<std::int64_t>((block + 1) * kBlockEntries)},
+              [&](const Row& r) { cache->leaves.push_back(to_hash(r.blob(0))); });
+      cache->block = block;
+    }
+    const std::uint64_t offset = first - block * kBlockEntries;
+    const std::uint64_t count = std::uint64_t{1} << level;
+    if (offset + count > cache->leaves.size()) throw missing();
+    std::vector<Hash> row(cache->leaves.begin() + static_cast<std::ptrdiff_t>(offset),
+                          cache->leaves.begin() + static_cast<std::ptrdiff_t>(offset + count));
+    for (; row.size() > 1; row.resize(row.size() / 2))
+      for (std::size_t i = 0; i < row.size() / 2; ++i) row[i] = auditfmt::node_hash(row[2 * i], row[2 * i + 1]);
+    return row.front();
   };
 }
 
@@ -333,6 +363,53 @@ std::pair<std::span<std::uint8_t>, std::span<const std::uint8_t>> unwrap(std::sp
 }
 }  // namespace
 
+namespace {
+// Kinds of posting (audit_postings.kind); the numbers are stored.
+constexpr int kPostPrincipal = 0, kPostPurpose = 1, kPostOperation = 2;
+
+struct BlockSummary {
+  std::vector<std::tuple<int, std::string, std::uint64_t>> postings;  // kind, value, bitmask
+  std::int64_t min_at = std::numeric_limits<std::int64_t>::max();
+  std::int64_t max_at = std::numeric_limits<std::int64_t>::min();
+
+  void add(std::uint64_t seq, std::int64_t at_us, std::string_view principal, std::string_view purpose,
+           std::string_view operation) {
+    const std::uint64_t bit = std::uint64_t{1} << (seq % kBlockEntries);
+    min_at = std::min(min_at, at_us);
+    max_at = std::max(max_at, at_us);
+    post(kPostPrincipal, principal, bit);
+    post(kPostPurpose, purpose, bit);
+    post(kPostOperation, operation, bit);
+  }
+  void post(int kind, std::string_view value, std::uint64_t bit) {
+    for (auto& [k, val, mask] : postings)
+      if (k == kind && val == value) {
+        mask |= bit;
+        return;
+      }
+    postings.emplace_back(kind, std::string(value), bit);
+  }
+};
+
+// Entry `seq` (timed `at_us`, viewed as `v`) completes its block in `tx`:
+// writes the block's postings and time range, from its other entries' rows
+// (written in this transaction or before) and this entry.
+void seal_block(Transaction& tx, std::uint64_t seq, std::int64_t at_us, const auditfmt::EntryView& v) {
+  const std::uint64_t block = seq / kBlockEntries;
+  BlockSummary summary;
+  tx.exec("SELECT seq, at, principal, purpose, operation FROM audit_entries WHERE seq >= ? AND seq < ?",
+          {static_cast<std::int64_t>(block * kBlockEntries), static_cast<std::int64_t>(seq)}, [&](const Row& r) {
+            summary.add(static_cast<std::uint64_t>(r.integer(0)), r.integer(1), r.text(2), r.text(3), r.text(4));
+          });
+  summary.add(seq, at_us, v.principal, v.purpose, v.operation);
+  const auto b = static_cast<std::int64_t>(block);
+  tx.exec("INSERT INTO audit_blocks (block, min_at, max_at) VALUES (?, ?, ?)", {b, summary.min_at, summary.max_at});
+  for (const auto& [kind, value, mask] : summary.postings)
+    tx.exec("INSERT INTO audit_postings (kind, value, block, mask) VALUES (?, ?, ?, ?)",
+            {kind, value, b, static_cast<std::int64_t>(mask)});
+}
+}  // namespace
+
 std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
                                  std::span<const std::uint8_t> openings) {
   require_fits(bytes.size());  // before anything is written: nothing is appended
@@ -365,8 +442,10 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
             {static_cast<std::int64_t>(seq), store::Blob(openings)});
   const SubjectBucket bucket = index_subjects(tx, seq, v, committed);
   for (const auto& [level, index, hash] : next.completed())
-    tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
-            {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
+    if (level >= kBlockLevel)  // lower ones are hashed again from the block's leaves when asked for
+      tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
+              {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
+  if ((seq + 1) % kBlockEntries == 0) seal_block(tx, seq, at_us, v);  // the entry completes its block
   if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) sign_head(tx, next.size(), next.root());
   // The cache moves ahead now, all of it or none; if the caller rolls back,
   // load_head sees the store's last leaf differ and rebuilds.
@@ -639,6 +718,41 @@ void AuditLog::scan(Transaction& tx, std::uint64_t first, std::uint64_t last,
           [&](const Row& r) { fn(r.integer(2), entry_of_row(r)); });
 }
 
+namespace {
+// The first sequence number not in a completed block: entries from here on
+// have no postings and no time range yet, and are filtered row by row.
+std::uint64_t open_block_start(Transaction& tx) {
+  const auto last = tx.scalar("SELECT max(seq) FROM audit_entries");
+  return last ? (static_cast<std::uint64_t>(*last) + 1) / kBlockEntries * kBlockEntries : 0;
+}
+
+// Calls `fn(block)` for each completed block from `first_block` on, in
+// order, that may hold an entry matching the posting (kind, value) if `kind`
+// >= 0, and timed in [from_us, to_us); stops when `fn` returns false.
+void candidate_blocks(Transaction& tx, int kind, std::string_view value, std::uint64_t first_block,
+                      std::int64_t from_us, std::int64_t to_us, const std::function<bool(std::uint64_t)>& fn) {
+  constexpr std::int64_t kPage = 256;
+  const std::string sql =
+      kind >= 0 ? "SELECT p.block FROM audit_postings p JOIN audit_blocks b ON b.block = p.block"
+                  " WHERE p.kind = ? AND p.value = ? AND p.block >= ? AND b.max_at >= ? AND b.min_at < ?"
+                  " ORDER BY p.block LIMIT ?"
+                : "SELECT block FROM audit_blocks WHERE block >= ? AND max_at >= ? AND min_at < ? ORDER BY block LIMIT ?";
+  std::int64_t next = static_cast<std::int64_t>(first_block);
+  for (;;) {
+    std::vector<std::uint64_t> page;
+    const auto add = [&](const Row& r) { page.push_back(static_cast<std::uint64_t>(r.integer(0))); };
+    if (kind >= 0)
+      tx.exec(sql, {kind, value, next, from_us, to_us, kPage}, add);
+    else
+      tx.exec(sql, {next, from_us, to_us, kPage}, add);
+    for (const std::uint64_t block : page)
+      if (!fn(block)) return;
+    if (page.size() < static_cast<std::size_t>(kPage)) return;
+    next = static_cast<std::int64_t>(page.back()) + 1;
+  }
+}
+}  // namespace
+
 std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
   const std::size_t limit = std::min<std::size_t>(q.limit, 10000);
   std::string sql = "SELECT e.entry, o.openings FROM ";
@@ -651,7 +765,11 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
     params.emplace_back(std::int64_t{0});
     params.emplace_back(q.subject_id);
   } else {
-    sql += "audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq WHERE 1 = 1";
+    // Other filters run over one block's range of entries at a time (the
+    // last two parameters), the blocks chosen by their postings.
+    sql += "audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq WHERE e.seq >= ? AND e.seq < ?";
+    params.emplace_back(std::int64_t{0});
+    params.emplace_back(std::numeric_limits<std::int64_t>::max());
   }
   if (!q.principal.empty()) sql += " AND e.principal = ?", params.emplace_back(q.principal);
   if (!q.purpose.empty()) sql += " AND e.purpose = ?", params.emplace_back(q.purpose);
@@ -671,7 +789,29 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
     tx->exec_v(sql, params, [&](const Row& r) { out.push_back(entry_of_row(r)); });
   };
   if (q.subject_id.empty()) {
-    run();
+    const std::uint64_t first_seq = q.after_seq ? *q.after_seq + 1 : 0;
+    int kind = -1;
+    std::string_view value;
+    if (!q.principal.empty()) kind = kPostPrincipal, value = q.principal;
+    else if (!q.purpose.empty()) kind = kPostPurpose, value = q.purpose;
+    else if (!q.operation.empty()) kind = kPostOperation, value = q.operation;
+    if (kind < 0 && !q.from_us && !q.to_us) {  // the whole log in sequence order
+      run();
+      return out;
+    }
+    const std::uint64_t open_start = open_block_start(*tx);
+    const auto range = [&](std::uint64_t from, std::uint64_t to) {
+      params[0] = static_cast<std::int64_t>(from);
+      params[1] = static_cast<std::int64_t>(to);
+      run();
+    };
+    candidate_blocks(*tx, kind, value, first_seq / kBlockEntries, q.from_us.value_or(std::numeric_limits<std::int64_t>::min()),
+                     q.to_us.value_or(std::numeric_limits<std::int64_t>::max()), [&](std::uint64_t block) {
+                       if (block * kBlockEntries >= open_start) return false;
+                       range(block * kBlockEntries, (block + 1) * kBlockEntries);
+                       return out.size() < limit;
+                     });
+    if (out.size() < limit) range(open_start, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()));
     return out;
   }
   // From the bucket holding the entry after the cursor to the newest.
@@ -685,6 +825,32 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
     run();
   }
   return out;
+}
+
+std::optional<std::pair<std::uint64_t, std::uint64_t>> seq_range_at(Transaction& tx, std::int64_t from_us,
+                                                                     std::int64_t to_us) {
+  const std::uint64_t open_start = open_block_start(tx);
+  const auto in_range = [&](const char* agg, std::uint64_t from, std::uint64_t to) {
+    return tx.scalar(std::string("SELECT ") + agg + "(seq) FROM audit_entries WHERE seq >= ? AND seq < ? AND at >= ? AND at < ?",
+                     {static_cast<std::int64_t>(from), static_cast<std::int64_t>(to), from_us, to_us});
+  };
+  // Blocks whose time range meets the window, in order; the first and the
+  // last with an entry inside it hold the ends (the open block comes last).
+  std::vector<std::uint64_t> blocks;
+  candidate_blocks(tx, -1, {}, 0, from_us, to_us, [&](std::uint64_t b) {
+    if (b * kBlockEntries < open_start) blocks.push_back(b);
+    return true;
+  });
+  std::optional<std::int64_t> first, last;
+  for (auto it = blocks.begin(); !first && it != blocks.end(); ++it)
+    first = in_range("min", *it * kBlockEntries, (*it + 1) * kBlockEntries);
+  const auto end = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (!first) first = in_range("min", open_start, end);
+  if (!first) return std::nullopt;
+  last = in_range("max", open_start, end);
+  for (auto it = blocks.rbegin(); !last && it != blocks.rend(); ++it)
+    last = in_range("max", *it * kBlockEntries, (*it + 1) * kBlockEntries);
+  return std::pair{static_cast<std::uint64_t>(*first), static_cast<std::uint64_t>(*last)};
 }
 
 void AuditLog::export_to(std::ostream& out) {

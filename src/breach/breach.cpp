@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "custos/audit/blocks.h"
 #include "custos/error.h"
 #include "custos/util/text.h"
 #include "custos_audit/entry.h"
@@ -384,15 +385,16 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
   // largest sequence number timed inside it (whatever the clock did), so the
   // scan walks that seq range in primary-key order and filters on time: no
   // sort of the window, memory independent of its size.
-  const auto first = tx->scalar("SELECT min(seq) FROM audit_entries WHERE at >= ? AND at < ?", {from_us, to_us});
-  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries WHERE at >= ? AND at < ?", {from_us, to_us});
-  if (!first || !last) return store_affected(actor, id, std::move(r), found, "audit_log");
+  const auto window = audit::seq_range_at(*tx, from_us, to_us);
+  if (!window) return store_affected(actor, id, std::move(r), found, "audit_log");
+  const auto first = static_cast<std::int64_t>(window->first);
+  const auto last = static_cast<std::int64_t>(window->second);
   // Entries covering many subjects commit to them (FORMAT.md §1.5); the scan
   // gets their ids from the audit log's own openings.
-  if (r.checkpoint.size == 0 || *first >= static_cast<std::int64_t>(r.checkpoint.size))
+  if (r.checkpoint.size == 0 || first >= static_cast<std::int64_t>(r.checkpoint.size))
     return store_affected(actor, id, std::move(r), found, "audit_log");
-  const auto scan_last = std::min<std::uint64_t>(static_cast<std::uint64_t>(*last), r.checkpoint.size - 1);
-  audit_.scan(*tx, static_cast<std::uint64_t>(*first), scan_last, [&](std::int64_t at, const auditfmt::Entry& e) {
+  const auto scan_last = std::min<std::uint64_t>(static_cast<std::uint64_t>(last), r.checkpoint.size - 1);
+  audit_.scan(*tx, static_cast<std::uint64_t>(first), scan_last, [&](std::int64_t at, const auditfmt::Entry& e) {
              if (at < from_us || at >= to_us) return;
              ++r.entries_scanned;
              if (e.outcome != "allowed") return;

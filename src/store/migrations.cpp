@@ -159,6 +159,43 @@ const std::vector<Migration>& migrations() {
            // the auditor's export.
            "CREATE TABLE audit_subject_openings (seq INTEGER PRIMARY KEY, openings BLOB NOT NULL)",
        }},
+      {10,
+       {
+           // Owner: audit (issue 16, item 4: a cheaper fold). The audit log
+           // in blocks of 64 consecutive entries (audit::kBlockEntries; the
+           // 64 below is that constant): instead of four secondary indexes
+           // on every entry (principal, purpose, operation, time), each
+           // completed block gets one posting per distinct principal,
+           // purpose and operation (`mask`: bit i set if entry block*64+i
+           // has that value) and its time range; and audit_nodes keeps only
+           // subtrees of level >= 6 (a block and up): the lower ones are
+           // hashed again from the block's leaves for a proof. The open
+           // (last, incomplete) block has no postings and is filtered row
+           // by row. Idempotent (a rerun rebuilds both tables), in portable
+           // SQL: the mask is a sum of distinct powers of two, i.e. their OR.
+           "CREATE TABLE IF NOT EXISTS audit_blocks (block INTEGER PRIMARY KEY, min_at INTEGER NOT NULL,"
+           " max_at INTEGER NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS audit_postings (kind INTEGER NOT NULL, value TEXT NOT NULL,"
+           " block INTEGER NOT NULL, mask INTEGER NOT NULL, PRIMARY KEY (kind, value, block))",
+           "DELETE FROM audit_blocks",
+           "DELETE FROM audit_postings",
+           "INSERT INTO audit_blocks (block, min_at, max_at) SELECT seq / 64, min(at), max(at) FROM audit_entries"
+           " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY seq / 64",
+           "INSERT INTO audit_postings (kind, value, block, mask)"
+           " SELECT 0, principal, seq / 64, sum(CAST(1 AS BIGINT) << CAST(seq % 64 AS INTEGER)) FROM audit_entries"
+           " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY principal, seq / 64",
+           "INSERT INTO audit_postings (kind, value, block, mask)"
+           " SELECT 1, purpose, seq / 64, sum(CAST(1 AS BIGINT) << CAST(seq % 64 AS INTEGER)) FROM audit_entries"
+           " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY purpose, seq / 64",
+           "INSERT INTO audit_postings (kind, value, block, mask)"
+           " SELECT 2, operation, seq / 64, sum(CAST(1 AS BIGINT) << CAST(seq % 64 AS INTEGER)) FROM audit_entries"
+           " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY operation, seq / 64",
+           "DELETE FROM audit_nodes WHERE level < 6",
+           "DROP INDEX IF EXISTS audit_by_principal",
+           "DROP INDEX IF EXISTS audit_by_purpose",
+           "DROP INDEX IF EXISTS audit_by_operation",
+           "DROP INDEX IF EXISTS audit_by_time",
+       }},
   };
   return all;
 }

@@ -1,8 +1,9 @@
 // custos/audit/audit_log.h — the tamper-evident audit log inside the store.
 //
 // Each entry is a leaf of an RFC 6962 Merkle tree (custos_audit/merkle.h);
-// the log stores the leaves and every completed perfect-subtree hash, so an
-// append writes O(log n) rows and a proof reads O(log n) of them. Tree heads
+// the log stores the leaves and the perfect-subtree hashes from a block of
+// 64 entries up (custos/audit/blocks.h), so an append writes O(1) rows and a
+// proof reads O(log n) hashes and at most one block of leaves. Tree heads
 // are signed as C2SP checkpoints with the vault's own Ed25519 key.
 //
 // Contract: `append` writes into the caller's write transaction, so an

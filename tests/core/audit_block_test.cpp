@@ -1,0 +1,338 @@
+// The audit log in blocks (audit_log.h, kBlockEntries): queries at block
+// edges agree with a scan of every entry, the open block survives a restart
+// and a kill -9 mid-block, proofs cross blocks, and a log stored before
+// blocks (schema 9) is converted by migration 10.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "custos/audit/audit_log.h"
+#include "custos/audit/blocks.h"
+#include "custos/crypto/signer.h"
+#include "custos/error.h"
+#include "custos/store/sqlcipher_store.h"
+#include "custos_audit/merkle.h"
+#include "custos_audit/verify.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+constexpr std::uint64_t kBlock = audit::kBlockEntries;
+const std::string kA(32, 'a'), kB(32, 'b');
+
+// A clock the test sets: entry times are chosen, not sampled.
+struct Clock {
+  std::int64_t now = 1700000000LL * 1000000;
+  std::function<std::int64_t()> fn() {
+    return [this] { return now; };
+  }
+};
+
+// The i-th test entry: principals, purposes and operations with different
+// periods, so postings differ block by block; the first and last entry of
+// each block have operations of their own.
+audit::Actor actor_of(std::uint64_t i) {
+  return {"p" + std::to_string(i % 3), "role", "t", i % 5 == 0 ? "audit" : "care", "r"};
+}
+audit::Event event_of(std::uint64_t i) {
+  const std::string op = i % kBlock == 0 ? "edge.first" : i % kBlock == kBlock - 1 ? "edge.last" : "subject.read";
+  return {op, i % 2 ? kA : kB, {"email"}, {}, true, "", ""};
+}
+// Times mostly rise, but every 50th entry is 100 ms in the past (a clock
+// step), so a block's time range is not its first and last entry's.
+std::int64_t time_of(std::uint64_t i) { return 1700000000LL * 1000000 + static_cast<std::int64_t>(i) * 1000 - (i % 50 == 49 ? 100000 : 0); }
+
+struct Fixture {
+  testing::TempDir dir;
+  crypto::SecretKey key = crypto::SecretKey::random();
+  crypto::Signer signer{crypto::SecretKey::random()};
+  Clock clock;
+  std::unique_ptr<store::Store> store = store::open_sqlcipher(dir.path() / "db", key);
+  std::unique_ptr<audit::AuditLog> log = make_log();
+
+  std::unique_ptr<audit::AuditLog> make_log() {
+    audit::Options o;
+    o.now_us = clock.fn();
+    o.checkpoint_every_entries = 50;
+    return std::make_unique<audit::AuditLog>(*store, signer, o);
+  }
+  void append(std::uint64_t i) {
+    clock.now = time_of(i);
+    log->append_now(actor_of(i), event_of(i));
+  }
+  void reopen() {
+    log.reset();
+    store = store::open_sqlcipher(dir.path() / "db", key);
+    log = make_log();
+  }
+};
+
+// Every entry, decoded, with its time: what any query must agree with.
+std::vector<auditfmt::Entry> every_entry(audit::AuditLog& log) {
+  std::vector<auditfmt::Entry> out;
+  for (std::uint64_t i = 0; i < log.size(); ++i) out.push_back(*log.entry(i));
+  return out;
+}
+
+std::vector<std::uint64_t> paged(audit::AuditLog& log, audit::Query q, std::size_t page) {
+  std::vector<std::uint64_t> got;
+  q.limit = page;
+  for (int guard = 0; guard < 1000; ++guard) {
+    const auto entries = log.query(q);
+    for (const auto& e : entries) got.push_back(e.seq);
+    if (entries.size() < page) break;
+    q.after_seq = entries.back().seq;
+  }
+  return got;
+}
+
+std::vector<std::uint64_t> brute(const std::vector<auditfmt::Entry>& all, const audit::Query& q) {
+  std::vector<std::uint64_t> out;
+  for (const auto& e : all) {
+    const std::int64_t at = *audit::parse_time_us(e.time);
+    if (!q.principal.empty() && e.principal != q.principal) continue;
+    if (!q.purpose.empty() && e.purpose != q.purpose) continue;
+    if (!q.operation.empty() && e.operation != q.operation) continue;
+    if (q.from_us && at < *q.from_us) continue;
+    if (q.to_us && at >= *q.to_us) continue;
+    out.push_back(e.seq);
+  }
+  return out;
+}
+
+std::vector<audit::Query> queries() {
+  std::vector<audit::Query> out;
+  const auto add = [&](auto&& set) {
+    audit::Query q;
+    set(q);
+    out.push_back(q);
+  };
+  add([](audit::Query& q) { q.principal = "p1"; });
+  add([](audit::Query& q) { q.purpose = "audit"; });
+  add([](audit::Query& q) { q.operation = "edge.first"; });
+  add([](audit::Query& q) { q.operation = "edge.last"; });
+  add([](audit::Query& q) { q.operation = "never.recorded"; });
+  add([](audit::Query& q) { q.principal = "p2", q.operation = "edge.last"; });
+  add([](audit::Query& q) { q.from_us = time_of(60), q.to_us = time_of(130); });
+  add([](audit::Query& q) { q.from_us = time_of(140); });
+  add([](audit::Query& q) { q.to_us = time_of(70); });
+  add([](audit::Query& q) { q.principal = "p0", q.from_us = time_of(45), q.to_us = time_of(200); });
+  add([](audit::Query& q) { q.from_us = time_of(49), q.to_us = time_of(49) + 1; });  // one clock step
+  add([](audit::Query& q) { q.from_us = time_of(49), q.to_us = time_of(0); });  // the clock steps 49 and 99
+  add([](audit::Query&) {});
+  return out;
+}
+
+void expect_queries_agree(audit::AuditLog& log, const std::string& when) {
+  const auto all = every_entry(log);
+  for (const auto& q : queries())
+    for (std::size_t page : {1u, 63u, 64u, 65u, 1000u})
+      EXPECT_EQ(paged(log, q, page), brute(all, q))
+          << when << ": principal=" << q.principal << " purpose=" << q.purpose << " operation=" << q.operation
+          << " from=" << q.from_us.value_or(-1) << " to=" << q.to_us.value_or(-1) << " page=" << page;
+}
+
+TEST(AuditBlocks, QueriesAgreeWithEveryEntryAcrossBlockEdgesAndARestart) {
+  Fixture f;
+  std::uint64_t i = 0;
+  for (; i < 200; ++i) {
+    if (i == 2 * kBlock - 1) {  // a rolled-back append on a block's last entry seals nothing
+      auto tx = f.store->begin(store::TxMode::write);
+      f.log->append(*tx, actor_of(999), {"rolled.back", kA, {}, {}, true, "", ""});
+    }
+    f.append(i);
+  }
+  EXPECT_EQ(f.log->size(), 200u);
+  expect_queries_agree(*f.log, "200 entries");
+  // Restarted with the fourth block partly filled: its first 8 entries are
+  // read back when it is sealed.
+  f.reopen();
+  for (; i < 4 * kBlock + 5; ++i) f.append(i);
+  expect_queries_agree(*f.log, "after a restart");
+  audit::Query rolled;
+  rolled.operation = "rolled.back";
+  EXPECT_TRUE(f.log->query(rolled).empty());
+  // The window's ends, as the breach computation asks for them.
+  const auto all = every_entry(*f.log);
+  for (const auto& [from, to] : std::vector<std::pair<std::int64_t, std::int64_t>>{
+           {time_of(0), time_of(300)}, {time_of(60), time_of(130)}, {time_of(250), time_of(400)},
+           {time_of(49), time_of(0)}, {0, 1}}) {
+    audit::Query q;
+    q.from_us = from, q.to_us = to;
+    const auto want = brute(all, q);
+    auto tx = f.store->begin(store::TxMode::read);
+    const auto got = audit::seq_range_at(*tx, from, to);
+    if (want.empty()) {
+      EXPECT_FALSE(got.has_value()) << from;
+    } else {
+      ASSERT_TRUE(got.has_value()) << from;
+      EXPECT_EQ(got->first, want.front()) << from;
+      EXPECT_EQ(got->second, want.back()) << from;
+    }
+  }
+}
+
+auditfmt::Hash recomputed_root(audit::AuditLog& log, std::uint64_t n) {
+  auditfmt::Frontier f;
+  for (std::uint64_t i = 0; i < n; ++i) f.append(auditfmt::leaf_hash(log.entry_bytes(i)));
+  return f.root();
+}
+
+void expect_proofs_verify(audit::AuditLog& log, const std::vector<std::uint64_t>& sizes) {
+  for (const std::uint64_t n : sizes) {
+    const auditfmt::Hash root = log.root_at(n);
+    ASSERT_EQ(root, recomputed_root(log, n)) << n;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const auto leaf = auditfmt::leaf_hash(log.entry_bytes(i));
+      EXPECT_TRUE(auditfmt::verify_inclusion(i, n, leaf, log.inclusion_proof(i, n), root)) << i << " in " << n;
+    }
+    for (const std::uint64_t m : sizes) {
+      if (m > n) continue;
+      EXPECT_TRUE(auditfmt::verify_consistency(m, n, log.root_at(m), root, log.consistency_proof(m, n)))
+          << m << " -> " << n;
+    }
+  }
+}
+
+TEST(AuditBlocks, ProofsAcrossBlocksVerifyAndOnlyBlockLevelNodesAreStored) {
+  Fixture f;
+  for (std::uint64_t i = 0; i < 3 * kBlock + 8; ++i) f.append(i);
+  expect_proofs_verify(*f.log, {1, 2, 3, 63, 64, 65, 127, 128, 129, 191, 192, 193, 200});
+  auto tx = f.store->begin(store::TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_nodes WHERE level < ?", {static_cast<int>(audit::kBlockLevel)}).value_or(-1), 0);
+  // Levels 6 and 7 over three blocks: (6,0) (6,1) (6,2) (7,0).
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_nodes").value_or(-1), 4);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_blocks").value_or(-1), 3);
+}
+
+// A process journaling reads is killed with the fourth block half folded
+// and more entries only in the journal; the next process folds them,
+// sealing the block from rows the dead process wrote.
+TEST(AuditBlocks, AKillMidBlockLosesNothingAndTheBlockIsSealedAfterwards) {
+  Fixture f;
+  const auto journal_key = crypto::SecretKey::random();
+  const auto journal_dir = f.dir.path() / "journal";
+  f.log.reset();
+  f.store.reset();
+  const pid_t pid = ::fork();
+  if (pid == 0) try {
+    f.store = store::open_sqlcipher(f.dir.path() / "db", f.key);
+    f.log = f.make_log();
+    f.log->enable_journal(journal_dir, journal_key);
+    for (std::uint64_t i = 0; i < 3 * kBlock + 10; ++i) {
+      f.clock.now = time_of(i);
+      f.log->append_durable(actor_of(i), {event_of(i)});
+    }
+    f.log->flush();  // three blocks sealed, the fourth open with 10 entries
+    for (std::uint64_t i = 3 * kBlock + 10; i < 4 * kBlock + 20; ++i) {
+      f.clock.now = time_of(i);
+      f.log->append_durable(actor_of(i), {event_of(i)});
+    }
+    ::kill(::getpid(), SIGKILL);
+  } catch (...) {
+    ::_exit(3);  // never back into the test runner from the child
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  f.store = store::open_sqlcipher(f.dir.path() / "db", f.key);
+  f.log = f.make_log();
+  ASSERT_TRUE(f.log->enable_journal(journal_dir, journal_key));
+  EXPECT_EQ(f.log->size(), 4 * kBlock + 20);
+  EXPECT_EQ(f.store->begin(store::TxMode::read)->scalar("SELECT count(*) FROM audit_blocks").value_or(-1), 4);
+  expect_queries_agree(*f.log, "after kill -9");
+  expect_proofs_verify(*f.log, {3 * kBlock + 10, 4 * kBlock, 4 * kBlock + 20});
+  std::stringstream out;
+  f.log->export_to(out);
+  const auto verified = auditfmt::verify_export(out, f.log->verifier_key());
+  EXPECT_TRUE(verified.ok) << verified.error;
+}
+
+// A data dir of schema 9: every entry indexed by principal, purpose,
+// operation and time, every subtree hash stored, no blocks. Migration 10
+// builds the same postings and block times the fold writes, and drops what
+// blocks replace; roots, proofs and queries are unchanged.
+TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
+  Fixture f;
+  for (std::uint64_t i = 0; i < 2 * kBlock + 22; ++i) f.append(i);
+  using Posting = std::tuple<std::int64_t, std::string, std::int64_t, std::int64_t>;
+  const auto postings = [&] {
+    std::vector<Posting> out;
+    f.store->begin(store::TxMode::read)
+        ->exec("SELECT kind, value, block, mask FROM audit_postings ORDER BY kind, value, block", {},
+               [&](const store::Row& r) {
+                 out.emplace_back(r.integer(0), std::string(r.text(1)), r.integer(2), r.integer(3));
+               });
+    return out;
+  };
+  const auto blocks = [&] {
+    std::vector<std::tuple<std::int64_t, std::int64_t, std::int64_t>> out;
+    f.store->begin(store::TxMode::read)
+        ->exec("SELECT block, min_at, max_at FROM audit_blocks ORDER BY block", {},
+               [&](const store::Row& r) { out.emplace_back(r.integer(0), r.integer(1), r.integer(2)); });
+    return out;
+  };
+  const auto folded_postings = postings();
+  const auto folded_blocks = blocks();
+  ASSERT_EQ(folded_blocks.size(), 2u);
+  const std::uint64_t size = f.log->size();
+  const auditfmt::Hash root = f.log->root_at(size);
+  {  // Back to the schema 9 layout, with its rows.
+    auto tx = f.store->begin(store::TxMode::write);
+    std::vector<auditfmt::Hash> level;
+    tx->exec("SELECT leaf FROM audit_entries ORDER BY seq", {}, [&](const store::Row& r) {
+      auditfmt::Hash h{};
+      std::copy(r.blob(0).begin(), r.blob(0).end(), h.begin());
+      level.push_back(h);
+    });
+    for (int l = 1; level.size() >= 2; ++l) {
+      std::vector<auditfmt::Hash> up;
+      for (std::size_t i = 0; i + 1 < level.size(); i += 2) up.push_back(auditfmt::node_hash(level[i], level[i + 1]));
+      if (l < static_cast<int>(audit::kBlockLevel))
+        for (std::size_t i = 0; i < up.size(); ++i)
+          tx->exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                   {l, static_cast<std::int64_t>(i), up[i]});
+      level = up;
+    }
+    tx->exec("CREATE INDEX audit_by_principal ON audit_entries (principal, seq)");
+    tx->exec("CREATE INDEX audit_by_purpose ON audit_entries (purpose, seq)");
+    tx->exec("CREATE INDEX audit_by_operation ON audit_entries (operation, seq)");
+    tx->exec("CREATE INDEX audit_by_time ON audit_entries (at)");
+    tx->exec("DROP TABLE audit_blocks");
+    tx->exec("DROP TABLE audit_postings");
+    tx->exec("PRAGMA user_version = 9");
+    tx->commit();
+  }
+  f.reopen();
+  EXPECT_EQ(postings(), folded_postings);
+  EXPECT_EQ(blocks(), folded_blocks);
+  {
+    auto tx = f.store->begin(store::TxMode::read);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_nodes WHERE level < 6").value_or(-1), 0);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_by_%'").value_or(-1), 0);
+  }
+  EXPECT_EQ(f.log->size(), size);
+  EXPECT_EQ(f.log->root_at(size), root);
+  expect_queries_agree(*f.log, "migrated");
+  // The open block, begun before the migration, is sealed after it.
+  for (std::uint64_t i = size; i < 3 * kBlock + 3; ++i) f.append(i);
+  expect_queries_agree(*f.log, "appended after the migration");
+  expect_proofs_verify(*f.log, {size, 3 * kBlock, 3 * kBlock + 3});
+  std::stringstream out;
+  f.log->export_to(out);
+  const auto verified = auditfmt::verify_export(out, f.log->verifier_key());
+  EXPECT_TRUE(verified.ok) << verified.error;
+}
+
+}  // namespace
+}  // namespace custos
