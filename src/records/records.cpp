@@ -585,33 +585,38 @@ std::vector<Order> Records::orders(const SubjectId& id) {
 std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, const CampaignQuery& q,
                                                  const std::optional<SubjectId>& after, std::size_t limit,
                                                  const ReadSpec& spec) {
+  if (!q.candidates) throw Error(ErrorCode::internal, "a campaign page needs its candidates");
   std::string sql =
-      "SELECT s.id, s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM consent_state c"
-      " JOIN subjects s ON s.id = c.subject_id";
-  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = c.subject_id AND r.segment = ?";
-  sql += " WHERE c.purpose = ? AND c.channel = ? AND c.state = 'granted' AND (c.expires_at IS NULL OR c.expires_at > ?)"
-         " AND s.status = 'active' AND s.restricted = 0 AND s.objected = 0 AND c.subject_id > ?"
-         " ORDER BY c.subject_id LIMIT ?";
-  std::vector<store::Param> params;
-  if (!q.segment.empty()) params.emplace_back(q.segment);
-  const SubjectId zero{};
-  params.insert(params.end(), {store::Param(q.purpose), store::Param(q.channel), store::Param(q.now_us),
-                               store::Param(store::Blob(after ? *after : zero)),
-                               store::Param(static_cast<std::int64_t>(limit))});
+      "SELECT s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM subjects s";
+  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = s.id AND r.segment = ?";
+  sql += " WHERE s.id = ? AND s.status = 'active' AND s.restricted = 0 AND s.objected = 0";
+  // Candidates come in batches of at least this many, so a page of a few
+  // eligible subjects among many objected ones takes few round trips.
+  const std::size_t batch = std::max<std::size_t>(limit, 256);
   std::vector<Subject> out;
   auto tx = store_.begin(TxMode::write);
-  tx->exec_v(sql, params, [&](const Row& r) {
-    Subject s;
-    const auto idb = r.blob(0);
-    if (idb.size() != s.id.size()) return;
-    std::copy(idb.begin(), idb.end(), s.id.begin());
-    s.status = "active";
-    s.created_us = r.integer(1);
-    s.updated_us = r.integer(2);
-    const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(3));
-    s.fields = open_fields(s.id, dek, r.blob(4), spec.fields);
-    out.push_back(std::move(s));
-  });
+  SubjectId cursor = after.value_or(SubjectId{});
+  for (bool more = true; more && out.size() < limit;) {
+    const std::vector<SubjectId> ids = q.candidates(*tx, cursor, batch);
+    more = ids.size() == batch;
+    for (const SubjectId& id : ids) {
+      if (out.size() == limit) break;
+      cursor = id;
+      std::vector<store::Param> params;
+      if (!q.segment.empty()) params.emplace_back(q.segment);
+      params.emplace_back(store::Blob(id));
+      tx->exec_v(sql, params, [&](const Row& r) {
+        Subject s;
+        s.id = id;
+        s.status = "active";
+        s.created_us = r.integer(0);
+        s.updated_us = r.integer(1);
+        const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(2));
+        s.fields = open_fields(s.id, dek, r.blob(3), spec.fields);
+        out.push_back(std::move(s));
+      });
+    }
+  }
   if (out.empty()) return out;
   audit::Event event{spec.operation, "", spec.fields, spec.masked, true, "",
                      "purpose=" + q.purpose + " channel=" + q.channel + (q.segment.empty() ? "" : " segment=" + q.segment) +

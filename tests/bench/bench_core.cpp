@@ -16,6 +16,7 @@
 #include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos/records/records.h"
+#include "custos/records/storage.h"
 #include "../../src/records/field_blob.h"
 #include <random>
 #include "custos/store/key_table.h"
@@ -206,7 +207,8 @@ BENCHMARK(BM_EraseSubjectWithTouchpoints)->Arg(10)->Arg(10000)->Unit(benchmark::
 void BM_KeyRotation100k(benchmark::State& state) {
   Populated p(100000);
   for (auto _ : state) {
-    const auto report = store::rotate_keys(*p.core.store, *p.core.keyring, p.core.vault.data_dir() / "keys", nullptr);
+    const auto report = store::rotate_keys(*p.core.store, *p.core.keyring, p.core.vault.data_dir() / "keys",
+                                           {records::subject_data_keys()}, nullptr);
     state.counters["data_keys"] = static_cast<double>(report.data_keys);
   }
 }
