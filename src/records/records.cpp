@@ -18,6 +18,7 @@ using store::Row;
 using store::Transaction;
 using store::TxMode;
 
+constexpr std::size_t kSubjectIdSize = std::tuple_size_v<SubjectId>;
 constexpr std::uint32_t kDekVersion = 1;  // DEKs are never rotated in place: erasure replaces them
 constexpr std::string_view kTouchpointNotes = "touchpoint.notes";
 
@@ -199,8 +200,17 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
   std::set<std::string> created_fields;
   const std::int64_t now = audit_.now_us();
   if (created_us) *created_us = now;
+  // The batch's randomness from ONE CSPRNG call, in guarded memory: each new
+  // subject's id, data key, field nonces and key-wrap nonce (a call per value
+  // was a syscall per value). Items that merge or are refused leave theirs
+  // unused; the batch is wiped when it goes.
+  std::size_t random_bytes = 0;
+  for (const auto& p : prepared)
+    random_bytes += kSubjectIdSize + crypto::SecretKey::kSize + crypto::kSealNonceSize * (p.values.size() + 1);
+  crypto::RandomBatch random(random_bytes);
   auto tx = store_.begin(TxMode::write);
   const std::uint32_t kek_version = keys_.kek_version(*tx);
+  const crypto::SecretKey& kek = keys_.keyring().kek(kek_version);
   for (std::size_t i = 0; i < prepared.size(); ++i) {
     CreateOutcome& o = out[i];
     if (on_conflict != OnConflict::create) {
@@ -261,18 +271,22 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
       }
     }
     SubjectId& id = o.id;
-    randombytes_buf(id.data(), id.size());
-    const crypto::SecretKey dek = crypto::SecretKey::random();
+    const auto id_bytes = random.take<kSubjectIdSize>();
+    std::copy(id_bytes.begin(), id_bytes.end(), id.begin());
+    const auto dek = random.take<crypto::SecretKey::kSize>();
     SealedFields sealed;
     for (auto& [name, value] : prepared[i].values) {
-      sealed.emplace(name, crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
-                                        crypto::field_ad(id, name, schema_.version()), crypto::as_bytes(value)));
+      sealed.emplace(name, crypto::seal_with_nonce(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                                   random.take<crypto::kSealNonceSize>(),
+                                                   crypto::field_ad(id, name, schema_.version()),
+                                                   crypto::as_bytes(value)));
       created_fields.insert(name);
     }
     tx->exec(
         "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
         " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
-        {id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(id), dek),
+        {id, now, now, kek_version, kDekVersion,
+         crypto::wrap_key_with_nonce(kek, kek_version, store::dek_slot(id), dek, random.take<crypto::kSealNonceSize>()),
          encode_fields(sealed)});
     insert_digests(*tx, id, digests[i]);
     created.push_back(id);
