@@ -134,6 +134,7 @@ Bytes wrap_key_with_nonce(const SecretKey& kek, std::uint32_t kek_version, std::
 }
 
 RandomBatch::RandomBatch(std::size_t size) : size_(size) {
+  ensure_sodium();  // sodium_malloc aborts before sodium_init
   bytes_ = static_cast<std::uint8_t*>(sodium_malloc(size == 0 ? 1 : size));
   if (bytes_ == nullptr) throw Error(ErrorCode::internal, "cannot allocate guarded memory");
   randombytes_buf(bytes_, size);
