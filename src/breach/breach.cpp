@@ -6,8 +6,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "custos/access/storage.h"
 #include "custos/audit/blocks.h"
+#include "custos/audit/storage.h"
 #include "custos/error.h"
+#include "custos/records/storage.h"
 #include "custos/util/text.h"
 #include "custos_audit/entry.h"
 
@@ -370,10 +373,10 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
   {
     auto tx = store_.begin(TxMode::read);
     for (const auto& p : principals)
-      if (p.rfind("local:", 0) != 0 && tx->scalar("SELECT count(*) FROM tokens WHERE name = ?", {p}).value_or(0) == 0)
+      if (p.rfind("local:", 0) != 0 && !access::token_name_known(*tx, p))
         throw Error(ErrorCode::invalid_field, "field 'principals': unknown principal '" + util::printable_prefix(p) + "'");
     for (const auto& t : token_ids)
-      if (tx->scalar("SELECT count(*) FROM tokens WHERE token_id = ?", {t}).value_or(0) == 0)
+      if (!access::token_id_known(*tx, t))
         throw Error(ErrorCode::invalid_field, "field 'token_ids': unknown token id '" + t.substr(0, 32) + "'");
   }
   AffectedResult r;
@@ -422,27 +425,12 @@ AffectedResult Book::affected_by_categories(const audit::Actor& actor, const std
   r.checkpoint = audit_.checkpoint_now();
   std::map<std::string, std::set<std::string>> found;
   auto tx = store_.begin(TxMode::read);
-  // Field names sit in clear in the field blob's framing: no decryption needed.
-  tx->exec("SELECT id, fields FROM subjects WHERE status = 'active'", {}, [&](const Row& row) {
-    const auto blob = row.blob(1);
+  // Field names sit in clear in the field record's framing: no decryption needed.
+  records::for_each_active_field_names(*tx, [&](const records::SubjectId& sid, const std::vector<std::string>& names) {
     std::set<std::string> hit;
-    std::size_t pos = 2;
-    const std::size_t count = blob.size() >= 2 ? (std::size_t{blob[0]} << 8 | blob[1]) : 0;
-    for (std::size_t k = 0; k < count && pos < blob.size(); ++k) {
-      const std::size_t n = blob[pos++];
-      if (pos + n + 4 > blob.size()) break;
-      const std::string name(reinterpret_cast<const char*>(&blob[pos]), n);
-      pos += n;
-      const std::size_t len = (std::size_t{blob[pos]} << 24) | (std::size_t{blob[pos + 1]} << 16) |
-                              (std::size_t{blob[pos + 2]} << 8) | blob[pos + 3];
-      pos += 4 + len;
+    for (const auto& name : names)
       if (const auto* f = schema.find(name); f && categories.count(f->category)) hit.insert(name);
-    }
-    if (!hit.empty()) {
-      char hex[33];
-      sodium_bin2hex(hex, sizeof hex, row.blob(0).data(), row.blob(0).size());
-      found[hex] = std::move(hit);
-    }
+    if (!hit.empty()) found[records::to_hex(sid)] = std::move(hit);
     ++r.entries_scanned;
   });
   return store_affected(actor, id, std::move(r), found, "categories");

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "custos/error.h"
+#include "custos/records/storage.h"
 #include "custos/util/files.h"
 
 namespace custos::consent {
@@ -60,8 +61,7 @@ Event event_from_row(const Row& r) {
 }
 
 void require_active_subject(Transaction& tx, const records::SubjectId& subject) {
-  std::optional<std::string> status;
-  tx.exec("SELECT status FROM subjects WHERE id = ?", {subject}, [&](const Row& r) { status = std::string(r.text(0)); });
+  const std::optional<std::string> status = records::subject_status(tx, subject);
   if (!status || *status != "active")
     throw Error(ErrorCode::not_found, "subject " + records::to_hex(subject) + " not found");
 }
@@ -231,7 +231,7 @@ std::vector<Event> Ledger::withdraw_all(const audit::Actor& actor, const access:
       ++count;
     }
   }
-  if (!sale_or_share_only) tx->exec("UPDATE subjects SET objected = 1 WHERE id = ?", {subject});
+  if (!sale_or_share_only) records::mark_objected(*tx, subject);
   audit_.append(*tx, actor,
                 {sale_or_share_only ? "consent.opt_out_sale_share" : "consent.objection", records::to_hex(subject), {},
                  {}, true, "", "source=" + source + " withdrawn=" + std::to_string(count)});

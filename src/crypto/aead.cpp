@@ -38,19 +38,46 @@ Bytes full_ad(const std::uint8_t* header, std::span<const std::uint8_t> ad) {
 
 }  // namespace
 
-Bytes seal(const SecretKey& key, const SealHeader& header, std::span<const std::uint8_t> ad,
-           std::span<const std::uint8_t> plaintext) {
-  Bytes out(kSealOverhead + plaintext.size());
+namespace {
+
+// Seals into `out`, whose nonce bytes (9..32) are already set.
+void seal_in_place(Bytes& out, const std::uint8_t* key, const SealHeader& header, std::span<const std::uint8_t> ad,
+                   std::span<const std::uint8_t> plaintext) {
   out[0] = header.format;
   put_u32(&out[1], header.key_version);
   put_u32(&out[5], header.schema_version);
-  randombytes_buf(&out[9], kNonceSize);
-  const Bytes aad = full_ad(out.data(), ad);
+  // The AD authenticated: the header without the nonce (bound anyway), then the caller's.
+  std::uint8_t small[256];
+  Bytes large;
+  std::uint8_t* aad = small;
+  if (9 + ad.size() > sizeof small) {
+    large.resize(9 + ad.size());
+    aad = large.data();
+  }
+  std::memcpy(aad, out.data(), 9);
+  if (!ad.empty()) std::memcpy(aad + 9, ad.data(), ad.size());
   unsigned long long clen = 0;
   crypto_aead_xchacha20poly1305_ietf_encrypt(out.data() + kSealHeaderSize, &clen, plaintext.data(),
-                                             plaintext.size(), aad.data(), aad.size(), nullptr,
-                                             &out[9], key.data());
+                                             plaintext.size(), aad, 9 + ad.size(), nullptr, &out[9], key);
   out.resize(kSealHeaderSize + clen);
+}
+
+}  // namespace
+
+Bytes seal(const SecretKey& key, const SealHeader& header, std::span<const std::uint8_t> ad,
+           std::span<const std::uint8_t> plaintext) {
+  Bytes out(kSealOverhead + plaintext.size());
+  randombytes_buf(&out[9], kNonceSize);
+  seal_in_place(out, key.data(), header, ad, plaintext);
+  return out;
+}
+
+Bytes seal_with_nonce(std::span<const std::uint8_t, SecretKey::kSize> key, const SealHeader& header,
+                      std::span<const std::uint8_t, kSealNonceSize> nonce, std::span<const std::uint8_t> ad,
+                      std::span<const std::uint8_t> plaintext) {
+  Bytes out(kSealOverhead + plaintext.size());
+  std::memcpy(&out[9], nonce.data(), kNonceSize);
+  seal_in_place(out, key.data(), header, ad, plaintext);
   return out;
 }
 
@@ -96,6 +123,30 @@ Bytes field_ad(std::span<const std::uint8_t> subject_id, std::string_view field,
 Bytes wrap_key(const SecretKey& kek, std::uint32_t kek_version, std::string_view slot, const SecretKey& key) {
   const std::string ad = std::string("custos-wrap\0", 12) + std::string(slot);
   return seal(kek, SealHeader{kSealFormat, kek_version, 0}, as_bytes(ad), key.span());
+}
+
+Bytes wrap_key_with_nonce(const SecretKey& kek, std::uint32_t kek_version, std::string_view slot,
+                          std::span<const std::uint8_t, SecretKey::kSize> key,
+                          std::span<const std::uint8_t, kSealNonceSize> nonce) {
+  std::string ad("custos-wrap\0", 12);
+  ad += slot;
+  return seal_with_nonce(kek.span(), SealHeader{kSealFormat, kek_version, 0}, nonce, as_bytes(ad), key);
+}
+
+RandomBatch::RandomBatch(std::size_t size) : size_(size) {
+  ensure_sodium();  // sodium_malloc aborts before sodium_init
+  bytes_ = static_cast<std::uint8_t*>(sodium_malloc(size == 0 ? 1 : size));
+  if (bytes_ == nullptr) throw Error(ErrorCode::internal, "cannot allocate guarded memory");
+  randombytes_buf(bytes_, size);
+}
+
+RandomBatch::~RandomBatch() { sodium_free(bytes_); }  // zeroes before freeing
+
+const std::uint8_t* RandomBatch::take_bytes(std::size_t n) {
+  if (size_ - used_ < n) throw Error(ErrorCode::internal, "random batch used up");
+  const std::uint8_t* out = bytes_ + used_;
+  used_ += n;
+  return out;
 }
 
 SecretKey unwrap_key(const SecretKey& kek, std::string_view slot, std::span<const std::uint8_t> wrapped) {

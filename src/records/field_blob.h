@@ -18,5 +18,8 @@ using SealedFields = std::map<std::string, std::vector<std::uint8_t>, std::less<
 std::vector<std::uint8_t> encode_fields(const SealedFields& fields);
 // Throws Error(integrity) if the blob is malformed.
 SealedFields decode_fields(std::span<const std::uint8_t> blob);
+// The field names alone (the framing is not encrypted), copying no ciphertext.
+// Throws Error(integrity) if the blob is malformed.
+std::vector<std::string> field_names(std::span<const std::uint8_t> blob);
 
 }  // namespace custos::records

@@ -18,6 +18,7 @@ using store::Row;
 using store::Transaction;
 using store::TxMode;
 
+constexpr std::size_t kSubjectIdSize = std::tuple_size_v<SubjectId>;
 constexpr std::uint32_t kDekVersion = 1;  // DEKs are never rotated in place: erasure replaces them
 constexpr std::string_view kTouchpointNotes = "touchpoint.notes";
 
@@ -199,8 +200,17 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
   std::set<std::string> created_fields;
   const std::int64_t now = audit_.now_us();
   if (created_us) *created_us = now;
+  // The batch's randomness from ONE CSPRNG call, in guarded memory: each new
+  // subject's id, data key, field nonces and key-wrap nonce (a call per value
+  // was a syscall per value). Items that merge or are refused leave theirs
+  // unused; the batch is wiped when it goes.
+  std::size_t random_bytes = 0;
+  for (const auto& p : prepared)
+    random_bytes += kSubjectIdSize + crypto::SecretKey::kSize + crypto::kSealNonceSize * (p.values.size() + 1);
+  crypto::RandomBatch random(random_bytes);
   auto tx = store_.begin(TxMode::write);
   const std::uint32_t kek_version = keys_.kek_version(*tx);
+  const crypto::SecretKey& kek = keys_.keyring().kek(kek_version);
   for (std::size_t i = 0; i < prepared.size(); ++i) {
     CreateOutcome& o = out[i];
     if (on_conflict != OnConflict::create) {
@@ -261,18 +271,22 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
       }
     }
     SubjectId& id = o.id;
-    randombytes_buf(id.data(), id.size());
-    const crypto::SecretKey dek = crypto::SecretKey::random();
+    const auto id_bytes = random.take<kSubjectIdSize>();
+    std::copy(id_bytes.begin(), id_bytes.end(), id.begin());
+    const auto dek = random.take<crypto::SecretKey::kSize>();
     SealedFields sealed;
     for (auto& [name, value] : prepared[i].values) {
-      sealed.emplace(name, crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
-                                        crypto::field_ad(id, name, schema_.version()), crypto::as_bytes(value)));
+      sealed.emplace(name, crypto::seal_with_nonce(dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                                   random.take<crypto::kSealNonceSize>(),
+                                                   crypto::field_ad(id, name, schema_.version()),
+                                                   crypto::as_bytes(value)));
       created_fields.insert(name);
     }
     tx->exec(
         "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
         " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
-        {id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(id), dek),
+        {id, now, now, kek_version, kDekVersion,
+         crypto::wrap_key_with_nonce(kek, kek_version, store::dek_slot(id), dek, random.take<crypto::kSealNonceSize>()),
          encode_fields(sealed)});
     insert_digests(*tx, id, digests[i]);
     created.push_back(id);
@@ -585,33 +599,38 @@ std::vector<Order> Records::orders(const SubjectId& id) {
 std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, const CampaignQuery& q,
                                                  const std::optional<SubjectId>& after, std::size_t limit,
                                                  const ReadSpec& spec) {
+  if (!q.candidates) throw Error(ErrorCode::internal, "a campaign page needs its candidates");
   std::string sql =
-      "SELECT s.id, s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM consent_state c"
-      " JOIN subjects s ON s.id = c.subject_id";
-  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = c.subject_id AND r.segment = ?";
-  sql += " WHERE c.purpose = ? AND c.channel = ? AND c.state = 'granted' AND (c.expires_at IS NULL OR c.expires_at > ?)"
-         " AND s.status = 'active' AND s.restricted = 0 AND s.objected = 0 AND c.subject_id > ?"
-         " ORDER BY c.subject_id LIMIT ?";
-  std::vector<store::Param> params;
-  if (!q.segment.empty()) params.emplace_back(q.segment);
-  const SubjectId zero{};
-  params.insert(params.end(), {store::Param(q.purpose), store::Param(q.channel), store::Param(q.now_us),
-                               store::Param(store::Blob(after ? *after : zero)),
-                               store::Param(static_cast<std::int64_t>(limit))});
+      "SELECT s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM subjects s";
+  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = s.id AND r.segment = ?";
+  sql += " WHERE s.id = ? AND s.status = 'active' AND s.restricted = 0 AND s.objected = 0";
+  // Candidates come in batches of at least this many, so a page of a few
+  // eligible subjects among many objected ones takes few round trips.
+  const std::size_t batch = std::max<std::size_t>(limit, 256);
   std::vector<Subject> out;
   auto tx = store_.begin(TxMode::write);
-  tx->exec_v(sql, params, [&](const Row& r) {
-    Subject s;
-    const auto idb = r.blob(0);
-    if (idb.size() != s.id.size()) return;
-    std::copy(idb.begin(), idb.end(), s.id.begin());
-    s.status = "active";
-    s.created_us = r.integer(1);
-    s.updated_us = r.integer(2);
-    const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(3));
-    s.fields = open_fields(s.id, dek, r.blob(4), spec.fields);
-    out.push_back(std::move(s));
-  });
+  SubjectId cursor = after.value_or(SubjectId{});
+  for (bool more = true; more && out.size() < limit;) {
+    const std::vector<SubjectId> ids = q.candidates(*tx, cursor, batch);
+    more = ids.size() == batch;
+    for (const SubjectId& id : ids) {
+      if (out.size() == limit) break;
+      cursor = id;
+      std::vector<store::Param> params;
+      if (!q.segment.empty()) params.emplace_back(q.segment);
+      params.emplace_back(store::Blob(id));
+      tx->exec_v(sql, params, [&](const Row& r) {
+        Subject s;
+        s.id = id;
+        s.status = "active";
+        s.created_us = r.integer(0);
+        s.updated_us = r.integer(1);
+        const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(2));
+        s.fields = open_fields(s.id, dek, r.blob(3), spec.fields);
+        out.push_back(std::move(s));
+      });
+    }
+  }
   if (out.empty()) return out;
   audit::Event event{spec.operation, "", spec.fields, spec.masked, true, "",
                      "purpose=" + q.purpose + " channel=" + q.channel + (q.segment.empty() ? "" : " segment=" + q.segment) +

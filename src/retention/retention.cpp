@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "custos/error.h"
+#include "custos/records/storage.h"
 
 namespace custos::retention {
 namespace {
@@ -48,29 +49,19 @@ Report run(store::Store& store, records::Records& records, audit::AuditLog& audi
     auto tx = store.begin(store::TxMode::read);
     if (policy.subjects.period_us() > 0) {
       const std::int64_t cutoff = now_us - policy.subjects.period_us();
-      tx->exec("SELECT s.id, s.legal_hold, max(s.updated_at,"
-               " coalesce((SELECT max(t.at) FROM touchpoints t WHERE t.subject_id = s.id), 0),"
-               " coalesce((SELECT max(o.at) FROM orders o WHERE o.subject_id = s.id), 0)) AS last"
-               " FROM subjects s WHERE s.status = 'active' AND s.updated_at < ? ORDER BY s.id",
-               {cutoff}, [&](const store::Row& r) {
-                 if (r.integer(2) >= cutoff) return;
-                 records::SubjectId id{};
-                 if (r.blob(0).size() != id.size()) return;
-                 std::copy(r.blob(0).begin(), r.blob(0).end(), id.begin());
-                 if (r.integer(1) != 0) {
-                   report.kept_legal_hold.push_back({records::to_hex(id), r.integer(2)});
-                 } else {
-                   expired.emplace_back(id, r.integer(2));
-                   report.purged.push_back({records::to_hex(id), r.integer(2)});
-                 }
-               });
+      records::for_each_inactive_subject(*tx, cutoff, [&](const records::Inactive& s) {
+        if (s.legal_hold) {
+          report.kept_legal_hold.push_back({records::to_hex(s.id), s.last_activity_us});
+        } else {
+          expired.emplace_back(s.id, s.last_activity_us);
+          report.purged.push_back({records::to_hex(s.id), s.last_activity_us});
+        }
+      });
     }
     if (policy.touchpoints.period_us() > 0)
-      report.touchpoints_deleted =
-          tx->scalar("SELECT count(*) FROM touchpoints WHERE at < ?", {now_us - policy.touchpoints.period_us()}).value_or(0);
+      report.touchpoints_deleted = records::count_touchpoints_before(*tx, now_us - policy.touchpoints.period_us());
     if (policy.orders.period_us() > 0)
-      report.orders_deleted =
-          tx->scalar("SELECT count(*) FROM orders WHERE at < ?", {now_us - policy.orders.period_us()}).value_or(0);
+      report.orders_deleted = records::count_orders_before(*tx, now_us - policy.orders.period_us());
   }
   if (dry_run) {
     audit.append_now(actor, {"retention.dry_run", "", {}, {}, true, "",
@@ -81,8 +72,8 @@ Report run(store::Store& store, records::Records& records, audit::AuditLog& audi
   {
     auto tx = store.begin(store::TxMode::write);
     if (policy.touchpoints.period_us() > 0)
-      tx->exec("DELETE FROM touchpoints WHERE at < ?", {now_us - policy.touchpoints.period_us()});
-    if (policy.orders.period_us() > 0) tx->exec("DELETE FROM orders WHERE at < ?", {now_us - policy.orders.period_us()});
+      records::delete_touchpoints_before(*tx, now_us - policy.touchpoints.period_us());
+    if (policy.orders.period_us() > 0) records::delete_orders_before(*tx, now_us - policy.orders.period_us());
     audit.append(*tx, actor, {"retention.run", "", {}, {}, true, "",
                               "purged=" + std::to_string(report.purged.size()) +
                                   " touchpoints_deleted=" + std::to_string(report.touchpoints_deleted) +

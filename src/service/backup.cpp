@@ -15,6 +15,8 @@
 #include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos/error.h"
+#include "custos/records/storage.h"
+#include "custos/service/schema.h"
 #include "custos/store/key_table.h"
 #include "custos/store/sqlcipher_store.h"
 #include "custos/util/files.h"
@@ -233,6 +235,7 @@ VaultFacts vault_facts(const fs::path& data_dir, const std::optional<crypto::Pas
   auto keyring = crypto::Keyring::open(key_dir(data_dir), passphrase);
   const crypto::SecretKey db_key = store::read_db_key(*keyring, key_dir(data_dir));
   auto store = store::open_sqlcipher(db_path(data_dir), db_key);
+  service::migrate_schema(*store);
   store::KeyTable keys(*store, *keyring);
   crypto::Signer signer(keys.named_key(kSigningSlot));
   audit::AuditLog log(*store, signer, {});
@@ -245,7 +248,7 @@ VaultFacts vault_facts(const fs::path& data_dir, const std::optional<crypto::Pas
   const auto root = log.root_at(size);
   facts.audit_root = hex(root);
   auto tx = store->begin(store::TxMode::read);
-  tx->exec("SELECT count(*) FROM subjects", {}, [&](const store::Row& r) { facts.subjects = r.integer(0); });
+  facts.subjects = records::count_subjects(*tx);
   return facts;
 }
 
@@ -264,18 +267,15 @@ Json backup_vault(const BackupOptions& options) {
   Json manifest = {{"format", "custos-backup"}, {"version", 1}};
   {
     auto store = store::open_sqlcipher(snapshot, db_key);
+    service::migrate_schema(*store);
     store::KeyTable keys(*store, *keyring);
     crypto::Signer signer(keys.named_key(kSigningSlot));
     audit::AuditLog log(*store, signer, {});
     const auto size = log.size();
     manifest["audit"] = {{"size", size}, {"root", hex(log.root_at(size))}};
-    std::int64_t subjects = 0;
-    int schema = 0;
     auto tx = store->begin(store::TxMode::read);
-    tx->exec("SELECT count(*) FROM subjects", {}, [&](const store::Row& r) { subjects = r.integer(0); });
-    tx->exec("PRAGMA user_version", {}, [&](const store::Row& r) { schema = static_cast<int>(r.integer(0)); });
-    manifest["subjects"] = subjects;
-    manifest["schema_version"] = schema;
+    manifest["subjects"] = records::count_subjects(*tx);
+    manifest["schema_versions"] = store::schema_versions(*tx);  // module -> version
   }
   // Opening the snapshot may have left WAL side files; fold them away.
   for (const char* side : {"-wal", "-shm"}) fs::remove(snapshot.string() + side);
@@ -345,6 +345,7 @@ Json backup_vault(const BackupOptions& options) {
   // The backup is a copy of every subject's data: record who took it.
   {
     auto store = store::open_sqlcipher(db_path(dir), db_key);
+    service::migrate_schema(*store);
     store::KeyTable keys(*store, *keyring);
     crypto::Signer signer(keys.named_key(kSigningSlot));
     audit::AuditLog log(*store, signer, {});

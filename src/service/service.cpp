@@ -15,6 +15,8 @@
 #include "custos/crypto/signer.h"
 #include "custos/error.h"
 #include "custos/records/records.h"
+#include "custos/records/storage.h"
+#include "custos/service/schema.h"
 #include "custos/store/key_table.h"
 #include "custos/store/sqlcipher_store.h"
 #include "custos/util/files.h"
@@ -169,8 +171,9 @@ InitResult init_data_dir(const InitOptions& options) {
     const crypto::SecretKey db_key = crypto::SecretKey::random();
     store::write_db_key(*keyring, 1, key_dir(dir), db_key);
     auto store = store::open_sqlcipher(db_path(dir), db_key);
+    migrate_schema(*store);
     auto tx = store->begin(store::TxMode::write);
-    tx->exec("INSERT INTO meta (key, value) VALUES ('kek_version', '1')");
+    store::KeyTable::set_kek_version(*tx, 1);
     tx->commit();
   }
   // Default policies, for the operator to edit.
@@ -211,6 +214,7 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
     const crypto::SecretKey db_key = store::read_db_key(*impl->keyring, key_dir(dir));
     impl->store = store::open_sqlcipher(db_path(dir), db_key);
   }
+  migrate_schema(*impl->store);
   impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
   impl->policy = access::Policy::load(impl->policy_dir(), impl->schema);
@@ -813,7 +817,7 @@ Json Service::revoke_token(const Caller& caller, const std::string& name) {
 Json Service::rotate_keys(const Caller& caller) {
   impl_->authorize(caller, *impl_->current_policy(), "keys", "key.rotate", false);
   const auto report = store::rotate_keys(
-      *impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir),
+      *impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir), {records::subject_data_keys()},
       [&](store::Transaction& tx, const store::RotationReport& r) {
         impl_->audit->append(tx, impl_->actor(caller),
                              {"key.rotate", "", {}, {}, true, "",
@@ -828,7 +832,8 @@ Json Service::rotate_keys(const Caller& caller) {
 
 Json Service::retire_keys(const Caller& caller) {
   impl_->authorize(caller, *impl_->current_policy(), "keys", "key.retire", false);
-  const auto retired = store::retire_old_keks(*impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir));
+  const auto retired = store::retire_old_keks(*impl_->store, *impl_->keyring, key_dir(impl_->options.data_dir),
+                                                 {records::subject_data_keys()});
   impl_->audit->append_now(impl_->actor(caller), {"key.retire", "", {}, {}, true, "",
                                                   "retired=" + std::to_string(retired.size())});
   Json out = {{"retired_versions", retired}};

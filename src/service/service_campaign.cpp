@@ -1,6 +1,7 @@
 // Marketing analytics and the consented campaign fetch.
 #include <nlohmann/json.hpp>
 
+#include "custos/consent/storage.h"
 #include "service_impl.h"
 
 namespace custos::service {
@@ -78,6 +79,9 @@ Json Service::campaign_fetch(const Caller& caller, const Json& body,
       spec.masked.push_back(name);
   }
   q.now_us = impl_->audit->now_us();
+  q.candidates = [&q](store::Transaction& tx, const records::SubjectId& after, std::size_t limit) {
+    return consent::granted_subjects(tx, q.purpose, q.channel, q.now_us, after, limit);
+  };
   std::optional<records::SubjectId> after;
   std::int64_t count = 0;
   bool open = true;

@@ -8,10 +8,20 @@
 namespace custos::store {
 namespace fs = std::filesystem;
 
+std::optional<std::string> meta_value(Transaction& tx, std::string_view key) {
+  std::optional<std::string> value;
+  tx.exec("SELECT value FROM meta WHERE key = ?", {key}, [&](const Row& r) { value = std::string(r.text(0)); });
+  return value;
+}
+
+void set_meta_value(Transaction& tx, std::string_view key, std::string_view value) {
+  if (tx.exec("UPDATE meta SET value = ? WHERE key = ?", {value, key}) == 0)
+    tx.exec("INSERT INTO meta (key, value) VALUES (?, ?)", {key, value});
+}
+
 std::uint32_t KeyTable::kek_version(Transaction& tx) {
   std::uint32_t version = 0;
-  tx.exec("SELECT value FROM meta WHERE key = 'kek_version'", {},
-          [&](const Row& r) { version = static_cast<std::uint32_t>(std::stoul(std::string(r.text(0)))); });
+  if (const auto v = meta_value(tx, "kek_version")) version = static_cast<std::uint32_t>(std::stoul(*v));
   if (version == 0) throw Error(ErrorCode::key_error, "the store records no master key version (run `custos init`)");
   return version;
 }
@@ -73,14 +83,12 @@ namespace {
 
 constexpr int kRotationBatch = 5000;
 
-void set_kek_version(Transaction& tx, std::uint32_t v) {
-  if (tx.exec("UPDATE meta SET value = ? WHERE key = 'kek_version'", {std::to_string(v)}) == 0)
-    tx.exec("INSERT INTO meta (key, value) VALUES ('kek_version', ?)", {std::to_string(v)});
-}
-
 }  // namespace
 
+void KeyTable::set_kek_version(Transaction& tx, std::uint32_t v) { set_meta_value(tx, "kek_version", std::to_string(v)); }
+
 RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const fs::path& key_dir,
+                           const std::vector<WrappedKeySet>& held,
                            const std::function<void(Transaction&, const RotationReport&)>& on_done) {
   RotationReport report;
   {
@@ -93,37 +101,32 @@ RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const fs::pat
   {
     // From this commit on, every new wrap (in any process) uses the new version.
     auto tx = store.begin(TxMode::write);
-    set_kek_version(*tx, nv);
+    KeyTable::set_kek_version(*tx, nv);
     tx->commit();
   }
-  // Subject DEKs, in batches so concurrent writers wait at most one batch.
-  for (;;) {
-    auto tx = store.begin(TxMode::write);
-    std::vector<std::pair<std::vector<std::uint8_t>, std::vector<std::uint8_t>>> rows;
-    tx->exec("SELECT id, wrapped_dek FROM subjects WHERE wrapped_dek IS NOT NULL AND kek_version <> ? LIMIT ?",
-             {nv, kRotationBatch}, [&](const Row& r) { rows.emplace_back(r.blob_copy(0), r.blob_copy(1)); });
-    for (const auto& [id, wrapped] : rows) {
-      const std::string slot = dek_slot(id);
-      const crypto::SecretKey dek = keyring.unwrap(slot, wrapped);
-      tx->exec("UPDATE subjects SET kek_version = ?, wrapped_dek = ? WHERE id = ?",
-               {nv, keyring.wrap(nv, slot, dek), id});
-    }
-    report.data_keys += static_cast<std::int64_t>(rows.size());
-    if (rows.empty()) {
-      // Named keys, then the audit entry, in the final transaction.
-      std::vector<std::pair<std::string, std::vector<std::uint8_t>>> named;
-      tx->exec("SELECT slot, wrapped FROM wrapped_keys WHERE kek_version <> ?", {nv},
-               [&](const Row& r) { named.emplace_back(std::string(r.text(0)), r.blob_copy(1)); });
-      for (const auto& [slot, wrapped] : named) {
-        const crypto::SecretKey key = keyring.unwrap(slot, wrapped);
-        tx->exec("UPDATE wrapped_keys SET kek_version = ?, wrapped = ? WHERE slot = ?",
-                 {nv, keyring.wrap(nv, slot, key), slot});
-      }
-      report.named_keys = static_cast<std::int64_t>(named.size());
-      if (on_done) on_done(*tx, report);
+  // The modules' keys (subject DEKs), in batches so concurrent writers wait at most one batch.
+  for (const WrappedKeySet& set : held) {
+    for (;;) {
+      auto tx = store.begin(TxMode::write);
+      const std::int64_t n = set.rewrap(*tx, keyring, nv, kRotationBatch);
+      if (n == 0) break;
       tx->commit();
-      break;
+      report.data_keys += n;
     }
+  }
+  {
+    // Named keys, then the audit entry, in the final transaction.
+    auto tx = store.begin(TxMode::write);
+    std::vector<std::pair<std::string, std::vector<std::uint8_t>>> named;
+    tx->exec("SELECT slot, wrapped FROM wrapped_keys WHERE kek_version <> ?", {nv},
+             [&](const Row& r) { named.emplace_back(std::string(r.text(0)), r.blob_copy(1)); });
+    for (const auto& [slot, wrapped] : named) {
+      const crypto::SecretKey key = keyring.unwrap(slot, wrapped);
+      tx->exec("UPDATE wrapped_keys SET kek_version = ?, wrapped = ? WHERE slot = ?",
+               {nv, keyring.wrap(nv, slot, key), slot});
+    }
+    report.named_keys = static_cast<std::int64_t>(named.size());
+    if (on_done) on_done(*tx, report);
     tx->commit();
   }
   const crypto::SecretKey db_key = read_db_key(keyring, key_dir);
@@ -131,16 +134,16 @@ RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const fs::pat
   return report;
 }
 
-std::vector<std::uint32_t> retire_old_keks(Store& store, crypto::Keyring& keyring, const fs::path& key_dir) {
+std::vector<std::uint32_t> retire_old_keks(Store& store, crypto::Keyring& keyring, const fs::path& key_dir,
+                                           const std::vector<WrappedKeySet>& held) {
   std::uint32_t current = 0;
   {
     auto tx = store.begin(TxMode::read);
     KeyTable probe(store, keyring);
     current = probe.kek_version(*tx);
-    const auto stale = tx->scalar(
-        "SELECT count(*) FROM subjects WHERE wrapped_dek IS NOT NULL AND kek_version <> ?", {current});
-    const auto stale_named = tx->scalar("SELECT count(*) FROM wrapped_keys WHERE kek_version <> ?", {current});
-    if (stale.value_or(0) + stale_named.value_or(0) > 0)
+    std::int64_t stale = tx->scalar("SELECT count(*) FROM wrapped_keys WHERE kek_version <> ?", {current}).value_or(0);
+    for (const WrappedKeySet& set : held) stale += set.count_stale(*tx, current);
+    if (stale > 0)
       throw Error(ErrorCode::conflict, "keys are still wrapped by an older master key; run `custos key rotate` first");
   }
   if (crypto::peek_header(util::read_file(db_key_path(key_dir))).key_version != current)

@@ -10,7 +10,6 @@
 
 #include "custos/error.h"
 #include "custos/util/files.h"
-#include "migrations.h"
 
 namespace custos::store {
 namespace fs = std::filesystem;
@@ -155,9 +154,8 @@ class SqlcipherStore final : public Store {
  public:
   SqlcipherStore(fs::path file, const crypto::SecretKey& key, SqlcipherOptions options)
       : file_(std::move(file)), key_(key.clone()), options_(options) {
-    auto conn = std::make_unique<Connection>(file_, key_, options_);
-    migrate(*conn);
-    release(std::move(conn));
+    // Opening checks the key and the file (page 1 is decrypted here).
+    release(std::make_unique<Connection>(file_, key_, options_));
   }
 
   std::unique_ptr<Transaction> begin(TxMode mode) override {
@@ -189,6 +187,13 @@ class SqlcipherStore final : public Store {
 
   std::string backend_name() const override { return "sqlcipher"; }
 
+  // Releases before per-module schema versions kept theirs in user_version.
+  int legacy_schema_version(Transaction& tx) override {
+    int version = 0;
+    tx.exec("PRAGMA user_version", {}, [&](const Row& r) { version = static_cast<int>(r.integer(0)); });
+    return version;
+  }
+
   void release(std::unique_ptr<Connection> conn) {
     std::lock_guard lock(pool_mu_);
     // Enough for every worker of a busy custosd: reopening a connection
@@ -207,33 +212,6 @@ class SqlcipherStore final : public Store {
       }
     }
     return std::make_unique<Connection>(file_, key_, options_);
-  }
-
-  void migrate(Connection& conn) {
-    conn.exec_plain("BEGIN IMMEDIATE");
-    int current = 0;
-    sqlite3_stmt* stmt = conn.prepare("PRAGMA user_version");
-    if (sqlite3_step(stmt) == SQLITE_ROW) current = sqlite3_column_int(stmt, 0);
-    sqlite3_reset(stmt);
-    conn.exec_plain("COMMIT");
-    for (const Migration& m : migrations()) {
-      if (m.version <= current) continue;
-      conn.exec_plain("BEGIN IMMEDIATE");
-      try {
-        // Re-check under the write lock: another process may have migrated.
-        sqlite3_step(stmt);
-        const int now = sqlite3_column_int(stmt, 0);
-        sqlite3_reset(stmt);
-        if (now < m.version) {
-          for (std::string_view sql : m.statements) conn.exec_plain(std::string(sql));
-          conn.exec_plain("PRAGMA user_version = " + std::to_string(m.version));
-        }
-        conn.exec_plain("COMMIT");
-      } catch (...) {
-        sqlite3_exec(conn.db(), "ROLLBACK", nullptr, nullptr, nullptr);
-        throw;
-      }
-    }
   }
 
   fs::path file_;

@@ -6,6 +6,7 @@
 // rows) written with libsodium and SQLCipher directly, in transactions of
 // 1,000, with none of our layers (and no audit entries).
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <benchmark/benchmark.h>
 #include <sodium.h>
@@ -17,6 +18,7 @@
 #include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos/records/records.h"
+#include "custos/records/storage.h"
 #include "../../src/records/field_blob.h"
 #include <random>
 #include "custos/store/key_table.h"
@@ -105,6 +107,151 @@ void BM_RawFloor(benchmark::State& state) {
   sqlite3_close(db);
 }
 BENCHMARK(BM_RawFloor)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+
+// The tuned floor for the library's ingest (issue 16: "a tuned floor for the
+// same schema"): records' own tables and indexes (records::migrations(), run
+// as they are), the same rows and bytes per subject as Records::create (id,
+// status, times, KEK and DEK versions, the DEK wrapped under the KEK with the
+// slot bound, 6 fields sealed with the versioned header and the subject/field
+// /schema AD in the field-record framing, 2 keyed BLAKE2b index rows), written
+// with libsodium and SQLCipher directly: raw key, 4 KiB pages, a 64 MiB page
+// cache, WAL, one prepared statement per table, transactions of 1,000, and
+// batched randomness (one randombytes_buf for the batch's DEKs, one for its
+// ids and nonces). No validation, normalisation or audit entry.
+void BM_TunedFloorSameSchema(benchmark::State& state) {
+  if (sodium_init() < 0) return;
+  TempDir dir;
+  sqlite3* db = nullptr;
+  sqlite3_open((dir.path() / "floor.db").c_str(), &db);
+  unsigned char key[32];
+  randombytes_buf(key, sizeof key);
+  char key_pragma[16 + 64 + 3] = "PRAGMA key = \"x'";
+  sodium_bin2hex(key_pragma + 16, 65, key, 32);
+  std::string pragma = std::string(key_pragma) + "'\"";
+  check(sqlite3_exec(db, pragma.c_str(), nullptr, nullptr, nullptr), db);
+  check(sqlite3_exec(db,
+                     "PRAGMA cipher_page_size = 4096; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                     " PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536",
+                     nullptr, nullptr, nullptr),
+        db);
+  for (const auto& step : records::migrations().steps)
+    for (auto sql : step.statements) check(sqlite3_exec(db, std::string(sql).c_str(), nullptr, nullptr, nullptr), db);
+  sqlite3_stmt* ins = nullptr;
+  sqlite3_stmt* idx = nullptr;
+  check(sqlite3_prepare_v2(db,
+                           "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version,"
+                           " wrapped_dek, fields) VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
+                           -1, &ins, nullptr),
+        db);
+  check(sqlite3_prepare_v2(db, "INSERT INTO blind_index (field, digest, subject_id) VALUES (?, ?, ?)", -1, &idx,
+                           nullptr),
+        db);
+  unsigned char kek[32], email_key[32], ext_key[32];
+  randombytes_buf(kek, 32);
+  randombytes_buf(email_key, 32);
+  randombytes_buf(ext_key, 32);
+  constexpr std::uint32_t kSchemaVersion = 1;
+  constexpr std::size_t kFields = 6;
+  constexpr std::size_t kPublicPerSubject = 16 + 24 * (kFields + 1);  // id, field nonces, wrap nonce
+  std::vector<records::FieldMap> people;
+  for (int i = 0; i < kBatch; ++i) people.push_back(person(i));
+  auto* deks = static_cast<unsigned char*>(sodium_malloc(32 * kBatch));
+  std::vector<unsigned char> pub(kPublicPerSubject * kBatch);
+  std::vector<unsigned char> blob, ad;
+  blob.reserve(4096);
+  ad.reserve(256);
+  const auto put_u32 = [](unsigned char* out, std::uint32_t v) {
+    out[0] = static_cast<unsigned char>(v >> 24);
+    out[1] = static_cast<unsigned char>(v >> 16);
+    out[2] = static_cast<unsigned char>(v >> 8);
+    out[3] = static_cast<unsigned char>(v);
+  };
+  std::int64_t n = 0;
+  for (auto _ : state) {
+    randombytes_buf(deks, 32 * kBatch);
+    randombytes_buf(pub.data(), pub.size());
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    check(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), db);
+    for (int i = 0; i < kBatch; ++i, ++n) {
+      const unsigned char* r = pub.data() + kPublicPerSubject * static_cast<std::size_t>(i);
+      const unsigned char* id = r;
+      const unsigned char* dek = deks + 32 * i;
+      // Field record: u16 count, then name length, name, u32 sealed length, sealed.
+      blob.clear();
+      blob.push_back(0);
+      blob.push_back(static_cast<unsigned char>(people[i].size()));
+      std::size_t k = 0;
+      for (const auto& [name, value] : people[i]) {
+        const unsigned char* nonce = r + 16 + 24 * k++;
+        unsigned char header[9] = {1, 0, 0, 0, 1};
+        put_u32(header + 5, kSchemaVersion);
+        ad.assign(header, header + 9);  // header, then id || 0 || field || 0 || schema version
+        ad.insert(ad.end(), id, id + 16);
+        ad.push_back(0);
+        ad.insert(ad.end(), name.begin(), name.end());
+        ad.push_back(0);
+        ad.insert(ad.end(), header + 5, header + 9);
+        const std::size_t sealed_len = 9 + 24 + value.size() + 16;
+        blob.push_back(static_cast<unsigned char>(name.size()));
+        blob.insert(blob.end(), name.begin(), name.end());
+        unsigned char len[4];
+        put_u32(len, static_cast<std::uint32_t>(sealed_len));
+        blob.insert(blob.end(), len, len + 4);
+        blob.insert(blob.end(), header, header + 9);
+        blob.insert(blob.end(), nonce, nonce + 24);
+        const std::size_t at = blob.size();
+        blob.resize(at + value.size() + 16);
+        unsigned long long cl = 0;
+        crypto_aead_xchacha20poly1305_ietf_encrypt(blob.data() + at, &cl,
+                                                   reinterpret_cast<const unsigned char*>(value.data()), value.size(),
+                                                   ad.data(), ad.size(), nullptr, nonce, dek);
+      }
+      // The DEK wrapped under the KEK, slot "dek:<hex id>" bound as AD.
+      char slot[4 + 33] = "dek:";
+      sodium_bin2hex(slot + 4, 33, id, 16);
+      unsigned char wrap_header[9] = {1, 0, 0, 0, 1, 0, 0, 0, 0};
+      ad.assign(wrap_header, wrap_header + 9);
+      const char prefix[] = "custos-wrap";
+      ad.insert(ad.end(), prefix, prefix + sizeof prefix);  // with its NUL
+      ad.insert(ad.end(), slot, slot + 36);
+      const unsigned char* wrap_nonce = r + 16 + 24 * kFields;
+      unsigned char wrapped[9 + 24 + 32 + 16];
+      std::memcpy(wrapped, wrap_header, 9);
+      std::memcpy(wrapped + 9, wrap_nonce, 24);
+      unsigned long long wl = 0;
+      crypto_aead_xchacha20poly1305_ietf_encrypt(wrapped + 33, &wl, dek, 32, ad.data(), ad.size(), nullptr, wrap_nonce,
+                                                 kek);
+      sqlite3_bind_blob(ins, 1, id, 16, SQLITE_STATIC);
+      sqlite3_bind_int64(ins, 2, now);
+      sqlite3_bind_int64(ins, 3, now);
+      sqlite3_bind_int64(ins, 4, 1);
+      sqlite3_bind_int64(ins, 5, 1);
+      sqlite3_bind_blob(ins, 6, wrapped, sizeof wrapped, SQLITE_STATIC);
+      sqlite3_bind_blob(ins, 7, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+      check(sqlite3_step(ins), db);
+      sqlite3_reset(ins);
+      for (const auto& [field, ikey] : {std::pair{"email", email_key}, std::pair{"external_id", ext_key}}) {
+        unsigned char digest[32];
+        const std::string& v = people[i].at(field);
+        crypto_generichash(digest, 32, reinterpret_cast<const unsigned char*>(v.data()), v.size(), ikey, 32);
+        sqlite3_bind_text(idx, 1, field, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(idx, 2, digest, 32, SQLITE_STATIC);
+        sqlite3_bind_blob(idx, 3, id, 16, SQLITE_STATIC);
+        check(sqlite3_step(idx), db);
+        sqlite3_reset(idx);
+      }
+    }
+    check(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), db);
+  }
+  state.SetItemsProcessed(n);
+  sodium_free(deks);
+  sqlite3_finalize(ins);
+  sqlite3_finalize(idx);
+  sqlite3_close(db);
+}
+BENCHMARK(BM_TunedFloorSameSchema)->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 void BM_RecordsBatchIngest(benchmark::State& state) {
   Core core;
@@ -207,7 +354,8 @@ BENCHMARK(BM_EraseSubjectWithTouchpoints)->Arg(10)->Arg(10000)->Unit(benchmark::
 void BM_KeyRotation100k(benchmark::State& state) {
   Populated p(100000);
   for (auto _ : state) {
-    const auto report = store::rotate_keys(*p.core.store, *p.core.keyring, p.core.vault.data_dir() / "keys", nullptr);
+    const auto report = store::rotate_keys(*p.core.store, *p.core.keyring, p.core.vault.data_dir() / "keys",
+                                           {records::subject_data_keys()}, nullptr);
     state.counters["data_keys"] = static_cast<double>(report.data_keys);
   }
 }

@@ -31,7 +31,7 @@ constexpr std::size_t kLimit = auditfmt::kMaxEntryBytes;
 // A log of its own on a real SQLCipher store, as custosd and the CLI use it.
 struct Log {
   TempDir dir;
-  std::unique_ptr<store::Store> store = store::open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
+  std::unique_ptr<store::Store> store = testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
   crypto::Signer signer{crypto::SecretKey::random()};
   std::unique_ptr<audit::AuditLog> log = std::make_unique<audit::AuditLog>(*store, signer, audit::Options{});
   const audit::Actor actor{"crm-service", "service", "tok", "customer_service", "req-1"};

@@ -176,7 +176,7 @@ TEST(AuditJournalSubjects, CommittedSubjectsSurviveTheJournalAndACrash) {
   const audit::Actor actor{"p", "role", "t", "purpose", "r"};
   const audit::Event page{"campaign.fetch", "", {"email"}, {}, true, "", "subjects=3", {a, b, c}};
   {  // Folded by the journal owner itself.
-    auto store = store::open_sqlcipher(dir.path() / "db", db_key.clone());
+    auto store = testing::open_migrated_store(dir.path() / "db", db_key.clone());
     audit::AuditLog log(*store, signer, {});
     ASSERT_TRUE(log.enable_journal(dir.path() / "journal", journal_key));
     log.append_durable(actor, {page});

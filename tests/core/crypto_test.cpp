@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <set>
 
 #include "custos/crypto/aead.h"
 #include "custos/crypto/blind_index.h"
@@ -27,6 +28,31 @@ TEST(Aead, FieldRoundTrip) {
   const SealHeader h = peek_header(sealed);
   EXPECT_EQ(h.key_version, 1u);
   EXPECT_EQ(h.schema_version, 1u);
+}
+
+// Batched randomness (ingest): values sealed with nonces and keys taken from
+// one RandomBatch open like any other, each with its own nonce; a wrapped
+// key from raw batch bytes unwraps to those bytes; a used-up batch refuses.
+TEST(Aead, SealsFromOneRandomBatchOpenWithDistinctNonces) {
+  RandomBatch random(SecretKey::kSize + 3 * kSealNonceSize + 1);
+  const auto dek = random.take<SecretKey::kSize>();
+  const SecretKey dek_key = SecretKey::from_bytes(dek);
+  std::set<std::string> nonces;
+  for (const char* value : {"a@b.example", "Alice"}) {
+    const auto ad = field_ad(id_bytes(1), "email", 1);
+    const Bytes sealed = seal_with_nonce(dek, {kSealFormat, 1, 1}, random.take<kSealNonceSize>(), ad, as_bytes(value));
+    const Bytes opened = open(dek_key, ad, sealed, "field");
+    EXPECT_EQ(std::string(opened.begin(), opened.end()), value);
+    nonces.insert(std::string(sealed.begin() + 9, sealed.begin() + 33));
+  }
+  EXPECT_EQ(nonces.size(), 2u);
+  const SecretKey kek = SecretKey::random();
+  const Bytes wrapped = wrap_key_with_nonce(kek, 3, "dek:01", dek, random.take<kSealNonceSize>());
+  const SecretKey back = unwrap_key(kek, "dek:01", wrapped);
+  EXPECT_EQ(std::memcmp(back.data(), dek.data(), SecretKey::kSize), 0);
+  EXPECT_EQ(peek_header(wrapped).key_version, 3u);
+  EXPECT_THROW(unwrap_key(kek, "dek:02", wrapped), Error);
+  EXPECT_THROW(random.take<kSealNonceSize>(), Error);  // 1 byte left
 }
 
 TEST(Aead, CiphertextMovedToAnotherSubjectOrFieldFails) {

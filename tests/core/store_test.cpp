@@ -16,12 +16,12 @@ TEST(SqlcipherStore, MigratesAndRoundTrips) {
   TempDir dir;
   const auto key = crypto::SecretKey::random();
   {
-    auto s = open_sqlcipher(dir.path() / "db", key);
+    auto s = custos::testing::open_migrated_store(dir.path() / "db", key);
     auto tx = s->begin(TxMode::write);
     tx->exec("INSERT INTO meta (key, value) VALUES (?, ?)", {"k", "v"});
     tx->commit();
   }
-  auto s = open_sqlcipher(dir.path() / "db", key);
+  auto s = custos::testing::open_migrated_store(dir.path() / "db", key);
   auto tx = s->begin(TxMode::read);
   std::string v;
   tx->exec("SELECT value FROM meta WHERE key = ?", {"k"}, [&](const Row& r) { v = std::string(r.text(0)); });
@@ -30,7 +30,7 @@ TEST(SqlcipherStore, MigratesAndRoundTrips) {
 
 TEST(SqlcipherStore, UncommittedTransactionRollsBack) {
   TempDir dir;
-  auto s = open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
+  auto s = custos::testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
   {
     auto tx = s->begin(TxMode::write);
     tx->exec("INSERT INTO meta (key, value) VALUES ('a', 'b')");
@@ -41,29 +41,29 @@ TEST(SqlcipherStore, UncommittedTransactionRollsBack) {
 
 TEST(SqlcipherStore, WrongKeyAndCorruptFileAreClearErrors) {
   TempDir dir;
-  { open_sqlcipher(dir.path() / "db", crypto::SecretKey::random()); }
+  { custos::testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random()); }
   try {
-    open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
+    custos::testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::storage);
     EXPECT_NE(std::string(e.what()).find("corrupted or was encrypted with another key"), std::string::npos);
   }
   const auto key = crypto::SecretKey::random();
-  { open_sqlcipher(dir.path() / "db2", key); }
+  { custos::testing::open_migrated_store(dir.path() / "db2", key); }
   {
     std::fstream f(dir.path() / "db2", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
     const std::string junk(2000, 'X');
     f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
   }
-  EXPECT_THROW(open_sqlcipher(dir.path() / "db2", key), Error);
+  EXPECT_THROW(custos::testing::open_migrated_store(dir.path() / "db2", key), Error);
 }
 
 TEST(SqlcipherStore, PlainSqliteCannotReadTheFile) {
   TempDir dir;
   {
-    auto s = open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
+    auto s = custos::testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
     auto tx = s->begin(TxMode::write);
     tx->exec("INSERT INTO meta (key, value) VALUES ('visible', 'canary-plain-sqlite')");
     tx->commit();
@@ -78,7 +78,7 @@ TEST(SqlcipherStore, PlainSqliteCannotReadTheFile) {
 
 TEST(SqlcipherStore, ConcurrentWritersFromThreadsSerialise) {
   TempDir dir;
-  auto s = open_sqlcipher(dir.path() / "db", crypto::SecretKey::random());
+  auto s = custos::testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {

@@ -10,6 +10,9 @@
 #include <iterator>
 #include <random>
 
+#include "custos/service/schema.h"
+#include "custos/store/sqlcipher_store.h"
+
 namespace custos::testing {
 namespace fs = std::filesystem;
 
@@ -23,6 +26,12 @@ TempDir::~TempDir() {
   std::error_code ec;
   fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
   fs::remove_all(path_, ec);
+}
+
+std::unique_ptr<store::Store> open_migrated_store(const fs::path& file, const crypto::SecretKey& key) {
+  auto store = store::open_sqlcipher(file, key);
+  service::migrate_schema(*store);
+  return store;
 }
 
 fs::path shipped_policies() { return fs::path(CUSTOS_SOURCE_DIR) / "policies"; }

@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "custos/crypto/secret_key.h"
 #include "custos/error.h"
 #include "custos/service/service.h"
+#include "custos/store/store.h"
 
 namespace custos::testing {
 
@@ -38,6 +40,10 @@ struct TestVault {
   void use_clock(std::function<std::int64_t()> clock);
   std::filesystem::path data_dir() const { return dir.path() / "data"; }
 };
+
+// A fresh (or existing) SQLCipher store at `file`, migrated to the vault's
+// schema (service::migrate_schema), for tests that drive modules directly.
+std::unique_ptr<store::Store> open_migrated_store(const std::filesystem::path& file, const crypto::SecretKey& key);
 
 struct RunResult {
   int exit_code = -1;

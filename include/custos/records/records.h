@@ -217,13 +217,18 @@ class Records {
   std::vector<Order> orders(const SubjectId& id);
 
   // One page of a campaign: active subjects that are neither restricted nor
-  // objected, with an unexpired grant for purpose x channel (and in
-  // `segment` when given), ids greater than `after`, in id order. Decrypts
-  // `spec.fields`, appends ONE audit entry naming every subject of the page,
-  // commits, and only then returns.
+  // objected, among the `candidates` (the consent ledger's subjects with an
+  // unexpired grant for purpose x channel), in `segment` when given, ids
+  // greater than `after`, in id order. Decrypts `spec.fields`, appends ONE
+  // audit entry naming every subject of the page, commits, and only then
+  // returns. Fewer than `limit` subjects: the candidates are exhausted.
   struct CampaignQuery {
     std::string purpose, channel, segment;
     std::int64_t now_us = 0;
+    // Up to `limit` candidate ids greater than `after`, in id order, read in
+    // the page's transaction `tx` (records never reads consent's tables).
+    std::function<std::vector<SubjectId>(store::Transaction& tx, const SubjectId& after, std::size_t limit)>
+        candidates;
   };
   std::vector<Subject> read_campaign_page(const audit::Actor& actor, const CampaignQuery& q,
                                           const std::optional<SubjectId>& after, std::size_t limit,

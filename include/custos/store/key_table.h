@@ -1,7 +1,9 @@
 // custos/store/key_table.h — the keys that live in the store, wrapped by the KEK.
 //
 // Named keys (slot "index:<field>", "audit:signing") sit in `wrapped_keys`;
-// subject DEKs sit in their subject's row (slot "dek:<subject hex>"). The KEK
+// modules keep their own wrapped keys in their own tables (records: each
+// subject's DEK in its row, slot "dek:<subject hex>") and hand rotation a
+// WrappedKeySet to re-wrap them. The KEK
 // version every new wrap must use is recorded in `meta.kek_version`, read
 // inside the writer's transaction, so a rotation by another process is seen
 // by the very next write.
@@ -13,7 +15,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "custos/crypto/keyring.h"
 #include "custos/store/store.h"
@@ -26,6 +30,8 @@ class KeyTable {
 
   // The KEK version new wraps must use (meta.kek_version).
   std::uint32_t kek_version(Transaction& tx);
+  // Records `v` as the version new wraps must use (`custos init`, rotation).
+  static void set_kek_version(Transaction& tx, std::uint32_t v);
 
   // A named long-lived key, unwrapped once and cached; created (random) in
   // its own write transaction on first use.
@@ -42,6 +48,12 @@ class KeyTable {
 
 std::string dek_slot(std::span<const std::uint8_t> subject_id);
 
+// Store-wide settings in `meta` (the store's table), for modules that keep a
+// setting there instead of in a table of their own (the audit journal's
+// fold watermark). nullopt if unset.
+std::optional<std::string> meta_value(Transaction& tx, std::string_view key);
+void set_meta_value(Transaction& tx, std::string_view key, std::string_view value);
+
 // The SQLCipher key file, <data-dir>/keys/db.key.wrapped.
 std::filesystem::path db_key_path(const std::filesystem::path& key_dir);
 crypto::SecretKey read_db_key(crypto::Keyring& keyring, const std::filesystem::path& key_dir);
@@ -55,17 +67,30 @@ struct RotationReport {
   std::int64_t named_keys = 0;  // index and signing keys re-wrapped
 };
 
+// Keys a module keeps wrapped by the KEK in its own tables (records: one DEK
+// per subject), re-wrapped by rotation through the owner's own SQL.
+struct WrappedKeySet {
+  std::string name;  // e.g. "subject data keys"
+  // Re-wraps, inside `tx`, up to `limit` keys not wrapped by KEK `version`;
+  // returns how many it re-wrapped (0: none are left).
+  std::function<std::int64_t(Transaction& tx, crypto::Keyring& keyring, std::uint32_t version, int limit)> rewrap;
+  // How many keys are wrapped by a KEK version other than `version`.
+  std::function<std::int64_t(Transaction& tx, std::uint32_t version)> count_stale;
+};
+
 // Creates KEK version n+1 and re-wraps every key to it in bounded batches,
 // never touching ciphertexts, indexes or the database encryption. Safe while
 // other processes read and write: the first batch switches meta.kek_version,
 // so concurrent writers wrap new keys with the new version from then on.
+// `held` are the modules' own key sets (report.data_keys counts them).
 // `on_done` runs inside the last transaction (to append the audit entry).
 RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const std::filesystem::path& key_dir,
+                           const std::vector<WrappedKeySet>& held,
                            const std::function<void(Transaction&, const RotationReport&)>& on_done);
 
 // Deletes KEK versions older than the current one once nothing refers to them.
 // Returns the versions retired. Throws Error(conflict) if one is still in use.
 std::vector<std::uint32_t> retire_old_keks(Store& store, crypto::Keyring& keyring,
-                                           const std::filesystem::path& key_dir);
+                                           const std::filesystem::path& key_dir, const std::vector<WrappedKeySet>& held);
 
 }  // namespace custos::store

@@ -110,6 +110,13 @@ class Store {
   // an erasure, so no pre-image of shredded data survives in the WAL).
   virtual void checkpoint() = 0;
   virtual std::string backend_name() const = 0;
+  // The global schema version a release before per-module versions recorded
+  // (SQLCipher: PRAGMA user_version), 0 if none; read by the migration
+  // runner (migrations.h) to adopt such a database in place.
+  virtual int legacy_schema_version(Transaction& tx) {
+    (void)tx;
+    return 0;
+  }
 };
 
 }  // namespace custos::store

@@ -1,0 +1,25 @@
+// custos/consent/storage.h — the tables the consent ledger owns
+// (consent_events, consent_state): their migrations, and the reads other
+// modules' queries need, inside the caller's transaction.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "custos/records/records.h"
+#include "custos/store/migrations.h"
+#include "custos/store/store.h"
+
+namespace custos::consent {
+
+store::ModuleMigrations migrations();
+
+// Up to `limit` subjects whose current state for purpose x channel is an
+// unexpired grant at `now_us`, ids greater than `after`, in id order
+// (campaign candidates: records::Records::CampaignQuery::candidates).
+std::vector<records::SubjectId> granted_subjects(store::Transaction& tx, const std::string& purpose,
+                                                 const std::string& channel, std::int64_t now_us,
+                                                 const records::SubjectId& after, std::size_t limit);
+
+}  // namespace custos::consent

@@ -1,0 +1,128 @@
+// The audit log's tables (custos/audit/storage.h). The log itself is
+// audit_log.cpp; the DDL lives here so schema changes and fold changes do
+// not meet in one file.
+#include "custos/audit/storage.h"
+
+namespace custos::audit {
+
+store::ModuleMigrations migrations() {
+  // `legacy_global`: the global schema version (1..9) that applied each step.
+  return {"audit",
+          {
+              {1,
+               1,
+               {
+                   // The audit log: canonical entries (leaves), stored perfect-subtree
+                   // hashes (level >= 1), and every signed checkpoint.
+                   "CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, principal TEXT NOT NULL,"
+                   " purpose TEXT NOT NULL, operation TEXT NOT NULL, subject_id TEXT NOT NULL, outcome TEXT NOT NULL,"
+                   " entry BLOB NOT NULL, leaf BLOB NOT NULL)",
+                   "CREATE INDEX audit_by_subject ON audit_entries (subject_id, seq)",
+                   "CREATE INDEX audit_by_principal ON audit_entries (principal, seq)",
+                   "CREATE INDEX audit_by_purpose ON audit_entries (purpose, seq)",
+                   "CREATE INDEX audit_by_operation ON audit_entries (operation, seq)",
+                   "CREATE INDEX audit_by_time ON audit_entries (at)",
+                   "CREATE TABLE audit_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
+                   " PRIMARY KEY (level, idx))",
+                   "CREATE TABLE audit_checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL,"
+                   " at INTEGER NOT NULL)",
+               }},
+              {2,
+               2,
+               {
+                   // Subjects named by multi-subject audit entries (campaign pages).
+                   "CREATE TABLE audit_subject_refs (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                   " PRIMARY KEY (subject_id, seq))",
+               }},
+              {3,
+               6,
+               {
+                   // Subject refs of multi-subject audit entries (campaign pages):
+                   // WITHOUT ROWID keeps them in one B-tree instead of a rowid table
+                   // plus its primary-key index, halving the index writes a campaign
+                   // page commits before its plaintext is handed out.
+                   "CREATE TABLE audit_subject_refs_v6 (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                   " PRIMARY KEY (subject_id, seq)) WITHOUT ROWID",
+                   "INSERT INTO audit_subject_refs_v6 (subject_id, seq) SELECT subject_id, seq FROM audit_subject_refs",
+                   "DROP TABLE audit_subject_refs",
+                   "ALTER TABLE audit_subject_refs_v6 RENAME TO audit_subject_refs",
+               }},
+              {4,
+               7,
+               {
+                   // One subject index for every audit entry (its subject_id and each
+                   // of its subject_ids), in buckets of consecutive entries: the audit
+                   // fold inserts only into the newest bucket, a few MiB that stay in
+                   // the page cache, where (subject_id, seq) scattered every insert
+                   // over the whole index (fold cost tripled by 1 M entries). A
+                   // subject query seeks once per bucket from the one its paging
+                   // cursor falls in (audit_subject_buckets: where each starts).
+                   // Existing rows are bucketed by seq / 65536; new buckets are cut
+                   // by row count (AuditLog).
+                   "CREATE TABLE audit_subject_index (bucket INTEGER NOT NULL, subject_id TEXT NOT NULL,"
+                   " seq INTEGER NOT NULL, PRIMARY KEY (bucket, subject_id, seq)) WITHOUT ROWID",
+                   "CREATE TABLE audit_subject_buckets (bucket INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL)",
+                   "INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq)"
+                   " SELECT seq / 65536, subject_id, seq FROM audit_entries WHERE subject_id <> ''",
+                   "INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq)"
+                   " SELECT seq / 65536, subject_id, seq FROM audit_subject_refs",
+                   "INSERT INTO audit_subject_buckets (bucket, first_seq)"
+                   " SELECT bucket, min(seq) FROM audit_subject_index GROUP BY bucket",
+                   "DROP INDEX audit_by_subject",
+                   "DROP TABLE audit_subject_refs",
+               }},
+              {5,
+               9,
+               {
+                   // The openings of audit entries that commit to their subjects
+                   // (entry version 2, audit/FORMAT.md §1.5): each subject's id and
+                   // salt, in the entry's order, as one blob. The entry's bytes hold
+                   // only the count and a Merkle root, so a subject's access package
+                   // can prove its membership without naming the others; the ids live
+                   // here (and in audit_subject_index) for queries, breach scans and
+                   // the auditor's export.
+                   "CREATE TABLE audit_subject_openings (seq INTEGER PRIMARY KEY, openings BLOB NOT NULL)",
+               }},
+              {6,
+               0,
+               {
+                   // Issue 16, item 4, a cheaper fold: the audit log
+                   // in blocks of 64 consecutive entries (audit::kBlockEntries; the
+                   // 64 below is that constant): instead of four secondary indexes
+                   // on every entry (principal, purpose, operation, time), each
+                   // completed block gets one posting per distinct principal,
+                   // purpose and operation (`mask`: bit i set if entry block*64+i
+                   // has that value) and its time range; and audit_nodes keeps only
+                   // subtrees of level >= 6 (a block and up): the lower ones are
+                   // hashed again from the block's leaves for a proof. The open
+                   // (last, incomplete) block has no postings and is filtered row
+                   // by row. Idempotent (a rerun rebuilds both tables), in portable
+                   // SQL: the mask is a sum of distinct powers of two, i.e. their OR.
+                   "CREATE TABLE IF NOT EXISTS audit_blocks (block INTEGER PRIMARY KEY, min_at INTEGER NOT NULL,"
+                   " max_at INTEGER NOT NULL)",
+                   "CREATE TABLE IF NOT EXISTS audit_postings (kind INTEGER NOT NULL, value TEXT NOT NULL,"
+                   " block INTEGER NOT NULL, mask INTEGER NOT NULL, PRIMARY KEY (kind, value, block))",
+                   "DELETE FROM audit_blocks",
+                   "DELETE FROM audit_postings",
+                   "INSERT INTO audit_blocks (block, min_at, max_at) SELECT seq / 64, min(at), max(at) FROM audit_entries"
+                   " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY seq / 64",
+                   "INSERT INTO audit_postings (kind, value, block, mask)"
+                   " SELECT 0, principal, seq / 64, sum(CAST(1 AS BIGINT) << CAST(seq % 64 AS INTEGER)) FROM audit_entries"
+                   " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY principal, seq / 64",
+                   "INSERT INTO audit_postings (kind, value, block, mask)"
+                   " SELECT 1, purpose, seq / 64, sum(CAST(1 AS BIGINT) << CAST(seq % 64 AS INTEGER)) FROM audit_entries"
+                   " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY purpose, seq / 64",
+                   "INSERT INTO audit_postings (kind, value, block, mask)"
+                   " SELECT 2, operation, seq / 64, sum(CAST(1 AS BIGINT) << CAST(seq % 64 AS INTEGER)) FROM audit_entries"
+                   " WHERE seq < (SELECT (max(seq) + 1) / 64 * 64 FROM audit_entries) GROUP BY operation, seq / 64",
+                   "DELETE FROM audit_nodes WHERE level < 6",
+                   "DROP INDEX IF EXISTS audit_by_principal",
+                   "DROP INDEX IF EXISTS audit_by_purpose",
+                   "DROP INDEX IF EXISTS audit_by_operation",
+                   "DROP INDEX IF EXISTS audit_by_time",
+               }},
+          }};
+}
+
+
+}  // namespace custos::audit
