@@ -104,6 +104,9 @@ void add_compliance_commands(CLI::App& app, Globals& g, Action& action);
 // Adds `backup`, `backup verify` and `restore` (cli_ops.cpp).
 void add_ops_commands(CLI::App& app, Globals& g, Action& action);
 
+// Adds `system secret` and `outbox list|retry` (cli_outbox.cpp).
+void add_outbox_commands(CLI::App& app, Globals& g, Action& action);
+
 }  // namespace custos::cli
 
 #endif  // CUSTOS_CLI_CLI_COMMON_H_

@@ -192,6 +192,7 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
   audit_.append(*tx, actor,
                 {"consent.record", e.subject_id, {}, {}, true, "",
                  "purpose=" + e.purpose + " channel=" + e.channel + " event=" + e.event + " status=" + e.status});
+  if (change_hook_ && e.status == "confirmed") change_hook_(*tx, {e});
   tx->commit();
   out.events.push_back(std::move(e));
   return out;
@@ -235,6 +236,7 @@ std::vector<Event> Ledger::withdraw_all(const audit::Actor& actor, const access:
   audit_.append(*tx, actor,
                 {sale_or_share_only ? "consent.opt_out_sale_share" : "consent.objection", records::to_hex(subject), {},
                  {}, true, "", "source=" + source + " withdrawn=" + std::to_string(count)});
+  if (change_hook_ && !written.empty()) change_hook_(*tx, written);
   tx->commit();
   return written;
 }
@@ -287,6 +289,7 @@ Event Ledger::confirm(const audit::Actor& actor, std::string_view token,
   materialise(*tx, subject, e);
   audit_.append(*tx, actor,
                 {"consent.confirm", e.subject_id, {}, {}, true, "", "purpose=" + e.purpose + " channel=" + e.channel});
+  if (change_hook_) change_hook_(*tx, {e});
   tx->commit();
   return e;
 }

@@ -88,12 +88,16 @@ bool transition_allowed(const std::string& from, const std::string& to) {
       {"received", {"identity_verified", "extended", "denied", "canceled"}},
       {"identity_verified", {"in_progress", "extended", "denied", "canceled"}},
       {"in_progress",
-       {"awaiting_approval", "completed", "completed_with_exceptions", "extended", "denied", "canceled"}},
+       {"awaiting_approval", "completed", "completed_with_exceptions", "extended", "denied", "canceled",
+        "awaiting_confirmation"}},
       {"extended",
        {"identity_verified", "in_progress", "awaiting_approval", "completed", "completed_with_exceptions", "denied",
-        "canceled"}},
+        "canceled", "awaiting_confirmation"}},
       // The second principal completes, or the request goes back to work.
-      {"awaiting_approval", {"in_progress", "completed", "completed_with_exceptions", "denied", "canceled"}},
+      {"awaiting_approval", {"in_progress", "completed", "completed_with_exceptions", "denied", "canceled",
+                             "awaiting_confirmation"}},
+      // Erased already: only completion remains (confirmed, or overridden).
+      {"awaiting_confirmation", {"completed", "completed_with_exceptions"}},
   };
   for (const auto& [f, tos] : table)
     if (f == from) return one_of(tos, to);
@@ -163,7 +167,8 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
 
 Request Desk::transition(const audit::Actor& actor, const Regulations& regs, const std::string& id,
                          const std::string& to, const std::string& note, const std::string& reason,
-                         const std::string& report) {
+                         const std::string& report,
+                         const std::function<void(store::Transaction&, const Request&)>& in_tx) {
   if (!one_of(kStatuses, to)) throw Error(ErrorCode::invalid_field, "field 'to': unknown status");
   if (to == "denied" && reason.empty()) throw Error(ErrorCode::invalid_field, "field 'reason': a denial needs a reason");
   if (to == "extended" && reason.empty())
@@ -200,8 +205,16 @@ Request Desk::transition(const audit::Actor& actor, const Regulations& regs, con
                      "request=" + id + " from=" + from + " to=" + to};
   event.subject_ids = covered_ids(*q);
   audit_.append(*tx, actor, event);
+  if (in_tx) in_tx(*tx, *q);
   tx->commit();
   return *q;
+}
+
+void Desk::add_note(store::Transaction& tx, const std::string& id, std::int64_t at_us, const std::string& actor,
+                    const std::string& note) {
+  const auto q = load(tx, id);
+  if (!q) throw Error(ErrorCode::not_found, "request " + id.substr(0, 40) + " not found");
+  add_event(tx, id, at_us, actor, q->status, q->status, note);
 }
 
 Request Desk::get(const std::string& id) {

@@ -28,6 +28,7 @@
 #include "custos/service/service.h"
 #include "custos/util/process.h"
 #include "log.h"
+#include "outbox_sender.h"
 #include "server.h"
 
 namespace {
@@ -188,6 +189,26 @@ int main(int argc, char** argv) {
   app.add_option("--audit-fold-interval-ms", fold_interval_ms,
                  "how long reads' audit entries may wait in the journal before the background fold (default 1000)")
       ->check(CLI::Range(1L, 3600L * 1000));
+  // Delivery of outbox events to downstream systems (policies/systems.yaml).
+  custos::http::OutboxSenderOptions outbox_options;
+  long outbox_timeout_ms = outbox_options.timeout.count(), outbox_poll_ms = outbox_options.poll.count();
+  long outbox_horizon_s = outbox_options.retry.horizon_ms / 1000;
+  app.add_option("--outbox-timeout-ms", outbox_timeout_ms,
+                 "time a downstream system has to answer one delivery (default 10000); then it is retried")
+      ->check(CLI::Range(10L, 600L * 1000));
+  app.add_option("--outbox-backoff-base-ms", outbox_options.retry.base_ms,
+                 "wait before the first retry of a failed delivery; doubles per retry, with jitter (default 1000)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{3600} * 1000));
+  app.add_option("--outbox-backoff-max-ms", outbox_options.retry.max_ms,
+                 "longest wait between retries (default 900000)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{86400} * 1000));
+  app.add_option("--outbox-horizon-s", outbox_horizon_s,
+                 "an event still undelivered this long after it was committed is a dead letter (default 259200)")
+      ->check(CLI::Range(1L, 365L * 86400));
+  app.add_option("--outbox-poll-ms", outbox_poll_ms, "longest wait between looks at the outbox (default 250)")
+      ->check(CLI::Range(1L, 60L * 1000));
+  app.add_option("--outbox-batch", outbox_options.batch, "outbox deliveries in flight at once (default 64)")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1024}));
   app.add_option("--node-id", node_id, "this node's id in audit entries (default node-1)");
   app.add_option("--log-level", log_level, "debug | info | warn | error (default info; warn drops access lines)");
   try {
@@ -280,6 +301,10 @@ int main(int argc, char** argv) {
                            {"node_id", node_id}});
 
   Maintenance maintenance(*svc, std::chrono::seconds(retention_interval));
+  outbox_options.timeout = std::chrono::milliseconds(outbox_timeout_ms);
+  outbox_options.poll = std::chrono::milliseconds(outbox_poll_ms);
+  outbox_options.retry.horizon_ms = outbox_horizon_s * 1000;
+  custos::http::OutboxSender outbox_sender(*svc, outbox_options);
 
   for (;;) {
     int sig = 0;
@@ -314,6 +339,7 @@ int main(int argc, char** argv) {
   // close the store, exit.
   const bool drained = server->drain(std::chrono::seconds(20));
   maintenance.stop();
+  outbox_sender.stop();  // what it had not recorded is sent again after the restart
   if (!drained) {
     // A request is still inside the Service: closing the store under it
     // would be worse than leaving it to the OS.

@@ -225,6 +225,8 @@ Result h_legal_hold(HandlerContext& c) {
   return json_result(200, c.svc.set_legal_hold(c.caller, c.param(0), c.body));
 }
 Result h_retention_run(HandlerContext& c) { return json_result(200, c.svc.retention_run(c.caller, c.body)); }
+// POST /v1/dsr/{id}/confirmations: a downstream system says it acted.
+Result h_dsr_confirm(HandlerContext& c) { return json_result(201, c.svc.dsr_confirm(c.caller, c.param(0), c.body)); }
 
 }  // namespace
 
@@ -260,6 +262,7 @@ std::vector<Route> make_routes() {
   add("GET", "/v1/dsr/{id}", true, none, {}, h_dsr_get);
   add("POST", "/v1/dsr/{id}:transition", true, json, {}, h_dsr_transition);
   add("GET", "/v1/dsr/{id}/export", true, none, {"format", "table"}, h_dsr_export);
+  add("POST", "/v1/dsr/{id}/confirmations", true, json, {}, h_dsr_confirm);
   add("POST", "/v1/breaches", true, json, {}, h_breach_create);
   add("GET", "/v1/breaches", true, none, {"status", "at_risk", "overdue", "margin_hours"}, h_breach_list);
   add("GET", "/v1/breaches/{id}", true, none, {}, h_breach_get);

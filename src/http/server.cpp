@@ -296,6 +296,15 @@ std::string HttpServer::Impl::metrics_text() {
   gauge("custos_http_connections_timed_out_total",
         "Connections closed by a header, body, idle or write timeout.", "counter", counters.timed_out.load());
   gauge("custos_http_campaign_streams", "Campaign fetches streaming now.", "gauge", streams.load());
+  // Downstream systems (the outbox): events waiting, delivered, dead letters.
+  const auto outbox = svc.outbox_counts();
+  os << "# HELP custos_outbox_events Outbox events for downstream systems, by delivery status.\n"
+     << "# TYPE custos_outbox_events gauge\n"
+     << "custos_outbox_events{status=\"pending\"} " << outbox.pending << "\n"
+     << "custos_outbox_events{status=\"delivered\"} " << outbox.delivered << "\n"
+     << "custos_outbox_events{status=\"dead\"} " << outbox.dead << "\n";
+  gauge("custos_outbox_dead_letters", "Outbox events no longer retried (4xx answer or retry horizon passed).", "gauge",
+        outbox.dead);
   return os.str();
 }
 

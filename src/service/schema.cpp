@@ -6,6 +6,7 @@
 #include "custos/consent/storage.h"
 #include "custos/dsr/storage.h"
 #include "custos/error.h"
+#include "custos/outbox/storage.h"
 #include "custos/records/storage.h"
 
 namespace custos::service {
@@ -13,7 +14,7 @@ namespace custos::service {
 const std::vector<store::ModuleMigrations>& schema() {
   static const std::vector<store::ModuleMigrations> all = {
       store::keys_migrations(), audit::migrations(),   access::migrations(), records::migrations(),
-      consent::migrations(),    dsr::migrations(),     breach::migrations(),
+      consent::migrations(),    dsr::migrations(),     breach::migrations(),   outbox::migrations(),
   };
   return all;
 }

@@ -239,6 +239,12 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->dsr = std::make_unique<dsr::Desk>(*impl->store, *impl->audit);
   impl->breaches = std::make_unique<breach::Book>(*impl->store, *impl->audit);
   impl->regulations = dsr::Regulations::load(impl->policy_dir() / "regulations.yaml");
+  // Downstream systems: a URL that is not https (or loopback http) refuses to open.
+  impl->systems = outbox::Systems::load(impl->policy_dir() / "systems.yaml", impl->schema_field_names());
+  impl->outbox = std::make_unique<outbox::Outbox>(*impl->store, *impl->keys);
+  impl->consent->set_change_hook([p = impl.get()](store::Transaction& tx, const std::vector<consent::Event>& events) {
+    p->enqueue_consent_events(tx, events);
+  });
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }
 
@@ -258,7 +264,9 @@ bool Service::reload_policies(std::string* error) {
     // Deadlines too: a file that fails to parse or names an unknown calendar
     // throws here, and the rules in force stay.
     auto next_regulations = dsr::Regulations::load(impl_->policy_dir() / "regulations.yaml");
+    auto next_systems = outbox::Systems::load(impl_->policy_dir() / "systems.yaml", impl_->schema_field_names());
     std::lock_guard lock(impl_->policy_mu);
+    impl_->systems = std::move(next_systems);
     impl_->policy = std::move(next);
     impl_->segments = std::move(next_segments);
     impl_->regulations = std::move(next_regulations);

@@ -1,5 +1,6 @@
 // Data-subject requests: intake through the blind index, the lifecycle, and
 // fulfilment of each request type with its report.
+#include <sodium.h>
 #include <yaml-cpp/yaml.h>
 
 #include <nlohmann/json.hpp>
@@ -158,7 +159,9 @@ Json Service::dsr_get(const Caller& caller, std::string_view id) {
   impl_->authorize(caller, *impl_->current_policy(), "dsr", "dsr.read", false);
   const auto q = impl_->dsr->get(std::string(id));
   const auto timeline = impl_->dsr->timeline(q.id);
-  return request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
+  Json out = request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
+  out["downstream"] = impl_->downstream_json(q.id);
+  return out;
 }
 
 Json Service::dsr_transition(const Caller& caller, std::string_view id_text, const Json& body) {
@@ -179,13 +182,32 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
   const auto actor = impl_->actor(caller);
   const auto respond = [&](const dsr::Request& q) {
     const auto timeline = impl_->dsr->timeline(q.id);
-    return request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
+    Json out = request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
+    out["downstream"] = impl_->downstream_json(q.id);
+    return out;
   };
   if (to != "completed") return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, to, note, reason));
 
   // A request is completed by asking for `completed`; whether it ends
   // `completed_with_exceptions` is the fulfilment's finding, not the caller's.
   const auto q = impl_->dsr->get(id);
+  if (q.status == "awaiting_confirmation") {
+    // Erased already; downstream systems' confirmations are awaited. The
+    // officer may complete without them, saying why.
+    const auto missing = impl_->missing_confirmations(id);
+    std::string names;
+    for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
+    if (!missing.empty() && reason.empty())
+      throw Error(ErrorCode::conflict, "waiting for the confirmation of " + names +
+                                           "; give a 'reason' to complete without it");
+    const Json report = q.report.empty() ? Json::object() : Json::parse(q.report, nullptr, false);
+    const std::string final_status =
+        report.is_object() && report.contains("exceptions") && !report["exceptions"].empty() ? "completed_with_exceptions"
+                                                                                             : "completed";
+    std::string text = note;
+    if (!missing.empty()) text = (text.empty() ? "" : text + "; ") + "completed without the confirmation of " + names;
+    return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, final_status, text, reason));
+  }
   if (!dsr::transition_allowed(q.status, to))
     throw Error(ErrorCode::conflict, "a request in status '" + q.status + "' cannot move to 'completed'");
   const auto timeline = impl_->dsr->timeline(id);
@@ -243,11 +265,29 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
     }
   }
   const Json fulfilled = impl_->fulfil(actor, *pol, q, covered, excluded, reason);
-  const std::string final_status =
+  std::string final_status =
       fulfilled.contains("exceptions") && !fulfilled["exceptions"].empty() ? "completed_with_exceptions" : "completed";
   std::string text = note;
   if (q.status == "awaiting_approval") text = (text.empty() ? "" : text + "; ") + "approved by a second principal";
-  return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, final_status, text, reason, fulfilled.dump()));
+  // Downstream systems (policies/systems.yaml) are told in the completion's
+  // own transaction; an erasure a system must confirm waits for it.
+  std::string changes;
+  if (q.type == "rectification" && !q.subjects.empty() && !q.changes.empty())
+    changes = impl_->open_for_subject(q.subjects.front(), "dsr.changes", q.changes);
+  if (q.type == "erasure" && fulfilled.contains("erased") && !fulfilled["erased"]["subjects"].empty()) {
+    const auto sys = impl_->current_systems();
+    if (std::any_of(sys->all().begin(), sys->all().end(),
+                    [](const outbox::System& s) { return s.confirmation_required && s.receives("erasure"); })) {
+      final_status = "awaiting_confirmation";
+      text = (text.empty() ? "" : text + "; ") + "erased; waiting for the confirmation of downstream systems";
+    }
+  }
+  const auto done = impl_->dsr->transition(
+      actor, *impl_->current_regulations(), id, final_status, text, reason, fulfilled.dump(),
+      [&](store::Transaction& tx, const dsr::Request& updated) { impl_->enqueue_dsr_events(tx, updated, fulfilled, changes); });
+  sodium_memzero(changes.data(), changes.size());
+  impl_->notify_outbox();
+  return respond(done);
 }
 
 Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol, const dsr::Request& q,

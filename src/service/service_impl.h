@@ -2,7 +2,9 @@
 // translation units (service.cpp, service_consent.cpp, ...).
 #pragma once
 
+#include <functional>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "custos/audit/audit_log.h"
@@ -13,6 +15,8 @@
 #include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos/error.h"
+#include "custos/outbox/outbox.h"
+#include "custos/outbox/systems.h"
 #include "custos/records/records.h"
 #include "custos/records/rfm.h"
 #include "custos/service/service.h"
@@ -44,7 +48,35 @@ struct Service::Impl {
   std::shared_ptr<const dsr::Regulations> regulations;  // guarded by policy_mu; read via current_regulations()
   std::shared_ptr<const access::Policy> policy;
   std::shared_ptr<const records::RfmPolicy> segments;
+  std::shared_ptr<const outbox::Systems> systems;  // guarded by policy_mu; read via current_systems()
   Counters* counters = nullptr;
+  // Downstream systems (service_outbox.cpp).
+  std::unique_ptr<outbox::Outbox> outbox;
+  std::mutex outbox_listener_mu;
+  std::function<void()> outbox_listener;  // guarded by outbox_listener_mu
+
+  std::shared_ptr<const outbox::Systems> current_systems() const {
+    std::lock_guard lock(policy_mu);
+    return systems;
+  }
+  std::set<std::string> schema_field_names() const {
+    std::set<std::string> names;
+    for (const auto& f : schema.fields()) names.insert(f.name);
+    return names;
+  }
+  // Tells the sender (if one listens) that events were committed.
+  void notify_outbox();
+  // Inside a DSR completion's transaction: the events its downstream systems
+  // receive. `changes`: a rectification's corrections (JSON text), else "".
+  void enqueue_dsr_events(store::Transaction& tx, const dsr::Request& q, const Json& report,
+                          const std::string& changes);
+  // Inside a consent change's transaction (consent::Ledger's change hook).
+  void enqueue_consent_events(store::Transaction& tx, const std::vector<consent::Event>& events);
+  // The outbox state of a request, for its JSON: per event its delivery and
+  // the system's confirmation.
+  Json downstream_json(const std::string& request_id);
+  // Required systems that got an erasure event for `request_id` and have not confirmed.
+  std::vector<std::string> missing_confirmations(const std::string& request_id);
 
   std::filesystem::path policy_dir() const {
     return options.policy_dir.empty() ? options.data_dir / "policies" : options.policy_dir;

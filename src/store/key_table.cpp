@@ -85,6 +85,30 @@ constexpr int kRotationBatch = 5000;
 
 }  // namespace
 
+crypto::SecretKey KeyTable::replace_named_key(const std::string& slot) {
+  std::lock_guard lock(mu_);
+  crypto::SecretKey key = crypto::SecretKey::random();
+  auto tx = store_.begin(TxMode::write);
+  const std::uint32_t v = kek_version(*tx);
+  const auto wrapped = keyring_.wrap(v, slot, key);
+  tx->exec("DELETE FROM wrapped_keys WHERE slot = ?", {slot});
+  tx->exec("INSERT INTO wrapped_keys (slot, kek_version, wrapped) VALUES (?, ?, ?)", {slot, v, wrapped});
+  tx->commit();
+  cache_.erase(slot);
+  return key;
+}
+
+std::optional<crypto::SecretKey> KeyTable::find_named_key(const std::string& slot) {
+  std::vector<std::uint8_t> wrapped;
+  {
+    auto tx = store_.begin(TxMode::read);
+    tx->exec("SELECT wrapped FROM wrapped_keys WHERE slot = ?", {slot},
+             [&](const Row& r) { wrapped = r.blob_copy(0); });
+  }
+  if (wrapped.empty()) return std::nullopt;
+  return keyring_.unwrap(slot, wrapped);
+}
+
 void KeyTable::set_kek_version(Transaction& tx, std::uint32_t v) { set_meta_value(tx, "kek_version", std::to_string(v)); }
 
 RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const fs::path& key_dir,

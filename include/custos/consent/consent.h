@@ -102,7 +102,16 @@ class Ledger {
   // A consent receipt (Kantara / ISO/IEC 27560 fields that apply) for a confirmed grant.
   std::string receipt_json(const Event& e, const access::Policy& policy, const std::string& controller) const;
 
+  // Called inside the transaction of every change that takes effect now
+  // (a confirmed grant, denial or withdrawal; not a pending double opt-in),
+  // with that change's events, so what it writes (the outbox's events for
+  // downstream systems) commits with the change or not at all. Set once,
+  // before the ledger is shared between threads.
+  using ChangeHook = std::function<void(store::Transaction&, const std::vector<Event>&)>;
+  void set_change_hook(ChangeHook hook) { change_hook_ = std::move(hook); }
+
  private:
+  ChangeHook change_hook_;
   store::Store& store_;
   audit::AuditLog& audit_;
   std::filesystem::path notices_dir_;

@@ -5,12 +5,17 @@
 //   erasure: the policy's dsr.erasure_second_approver; a second principal)
 //   any open state -> denied (reason required) | canceled | extended (once
 //   per the regime's limit; moves the due date; work resumes from there)
+//   in_progress | extended | awaiting_approval -> awaiting_confirmation ->
+//   completed (an erasure is fulfilled here but waits for the downstream
+//   systems whose confirmation policies/systems.yaml requires; the officer
+//   may complete it without them, with a reason)
 //
 // Every transition is kept in the request's timeline and in the audit log,
 // in the same transaction. Fulfilment (export, erasure, ...) is done by the
 // service façade, which owns the domain modules; this desk keeps the state.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,9 +33,12 @@ inline const std::vector<std::string> kTypes = {"access",      "portability", "r
 // could not be done and why in the report (e.g. an erasure under legal hold).
 // awaiting_approval: an erasure one principal asked to complete, waiting for a
 // second principal (policy dsr.erasure_second_approver).
+// awaiting_confirmation: an erasure fulfilled in the vault whose downstream
+// systems have not all confirmed it yet (outbox module).
 inline const std::vector<std::string> kStatuses = {"received",  "identity_verified",         "in_progress",
                                                    "extended",  "awaiting_approval",         "completed",
-                                                   "completed_with_exceptions", "denied",    "canceled"};
+                                                   "completed_with_exceptions", "denied",    "canceled",
+                                                   "awaiting_confirmation"};
 
 struct Request {
   std::string id, type, regime, status;
@@ -79,9 +87,18 @@ class Desk {
   // Throws Error(conflict) for an illegal transition or a second extension,
   // Error(invalid_field) for a denial without reason. `report` is stored
   // with the transition (fulfilment results).
+  // `in_tx` (if given) runs inside the transition's transaction with the
+  // updated request, so what it writes (the outbox's events) commits with
+  // the transition or not at all.
   Request transition(const audit::Actor& actor, const Regulations& regs, const std::string& id,
                      const std::string& to, const std::string& note, const std::string& reason,
-                     const std::string& report = "");
+                     const std::string& report = "",
+                     const std::function<void(store::Transaction&, const Request&)>& in_tx = {});
+  // Adds a timeline event that changes no status (a downstream system's
+  // delivery or confirmation), in the caller's transaction. Throws
+  // Error(not_found) for an unknown request.
+  void add_note(store::Transaction& tx, const std::string& id, std::int64_t at_us, const std::string& actor,
+                const std::string& note);
   Request get(const std::string& id);
   std::vector<TimelineEvent> timeline(const std::string& id);
   std::vector<Request> list(const ListFilter& filter);

@@ -21,6 +21,7 @@
 #include "custos/crypto/passphrase.h"
 #include "custos/audit/journal.h"
 #include "custos/access/tokens.h"
+#include "custos/outbox/outbox.h"
 
 namespace custos::service {
 
@@ -196,6 +197,45 @@ class Service {
   Json revoke_token(const Caller& caller, const std::string& name);
   Json rotate_keys(const Caller& caller);
   Json retire_keys(const Caller& caller);
+
+  // Downstream systems (policies/systems.yaml; the outbox module).
+  //
+  // A system confirms it acted on a request it was sent, with a token whose
+  // name policies/systems.yaml gives it (`token`, default its name) and role
+  // `downstream_system`: body {"outcome": "done" | "no_data", "note": "..."}.
+  // The last required confirmation of an erasure in awaiting_confirmation
+  // completes it. Throws forbidden_role (not a system's token), conflict
+  // (nothing was sent to it for the request, or it confirmed already).
+  Json dsr_confirm(const Caller& caller, std::string_view id, const Json& body);
+  // Outbox events (role needs `admin`): query status=, system=, request=, limit=.
+  Json outbox_list(const Caller& caller, const std::map<std::string, std::string>& query);
+  // Puts a dead letter back in the queue (role needs `admin`).
+  Json outbox_retry(const Caller& caller, std::string_view event_id);
+  // Creates or replaces a system's signing secret and returns it, the one
+  // time it is shown (role needs `admin`). {"system", "secret"}.
+  Json system_secret(const Caller& caller, std::string_view system);
+
+  // For the sender in custosd (not a transport call). One claimed event,
+  // signed now (Standard Webhooks headers), to POST to `url`.
+  struct OutboxDelivery {
+    std::string id, system, url, body;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  // Claims due events (leased for policy.lease_ms). An event whose system is
+  // gone from systems.yaml or has no secret is recorded as a failed attempt.
+  std::vector<OutboxDelivery> outbox_claim(std::size_t limit, const outbox::RetryPolicy& policy);
+  // Records a delivery attempt's outcome (http_status 0: no answer), with
+  // the request's timeline note and the disclosure's audit entry.
+  void outbox_record(const std::string& id, int http_status, const std::string& error,
+                     const outbox::RetryPolicy& policy);
+  std::optional<std::int64_t> outbox_next_due_us();
+  std::int64_t now_us() const;
+  // Called after events commit (the sender wakes up); set once at start.
+  void set_outbox_listener(std::function<void()> listener);
+  struct OutboxCounts {
+    std::int64_t pending = 0, delivered = 0, dead = 0;
+  };
+  OutboxCounts outbox_counts();
 
   // Counters for /metrics.
   struct Counters {

@@ -36,6 +36,12 @@ class KeyTable {
   // A named long-lived key, unwrapped once and cached; created (random) in
   // its own write transaction on first use.
   const crypto::SecretKey& named_key(const std::string& slot);
+  // Replaces the named key `slot` by a fresh random one (wrapped under the
+  // current KEK, committed) and returns it: for secrets shown once and then
+  // shared with another party, such as a webhook signing secret.
+  crypto::SecretKey replace_named_key(const std::string& slot);
+  // The named key `slot`, unwrapped, if it exists (never created, never cached).
+  std::optional<crypto::SecretKey> find_named_key(const std::string& slot);
 
   crypto::Keyring& keyring() { return keyring_; }
 
