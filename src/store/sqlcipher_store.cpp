@@ -216,6 +216,11 @@ class SqlcipherStore final : public Store {
     if (sqlite3_step(stmt) == SQLITE_ROW) current = sqlite3_column_int(stmt, 0);
     sqlite3_reset(stmt);
     conn.exec_plain("COMMIT");
+    const int known = migrations().empty() ? 0 : migrations().back().version;
+    if (current > known)
+      throw Error(ErrorCode::storage, "the database schema is version " + std::to_string(current) +
+                                          ", newer than this binary's version " + std::to_string(known) +
+                                          ": upgrade custos before opening it");
     for (const Migration& m : migrations()) {
       if (m.version <= current) continue;
       conn.exec_plain("BEGIN IMMEDIATE");
