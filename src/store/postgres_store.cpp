@@ -248,6 +248,9 @@ class Connection {
       conn_ = nullptr;
       throw Error(ErrorCode::store_unavailable, "cannot connect to the PostgreSQL database: " + why);
     }
+    // Server notices ("relation already exists, skipping") are not errors;
+    // libpq would print them on stderr.
+    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   }
   ~Connection() {
     if (conn_) PQfinish(conn_);

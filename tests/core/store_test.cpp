@@ -434,6 +434,7 @@ TEST_F(PostgresVault, ANodeWithAnotherVaultsMasterKeyIsRefusedBeforeServing) {
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_NE(wrong.err.find("does not match this database"), std::string::npos) << wrong.err;
   // A node with a copy of a's key file is accepted.
+  std::filesystem::create_directories(dir_.path() / "c");
   std::filesystem::copy(dir_.path() / "a" / "keys", dir_.path() / "c" / "keys", std::filesystem::copy_options::recursive);
   std::filesystem::copy(dir_.path() / "a" / "policies", dir_.path() / "c" / "policies",
                         std::filesystem::copy_options::recursive);
