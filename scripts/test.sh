@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is
 # missing, builds once (-Werror), lints the OpenAPI document (Redocly, pinned),
-# runs every ctest suite two at a time.
+# runs every ctest suite two at a time, against SQLCipher and then again
+# against a throwaway PostgreSQL 15 cluster (scripts/pg_cluster.sh).
 #   CUSTOS_CI_CLANG=binaries (default)  also build the production binaries
 #     (custos, custosd, custos-audit: every core, HTTP, CLI and verifier source)
 #     in Release with clang 14 and -Werror: measured 357 s cold on this 2-core
@@ -23,5 +24,21 @@ case "${CUSTOS_CI_CLANG:-binaries}" in
     CUSTOS_BUILD_DIR=build-clang ./scripts/build.sh -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++-14 ;;
   *) echo "test.sh: CUSTOS_CI_CLANG must be 0, binaries or full" >&2; exit 2 ;;
 esac
+# A throwaway PostgreSQL 15 cluster for the second backend, stopped on exit
+# whatever happens. The backend conformance tests use it in both runs
+# (CUSTOS_TEST_PG_URL); the second run puts every test vault in it
+# (CUSTOS_TEST_STORE: a fresh schema per vault, see tests/support).
+PG_DIR=$(mktemp -d /tmp/custos-pg-XXXXXX)
+PG_CLUSTER="$(pwd)/scripts/pg_cluster.sh"
+trap '"$PG_CLUSTER" stop "$PG_DIR" >/dev/null 2>&1 || true' EXIT
+export CUSTOS_TEST_PG_URL
+CUSTOS_TEST_PG_URL=$("$PG_CLUSTER" start "$PG_DIR")
 cd "${CUSTOS_BUILD_DIR:-build}"
-ctest --output-on-failure -j2 --timeout 600
+echo "custos: ctest against SQLCipher"
+sqlcipher_rc=0
+ctest --output-on-failure -j2 --timeout 600 || sqlcipher_rc=$?
+echo "custos: ctest against PostgreSQL ($CUSTOS_TEST_PG_URL)"
+pg_rc=0
+CUSTOS_TEST_STORE=$CUSTOS_TEST_PG_URL ctest --output-on-failure -j2 --timeout 600 -E '^packaging\.' || pg_rc=$?
+echo "custos: SQLCipher run exit $sqlcipher_rc, PostgreSQL run exit $pg_rc"
+[ "$sqlcipher_rc" -eq 0 ] && [ "$pg_rc" -eq 0 ]

@@ -58,6 +58,7 @@ struct Globals {
   std::string data_dir = env_or("CUSTOS_DATA_DIR", "./custos-data");
   std::string passphrase_file = env_or("CUSTOS_PASSPHRASE_FILE", "");
   std::string token = env_or("CUSTOS_TOKEN", "");
+  std::string store = env_or("CUSTOS_STORE", "");  // empty: what the data dir remembers, else SQLCipher
   std::string policies;
   std::string request_id;
 
@@ -69,6 +70,7 @@ struct Globals {
   std::unique_ptr<custos::service::Service> open() const {
     custos::service::OpenOptions o;
     o.data_dir = data_dir;
+    o.store_url = store;
     o.passphrase = passphrase();
     if (!policies.empty()) o.policy_dir = policies;
     return custos::service::Service::open(o);

@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
   app.add_option("--token", g.token, "act as this API token's principal (default: the local operator)");
   app.add_option("--policies", g.policies, "policy directory (default <data-dir>/policies)");
   app.add_option("--request-id", g.request_id, "request id recorded in the audit log");
+  app.add_option("--store", g.store,
+                 "sqlcipher: (default, in the data dir) or postgresql://… (or $CUSTOS_STORE; after init the data dir "
+                 "remembers it)");
 
   Action action;
 
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
     action = [&] {
       custos::service::InitOptions o;
       o.data_dir = g.data_dir;
+      o.store_url = g.store;
       o.passphrase = g.passphrase();
       o.fast_kdf = fast_kdf;
       // The source tree's policies in a build, the package's once installed.

@@ -140,6 +140,10 @@ int main(int argc, char** argv) {
   bool allow_plain = false;
   long header_timeout_ms = options.header_timeout.count(), idle_timeout_ms = options.idle_timeout.count();
   app.add_option("--data-dir", data_dir, "data directory created by `custos init` (default ./custos-data)");
+  std::string store_url;
+  if (const char* env = std::getenv("CUSTOS_STORE"); env && *env) store_url = env;
+  app.add_option("--store", store_url,
+                 "sqlcipher: or postgresql://… (or $CUSTOS_STORE; default: what the data dir remembers, else SQLCipher)");
   app.add_option("--listen", listen, "HOST:PORT or [IPv6]:PORT to listen on (default 127.0.0.1:8443)");
   app.add_option("--tls-cert", tls_cert, "PEM certificate (chain) file: serve HTTPS (reloaded on SIGHUP)");
   app.add_option("--tls-key", tls_key, "PEM private key file for --tls-cert; must not be readable by group or others");
@@ -253,6 +257,7 @@ int main(int argc, char** argv) {
   try {
     custos::service::OpenOptions o;
     o.data_dir = data_dir;
+    o.store_url = store_url;
     if (!passphrase_file.empty()) o.passphrase = custos::crypto::read_passphrase_file(passphrase_file);
     if (!policies.empty()) o.policy_dir = policies;
     o.node_id = node_id;

@@ -3,6 +3,8 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <array>
+#include <deque>
 #include <limits>
 #include <set>
 
@@ -159,6 +161,15 @@ std::string join(const std::vector<std::string>& names) {
   return out;
 }
 
+// Orders (field, digest) pairs by value (a span has no operator<).
+struct PendingDigestLess {
+  bool operator()(const std::pair<std::string_view, store::Blob>& a,
+                  const std::pair<std::string_view, store::Blob>& b) const {
+    if (a.first != b.first) return a.first < b.first;
+    return std::lexicographical_compare(a.second.begin(), a.second.end(), b.second.begin(), b.second.end());
+  }
+};
+
 SubjectId subject_id_of(store::Blob b) {
   SubjectId id{};
   if (b.size() == id.size()) std::copy(b.begin(), b.end(), id.begin());
@@ -211,9 +222,30 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
   auto tx = store_.begin(TxMode::write);
   const std::uint32_t kek_version = keys_.kek_version(*tx);
   const crypto::SecretKey& kek = keys_.keyring().kek(kek_version);
+  // New subjects and their index rows go to the store in bulk (binary COPY
+  // on PostgreSQL) when the batch ends, or before a probe that could match
+  // one of them. The params are views: `owned` keeps their bytes alive.
+  static constexpr std::array<std::string_view, 8> kSubjectColumns = {
+      "id", "status", "created_at", "updated_at", "kek_version", "dek_version", "wrapped_dek", "fields"};
+  static constexpr std::array<std::string_view, 3> kIndexColumns = {"field", "digest", "subject_id"};
+  std::vector<store::Param> pending_subjects, pending_index;
+  std::deque<std::vector<std::uint8_t>> owned;
+  std::set<std::pair<std::string_view, store::Blob>, PendingDigestLess> pending_digests;
+  auto flush_pending = [&] {
+    if (!pending_subjects.empty()) tx->bulk_insert("subjects", kSubjectColumns, pending_subjects);
+    if (!pending_index.empty()) tx->bulk_insert("blind_index", kIndexColumns, pending_index);
+    pending_subjects.clear();
+    pending_index.clear();
+    pending_digests.clear();
+  };
   for (std::size_t i = 0; i < prepared.size(); ++i) {
     CreateOutcome& o = out[i];
     if (on_conflict != OnConflict::create) {
+      for (const auto& entry : digests[i])
+        if (pending_digests.count({entry.first, store::Blob(entry.second)})) {
+          flush_pending();
+          break;
+        }
       // Only active subjects have index rows (erasure and merge delete
       // them); rows this transaction inserted for earlier items count too.
       std::map<SubjectId, int> matched;
@@ -282,15 +314,21 @@ std::vector<CreateOutcome> Records::create_resolved(const audit::Actor& actor, c
                                                    crypto::as_bytes(value)));
       created_fields.insert(name);
     }
-    tx->exec(
-        "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
-        " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
-        {id, now, now, kek_version, kDekVersion,
-         crypto::wrap_key_with_nonce(kek, kek_version, store::dek_slot(id), dek, random.take<crypto::kSealNonceSize>()),
-         encode_fields(sealed)});
-    insert_digests(*tx, id, digests[i]);
+    const auto& wrapped = owned.emplace_back(
+        crypto::wrap_key_with_nonce(kek, kek_version, store::dek_slot(id), dek, random.take<crypto::kSealNonceSize>()));
+    const auto& blob = owned.emplace_back(encode_fields(sealed));
+    for (store::Param p : {store::Param(store::Blob(id)), store::Param("active"), store::Param(now), store::Param(now),
+                           store::Param(kek_version), store::Param(kDekVersion), store::Param(wrapped),
+                           store::Param(blob)})
+      pending_subjects.push_back(p);
+    for (const auto& [field, digest] : digests[i]) {
+      for (store::Param p : {store::Param(field), store::Param(store::Blob(digest)), store::Param(store::Blob(id))})
+        pending_index.push_back(p);
+      pending_digests.insert({field, store::Blob(digest)});
+    }
     created.push_back(id);
   }
+  flush_pending();
   // One entry for the whole batch: it names every subject (indexed, so each
   // is findable by id) and the union of the fields written.
   if (!created.empty()) {

@@ -255,6 +255,12 @@ VaultFacts vault_facts(const fs::path& data_dir, const std::optional<crypto::Pas
 Json backup_vault(const BackupOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   const fs::path dir = options.data_dir;
+  // The online backup copies a SQLCipher file; a PostgreSQL vault's tables
+  // are the database's to back up (pg_dump, base backups: ciphertext only).
+  if (!fs::exists(db_path(dir)) && fs::exists(dir / "store.url"))
+    throw Error(ErrorCode::invalid_argument, "the vault in " + dir.string() +
+                                                 " keeps its tables in PostgreSQL: back them up with the database's"
+                                                 " tools (pg_dump) and keep a copy of " + (dir / "keys").string());
   if (!fs::exists(db_path(dir))) throw Error(ErrorCode::not_found, "no vault in " + dir.string());
   auto keyring = crypto::Keyring::open(key_dir(dir), options.passphrase);
   const crypto::SecretKey db_key = store::read_db_key(*keyring, key_dir(dir));

@@ -18,6 +18,7 @@
 #include "custos/records/storage.h"
 #include "custos/service/schema.h"
 #include "custos/store/key_table.h"
+#include "custos/store/postgres_store.h"
 #include "custos/store/sqlcipher_store.h"
 #include "custos/util/files.h"
 #include "custos_audit/checkpoint.h"
@@ -35,6 +36,55 @@ constexpr std::size_t kMaxBatch = 1000;
 
 fs::path key_dir(const fs::path& data_dir) { return data_dir / "keys"; }
 fs::path db_path(const fs::path& data_dir) { return data_dir / "custos.db"; }
+fs::path store_url_path(const fs::path& data_dir) { return data_dir / "store.url"; }
+
+// A wrapped random key whose only use is to prove, at open, that this node's
+// master key is the one the database's keys are wrapped with (rotation
+// re-wraps it with the others).
+constexpr const char* kKeyCheckSlot = "key_check";
+
+// The store URL to use: the one asked for, else the one `init` remembered in
+// the data dir, else SQLCipher in the data dir. Never echoed in an error (a
+// URL may carry a password).
+std::string resolve_store_url(const fs::path& dir, const std::string& requested) {
+  if (!requested.empty()) return requested;
+  std::error_code ec;
+  if (fs::exists(store_url_path(dir), ec)) {
+    util::require_owner_only(store_url_path(dir));
+    std::string url = util::read_text_file(store_url_path(dir));
+    while (!url.empty() && (url.back() == '\n' || url.back() == '\r' || url.back() == ' ')) url.pop_back();
+    if (!url.empty()) return url;
+  }
+  return "sqlcipher:";
+}
+
+bool is_sqlcipher_url(const std::string& url) { return url.starts_with("sqlcipher:"); }
+
+void require_known_scheme(const std::string& url) {
+  if (!is_sqlcipher_url(url) && !store::is_postgres_url(url))
+    throw Error(ErrorCode::invalid_argument,
+                "store URL: expected sqlcipher: or postgresql://… (the URL is not repeated here)");
+}
+
+// The SQLCipher file a "sqlcipher:" URL names: the data dir's custos.db, or
+// "sqlcipher:PATH".
+fs::path sqlcipher_file(const fs::path& dir, const std::string& url) {
+  const std::string rest = url.substr(std::string_view("sqlcipher:").size());
+  return rest.empty() ? db_path(dir) : fs::path(rest);
+}
+
+// Refuses a node whose master key does not unwrap the database's key check
+// (another vault's key file, or a wrong passphrase that still derived a key).
+void verify_master_key(store::Store& store, crypto::Keyring& keyring) {
+  store::KeyTable keys(store, keyring);
+  try {
+    // None in a vault from before the check: its keys are checked on first use.
+    (void)keys.find_named_key(kKeyCheckSlot);
+  } catch (const Error&) {
+    throw Error(ErrorCode::key_error, "the master key in " + keyring.dir().string() +
+                                          " does not match this database (another vault's key?): refusing to start");
+  }
+}
 
 std::string local_user() {
   if (const passwd* pw = ::getpwuid(::geteuid())) return pw->pw_name;
@@ -161,20 +211,43 @@ InitResult init_data_dir(const InitOptions& options) {
   crypto::ensure_sodium();
   const fs::path dir = options.data_dir;
   std::error_code ec;
+  const std::string url = options.store_url.empty() ? "sqlcipher:" : options.store_url;
+  require_known_scheme(url);
   util::make_private_dir(dir);
-  if (fs::exists(db_path(dir)) || fs::exists(store::db_key_path(key_dir(dir))))
+  if (fs::exists(db_path(dir)) || fs::exists(store::db_key_path(key_dir(dir))) || fs::exists(store_url_path(dir)))
     throw Error(ErrorCode::conflict, "data directory " + dir.string() + " is already initialised");
+  std::unique_ptr<store::Store> pg;
+  if (store::is_postgres_url(url)) {
+    // Before any key is made: a database that already holds a vault is
+    // refused (its nodes share that vault's key; copy it instead).
+    pg = store::open_postgres(url);
+    migrate_schema(*pg);  // creates the tables in an empty database; a vault's are current
+    auto tx = pg->begin(store::TxMode::read);
+    if (store::meta_value(*tx, "kek_version"))
+      throw Error(ErrorCode::conflict, "the PostgreSQL database already holds a vault: start further nodes with a "
+                                       "copy of its key material instead of running init");
+  }
   crypto::Keyring::create(key_dir(dir), options.passphrase,
                           options.fast_kdf ? crypto::Argon2Params::interactive() : crypto::Argon2Params::moderate());
   auto keyring = crypto::Keyring::open(key_dir(dir), options.passphrase);
   {
-    const crypto::SecretKey db_key = crypto::SecretKey::random();
-    store::write_db_key(*keyring, 1, key_dir(dir), db_key);
-    auto store = store::open_sqlcipher(db_path(dir), db_key);
+    std::unique_ptr<store::Store> store;
+    if (pg) {
+      store = std::move(pg);
+      util::write_file_atomic(store_url_path(dir), url + "\n", 0600);
+    } else {
+      const crypto::SecretKey db_key = crypto::SecretKey::random();
+      store::write_db_key(*keyring, 1, key_dir(dir), db_key);
+      store = store::open_sqlcipher(sqlcipher_file(dir, url), db_key);
+    }
     migrate_schema(*store);
-    auto tx = store->begin(store::TxMode::write);
-    store::KeyTable::set_kek_version(*tx, 1);
-    tx->commit();
+    {
+      auto tx = store->begin(store::TxMode::write);
+      store::KeyTable::set_kek_version(*tx, 1);
+      tx->commit();
+    }
+    // The master-key check (verify_master_key): a key only this keyring unwraps.
+    store::KeyTable(*store, *keyring).named_key(kKeyCheckSlot);
   }
   // Default policies, for the operator to edit.
   const fs::path policies = dir / "policies";
@@ -184,6 +257,7 @@ InitResult init_data_dir(const InitOptions& options) {
   }
   OpenOptions open_options;
   open_options.data_dir = dir;
+  open_options.store_url = url;
   open_options.passphrase = options.passphrase;
   if (!fs::exists(policies)) open_options.policy_dir = options.shipped_policies;
   auto service = Service::open(open_options);
@@ -206,14 +280,20 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   const fs::path dir = options.data_dir;
-  if (!fs::exists(db_path(dir)))
+  const std::string url = resolve_store_url(dir, options.store_url);
+  require_known_scheme(url);
+  const bool sqlcipher = is_sqlcipher_url(url);
+  if (sqlcipher ? !fs::exists(sqlcipher_file(dir, url)) : !fs::exists(key_dir(dir)))
     throw Error(ErrorCode::not_found, "no vault in " + dir.string() + " (run `custos init --data-dir " +
                                           dir.string() + "`)");
   impl->keyring = crypto::Keyring::open(key_dir(dir), options.passphrase);
-  {
+  if (sqlcipher) {
     const crypto::SecretKey db_key = store::read_db_key(*impl->keyring, key_dir(dir));
-    impl->store = store::open_sqlcipher(db_path(dir), db_key);
+    impl->store = store::open_sqlcipher(sqlcipher_file(dir, url), db_key);
+  } else {
+    impl->store = store::open_postgres(url);
   }
+  verify_master_key(*impl->store, *impl->keyring);
   migrate_schema(*impl->store);
   impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
@@ -227,7 +307,11 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   ao.now_us = options.clock_us;
   impl->audit = std::make_unique<audit::AuditLog>(*impl->store, *impl->signer, ao);
   const fs::path journal_dir = dir / "audit-journal";
-  if (options.audit_journal)
+  // The journal holds reads' entries on this node's disk until they are
+  // folded. On a shared PostgreSQL database a node may never come back, so
+  // there every entry commits to the database before its plaintext leaves.
+  impl->options.audit_journal = options.audit_journal && impl->store->backend_name() == "sqlcipher";
+  if (impl->options.audit_journal)
     impl->audit->enable_journal(journal_dir, impl->keys->named_key(kJournalSlot), options.audit_journal_options);
   // Not journaling (not asked, or another process holds the journal): fold
   // a crashed owner's leftovers, or learn whose folds to wait for.

@@ -153,8 +153,11 @@ RotationReport rotate_keys(Store& store, crypto::Keyring& keyring, const fs::pat
     if (on_done) on_done(*tx, report);
     tx->commit();
   }
-  const crypto::SecretKey db_key = read_db_key(keyring, key_dir);
-  write_db_key(keyring, nv, key_dir, db_key);
+  // Only a SQLCipher vault has a database key file (PostgreSQL: none).
+  if (fs::exists(db_key_path(key_dir))) {
+    const crypto::SecretKey db_key = read_db_key(keyring, key_dir);
+    write_db_key(keyring, nv, key_dir, db_key);
+  }
   return report;
 }
 
@@ -170,7 +173,8 @@ std::vector<std::uint32_t> retire_old_keks(Store& store, crypto::Keyring& keyrin
     if (stale > 0)
       throw Error(ErrorCode::conflict, "keys are still wrapped by an older master key; run `custos key rotate` first");
   }
-  if (crypto::peek_header(util::read_file(db_key_path(key_dir))).key_version != current)
+  if (fs::exists(db_key_path(key_dir)) &&
+      crypto::peek_header(util::read_file(db_key_path(key_dir))).key_version != current)
     throw Error(ErrorCode::conflict, "the database key is still wrapped by an older master key");
   std::vector<std::uint32_t> retired;
   for (std::uint32_t v = 1; v < current; ++v) {

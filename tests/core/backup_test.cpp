@@ -42,6 +42,11 @@ json person(int i) {
 
 class Backup : public ::testing::Test {
  protected:
+  // `custos backup` copies SQLCipher files; a PostgreSQL vault is backed up
+  // with the database's tools (docs/postgresql.md).
+  void SetUp() override {
+    if (!testing::fresh_test_store_url().empty()) GTEST_SKIP() << "backup is SQLCipher-only";
+  }
   TestVault vault;
   TempDir work;
   fs::path archive = work.path() / "vault.backup";

@@ -27,12 +27,11 @@ using testing::TestVault;
 
 constexpr std::int64_t kHour = 3600LL * 1000000;
 
-// The vault's database opened beside the running service (WAL: a second
-// connection sees every commit), for promises about what is stored.
+// The vault's store opened beside the running service (a second connection
+// sees every commit), for promises about what is stored.
 std::unique_ptr<store::Store> raw_store(const TestVault& v) {
-  const auto dir = v.data_dir();
-  const auto keyring = crypto::Keyring::open(dir / "keys", std::nullopt);
-  return store::open_sqlcipher(dir / "custos.db", store::read_db_key(*keyring, dir / "keys"));
+  const auto keyring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  return testing::open_vault_store(v.data_dir(), *keyring);
 }
 
 Json grant(const std::string& purpose, const std::string& channel) {

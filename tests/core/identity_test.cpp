@@ -452,7 +452,7 @@ struct Direct {
     vault.service.reset();
     const auto dir = vault.data_dir();
     keyring = crypto::Keyring::open(dir / "keys", std::nullopt);
-    store = store::open_sqlcipher(dir / "custos.db", store::read_db_key(*keyring, dir / "keys"));
+    store = testing::open_vault_store(dir, *keyring);
     keys = std::make_unique<store::KeyTable>(*store, *keyring);
     schema = records::Schema::load(dir / "policies" / "schema.yaml");
     signer = std::make_unique<crypto::Signer>(keys->named_key("audit:signing"));

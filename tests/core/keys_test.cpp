@@ -18,7 +18,7 @@ using testing::TestVault;
 
 // Opens the vault's store directly, as an attacker with the keys (or a test) would.
 std::unique_ptr<store::Store> raw_store(const std::filesystem::path& data_dir, crypto::Keyring& ring) {
-  return store::open_sqlcipher(data_dir / "custos.db", store::read_db_key(ring, data_dir / "keys"));
+  return testing::open_vault_store(data_dir, ring);
 }
 
 TEST(Keys, RotationRewrapsWithoutReencrypting) {

@@ -1,9 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "custos/error.h"
+#include "custos/service/schema.h"
+#include "custos/store/postgres_store.h"
 #include "custos/store/sqlcipher_store.h"
 #include "test_support.h"
 
@@ -93,5 +98,364 @@ TEST(SqlcipherStore, ConcurrentWritersFromThreadsSerialise) {
   EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta").value_or(0), 200);
 }
 
+
+// ---------------------------------------------------------------------------
+// The store contract, on every backend. PostgreSQL cases run when the
+// harness gives a cluster (CUSTOS_TEST_PG_URL or CUSTOS_TEST_STORE;
+// scripts/test.sh starts one) and are skipped otherwise; each case gets a
+// fresh schema, so its database starts empty.
+
+class StoreConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "postgresql") {
+      const std::string base = custos::testing::postgres_test_url();
+      if (base.empty()) GTEST_SKIP() << "no PostgreSQL cluster given (CUSTOS_TEST_PG_URL)";
+      url_ = custos::testing::fresh_postgres_schema(base);
+    }
+  }
+  // A handle on the one database; each call is another "node" for PostgreSQL
+  // (its own pool), another connection set for SQLCipher.
+  std::unique_ptr<Store> open() {
+    auto s = GetParam() == "postgresql" ? open_postgres(url_) : open_sqlcipher(dir_.path() / "db", key_);
+    service::migrate_schema(*s);  // the modules' tables, as the service creates them
+    return s;
+  }
+  bool postgres() const { return GetParam() == "postgresql"; }
+
+  custos::testing::TempDir dir_;
+  crypto::SecretKey key_ = crypto::SecretKey::random();
+  std::string url_;
+};
+
+std::string what_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST_P(StoreConformance, RoundTripsIntegersTextBlobsAndNulls) {
+  auto s = open();
+  const std::vector<std::uint8_t> bytes = {0, 1, 2, 0xff, 0, 0x7f};
+  const std::vector<std::uint8_t> empty;
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec("INSERT INTO orders (id, subject_id, amount_minor, currency, at) VALUES (?, ?, ?, ?, ?)",
+             {bytes, empty, std::int64_t{-9007199254740993}, "EUR ' ? \"x\"", 1});
+    tx->exec("INSERT INTO subjects (id, status, created_at, updated_at, kek_version, fields) VALUES (?, ?, 0, 0, ?, ?)",
+             {empty, "active", nullptr, nullptr});
+    tx->commit();
+  }
+  auto tx = s->begin(TxMode::read);
+  int rows = 0;
+  tx->exec("SELECT id, subject_id, amount_minor, currency, at FROM orders WHERE currency = ?", {"EUR ' ? \"x\""},
+           [&](const Row& r) {
+             ++rows;
+             EXPECT_EQ(r.blob_copy(0), bytes);
+             EXPECT_FALSE(r.is_null(1));
+             EXPECT_TRUE(r.blob(1).empty());
+             EXPECT_EQ(r.integer(2), -9007199254740993);
+             EXPECT_EQ(r.text(3), "EUR ' ? \"x\"");
+             EXPECT_EQ(r.integer(4), 1);
+           });
+  EXPECT_EQ(rows, 1);
+  tx->exec("SELECT kek_version, fields, status FROM subjects", {}, [&](const Row& r) {
+    ++rows;
+    EXPECT_TRUE(r.is_null(0));
+    EXPECT_TRUE(r.is_null(1));
+    EXPECT_EQ(r.text(2), "active");
+  });
+  EXPECT_EQ(rows, 2);
+  // Aggregates come back as integers whatever type the backend computes them in.
+  EXPECT_EQ(tx->scalar("SELECT sum(amount_minor) FROM orders").value_or(0), -9007199254740993);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM orders").value_or(0), 1);
+}
+
+TEST_P(StoreConformance, UncommittedTransactionRollsBack) {
+  auto s = open();
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('a', 'b')");
+  }
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key = 'a'").value_or(-1), 0);
+}
+
+TEST_P(StoreConformance, ConcurrentReadModifyWritesFromTwoNodesLoseNoUpdate) {
+  auto node_a = open();
+  auto node_b = open();
+  {
+    auto tx = node_a->begin(TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('counter', '0')");
+    tx->commit();
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      Store& s = t % 2 ? *node_a : *node_b;
+      for (int i = 0; i < 25; ++i) {
+        auto tx = s.begin(TxMode::write);
+        std::int64_t v = 0;
+        tx->exec("SELECT value FROM meta WHERE key = 'counter'", {}, [&](const Row& r) { v = r.integer(0); });
+        tx->exec("UPDATE meta SET value = ? WHERE key = 'counter'", {std::to_string(v + 1)});
+        tx->commit();
+      }
+    });
+  for (auto& th : threads) th.join();
+  auto tx = node_b->begin(TxMode::read);
+  std::string v;
+  tx->exec("SELECT value FROM meta WHERE key = 'counter'", {}, [&](const Row& r) { v = std::string(r.text(0)); });
+  EXPECT_EQ(v, "100");
+}
+
+TEST_P(StoreConformance, AReadTransactionSeesOneSnapshot) {
+  auto s = open();
+  auto reader = s->begin(TxMode::read);
+  EXPECT_EQ(reader->scalar("SELECT count(*) FROM meta").value_or(-1), 0);
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('later', 'x')");
+    tx->commit();
+  }
+  EXPECT_EQ(reader->scalar("SELECT count(*) FROM meta").value_or(-1), 0);
+  auto fresh = s->begin(TxMode::read);
+  EXPECT_EQ(fresh->scalar("SELECT count(*) FROM meta").value_or(-1), 1);
+}
+
+TEST_P(StoreConformance, ADuplicateKeyIsAConflictThatNamesNoValue) {
+  auto s = open();
+  auto tx = s->begin(TxMode::write);
+  tx->exec("INSERT INTO meta (key, value) VALUES (?, 'v')", {"canary-duplicate-key"});
+  try {
+    tx->exec("INSERT INTO meta (key, value) VALUES (?, 'w')", {"canary-duplicate-key"});
+    FAIL() << "no conflict";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::conflict);
+    EXPECT_EQ(std::string(e.what()).find("canary"), std::string::npos) << e.what();
+  }
+}
+
+TEST_P(StoreConformance, InsertOrIgnoreSkipsDuplicates) {
+  auto s = open();
+  auto tx = s->begin(TxMode::write);
+  EXPECT_EQ(tx->exec("INSERT OR IGNORE INTO audit_subject_buckets (bucket, first_seq) VALUES (?, ?)", {1, 10}), 1);
+  EXPECT_EQ(tx->exec("INSERT OR IGNORE INTO audit_subject_buckets (bucket, first_seq) VALUES (?, ?)", {1, 20}), 0);
+  EXPECT_EQ(tx->scalar("SELECT first_seq FROM audit_subject_buckets WHERE bucket = 1").value_or(0), 10);
+}
+
+TEST_P(StoreConformance, DialectFunctionsAndByteOrderAgree) {
+  auto s = open();
+  auto tx = s->begin(TxMode::write);
+  const std::vector<std::uint8_t> lo = {0x01, 0xff}, hi = {0x80, 0x00};
+  for (const auto& [field, digest] : {std::pair{"a", hi}, std::pair{"B", lo}})
+    tx->exec("INSERT INTO blind_index (field, digest, subject_id) VALUES (?, ?, ?)", {field, digest, digest});
+  std::vector<std::uint8_t> min_digest;
+  tx->exec("SELECT min(digest) FROM blind_index", {}, [&](const Row& r) { min_digest = r.blob_copy(0); });
+  EXPECT_EQ(min_digest, lo);
+  // Text compares bytewise, as SQLite does: 'B' (0x42) before 'a' (0x61).
+  std::vector<std::string> order;
+  tx->exec("SELECT field FROM blind_index ORDER BY field", {}, [&](const Row& r) { order.emplace_back(r.text(0)); });
+  EXPECT_EQ(order, (std::vector<std::string>{"B", "a"}));
+  // Scalar max/min of several values.
+  EXPECT_EQ(tx->scalar("SELECT max(?, ?, ?)", {3, 9, 4}).value_or(0), 9);
+  EXPECT_EQ(tx->scalar("SELECT min(?, ?)", {3, 9}).value_or(0), 3);
+  // A '?' inside a string literal is not a parameter.
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM blind_index WHERE field <> '?' AND field = ?", {"a"}).value_or(0), 1);
+}
+
+TEST_P(StoreConformance, BulkInsertStoresWhatInsertsWould) {
+  auto s = open();
+  const std::array<std::string_view, 5> columns = {"id", "subject_id", "amount_minor", "currency", "at"};
+  std::vector<std::vector<std::uint8_t>> ids;
+  for (int i = 0; i < 3000; ++i) ids.push_back({static_cast<std::uint8_t>(i >> 8), static_cast<std::uint8_t>(i), 0});
+  std::vector<Param> values;
+  for (int i = 0; i < 3000; ++i) {
+    values.emplace_back(ids[static_cast<std::size_t>(i)]);
+    values.emplace_back(Blob());
+    values.emplace_back(std::int64_t{i} * std::int64_t{1000000000});
+    values.emplace_back(i % 2 ? "EUR" : "");
+    values.emplace_back(nullptr);
+  }
+  {
+    auto tx = s->begin(TxMode::write);
+    // `at` is NOT NULL: the whole call fails, nothing is kept.
+    EXPECT_THROW(tx->bulk_insert("orders", columns, values), Error);
+  }
+  for (int i = 0; i < 3000; ++i) values[static_cast<std::size_t>(i) * 5 + 4] = Param(std::int64_t{-i});
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->bulk_insert("orders", columns, values);
+    tx->commit();
+  }
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM orders").value_or(0), 3000);
+  EXPECT_EQ(tx->scalar("SELECT sum(amount_minor) FROM orders WHERE currency = 'EUR'").value_or(0),
+            std::int64_t{1500} * 1500 * 1000000000);
+  EXPECT_EQ(tx->scalar("SELECT at FROM orders WHERE id = ?", {ids[2999]}).value_or(0), -2999);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM orders WHERE length(subject_id) = 0").value_or(0), 3000);
+}
+
+TEST_P(StoreConformance, ASchemaNewerThanTheBinaryIsRefusedNamingBothVersions) {
+  {
+    auto s = open();
+    auto tx = s->begin(TxMode::write);
+    tx->exec("UPDATE schema_versions SET version = 9999 WHERE module = 'audit'");
+    tx->commit();
+  }
+  const std::string what = what_of([&] { open(); });
+  EXPECT_NE(what.find("9999"), std::string::npos) << what;
+  EXPECT_NE(what.find("newer than this binary"), std::string::npos) << what;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformance, ::testing::Values("sqlcipher", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+// ---------------------------------------------------------------------------
+// PostgreSQL only: the server's failures.
+
+class PostgresStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = custos::testing::postgres_test_url();
+    if (base_.empty()) GTEST_SKIP() << "no PostgreSQL cluster given (CUSTOS_TEST_PG_URL)";
+    url_ = custos::testing::fresh_postgres_schema(base_);
+  }
+  // A node's store, with the modules' tables (as the service opens it).
+  std::unique_ptr<Store> open_migrated() {
+    auto s = open_postgres(url_);
+    service::migrate_schema(*s);
+    return s;
+  }
+  std::string base_, url_;
+};
+
+TEST_F(PostgresStore, TranslatesThePortableDialect) {
+  EXPECT_EQ(translate_sql_for_postgres("SELECT a FROM t WHERE b = ? AND c = '?' AND d = ?"),
+            "SELECT a FROM t WHERE b = $1 AND c = '?' AND d = $2");
+  EXPECT_EQ(translate_sql_for_postgres("INSERT OR IGNORE INTO t (a) VALUES (?)"),
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING");
+  EXPECT_EQ(translate_sql_for_postgres("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB, c TEXT) WITHOUT ROWID"),
+            "CREATE TABLE t (a BIGINT PRIMARY KEY, b BYTEA, c TEXT COLLATE \"C\")");
+  EXPECT_EQ(translate_sql_for_postgres("SELECT max(a, coalesce(b, 0)), max(c) FROM t"),
+            "SELECT greatest(a, coalesce(b, 0)), max(c) FROM t");
+}
+
+TEST_F(PostgresStore, AnUnreachableServerIsStoreUnavailable) {
+  const TempDir nowhere;
+  const auto code = custos::testing::code_of(
+      [&] { open_postgres("postgresql:///custos?host=" + nowhere.path().string() + "&port=1"); });
+  EXPECT_EQ(code, ErrorCode::store_unavailable);
+}
+
+TEST_F(PostgresStore, AServerErrorNeverEchoesAParameterValue) {
+  auto s = open_migrated();
+  auto tx = s->begin(TxMode::write);
+  const std::string what = what_of([&] {
+    tx->exec("INSERT INTO orders (id, subject_id, amount_minor, currency, at) VALUES (?, ?, ?, 'EUR', 0)",
+             {std::vector<std::uint8_t>{1}, std::vector<std::uint8_t>{1}, "canary-not-a-number"});
+  });
+  EXPECT_EQ(what.find("canary"), std::string::npos) << what;
+  EXPECT_NE(what.find("SQLSTATE 22"), std::string::npos) << what;
+}
+
+TEST_F(PostgresStore, ALostConnectionIsStoreUnavailableHalfWritesNothingAndRecovers) {
+  auto s = open_migrated();
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('half', 'written')");
+    const auto pid = tx->scalar("SELECT pg_backend_pid()").value_or(0);
+    ASSERT_GT(pid, 0);
+    postgres_exec_admin(base_, "SELECT pg_terminate_backend(" + std::to_string(pid) + ")");
+    EXPECT_EQ(custos::testing::code_of([&] { tx->exec("SELECT count(*) FROM meta"); }),
+              ErrorCode::store_unavailable);
+  }
+  // The pool drops the broken connection; the next transaction reconnects.
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key = 'half'").value_or(-1), 0);
+}
+
+TEST_F(PostgresStore, MigrationsRunOnceWhenNodesStartTogether) {
+  std::vector<std::thread> nodes;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < 4; ++i)
+    nodes.emplace_back([&] {
+      try {
+        open_migrated();
+      } catch (...) {
+        ++failures;
+      }
+    });
+  for (auto& n : nodes) n.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto s = open_migrated();
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM schema_versions WHERE module = 'audit'").value_or(0), 1);
+}
+
+
+// ---------------------------------------------------------------------------
+// A vault on PostgreSQL, driven through the real `custos` binary.
+
+class PostgresVault : public PostgresStore {
+ protected:
+  custos::testing::RunResult custos(const std::filesystem::path& data_dir, std::vector<std::string> args) {
+    args.insert(args.begin(), {CUSTOS_CLI_PATH, "--data-dir", data_dir.string()});
+    return custos::testing::run(args);
+  }
+  TempDir dir_;
+};
+
+TEST_F(PostgresVault, InitCreatesTheSchemaAndTheDataDirRemembersTheStore) {
+  const auto data = dir_.path() / "node1";
+  const auto init = custos(data, {"--store", url_, "init", "--fast-kdf"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  EXPECT_FALSE(std::filesystem::exists(data / "custos.db"));
+  EXPECT_TRUE(std::filesystem::exists(data / "keys"));
+  // Later commands find the database without --store.
+  const auto created = custos(data, {"token", "create", "--role", "admin", "--name", "second"});
+  EXPECT_EQ(created.exit_code, 0) << created.err;
+  auto s = open_postgres(url_);
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM tokens").value_or(0), 2);  // admin (init) and second
+}
+
+TEST_F(PostgresVault, ASecondInitOnTheSameDatabaseIsRefused) {
+  ASSERT_EQ(custos(dir_.path() / "a", {"--store", url_, "init", "--fast-kdf"}).exit_code, 0);
+  const auto again = custos(dir_.path() / "b", {"--store", url_, "init", "--fast-kdf"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("already holds a vault"), std::string::npos) << again.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / "b" / "keys" / "master-1.key"));
+}
+
+TEST_F(PostgresVault, ANodeWithAnotherVaultsMasterKeyIsRefusedBeforeServing) {
+  ASSERT_EQ(custos(dir_.path() / "a", {"--store", url_, "init", "--fast-kdf"}).exit_code, 0);
+  // Node b has its own vault (own key) elsewhere, then is pointed at a's database.
+  const std::string other = custos::testing::fresh_postgres_schema(base_);
+  ASSERT_EQ(custos(dir_.path() / "b", {"--store", other, "init", "--fast-kdf"}).exit_code, 0);
+  const auto wrong = custos(dir_.path() / "b", {"--store", url_, "token", "create", "--role", "admin", "--name", "x"});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("does not match this database"), std::string::npos) << wrong.err;
+  // A node with a copy of a's key file is accepted.
+  std::filesystem::create_directories(dir_.path() / "c");
+  std::filesystem::copy(dir_.path() / "a" / "keys", dir_.path() / "c" / "keys", std::filesystem::copy_options::recursive);
+  std::filesystem::copy(dir_.path() / "a" / "policies", dir_.path() / "c" / "policies",
+                        std::filesystem::copy_options::recursive);
+  const auto right = custos(dir_.path() / "c", {"--store", url_, "token", "create", "--role", "admin", "--name", "y"});
+  EXPECT_EQ(right.exit_code, 0) << right.err;
+}
+
+TEST_F(PostgresVault, AnUnreachableDatabaseAtStartIsAClearErrorAndExit1) {
+  ASSERT_EQ(custos(dir_.path() / "a", {"--store", url_, "init", "--fast-kdf"}).exit_code, 0);
+  const TempDir nowhere;
+  const auto r = custos(dir_.path() / "a", {"--store", "postgresql:///custos?host=" + nowhere.path().string() +
+                                                          "&port=1&password=canary-secret",
+                                            "token", "create", "--role", "admin", "--name", "x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot connect to the PostgreSQL database"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("canary-secret"), std::string::npos) << r.err;
+}
 }  // namespace
 }  // namespace custos::store

@@ -63,7 +63,14 @@ int connect_loopback(std::uint16_t port) {
 }
 
 Vault::Vault() {
-  const auto r = run({kCli, "--data-dir", dir.string(), "init", "--fast-kdf"});
+  std::vector<std::string> argv = {kCli, "--data-dir", dir.string(), "init", "--fast-kdf"};
+  // CUSTOS_TEST_STORE: the vault's tables go to a fresh PostgreSQL schema
+  // (the data dir remembers it for custosd and later CLI calls).
+  if (const std::string url = custos::testing::fresh_test_store_url(); !url.empty()) {
+    argv.insert(argv.begin() + 1, url);
+    argv.insert(argv.begin() + 1, "--store");
+  }
+  const auto r = run(argv);
   if (r.exit_code != 0)
     throw std::runtime_error("custos init failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
   admin = trim(read_file(dir / "admin.token"));

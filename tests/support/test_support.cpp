@@ -5,13 +5,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <random>
 
+#include <sodium.h>
+
 #include "custos/service/schema.h"
+#include "custos/store/key_table.h"
+#include "custos/store/postgres_store.h"
 #include "custos/store/sqlcipher_store.h"
+#include "custos/util/files.h"
 
 namespace custos::testing {
 namespace fs = std::filesystem;
@@ -36,9 +42,43 @@ std::unique_ptr<store::Store> open_migrated_store(const fs::path& file, const cr
 
 fs::path shipped_policies() { return fs::path(CUSTOS_SOURCE_DIR) / "policies"; }
 
+std::string postgres_test_url() {
+  for (const char* name : {"CUSTOS_TEST_PG_URL", "CUSTOS_TEST_STORE"})
+    if (const char* url = std::getenv(name); url && store::is_postgres_url(url)) return url;
+  return "";
+}
+
+std::string fresh_test_store_url() {
+  const char* url = std::getenv("CUSTOS_TEST_STORE");
+  if (url == nullptr || !store::is_postgres_url(url)) return "";
+  return fresh_postgres_schema(url);
+}
+
+std::string fresh_postgres_schema(const std::string& base) {
+  unsigned char raw[8];
+  randombytes_buf(raw, sizeof raw);
+  char hex[sizeof raw * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+  const std::string schema = std::string("t_") + hex;
+  store::postgres_exec_admin(base, "CREATE SCHEMA " + schema);
+  // libpq's URL form of `options=-c search_path=<schema>`.
+  return base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema;
+}
+
+std::unique_ptr<store::Store> open_vault_store(const fs::path& data_dir, crypto::Keyring& keyring) {
+  std::error_code ec;
+  if (fs::exists(data_dir / "store.url", ec)) {
+    std::string url = util::read_text_file(data_dir / "store.url");
+    while (!url.empty() && std::isspace(static_cast<unsigned char>(url.back()))) url.pop_back();
+    return store::open_postgres(url);
+  }
+  return store::open_sqlcipher(data_dir / "custos.db", store::read_db_key(keyring, data_dir / "keys"));
+}
+
 TestVault::TestVault(std::optional<std::string> passphrase) {
   service::InitOptions o;
   o.data_dir = data_dir();
+  o.store_url = fresh_test_store_url();
   o.passphrase = passphrase;
   o.fast_kdf = true;
   o.shipped_policies = shipped_policies();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "custos/crypto/keyring.h"
 #include "custos/crypto/secret_key.h"
 #include "custos/error.h"
 #include "custos/service/service.h"
@@ -27,6 +28,20 @@ class TempDir {
 };
 
 std::filesystem::path shipped_policies();
+
+// The store a test vault is created in. Empty (SQLCipher in the data dir)
+// unless CUSTOS_TEST_STORE names a PostgreSQL database (scripts/test.sh
+// sets it for its second ctest run): then a fresh schema in that database,
+// so every vault starts empty and vaults of parallel tests never meet.
+std::string fresh_test_store_url();
+// A PostgreSQL cluster for the backend conformance tests, given in either
+// run: CUSTOS_TEST_PG_URL, else CUSTOS_TEST_STORE; empty if neither.
+std::string postgres_test_url();
+// A fresh, empty schema in the database `base_url` names, as a URL.
+std::string fresh_postgres_schema(const std::string& base_url);
+// The store of the vault in `data_dir`, opened directly (its SQLCipher file,
+// or the PostgreSQL database `init` recorded in <data-dir>/store.url).
+std::unique_ptr<store::Store> open_vault_store(const std::filesystem::path& data_dir, crypto::Keyring& keyring);
 
 // A vault initialised in a temp dir (fast KDF), opened as a Service.
 struct TestVault {

@@ -32,6 +32,10 @@ struct InitOptions {
   std::optional<crypto::Passphrase> passphrase;  // guarded memory, shared by copies
   bool fast_kdf = false;  // Argon2id "interactive" cost (tests, small machines)
   std::filesystem::path shipped_policies;  // copied into <data-dir>/policies
+  // Where the vault's tables live: empty or "sqlcipher:" for <data-dir>/custos.db,
+  // or a postgresql:// URL (the schema is created there; <data-dir> keeps the
+  // master key and remembers the URL in <data-dir>/store.url, mode 0600).
+  std::string store_url;
 };
 
 struct InitResult {
@@ -42,11 +46,15 @@ struct InitResult {
 
 // Creates the data directory: master key, wrapped database key, store,
 // audit signing key, default policies, and an `admin` token. Throws
-// Error(conflict) if the directory was already initialised.
+// Error(conflict) if the directory or the PostgreSQL database was already
+// initialised, Error(store_unavailable) if the database cannot be reached.
 InitResult init_data_dir(const InitOptions& options);
 
 struct OpenOptions {
   std::filesystem::path data_dir;
+  // Empty: the URL `init` remembered in <data-dir>/store.url, else SQLCipher
+  // in <data-dir>. See InitOptions::store_url.
+  std::string store_url;
   std::optional<crypto::Passphrase> passphrase;  // guarded memory, shared by copies
   std::filesystem::path policy_dir;  // empty: <data-dir>/policies
   std::string node_id = "node-1";

@@ -10,6 +10,7 @@
 // non-personal column; the SQLCipher backend encrypts the file as well.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -79,6 +80,25 @@ class Transaction {
   virtual std::int64_t exec_v(std::string_view sql, const std::vector<Param>& params,
                               const RowFn& on_row = nullptr) = 0;
   TxMode mode() const { return mode_; }
+
+  // Inserts rows into `table`: `values` holds columns.size() parameters per
+  // row, row after row. For batch ingest; a constraint violation fails the
+  // whole call (Error(conflict)) and leaves the transaction unusable on
+  // PostgreSQL. The default runs one prepared INSERT per row; the PostgreSQL
+  // backend streams the rows with COPY … FROM STDIN (FORMAT binary).
+  virtual void bulk_insert(std::string_view table, std::span<const std::string_view> columns,
+                           const std::vector<Param>& values) {
+    std::string sql = "INSERT INTO " + std::string(table) + " (";
+    for (std::size_t c = 0; c < columns.size(); ++c) (sql += c ? ", " : "") += columns[c];
+    sql += ") VALUES (";
+    for (std::size_t c = 0; c < columns.size(); ++c) sql += c ? ", ?" : "?";
+    sql += ")";
+    std::vector<Param> row(columns.size());
+    for (std::size_t at = 0; at + columns.size() <= values.size(); at += columns.size()) {
+      for (std::size_t c = 0; c < columns.size(); ++c) row[c] = values[at + c];
+      exec_v(sql, row);
+    }
+  }
 
   // Convenience: the first column of the first row as an integer, if any.
   std::optional<std::int64_t> scalar(std::string_view sql, Params params = {}) {
