@@ -104,6 +104,10 @@ void add_compliance_commands(CLI::App& app, Globals& g, Action& action);
 // Adds `backup`, `backup verify` and `restore` (cli_ops.cpp).
 void add_ops_commands(CLI::App& app, Globals& g, Action& action);
 
+// Adds `import`, `consent`, `order`, `touchpoint`, `audit entries` and
+// `token list` (cli_integration.cpp); call after `audit` and `token` exist.
+void add_integration_commands(CLI::App& app, Globals& g, Action& action);
+
 }  // namespace custos::cli
 
 #endif  // CUSTOS_CLI_CLI_COMMON_H_
