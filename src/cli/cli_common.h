@@ -108,6 +108,9 @@ void add_ops_commands(CLI::App& app, Globals& g, Action& action);
 
 // Adds `system secret` and `outbox list|retry` (cli_outbox.cpp).
 void add_outbox_commands(CLI::App& app, Globals& g, Action& action);
+// Adds `import`, `consent`, `order`, `touchpoint`, `audit entries` and
+// `token list` (cli_integration.cpp); call after `audit` and `token` exist.
+void add_integration_commands(CLI::App& app, Globals& g, Action& action);
 
 }  // namespace custos::cli
 

@@ -290,6 +290,7 @@ int main(int argc, char** argv) {
   add_compliance_commands(app, g, action);
   add_ops_commands(app, g, action);
   add_outbox_commands(app, g, action);
+  add_integration_commands(app, g, action);
 
   try {
     app.parse(argc, argv);

@@ -132,8 +132,12 @@ std::string Ledger::notice_version(const std::string& purpose) const {
   return "sha256:" + sha256_hex("");
 }
 
-Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy, const records::SubjectId& subject,
-                        const EventInput& in) {
+namespace {
+
+// Validates `in` against the policy and the clock (record's rules) and
+// builds the event it records; throws Error(invalid_field), writing nothing.
+Event validated_event(const access::Policy& policy, const records::SubjectId& subject, const EventInput& in,
+                      const std::string& principal, const std::string& current_notice, std::int64_t now) {
   const access::Purpose* purpose = policy.purpose(in.purpose);
   if (purpose == nullptr) throw Error(ErrorCode::invalid_field, "field 'purpose': unknown purpose");
   if (!one_of(kChannels, in.channel)) throw Error(ErrorCode::invalid_field, "field 'channel': unknown channel");
@@ -142,7 +146,6 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
   if (in.event != "granted" && in.event != "denied" && in.event != "withdrawn")
     throw Error(ErrorCode::invalid_field, "field 'event': must be granted, denied or withdrawn");
   if (!one_of(kSources, in.source)) throw Error(ErrorCode::invalid_field, "field 'source': unknown source");
-  const std::int64_t now = audit_.now_us();
   const std::int64_t at = in.at_us == 0 ? now : in.at_us;
   if (in.event == "granted" && at > now)
     throw Error(ErrorCode::invalid_field, "field 'at': a grant may not be dated in the future (vault time " +
@@ -153,7 +156,6 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
     throw Error(ErrorCode::invalid_field, "field 'expires_at': must be after the consent time");
   if (in.double_opt_in && in.event != "granted")
     throw Error(ErrorCode::invalid_field, "field 'double_opt_in': only a grant can await confirmation");
-  const std::string current_notice = notice_version(in.purpose);
   if (!in.notice_version.empty() && in.notice_version != current_notice)
     throw Error(ErrorCode::invalid_field, "field 'notice_version': not the notice in force for this purpose");
 
@@ -170,8 +172,17 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
                                            : in.lawful_basis;
   e.notice_version = current_notice;
   e.expires_us = in.expires_us;
-  e.principal = actor.principal;
+  e.principal = principal;
   e.proof = in.proof.empty() ? "{}" : in.proof;
+  return e;
+}
+
+}  // namespace
+
+Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy, const records::SubjectId& subject,
+                        const EventInput& in) {
+  const std::int64_t now = audit_.now_us();
+  Event e = validated_event(policy, subject, in, actor.principal, notice_version(in.purpose), now);
 
   Recorded out;
   std::optional<std::array<std::uint8_t, 32>> confirm_hash;
@@ -359,6 +370,24 @@ void Ledger::merge_subject(Transaction& tx, const records::SubjectId& from, cons
           " ORDER BY id",
           {into}, [&](const Row& r) { confirmed.push_back(event_from_row(r)); });
   for (const Event& e : confirmed) materialise(tx, into, e);
+}
+
+bool Ledger::import_event(store::Transaction& tx, const std::string& principal, const access::Policy& policy,
+                          const records::SubjectId& subject, const EventInput& in, const std::string& current_notice,
+                          std::int64_t now, bool new_subject) {
+  if (in.double_opt_in)
+    throw Error(ErrorCode::invalid_field, "field 'double_opt_in': an import records captured consent only");
+  Event e = validated_event(policy, subject, in, principal, current_notice, now);
+  // A re-import of the same event (same time, source and outcome) adds nothing.
+  if (!new_subject && tx.scalar("SELECT count(*) FROM consent_events WHERE subject_id = ? AND purpose = ? AND channel = ?"
+                " AND event = ? AND at = ? AND source = ?",
+                {subject, e.purpose, e.channel, e.event, e.at_us, e.source})
+          .value_or(0) != 0)
+    return false;
+  if (!new_subject) void_pending(tx, subject, e.purpose, e.channel);
+  insert_event(tx, subject, e, std::nullopt, std::nullopt);
+  materialise(tx, subject, e);
+  return true;
 }
 
 }  // namespace custos::consent

@@ -22,11 +22,13 @@
 #include <boost/beast/ssl.hpp>
 #include <array>
 #include <cctype>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <future>
 #include <optional>
 
+#include "custos/error.h"
 #include "log.h"
 
 namespace custos::http {
@@ -48,6 +50,8 @@ constexpr std::chrono::milliseconds kLingerTime{1000};
 constexpr std::size_t kLingerBytes = 1 << 20;
 // Read buffer beyond the header limit: room for one read of body bytes.
 constexpr std::size_t kReadSlack = 64 * 1024;
+// One read of a streamed request body (RequestBodyStream).
+constexpr std::size_t kBodyBlock = 64 * 1024;
 
 std::string random_request_id() {
   std::array<unsigned char, 16> raw{};
@@ -79,7 +83,9 @@ beast::string_view trim(beast::string_view s) {
 }
 
 template <class Stream>
-class Connection : public std::enable_shared_from_this<Connection<Stream>>, public ResponseStream {
+class Connection : public std::enable_shared_from_this<Connection<Stream>>,
+                   public ResponseStream,
+                   public RequestBodyStream {
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
  public:
@@ -171,6 +177,46 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
 
   void abort() override { fail_from_worker(); }
 
+  // RequestBodyStream: called from the worker thread running a handler of a
+  // streamed-body route. Each call that finds nothing buffered asks the
+  // strand for one more block, so the client is read no faster than the
+  // handler consumes (back-pressure through TCP).
+  std::size_t read(char* out, std::size_t capacity) override {
+    std::unique_lock lock(body_mu_);
+    // The strand's own read times out after idle_timeout; this is a backstop.
+    const auto deadline = std::chrono::steady_clock::now() + limits_.idle_timeout + std::chrono::seconds(5);
+    while (body_offset_ == body_pending_.size() && !body_done_ && !body_failed_) {
+      if (!body_reading_) {
+        body_reading_ = true;
+        net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->read_body_block(); });
+      }
+      if (body_cv_.wait_until(lock, deadline) == std::cv_status::timeout && body_offset_ == body_pending_.size() &&
+          !body_done_ && !body_failed_) {
+        body_failed_ = true;
+        lock.unlock();
+        fail_from_worker();
+        throw Error(ErrorCode::invalid_argument, "the request body stopped arriving");
+      }
+    }
+    if (body_offset_ < body_pending_.size()) {
+      const std::size_t n = std::min(capacity, body_pending_.size() - body_offset_);
+      std::memcpy(out, body_pending_.data() + body_offset_, n);
+      body_offset_ += n;
+      if (body_offset_ == body_pending_.size()) {
+        sodium_memzero(body_pending_.data(), body_pending_.size());
+        body_pending_.clear();
+        body_offset_ = 0;
+      }
+      return n;
+    }
+    if (body_too_large_)
+      throw Error(ErrorCode::payload_too_large, "request body larger than " + std::to_string(streamed_limit_) + " bytes");
+    if (body_failed_)
+      throw Error(ErrorCode::invalid_argument,
+                  "the request body stopped arriving (timeout, disconnect or malformed chunked coding)");
+    return 0;
+  }
+
   void end() override {
     std::lock_guard lock(stream_mu_);
     stream_ended_ = true;
@@ -222,9 +268,21 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     const Request& req = parser_->get();
     if (const char* why = framing_error(req)) return refuse(400, "invalid_argument", why, {});
     header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
-    if (const auto length = parser_->content_length(); length && *length > limits_.max_body_bytes)
-      return refuse(413, "payload_too_large",
-                    "request body larger than " + std::to_string(limits_.max_body_bytes) + " bytes", {});
+    // A streamed-body route (import) has its own, larger limit; its body is
+    // read by the handler as it goes, never held whole.
+    streamed_limit_ = handler_.streamed_body_limit(req);
+    const std::size_t body_limit = streamed_limit_ > 0 ? streamed_limit_ : limits_.max_body_bytes;
+    if (const auto length = parser_->content_length(); length && *length > body_limit)
+      return refuse(413, "payload_too_large", "request body larger than " + std::to_string(body_limit) + " bytes", {});
+    if (streamed_limit_ > 0 && !parser_->is_done() && iequals(trim(req[bhttp::field::expect]), "100-continue")) {
+      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_, 11);
+      tcp_layer().expires_after(limits_.idle_timeout);
+      return bhttp::async_write(stream_, *cont, [self = this->shared_from_this(), cont](error_code ec, std::size_t) {
+        if (ec) return self->abort(ec);
+        self->dispatch_streamed();
+      });
+    }
+    if (streamed_limit_ > 0) return dispatch_streamed();
     if (parser_->is_done()) return dispatch();
     if (iequals(trim(req[bhttp::field::expect]), "100-continue")) {
       auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_, 11);
@@ -294,14 +352,86 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
   void dispatch() {
     request_ = parser_->release();
     parser_.reset();
+    {
+      std::lock_guard lock(body_mu_);
+      body_streamed_ = false;
+    }
     request_id_ = request_id_for(request_);
     if (draining_->load())
       return refuse(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}});
     take_busy();
+    run_handler(nullptr);
+  }
+
+  // A streamed-body request: the handler starts once the header is in and
+  // pulls the body through read(); the header parser becomes a buffer_body
+  // parser that reads each block straight into body_block_.
+  void dispatch_streamed() {
+    request_ = Request(parser_->get().base());
+    const bool done = parser_->is_done();
+    if (!done) {
+      body_parser_.emplace(std::move(*parser_));
+      body_parser_->body_limit(streamed_limit_);
+    }
+    parser_.reset();
+    {
+      std::lock_guard lock(body_mu_);
+      body_streamed_ = true;
+      body_pending_.clear();
+      body_offset_ = 0;
+      body_done_ = done;
+      body_failed_ = body_too_large_ = body_reading_ = false;
+    }
+    request_id_ = request_id_for(request_);
+    if (draining_->load())
+      return refuse(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}});
+    take_busy();
+    run_handler(this);
+  }
+
+  // Strand: reads the next block of a streamed body for read().
+  void read_body_block() {
+    body_block_.resize(kBodyBlock);
+    auto& body = body_parser_->get().body();
+    body.data = body_block_.data();
+    body.size = body_block_.size();
+    body.more = true;
+    tcp_layer().expires_after(limits_.idle_timeout);
+    bhttp::async_read(stream_, buffer_, *body_parser_,
+                      [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_body_block(ec); });
+  }
+
+  void on_body_block(error_code ec) {
+    if (ec == bhttp::error::need_buffer) ec = {};  // the block is full: not an error
+    const std::size_t got = body_block_.size() - body_parser_->get().body().size;
+    {
+      std::lock_guard lock(body_mu_);
+      if (ec) {
+        body_failed_ = true;
+        body_too_large_ = ec == bhttp::error::body_limit;
+      } else {
+        body_pending_.append(body_block_.data(), got);
+        body_done_ = body_parser_->is_done();
+      }
+      body_reading_ = false;
+    }
+    sodium_memzero(body_block_.data(), body_block_.size());
+    body_cv_.notify_all();
+    if (ec && is_timeout(ec)) counters_.timed_out.fetch_add(1);
+  }
+
+  // A streamed body the handler left unread: the rest of the byte stream
+  // cannot frame a next request, so the connection closes after the reply.
+  bool body_left_unread() {
+    std::lock_guard lock(body_mu_);
+    return body_streamed_ && !body_done_;
+  }
+
+  void run_handler(RequestBodyStream* body) {
     // request_ and request_id_ stay untouched until the handler is done:
     // the next request is read only after send() or finish_stream().
-    net::post(workers_, [self = this->shared_from_this()] {
-      Result result = self->handler_.handle(self->request_, self->request_id_, *self);
+    net::post(workers_, [self = this->shared_from_this(), body] {
+      Result result = self->handler_.handle(self->request_, self->request_id_, *self, body);
       if (!result.streamed && self->stream_begun()) {
         // A handler that began a stream and then returned a whole body: the
         // stream is what the client has; end it.
@@ -331,7 +461,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
                                                                       request_.version());
     decorate(*res, request_id_);
     res->set(bhttp::field::content_type, r.content_type);
-    bool close = draining_->load() || !request_.keep_alive();
+    bool close = draining_->load() || !request_.keep_alive() || body_left_unread();
     for (auto& [k, v] : r.headers) {
       if (iequals(k, "Connection") && iequals(v, "close")) {
         close = true;
@@ -472,7 +602,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
     stream_inflight_.clear();
     stream_io_done_ = stream_handler_done_ = false;
     if (failed) return;  // the socket is closed
-    if (stream_close_ || stream_raw_) return shutdown();
+    if (stream_close_ || stream_raw_ || body_left_unread()) return shutdown();
     await_request();
   }
 
@@ -531,6 +661,19 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>, publ
 
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  // A streamed request body (BodyMode::stream), shared with the worker.
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> body_parser_;  // strand only
+  std::vector<char> body_block_;  // strand only: the block being read
+  std::size_t streamed_limit_ = 0;  // strand only: the streamed-body limit of the current request (0: none)
+  std::mutex body_mu_;
+  std::condition_variable body_cv_;
+  std::string body_pending_;     // GUARDED_BY(body_mu_): received, not yet read
+  std::size_t body_offset_ = 0;  // GUARDED_BY(body_mu_)
+  bool body_streamed_ = false;   // GUARDED_BY(body_mu_): the current request's body is streamed
+  bool body_done_ = false;       // GUARDED_BY(body_mu_)
+  bool body_failed_ = false;     // GUARDED_BY(body_mu_)
+  bool body_too_large_ = false;  // GUARDED_BY(body_mu_)
+  bool body_reading_ = false;    // GUARDED_BY(body_mu_): a block read is scheduled
   std::function<void(std::uint64_t, beast::string_view, error_code&)> chunk_limit_;
   std::uint64_t chunked_total_ = 0;
   std::size_t header_fields_ = 0;  // fields when the header was read (trailers add more)

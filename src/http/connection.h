@@ -41,7 +41,13 @@ class RequestHandler {
   virtual ~RequestHandler() = default;
   // Runs on a worker thread. Never throws; errors come back as problem
   // Results. A streamed Result has already answered through `stream`.
-  virtual Result handle(const Request& req, const std::string& request_id, ResponseStream& stream) noexcept = 0;
+  // `body` is the request body of a streamed-body route (else null).
+  virtual Result handle(const Request& req, const std::string& request_id, ResponseStream& stream,
+                        RequestBodyStream* body) noexcept = 0;
+  // For a request whose route streams its body to the handler
+  // (BodyMode::stream): its body limit (> 0). 0: the body is read whole
+  // under max_body_bytes before the handler runs.
+  virtual std::size_t streamed_body_limit(const Request& req) noexcept = 0;
   // A request refused at the edge (400, 413, 431, 503): counted in metrics.
   virtual void count_refusal(int status) noexcept = 0;
 };

@@ -161,6 +161,9 @@ int main(int argc, char** argv) {
   // Edge limits.
   app.add_option("--max-body-bytes", options.max_body_bytes, "largest accepted request body (default 1048576); above: 413")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+  app.add_option("--max-import-bytes", options.max_import_bytes,
+                 "largest POST /v1/import body, read as it streams (default 1073741824); above: 413")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 40));
   app.add_option("--max-header-bytes", options.max_header_bytes,
                  "largest request line + headers (default 16384); above: 431")
       ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 20));
@@ -299,6 +302,7 @@ int main(int argc, char** argv) {
   hlog::info("listening", {{"url", url},
                            {"tls", https},
                            {"max_body_bytes", options.max_body_bytes},
+                           {"max_import_bytes", options.max_import_bytes},
                            {"max_header_bytes", options.max_header_bytes},
                            {"max_connections", options.max_connections},
                            {"io_threads", options.io_threads},

@@ -2,6 +2,7 @@
 // and its JSON document into a Result. Authentication, quotas, body
 // parsing and error mapping happen before and after, in server.cpp.
 #include <array>
+#include <limits>
 #include <sstream>
 
 #include "custos/error.h"
@@ -228,6 +229,67 @@ Result h_retention_run(HandlerContext& c) { return json_result(200, c.svc.retent
 // POST /v1/dsr/{id}/confirmations: a downstream system says it acted.
 Result h_dsr_confirm(HandlerContext& c) { return json_result(201, c.svc.dsr_confirm(c.caller, c.param(0), c.body)); }
 
+// ---- Bulk integration (issue 18)
+
+// POST /v1/import[?import_id=&on_conflict=&chunk=]: NDJSON, one customer per
+// line, read as it arrives (the body is never held whole; its limit is
+// --max-import-bytes). The report lists each failed line's error. It holds
+// a worker for its duration, so it takes a stream slot as a campaign does.
+Result h_import(HandlerContext& c) {
+  const std::shared_ptr<void> slot = c.claim_stream();
+  service::ImportOptions options;
+  options.import_id = c.query_or_empty("import_id");
+  if (c.query.count("on_conflict")) options.on_conflict = c.query.at("on_conflict");
+  if (c.query.count("chunk")) {
+    const std::string& v = c.query.at("chunk");
+    if (v.empty() || v.size() > 4 || v.find_first_not_of("0123456789") != std::string::npos)
+      throw Error(ErrorCode::invalid_argument, "parameter 'chunk' must be 1-1000");
+    options.chunk_lines = std::stoul(v);
+  }
+  options.max_bytes = std::numeric_limits<std::uint64_t>::max();  // the edge enforces --max-import-bytes
+  const Json report = c.svc.import_ndjson(c.caller, options, [&](char* buffer, std::size_t capacity) {
+    return c.body_stream->read(buffer, capacity);
+  });
+  return json_result(200, report);
+}
+
+// GET /v1/subjects:export: every subject as an NDJSON line in the import's
+// format, streamed page by page. Refusals come before the first line; a
+// failure after it cuts the stream short (no last chunk), never a partial
+// body that looks whole.
+Result h_export_subjects(HandlerContext& c) {
+  const std::shared_ptr<void> slot = c.claim_stream();
+  bool started = false;
+  auto emit = [&](const std::string& line) -> bool {
+    if (!started) {
+      c.stream->begin(200, "application/x-ndjson", {});
+      started = true;
+    }
+    return c.stream->write(line);
+  };
+  try {
+    c.svc.export_subjects(c.caller, c.query, emit);
+  } catch (...) {
+    if (!started) throw;
+    c.stream->abort();
+    Result r;
+    r.streamed = true;
+    return r;
+  }
+  if (!started) c.stream->begin(200, "application/x-ndjson", {});
+  c.stream->end();
+  Result r;
+  r.streamed = true;
+  return r;
+}
+
+Result h_batch_consents(HandlerContext& c) { return json_result(200, c.svc.batch_record_consents(c.caller, c.body)); }
+Result h_batch_orders(HandlerContext& c) { return json_result(200, c.svc.batch_add_orders(c.caller, c.body)); }
+Result h_batch_touchpoints(HandlerContext& c) {
+  return json_result(200, c.svc.batch_add_touchpoints(c.caller, c.body));
+}
+Result h_list_tokens(HandlerContext& c) { return json_result(200, c.svc.list_tokens(c.caller)); }
+
 }  // namespace
 
 std::vector<Route> make_routes() {
@@ -277,6 +339,13 @@ std::vector<Route> make_routes() {
   add("GET", "/v1/audit/proof/consistency", true, none, {"first", "second"}, h_consistency);
   add("GET", "/v1/audit/export", true, none, {}, h_audit_export);
   add("GET", "/v1/whoami", true, none, {}, h_whoami);
+  // Bulk integration (issue 18).
+  add("POST", "/v1/import", true, BodyMode::stream, {"import_id", "on_conflict", "chunk"}, h_import);
+  add("GET", "/v1/subjects:export", true, none, {"after", "limit"}, h_export_subjects);
+  add("POST", "/v1/consents:batchRecord", true, json, {}, h_batch_consents);
+  add("POST", "/v1/orders:batchCreate", true, json, {}, h_batch_orders);
+  add("POST", "/v1/touchpoints:batchCreate", true, json, {}, h_batch_touchpoints);
+  add("GET", "/v1/tokens", true, none, {}, h_list_tokens);
   return r;
 }
 

@@ -52,6 +52,19 @@ class ResponseStream {
   virtual void abort() = 0;
 };
 
+// A request body a handler pulls on its worker thread while the
+// connection's I/O thread receives it (routes with BodyMode::stream): the
+// server holds at most one read block of it, whatever its size.
+class RequestBodyStream {
+ public:
+  virtual ~RequestBodyStream() = default;
+  // Copies up to `capacity` body bytes into `buffer`, waiting for them; 0 at
+  // the end of the body. Throws Error(payload_too_large) past the route's
+  // limit, Error(invalid_argument) when the body stops arriving (idle
+  // timeout, disconnect, malformed chunking).
+  virtual std::size_t read(char* buffer, std::size_t capacity) = 0;
+};
+
 struct HandlerContext {
   service::Service& svc;
   const Request& req;
@@ -64,6 +77,8 @@ struct HandlerContext {
   // one (throws 503); both are released when the returned handle goes.
   std::function<std::shared_ptr<void>()> claim_stream;
   std::function<std::string()> metrics_text;
+  // BodyMode::stream: the body, read as it arrives (`body` stays null).
+  RequestBodyStream* body_stream = nullptr;
 
   const std::string& param(std::size_t i) const { return params.at(i); }
   std::string query_or_empty(const std::string& key) const {
@@ -74,7 +89,10 @@ struct HandlerContext {
 
 using Handler = std::function<Result(HandlerContext&)>;
 
-enum class BodyMode { none, json };
+// json: the whole body is read (under --max-body-bytes) and parsed before
+// the handler runs; stream: the handler reads it as it arrives
+// (RequestBodyStream) under the server's streamed-body limit.
+enum class BodyMode { none, json, stream };
 
 struct Route {
   std::string method;

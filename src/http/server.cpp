@@ -140,9 +140,18 @@ struct HttpServer::Impl final : RequestHandler {
     workers.join();
   }
 
-  Result handle(const Request& req, const std::string& request_id, ResponseStream& stream) noexcept override;
-  Result dispatch(const Request& req, const std::string& request_id, ResponseStream& stream,
+  Result handle(const Request& req, const std::string& request_id, ResponseStream& stream,
+                RequestBodyStream* body) noexcept override;
+  Result dispatch(const Request& req, const std::string& request_id, ResponseStream& stream, RequestBodyStream* body,
                   std::string& route_label, std::string& principal);
+  std::size_t streamed_body_limit(const Request& req) noexcept override {
+    try {
+      const RouteMatch m = match_route(routes, sv(req.method_string()), sv(req.target()));
+      return m.route->body == BodyMode::stream ? options.max_import_bytes : 0;
+    } catch (...) {
+      return 0;  // unrouted: the ordinary path answers it
+    }
+  }
   void count_refusal(int status) noexcept override {
     try {
       metrics.observe("edge", "OTHER", status, 0);
@@ -166,7 +175,7 @@ std::shared_ptr<void> HttpServer::Impl::claim_stream(const std::string& principa
 }
 
 Result HttpServer::Impl::dispatch(const Request& req, const std::string& request_id, ResponseStream& stream,
-                                  std::string& route_label, std::string& principal) {
+                                  RequestBodyStream* body, std::string& route_label, std::string& principal) {
   if (draining)
     throw HttpProblem(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}, {"Connection", "close"}});
   // The console and privacy page (static, unauthenticated; see static_assets.h).
@@ -194,12 +203,17 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
   ctx.caller.purpose = std::string(trim(sv(req["Custos-Purpose"])));
   ctx.claim_stream = [this, &principal] { return claim_stream(principal); };
   if (m.route->body == BodyMode::json) ctx.body = parse_body(req.body());
+  if (m.route->body == BodyMode::stream) {
+    if (body == nullptr) throw Error(ErrorCode::internal, "streamed-body route reached without its body stream");
+    ctx.body_stream = body;
+  }
   Result result = m.route->handler(ctx);
   result.hold = std::move(admitted);
   return result;
 }
 
-Result HttpServer::Impl::handle(const Request& req, const std::string& request_id, ResponseStream& stream) noexcept {
+Result HttpServer::Impl::handle(const Request& req, const std::string& request_id, ResponseStream& stream,
+                                RequestBodyStream* body) noexcept {
   const auto start = std::chrono::steady_clock::now();
   std::string route_label = "unmatched";
   std::string principal;
@@ -208,7 +222,7 @@ Result HttpServer::Impl::handle(const Request& req, const std::string& request_i
   log::Level level = log::Level::info;
   Json extra = Json::object();
   try {
-    result = dispatch(req, request_id, stream, route_label, principal);
+    result = dispatch(req, request_id, stream, body, route_label, principal);
   } catch (const HttpProblem& p) {
     code = p.code;
     result = problem(p.status, p.code, p.detail, request_id);

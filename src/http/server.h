@@ -50,6 +50,9 @@ struct ServerOptions {
   // Edge limits (see README "Limits").
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 1024 * 1024;
+  // Streamed bodies (POST /v1/import): read as the handler goes, never held
+  // whole; above: 413 (by Content-Length before reading, else when reached).
+  std::size_t max_import_bytes = std::size_t{1} << 30;
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds idle_timeout{30'000};
   std::size_t min_body_rate = 16 * 1024;  // bytes per second

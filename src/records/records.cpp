@@ -609,11 +609,15 @@ void Records::for_each_touchpoint(const audit::Actor& actor, const SubjectId& id
   }
 }
 
-std::string Records::add_order(const audit::Actor& actor, const SubjectId& id, const Order& order) {
+void Records::check_order(const Order& order) {
   if (order.amount_minor < 0) throw Error(ErrorCode::invalid_field, "field 'amount_minor': must not be negative");
   if (order.currency.size() != 3 || !std::all_of(order.currency.begin(), order.currency.end(),
                                                   [](char c) { return c >= 'A' && c <= 'Z'; }))
     throw Error(ErrorCode::invalid_field, "field 'currency': expected an ISO 4217 code like EUR");
+}
+
+std::string Records::add_order(const audit::Actor& actor, const SubjectId& id, const Order& order) {
+  check_order(order);
   std::array<std::uint8_t, 16> order_id{};
   randombytes_buf(order_id.data(), order_id.size());
   auto tx = store_.begin(TxMode::write);
@@ -868,6 +872,177 @@ MergeReport Records::merge(const audit::Actor& actor, const SubjectId& survivor,
   // As after an erasure: no pre-image of the shredded rows stays in the WAL.
   store_.checkpoint();
   return report;
+}
+
+// ---- Bulk import
+
+void Records::prepare_import() {
+  for (const FieldSpec& f : schema_.fields())
+    if (f.searchable) keys_.named_key(index_slot(f.name));
+}
+
+Records::ImportedSubject Records::import_subject(Transaction& tx, const FieldMap& fields, OnConflict on_conflict,
+                                                 std::int64_t now) {
+  if (fields.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
+  Prepared prepared = prepare(fields);
+  Digests digests;
+  for (const auto& [field, normalised] : prepared.indexed)
+    digests.emplace_back(field, crypto::blind_index(keys_.named_key(index_slot(field)), normalised));
+  ImportedSubject result;
+  CreateOutcome& o = result.outcome;
+  // Active subjects named by the external id (`by_external_id`) or by the other identifiers.
+  auto matches_of = [&](bool by_external_id) {
+    std::map<SubjectId, int> matched;
+    std::set<std::string> on;
+    for (const auto& entry : digests) {
+      const auto& field = entry.first;
+      if ((field == "external_id") != by_external_id) continue;
+      tx.exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ?", {field, entry.second},
+              [&](const Row& r) {
+                matched[subject_id_of(r.blob(0))] = 1;
+                on.insert(field);
+              });
+    }
+    o.matches.clear();
+    for (const auto& [id, unused] : matched) o.matches.push_back(id);
+    o.matched_on.assign(on.begin(), on.end());
+  };
+  // The external id first: the same customer again is the same subject.
+  matches_of(true);
+  bool resolved = !o.matches.empty();
+  if (!resolved && on_conflict != OnConflict::create) {
+    matches_of(false);
+    resolved = !o.matches.empty();
+    if (resolved && on_conflict == OnConflict::reject) {
+      o.id = o.matches.front();
+      o.kind = CreateOutcome::Kind::duplicate;
+      return result;
+    }
+  }
+  if (resolved) {
+    o.id = o.matches.front();
+    o.kind = CreateOutcome::Kind::duplicate;
+    if (o.matches.size() != 1) return result;
+    auto row = load_row(tx, o.id, true);
+    if (!row || row->subject.status != "active") return result;
+    if (row->subject.restricted) {
+      o.kind = CreateOutcome::Kind::restricted;
+      return result;
+    }
+    o.kind = CreateOutcome::Kind::merged;
+    result.dek.emplace(unwrap_dek(o.id, row->wrapped_dek));
+    SealedFields sealed = decode_fields(row->fields);
+    for (auto& [name, value] : prepared.values) {
+      if (sealed.count(name)) {
+        o.fields_kept.push_back(name);
+        continue;
+      }
+      sealed.emplace(name, crypto::seal(*result.dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                        crypto::field_ad(o.id, name, schema_.version()), crypto::as_bytes(value)));
+      o.fields_added.push_back(name);
+    }
+    if (!o.fields_added.empty()) {
+      tx.exec("UPDATE subjects SET fields = ?, updated_at = ? WHERE id = ?", {encode_fields(sealed), now, o.id});
+      const std::set<std::string> added(o.fields_added.begin(), o.fields_added.end());
+      insert_digests(tx, o.id, digests, &added);
+    }
+  } else {
+    o.matches.clear();
+    o.matched_on.clear();
+    randombytes_buf(o.id.data(), o.id.size());
+    result.dek.emplace(crypto::SecretKey::random());
+    SealedFields sealed;
+    for (auto& [name, value] : prepared.values) {
+      sealed.emplace(name, crypto::seal(*result.dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                        crypto::field_ad(o.id, name, schema_.version()), crypto::as_bytes(value)));
+      o.fields_added.push_back(name);
+    }
+    const std::uint32_t kek_version = keys_.kek_version(tx);
+    tx.exec(
+        "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
+        " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
+        {o.id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(o.id), *result.dek),
+         encode_fields(sealed)});
+    insert_digests(tx, o.id, digests);
+    o.kind = CreateOutcome::Kind::created;
+  }
+  for (auto& [name, value] : prepared.values) wipe(value);
+  return result;
+}
+
+bool Records::import_touchpoint(Transaction& tx, const SubjectId& id, const crypto::SecretKey& dek,
+                                const RowId& row_id, const Touchpoint& tp, bool new_subject) {
+  if (tp.notes && tp.notes->size() > schema_.max_value_bytes())
+    throw Error(ErrorCode::invalid_field, "field 'notes': value is larger than the limit");
+  if (!new_subject && tx.scalar("SELECT count(*) FROM touchpoints WHERE id = ?", {row_id}).value_or(0) != 0) return false;
+  std::optional<crypto::Bytes> notes;
+  if (tp.notes) {
+    crypto::Bytes ad = crypto::field_ad(id, kTouchpointNotes, schema_.version());
+    ad.insert(ad.end(), row_id.begin(), row_id.end());
+    notes = crypto::seal(dek, {crypto::kSealFormat, kDekVersion, schema_.version()}, ad, crypto::as_bytes(*tp.notes));
+  }
+  tx.exec("INSERT INTO touchpoints (id, subject_id, channel, type, at, notes) VALUES (?, ?, ?, ?, ?, ?)",
+          {row_id, id, tp.channel, tp.type, tp.at_us, notes ? store::Param(*notes) : store::Param()});
+  return true;
+}
+
+bool Records::import_order(Transaction& tx, const SubjectId& id, const RowId& row_id, const Order& order,
+                           bool new_subject) {
+  check_order(order);
+  if (!new_subject && tx.scalar("SELECT count(*) FROM orders WHERE id = ?", {row_id}).value_or(0) != 0) return false;
+  tx.exec("INSERT INTO orders (id, subject_id, amount_minor, currency, at) VALUES (?, ?, ?, ?, ?)",
+          {row_id, id, order.amount_minor, order.currency, order.at_us});
+  return true;
+}
+
+std::vector<Records::ExportedSubject> Records::read_export_page(const audit::Actor& actor,
+                                                               const std::optional<SubjectId>& after,
+                                                               std::size_t limit, const ReadSpec& spec,
+                                                               bool with_restricted) {
+  for (const auto& f : spec.fields) schema_.require(f);
+  const SubjectId zero{};
+  std::vector<ExportedSubject> out;
+  auto tx = store_.begin(TxMode::write);
+  tx->exec(with_restricted ? "SELECT id, created_at, updated_at, wrapped_dek, fields, restricted FROM subjects"
+                             " WHERE status = 'active' AND id > ? ORDER BY id LIMIT ?"
+                           : "SELECT id, created_at, updated_at, wrapped_dek, fields, restricted FROM subjects"
+                             " WHERE status = 'active' AND restricted = 0 AND id > ? ORDER BY id LIMIT ?",
+           {store::Blob(after ? *after : zero), static_cast<std::int64_t>(limit)}, [&](const Row& r) {
+             ExportedSubject e;
+             Subject& s = e.subject;
+             const auto idb = r.blob(0);
+             if (idb.size() != s.id.size()) return;
+             std::copy(idb.begin(), idb.end(), s.id.begin());
+             s.status = "active";
+             s.created_us = r.integer(1);
+             s.updated_us = r.integer(2);
+             s.restricted = r.integer(5) != 0;
+             const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(3));
+             s.fields = open_fields(s.id, dek, r.blob(4), spec.fields);
+             out.push_back(std::move(e));
+           });
+  if (out.empty()) return out;
+  for (auto& e : out) {
+    tx->exec("SELECT id, amount_minor, currency, at FROM orders WHERE subject_id = ? ORDER BY at, id", {e.subject.id},
+             [&](const Row& r) {
+               e.orders.push_back({hex(r.blob(0)), r.integer(1), std::string(r.text(2)), r.integer(3)});
+             });
+    tx->exec("SELECT id, channel, type, at, notes FROM touchpoints WHERE subject_id = ? ORDER BY at, id",
+             {e.subject.id}, [&](const Row& r) { e.touchpoints.push_back(touchpoint_from_row(r, e.subject.id, nullptr)); });
+  }
+  audit::Event event{spec.operation, out.size() == 1 ? to_hex(out[0].subject.id) : "", spec.fields, spec.masked,
+                     true, "", "subjects=" + std::to_string(out.size()), {}};
+  if (out.size() > 1)
+    for (const auto& e : out) event.subject_ids.push_back(to_hex(e.subject.id));
+  audit_.append(*tx, actor, event);
+  try {
+    tx->commit();
+  } catch (const Error& err) {
+    for (auto& e : out)
+      for (auto& [k, v] : e.subject.fields) wipe(v);
+    throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + err.what());
+  }
+  return out;
 }
 
 }  // namespace custos::records

@@ -11,10 +11,34 @@
 
 namespace custos::service {
 
+namespace {
+
+// The service's own tables: bulk imports' progress (service_import.cpp),
+// so an import resumes after its last committed chunk.
+store::ModuleMigrations import_migrations() {
+  return {"import",
+          {
+              {1,
+               0,
+               {
+                   "CREATE TABLE import_runs (import_id TEXT PRIMARY KEY, principal TEXT NOT NULL,"
+                   " committed_line INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL,"
+                   " created INTEGER NOT NULL, updated INTEGER NOT NULL, started_at INTEGER NOT NULL,"
+                   " updated_at INTEGER NOT NULL)",
+                   // One row per failed line (its latest error), never a personal value.
+                   "CREATE TABLE import_errors (import_id TEXT NOT NULL, line INTEGER NOT NULL, code TEXT NOT NULL,"
+                   " detail TEXT NOT NULL, PRIMARY KEY (import_id, line))",
+               }},
+          }};
+}
+
+}  // namespace
+
 const std::vector<store::ModuleMigrations>& schema() {
   static const std::vector<store::ModuleMigrations> all = {
       store::keys_migrations(), audit::migrations(),   access::migrations(), records::migrations(),
       consent::migrations(),    dsr::migrations(),     breach::migrations(),   outbox::migrations(),
+      import_migrations(),
   };
   return all;
 }

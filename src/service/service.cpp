@@ -207,6 +207,32 @@ std::string required_string(const Json& body, const char* key, std::size_t max_l
   return v;
 }
 
+records::Touchpoint parse_touchpoint(const Json& body, std::int64_t now) {
+  only_keys(body, {"channel", "type", "at", "notes"});
+  records::Touchpoint tp;
+  tp.channel = required_string(body, "channel", 32);
+  if (std::find(kChannels.begin(), kChannels.end(), tp.channel) == kChannels.end())
+    throw Error(ErrorCode::invalid_field, "field 'channel': unknown channel");
+  tp.type = required_string(body, "type", 64);
+  tp.at_us = parse_time_or_now(body, "at", now);
+  if (body.contains("notes")) {
+    if (!body["notes"].is_string()) throw Error(ErrorCode::invalid_field, "field 'notes': expected a string");
+    tp.notes = body["notes"].get<std::string>();
+  }
+  return tp;
+}
+
+records::Order parse_order(const Json& body, std::int64_t now) {
+  only_keys(body, {"amount_minor", "currency", "at"});
+  if (!body.contains("amount_minor") || !body["amount_minor"].is_number_integer())
+    throw Error(ErrorCode::invalid_field, "field 'amount_minor': an integer amount in minor units is required");
+  records::Order order;
+  order.amount_minor = body["amount_minor"].get<std::int64_t>();
+  order.currency = required_string(body, "currency", 3);
+  order.at_us = parse_time_or_now(body, "at", now);
+  return order;
+}
+
 InitResult init_data_dir(const InitOptions& options) {
   crypto::ensure_sodium();
   const fs::path dir = options.data_dir;
@@ -751,17 +777,7 @@ Json Service::add_touchpoint(const Caller& caller, std::string_view id_text, con
     impl_->deny(caller, "touchpoint.create", ErrorCode::subject_restricted,
                 "the subject's processing is restricted (GDPR Art. 18): change it through a rectification request",
                 records::to_hex(id));
-  only_keys(body, {"channel", "type", "at", "notes"});
-  records::Touchpoint tp;
-  tp.channel = required_string(body, "channel", 32);
-  if (std::find(kChannels.begin(), kChannels.end(), tp.channel) == kChannels.end())
-    throw Error(ErrorCode::invalid_field, "field 'channel': unknown channel");
-  tp.type = required_string(body, "type", 64);
-  tp.at_us = parse_time_or_now(body, "at", impl_->audit->now_us());
-  if (body.contains("notes")) {
-    if (!body["notes"].is_string()) throw Error(ErrorCode::invalid_field, "field 'notes': expected a string");
-    tp.notes = body["notes"].get<std::string>();
-  }
+  const records::Touchpoint tp = parse_touchpoint(body, impl_->audit->now_us());
   const std::string tp_id = impl_->records->add_touchpoint(impl_->actor(caller), id, tp);
   return {{"id", tp_id}, {"subject_id", records::to_hex(id)}, {"channel", tp.channel}, {"type", tp.type},
           {"at", audit::format_time_us(tp.at_us)}};
@@ -775,13 +791,7 @@ Json Service::add_order(const Caller& caller, std::string_view id_text, const Js
     impl_->deny(caller, "order.create", ErrorCode::subject_restricted,
                 "the subject's processing is restricted (GDPR Art. 18): change it through a rectification request",
                 records::to_hex(id));
-  only_keys(body, {"amount_minor", "currency", "at"});
-  if (!body.contains("amount_minor") || !body["amount_minor"].is_number_integer())
-    throw Error(ErrorCode::invalid_field, "field 'amount_minor': an integer amount in minor units is required");
-  records::Order order;
-  order.amount_minor = body["amount_minor"].get<std::int64_t>();
-  order.currency = required_string(body, "currency", 3);
-  order.at_us = parse_time_or_now(body, "at", impl_->audit->now_us());
+  const records::Order order = parse_order(body, impl_->audit->now_us());
   const std::string order_id = impl_->records->add_order(impl_->actor(caller), id, order);
   return {{"id", order_id}, {"subject_id", records::to_hex(id)}, {"amount_minor", order.amount_minor},
           {"currency", order.currency}, {"at", audit::format_time_us(order.at_us)}};

@@ -207,5 +207,9 @@ FieldChanges parse_fields(const Json& body, const records::Schema& schema, bool 
 void only_keys(const Json& body, std::initializer_list<const char*> allowed);
 std::string required_string(const Json& body, const char* key, std::size_t max_len);
 std::int64_t parse_time_or_now(const Json& body, const char* key, std::int64_t now);
+// The bodies of POST /v1/subjects/{id}/touchpoints and /orders (also one
+// item of their batch routes and of an import line); throw invalid_field.
+records::Touchpoint parse_touchpoint(const Json& body, std::int64_t now);
+records::Order parse_order(const Json& body, std::int64_t now);
 
 }  // namespace custos::service

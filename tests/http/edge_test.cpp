@@ -549,10 +549,21 @@ TEST_F(HttpEdge, OutOfRangeJsonNumbersAre400OnEveryBodyRoute) {
   for (const auto& route : custos::http::route_table()) {
     if (route.method != "POST" && route.method != "PATCH") continue;
     const std::string path = std::regex_replace(route.path, std::regex("\\{id\\}"), kZeroId);
+    // An NDJSON route (POST /v1/import) answers each line on its own: the
+    // same refusal, as that line's error in a 200 report.
+    std::string method = route.method;
+    for (char& ch : method) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const YAML::Node request_body = doc["paths"][route.path][method]["requestBody"];
+    const bool ndjson = request_body && request_body["content"] && request_body["content"]["application/x-ndjson"];
     for (const auto& body : bodies) {
       SCOPED_TRACE(route.method + " " + path + " " + body.substr(0, 20));
-      expect_problem(d_->call({route.method, path, vault_.admin, "customer_service", body, {}}), 400,
-                     "invalid_argument");
+      const Resp r = d_->call({route.method, path, vault_.admin, "customer_service", body, {}});
+      if (ndjson) {
+        ASSERT_EQ(r.status, 200) << r;
+        EXPECT_EQ(r.json["errors"][0]["code"], "invalid_argument") << r;
+      } else {
+        expect_problem(r, 400, "invalid_argument");
+      }
       ++checked;
     }
   }

@@ -97,6 +97,17 @@ class Ledger {
   // either is voided by any later event of the other for that purpose and channel.
   static void merge_subject(store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& into);
 
+  // Bulk import (service import): validates `in` as record() does and
+  // records one confirmed event inside the caller's write transaction,
+  // appending no audit entry (the import's chunk entry covers it). An event
+  // equal to one already recorded (subject, purpose, channel, event, time,
+  // source) is skipped, so a re-import adds nothing: returns false then.
+  // `current_notice` is notice_version(in.purpose), computed once by the
+  // caller. `new_subject`: created in this transaction (no history to check).
+  bool import_event(store::Transaction& tx, const std::string& principal, const access::Policy& policy,
+                    const records::SubjectId& subject, const EventInput& in, const std::string& current_notice,
+                    std::int64_t now, bool new_subject);
+
   // The notice hash for a purpose: sha256 of policies/notices/<purpose>.txt (or default.txt).
   std::string notice_version(const std::string& purpose) const;
   // A consent receipt (Kantara / ISO/IEC 27560 fields that apply) for a confirmed grant.

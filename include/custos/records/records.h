@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "custos/audit/audit_log.h"
+#include "custos/crypto/secret_key.h"
 #include "custos/error.h"
 #include "custos/records/schema.h"
 #include "custos/store/key_table.h"
@@ -243,6 +244,49 @@ class Records {
   // Streams every active subject with the requested fields decrypted, in
   // id order, in bounded memory; one audit entry for the whole scan.
   void scan(const audit::Actor& actor, const ReadSpec& spec, const std::function<void(const Subject&)>& on_subject);
+
+  // ---- Bulk import (service::Service::import_ndjson). These work inside the
+  // caller's write transaction, so a chunk of lines, everything they carry
+  // and the import's checkpoint commit together, and append no audit entry:
+  // the caller appends one per chunk naming every subject it wrote.
+
+  // Creates the blind-index keys outside any transaction (named_key may
+  // write); call before the first import transaction.
+  void prepare_import();
+  struct ImportedSubject {
+    CreateOutcome outcome;  // created | merged (an existing subject) | duplicate | restricted
+    std::optional<crypto::SecretKey> dek;  // created / merged: the subject's data key
+  };
+  // Identity: an `external_id` naming exactly one active subject IS that
+  // subject, whatever `on_conflict` says (a re-import applies to it; its
+  // values win, gaps are filled: idempotent); several, or a restricted one,
+  // refuse the item. Without such a match, email and phone follow
+  // `on_conflict` as in create_resolved. Throws Error(invalid_field) for a
+  // value the schema refuses, writing nothing.
+  ImportedSubject import_subject(store::Transaction& tx, const FieldMap& fields, OnConflict on_conflict,
+                                 std::int64_t now);
+  // Inserts unless the row `row_id` exists (a re-import); true if inserted.
+  // `new_subject`: the subject was created in this transaction, so no row
+  // of it can exist yet and the check is skipped.
+  using RowId = std::array<std::uint8_t, 16>;
+  bool import_touchpoint(store::Transaction& tx, const SubjectId& id, const crypto::SecretKey& dek, const RowId& row_id,
+                         const Touchpoint& tp, bool new_subject);
+  bool import_order(store::Transaction& tx, const SubjectId& id, const RowId& row_id, const Order& order,
+                    bool new_subject);
+  // Validation shared by add_order and import (throws Error(invalid_field)).
+  static void check_order(const Order& order);
+
+  // One page of the NDJSON export: active subjects after `after` in id order
+  // (restricted ones only if `with_restricted`), `spec.fields` decrypted,
+  // with their orders and touchpoints (without notes). Appends ONE audit
+  // entry naming every subject of the page and commits it before returning.
+  struct ExportedSubject {
+    Subject subject;
+    std::vector<Order> orders;
+    std::vector<Touchpoint> touchpoints;
+  };
+  std::vector<ExportedSubject> read_export_page(const audit::Actor& actor, const std::optional<SubjectId>& after,
+                                                std::size_t limit, const ReadSpec& spec, bool with_restricted);
 
  private:
   struct Prepared;

@@ -22,6 +22,7 @@
 #include "custos/audit/journal.h"
 #include "custos/access/tokens.h"
 #include "custos/outbox/outbox.h"
+#include "custos/service/import.h"
 
 namespace custos::service {
 
@@ -244,6 +245,39 @@ class Service {
     std::int64_t pending = 0, delivered = 0, dead = 0;
   };
   OutboxCounts outbox_counts();
+  // ---- Bulk integration (issue 18): NDJSON import and export, batch routes, token list.
+
+  // Imports customers from NDJSON pulled through `read` (custos/service/import.h):
+  // the role needs records.write (and consent, for lines with consents; a
+  // grant needs capture_consent for its purpose). Returns the report:
+  // import_id, lines, succeeded, failed, created, updated, resumed_after,
+  // errors [{line, code, detail}] (at most max_listed_errors). Throws before
+  // reading for a bad option; Error(payload_too_large) past max_bytes (what
+  // was committed stays, and the same import_id resumes after it).
+  Json import_ndjson(const Caller& caller, const ImportOptions& options, const ImportReader& read,
+                     const ImportObserver& observer = {});
+  // Every active subject as one NDJSON line in import's format (so an export
+  // imports elsewhere): id, fields (as the role sees them), consents (current
+  // state), orders and touchpoints (without notes). Needs records.read and a
+  // purpose; restricted subjects only under allowed_when_restricted purposes.
+  // One audit entry per page of subjects, committed before the page leaves.
+  // Only fields the role sees in plain; marketing purposes are refused (that
+  // is a campaign fetch). Query: after= (a subject id), limit= (lines,
+  // default all). `emit` returns false when the reader is gone. Every
+  // emitted line is a customer (no summary line, so the file imports as it
+  // is); returns {"done", "subjects"}.
+  Json export_subjects(const Caller& caller, const std::map<std::string, std::string>& query,
+                       const std::function<bool(const std::string&)>& emit);
+  // Batches of up to 1,000 items with per-item results, as batch_create:
+  // {"consents"|"orders"|"touchpoints": [{"subject_id", ...the single
+  // route's body}]} -> {"results": [{index, status, result | error}],
+  // "succeeded", "failed"}. Each item is applied, checked and audited as
+  // its single route does; a store or audit failure ends the batch.
+  Json batch_record_consents(const Caller& caller, const Json& body);
+  Json batch_add_orders(const Caller& caller, const Json& body);
+  Json batch_add_touchpoints(const Caller& caller, const Json& body);
+  // Tokens (names, roles, ids, times; never a secret). Needs admin.
+  Json list_tokens(const Caller& caller);
 
   // Counters for /metrics.
   struct Counters {
