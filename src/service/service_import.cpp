@@ -214,9 +214,9 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
 
   ImportRun run;
   run.id = options.import_id.empty() ? random_import_id() : options.import_id;
+  std::optional<std::string> owner;
   {
     auto tx = impl_->store->begin(store::TxMode::write);
-    std::optional<std::string> owner;
     tx->exec("SELECT principal, committed_line, succeeded, failed, created, updated FROM import_runs"
              " WHERE import_id = ?",
              {run.id}, [&](const store::Row& r) {
@@ -228,10 +228,11 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
                run.updated = static_cast<std::uint64_t>(r.integer(5));
              });
     tx->commit();
-    if (owner && *owner != caller.principal.name)
-      impl_->deny(caller, "subject.import", ErrorCode::forbidden_role,
-                  "import '" + run.id + "' belongs to another principal");
   }
+  // Outside the transaction: the denial's entry takes a write transaction of its own.
+  if (owner && *owner != caller.principal.name)
+    impl_->deny(caller, "subject.import", ErrorCode::forbidden_role,
+                "import '" + run.id + "' belongs to another principal");
   run.progress.resumed_after = run.committed_line;
   impl_->records->prepare_import();
   // Notices in force, looked up once per purpose (a file hash each).
