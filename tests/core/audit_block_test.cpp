@@ -311,8 +311,7 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
     tx->exec("DROP TABLE audit_blocks");
     tx->exec("DROP TABLE audit_postings");
     // As the global runner of that release left it: user_version 9, no module versions.
-    tx->exec("DROP TABLE schema_versions");
-    tx->exec("PRAGMA user_version = 9");
+    testing::regress_to_global_schema(*tx, 9);
     tx->commit();
   }
   f.reopen();

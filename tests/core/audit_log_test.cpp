@@ -235,8 +235,7 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
     tx->exec("DROP TABLE dsr_subjects");            // migration 8 (runs again)
     tx->exec("DROP TABLE audit_subject_openings");  // migration 9
     // As the global runner of that release left it: user_version 6, no module versions.
-    tx->exec("DROP TABLE schema_versions");
-    tx->exec("PRAGMA user_version = 6");
+    testing::regress_to_global_schema(*tx, 6);
     tx->commit();
   }
   auto store = testing::open_migrated_store(dir.path() / "db", key);

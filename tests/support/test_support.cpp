@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
+#include <regex>
 
 #include <sodium.h>
 
@@ -38,6 +40,34 @@ std::unique_ptr<store::Store> open_migrated_store(const fs::path& file, const cr
   auto store = store::open_sqlcipher(file, key);
   service::migrate_schema(*store);
   return store;
+}
+
+void regress_to_global_schema(store::Transaction& tx, int version) {
+  static const std::regex create_table(R"(CREATE TABLE(?: IF NOT EXISTS)?\s+(\w+))");
+  static const std::regex create_index(R"(CREATE (?:UNIQUE )?INDEX\s+(\w+))");
+  static const std::regex drop_index(R"(DROP INDEX(?: IF EXISTS)?\s+(\w+))");
+  for (const auto& module : service::schema()) {
+    std::map<std::string, std::string> index_ddl;  // as the kept steps created them
+    for (const auto& step : module.steps) {
+      const bool kept = step.legacy_global > 0 && step.legacy_global <= version;
+      for (const std::string_view sql_view : step.statements) {
+        const std::string sql(sql_view);
+        std::smatch m;
+        if (kept) {
+          if (std::regex_search(sql, m, create_index)) index_ddl[m[1]] = sql;
+          continue;
+        }
+        if (std::regex_search(sql, m, create_table)) tx.exec("DROP TABLE IF EXISTS " + m[1].str());
+        if (std::regex_search(sql, m, drop_index) && index_ddl.count(m[1])) {
+          std::string ddl = index_ddl[m[1]];
+          ddl.insert(ddl.find("INDEX") + 5, " IF NOT EXISTS");
+          tx.exec(ddl);
+        }
+      }
+    }
+  }
+  tx.exec("DROP TABLE IF EXISTS schema_versions");
+  tx.exec("PRAGMA user_version = " + std::to_string(version));
 }
 
 fs::path shipped_policies() { return fs::path(CUSTOS_SOURCE_DIR) / "policies"; }

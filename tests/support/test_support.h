@@ -59,6 +59,12 @@ struct TestVault {
 // A fresh (or existing) SQLCipher store at `file`, migrated to the vault's
 // schema (service::migrate_schema), for tests that drive modules directly.
 std::unique_ptr<store::Store> open_migrated_store(const std::filesystem::path& file, const crypto::SecretKey& key);
+// Turns a current SQLCipher database back into what the global runner of
+// release `version` (1..9) left: the tables of every later step dropped, the
+// indexes later steps dropped created again, no module versions and
+// PRAGMA user_version = `version`. Rows of the remaining tables are kept. For
+// tests of upgrades from a real old data dir; later steps rerun on open.
+void regress_to_global_schema(store::Transaction& tx, int version);
 
 struct RunResult {
   int exit_code = -1;
