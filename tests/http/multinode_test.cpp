@@ -28,19 +28,6 @@ namespace {
 using namespace std::chrono_literals;
 using custos::testing::run;
 
-// A fresh database on the test cluster, so nodes start from an empty schema.
-std::string fresh_database(const std::string& base_url, const std::string& name) {
-  const auto r = run({"psql", base_url, "-v", "ON_ERROR_STOP=1", "-qc", "DROP DATABASE IF EXISTS " + name + ";"});
-  const auto c = run({"psql", base_url, "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE " + name + ";"});
-  if (c.exit_code != 0) throw std::runtime_error("CREATE DATABASE failed: " + c.err + r.err);
-  // The base URL names a database (…/postgres or ?dbname=); point it at ours.
-  const auto q = base_url.find('?');
-  const std::string path = base_url.substr(0, q);
-  const std::string query = q == std::string::npos ? "" : base_url.substr(q);
-  const auto slash = path.rfind('/');
-  return path.substr(0, slash + 1) + name + query;
-}
-
 struct Node {
   fs::path dir;
   std::string name;
@@ -90,7 +77,8 @@ void load(Node& node, const std::string& token, Tally& tally, std::atomic<bool>&
 TEST(MultiNode, ThreeNodesOneChainSurviveAKilledNode) {
   const char* base = std::getenv("CUSTOS_TEST_PG_URL");
   if (base == nullptr || *base == '\0') GTEST_SKIP() << "CUSTOS_TEST_PG_URL not set (no PostgreSQL cluster)";
-  const std::string url = fresh_database(base, "custos_multinode_" + std::to_string(::getpid()));
+  // A fresh schema on the test cluster: the nodes start from an empty database.
+  const std::string url = custos::testing::fresh_postgres_schema(base);
 
   custos::testing::TempDir tmp;
   std::vector<Node> nodes(3);
