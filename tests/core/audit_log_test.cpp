@@ -385,6 +385,7 @@ int in_child(const std::function<int()>& child) {
 // The folder moves reads into the tree by itself, one interval after they
 // arrive, with no query asking; reads go on meanwhile.
 TEST(AuditJournal, TheFolderFoldsOnItsOwnWithinItsInterval) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   service::OpenOptions o;
@@ -406,6 +407,7 @@ TEST(AuditJournal, TheFolderFoldsOnItsOwnWithinItsInterval) {
 }
 
 TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   auto s = open_journaled(v);
@@ -431,6 +433,7 @@ TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
 // The CLI beside a running custosd: its audit queries wait (bounded) for
 // custosd to fold the reads it had answered, so none is missing.
 TEST(AuditJournal, AnotherProcessSeesTheReadsTheJournalOwnerAnswered) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   auto owner = open_journaled(v);
@@ -445,6 +448,7 @@ TEST(AuditJournal, AnotherProcessSeesTheReadsTheJournalOwnerAnswered) {
 // kill -9 after the reads returned: every read's entry is recovered into the
 // tree by the next process, once, and the log verifies.
 TEST(AuditJournal, ACrashLosesNoReadThatReturned) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   ASSERT_EQ(in_child([&] {
@@ -475,6 +479,7 @@ TEST(AuditJournal, ACrashLosesNoReadThatReturned) {
 // read fails with audit_unavailable and returns nothing; once the file
 // system takes writes again, reads work and only the read that returned is logged.
 TEST(AuditJournal, FailsClosedWhenNoSegmentCanBeWritten) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   // Segments of 16 KiB (~50 entries): the one made at start fills, and the
@@ -517,6 +522,7 @@ TEST(AuditJournal, FailsClosedWhenNoSegmentCanBeWritten) {
 // reused; a concurrent auditor sees a consistent, growing log; nothing in
 // the journal is readable without the vault's keys.
 TEST(AuditJournal, SegmentsRollOverUnderConcurrentReadsAndHoldNoPlaintext) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   auto s = open_journaled(v, 64 * 1024);  // ~150 entries per segment
@@ -555,6 +561,7 @@ TEST(AuditJournal, SegmentsRollOverUnderConcurrentReadsAndHoldNoPlaintext) {
 // damage are folded, the segment is set aside (never reused), and the loss
 // is itself an entry in the log rather than a silent gap.
 TEST(AuditJournal, DamageFoundOnRecoveryIsRecordedInTheLog) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
   ASSERT_EQ(in_child([&] {

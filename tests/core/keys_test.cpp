@@ -6,6 +6,7 @@
 
 #include "custos/crypto/keyring.h"
 #include "custos/error.h"
+#include "custos/records/records.h"
 #include "custos/store/key_table.h"
 #include "custos/store/sqlcipher_store.h"
 #include "test_support.h"
@@ -117,9 +118,10 @@ TEST(Keys, CiphertextSwappedBetweenSubjectsFailsToOpen) {
     auto s = raw_store(v.data_dir(), *ring);
     auto tx = s->begin(store::TxMode::write);
     // Give b both a's wrapped key and a's fields: the slot binding rejects it.
-    tx->exec("UPDATE subjects SET fields = (SELECT fields FROM subjects WHERE hex(id) = upper(?)),"
-             " wrapped_dek = (SELECT wrapped_dek FROM subjects WHERE hex(id) = upper(?)) WHERE hex(id) = upper(?)",
-             {a, a, b});
+    const records::SubjectId ia = records::parse_subject_id(a), ib = records::parse_subject_id(b);
+    tx->exec("UPDATE subjects SET fields = (SELECT fields FROM subjects WHERE id = ?),"
+             " wrapped_dek = (SELECT wrapped_dek FROM subjects WHERE id = ?) WHERE id = ?",
+             {ia, ia, ib});
     tx->commit();
   }
   try {

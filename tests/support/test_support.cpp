@@ -78,6 +78,11 @@ std::string postgres_test_url() {
   return "";
 }
 
+bool vaults_on_postgres() {
+  const char* url = std::getenv("CUSTOS_TEST_STORE");
+  return url != nullptr && store::is_postgres_url(url);
+}
+
 std::string fresh_test_store_url() {
   const char* url = std::getenv("CUSTOS_TEST_STORE");
   if (url == nullptr || !store::is_postgres_url(url)) return "";

@@ -34,6 +34,9 @@ std::filesystem::path shipped_policies();
 // sets it for its second ctest run): then a fresh schema in that database,
 // so every vault starts empty and vaults of parallel tests never meet.
 std::string fresh_test_store_url();
+// True in the suite's PostgreSQL run (CUSTOS_TEST_STORE names a database):
+// for the few tests of SQLCipher-only or journal-only behaviour, which skip.
+bool vaults_on_postgres();
 // A PostgreSQL cluster for the backend conformance tests, given in either
 // run: CUSTOS_TEST_PG_URL, else CUSTOS_TEST_STORE; empty if neither.
 std::string postgres_test_url();
