@@ -2,6 +2,7 @@
 // and its JSON document into a Result. Authentication, quotas, body
 // parsing and error mapping happen before and after, in server.cpp.
 #include <array>
+#include <functional>
 #include <limits>
 #include <sstream>
 
@@ -142,7 +143,12 @@ Result h_analytics_rfm(HandlerContext& c) { return json_result(200, c.svc.analyt
 // problem+json response. The stream blocks this worker while the client is
 // slower than the vault (back-pressure, bounded memory), so slots are
 // claimed per principal and globally before anything is read.
-Result h_campaign_fetch(HandlerContext& c) {
+// An NDJSON response streamed from `produce(emit)`, under a stream slot.
+// Headers go with the first line, so a failure before it is an ordinary
+// error response; a failure after it is `late(error)`'s to end (the
+// exception is nullptr when it was not a custos::Error).
+Result stream_ndjson(HandlerContext& c, const std::function<void(const std::function<bool(const std::string&)>&)>& produce,
+                     const std::function<void(const Error*)>& late) {
   const std::shared_ptr<void> slot = c.claim_stream();
   bool started = false;
   auto emit = [&](const std::string& line) -> bool {
@@ -152,21 +158,35 @@ Result h_campaign_fetch(HandlerContext& c) {
     }
     return c.stream->write(line);
   };
+  bool ended = false;
   try {
-    c.svc.campaign_fetch(c.caller, c.body, emit);
+    produce(emit);
   } catch (const Error& e) {
     if (!started) throw;
-    // Headers are gone: end the stream with an error line the client can see.
-    const Json line = {{"error", code_name(e.code())}, {"done", false}};
-    c.stream->write(line.dump() + "\n");
+    late(&e);
+    ended = true;
   } catch (...) {
     if (!started) throw;
+    late(nullptr);
+    ended = true;
   }
-  if (!started) c.stream->begin(200, "application/x-ndjson", {});
-  c.stream->end();
+  if (!ended) {
+    if (!started) c.stream->begin(200, "application/x-ndjson", {});
+    c.stream->end();
+  }
   Result r;
   r.streamed = true;
   return r;
+}
+
+Result h_campaign_fetch(HandlerContext& c) {
+  return stream_ndjson(
+      c, [&](const auto& emit) { c.svc.campaign_fetch(c.caller, c.body, emit); },
+      [&](const Error* e) {
+        // Headers are gone: end the stream with an error line the client can see.
+        if (e) c.stream->write(Json({{"error", code_name(e->code())}, {"done", false}}).dump() + "\n");
+        c.stream->end();
+      });
 }
 
 Result h_dsr_create(HandlerContext& c) { return created(c.svc.dsr_create(c.caller, c.body), "/v1/dsr"); }
@@ -258,29 +278,9 @@ Result h_import(HandlerContext& c) {
 // failure after it cuts the stream short (no last chunk), never a partial
 // body that looks whole.
 Result h_export_subjects(HandlerContext& c) {
-  const std::shared_ptr<void> slot = c.claim_stream();
-  bool started = false;
-  auto emit = [&](const std::string& line) -> bool {
-    if (!started) {
-      c.stream->begin(200, "application/x-ndjson", {});
-      started = true;
-    }
-    return c.stream->write(line);
-  };
-  try {
-    c.svc.export_subjects(c.caller, c.query, emit);
-  } catch (...) {
-    if (!started) throw;
-    c.stream->abort();
-    Result r;
-    r.streamed = true;
-    return r;
-  }
-  if (!started) c.stream->begin(200, "application/x-ndjson", {});
-  c.stream->end();
-  Result r;
-  r.streamed = true;
-  return r;
+  return stream_ndjson(
+      c, [&](const auto& emit) { c.svc.export_subjects(c.caller, c.query, emit); },
+      [&](const Error*) { c.stream->abort(); });
 }
 
 Result h_batch_consents(HandlerContext& c) { return json_result(200, c.svc.batch_record_consents(c.caller, c.body)); }
