@@ -228,6 +228,28 @@ TEST_F(Clocked, CampaignFetchSkipsRestrictedAndObjectingSubjects) {
   EXPECT_EQ(ids_of(campaign(v, "email_marketing", "email")), std::set<std::string>{kept});
 }
 
+// ------------------------------------------------------------------ bulk export
+
+// A whole-vault NDJSON export is an operator's migration tool, not a way for
+// a role that reads one customer at a time to take every customer at once.
+TEST(BulkExport, OnlyTheAdministrationPurposeExportsTheVault) {
+  TestVault v;
+  v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Ada"}, {"email", "bulk@example.com"}}}});
+  std::size_t lines = 0;
+  const auto count = [&](const std::string&) {
+    ++lines;
+    return true;
+  };
+  for (const auto& [role, purpose] : std::vector<std::pair<std::string, std::string>>{
+           {"service", "customer_service"}, {"sales", "sales"}, {"admin", "customer_service"}})
+    EXPECT_EQ(code_of([&] { v.service->export_subjects(v.caller(role, purpose), {}, count); }),
+              ErrorCode::purpose_not_allowed)
+        << role << "/" << purpose;
+  EXPECT_EQ(lines, 0u);
+  v.service->export_subjects(v.admin(), {}, count);
+  EXPECT_EQ(lines, 1u);
+}
+
 // ------------------------------------------------------------------ crypto
 
 TEST(CryptoPromises, EverySealDrawsAFreshNonce) {
