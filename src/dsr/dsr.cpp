@@ -217,22 +217,30 @@ void Desk::add_note(store::Transaction& tx, const std::string& id, std::int64_t 
   add_event(tx, id, at_us, actor, q->status, q->status, note);
 }
 
-Request Desk::get(const std::string& id) {
-  auto tx = store_.begin(TxMode::read);
-  auto q = load(*tx, id);
+Request Desk::get(store::Transaction& tx, const std::string& id) {
+  auto q = load(tx, id);
   if (!q) throw Error(ErrorCode::not_found, "request " + id.substr(0, 40) + " not found");
   return *q;
 }
 
-std::vector<TimelineEvent> Desk::timeline(const std::string& id) {
-  std::vector<TimelineEvent> out;
+Request Desk::get(const std::string& id) {
   auto tx = store_.begin(TxMode::read);
-  tx->exec("SELECT at, actor, from_status, to_status, note FROM dsr_events WHERE request_id = ? ORDER BY seq", {id},
-           [&](const Row& r) {
-             out.push_back({r.integer(0), std::string(r.text(1)), std::string(r.text(2)), std::string(r.text(3)),
-                            std::string(r.text(4))});
-           });
+  return get(*tx, id);
+}
+
+std::vector<TimelineEvent> Desk::timeline(store::Transaction& tx, const std::string& id) {
+  std::vector<TimelineEvent> out;
+  tx.exec("SELECT at, actor, from_status, to_status, note FROM dsr_events WHERE request_id = ? ORDER BY seq", {id},
+          [&](const Row& r) {
+            out.push_back({r.integer(0), std::string(r.text(1)), std::string(r.text(2)), std::string(r.text(3)),
+                           std::string(r.text(4))});
+          });
   return out;
+}
+
+std::vector<TimelineEvent> Desk::timeline(const std::string& id) {
+  auto tx = store_.begin(TxMode::read);
+  return timeline(*tx, id);
 }
 
 std::vector<Request> Desk::list(const ListFilter& f) {

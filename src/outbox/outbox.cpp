@@ -158,6 +158,11 @@ std::optional<EventInfo> Outbox::record_attempt(store::Transaction& tx, const st
 }
 
 std::vector<EventInfo> Outbox::list(const ListFilter& f) {
+  auto tx = store_.begin(TxMode::read);
+  return list(*tx, f);
+}
+
+std::vector<EventInfo> Outbox::list(store::Transaction& tx, const ListFilter& f) {
   std::string sql = std::string("SELECT ") + kColumns + " FROM outbox_events WHERE 1 = 1";
   std::vector<store::Param> params;
   if (!f.status.empty()) sql += " AND status = ?", params.emplace_back(f.status);
@@ -166,8 +171,7 @@ std::vector<EventInfo> Outbox::list(const ListFilter& f) {
   sql += " ORDER BY created_at, id LIMIT ?";
   params.emplace_back(static_cast<std::int64_t>(f.limit));
   std::vector<EventInfo> out;
-  auto tx = store_.begin(TxMode::read);
-  tx->exec_v(sql, params, [&](const Row& r) { out.push_back(from_row(r)); });
+  tx.exec_v(sql, params, [&](const Row& r) { out.push_back(from_row(r)); });
   return out;
 }
 

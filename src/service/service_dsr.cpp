@@ -155,13 +155,18 @@ Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::st
   return {{"requests", list}, {"count", list.size()}};
 }
 
+Json Service::Impl::request_view(const std::string& request_id) {
+  auto tx = store->begin(store::TxMode::read);
+  const auto q = dsr->get(*tx, request_id);
+  const auto timeline = dsr->timeline(*tx, q.id);
+  Json out = request_json(q, *current_regulations(), audit->now_us(), &timeline);
+  out["downstream"] = downstream_json(*tx, q.id);
+  return out;
+}
+
 Json Service::dsr_get(const Caller& caller, std::string_view id) {
   impl_->authorize(caller, *impl_->current_policy(), "dsr", "dsr.read", false);
-  const auto q = impl_->dsr->get(std::string(id));
-  const auto timeline = impl_->dsr->timeline(q.id);
-  Json out = request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
-  out["downstream"] = impl_->downstream_json(q.id);
-  return out;
+  return impl_->request_view(std::string(id));
 }
 
 Json Service::dsr_transition(const Caller& caller, std::string_view id_text, const Json& body) {
@@ -180,12 +185,9 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
     throw Error(ErrorCode::invalid_argument,
                 "ask for 'completed': a request awaits approval when the policy asks for a second approver");
   const auto actor = impl_->actor(caller);
-  const auto respond = [&](const dsr::Request& q) {
-    const auto timeline = impl_->dsr->timeline(q.id);
-    Json out = request_json(q, *impl_->current_regulations(), impl_->audit->now_us(), &timeline);
-    out["downstream"] = impl_->downstream_json(q.id);
-    return out;
-  };
+  // The answer is the request as it stands once the transition committed,
+  // read in one snapshot (see Impl::request_view).
+  const auto respond = [&](const dsr::Request& q) { return impl_->request_view(q.id); };
   if (to != "completed") return respond(impl_->dsr->transition(actor, *impl_->current_regulations(), id, to, note, reason));
 
   // A request is completed by asking for `completed`; whether it ends

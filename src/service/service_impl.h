@@ -74,9 +74,14 @@ struct Service::Impl {
   void enqueue_consent_events(store::Transaction& tx, const std::vector<consent::Event>& events);
   // The outbox state of a request, for its JSON: per event its delivery and
   // the system's confirmation.
-  Json downstream_json(const std::string& request_id);
+  Json downstream_json(store::Transaction& tx, const std::string& request_id);
   // Required systems that got an erasure event for `request_id` and have not confirmed.
   std::vector<std::string> missing_confirmations(const std::string& request_id);
+  // A request as GET /v1/dsr/{id} shows it: the request, its timeline and
+  // its downstream deliveries read in one transaction. The outbox sender
+  // commits an event's status and its timeline note together; separate reads
+  // could show a dead letter whose note is not there yet.
+  Json request_view(const std::string& request_id);
 
   std::filesystem::path policy_dir() const {
     return options.policy_dir.empty() ? options.data_dir / "policies" : options.policy_dir;

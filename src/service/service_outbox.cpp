@@ -103,12 +103,12 @@ void Service::Impl::enqueue_consent_events(store::Transaction& tx, const std::ve
   if (any) notify_outbox();
 }
 
-Json Service::Impl::downstream_json(const std::string& request_id) {
+Json Service::Impl::downstream_json(store::Transaction& tx, const std::string& request_id) {
   outbox::ListFilter f;
   f.request_id = request_id;
   f.limit = 1000;
-  const auto events = outbox->list(f);
-  const auto confirmed = outbox->confirmations(request_id);
+  const auto events = outbox->list(tx, f);
+  const auto confirmed = outbox->confirmations(tx, request_id);
   Json out = Json::array();
   for (const auto& e : events) {
     Json item = {{"event_id", e.id},           {"system", e.system},
@@ -130,9 +130,10 @@ std::vector<std::string> Service::Impl::missing_confirmations(const std::string&
   f.request_id = request_id;
   f.limit = 1000;
   std::set<std::string> required;
-  for (const auto& e : outbox->list(f))
+  auto tx = store->begin(store::TxMode::read);
+  for (const auto& e : outbox->list(*tx, f))
     if (e.confirmation_required) required.insert(e.system);
-  for (const auto& c : outbox->confirmations(request_id)) required.erase(c.system);
+  for (const auto& c : outbox->confirmations(*tx, request_id)) required.erase(c.system);
   return {required.begin(), required.end()};
 }
 

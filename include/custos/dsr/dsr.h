@@ -101,6 +101,10 @@ class Desk {
                 const std::string& note);
   Request get(const std::string& id);
   std::vector<TimelineEvent> timeline(const std::string& id);
+  // The same reads inside the caller's transaction, so that a request, its
+  // timeline and what other modules keep about it come from one snapshot.
+  Request get(store::Transaction& tx, const std::string& id);
+  std::vector<TimelineEvent> timeline(store::Transaction& tx, const std::string& id);
   std::vector<Request> list(const ListFilter& filter);
 
  private:

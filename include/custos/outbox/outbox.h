@@ -104,6 +104,7 @@ class Outbox {
                                           const std::string& error, std::int64_t now_us, const RetryPolicy& policy);
 
   std::vector<EventInfo> list(const ListFilter& filter);
+  std::vector<EventInfo> list(store::Transaction& tx, const ListFilter& filter);
   std::optional<EventInfo> get(const std::string& id);
   // Puts a dead letter back in the queue, due now, with a fresh horizon.
   // Throws Error(not_found), or Error(conflict) if it is not dead.
