@@ -475,9 +475,20 @@ AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t 
     tx.exec("INSERT INTO audit_subject_buckets (bucket, first_seq) VALUES (?, ?)",
             {at.number, static_cast<std::int64_t>(seq)});
   }
-  for (const std::string_view sid : subjects)
-    tx.exec("INSERT OR IGNORE INTO audit_subject_index (bucket, subject_id, seq) VALUES (?, ?, ?)",
-            {at.number, sid, static_cast<std::int64_t>(seq)});
+  // One row per distinct subject, sent in bulk (binary COPY on PostgreSQL:
+  // a 1,000-subject batch entry was 1,000 round trips). The entry's seq is
+  // new (audit_entries' key), so no row for it can exist already.
+  std::sort(subjects.begin(), subjects.end());
+  subjects.erase(std::unique(subjects.begin(), subjects.end()), subjects.end());
+  static constexpr std::array<std::string_view, 3> kIndexColumns = {"bucket", "subject_id", "seq"};
+  std::vector<store::Param> rows;
+  rows.reserve(subjects.size() * kIndexColumns.size());
+  for (const std::string_view sid : subjects) {
+    rows.emplace_back(at.number);
+    rows.emplace_back(sid);
+    rows.emplace_back(static_cast<std::int64_t>(seq));
+  }
+  tx.bulk_insert("audit_subject_index", kIndexColumns, rows);
   at.rows += subjects.size();
   return at;
 }
