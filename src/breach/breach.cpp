@@ -349,12 +349,19 @@ AffectedResult Book::store_affected(const audit::Actor& actor, const std::string
              {id, sid, json(std::vector<std::string>(fields.begin(), fields.end())).dump()});
     if (r.sample.size() < 100) r.sample.emplace_back(hex, std::vector<std::string>(fields.begin(), fields.end()));
   }
-  const json computation = {{"method", how},
-                            {"count", r.count},
-                            {"first_seq", r.first_seq},
-                            {"last_seq", r.last_seq},
-                            {"entries_scanned", r.entries_scanned},
-                            {"checkpoint_size", r.checkpoint.size}};
+  json computation = {{"method", how},
+                      {"count", r.count},
+                      {"first_seq", r.first_seq},
+                      {"last_seq", r.last_seq},
+                      {"entries_scanned", r.entries_scanned},
+                      {"checkpoint_size", r.checkpoint.size},
+                      {"checkpoint_root", auditfmt::to_hex(r.checkpoint.root)}};
+  // The window and the signed checkpoint it was computed against, so the
+  // incident page shows what the count stands on.
+  if (r.window_us) {
+    computation["from"] = audit::format_time_us(r.window_us->first);
+    computation["to"] = audit::format_time_us(r.window_us->second);
+  }
   tx->exec("UPDATE breaches SET affected_count = ?, computation = ?, updated_at = ? WHERE id = ?",
            {r.count, computation.dump(), audit_.now_us(), id});
   audit_.append(*tx, actor, {"breach.compute_affected", "", {}, {}, true, "",
@@ -381,6 +388,7 @@ AffectedResult Book::affected_by_access(const audit::Actor& actor, const std::st
   }
   AffectedResult r;
   r.checkpoint = audit_.checkpoint_now();
+  r.window_us = std::make_pair(from_us, to_us);
   std::map<std::string, std::set<std::string>> found;
   bool any = false;
   auto tx = store_.begin(TxMode::read);

@@ -1,5 +1,6 @@
 // The consent ledger's tables (custos/consent/storage.h).
 #include <algorithm>
+#include <limits>
 
 #include "custos/consent/storage.h"
 
@@ -43,6 +44,32 @@ std::vector<records::SubjectId> granted_subjects(store::Transaction& tx, const s
             std::copy(r.blob(0).begin(), r.blob(0).end(), id.begin());
             out.push_back(id);
           });
+  return out;
+}
+
+std::vector<GrantCounts> granted_over_time(store::Transaction& tx, const std::vector<std::int64_t>& ends) {
+  std::vector<GrantCounts> out(ends.size());
+  std::map<std::string, bool> granted;  // subject|purpose|channel -> granted now
+  GrantCounts counts;
+  std::size_t next = 0;
+  auto snapshot_until = [&](std::int64_t at) {
+    while (next < ends.size() && ends[next] < at) out[next++] = counts;
+  };
+  tx.exec("SELECT subject_id, purpose, channel, event, at FROM consent_events WHERE status = 'confirmed'"
+          " ORDER BY at, id",
+          {}, [&](const store::Row& r) {
+            const std::int64_t at = r.integer(4);
+            snapshot_until(at);
+            const auto sid = r.blob(0);
+            const std::string purpose(r.text(1)), channel(r.text(2));
+            std::string key(reinterpret_cast<const char*>(sid.data()), sid.size());
+            ((key += '|') += purpose) += '|' + channel;
+            const bool now_granted = r.text(3) == "granted";
+            bool& was = granted[key];
+            if (was != now_granted) counts[{purpose, channel}] += now_granted ? 1 : -1;
+            was = now_granted;
+          });
+  snapshot_until(std::numeric_limits<std::int64_t>::max());
   return out;
 }
 

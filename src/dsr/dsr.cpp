@@ -256,7 +256,15 @@ std::vector<Request> Desk::list(const ListFilter& f) {
     sql += " AND status NOT IN ('completed', 'completed_with_exceptions', 'denied', 'canceled') AND due_at < ?";
     params.emplace_back(*f.due_before_us);
   }
-  if (!f.after_id.empty()) sql += " AND id > ?", params.emplace_back(f.after_id);
+  // Keyset paging in the listing's own order (due date, then id): the page
+  // after the request `after_id` (an unknown id gives an empty page).
+  if (!f.after_id.empty()) {
+    sql += " AND (due_at > (SELECT due_at FROM dsr_requests WHERE id = ?) OR (due_at = (SELECT due_at FROM"
+           " dsr_requests WHERE id = ?) AND id > ?))";
+    params.emplace_back(f.after_id);
+    params.emplace_back(f.after_id);
+    params.emplace_back(f.after_id);
+  }
   sql += " ORDER BY due_at, id LIMIT ?";
   params.emplace_back(static_cast<std::int64_t>(f.limit));
   std::vector<Request> out;

@@ -6,6 +6,9 @@
 #include <limits>
 #include <sstream>
 
+#include <boost/beast/core/string.hpp>
+#include <sodium.h>
+
 #include "custos/error.h"
 #include "custos/records/records.h"
 #include "router.h"
@@ -290,6 +293,87 @@ Result h_batch_touchpoints(HandlerContext& c) {
 }
 Result h_list_tokens(HandlerContext& c) { return json_result(200, c.svc.list_tokens(c.caller)); }
 
+
+// ---- The console's administration screen and the privacy page (issue 19)
+
+Result h_create_token(HandlerContext& c) {
+  if (!c.body.is_object()) throw Error(ErrorCode::invalid_argument, "expected a JSON object {name, role}");
+  for (const auto& [k, v] : c.body.items())
+    if (k != "name" && k != "role") throw Error(ErrorCode::invalid_argument, "unknown property in the body: give only name and role");
+  for (const char* k : {"name", "role"})
+    if (!c.body.contains(k) || !c.body[k].is_string() || c.body[k].get<std::string>().empty() ||
+        c.body[k].get<std::string>().size() > 64)
+      throw Error(ErrorCode::invalid_field, std::string("field '") + k + "': expected a string of 1-64 bytes");
+  Json out = c.svc.create_token(c.caller, c.body["name"].get<std::string>(), c.body["role"].get<std::string>());
+  Result r = json_result(201, out);
+  if (out.contains("token") && out["token"].is_string()) {
+    auto& t = out["token"].get_ref<std::string&>();
+    sodium_memzero(t.data(), t.size());
+  }
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+Result h_revoke_token(HandlerContext& c) { return json_result(200, c.svc.revoke_token(c.caller, c.param(0))); }
+Result h_admin_policies(HandlerContext& c) { return json_result(200, c.svc.admin_policies(c.caller)); }
+Result h_admin_keys(HandlerContext& c) { return json_result(200, c.svc.admin_keys(c.caller)); }
+Result h_campaign_preview(HandlerContext& c) { return json_result(200, c.svc.campaign_preview(c.caller, c.body)); }
+Result h_analytics_consents(HandlerContext& c) { return json_result(200, c.svc.analytics_consents(c.caller, c.query)); }
+Result h_privacy_link(HandlerContext& c) {
+  Result r = json_result(201, c.svc.privacy_link_create(c.caller, c.param(0), c.body));
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+// The privacy page's own credentials, in a scheme no principal route
+// accepts: "Authorization: PrivacyLink <token>" (spent once) and
+// "Authorization: PrivacySession <token>".
+std::string privacy_credential(HandlerContext& c, std::string_view scheme) {
+  if (c.req.count(boost::beast::http::field::authorization) != 1)
+    throw Error(ErrorCode::unauthenticated, "send 'Authorization: " + std::string(scheme) + " <token>'");
+  const auto v = c.req[boost::beast::http::field::authorization];
+  const std::string value = trim(std::string_view(v.data(), v.size()));
+  if (value.size() <= scheme.size() + 1 || !boost::beast::iequals(boost::beast::string_view(value.data(), scheme.size()),
+                              boost::beast::string_view(scheme.data(), scheme.size())) ||
+      value[scheme.size()] != ' ')
+    throw Error(ErrorCode::unauthenticated, "send 'Authorization: " + std::string(scheme) + " <token>'");
+  return trim(std::string_view(value).substr(scheme.size() + 1));
+}
+bool gpc_signal(HandlerContext& c) {
+  const auto value = c.req["Sec-GPC"];
+  return trim(std::string_view(value.data(), value.size())) == "1";
+}
+Result privacy_result(Json out) {
+  Result r = json_result(200, out);
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+Result h_privacy_session(HandlerContext& c) {
+  std::string token = privacy_credential(c, "PrivacyLink");
+  try {
+    Json out = c.svc.privacy_session_open(token, c.caller.request_id);
+    sodium_memzero(token.data(), token.size());
+    Result r = privacy_result(out);
+    r.status = 201;
+    return r;
+  } catch (const service::PrivacyLinkRefused& e) {
+    sodium_memzero(token.data(), token.size());
+    throw HttpProblem(410, e.reason(), e.what());
+  }
+}
+Result h_privacy_consents(HandlerContext& c) {
+  return privacy_result(c.svc.privacy_consents(privacy_credential(c, "PrivacySession"), gpc_signal(c), c.caller.request_id));
+}
+Result h_privacy_record_consent(HandlerContext& c) {
+  return privacy_result(
+      c.svc.privacy_record_consent(privacy_credential(c, "PrivacySession"), c.body, gpc_signal(c), c.caller.request_id));
+}
+Result h_privacy_request(HandlerContext& c) {
+  Result r = privacy_result(
+      c.svc.privacy_request(privacy_credential(c, "PrivacySession"), c.body, gpc_signal(c), c.caller.request_id));
+  r.status = 201;
+  return r;
+}
+
 }  // namespace
 
 std::vector<Route> make_routes() {
@@ -320,7 +404,7 @@ std::vector<Route> make_routes() {
   add("POST", "/v1/campaigns:fetch", true, json, {}, h_campaign_fetch);
   add("GET", "/v1/analytics/rfm", true, none, {}, h_analytics_rfm);
   add("POST", "/v1/dsr", true, json, {}, h_dsr_create);
-  add("GET", "/v1/dsr", true, none, {"status", "type", "overdue", "due_within_days", "limit"}, h_dsr_list);
+  add("GET", "/v1/dsr", true, none, {"status", "type", "overdue", "due_within_days", "limit", "after"}, h_dsr_list);
   add("GET", "/v1/dsr/{id}", true, none, {}, h_dsr_get);
   add("POST", "/v1/dsr/{id}:transition", true, json, {}, h_dsr_transition);
   add("GET", "/v1/dsr/{id}/export", true, none, {"format", "table"}, h_dsr_export);
@@ -346,6 +430,18 @@ std::vector<Route> make_routes() {
   add("POST", "/v1/orders:batchCreate", true, json, {}, h_batch_orders);
   add("POST", "/v1/touchpoints:batchCreate", true, json, {}, h_batch_touchpoints);
   add("GET", "/v1/tokens", true, none, {}, h_list_tokens);
+  // Web console administration and the privacy page (issue 19).
+  add("POST", "/v1/tokens", true, json, {}, h_create_token);
+  add("DELETE", "/v1/tokens/{name}", true, none, {}, h_revoke_token);
+  add("GET", "/v1/admin/policies", true, none, {}, h_admin_policies);
+  add("GET", "/v1/admin/keys", true, none, {}, h_admin_keys);
+  add("POST", "/v1/subjects/{id}:privacyLink", true, json, {}, h_privacy_link);
+  add("POST", "/v1/privacy/session", false, none, {}, h_privacy_session);
+  add("GET", "/v1/privacy/consents", false, none, {}, h_privacy_consents);
+  add("POST", "/v1/privacy/consents", false, json, {}, h_privacy_record_consent);
+  add("POST", "/v1/privacy/requests", false, json, {}, h_privacy_request);
+  add("POST", "/v1/campaigns:preview", true, json, {}, h_campaign_preview);
+  add("GET", "/v1/analytics/consents", true, none, {"months"}, h_analytics_consents);
   return r;
 }
 

@@ -38,7 +38,7 @@ const std::vector<store::ModuleMigrations>& schema() {
   static const std::vector<store::ModuleMigrations> all = {
       store::keys_migrations(), audit::migrations(),   access::migrations(), records::migrations(),
       consent::migrations(),    dsr::migrations(),     breach::migrations(),   outbox::migrations(),
-      import_migrations(),
+      import_migrations(),      privacy_migrations(),
   };
   return all;
 }

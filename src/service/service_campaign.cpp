@@ -1,4 +1,5 @@
 // Marketing analytics and the consented campaign fetch.
+#include <chrono>
 #include <nlohmann/json.hpp>
 
 #include "custos/consent/storage.h"
@@ -29,7 +30,30 @@ Json Service::analytics_rfm(const Caller& caller) {
                                                   "subjects=" + std::to_string(s.subjects_scored)});
   Json segments = Json::object();
   for (const auto& [name, size] : s.segment_sizes) segments[name] = size;
-  return {{"computed_at", audit::format_time_us(s.computed_us)},
+  // CLV per currency, by the same rule as each subject's (records/rfm.cpp:
+  // their order total in the window, per year, times the expected lifespan),
+  // averaged over the subjects who paid in that currency: amounts in
+  // different currencies are never added together.
+  Json by_currency = Json::array();
+  {
+    const double years = policy.window_days / 365.0;
+    const std::int64_t since = impl_->audit->now_us() - static_cast<std::int64_t>(policy.window_days) * 86'400'000'000LL;
+    auto tx = impl_->store->begin(store::TxMode::read);
+    tx->exec("SELECT o.currency, count(DISTINCT o.subject_id), count(*), sum(o.amount_minor) FROM orders o"
+             " JOIN subjects s ON s.id = o.subject_id AND s.status = 'active' WHERE o.at >= ?"
+             " GROUP BY o.currency ORDER BY o.currency",
+             {since}, [&](const store::Row& r) {
+               const auto customers = r.integer(1);
+               const double total = static_cast<double>(r.integer(3));
+               by_currency.push_back(
+                   {{"currency", std::string(r.text(0))}, {"customers", customers}, {"orders", r.integer(2)},
+                    {"revenue_minor", r.integer(3)},
+                    {"average_clv_minor",
+                     customers ? total / static_cast<double>(customers) / years * policy.expected_lifespan_years : 0.0}});
+             });
+  }
+  return {{"clv_by_currency", by_currency},
+          {"computed_at", audit::format_time_us(s.computed_us)},
           {"window_days", policy.window_days},
           {"subjects_scored", s.subjects_scored},
           {"orders_considered", s.orders_considered},
@@ -108,6 +132,100 @@ Json Service::campaign_fetch(const Caller& caller, const Json& body,
   if (!q.segment.empty()) summary["segment"] = q.segment;
   if (open) emit(summary.dump() + "\n");
   return summary;
+}
+
+Json Service::campaign_preview(const Caller& caller, const Json& body) {
+  const auto pol = impl_->current_policy();
+  impl_->authorize(caller, *pol, "records.read", "campaign.preview", true);
+  only_keys(body, {"purpose", "channel", "segment"});
+  records::Records::CampaignQuery q;
+  q.purpose = body.contains("purpose") ? required_string(body, "purpose", 64) : caller.purpose;
+  if (q.purpose != caller.purpose)
+    throw Error(ErrorCode::invalid_argument, "body 'purpose' must match the Custos-Purpose header");
+  const access::Purpose* purpose = pol->purpose(q.purpose);
+  if (purpose == nullptr || !purpose->marketing)
+    throw Error(ErrorCode::invalid_field, "field 'purpose': a campaign needs a marketing purpose");
+  q.channel = required_string(body, "channel", 16);
+  if (std::find(purpose->channels.begin(), purpose->channels.end(), q.channel) == purpose->channels.end())
+    throw Error(ErrorCode::invalid_field, "field 'channel': not a channel of purpose '" + q.purpose + "'");
+  if (body.contains("segment")) {
+    q.segment = required_string(body, "segment", 64);
+    if (!impl_->current_segments()->has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
+  }
+  q.now_us = impl_->audit->now_us();
+  q.candidates = [&q](store::Transaction& tx, const records::SubjectId& after, std::size_t limit) {
+    return consent::granted_subjects(tx, q.purpose, q.channel, q.now_us, after, limit);
+  };
+  records::ReadSpec spec;  // no field: nothing is decrypted
+  spec.operation = "campaign.preview";
+  std::optional<records::SubjectId> after;
+  std::int64_t count = 0;
+  for (;;) {
+    const auto page = impl_->records->read_campaign_page(impl_->actor(caller), q, after, kCampaignPage, spec);
+    count += static_cast<std::int64_t>(page.size());
+    if (page.size() < kCampaignPage) break;
+    after = page.back().id;
+  }
+  Json out = {{"count", count}, {"purpose", q.purpose}, {"channel", q.channel}};
+  if (!q.segment.empty()) out["segment"] = q.segment;
+  return out;
+}
+
+Json Service::analytics_consents(const Caller& caller, const std::map<std::string, std::string>& query) {
+  impl_->authorize(caller, *impl_->current_policy(), "analytics", "analytics.consents", false);
+  int months = 12;
+  for (const auto& [key, value] : query) {
+    if (key != "months") throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(key) + "'");
+    if (value.empty() || value.size() > 2 || value.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(value) < 1 || std::stoi(value) > 36)
+      throw Error(ErrorCode::invalid_argument, "parameter 'months' must be 1-36");
+    months = std::stoi(value);
+  }
+  using namespace std::chrono;
+  const std::int64_t now = impl_->audit->now_us();
+  const year_month_day today(floor<days>(sys_time<microseconds>(microseconds(now))));
+  const year_month this_month = today.year() / today.month();
+  // The ends of the previous months-1 months (UTC), then now.
+  std::vector<std::int64_t> ends;
+  std::vector<std::string> labels;
+  for (int back = months - 1; back >= 1; --back) {
+    const year_month m = this_month - std::chrono::months(back);
+    const sys_days next = sys_days(year_month_day((m + std::chrono::months(1)) / 1));
+    ends.push_back(duration_cast<microseconds>(next.time_since_epoch()).count() - 1);
+    const unsigned month = static_cast<unsigned>(m.month());
+    labels.push_back(std::to_string(static_cast<int>(m.year())) + (month < 10 ? "-0" : "-") + std::to_string(month));
+  }
+  ends.push_back(now);
+  labels.push_back("now");
+  std::vector<consent::GrantCounts> granted;
+  std::vector<std::int64_t> subjects(ends.size(), 0);
+  {
+    auto tx = impl_->store->begin(store::TxMode::read);
+    granted = consent::granted_over_time(*tx, ends);
+    tx->exec("SELECT created_at FROM subjects WHERE status = 'active'", {}, [&](const store::Row& r) {
+      const std::int64_t at = r.integer(0);
+      for (std::size_t i = 0; i < ends.size(); ++i)
+        if (at <= ends[i]) ++subjects[i];
+    });
+  }
+  // Every marketing purpose x channel of the policy, in its order.
+  Json series = Json::array();
+  for (const auto& [name, p] : impl_->current_policy()->purposes()) {
+    if (!p.marketing) continue;
+    for (const auto& ch : p.channels) {
+      Json points = Json::array();
+      for (std::size_t i = 0; i < ends.size(); ++i) {
+        const auto it = granted[i].find({name, ch});
+        const std::int64_t n = it == granted[i].end() ? 0 : std::max<std::int64_t>(0, it->second);
+        points.push_back({{"month", labels[i]}, {"granted", n}, {"subjects", subjects[i]},
+                          {"rate", subjects[i] ? static_cast<double>(n) / static_cast<double>(subjects[i]) : 0.0}});
+      }
+      series.push_back({{"purpose", name}, {"channel", ch}, {"points", std::move(points)}});
+    }
+  }
+  impl_->audit->append_now(impl_->actor(caller), {"analytics.consents", "", {}, {}, true, "",
+                                                  "months=" + std::to_string(months)});
+  return {{"months", labels}, {"series", series}};
 }
 
 }  // namespace custos::service

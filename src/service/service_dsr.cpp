@@ -146,6 +146,12 @@ Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::st
       if (value.empty() || value.size() > 4 || value.find_first_not_of("0123456789") != std::string::npos || value == "0")
         throw Error(ErrorCode::invalid_argument, "parameter 'limit' must be 1-1000");
       f.limit = std::min<std::size_t>(1000, std::stoul(value));
+    } else if (key == "after") {
+      // A request id (the previous page's last): "dsr_" and 24 lowercase hex digits.
+      if (value.size() != 28 || value.rfind("dsr_", 0) != 0 ||
+          value.find_first_not_of("0123456789abcdef", 4) != std::string::npos)
+        throw Error(ErrorCode::invalid_argument, "parameter 'after' must be a request id (the previous page's last)");
+      f.after_id = value;
     } else {
       throw Error(ErrorCode::invalid_argument, "unknown parameter '" + util::printable_prefix(key) + "'");
     }

@@ -103,9 +103,13 @@ export async function launch() {
 // console errors, uncaught exceptions, failed requests, HTTP errors not
 // listed in `expectStatus` (e.g. [401] for a test of a bad token) and CSP
 // violations (the securitypolicyviolation event, reported through a binding).
-export async function guardedPage(browser, { expectStatus = [], viewport = { width: 1280, height: 800 } } = {}) {
-  const context = await browser.newContext({ viewport, acceptDownloads: true });
+// `gpc: true` makes the browser send Global Privacy Control (Sec-GPC: 1 on
+// every request, navigator.globalPrivacyControl true), as a browser or
+// extension with GPC switched on does.
+export async function guardedPage(browser, { expectStatus = [], viewport = { width: 1280, height: 800 }, gpc = false } = {}) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true, extraHTTPHeaders: gpc ? { 'Sec-GPC': '1' } : {} });
   const page = await context.newPage();
+  if (gpc) await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true }));
   page.setDefaultTimeout(10_000);
   const problems = [];
   await page.exposeBinding('__cspViolation', (_src, v) => problems.push(`CSP violation: ${v}`));
@@ -142,6 +146,16 @@ export async function signIn(page, url, token) {
   await page.getByLabel('Bearer token').fill(token);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator('#principal').waitFor();
+}
+
+// Form controls with no accessible name (no <label>, aria-label or
+// aria-labelledby, and for buttons no text): described by tag, type and name.
+export async function unlabelledControls(page) {
+  return page.evaluate(() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+    .filter((c) => c.offsetParent !== null || c.getClientRects().length > 0)
+    .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.getAttribute('aria-labelledby') &&
+      !(c.tagName === 'BUTTON' && c.textContent.trim()))
+    .map((c) => `${c.tagName.toLowerCase()}[type=${c.type}][name=${c.name}]`));
 }
 
 export async function shot(page, name) {

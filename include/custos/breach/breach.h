@@ -78,6 +78,7 @@ struct AffectedResult {
   std::uint64_t first_seq = 0, last_seq = 0, entries_scanned = 0;
   audit::Checkpoint checkpoint;
   std::vector<std::pair<std::string, std::vector<std::string>>> sample;  // subject hex, fields
+  std::optional<std::pair<std::int64_t, std::int64_t>> window_us;  // [from, to) of an audit-log computation
 };
 
 class Book {

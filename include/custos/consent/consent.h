@@ -26,7 +26,8 @@
 namespace custos::consent {
 
 inline const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web"};
-inline const std::vector<std::string> kSources = {"web_form", "call_centre", "import", "api", "email_link", "gpc"};
+inline const std::vector<std::string> kSources = {"web_form", "call_centre", "import", "api", "email_link", "gpc",
+                                                  "privacy_page"};
 
 struct EventInput {
   std::string purpose;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -21,5 +23,13 @@ store::ModuleMigrations migrations();
 std::vector<records::SubjectId> granted_subjects(store::Transaction& tx, const std::string& purpose,
                                                  const std::string& channel, std::int64_t now_us,
                                                  const records::SubjectId& after, std::size_t limit);
+
+// Consent over time (the console's analytics, issue 19): replays every
+// confirmed event in event-time order and, at each of `ends` (ascending Unix
+// µs), counts the subjects granted per (purpose, channel). A grant counts
+// until a later event of any other kind (withdrawn, denied, objection,
+// opt-out) for the same subject, purpose and channel; expiry is not applied.
+using GrantCounts = std::map<std::pair<std::string, std::string>, std::int64_t>;
+std::vector<GrantCounts> granted_over_time(store::Transaction& tx, const std::vector<std::int64_t>& ends);
 
 }  // namespace custos::consent

@@ -76,7 +76,7 @@ struct ListFilter {
   std::optional<std::int64_t> due_before_us;
   std::int64_t now_us = 0;
   std::size_t limit = 100;
-  std::string after_id;
+  std::string after_id;  // the page after this request, in (due_at, id) order
 };
 
 class Desk {

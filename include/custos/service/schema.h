@@ -13,6 +13,9 @@ namespace custos::service {
 // first, so a module's migration may rely on what lower modules created.
 const std::vector<store::ModuleMigrations>& schema();
 
+// The privacy page's links (service_privacy.cpp).
+store::ModuleMigrations privacy_migrations();
+
 // Brings `store` to schema() (store::migrate). Also refuses a database that
 // records a module this binary does not know (written by a newer release):
 // Error(storage) naming the module and its version.

@@ -19,6 +19,7 @@
 
 #include "custos/access/policy.h"
 #include "custos/crypto/passphrase.h"
+#include "custos/error.h"
 #include "custos/audit/journal.h"
 #include "custos/access/tokens.h"
 #include "custos/outbox/outbox.h"
@@ -74,6 +75,20 @@ struct Caller {
   access::Principal principal;
   std::string purpose;     // Custos-Purpose
   std::string request_id;
+};
+
+// A privacy link that was used or has expired (HTTP 410 link_used /
+// link_expired; a transport that does not know it sees unauthenticated).
+class PrivacyLinkRefused : public Error {
+ public:
+  explicit PrivacyLinkRefused(std::string reason)
+      : Error(ErrorCode::unauthenticated, reason == "link_used" ? "this privacy link was already used"
+                                                                : "this privacy link has expired"),
+        reason_(std::move(reason)) {}
+  const std::string& reason() const { return reason_; }  // "link_used" | "link_expired"
+
+ private:
+  std::string reason_;
 };
 
 class Service {
@@ -278,6 +293,50 @@ class Service {
   Json batch_add_touchpoints(const Caller& caller, const Json& body);
   // Tokens (names, roles, ids, times; never a secret). Needs admin.
   Json list_tokens(const Caller& caller);
+
+  // ---- The web console's administration screen and the privacy page (issue 19).
+
+  // The policy files in force (the policy directory's *.yaml): name, bytes,
+  // SHA-256 and text (policy files hold no personal data). Needs admin;
+  // audited as admin.policies.
+  Json admin_policies(const Caller& caller);
+  // Master-key versions: the current one (meta), the versions on disk, and
+  // how many wrapped keys each version wraps (database-level and subject
+  // data keys). Never key material. Needs keys or admin; audited as key.versions.
+  Json admin_keys(const Caller& caller);
+
+  // A subject's privacy link (POST /v1/subjects/{id}:privacyLink): one
+  // subject, expiring (body ttl_hours 1-168, default 72), single use. Body
+  // `regime` (default eu-gdpr) is the regime its requests are taken in
+  // under. The vault keeps the link id, the subject, SHA-256 of the secret,
+  // the expiry and when it was used; never the secret. Needs `consent`;
+  // audited as subject.privacy_link. Returns {link_id, token, url, expires_at}.
+  Json privacy_link_create(const Caller& caller, std::string_view subject_id, const Json& body);
+  // Spends a link token for a session of 30 minutes bound to its subject
+  // (never past the link's expiry). Throws PrivacyLinkRefused for a used
+  // or expired link, Error(unauthenticated) for an unknown or malformed one.
+  Json privacy_session_open(std::string_view link_token, const std::string& request_id);
+  // With a session token (Error(unauthenticated) otherwise): the subject's
+  // consents per marketing purpose and channel (no other personal field);
+  // a consent change {purpose, channel, event: granted|withdrawn}, recorded
+  // with proof.capture "privacy_page", the link id and the time; a request
+  // {type: access|erasure|rectification|opt_out_sale_share, changes?, note?}
+  // taken in as a DSR identified by the link and moved to identity_verified.
+  // `gpc` (Sec-GPC: 1 on the call) is recorded as an opt-out of sale and sharing.
+  Json privacy_consents(std::string_view session_token, bool gpc, const std::string& request_id);
+  Json privacy_record_consent(std::string_view session_token, const Json& body, bool gpc,
+                              const std::string& request_id);
+  Json privacy_request(std::string_view session_token, const Json& body, bool gpc, const std::string& request_id);
+
+  // Campaign preview (counts only): how many subjects a campaign fetch with
+  // this body {purpose, channel, segment?} would reach, decrypting nothing.
+  // Authorised as the fetch (records.read and the marketing purpose declared);
+  // audited as campaign.preview per page of candidates.
+  Json campaign_preview(const Caller& caller, const Json& body);
+  // Consent rates per purpose and channel at each month's end (query
+  // months=1-36, default 12; the last point is now): subjects granted, and
+  // the rate over the active subjects created by then. Needs analytics.
+  Json analytics_consents(const Caller& caller, const std::map<std::string, std::string>& query);
 
   // Counters for /metrics.
   struct Counters {

@@ -37,6 +37,7 @@ async function send(path, { method = 'GET', body, purpose } = {}) {
 
 export async function getJson(path, opts) { return (await send(path, opts)).json(); }
 export async function postJson(path, body, opts = {}) { return (await send(path, { ...opts, method: 'POST', body })).json(); }
+export async function deleteJson(path, opts = {}) { return (await send(path, { ...opts, method: 'DELETE' })).json(); }
 
 // Downloads a response body as a file: fetched with the token (so it never
 // appears in a URL), handed to the browser as a Blob.

@@ -1,13 +1,14 @@
 // The console's shell: sign-in with a pasted bearer token (memory only, see
 // api.js), the screens the token's role may use, and hash routing
 // (#/requests, #/requests/<id>, #/audit, #/breaches, #/breaches/<id>,
-// #/analytics). Only ids appear in the URL, never a token or personal value.
+// #/analytics, #/admin). Only ids appear in the URL, never a token or personal value.
 import { getJson, setToken, clearToken, signedIn } from './api.js';
 import { h, replace, field, errorBox } from './dom.js';
 import { renderQueue, renderRequest, renderIntake } from './requests.js';
 import { renderAudit } from './audit.js';
 import { renderBoard, renderIncident } from './breaches.js';
-import { renderAnalytics } from './analytics.js';
+import { renderAnalytics, marketer } from './analytics.js';
+import { renderAdmin } from './admin.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -19,9 +20,14 @@ const SCREENS = [
   { path: 'breaches', title: 'Breaches', op: 'breach' },
   { path: 'audit', title: 'Audit', op: 'audit' },
   { path: 'analytics', title: 'Analytics', op: 'analytics' },
+  { path: 'admin', title: 'Admin', op: 'admin' },
 ];
 
-function allowed() { return SCREENS.filter((sc) => me && me.operations.includes(sc.op)); }
+// The screens the role may use (the server still decides every call): by
+// operation class; Analytics also for a marketer (its campaign preview).
+function allowed() {
+  return SCREENS.filter((sc) => me && (me.operations.includes(sc.op) || (sc.op === 'analytics' && marketer(me))));
+}
 
 function renderSignIn(message) {
   const token = h('input', { type: 'password', name: 'token', autocomplete: 'off', required: true, spellcheck: 'false' });
@@ -83,12 +89,13 @@ async function route() {
   try {
     if (screen === 'requests') {
       if (decoded === 'new') renderIntake(main);
-      else if (decoded) await renderRequest(main, decoded);
+      else if (decoded) await renderRequest(main, decoded, me);
       else await renderQueue(main);
     } else if (screen === 'breaches') {
       if (decoded) await renderIncident(main, decoded); else await renderBoard(main);
     } else if (screen === 'audit') await renderAudit(main);
-    else if (screen === 'analytics') await renderAnalytics(main);
+    else if (screen === 'analytics') await renderAnalytics(main, me);
+    else if (screen === 'admin') await renderAdmin(main, me);
   } catch (e) {
     replace(main, errorBox(e));
   }

@@ -107,7 +107,32 @@ export async function renderIncident(main, id) {
       await renderIncident(main, id);
     } catch (e) { replace(out, errorBox(e)); }
   });
+  // The affected-subject computation: every subject the named principals or
+  // tokens touched in the window, from the audit log (or by data category).
+  const principals = h('input', { name: 'principals', autocomplete: 'off', placeholder: 'e.g. sales-laptop' });
+  const from = h('input', { name: 'from', type: 'datetime-local', step: '1' });
+  const to = h('input', { name: 'to', type: 'datetime-local', step: '1' });
+  const compOut = h('div');
+  const compForm = h('form', { class: 'filters', id: 'compute-affected', 'aria-label': 'Compute the affected subjects' },
+    field('Compromised principals (comma-separated)', principals), field('From (UTC)', from), field('To (UTC)', to),
+    h('button', { type: 'submit' }, 'Compute affected subjects'), compOut);
+  compForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const iso = (v) => (v ? `${v.length === 16 ? `${v}:00` : v}Z` : undefined);
+    const body = { principals: principals.value.split(',').map((x) => x.trim()).filter(Boolean), from: iso(from.value), to: iso(to.value) };
+    try {
+      await postJson(`/v1/breaches/${encodeURIComponent(i.id)}:computeAffected`, body);
+      await renderIncident(main, id);
+    } catch (e) { replace(compOut, errorBox(e)); }
+  });
   const comp = i.affected_computation;
+  const compFacts = comp ? facts([
+    ['Method', comp.method === 'audit_log' ? 'from the audit log' : comp.method],
+    ['Window', comp.from ? `${when(comp.from)} – ${when(comp.to)}` : null],
+    ['Subjects affected', h('span', { id: 'affected-count' }, String(comp.count))],
+    ['Audit entries scanned', comp.method === 'audit_log' ? `${comp.entries_scanned}${comp.count ? ` (matching seq ${comp.first_seq}–${comp.last_seq})` : ''}` : null],
+    ['Checkpoint', `tree size ${comp.checkpoint_size}${comp.checkpoint_root ? `, root ${comp.checkpoint_root}` : ''}`],
+  ]) : null;
   const deadlines = deadlineList(i.deadlines || []);
   replace(main, h('h1', null, `Incident ${i.id}`), h('p', null, i.description),
     facts([['Status', i.status.replaceAll('_', ' ')], ['Discovered', when(i.discovered_at)],
@@ -116,7 +141,7 @@ export async function renderIncident(main, id) {
       ['Categories', (i.categories || []).join(', ')], ['Regimes', (i.regimes || []).join(', ')],
       ['Affected subjects', i.affected_count === null ? 'not computed' : String(i.affected_count)]]),
     h('h2', null, 'Notification clocks'), deadlines,
-    comp ? [h('h2', null, 'Affected-subject computation'), h('pre', { class: 'report' }, JSON.stringify(comp, null, 2))] : null,
+    h('h2', null, 'Affected-subject computation'), compFacts ? h('div', { id: 'affected' }, compFacts) : h('p', null, 'Not computed yet.'), compForm,
     h('h2', null, 'Timeline'),
     table(['When', 'Recorded', 'Who', 'Event', 'Note'], (i.timeline || []).map((e) => h('tr', null,
       h('td', null, when(e.at)), h('td', null, when(e.recorded_at)), h('td', null, e.actor),

@@ -1,0 +1,157 @@
+// The privacy page's link and session (issue 19) at the service façade,
+// with an injected clock: a link is one subject's, spent once, refused when
+// used or expired; its session lasts 30 minutes and can do nothing but read
+// and change that subject's marketing consents and file its requests; the
+// vault keeps no secret. The page itself is tested in the browser
+// (tests/browser/console.test.mjs).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "custos/audit/audit_log.h"
+#include "custos/error.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+using service::Json;
+using testing::code_of;
+using testing::TestVault;
+
+constexpr std::int64_t kSecond = 1000000;
+constexpr std::int64_t kHour = 3600 * kSecond;
+
+struct Clocked {
+  TestVault v;
+  std::shared_ptr<std::atomic<std::int64_t>> now = std::make_shared<std::atomic<std::int64_t>>(1767225600LL * kSecond);
+  Clocked() {
+    auto n = now;
+    v.use_clock([n] { return n->load(); });
+  }
+  void advance(std::int64_t us) { *now += us; }
+  std::string subject(const std::string& email) {
+    return v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Pat"}, {"email", email}}}})["id"];
+  }
+  Json link(const std::string& id, Json body = Json::object()) {
+    return v.service->privacy_link_create(v.caller("compliance_officer", ""), id, body);
+  }
+};
+
+// The refusal's reason, or "" if `fn` was not refused as a spent link.
+std::string refusal(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const service::PrivacyLinkRefused& e) {
+    return e.reason();
+  } catch (const Error&) {
+    return "other error";
+  }
+  return "";
+}
+
+TEST(PrivacyLink, IsSpentOnceAndRefusedWhenUsedOrExpired) {
+  Clocked t;
+  const std::string id = t.subject("pat@example.com");
+  const Json link = t.link(id, {{"ttl_hours", 2}});
+  const std::string token = link["token"];
+  EXPECT_EQ(link["url"], "/privacy/#t=" + token);
+  EXPECT_EQ(link["link_id"].get<std::string>().size(), 24u);
+  const Json s = t.v.service->privacy_session_open(token, "r1");
+  EXPECT_FALSE(s["session"].get<std::string>().empty());
+  EXPECT_EQ(refusal([&] { t.v.service->privacy_session_open(token, "r2"); }), "link_used");
+
+  const std::string late = t.link(id, {{"ttl_hours", 2}})["token"];
+  t.advance(2 * kHour);
+  EXPECT_EQ(refusal([&] { t.v.service->privacy_session_open(late, "r3"); }), "link_expired");
+
+  // A changed secret, a made-up token, or nothing at all: unauthenticated, not a hint.
+  std::string forged = t.link(id)["token"];
+  forged.back() = forged.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_session_open(forged, "r4"); }), ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_session_open("nope", "r5"); }), ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_session_open("", "r6"); }), ErrorCode::unauthenticated);
+}
+
+TEST(PrivacyLink, SessionLastsThirtyMinutesAndIsNoBearerToken) {
+  Clocked t;
+  const std::string id = t.subject("s@example.com");
+  const std::string token = t.link(id)["token"];
+  const std::string session = t.v.service->privacy_session_open(token, "r1")["session"];
+  EXPECT_EQ(t.v.service->privacy_consents(session, false, "r2")["gpc"], false);
+  // Neither the link nor the session is an API token, and the link is no session.
+  EXPECT_EQ(code_of([&] { t.v.service->authenticate(session); }), ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { t.v.service->authenticate(token); }), ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_consents(token, false, "r3"); }), ErrorCode::unauthenticated);
+  t.advance(31 * 60 * kSecond);
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_consents(session, false, "r4"); }), ErrorCode::unauthenticated);
+}
+
+TEST(PrivacyLink, ConsentChangesCarryThePageAsEvidence) {
+  Clocked t;
+  const std::string id = t.subject("c@example.com");
+  const Json link = t.link(id);
+  const std::string session = t.v.service->privacy_session_open(link["token"].get<std::string>(), "r1")["session"];
+  const Json view = t.v.service->privacy_record_consent(
+      session, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}}, false, "r2");
+  bool shown = false;
+  for (const auto& p : view["purposes"])
+    for (const auto& c : p["channels"])
+      if (p["purpose"] == "email_marketing" && c["channel"] == "email") shown = c["state"] == "granted";
+  EXPECT_TRUE(shown) << view;
+  const Json history = t.v.service->get_consents(t.v.admin(), id)["history"];
+  ASSERT_EQ(history.size(), 1u) << history;
+  EXPECT_EQ(history[0]["source"], "privacy_page");
+  EXPECT_EQ(history[0]["proof"]["capture"], "privacy_page");
+  EXPECT_EQ(history[0]["proof"]["link_id"], link["link_id"]);
+  EXPECT_EQ(history[0]["recorded_by"], "privacy_link:" + link["link_id"].get<std::string>());
+  // Only the page's own choices: a non-marketing purpose or an unknown channel is refused.
+  EXPECT_EQ(code_of([&] {
+              t.v.service->privacy_record_consent(
+                  session, {{"purpose", "analytics"}, {"channel", "email"}, {"event", "granted"}}, false, "r3");
+            }),
+            ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] {
+              t.v.service->privacy_record_consent(
+                  session, {{"purpose", "email_marketing"}, {"channel", "carrier_pigeon"}, {"event", "granted"}},
+                  false, "r4");
+            }),
+            ErrorCode::invalid_field);
+  // Sec-GPC: 1 withdraws sale and sharing, recorded as the GPC signal.
+  const Json gpc = t.v.service->privacy_consents(session, true, "r5");
+  EXPECT_EQ(gpc["gpc"], true);
+}
+
+TEST(PrivacyLink, RequestsAreTakenInAsVerifiedRequests) {
+  Clocked t;
+  const std::string id = t.subject("r@example.com");
+  const std::string session =
+      t.v.service->privacy_session_open(t.link(id, {{"regime", "us-ca"}})["token"].get<std::string>(), "r1")["session"];
+  const Json r = t.v.service->privacy_request(session, {{"type", "access"}}, false, "r2");
+  const Json q = t.v.service->dsr_get(t.v.caller("compliance_officer", ""), r["request_id"].get<std::string>());
+  EXPECT_EQ(q["status"], "identity_verified");
+  EXPECT_EQ(q["identified_by"], "privacy_link");
+  EXPECT_EQ(q["channel"], "privacy_page");
+  EXPECT_EQ(q["regime"], "us-ca");
+  EXPECT_EQ(q["subject_id"], id);
+  const Json fix = t.v.service->privacy_request(
+      session, {{"type", "rectification"}, {"changes", {{"fields", {{"given_name", "Patricia"}}}}}}, false, "r3");
+  EXPECT_EQ(fix["status"], "identity_verified");
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_request(session, {{"type", "restriction"}}, false, "r4"); }),
+            ErrorCode::invalid_field);
+}
+
+TEST(PrivacyLink, OnlyARoleWithConsentCreatesOneForALiveSubject) {
+  Clocked t;
+  const std::string id = t.subject("a@example.com");
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_link_create(t.v.caller("analyst", ""), id, Json::object()); }),
+            ErrorCode::forbidden_role);
+  EXPECT_EQ(code_of([&] { t.link(id, {{"ttl_hours", 169}}); }), ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] { t.link(id, {{"ttl_hours", 0}}); }), ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] { t.link("00000000000000000000000000000000"); }), ErrorCode::not_found);
+}
+
+}  // namespace
+}  // namespace custos
