@@ -6,6 +6,7 @@
 
 #include "cli_common.h"
 #include "custos/dsr/regulations.h"
+#include "custos/service/policy_upgrade.h"
 #include "custos/service/regulations_view.h"
 #include "custos/util/files.h"
 
@@ -252,12 +253,40 @@ void add_retention_and_hold(CLI::App& app, Globals& g, Action& action, Complianc
   });
 }
 
+// This release's policy files: the source tree's in a build, the
+// package's once installed (as `custos init` copies them).
+fs::path shipped_policies() {
+  const fs::path shipped = CUSTOS_SHIPPED_POLICIES;
+  return fs::exists(shipped) ? shipped : fs::path(CUSTOS_INSTALLED_POLICIES);
+}
+
 // The rule files in force: --policies, else the data directory's, else the
 // shipped ones (officers may ask before any vault exists).
 std::shared_ptr<const dsr::Regulations> load_regulations(const Globals& g) {
   fs::path dir = g.policies.empty() ? fs::path(g.data_dir) / "policies" : fs::path(g.policies);
-  if (g.policies.empty() && !fs::exists(dir / "regulations.yaml")) dir = CUSTOS_SHIPPED_POLICIES;
+  if (g.policies.empty() && !fs::exists(dir / "regulations.yaml")) dir = shipped_policies();
   return dsr::Regulations::load(dir / "regulations.yaml");
+}
+
+// `custos policy upgrade`: a previous release's policy files to this
+// release's format, audited (service/policy_upgrade.h).
+void add_policy(CLI::App& app, Globals& g, Action& action) {
+  auto* policy = app.add_subcommand("policy", "policy files")->require_subcommand(1);
+  policy->add_subcommand("upgrade",
+                         "convert a previous release's regulations.yaml (keeps it as regulations.yaml.v1; adds "
+                         "calendars.yaml) and record it in the audit log")
+      ->callback([&] {
+        action = [&] {
+          service::PolicyUpgradeOptions o;
+          o.data_dir = g.data_dir;
+          o.store_url = g.store;
+          o.passphrase = g.passphrase();
+          if (!g.policies.empty()) o.policy_dir = g.policies;
+          o.shipped_dir = shipped_policies();
+          print(service::upgrade_policies(o));
+          return 0;
+        };
+      });
 }
 
 void add_regulations(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
@@ -290,6 +319,7 @@ void add_compliance_commands(CLI::App& app, Globals& g, Action& action) {
   add_breach(app, g, action, options);
   add_retention_and_hold(app, g, action, options);
   add_regulations(app, g, action, options);
+  add_policy(app, g, action);
 }
 
 }  // namespace custos::cli

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <set>
 
 #include "custos/dsr/dsr.h"
 #include "custos/error.h"
@@ -68,7 +69,8 @@ util::EndRule parse_end(const YAML::Node& n, const std::string& where) {
   const std::string end = n["end"] ? n["end"].as<std::string>() : "as_counted";
   if (end == "as_counted") return util::EndRule::as_counted;
   if (end == "next_working_day") return util::EndRule::next_working_day;
-  refuse(where, "'end' must be as_counted or next_working_day");
+  if (end == "reg_1182_71") return util::EndRule::reg_1182_71;
+  refuse(where, "'end' must be as_counted, next_working_day or reg_1182_71");
 }
 
 unsigned parse_weekday(const std::string& s, const std::string& where) {
@@ -171,7 +173,223 @@ auto find_in(const Map& m, const Alias& aliases, std::string_view key) -> declty
   return nullptr;
 }
 
+// The file's format version; 1 for a file without `version` (the previous
+// release wrote none).
+int format_version(const YAML::Node& root, const std::string& where) {
+  if (!root.IsMap()) refuse(where, "expected a map at the top");
+  if (!root["version"]) return 1;
+  if (!root["version"].IsScalar()) refuse(where, "'version' must be a number");
+  try {
+    return root["version"].as<int>();
+  } catch (const YAML::Exception&) {
+    refuse(where, "'version' must be a number");
+  }
+}
+
+void require_current_version(const YAML::Node& root, const std::string& where) {
+  const int v = format_version(root, where);
+  if (v == kRegulationsVersion) return;
+  if (v > kRegulationsVersion)
+    refuse(where, "version " + std::to_string(v) + " is from a newer release (this one reads version " +
+                      std::to_string(kRegulationsVersion) + ")");
+  if (v == 1)
+    refuse(where, "this file is in the previous release's format (no 'version'; a 'holidays' list, no calendars): "
+                  "run `custos policy upgrade` to convert it (the old file is kept as regulations.yaml.v1)");
+  refuse(where, "unknown version " + std::to_string(v) + " (this release reads version " +
+                    std::to_string(kRegulationsVersion) + ")");
+}
+
+// A YAML double-quoted scalar.
+std::string quoted(const std::string& value) {
+  YAML::Emitter e;
+  e << YAML::DoubleQuoted << value;
+  return e.c_str();
+}
+
+// `text` with the value of `key` (at two spaces' indent) under the top-level
+// `section` replaced; unchanged if there is no such line.
+std::string replace_in_section(const std::string& text, const std::string& section, const std::string& key,
+                               const std::string& value) {
+  std::string out;
+  bool inside = false;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    if (!line.empty() && line[0] != ' ' && line[0] != '#') inside = line == section + ":";
+    if (inside && line.starts_with("  " + key + ":")) line = "  " + key + ": " + value;
+    out += line;
+    if (eol < text.size()) out += '\n';
+    pos = eol + 1;
+  }
+  return out;
+}
+
+// `text` with the `calendar:` of regime `regime` (in every top-level section)
+// set to `calendar`; a comment after the value is kept.
+std::string replace_regime_calendar(const std::string& text, const std::string& regime, const std::string& calendar) {
+  std::string out;
+  bool inside = false;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    if (line.size() > 2 && line.starts_with("  ") && line[2] != ' ' && line[2] != '#') inside = line == "  " + regime + ":";
+    else if (!line.empty() && line[0] != ' ' && line[0] != '#') inside = false;
+    if (inside && line.starts_with("    calendar: ")) {
+      const std::size_t value_end = line.find_first_of(" #", 14);
+      line = "    calendar: " + calendar + (value_end == std::string::npos ? "" : line.substr(value_end));
+    }
+    out += line;
+    if (eol < text.size()) out += '\n';
+    pos = eol + 1;
+  }
+  return out;
+}
+
+// The previous release's period {months|days|business_days|hours: N}, or
+// nullopt if `n` is not one.
+std::optional<util::Period> old_period(const YAML::Node& n) {
+  if (!n || !n.IsMap()) return std::nullopt;
+  try {
+    return parse_period(n, "", true);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// A note for each rule of the old file whose period differs from the one
+// the upgraded file applies (the shipped, statute-sourced rule).
+void compare_rules(const YAML::Node& old_root, const Regulations& now, std::vector<std::string>& notes) {
+  const auto differs = [&](const std::string& what, const YAML::Node& old_node, const std::optional<util::Period>& next) {
+    const auto before = old_period(old_node);
+    if (!before) return;
+    const std::string after = next ? next->describe() : std::string("no fixed period");
+    if (before->describe() != after)
+      notes.push_back(what + " was " + before->describe() + " in the old file; the upgraded file applies " + after +
+                      " (its source is in regulations.yaml)");
+  };
+  if (old_root["dsr"] && old_root["dsr"].IsMap())
+    for (const auto& kv : old_root["dsr"]) {
+      const std::string key = kv.first.as<std::string>();
+      const DsrRules* rules = now.dsr(key);
+      if (rules == nullptr) {
+        notes.push_back("dsr." + key + " has no regime in the upgraded file (`custos regulations show` lists them)");
+        continue;
+      }
+      differs("dsr." + key + ".respond", kv.second["respond"], rules->respond.period);
+      differs("dsr." + key + ".extend", kv.second["extend"],
+              rules->extend ? std::optional(rules->extend->period) : std::nullopt);
+      if (kv.second["opt_out"]) {
+        const auto it = rules->by_type.find("opt_out_sale_share");
+        differs("dsr." + key + ".opt_out", kv.second["opt_out"],
+                it == rules->by_type.end() ? std::nullopt : std::optional(it->second.period));
+      }
+    }
+  if (old_root["breach"] && old_root["breach"].IsMap())
+    for (const auto& kv : old_root["breach"]) {
+      const std::string key = kv.first.as<std::string>();
+      const BreachRules* rules = now.breach(key);
+      if (rules == nullptr) {
+        notes.push_back("breach." + key + " has no regime in the upgraded file (`custos regulations show` lists them)");
+        continue;
+      }
+      // The old `authority` is the regulator each law names (an attorney
+      // general, HHS); the old `subjects` are the individuals.
+      const Recipient* authority = rules->recipient("authority");
+      for (const char* k : {"attorney_general", "hhs"})
+        if (authority == nullptr) authority = rules->recipient(k);
+      const Recipient* individuals = rules->recipient("individuals");
+      differs("breach." + key + ".authority", kv.second["authority"], authority ? authority->within : std::nullopt);
+      differs("breach." + key + ".subjects", kv.second["subjects"], individuals ? individuals->within : std::nullopt);
+    }
+}
+
+// The shipped calendar whose holidays equal `listed` ("YYYY-MM-DD") in
+// every year the list covers; "" if none does.
+std::string calendar_matching(const Regulations& regs, const std::set<std::string>& listed) {
+  std::set<int> years;
+  for (const auto& d : listed) years.insert(std::stoi(d.substr(0, 4)));
+  for (const auto& [key, cal] : regs.calendars()) {
+    std::set<std::string> theirs;
+    for (const int y : years)
+      for (const auto& holiday : cal.holidays(y)) theirs.insert(holiday.first);
+    if (theirs == listed) return key;
+  }
+  return "";
+}
+
 }  // namespace
+
+RegulationsUpgrade upgrade_regulations(const std::filesystem::path& policy_dir, const std::filesystem::path& shipped_dir) {
+  namespace fs = std::filesystem;
+  const fs::path file = policy_dir / "regulations.yaml";
+  const std::string where = file.string();
+  RegulationsUpgrade u;
+  u.to_version = kRegulationsVersion;
+  YAML::Node old_root;
+  const std::string old_text = util::read_text_file(file);
+  try {
+    old_root = YAML::Load(old_text);
+  } catch (const YAML::Exception& e) {
+    refuse(where, "invalid at line " + std::to_string(e.mark.line + 1) + "; fix it before upgrading");
+  }
+  u.from_version = format_version(old_root, where);
+  if (u.from_version == kRegulationsVersion) {
+    (void)Regulations::load(file);  // current: it must still load
+    return u;
+  }
+  if (u.from_version != 1) require_current_version(old_root, where);  // newer or unknown: refused with why
+
+  // The shipped files are the new rules; the old file contributes what is
+  // the operator's own: the controller, and which public holidays count.
+  const auto shipped = Regulations::load(shipped_dir / "regulations.yaml");
+  std::string next = util::read_text_file(shipped_dir / "regulations.yaml");
+  if (const YAML::Node c = old_root["controller"]; c && c.IsMap()) {
+    if (c["name"] && c["name"].IsScalar()) next = replace_in_section(next, "controller", "name", quoted(c["name"].as<std::string>()));
+    if (c["timezone"] && c["timezone"].IsScalar())
+      next = replace_in_section(next, "controller", "timezone", quoted(c["timezone"].as<std::string>()));
+  }
+  const DsrRules* eu = shipped->dsr("eu-gdpr");
+  u.eu_calendar = eu ? eu->calendar->key() : "";
+  if (const YAML::Node h = old_root["holidays"]; h && h.IsSequence() && h.size() > 0 && eu != nullptr) {
+    std::set<std::string> listed;
+    for (const auto& d : h) listed.insert(d.as<std::string>());
+    const std::string match = calendar_matching(*shipped, listed);
+    if (match.empty()) {
+      u.notes.push_back("the old 'holidays' list matches no shipped calendar: eu-gdpr counts on " + u.eu_calendar +
+                        "; name your member state's calendar in regulations.yaml (calendars.yaml has them)");
+    } else if (match != u.eu_calendar) {
+      next = replace_regime_calendar(next, "eu-gdpr", match);
+      u.eu_calendar = match;
+    }
+  }
+
+  // Write beside the old file, load the result, then swap: a failure leaves
+  // the old file (and no stray calendars.yaml) behind.
+  const fs::path calendars = policy_dir / "calendars.yaml";
+  const fs::path candidate = policy_dir / "regulations.yaml.upgrade";
+  std::error_code ec;
+  u.calendars_added = !fs::exists(calendars, ec);
+  try {
+    if (u.calendars_added) util::write_file_atomic(calendars, util::read_text_file(shipped_dir / "calendars.yaml"), 0644);
+    util::write_file_atomic(candidate, next, 0644);
+    const auto upgraded = Regulations::load(candidate);
+    compare_rules(old_root, *upgraded, u.notes);
+    u.backup = policy_dir / "regulations.yaml.v1";
+    for (int i = 2; fs::exists(u.backup, ec); ++i) u.backup = policy_dir / ("regulations.yaml.v1." + std::to_string(i));
+    util::write_file_atomic(u.backup, old_text, 0644);
+    fs::rename(candidate, file);
+  } catch (...) {
+    fs::remove(candidate, ec);
+    if (u.calendars_added) fs::remove(calendars, ec);
+    throw;
+  }
+  u.changed = true;
+  return u;
+}
 
 const Recipient* BreachRules::recipient(std::string_view k) const {
   for (const auto& r : recipients)
@@ -183,11 +401,14 @@ std::shared_ptr<const Regulations> Regulations::load(const std::filesystem::path
   auto r = std::make_shared<Regulations>();
   std::string src = file.string();
   try {
+    const YAML::Node root = YAML::Load(util::read_text_file(file));
+    // The format first: a previous release's file has no calendars.yaml
+    // beside it, and "cannot read calendars.yaml" would not say what to do.
+    require_current_version(root, src);
     const auto calendars_file = file.parent_path() / "calendars.yaml";
     src = calendars_file.string();
     load_calendars(calendars_file, r->calendars_);
     src = file.string();
-    const YAML::Node root = YAML::Load(util::read_text_file(file));
     const YAML::Node controller = root["controller"];
     r->controller_ = controller && controller["name"] ? controller["name"].as<std::string>() : "controller";
     const std::string zone = controller && controller["timezone"] ? controller["timezone"].as<std::string>() : "UTC";

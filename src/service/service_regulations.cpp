@@ -15,7 +15,12 @@ using Json = nlohmann::json;
 Json calendar_json(const util::HolidayCalendar& c) { return {{"key", c.key()}, {"name", c.name()}}; }
 
 const char* end_name(util::EndRule e) {
-  return e == util::EndRule::next_working_day ? "next_working_day" : "as_counted";
+  switch (e) {
+    case util::EndRule::next_working_day: return "next_working_day";
+    case util::EndRule::reg_1182_71: return "reg_1182_71";
+    case util::EndRule::as_counted: break;
+  }
+  return "as_counted";
 }
 
 Json clock_json(const std::string& rule, const dsr::Clock& c) {

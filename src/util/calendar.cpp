@@ -225,7 +225,8 @@ void Calendar::check_in_range(std::int64_t unix_us, std::string_view field) cons
 std::int64_t Calendar::deadline(std::int64_t start_us, const Period& p, const HolidayCalendar& cal, EndRule end) const {
   check_in_range(start_us, "start");
   if (p.hours) return start_us + std::int64_t{p.hours} * 3600 * 1000000;
-  std::int32_t day = local_day(start_us);
+  const std::int32_t start_day = local_day(start_us);
+  std::int32_t day = start_day;
   if (p.months) {
     const auto ymd = ymd_of(day);
     date::year_month_day target = ymd + date::months{p.months};
@@ -235,8 +236,18 @@ std::int64_t Calendar::deadline(std::int64_t start_us, const Period& p, const Ho
   day += p.days;
   for (int left = p.business_days; left > 0;)
     if (cal.is_working_day(++day)) --left;
-  if (end == EndRule::next_working_day)
+  const std::int32_t counted_days = day - start_day;  // the period's length as expressed, before any roll
+  if (end != EndRule::as_counted)
     while (!cal.is_working_day(day)) ++day;
+  if (end == EndRule::reg_1182_71 && p.business_days == 0 && counted_days >= 2) {
+    // Art. 3(5): at least two working days between the day after the start
+    // and the last day; the roll above left the last day a working day.
+    int working = 0;
+    for (std::int32_t d = start_day + 1; d <= day && working < 2; ++d)
+      if (cal.is_working_day(d)) ++working;
+    while (working < 2)
+      if (cal.is_working_day(++day)) ++working;
+  }
   return end_of_local_day(day);
 }
 

@@ -141,6 +141,51 @@ TEST_F(BreachClocks, HipaaMediaHhsAndTheAnnualLogAtTheirThresholds) {
             "2026-07-09T21:59:59.999999Z");
 }
 
+// Every residents threshold of the shipped breach regimes, just below and at
+// or above its line, as each statute words it ("more than N" -> N is below;
+// "N or more" / "at least N" -> N is above). Written from the statutes, not
+// read from regulations.yaml, so that a wrong number in the file fails here.
+TEST_F(BreachClocks, EveryResidentsThresholdJustBelowAndAboveItsLimit) {
+  now = at("2026-05-01T10:00:00Z");
+  struct Case {
+    const char* cite;
+    const char* regime;
+    const char* recipient;
+    const char* state;
+    unsigned below, above;
+  } cases[] = {
+      {"Cal. Civ. Code 1798.82(f): more than 500", "us-ca", "attorney_general", "CA", 500, 501},
+      {"C.R.S. 6-1-716(2)(f): 500 or more", "us-co", "attorney_general", "CO", 499, 500},
+      {"C.R.S. 6-1-716(2)(d): more than 1,000", "us-co", "consumer_reporting_agencies", "CO", 1000, 1001},
+      {"Fla. Stat. 501.171(3)(a): 500 or more", "us-fl", "attorney_general", "FL", 499, 500},
+      {"Fla. Stat. 501.171(5): more than 1,000", "us-fl", "consumer_reporting_agencies", "FL", 1000, 1001},
+      {"Tex. Bus. & Com. Code 521.053(i): at least 250", "us-tx", "attorney_general", "TX", 249, 250},
+      {"Tex. Bus. & Com. Code 521.053(h): more than 10,000", "us-tx", "consumer_reporting_agencies", "TX", 10000, 10001},
+      {"RCW 19.255.010(7): more than 500", "us-wa", "attorney_general", "WA", 500, 501},
+      {"6 Del. C. 12B-102(d): more than 500", "us-de", "attorney_general", "DE", 500, 501},
+      {"R.I. Gen. Laws 11-49.3-4(a)(2): more than 500", "us-ri", "attorney_general", "RI", 500, 501},
+      {"NMSA 57-12C-10: more than 1,000", "us-nm", "attorney_general", "NM", 1000, 1001},
+      {"Ala. Code 8-38-6(a): more than 1,000", "us-al", "attorney_general", "AL", 1000, 1001},
+      {"A.R.S. 18-552(B)(2): more than 1,000", "us-az", "attorney_general", "AZ", 1000, 1001},
+      {"SDCL 22-40-20: more than 250", "us-sd", "attorney_general", "SD", 250, 251},
+      {"ORS 646A.604(1)(b): more than 250", "us-or", "attorney_general", "OR", 250, 251},
+      {"45 CFR 164.408(b): 500 or more", "us-hipaa", "hhs", "CA", 499, 500},
+      {"45 CFR 164.406: more than 500 residents of a State", "us-hipaa", "media", "CA", 500, 501},
+      {"state laws: any resident affected", "us-ny", "individuals", "NY", 0, 1},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.cite);
+    const auto required = [&](unsigned n) {
+      return clock(open_with("2026-04-20T10:00:00Z", {c.regime}, {{c.state, n}}), c.regime, c.recipient)["required"];
+    };
+    EXPECT_EQ(required(c.below), false);
+    EXPECT_EQ(required(c.above), true);
+  }
+  // 45 CFR 164.408(c): the annual log is for fewer than 500.
+  EXPECT_EQ(clock(open_with("2026-04-20T10:00:00Z", {"us-hipaa"}, {{"CA", 499u}}), "us-hipaa", "hhs_annual_log")["required"], true);
+  EXPECT_EQ(clock(open_with("2026-04-20T10:00:00Z", {"us-hipaa"}, {{"CA", 500u}}), "us-hipaa", "hhs_annual_log")["required"], false);
+}
+
 // Res. CD/ANPD 15/2024 Art. 6 and 9: ANPD and data subjects within 3 business
 // days (Brazilian calendar), where the risk is relevant (Art. 5).
 TEST_F(BreachClocks, LgpdThreeBusinessDaysOnTheBrazilianCalendar) {
@@ -209,6 +254,21 @@ TEST_F(BreachClocks, ReloadRefusesBrokenRuleFilesAndKeepsTheOldRules) {
   ASSERT_TRUE(v.service->reload_policies(&error)) << error;
   EXPECT_EQ(clock(open_with("2026-03-27T10:00:00Z", {"uk-gdpr"}, nullptr), "uk-gdpr", "authority")["due_at"],
             "2026-03-29T10:00:00.000000Z");
+}
+
+// The previous release's rule file (tests/fixtures/policies-v1) put back by
+// an operator: refused on SIGHUP with the way out named, the rules in force stay.
+TEST_F(BreachClocks, ReloadRefusesThePreviousReleasesRuleFileNamingTheUpgrade) {
+  now = at("2026-03-28T10:00:00Z");
+  std::ifstream old(std::filesystem::path(CUSTOS_SOURCE_DIR) / "tests" / "fixtures" / "policies-v1" / "regulations.yaml");
+  const std::string previous((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(previous.empty());
+  std::ofstream(v.data_dir() / "policies" / "regulations.yaml") << previous;
+  std::string error;
+  EXPECT_FALSE(v.service->reload_policies(&error));
+  EXPECT_NE(error.find("custos policy upgrade"), std::string::npos) << error;
+  EXPECT_EQ(clock(open_with("2026-03-27T10:00:00Z", {"uk-gdpr"}, nullptr), "uk-gdpr", "authority")["due_at"],
+            "2026-03-30T10:00:00.000000Z");
 }
 
 TEST_F(Breach, AtRiskAndOverdueAtChosenClockValues) {

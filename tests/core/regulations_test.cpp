@@ -117,6 +117,86 @@ TEST(Regulations, GdprEndsAtTheEndOfTheLocalDayAcrossDst) {
   EXPECT_EQ(iso(regs.due(rules, "access", at("2026-09-25T10:00:00Z"))), "2026-10-26T22:59:59.999999Z");
 }
 
+// Reg. 1182/71 Art. 3(5): "Any period of two days or more shall include at
+// least two working days." Counted from the day after the start (Art. 3(1))
+// to the last day after the Art. 3(4) roll; where that holds fewer than two
+// working days the period ends at the end of the second. Each date below was
+// worked out by hand from a 2026 calendar and the calendar's holidays.
+TEST(Regulations, EuPeriodsOfTwoDaysOrMoreIncludeTwoWorkingDays) {
+  const auto& regs = shipped();
+  const auto& zone = regs.calendar();  // Europe/Berlin
+  struct Case {
+    const char* why;
+    const char* calendar;
+    std::string received;
+    util::Period period;
+    std::string roll_only;  // EndRule::next_working_day (Art. 3(4) alone)
+    std::string due;        // EndRule::reg_1182_71 (3(4) and 3(5))
+  } cases[] = {
+      // Fri 27 Nov + 2 days: Sat 28, Sun 29 -> 3(4): Mon 30. One working day
+      // (Mon 30) -> 3(5): the second, Tue 1 Dec.
+      {"weekend", "de-be", "2026-11-27T10:00:00Z", {.days = 2}, "2026-11-30", "2026-12-01"},
+      // Thu 2 Apr + 3 days: Karfreitag 3, Sat 4, Easter Sunday 5 -> 3(4): Mon 6
+      // is Ostermontag -> Tue 7. One working day -> 3(5): Wed 8 April.
+      {"Easter", "de-be", "2026-04-02T10:00:00Z", {.days = 3}, "2026-04-07", "2026-04-08"},
+      // Thu 24 Dec + 2 days: 1. Weihnachtstag Fri 25, Sat 26 (2. Weihnachtstag)
+      // -> 3(4): Sun 27 -> Mon 28. One working day -> Tue 29 December.
+      {"Christmas", "de-be", "2026-12-24T10:00:00Z", {.days = 2}, "2026-12-28", "2026-12-29"},
+      // Wed 23 Dec + 2 days: Thu 24 (a working day in Berlin), Fri 25 -> 3(4):
+      // Mon 28. Two working days (Thu 24, Mon 28): 3(5) holds, no extension.
+      {"holds already", "de-be", "2026-12-23T10:00:00Z", {.days = 2}, "2026-12-28", "2026-12-28"},
+      // Mon 30 Nov + 2 days: Tue 1, Wed 2 Dec, both working days.
+      {"weekdays", "de-be", "2026-11-30T10:00:00Z", {.days = 2}, "2026-12-02", "2026-12-02"},
+      // One day is not "two days or more": Fri 27 Nov + 1 = Sat 28 -> Mon 30 only.
+      {"one day", "de-be", "2026-11-27T10:00:00Z", {.days = 1}, "2026-11-30", "2026-11-30"},
+      // Business days are working days by definition: 1 from Fri 27 Nov = Mon 30.
+      {"business days", "de-be", "2026-11-27T10:00:00Z", {.business_days = 1}, "2026-11-30", "2026-11-30"},
+      // England and Wales: Fri 28 Aug + 2: Sat 29, Sun 30 -> 3(4): Mon 31 is the
+      // Summer bank holiday -> Tue 1 Sep. One working day -> Wed 2 September.
+      {"UK bank holiday", "uk-ew", "2026-08-28T10:00:00Z", {.days = 2}, "2026-09-01", "2026-09-02"},
+      // A month is never short of working days: 2 Apr + 1 month = Sat 2 May ->
+      // 3(4): Mon 4 May, and 3(5) changes nothing.
+      {"one month", "de-be", "2026-04-02T10:00:00Z", {.months = 1}, "2026-05-04", "2026-05-04"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.why) + " received " + c.received);
+    const auto& cal = regs.require_calendar(c.calendar);
+    EXPECT_EQ(zone.local_date(zone.deadline(at(c.received), c.period, cal, util::EndRule::next_working_day)), c.roll_only);
+    EXPECT_EQ(zone.local_date(zone.deadline(at(c.received), c.period, cal, util::EndRule::reg_1182_71)), c.due);
+  }
+  // Across the end of summer time: Fri 23 Oct + 2: Sat 24, Sun 25 (clocks go
+  // back) -> Mon 26 -> 3(5): Tue 27 Oct, ending at 24:00 CET = 23:00 UTC.
+  EXPECT_EQ(iso(zone.deadline(at("2026-10-23T10:00:00Z"), {.days = 2}, regs.require_calendar("de-be"),
+                              util::EndRule::reg_1182_71)),
+            "2026-10-27T22:59:59.999999Z");
+  // Exact durations are not periods of days: 72 h from Friday 10:00 UTC is Monday 10:00 UTC.
+  EXPECT_EQ(iso(zone.deadline(at("2026-11-27T10:00:00Z"), {.hours = 72}, regs.require_calendar("de-be"),
+                              util::EndRule::reg_1182_71)),
+            "2026-11-30T10:00:00.000000Z");
+  // The EU and UK regimes count by the whole regulation.
+  EXPECT_EQ(regs.require_dsr("eu-gdpr").end, util::EndRule::reg_1182_71);
+  EXPECT_EQ(regs.require_dsr("uk-gdpr").end, util::EndRule::reg_1182_71);
+}
+
+// `end: reg_1182_71` in a rule file reaches the due dates of its regime.
+TEST(Regulations, ARuleFileNamesTheArticle3_5EndRule) {
+  testing::TempDir dir;
+  fs::copy_file(kPolicies / "calendars.yaml", dir.path() / "calendars.yaml");
+  std::ofstream(dir.path() / "regulations.yaml") << R"yaml(version: 2
+controller: {name: "Test", timezone: Europe/Berlin}
+dsr:
+  eu-two-days:
+    name: "two days"
+    calendar: de-be
+    end: reg_1182_71
+    respond: {days: 2, source: "Reg. 1182/71 Art. 3(5)", checked: 2026-11-30}
+)yaml";
+  const auto regs = dsr::Regulations::load(dir.path() / "regulations.yaml");
+  const auto& rules = regs->require_dsr("eu-two-days");
+  // As in the table above: Fri 27 Nov + 2 days -> Tue 1 Dec.
+  EXPECT_EQ(regs->calendar().local_date(regs->due(rules, "access", at("2026-11-27T10:00:00Z"))), "2026-12-01");
+}
+
 // ------------------------------------------------------------------ UK GDPR
 
 TEST(Regulations, UkGdprRollsOverEnglishBankHolidays) {
@@ -180,6 +260,47 @@ TEST(Regulations, EveryUsComprehensiveStateLawInForceIsARegime) {
     EXPECT_FALSE(rules->respond.source.citation.empty()) << state;
     EXPECT_EQ(rules->respond.source.checked.size(), 10u) << state;
     ASSERT_TRUE(rules->extend.has_value()) << state;
+  }
+}
+
+// Each remaining state law's clocks, table by table from its statute: respond
+// within 45 days of receipt, extend once by 45 (counted from receipt: 90 in
+// all), answer an appeal within the window its appeal section gives. All
+// count calendar days with no roll. Received Thu 15 Jan 2026: + 45 days =
+// Sun 1 March (16 days to 31 Jan, 28 in February, 1); + 90 = Wed 15 April;
+// + 60 = Mon 16 March.
+TEST(Regulations, EachUsStateLawsPeriodsFromItsStatute) {
+  const auto& regs = shipped();
+  struct Case {
+    const char* cite;
+    const char* regime;
+    int appeal_days;  // 0: the law gives no appeal window
+  } cases[] = {
+      {"C.R.S. 6-1-1306(2), (3)(b)", "us-co", 45},      {"Conn. Gen. Stat. 42-518(c)(1), (d)", "us-ct", 60},
+      {"Utah Code 13-61-203(4); no appeal", "us-ut", 0}, {"Tex. Bus. & Com. Code 541.052(b), 541.053(c)", "us-tx", 60},
+      {"ORS 646A.576(2), (6)", "us-or", 45},             {"MCA 30-14-2808(2), (6)", "us-mt", 60},
+      {"6 Del. C. 12D-104(c)(1), (d)", "us-de", 60},    {"Neb. Rev. Stat. 87-1109(1), (3)", "us-ne", 60},
+      {"RSA 507-H:4(III), (IV)", "us-nh", 60},          {"N.J.S.A. 56:8-166.10(b), (d)", "us-nj", 45},
+      {"Tenn. Code 47-18-3203(c), (e)", "us-tn", 60},   {"Minn. Stat. 325M.14 subd. 1, 3", "us-mn", 45},
+      {"Md. Code Com. Law 14-4705(c), (e)", "us-md", 60}, {"IC 24-15-3-3, 3-4", "us-in", 60},
+      {"KRS 367.3613, 367.3615", "us-ky", 60},          {"Va. Code 59.1-577(B)(1), (C)", "us-va", 60},
+  };
+  const auto received = at("2026-01-15T18:00:00Z");
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.cite) + " " + c.regime);
+    const auto& rules = regs.require_dsr(c.regime);
+    EXPECT_EQ(rules.end, util::EndRule::as_counted);
+    EXPECT_EQ(due_date(regs.due(rules, "access", received)), "2026-03-01");
+    ASSERT_TRUE(regs.extended_due(rules, "access", received, 1).has_value());
+    EXPECT_EQ(due_date(*regs.extended_due(rules, "access", received, 1)), "2026-04-15");
+    EXPECT_FALSE(regs.extended_due(rules, "access", received, 2).has_value());  // once
+    if (c.appeal_days == 0) {
+      EXPECT_FALSE(rules.appeal.has_value());
+      continue;
+    }
+    ASSERT_TRUE(rules.appeal.has_value());
+    EXPECT_EQ(due_date(regs.calendar().deadline(received, rules.appeal->period, *rules.calendar, rules.end)),
+              c.appeal_days == 45 ? "2026-03-01" : "2026-03-16");
   }
 }
 
@@ -271,6 +392,38 @@ TEST(Calendars, UsFederalRulesAndObservedDays1970To2100) {
   EXPECT_FALSE(fr.is_working_day(day_of("2026-05-08")));
 }
 
+// Reg. 1182/71 Art. 3(4) (and the like rules) over a holiday of each shipped
+// calendar that the regime tables above do not already cover (de-be, uk-ew,
+// br, ca-federal and ch-be are there). Weekdays worked out by hand from
+// 1 January 2026 (a Thursday) and 1 January 2028 (a Saturday).
+TEST(Calendars, TheEndOfPeriodRollOverEachShippedCalendarsHolidays) {
+  const auto& regs = shipped();
+  const auto& zone = regs.calendar();
+  struct Case {
+    const char* calendar;
+    std::string received;
+    util::Period period;
+    std::string due;
+    const char* why;
+  } cases[] = {
+      {"de", "2028-09-03T10:00:00Z", {.months = 1}, "2028-10-04", "3 Oct 2028, Tag der Deutschen Einheit, a Tuesday"},
+      {"de", "2027-02-08T10:00:00Z", {.months = 1}, "2027-03-08", "8 March is Berlin's holiday, not Germany's"},
+      {"de-be", "2027-02-08T10:00:00Z", {.months = 1}, "2027-03-09", "... and rolls in Berlin"},
+      {"fr", "2026-06-14T10:00:00Z", {.months = 1}, "2026-07-15", "14 July 2026, Fête nationale, a Tuesday"},
+      {"ie", "2026-02-17T10:00:00Z", {.months = 1}, "2026-03-18", "17 March 2026, St Patrick's Day, a Tuesday"},
+      {"nl", "2026-03-27T10:00:00Z", {.months = 1}, "2026-04-28", "27 April 2026, Koningsdag, a Monday"},
+      {"us-federal", "2026-05-20T10:00:00Z", {.days = 30}, "2026-06-22", "19 June 2026, Juneteenth, a Friday"},
+      {"us-ca", "2026-03-01T10:00:00Z", {.days = 30}, "2026-04-01", "31 March 2026, Cesar Chavez Day, a Tuesday"},
+      {"us-federal", "2026-03-01T10:00:00Z", {.days = 30}, "2026-03-31", "... a federal working day"},
+      {"us-ca", "2026-10-28T10:00:00Z", {.days = 30}, "2026-11-30", "27 Nov 2026, the day after Thanksgiving"},
+  };
+  for (const auto& c : cases)
+    EXPECT_EQ(zone.local_date(zone.deadline(at(c.received), c.period, regs.require_calendar(c.calendar),
+                                            util::EndRule::next_working_day)),
+              c.due)
+        << c.calendar << ": " << c.why;
+}
+
 // A due date that the rule says is a working day never falls on a day off of
 // the regime's calendar: every receipt day from 1970 to 2100, every regime.
 TEST(Calendars, PropertyARolledOrBusinessDayDueDateIsAWorkingDay) {
@@ -278,7 +431,8 @@ TEST(Calendars, PropertyARolledOrBusinessDayDueDateIsAWorkingDay) {
   const auto& zone = regs.calendar();
   std::size_t checked = 0;
   for (const auto& [key, rules] : regs.dsr_regimes()) {
-    const bool rolls = rules.end == util::EndRule::next_working_day;
+    const bool rolls = rules.end != util::EndRule::as_counted;
+    const bool reg_1182_71 = rules.end == util::EndRule::reg_1182_71;
     std::vector<std::string> types = {"access"};
     for (const auto& [type, clock] : rules.by_type) types.push_back(type);
     for (std::int32_t day = day_of("1970-01-01"); day <= day_of("2100-12-31"); day += 3) {
@@ -289,6 +443,11 @@ TEST(Calendars, PropertyARolledOrBusinessDayDueDateIsAWorkingDay) {
         if (!rolls && !business) continue;
         const std::int32_t due = day_of(zone.local_date(regs.due(rules, type, received)));
         ASSERT_TRUE(rules.calendar->is_working_day(due)) << key << " " << type << " due " << zone.local_date(regs.due(rules, type, received));
+        if (reg_1182_71 && !business) {  // Art. 3(5): at least two working days in the period
+          int working = 0;
+          for (std::int32_t d = day + 1; d <= due; ++d) working += rules.calendar->is_working_day(d) ? 1 : 0;
+          ASSERT_GE(working, 2) << key << " " << type << " received " << zone.local_date(received);
+        }
         ++checked;
       }
       if (const auto ext = regs.extended_due(rules, "access", received, 1); ext && rolls) {
@@ -418,6 +577,164 @@ TEST_F(RegulationsCli, BadInputExitsTwoNamingTheValidChoices) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("ch-nfadp"), std::string::npos) << r.err;
   EXPECT_EQ(custos({"regulations", "due", "--regime", "eu-gdpr"}).exit_code, 2);  // usage
+}
+
+}  // namespace
+}  // namespace custos
+
+namespace custos {
+namespace {
+
+// A data directory from the previous release keeps its policies: its
+// regulations.yaml is format 1 (tests/fixtures/policies-v1, the previous
+// release 5d7a4d2's file) and it has no calendars.yaml.
+const fs::path kPreviousRelease = fs::path(CUSTOS_SOURCE_DIR) / "tests" / "fixtures" / "policies-v1" / "regulations.yaml";
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+std::string load_error(const fs::path& file) {
+  try {
+    dsr::Regulations::load(file);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    return e.what();
+  }
+  return "";
+}
+
+TEST(PolicyUpgrade, ThePreviousReleasesFileIsRefusedNamingTheUpgrade) {
+  testing::TempDir dir;
+  fs::copy_file(kPreviousRelease, dir.path() / "regulations.yaml");
+  std::string error = load_error(dir.path() / "regulations.yaml");
+  EXPECT_NE(error.find("custos policy upgrade"), std::string::npos) << error;
+  EXPECT_NE(error.find("regulations.yaml"), std::string::npos) << error;
+  // Still refused, and for the same reason, once calendars.yaml is there.
+  fs::copy_file(kPolicies / "calendars.yaml", dir.path() / "calendars.yaml");
+  error = load_error(dir.path() / "regulations.yaml");
+  EXPECT_NE(error.find("custos policy upgrade"), std::string::npos) << error;
+  // A newer release's file is refused as such.
+  std::ofstream(dir.path() / "regulations.yaml") << replaced(slurp(kPolicies / "regulations.yaml"), "version: 2", "version: 3");
+  error = load_error(dir.path() / "regulations.yaml");
+  EXPECT_NE(error.find("newer release"), std::string::npos) << error;
+}
+
+TEST(PolicyUpgrade, KeepsTheControllerAndTheOldHolidaysAndTheOldFile) {
+  testing::TempDir dir;
+  const std::string old_text =
+      replaced(replaced(slurp(kPreviousRelease), "name: \"Example Retail Ltd\"", "name: \"Beispiel \\\"Handel\\\" AG\""),
+               "timezone: Europe/Berlin", "timezone: Europe/Vienna");
+  std::ofstream(dir.path() / "regulations.yaml") << old_text;
+  const auto u = dsr::upgrade_regulations(dir.path(), kPolicies);
+  EXPECT_TRUE(u.changed);
+  EXPECT_EQ(u.from_version, 1);
+  EXPECT_EQ(u.to_version, 2);
+  EXPECT_TRUE(u.calendars_added);
+  EXPECT_EQ(slurp(u.backup), old_text);  // kept byte for byte
+  EXPECT_EQ(u.backup.filename(), "regulations.yaml.v1");
+  EXPECT_TRUE(u.notes.empty()) << u.notes.front();  // the old shipped periods are the statutory ones
+  // The old list (2026-2027: Neujahr, Karfreitag, Ostermontag, 1 May,
+  // Himmelfahrt, Pfingstmontag, 3 October, 25/26 December) is Germany's
+  // nationwide calendar, not Berlin's.
+  EXPECT_EQ(u.eu_calendar, "de");
+  const auto regs = dsr::Regulations::load(dir.path() / "regulations.yaml");
+  EXPECT_EQ(regs->controller(), "Beispiel \"Handel\" AG");
+  EXPECT_EQ(regs->calendar().time_zone(), "Europe/Vienna");
+  const auto& gdpr = regs->require_dsr("gdpr");
+  EXPECT_EQ(gdpr.calendar->key(), "de");
+  EXPECT_EQ(regs->require_breach("gdpr").calendar->key(), "de");
+  // 8 Feb 2027 + 1 month = Mon 8 March: a working day on the old list (it is
+  // Berlin's Women's Day, where the shipped file would roll to the 9th).
+  EXPECT_EQ(regs->calendar().local_date(regs->due(gdpr, "access", at("2027-02-08T10:00:00Z"))), "2027-03-08");
+  // Every regime name of the old file still answers (aliases).
+  for (const char* old_name : {"gdpr", "ccpa", "colorado", "virginia", "texas"}) EXPECT_NE(regs->dsr(old_name), nullptr) << old_name;
+  for (const char* old_name : {"gdpr", "hipaa", "california", "colorado", "texas", "florida"})
+    EXPECT_NE(regs->breach(old_name), nullptr) << old_name;
+  // Again: nothing to do, nothing written.
+  const auto again = dsr::upgrade_regulations(dir.path(), kPolicies);
+  EXPECT_FALSE(again.changed);
+  EXPECT_FALSE(fs::exists(dir.path() / "regulations.yaml.v1.2"));
+}
+
+TEST(PolicyUpgrade, NamesWhatTheOperatorMustReview) {
+  testing::TempDir dir;
+  // An edited period, and a holiday list that is no shipped calendar.
+  std::ofstream(dir.path() / "regulations.yaml")
+      << replaced(replaced(slurp(kPreviousRelease), "respond: {months: 1}", "respond: {months: 2}"), "  - 2026-10-03\n", "");
+  const auto u = dsr::upgrade_regulations(dir.path(), kPolicies);
+  ASSERT_EQ(u.notes.size(), 2u);
+  EXPECT_NE(u.notes[0].find("matches no shipped calendar"), std::string::npos) << u.notes[0];
+  EXPECT_EQ(u.eu_calendar, "de-be");  // the shipped default stays
+  EXPECT_NE(u.notes[1].find("dsr.gdpr.respond was 2 month(s)"), std::string::npos) << u.notes[1];
+}
+
+TEST(PolicyUpgrade, AFailedUpgradeChangesNothing) {
+  testing::TempDir dir;
+  const std::string old_text = replaced(slurp(kPreviousRelease), "timezone: Europe/Berlin", "timezone: Mars/Olympus_Mons");
+  std::ofstream(dir.path() / "regulations.yaml") << old_text;
+  EXPECT_EQ(code_of([&] { dsr::upgrade_regulations(dir.path(), kPolicies); }), ErrorCode::invalid_argument);
+  EXPECT_EQ(slurp(dir.path() / "regulations.yaml"), old_text);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"regulations.yaml"});  // no calendars.yaml, backup or candidate
+}
+
+// End to end: a vault whose policies are the previous release's.
+struct PolicyUpgradeCli : ::testing::Test {
+  testing::TempDir dir;
+  std::string data() const { return (dir.path() / "data").string(); }
+  testing::RunResult custos(std::vector<std::string> args) {
+    args.insert(args.begin(), {CUSTOS_CLI_PATH, "--data-dir", data()});
+    return testing::run(args);
+  }
+};
+
+TEST_F(PolicyUpgradeCli, AnOldVaultIsRefusedUntilUpgradedAndTheUpgradeIsAudited) {
+  ASSERT_EQ(custos({"init", "--fast-kdf"}).exit_code, 0);
+  const fs::path policies = fs::path(data()) / "policies";
+  fs::copy_file(kPreviousRelease, policies / "regulations.yaml", fs::copy_options::overwrite_existing);
+  fs::remove(policies / "calendars.yaml");
+  auto r = custos({"token", "list"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("custos policy upgrade"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;  // one line
+  r = custos({"policy", "upgrade"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["changed"], true);
+  EXPECT_EQ(j["audited"], true);
+  EXPECT_EQ(j["from_version"], 1);
+  EXPECT_TRUE(fs::exists(policies / "calendars.yaml"));
+  EXPECT_TRUE(fs::exists(policies / "regulations.yaml.v1"));
+  r = custos({"token", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = custos({"audit", "entries", "--operation", "policy.upgrade", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["entries"].size(), 1u) << r.out;
+  // Once only: a current file is left alone and not audited again.
+  r = custos({"policy", "upgrade"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["changed"], false);
+  EXPECT_EQ(nlohmann::json::parse(custos({"audit", "entries", "--operation", "policy.upgrade", "--json"}).out)["entries"].size(), 1u);
+}
+
+TEST_F(PolicyUpgradeCli, WithoutAVaultNothingIsChanged) {
+  fs::create_directories(dir.path() / "data" / "policies");
+  fs::copy_file(kPreviousRelease, dir.path() / "data" / "policies" / "regulations.yaml");
+  const auto r = custos({"policy", "upgrade"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;  // not found
+  EXPECT_FALSE(fs::exists(dir.path() / "data" / "policies" / "calendars.yaml"));
+  EXPECT_EQ(slurp(dir.path() / "data" / "policies" / "regulations.yaml"), slurp(kPreviousRelease));
 }
 
 }  // namespace

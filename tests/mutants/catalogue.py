@@ -184,6 +184,12 @@ mutant("consistency-roots-unchecked", "audit", "audit/src/merkle.cpp",
        "if (size1 == size2) return proof.empty() && root1 == root2;", "if (size1 == size2) return proof.empty();",
        "two different logs of the same size are called consistent", "audit_fmt_tests:*")
 
+# --- added after the first catalogue (appended: numbers stay stable) ---------
+mutant("no-two-working-days-minimum", "dsr", "src/util/calendar.cpp",
+       "while (working < 2)", "while (false)",
+       "an EU period of two days or more may hold a single working day (Reg. 1182/71 Art. 3(5))",
+       "regulations_tests:Regulations.*")
+
 
 def render(root, m, number):
     path = root / m["path"]

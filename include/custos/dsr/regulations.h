@@ -76,11 +76,42 @@ struct BreachRules {
   const Recipient* recipient(std::string_view key) const;
 };
 
+// The format of regulations.yaml this release reads: `version: 2` at the
+// top. A file without `version` is the previous release's format (1: a
+// `holidays` list, regimes without calendars or sources, no calendars.yaml):
+// Regulations::load refuses it with an error naming `custos policy upgrade`,
+// which runs upgrade_regulations().
+inline constexpr int kRegulationsVersion = 2;
+
+struct RegulationsUpgrade {
+  int from_version = 0, to_version = 0;
+  bool changed = false;             // false: the file was already current
+  std::filesystem::path backup;     // the old file, kept beside the new one
+  bool calendars_added = false;     // calendars.yaml copied from the shipped policies
+  std::string eu_calendar;          // the calendar eu-gdpr counts on after the upgrade
+  std::vector<std::string> notes;   // what the operator should review (no personal data)
+};
+
+// Upgrades <policy_dir>/regulations.yaml to kRegulationsVersion from the
+// files in `shipped_dir` (regulations.yaml, calendars.yaml): the new file is
+// the shipped one with the old file's controller (name, time zone); eu-gdpr
+// counts on the shipped calendar whose holidays equal the old `holidays`
+// list in every year it lists (else the shipped default, with a note). The
+// rules are the shipped, statute-sourced ones: each old rule whose period
+// differs is named in `notes`. calendars.yaml is copied in if missing. The
+// result is loaded before it replaces anything (nothing half-applied); the
+// old file is kept as regulations.yaml.v1. Running it on a current file
+// changes nothing. Throws Error(invalid_argument) for a file in neither
+// format or a version newer than this release reads.
+RegulationsUpgrade upgrade_regulations(const std::filesystem::path& policy_dir,
+                                       const std::filesystem::path& shipped_dir);
+
 class Regulations {
  public:
   // Reads `file` and calendars.yaml beside it. Throws Error(invalid_argument)
   // naming the file and entry for anything that does not parse, a rule
-  // without source or checked date, or an unknown calendar.
+  // without source or checked date, an unknown calendar, or a file in the
+  // previous release's format (no `version`: run `custos policy upgrade`).
   static std::shared_ptr<const Regulations> load(const std::filesystem::path& file);
 
   // The controller's time zone: date-based periods are counted in it.

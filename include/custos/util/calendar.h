@@ -8,7 +8,8 @@
 // day. Hours are exact elapsed time (so 72 h across a DST change is 72 h).
 // Where a rule says so (EndRule::next_working_day, Reg. 1182/71 Art. 3(4)),
 // a period whose last day is a weekend day or public holiday of the named
-// HolidayCalendar ends at the end of the next working day instead.
+// HolidayCalendar ends at the end of the next working day instead;
+// EndRule::reg_1182_71 adds Art. 3(5) (two working days at least).
 //
 // Dates are valid from 1970-01-01 to 2100-12-31; a start outside that range
 // is refused with Error(invalid_field). Holiday calendars are computed for
@@ -46,6 +47,13 @@ struct Period {
 enum class EndRule {
   as_counted,        // calendar days as the statute counts them (US state laws)
   next_working_day,  // Reg. 1182/71 Art. 3(4) and the like: roll forward
+  // Reg. 1182/71 as a whole, for EU (and UK) periods: the Art. 3(4) roll,
+  // and Art. 3(5): a period of two days or more includes at least two
+  // working days (counted from the day after the start to the last day),
+  // else it ends at the end of the second. Periods in business days
+  // (working days by definition) and in hours (exact, Art. 3(4) excludes
+  // them) are not extended.
+  reg_1182_71,
 };
 
 // When a holiday falling on a weekend is observed on a weekday.
