@@ -56,4 +56,32 @@ void migrate_schema(store::Store& store) {
   }
 }
 
+SchemaChange migrate_schema_noting_changes(store::Store& store) {
+  SchemaChange change;
+  {
+    auto tx = store.begin(store::TxMode::read);
+    try {
+      change.before = store::schema_versions(*tx);
+    } catch (const Error&) {
+      // No bookkeeping table yet: an empty database or a pre-module release's.
+    }
+    if (change.before.empty()) change.legacy_global = store.legacy_schema_version(*tx);
+  }
+  migrate_schema(store);
+  auto tx = store.begin(store::TxMode::read);
+  change.after = store::schema_versions(*tx);
+  return change;
+}
+
+std::string SchemaChange::describe() const {
+  std::string out = legacy_global > 0 ? "from global " + std::to_string(legacy_global) + ";" : "";
+  for (const auto& [module, version] : after) {
+    const auto it = before.find(module);
+    const int was = it == before.end() ? 0 : it->second;
+    if (was == version) continue;
+    out += (out.empty() ? "" : " ") + module + " " + std::to_string(was) + "->" + std::to_string(version);
+  }
+  return out;
+}
+
 }  // namespace custos::service

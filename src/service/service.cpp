@@ -320,7 +320,7 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
     impl->store = store::open_postgres(url);
   }
   verify_master_key(*impl->store, *impl->keyring);
-  migrate_schema(*impl->store);
+  const SchemaChange schema_change = migrate_schema_noting_changes(*impl->store);
   impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
   impl->policy = access::Policy::load(impl->policy_dir(), impl->schema);
@@ -332,6 +332,13 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   ao.checkpoint_every_ms = options.checkpoint_every_ms;
   ao.now_us = options.clock_us;
   impl->audit = std::make_unique<audit::AuditLog>(*impl->store, *impl->signer, ao);
+  // An upgrade is audited: which modules moved from which version to which.
+  // The entry commits after the steps (the audit tables are among what
+  // moved); a crash in between leaves the vault upgraded and this entry
+  // missing, never the reverse.
+  if (schema_change.upgraded())
+    impl->audit->append_now({"system:" + options.node_id, "system", "", "administration", "schema-migration"},
+                            {.operation = "schema.migrate", .detail = schema_change.describe()});
   const fs::path journal_dir = dir / "audit-journal";
   // The journal holds reads' entries on this node's disk until they are
   // folded. On a shared PostgreSQL database a node may never come back, so

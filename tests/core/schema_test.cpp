@@ -414,5 +414,36 @@ TEST(Schema, ModuleStepsRunOnceInOrder) {
   EXPECT_EQ(testing::code_of([&] { store::migrate(*s, {v1, v1}); }), ErrorCode::internal);
 }
 
+// The service audits a migration it runs on open: a vault taken back to
+// the last global layout gets one schema.migrate entry naming what moved.
+TEST(Upgrade, AMigrationOnOpenIsAudited) {
+  if (custos::testing::vaults_on_postgres()) GTEST_SKIP() << "releases with a global schema version were SQLCipher-only";
+  TestVault v;
+  v.service.reset();
+  {
+    auto s = open_raw(v);
+    auto tx = s->begin(store::TxMode::write);
+    custos::testing::regress_to_global_schema(*tx, 9);
+    tx->commit();
+  }
+  v.service = service::Service::open(options_for(v));
+  const Json found = v.service->audit_entries(v.admin("audit"), {{"operation", "schema.migrate"}});
+  ASSERT_EQ(found["entries"].size(), 1u) << found.dump();
+  const std::string detail = found["entries"][0]["detail"];
+  EXPECT_EQ(detail.rfind("from global 9;", 0), 0u) << detail;
+  EXPECT_NE(detail.find("->"), std::string::npos) << detail;
+  EXPECT_EQ(found["entries"][0]["operation"], "schema.migrate");
+}
+
+// A vault that is already current records no migration when it opens.
+TEST(Upgrade, OpeningACurrentVaultRecordsNoMigration) {
+  TestVault v;
+  v.service.reset();
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  v.service = service::Service::open(o);
+  EXPECT_EQ(v.service->audit_entries(v.admin("audit"), {{"operation", "schema.migrate"}})["entries"].size(), 0u);
+}
+
 }  // namespace
 }  // namespace custos

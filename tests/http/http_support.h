@@ -115,6 +115,13 @@ class Daemon {
   // the old one kept alive (for tests that count connections).
   void reset_client();
 
+  // The contract run (ctest contract_prism): when CUSTOS_TEST_PRISM names a
+  // Prism CLI and CUSTOS_TEST_OPENAPI the document, every request of call(),
+  // get() and post() goes through `prism proxy DOC <custosd> --port P`, and
+  // send() fails the test on each violation Prism reports (sl-violations).
+  // url() and port() stay custosd's own: raw-socket tests bypass the proxy.
+  bool proxied() const { return proxy_pid_ > 0; }
+
   Resp call(const Req& r);
   Resp get(const std::string& path, const std::string& token, const std::string& purpose = "");
   Resp post(const std::string& path, const std::string& token, const Json& body, const std::string& purpose = "",
@@ -122,6 +129,12 @@ class Daemon {
 
  private:
   web::http::client::http_client_config client_config() const;
+  // Starts the validating proxy in front of this custosd when the contract
+  // run asks for it (plain HTTP only; a TLS daemon is left direct).
+  void start_contract_proxy();
+  bool wait_proxy_ready();
+  void stop_contract_proxy();
+  const std::string& client_url() const { return proxy_pid_ > 0 ? proxy_url_ : url_; }
 
   custos::testing::TempDir log_dir_;
   std::uint16_t port_;
@@ -133,7 +146,15 @@ class Daemon {
   bool exited_ = false;
   int exit_code_ = -1;
   std::unique_ptr<web::http::client::http_client> client_;
+  pid_t proxy_pid_ = -1;
+  std::string proxy_url_;
 };
+
+// The violations Prism reported on one exchange, as readable lines: every
+// response violation, and request violations the server answered with 2xx
+// (the server accepted what the document forbids). Empty when the header is
+// absent. Exposed for the harness's own test.
+std::vector<std::string> contract_violations(const std::string& sl_violations_header, int status);
 
 // Starts custosd and waits until it answers. The free port is found by
 // binding port 0 and closing it, so another process may take it first: a

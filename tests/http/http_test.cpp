@@ -3,6 +3,7 @@
 // real `custos` CLI, and talks to it with cpprestsdk's http_client.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -1140,6 +1141,67 @@ TEST(HttpListen, ParsesAddresses) {
   EXPECT_THROW(parse_listen("127.0.0.1:99999"), std::invalid_argument);
   EXPECT_THROW(parse_listen("::1:80"), std::invalid_argument);
   EXPECT_THROW(parse_listen("bad host:80"), std::invalid_argument);
+}
+
+
+// ------------------------------------------------------------------ contract
+// The contract run (ctest contract_prism) fails a test on what Prism
+// reports; these show that it can.
+
+TEST(HttpContract, ResponseViolationsAndAcceptedBadRequestsAreReportedRefusedOnesAreNot) {
+  const std::string header =
+      R"([{"location":["request","body"],"severity":"Error","message":"must have required property 'fields'"},)"
+      R"({"location":["response","body","status"],"severity":"Error","message":"must be equal to constant"}])";
+  // The server refused the bad request: only the response violation counts.
+  const auto refused = contract_violations(header, 400);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_NE(refused[0].find("response.body.status"), std::string::npos) << refused[0];
+  // The server accepted it: both count.
+  const auto accepted = contract_violations(header, 201);
+  ASSERT_EQ(accepted.size(), 2u);
+  EXPECT_NE(accepted[0].find("accepted a request the document forbids"), std::string::npos) << accepted[0];
+  EXPECT_TRUE(contract_violations("", 200).empty());
+  EXPECT_EQ(contract_violations("not json", 200).size(), 1u);
+}
+
+// End to end through Prism: a document that describes /healthz otherwise
+// than custosd answers makes every /healthz exchange a test failure.
+TEST(HttpContract, ABodyTheDocumentDoesNotDescribeFailsTheTestThatGotIt) {
+  const char* prism = std::getenv("CUSTOS_TEST_PRISM");
+  const char* doc = std::getenv("CUSTOS_TEST_OPENAPI");
+  if (prism == nullptr || doc == nullptr) GTEST_SKIP() << "only in the contract run (ctest contract_prism)";
+  const std::string real_doc = doc;
+  std::string text = read_file(real_doc);
+  const std::string ok = "status: {type: string, const: ok}";
+  const auto at = text.find(ok);
+  ASSERT_NE(at, std::string::npos) << "the /healthz schema changed; update this test";
+  text.replace(at, ok.size(), "status: {type: string, const: up}");
+  TempDir tmp;
+  const auto altered = tmp.path() / "openapi.yaml";
+  write_file(altered, text);
+  Vault v;
+  // Failures inside are captured, not reported: the checks come after.
+  ::testing::TestPartResultArray failures;
+  bool proxied = false;
+  int status = 0;
+  {
+    ::testing::ScopedFakeTestPartResultReporter capture(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+    ::setenv("CUSTOS_TEST_OPENAPI", altered.c_str(), 1);
+    auto d = start_daemon(v.dir);
+    ::setenv("CUSTOS_TEST_OPENAPI", real_doc.c_str(), 1);
+    proxied = d->proxied();
+    status = d->get("/healthz", "").status;
+  }
+  ASSERT_TRUE(proxied);
+  EXPECT_EQ(status, 200);
+  bool reported = false;
+  for (int i = 0; i < failures.size(); ++i) {
+    const std::string message = failures.GetTestPartResult(i).message();
+    reported = reported || (message.find("contract violation on GET /healthz") != std::string::npos &&
+                            message.find("response") != std::string::npos);
+  }
+  EXPECT_TRUE(reported) << failures.size() << " failures captured, none the /healthz violation";
 }
 
 }  // namespace
