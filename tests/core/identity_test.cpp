@@ -481,7 +481,8 @@ struct MergeWithOpenRequest : Merge {
   }
   std::set<std::string> subject_ids(const std::string& req) {
     std::set<std::string> out;
-    for (const auto& id : v.service->dsr_get(officer, req)["subject_ids"]) out.insert(id.get<std::string>());
+    const Json q = v.service->dsr_get(officer, req);  // alive across the loop (a temporary's member would dangle)
+    for (const auto& id : q["subject_ids"]) out.insert(id.get<std::string>());
     return out;
   }
 };
@@ -500,7 +501,8 @@ TEST_F(MergeWithOpenRequest, AnOpenErasureRequestErasesTheSurvivorThatHoldsTheMe
   EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), b)["fields"]["given_name"], "Augusta");
   // The timeline says why the request covers a.
   bool noted = false;
-  for (const auto& e : v.service->dsr_get(officer, req)["timeline"])
+  const Json request = v.service->dsr_get(officer, req);
+  for (const auto& e : request["timeline"])
     noted = noted || e["note"].get<std::string>().find("merged into " + a) != std::string::npos;
   EXPECT_TRUE(noted) << v.service->dsr_get(officer, req)["timeline"].dump();
 }
