@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <set>
 
 #include "custos/error.h"
 
@@ -215,6 +216,46 @@ void Desk::add_note(store::Transaction& tx, const std::string& id, std::int64_t 
   const auto q = load(tx, id);
   if (!q) throw Error(ErrorCode::not_found, "request " + id.substr(0, 40) + " not found");
   add_event(tx, id, at_us, actor, q->status, q->status, note);
+}
+
+std::size_t Desk::follow_merge(store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& into,
+                               std::int64_t at_us, const std::string& actor,
+                               const std::function<std::string(const std::string& sealed)>& reseal_changes) {
+  // Open requests naming `from` among their matches, or (taken in before
+  // every match was recorded) as their one subject.
+  std::set<std::string> ids;
+  const auto collect = [&](const Row& r) { ids.insert(std::string(r.text(0))); };
+  constexpr const char* kOpen = " AND r.status NOT IN ('completed', 'completed_with_exceptions', 'denied', 'canceled')";
+  tx.exec(std::string("SELECT r.id FROM dsr_subjects s JOIN dsr_requests r ON r.id = s.request_id"
+                      " WHERE s.subject_id = ?") + kOpen,
+          {store::Blob(from)}, collect);
+  tx.exec(std::string("SELECT r.id FROM dsr_requests r WHERE r.subject_id = ?") + kOpen, {store::Blob(from)}, collect);
+  for (const std::string& id : ids) {
+    const auto q = load(tx, id);
+    if (!q) continue;
+    const auto named = [&](const records::SubjectId& sid) {
+      return std::find(q->subjects.begin(), q->subjects.end(), sid) != q->subjects.end();
+    };
+    // load() names an older request's one subject without a dsr_subjects
+    // row: both ids are written, so `from` is not lost once `into` is.
+    for (const records::SubjectId& sid : {from, into}) {
+      const bool stored = tx.scalar("SELECT count(*) FROM dsr_subjects WHERE request_id = ? AND subject_id = ?",
+                                    {id, store::Blob(sid)})
+                              .value_or(0) != 0;
+      if (!stored) tx.exec("INSERT INTO dsr_subjects (request_id, subject_id) VALUES (?, ?)", {id, store::Blob(sid)});
+    }
+    if (q->subject && *q->subject == from) {
+      // The rectification's changes are sealed under the first subject's key,
+      // which the merge destroys.
+      const std::string changes = q->changes.empty() ? "" : reseal_changes(q->changes);
+      tx.exec("UPDATE dsr_requests SET subject_id = ?, changes = ?, updated_at = ? WHERE id = ?",
+              {store::Blob(into), changes, at_us, id});
+    }
+    add_event(tx, id, at_us, actor, q->status, q->status,
+              "subject " + records::to_hex(from) + " was merged into " + records::to_hex(into) +
+                  (named(into) ? ", which the request already covers" : "; the request now covers it too"));
+  }
+  return ids.size();
 }
 
 Request Desk::get(store::Transaction& tx, const std::string& id) {

@@ -102,7 +102,11 @@ Result h_find_subjects(HandlerContext& c) {
 
 Result h_get_subject(HandlerContext& c) { return json_result(200, c.svc.get_subject(c.caller, c.param(0))); }
 Result h_patch_subject(HandlerContext& c) {
-  return json_result(200, c.svc.patch_subject(c.caller, c.param(0), c.body));
+  try {
+    return json_result(200, c.svc.patch_subject(c.caller, c.param(0), c.body));
+  } catch (const records::DuplicateSubject& e) {
+    return duplicate_problem(e, c.caller.request_id);
+  }
 }
 Result h_erase_subject(HandlerContext& c) {
   return json_result(200, c.svc.erase_subject(c.caller, c.param(0), c.query_or_empty("reason")));

@@ -11,6 +11,7 @@
 #include "custos/crypto/aead.h"
 #include "custos/crypto/blind_index.h"
 #include "custos/error.h"
+#include "custos/records/storage.h"
 #include "field_blob.h"
 
 namespace custos::records {
@@ -418,7 +419,7 @@ std::vector<SubjectId> Records::find(std::string_view field, std::string_view va
 }
 
 void Records::update(const audit::Actor& actor, const SubjectId& id, const FieldMap& set,
-                     const std::vector<std::string>& remove) {
+                     const std::vector<std::string>& remove, const std::vector<SubjectId>& may_share) {
   Prepared p = prepare(set);
   for (const auto& name : remove) schema_.require(name);
   for (const FieldSpec& f : schema_.fields())
@@ -426,6 +427,30 @@ void Records::update(const audit::Actor& actor, const SubjectId& id, const Field
   auto tx = store_.begin(TxMode::write);
   auto row = load_row(*tx, id, true);
   if (!row || row->subject.status != "active") no_subject(id);
+  // Create's duplicate probe, in the same transaction as the write: a new
+  // identifier that already names another active subject is refused, so an
+  // update cannot make the duplicates a create would have refused.
+  {
+    std::set<SubjectId> matched;
+    std::set<std::string> on;
+    for (const auto& entry : p.indexed) {
+      const std::string& field = entry.first;  // named, not a structured binding: clang 14 cannot capture those
+      const auto digest = crypto::blind_index(keys_.named_key(index_slot(field)), entry.second);
+      tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ?", {field, digest}, [&](const Row& r) {
+        const SubjectId other = subject_id_of(r.blob(0));
+        if (other == id || std::find(may_share.begin(), may_share.end(), other) != may_share.end()) return;
+        matched.insert(other);
+        on.insert(field);
+      });
+    }
+    if (!matched.empty()) {
+      std::vector<std::string> ids;
+      for (const auto& other : matched) ids.push_back(to_hex(other));
+      for (auto& [name, value] : p.values) wipe(value);
+      for (auto& [name, normalised] : p.indexed) wipe(normalised);
+      throw DuplicateSubject(std::move(ids), {on.begin(), on.end()});
+    }
+  }
   const crypto::SecretKey dek = unwrap_dek(id, row->wrapped_dek);
   SealedFields sealed = decode_fields(row->fields);
   std::vector<std::string> changed;
@@ -770,8 +795,7 @@ std::vector<DuplicateCluster> Records::duplicate_clusters(
 
 MergeReport Records::merge(const audit::Actor& actor, const SubjectId& survivor,
                            const std::vector<SubjectId>& merged_away, const std::string& detail,
-                           const std::function<void(store::Transaction&, const SubjectId&, const SubjectId&)>&
-                               move_dependants) {
+                           const MergeDependants& move_dependants) {
   if (merged_away.empty()) throw Error(ErrorCode::invalid_argument, "name at least one subject to merge");
   std::set<SubjectId> seen{survivor};
   for (const auto& id : merged_away)
@@ -852,7 +876,19 @@ MergeReport Records::merge(const audit::Actor& actor, const SubjectId& survivor,
           tx->exec("UPDATE touchpoints SET subject_id = ? WHERE subject_id = ?", {survivor, id});
       report.orders_moved += tx->exec("UPDATE orders SET subject_id = ? WHERE subject_id = ?", {survivor, id});
       tx->exec("DELETE FROM rfm_scores WHERE subject_id = ?", {id});  // recomputed with the survivor's orders
-      if (move_dependants) move_dependants(*tx, id, survivor);
+      if (move_dependants) {
+        const NoteResealer reseal = [&](const std::string& what, const std::string& sealed_b64) {
+          const auto sealed = auditfmt::base64_decode(sealed_b64);
+          if (!sealed) throw Error(ErrorCode::integrity, "sealed note '" + what + "' is malformed");
+          crypto::Bytes text = crypto::open(dek, crypto::field_ad(id, what, crypto::peek_header(*sealed).schema_version),
+                                            *sealed, "note '" + what + "'");
+          const auto resealed = crypto::seal(into_dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                             crypto::field_ad(survivor, what, schema_.version()), text);
+          if (!text.empty()) sodium_memzero(text.data(), text.size());
+          return auditfmt::base64_encode(resealed);
+        };
+        move_dependants(*tx, id, survivor, reseal);
+      }
       // Crypto-shred, as erase does: the DEK goes, secure_delete zeroes the old row.
       tx->exec(
           "UPDATE subjects SET status = 'merged', wrapped_dek = NULL, kek_version = NULL, fields = NULL,"
@@ -860,6 +896,9 @@ MergeReport Records::merge(const audit::Actor& actor, const SubjectId& survivor,
           {now, id});
       tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
     }
+    // Art. 21(3): an objection made through either record binds the person.
+    if (std::any_of(from.begin(), from.end(), [](const SubjectRow& r) { return r.subject.objected; }))
+      mark_objected(*tx, survivor);
     audit::Event event{"subject.merge", report.survivor, report.fields_added, {}, true, "",
                        detail + " merged=" + std::to_string(report.merged.size()) +
                            " kept=" + join(report.fields_kept) +

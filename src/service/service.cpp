@@ -605,10 +605,19 @@ Json Service::merge_subjects(const Caller& caller, std::string_view id_text, con
                     " bytes without control characters (e.g. a ticket reference)",
                 survivor_hex);
   records::MergeReport r;
+  const auto actor = impl_->actor(caller);
+  std::size_t requests_followed = 0;
   try {
-    r = impl_->records->merge(impl_->actor(caller), survivor, merged_away, "reason=" + reason,
-                              [](store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& to) {
+    // Consent history and open data-subject requests follow the data to the
+    // survivor, in the merge's transaction: a request that matched a
+    // merged-away subject still covers its data (export, erasure, ...).
+    r = impl_->records->merge(actor, survivor, merged_away, "reason=" + reason,
+                              [&](store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& to,
+                                  const records::Records::NoteResealer& reseal) {
                                 consent::Ledger::merge_subject(tx, from, to);
+                                requests_followed += dsr::Desk::follow_merge(
+                                    tx, from, to, impl_->audit->now_us(), actor.principal,
+                                    [&](const std::string& sealed) { return reseal("dsr.changes", sealed); });
                               });
   } catch (const Error& e) {
     switch (e.code()) {
@@ -625,6 +634,7 @@ Json Service::merge_subjects(const Caller& caller, std::string_view id_text, con
           {"fields_kept", r.fields_kept},
           {"touchpoints_moved", r.touchpoints_moved},
           {"orders_moved", r.orders_moved},
+          {"open_requests_followed", requests_followed},
           {"merged_keys", "shredded (the merged-away subjects' data keys are destroyed)"}};
 }
 
@@ -743,7 +753,21 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
                 records::to_hex(id));
   const FieldChanges in = parse_fields(body, impl_->schema, true);
   if (in.set.empty() && in.remove.empty()) throw Error(ErrorCode::invalid_argument, "no fields to change");
-  impl_->records->update(impl_->actor(caller), id, in.set, in.remove);
+  try {
+    impl_->records->update(impl_->actor(caller), id, in.set, in.remove);
+  } catch (const records::DuplicateSubject& e) {
+    // Create's rule: a new identifier that names another subject is refused
+    // (409, naming it); audited as a denial, like create's refusals.
+    impl_->audit->append_now(impl_->actor(caller),
+                             {"subject.update", records::to_hex(id), {}, {}, false, code_name(e.code()),
+                              "matched_on=" + [&] {
+                                std::string on;
+                                for (const auto& f : e.matched_on()) on += (on.empty() ? "" : ",") + f;
+                                return on;
+                              }(),
+                              e.subject_ids()});
+    throw;
+  }
   Json changed = Json::array();
   for (const auto& [name, v] : in.set) changed.push_back(name);
   for (const auto& name : in.remove) changed.push_back(name);

@@ -280,8 +280,8 @@ Json Service::dsr_transition(const Caller& caller, std::string_view id_text, con
   // Downstream systems (policies/systems.yaml) are told in the completion's
   // own transaction; an erasure a system must confirm waits for it.
   std::string changes;
-  if (q.type == "rectification" && !q.subjects.empty() && !q.changes.empty())
-    changes = impl_->open_for_subject(q.subjects.front(), "dsr.changes", q.changes);
+  if (q.type == "rectification" && q.subject && !q.changes.empty())
+    changes = impl_->open_for_subject(*q.subject, "dsr.changes", q.changes);
   if (q.type == "erasure" && fulfilled.contains("erased") && !fulfilled["erased"]["subjects"].empty()) {
     const auto sys = impl_->current_systems();
     if (std::any_of(sys->all().begin(), sys->all().end(),
@@ -320,13 +320,24 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
     report["export"] = "GET /v1/dsr/" + q.id + "/export";
     report["summary"] = "export prepared for the subject";
   } else if (q.type == "rectification") {
-    // The corrections are sealed under the first matched subject's key.
-    const Json changes = Json::parse(open_for_subject(q.subjects.front(), "dsr.changes", q.changes));
+    // The corrections are sealed under the request's first subject's key
+    // (after a merge, the survivor's: dsr::Desk::follow_merge).
+    if (!q.subject) throw Error(ErrorCode::conflict, "the request names no subject; nothing to rectify");
+    const Json changes = Json::parse(open_for_subject(*q.subject, "dsr.changes", q.changes));
     const FieldChanges c = parse_fields(changes, schema, true);
     std::size_t applied = 0;
     for (const auto& sid : covered) {
       if (records->metadata(sid).status != "active") continue;
-      records->update(actor, sid, c.set, c.remove);
+      // The matched subjects may share the corrected identifiers; any other
+      // subject holding them is a duplicate_subject refusal, as for PATCH.
+      try {
+        records->update(actor, sid, c.set, c.remove, q.subjects);
+      } catch (const records::DuplicateSubject& e) {
+        // Nothing was applied (the first update refuses for every subject alike).
+        audit->append_now(actor, {"subject.update", records::to_hex(sid), {}, {}, false, code_name(e.code()),
+                                  "request=" + q.id, e.subject_ids()});
+        throw;
+      }
       ++applied;
     }
     if (applied == 0) throw Error(ErrorCode::conflict, "the subject was erased; nothing to rectify");
@@ -342,7 +353,7 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
     std::set<std::string> fields_erased;
     Json erased_ids = Json::array();
     std::int64_t index_entries = 0;
-    std::size_t held = 0, already = 0;
+    std::size_t held = 0, already = 0, merged = 0;
     for (const auto& sid : covered) {
       const std::string hex = records::to_hex(sid);
       // Orders outlive an erasure for their retention period (policies/retention.yaml).
@@ -366,6 +377,8 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
         fields_erased.insert(r.fields_erased.begin(), r.fields_erased.end());
         index_entries += r.index_entries_removed;
         erased_ids.push_back(hex);
+      } else if (meta.status == "merged") {
+        ++merged;  // its data moved to the survivor, which the request covers (follow_merge)
       } else {
         ++already;
       }
@@ -377,7 +390,12 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
                                                  ? (held > 0 ? "kept (legal hold)" : "already crypto-shredded")
                                                  : "crypto-shredded (the subject's key is destroyed)"},
                         {"consent_history", "kept as proof of consent (pseudonymous; no personal values)"}};
-    if (already > 0) report["erased"]["note"] = std::to_string(already) + " matched subject(s) were already erased";
+    std::string note;
+    if (already > 0) note = std::to_string(already) + " matched subject(s) were already erased";
+    if (merged > 0)
+      note += (note.empty() ? "" : "; ") + std::to_string(merged) +
+              " matched subject(s) were merged into another subject (their data went with it)";
+    if (!note.empty()) report["erased"]["note"] = note;
     report["retained"] = retained;
     // Only systems with something to act on are told.
     report["notify_downstream"] = erased_ids.empty() ? Json::array() : downstream_systems(dir / "systems.yaml");
@@ -500,7 +518,10 @@ void Service::dsr_export(const Caller& caller, std::string_view id_text, const E
     // Fields: each active subject's, read (and audited) before they leave.
     const auto write_subject = [&](const records::SubjectId& sid, const std::function<void(const Json&)>& emit) {
       if (!active(sid)) {
-        emit({{"id", records::to_hex(sid)}, {"status", "erased"}, {"fields", Json::object()}});
+        // Erased, or merged into another subject (whose data the request
+        // then covers too: dsr::Desk::follow_merge).
+        const std::string status = impl_->records->metadata(sid).status;
+        emit({{"id", records::to_hex(sid)}, {"status", status}, {"fields", Json::object()}});
         return;
       }
       const records::Subject s = impl_->records->read(actor, sid, spec);

@@ -5,6 +5,8 @@
 // vault, and at the Records level where a test needs the raw rows.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -394,6 +396,24 @@ TEST_F(Merge, AWithdrawalOnEitherSubjectIsNeverHiddenByAGrantOnTheOther) {
             ErrorCode::consent_missing);
 }
 
+TEST_F(Merge, AnObjectionMadeThroughTheMergedAwayRecordStaysInForce) {
+  v.service->record_consent(v.admin(), b, {{"event", "objection"}, {"source", "email_link"}}, false);
+  merge(officer, a, {b});
+  // A grant captured later, through the survivor's record, does not undo the objection (Art. 21(3)).
+  v.service->record_consent(v.admin(), a, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"},
+                                           {"source", "import"}}, false);
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.caller("marketing", "email_marketing"), a); }),
+            ErrorCode::subject_restricted);
+  std::size_t fetched = 0;
+  v.service->campaign_fetch(v.caller("marketing", "email_marketing"),
+                            {{"purpose", "email_marketing"}, {"channel", "email"}, {"fields", {"email"}}},
+                            [&](const std::string& line) {
+                              fetched += Json::parse(line).contains("id");
+                              return true;
+                            });
+  EXPECT_EQ(fetched, 0u);
+}
+
 TEST_F(Merge, IsRefusedForHeldOrRestrictedSubjectsAndWritesNothing) {
   const std::string c = v.service->create_subject(v.admin(), {{"fields", {{"email", "ada.l@example.com"}}}})["id"];
   v.service->add_order(v.admin(), b, {{"amount_minor", 100}, {"currency", "GBP"}});
@@ -432,6 +452,153 @@ TEST_F(Merge, NeedsTheEraseOperationAJustifyingPurposeAndAReason) {
   merge(v.admin("administration"), a, {b});
   EXPECT_EQ(code_of([&] { merge(officer, a, {b}); }), ErrorCode::not_found);
   EXPECT_EQ(code_of([&] { v.service->erase_subject(v.admin("administration"), b, "again"); }), ErrorCode::not_found);
+}
+
+// ------------------------------------------------------------ merge: open requests follow
+
+// A request taken in before a merge matched the merged-away subject only (by
+// an identifier the survivor did not have). The data moves to the survivor;
+// the request must move with it, or an erasure erases nothing and an export
+// leaves out what moved.
+struct MergeWithOpenRequest : Merge {
+  std::string c;  // Ada's second record, known by another email
+  void SetUp() override {
+    Merge::SetUp();
+    c = v.service->create_subject(v.admin(), {{"fields",
+                                               {{"given_name", "Augusta Ada"},
+                                                {"email", "augusta@example.com"},
+                                                {"birth_date", "1815-12-10"}}}})["id"];
+    v.service->add_touchpoint(v.admin(), c, {{"channel", "phone"}, {"type", "support"}, {"notes", "asked about looms"}});
+  }
+  std::string open_request(const std::string& type, const Json& changes = nullptr) {
+    Json body = {{"type", type}, {"regime", "gdpr"}, {"identifier", {{"email", "augusta@example.com"}}},
+                 {"channel", "web_form"}};
+    if (!changes.is_null()) body["changes"] = changes;
+    const std::string req = v.service->dsr_create(officer, body)["id"];
+    for (const char* to : {"identity_verified", "in_progress"})
+      v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+    return req;
+  }
+  std::set<std::string> subject_ids(const std::string& req) {
+    std::set<std::string> out;
+    const Json q = v.service->dsr_get(officer, req);  // alive across the loop (a temporary's member would dangle)
+    for (const auto& id : q["subject_ids"]) out.insert(id.get<std::string>());
+    return out;
+  }
+};
+
+TEST_F(MergeWithOpenRequest, AnOpenErasureRequestErasesTheSurvivorThatHoldsTheMergedData) {
+  const std::string req = open_request("erasure");
+  ASSERT_EQ(subject_ids(req), (std::set<std::string>{c}));
+  EXPECT_EQ(merge(officer, a, {c})["open_requests_followed"], 1);
+  EXPECT_EQ(subject_ids(req), (std::set<std::string>{a, c}));
+  const Json done = v.service->dsr_transition(officer, req, {{"to", "completed"}});
+  EXPECT_EQ(done["status"], "completed") << done.dump();
+  EXPECT_EQ(done["report"]["erased"]["subjects"], Json({a})) << done["report"].dump();
+  // The birth date and the touchpoint that moved from c are gone with a.
+  EXPECT_EQ(code_of([&] { v.service->get_subject(v.admin("customer_service"), a); }), ErrorCode::not_found);
+  // b (another record sharing a's email, not merged) was not asked about.
+  EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), b)["fields"]["given_name"], "Augusta");
+  // The timeline says why the request covers a.
+  bool noted = false;
+  const Json request = v.service->dsr_get(officer, req);
+  for (const auto& e : request["timeline"])
+    noted = noted || e["note"].get<std::string>().find("merged into " + a) != std::string::npos;
+  EXPECT_TRUE(noted) << v.service->dsr_get(officer, req)["timeline"].dump();
+}
+
+TEST_F(MergeWithOpenRequest, AnOpenAccessRequestExportsWhatMovedToTheSurvivor) {
+  const std::string closed = open_request("access");
+  v.service->dsr_transition(officer, closed, {{"to", "completed"}});
+  const std::string req = open_request("access");
+  merge(officer, a, {c});
+  const Json ex = v.service->dsr_export(officer, req);
+  std::map<std::string, Json> subjects;
+  for (const auto& s : ex["subjects"]) subjects[s["id"]] = s;
+  ASSERT_EQ(subjects.size(), 2u) << ex["subjects"].dump();
+  EXPECT_EQ(subjects[c]["status"], "merged");
+  EXPECT_EQ(subjects[a]["fields"]["birth_date"], "1815-12-10");
+  ASSERT_EQ(ex["touchpoints"].size(), 1u) << ex["touchpoints"].dump();
+  EXPECT_EQ(ex["touchpoints"][0]["subject_id"], a);
+  EXPECT_EQ(ex["touchpoints"][0]["notes"], "asked about looms");
+  // Both access logs are there: c's history did not vanish with its key.
+  ASSERT_EQ(ex["further_access_logs"].size(), 1u);
+  // A completed request is history: it still names what it covered then.
+  EXPECT_EQ(subject_ids(closed), (std::set<std::string>{c}));
+}
+
+TEST_F(MergeWithOpenRequest, AnOpenRectificationIsStillReadableAfterItsSubjectsKeyIsShredded) {
+  // The corrections are sealed under c's key, which the merge destroys.
+  const std::string req = open_request("rectification", {{"fields", {{"family_name", "King"}}}});
+  merge(officer, a, {c});
+  const Json done = v.service->dsr_transition(officer, req, {{"to", "completed"}});
+  EXPECT_EQ(done["status"], "completed") << done.dump();
+  EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), a)["fields"]["family_name"], "King");
+}
+
+// ------------------------------------------------------------ update: the same dedupe rule as create
+
+TEST(IdentityResolution, AnUpdateToAnotherSubjectsIdentifierIsRefusedNamingItAndChangesNothing) {
+  TestVault v;
+  const std::string a = v.service->create_subject(v.admin(), ada())["id"];
+  const std::string c =
+      v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Charles"}, {"email", "charles@example.com"},
+                                                        {"external_id", "crm-charles"}}}})["id"];
+  for (const Json& fields : {Json{{"email", "ADA@example.com"}, {"given_name", "Ada?"}},
+                             Json{{"phone", "(202) 555-0142"}}, Json{{"external_id", "crm-ada"}}}) {
+    const auto e = duplicate_of([&] { v.service->patch_subject(v.admin(), c, {{"fields", fields}}); });
+    EXPECT_EQ(e.code(), ErrorCode::duplicate_subject) << fields;
+    EXPECT_EQ(e.subject_ids(), std::vector<std::string>{a}) << fields;
+    EXPECT_EQ(std::string(e.what()).find("example.com"), std::string::npos) << e.what();
+  }
+  // Nothing half-applied: c is as it was, and the email still finds a alone.
+  const Json got = v.service->get_subject(v.admin("customer_service"), c);
+  EXPECT_EQ(got["fields"]["given_name"], "Charles");
+  EXPECT_EQ(got["fields"]["email"], "charles@example.com");
+  EXPECT_EQ(got["fields"].count("phone"), 0u);
+  EXPECT_EQ(ids_by_email(v, "ada@example.com"), std::vector<std::string>{a});
+  EXPECT_TRUE(v.service->subject_duplicates(v.admin("administration"), {})["clusters"].empty());
+  EXPECT_EQ(denials(v, c, "subject.update", "duplicate_subject"), 3);
+  EXPECT_EQ(denials(v, a, "subject.update", "duplicate_subject"), 3);
+  // A subject may keep (or re-send) its own identifiers, and take free ones.
+  v.service->patch_subject(v.admin(), a, {{"fields", {{"email", "Ada@Example.com"}, {"external_id", "crm-ada"}}}});
+  v.service->patch_subject(v.admin(), c, {{"fields", {{"email", "charles.b@example.com"}}}});
+  EXPECT_EQ(ids_by_email(v, "charles.b@example.com"), std::vector<std::string>{c});
+}
+
+TEST(IdentityResolution, ARectificationOfMatchedDuplicatesSetsThemAllButNotAnotherSubjectsIdentifier) {
+  TestVault v;
+  const auto officer = v.caller("compliance_officer", "dsr_fulfilment");
+  const std::string a = v.service->create_subject(v.admin(), ada())["id"];
+  const std::string b =
+      v.service->create_subject(v.admin(), with({{"fields", {{"email", "ada@example.com"}}}}, "create"))["id"];
+  const std::string c =
+      v.service->create_subject(v.admin(), {{"fields", {{"email", "charles@example.com"}}}})["id"];
+  const auto rectify = [&](const std::string& email) {
+    const std::string req = v.service->dsr_create(officer, {{"type", "rectification"}, {"regime", "gdpr"},
+                                                            {"identifier", {{"email", "ada@example.com"}}},
+                                                            {"channel", "web_form"},
+                                                            {"changes", {{"fields", {{"email", email}}}}}})["id"];
+    for (const char* to : {"identity_verified", "in_progress"})
+      v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+    return req;
+  };
+  // Onto a third subject's email: refused, neither duplicate changed, the request still open.
+  const std::string refused = rectify("charles@example.com");
+  EXPECT_EQ(code_of([&] { v.service->dsr_transition(officer, refused, {{"to", "completed"}}); }),
+            ErrorCode::duplicate_subject);
+  EXPECT_EQ(ids_by_email(v, "ada@example.com").size(), 2u);
+  EXPECT_EQ(ids_by_email(v, "charles@example.com"), std::vector<std::string>{c});
+  EXPECT_EQ(v.service->dsr_get(officer, refused)["status"], "in_progress");
+  v.service->dsr_transition(officer, refused, {{"to", "canceled"}, {"reason", "wrong address"}});
+  // Onto a new email: both matched subjects take it (they may share it).
+  const std::string req = rectify("ada.lovelace@example.com");
+  EXPECT_EQ(v.service->dsr_transition(officer, req, {{"to", "completed"}})["status"], "completed");
+  std::vector<std::string> both = {a, b};
+  std::sort(both.begin(), both.end());
+  auto found = ids_by_email(v, "ada.lovelace@example.com");
+  std::sort(found.begin(), found.end());
+  EXPECT_EQ(found, both);
 }
 
 // ------------------------------------------------------------ merge: the key is shredded
@@ -527,7 +694,8 @@ TEST(IdentityMergeKeys, AFailingDependantMoveLeavesBothSubjectsAsTheyWere) {
   d.records->add_order(d.actor, ids[1], {"", 100, "GBP", 1});
   EXPECT_EQ(code_of([&] {
               d.records->merge(d.actor, ids[0], {ids[1]}, "reason=test",
-                               [](store::Transaction&, const records::SubjectId&, const records::SubjectId&) {
+                               [](store::Transaction&, const records::SubjectId&, const records::SubjectId&,
+                                  const records::Records::NoteResealer&) {
                                  throw Error(ErrorCode::storage, "injected");
                                });
             }),

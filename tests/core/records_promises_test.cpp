@@ -225,6 +225,20 @@ TEST_F(Restricted, BatchGetAndLookupsObeyIt) {
   EXPECT_EQ(v.service->find_subjects(officer, "email", "ada@example.com")["subjects"].size(), 1u);
 }
 
+TEST_F(Restricted, TheWholeVaultExportLeavesItOut) {
+  const std::string other =
+      v.service->create_subject(v.admin(), {{"fields", {{"email", "other@example.com"}}}})["id"];
+  std::string dump;
+  const Json done = v.service->export_subjects(v.admin("administration"), {}, [&](const std::string& line) {
+    dump += line;
+    return true;
+  });
+  EXPECT_EQ(done["subjects"], 1) << done;
+  EXPECT_NE(dump.find(other), std::string::npos);
+  EXPECT_EQ(dump.find(id), std::string::npos) << "a restricted subject left in an export";
+  EXPECT_EQ(dump.find("ada@example.com"), std::string::npos);
+}
+
 TEST_F(Restricted, WritesAreRefusedButRectificationThroughARequestWorks) {
   EXPECT_EQ(code_of([&] {
               v.service->patch_subject(v.caller("service", "customer_service"), id,

@@ -346,6 +346,25 @@ TEST_F(HttpEdge, PrincipalOverItsRateGets429WhileAnotherIsServed) {
 // Per-principal stream and in-flight quotas, held deterministically: one
 // campaign fetch whose client does not read (a 4 KiB receive buffer) cannot
 // finish, because the stream (~3 MB) is far more than socket buffers hold.
+// Issue 15: lookups count toward the per-principal quota, so a role that may
+// look up cannot probe identifiers faster than its rate; misses count too.
+TEST_F(HttpEdge, LookupsCountTowardThePrincipalsQuota) {
+  ASSERT_NO_FATAL_FAILURE(start({"--principal-rate", "1", "--principal-burst", "5"}));
+  const std::string prober = vault_.token("sales", "lookup-prober");
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 12; ++i) {
+    const Resp r = d_->get("/v1/subjects?email=probe" + std::to_string(i) + "@example.com", prober, "customer_service");
+    if (r.status == 200) {
+      ++ok;
+    } else {
+      ++limited;
+      expect_problem(r, 429, "rate_limited");
+    }
+  }
+  EXPECT_GE(limited, 1) << ok << " lookups served";
+  EXPECT_LE(ok, 5 + 3) << "burst 5, refill 1/s";
+}
+
 class HttpEdgeStreams : public HttpEdge {
  protected:
   static constexpr int kSubjects = 1600;

@@ -115,6 +115,30 @@ TEST_F(HttpIdentity, DuplicatesReportIsPagedAndOnlyForComplianceRoles) {
   (void)a, (void)b, (void)c;
 }
 
+TEST_F(HttpIdentity, PatchOntoAnotherSubjectsIdentifierIs409NamingItAndChangesNothing) {
+  const std::string first = create(kAda);
+  const std::string other = create({{"fields", {{"given_name", "Charles"}, {"email", "charles@example.com"}}}});
+  const std::string path = "/v1/subjects/" + other;
+  const Resp r = d_->post(path, admin_, {{"fields", {{"email", "ADA@example.com"}, {"given_name", "X"}}}}, "", "PATCH");
+  expect_problem(r, 409, "duplicate_subject");
+  EXPECT_EQ(r.json["subject_id"], first) << r;
+  EXPECT_EQ(r.json["matched_on"], Json({"email"}));
+  EXPECT_EQ(r.body.find("example.com"), std::string::npos) << r;
+  expect_problem(d_->post(path, admin_, {{"fields", {{"phone", "(202) 555-0142"}}}}, "", "PATCH"), 409,
+                 "duplicate_subject");
+  // Nothing applied; the email still finds one subject; the daemon is up.
+  const Resp got = d_->get(path, admin_, "customer_service");
+  ASSERT_EQ(got.status, 200) << got;
+  EXPECT_EQ(got.json["fields"]["given_name"], "Charles");
+  EXPECT_EQ(got.json["fields"]["email"], "charles@example.com");
+  EXPECT_EQ(d_->get("/v1/subjects?email=ada@example.com", admin_, "customer_service").json["subjects"].size(), 1u);
+  const Resp audit = d_->get("/v1/audit/entries?subject=" + other + "&operation=subject.update", admin_, "audit");
+  int denied = 0;
+  for (const auto& e : audit.json["entries"]) denied += e["reason"] == "duplicate_subject";
+  EXPECT_EQ(denied, 2) << audit;
+  EXPECT_EQ(d_->post(path, admin_, {{"fields", {{"email", "charles.b@example.com"}}}}, "", "PATCH").status, 200);
+}
+
 TEST_F(HttpIdentity, MergeMovesEverythingAndRefusalsAreProblems) {
   const std::string a = create(kAda);
   const std::string b = create({{"fields", {{"email", "ada@example.com"}, {"birth_date", "1815-12-10"}}},

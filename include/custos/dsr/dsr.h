@@ -99,6 +99,18 @@ class Desk {
   // Error(not_found) for an unknown request.
   void add_note(store::Transaction& tx, const std::string& id, std::int64_t at_us, const std::string& actor,
                 const std::string& note);
+  // Identity resolution merged subject `from` into `into` (Records::merge
+  // calls this inside its transaction, before `from`'s key is destroyed).
+  // Every OPEN request that matched `from` follows it: `into` joins its
+  // subjects (`from` stays, for its own access log), so fulfilment still
+  // covers the data that moved; a request whose first subject was `from`
+  // gets `into` as its first subject, its sealed rectification changes
+  // re-sealed for `into` by `reseal_changes`. Each followed request gets a
+  // timeline note in the same transaction. Closed requests are history and
+  // stay as they were. Returns how many requests followed.
+  static std::size_t follow_merge(store::Transaction& tx, const records::SubjectId& from,
+                                  const records::SubjectId& into, std::int64_t at_us, const std::string& actor,
+                                  const std::function<std::string(const std::string& sealed)>& reseal_changes);
   Request get(const std::string& id);
   std::vector<TimelineEvent> timeline(const std::string& id);
   // The same reads inside the caller's transaction, so that a request, its

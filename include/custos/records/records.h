@@ -155,8 +155,14 @@ class Records {
   std::vector<SubjectId> find(std::string_view field, std::string_view value);
 
   // Sets and removes fields (validated); records the changed field names.
+  // A new email, phone or external id follows create's default rule
+  // (on_conflict reject): if it names another active subject, throws
+  // DuplicateSubject (409 duplicate_subject) and writes nothing, unless that
+  // subject is in `may_share` (a rectification of subjects already matched as
+  // duplicates sets them all alike). Throws Error(not_found) for a subject
+  // that is not active.
   void update(const audit::Actor& actor, const SubjectId& id, const FieldMap& set,
-              const std::vector<std::string>& remove);
+              const std::vector<std::string>& remove, const std::vector<SubjectId>& may_share = {});
 
   // Create with identity resolution: items are checked in order against the
   // blind indexes of active subjects, earlier items of the batch included,
@@ -179,7 +185,8 @@ class Records {
   // field values win, fields it lacks are filled from the merged-away
   // subjects in the order given (re-sealed under the survivor's key, and
   // indexed); touchpoints (notes re-sealed) and orders are re-pointed;
-  // `move_dependants(tx, from, to)` moves what other modules hold (consent);
+  // `move_dependants(tx, from, to, reseal)` moves what other modules hold (consent, open requests);
+  // an objection to marketing on any of them stays in force on the survivor;
   // then each merged-away subject is crypto-shredded (DEK destroyed, fields
   // and index rows gone) and left as a tombstone with status 'merged'. One
   // subject.merge entry names the survivor and every merged-away id; the WAL
@@ -188,10 +195,14 @@ class Records {
   // active subject, Error(invalid_argument) for a repeated id or the survivor
   // in `merged_away`, Error(subject_restricted) if any of them is restricted,
   // Error(conflict) if any is under legal hold.
+  // `reseal(what, sealed)` (valid only during that call) turns a note
+  // sealed for `from` (seal_note) into one sealed for `to`, since `from`'s
+  // key is about to be destroyed.
+  using NoteResealer = std::function<std::string(const std::string& what, const std::string& sealed_b64)>;
+  using MergeDependants =
+      std::function<void(store::Transaction&, const SubjectId& from, const SubjectId& to, const NoteResealer& reseal)>;
   MergeReport merge(const audit::Actor& actor, const SubjectId& survivor, const std::vector<SubjectId>& merged_away,
-                    const std::string& detail,
-                    const std::function<void(store::Transaction&, const SubjectId& from, const SubjectId& to)>&
-                        move_dependants);
+                    const std::string& detail, const MergeDependants& move_dependants);
 
   // Crypto-shreds the subject: destroys its DEK, overwrites its field
   // ciphertexts and blind-index rows, then checkpoints the WAL. Constant
