@@ -50,8 +50,9 @@ try {
     await page.evaluate(() => { performance.clearMarks(); window.__t0 = performance.now(); location.hash = '#/requests'; });
     // First frame: the first rows are in the DOM and a frame has been produced.
     await page.locator('#queue tbody tr:nth-child(100)').waitFor({ timeout: 30_000 });
-    const first = await page.evaluate(() => new Promise((res) => requestAnimationFrame(() => setTimeout(() => res(performance.now() - window.__t0), 0))));
     await page.locator('#queue-list[data-complete]').waitFor({ timeout: 30_000 });
+    // The page marks the task after the frame that first shows its rows.
+    const first = await page.evaluate(() => performance.getEntriesByName('queue-first-frame').at(-1).startTime - window.__t0);
     const parts = await page.evaluate(() => {
       const at = (name) => performance.getEntriesByName(name).at(-1).startTime - window.__t0;
       return { fetched: at('queue-fetched'), sorted: at('queue-sorted'), firstRows: at('queue-first-rows'), complete: at('queue-complete') };
@@ -109,9 +110,11 @@ try {
   await page.unroute('**/v1/dsr?*');
   const seedStart = Date.now();
   const regimes = ['eu-gdpr', 'us-ca', 'uk-gdpr'];
+  // A rectification needs its corrections; these requests match nobody.
+  const seedTypes = ['access', 'erasure', 'portability', 'restriction'];
   for (let i = 0; i < 10_000; i += 16) {
     await Promise.all(Array.from({ length: Math.min(16, 10_000 - i) }, (_, k) => vault.api('POST', '/v1/dsr', officer, {
-      type: types[(i + k) % 4], regime: regimes[(i + k) % 3], identifier: { email: `nobody${i + k}@example.com` },
+      type: seedTypes[(i + k) % 4], regime: regimes[(i + k) % 3], identifier: { email: `nobody${i + k}@example.com` },
       received_at: new Date(now - ((i + k) % 50) * 86_400_000).toISOString().replace(/\.\d{3}Z$/, 'Z'),
     })));
   }
@@ -121,15 +124,13 @@ try {
     await page.evaluate(() => { location.hash = '#/'; });
     await page.locator('#main[data-ready=""]').waitFor();
     await page.evaluate(() => { performance.clearMarks(); window.__t0 = performance.now(); location.hash = '#/requests'; });
-    await page.locator('#queue tbody tr:nth-child(100)').waitFor({ timeout: 30_000 });
-    const first = await page.evaluate(() => new Promise((res) => requestAnimationFrame(() => setTimeout(() => res(performance.now() - window.__t0), 0))));
     await page.locator('#queue-list[data-complete]').waitFor({ timeout: 60_000 });
     const parts = await page.evaluate(() => {
       const at = (name) => performance.getEntriesByName(name).at(-1).startTime - window.__t0;
-      return { fetched: at('queue-fetched'), complete: at('queue-complete') };
+      return { fetched: at('queue-fetched'), first: at('queue-first-frame'), complete: at('queue-complete') };
     });
     assert.equal(await page.locator('#queue tbody tr').count(), 10_000);
-    real.push({ first, ...parts });
+    real.push(parts);
   }
   const rmed = (k) => real.map((r) => r[k]).sort((a, b) => a - b)[2];
   const rmax = (k) => Math.max(...real.map((r) => r[k]));

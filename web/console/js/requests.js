@@ -60,6 +60,9 @@ export function queueRows(requests, now = Date.now()) {
 const FIRST_ROWS = 100;
 const CHUNK_ROWS = 500;
 const nextTask = () => new Promise((res) => setTimeout(res, 0));
+// Resolves once the browser has produced a frame (the task after the next
+// animation frame), so what is in the DOM now is on screen.
+const nextFrame = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
 
 // Appends rows for `sorted` to `tbody`: with `first`, the first rows at
 // once (the caller awaits nothing before they are in), then the rest in
@@ -74,6 +77,13 @@ function fillQueue(tbody, sorted, now, stale, first) {
     at = FIRST_ROWS;
   }
   const rest = (async () => {
+    // The first rows get a frame of their own before any chunk is appended:
+    // otherwise chunk tasks run ahead of the first paint, and its layout
+    // covers thousands of rows.
+    if (first) {
+      await nextFrame();
+      performance.mark('queue-first-frame');
+    }
     for (; at < sorted.length; at += CHUNK_ROWS) {
       await nextTask();
       if (stale()) return;
