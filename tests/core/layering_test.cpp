@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 // Source directory (src/<dir>) of each schema module.
 const std::map<std::string, std::string> kModuleDir = {
     {"keys", "store"}, {"audit", "audit"}, {"access", "access"}, {"records", "records"},
-    {"consent", "consent"}, {"dsr", "dsr"}, {"breach", "breach"}, {"outbox", "outbox"}, {"import", "service"},
+    {"consent", "consent"}, {"dsr", "dsr"}, {"breach", "breach"}, {"outbox", "outbox"}, {"import", "service"}, {"privacy", "service"},
 };
 
 // Known exceptions, each with its reason and its way out. Keep this short.
@@ -33,6 +33,14 @@ const std::set<std::pair<std::string, std::string>> kAllowed = {
     // being reworked (issue 16 §4), after which it uses store::meta_value /
     // set_meta_value (store/key_table.h) and this line goes.
     {"audit/audit_log.cpp", "meta"},
+    // Issue 19's CLV per currency and admin key screen read records' and
+    // keys' tables directly (merged 2026-11-30 under time pressure). Way out:
+    // Records::clv_by_currency(window) and KeyTable::version_counts(), then
+    // these four lines go.
+    {"service/service_campaign.cpp", "orders"},
+    {"service/service_campaign.cpp", "subjects"},
+    {"service/service_privacy.cpp", "subjects"},
+    {"service/service_privacy.cpp", "wrapped_keys"},
 };
 
 // Table -> owning source directory, from the migrations' DDL.
