@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <functional>
 #include <set>
 
 #include "custos/dsr/dsr.h"
@@ -206,19 +207,16 @@ std::string quoted(const std::string& value) {
   return e.c_str();
 }
 
-// `text` with the value of `key` (at two spaces' indent) under the top-level
-// `section` replaced; unchanged if there is no such line.
-std::string replace_in_section(const std::string& text, const std::string& section, const std::string& key,
-                               const std::string& value) {
+// `text` with each line passed through `edit` in order (without its '\n');
+// line breaks are kept as they were.
+std::string rewrite_lines(const std::string& text, const std::function<void(std::string&)>& edit) {
   std::string out;
-  bool inside = false;
   std::size_t pos = 0;
   while (pos < text.size()) {
     std::size_t eol = text.find('\n', pos);
     if (eol == std::string::npos) eol = text.size();
     std::string line = text.substr(pos, eol - pos);
-    if (!line.empty() && line[0] != ' ' && line[0] != '#') inside = line == section + ":";
-    if (inside && line.starts_with("  " + key + ":")) line = "  " + key + ": " + value;
+    edit(line);
     out += line;
     if (eol < text.size()) out += '\n';
     pos = eol + 1;
@@ -226,27 +224,29 @@ std::string replace_in_section(const std::string& text, const std::string& secti
   return out;
 }
 
+// `text` with the value of `key` (at two spaces' indent) under the top-level
+// `section` replaced; unchanged if there is no such line.
+std::string replace_in_section(const std::string& text, const std::string& section, const std::string& key,
+                               const std::string& value) {
+  bool inside = false;
+  return rewrite_lines(text, [&](std::string& line) {
+    if (!line.empty() && line[0] != ' ' && line[0] != '#') inside = line == section + ":";
+    if (inside && line.starts_with("  " + key + ":")) line = "  " + key + ": " + value;
+  });
+}
+
 // `text` with the `calendar:` of regime `regime` (in every top-level section)
 // set to `calendar`; a comment after the value is kept.
 std::string replace_regime_calendar(const std::string& text, const std::string& regime, const std::string& calendar) {
-  std::string out;
   bool inside = false;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    std::string line = text.substr(pos, eol - pos);
+  return rewrite_lines(text, [&](std::string& line) {
     if (line.size() > 2 && line.starts_with("  ") && line[2] != ' ' && line[2] != '#') inside = line == "  " + regime + ":";
     else if (!line.empty() && line[0] != ' ' && line[0] != '#') inside = false;
     if (inside && line.starts_with("    calendar: ")) {
       const std::size_t value_end = line.find_first_of(" #", 14);
       line = "    calendar: " + calendar + (value_end == std::string::npos ? "" : line.substr(value_end));
     }
-    out += line;
-    if (eol < text.size()) out += '\n';
-    pos = eol + 1;
-  }
-  return out;
+  });
 }
 
 // The previous release's period {months|days|business_days|hours: N}, or

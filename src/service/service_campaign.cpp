@@ -19,6 +19,28 @@ Json distribution(const std::map<int, std::int64_t>& d) {
   return out;
 }
 
+// The purpose, channel and segment of a campaign fetch or preview, checked:
+// the purpose is the one declared in the header and a marketing purpose, the
+// channel one of its channels, the segment a defined one.
+records::Records::CampaignQuery campaign_query(const Json& body, const std::string& declared_purpose,
+                                               const access::Policy& pol, const auto& segments) {
+  records::Records::CampaignQuery q;
+  q.purpose = body.contains("purpose") ? required_string(body, "purpose", 64) : declared_purpose;
+  if (q.purpose != declared_purpose)
+    throw Error(ErrorCode::invalid_argument, "body 'purpose' must match the Custos-Purpose header");
+  const access::Purpose* purpose = pol.purpose(q.purpose);
+  if (purpose == nullptr || !purpose->marketing)
+    throw Error(ErrorCode::invalid_field, "field 'purpose': a campaign needs a marketing purpose");
+  q.channel = required_string(body, "channel", 16);
+  if (std::find(purpose->channels.begin(), purpose->channels.end(), q.channel) == purpose->channels.end())
+    throw Error(ErrorCode::invalid_field, "field 'channel': not a channel of purpose '" + q.purpose + "'");
+  if (body.contains("segment")) {
+    q.segment = required_string(body, "segment", 64);
+    if (!segments.has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
+  }
+  return q;
+}
+
 }  // namespace
 
 Json Service::analytics_rfm(const Caller& caller) {
@@ -71,20 +93,7 @@ Json Service::campaign_fetch(const Caller& caller, const Json& body,
   const auto pol = impl_->current_policy();
   const auto& role = impl_->authorize(caller, *pol, "records.read", "campaign.fetch", true);
   only_keys(body, {"purpose", "channel", "segment", "fields"});
-  records::Records::CampaignQuery q;
-  q.purpose = body.contains("purpose") ? required_string(body, "purpose", 64) : caller.purpose;
-  if (q.purpose != caller.purpose)
-    throw Error(ErrorCode::invalid_argument, "body 'purpose' must match the Custos-Purpose header");
-  const access::Purpose* purpose = pol->purpose(q.purpose);
-  if (purpose == nullptr || !purpose->marketing)
-    throw Error(ErrorCode::invalid_field, "field 'purpose': a campaign needs a marketing purpose");
-  q.channel = required_string(body, "channel", 16);
-  if (std::find(purpose->channels.begin(), purpose->channels.end(), q.channel) == purpose->channels.end())
-    throw Error(ErrorCode::invalid_field, "field 'channel': not a channel of purpose '" + q.purpose + "'");
-  if (body.contains("segment")) {
-    q.segment = required_string(body, "segment", 64);
-    if (!impl_->current_segments()->has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
-  }
+  records::Records::CampaignQuery q = campaign_query(body, caller.purpose, *pol, *impl_->current_segments());
   if (!body.contains("fields") || !body["fields"].is_array() || body["fields"].empty())
     throw Error(ErrorCode::invalid_field, "field 'fields': a non-empty array of field names is required");
   const records::ReadSpec visible = impl_->read_spec(*pol, role);
@@ -138,20 +147,7 @@ Json Service::campaign_preview(const Caller& caller, const Json& body) {
   const auto pol = impl_->current_policy();
   impl_->authorize(caller, *pol, "records.read", "campaign.preview", true);
   only_keys(body, {"purpose", "channel", "segment"});
-  records::Records::CampaignQuery q;
-  q.purpose = body.contains("purpose") ? required_string(body, "purpose", 64) : caller.purpose;
-  if (q.purpose != caller.purpose)
-    throw Error(ErrorCode::invalid_argument, "body 'purpose' must match the Custos-Purpose header");
-  const access::Purpose* purpose = pol->purpose(q.purpose);
-  if (purpose == nullptr || !purpose->marketing)
-    throw Error(ErrorCode::invalid_field, "field 'purpose': a campaign needs a marketing purpose");
-  q.channel = required_string(body, "channel", 16);
-  if (std::find(purpose->channels.begin(), purpose->channels.end(), q.channel) == purpose->channels.end())
-    throw Error(ErrorCode::invalid_field, "field 'channel': not a channel of purpose '" + q.purpose + "'");
-  if (body.contains("segment")) {
-    q.segment = required_string(body, "segment", 64);
-    if (!impl_->current_segments()->has_segment(q.segment)) throw Error(ErrorCode::invalid_field, "field 'segment': unknown segment");
-  }
+  records::Records::CampaignQuery q = campaign_query(body, caller.purpose, *pol, *impl_->current_segments());
   q.now_us = impl_->audit->now_us();
   q.candidates = [&q](store::Transaction& tx, const records::SubjectId& after, std::size_t limit) {
     return consent::granted_subjects(tx, q.purpose, q.channel, q.now_us, after, limit);
