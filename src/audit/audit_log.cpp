@@ -15,6 +15,7 @@
 
 #include "custos/audit/blocks.h"
 #include "custos/error.h"
+#include "custos/store/key_table.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/export.h"
 #include "custos_audit/subjects.h"
@@ -910,8 +911,7 @@ constexpr auto kFullWait = std::chrono::seconds(5);
 std::uint64_t folded_watermark(store::Store& store) {
   std::uint64_t out = 0;
   auto tx = store.begin(TxMode::read);
-  tx->exec("SELECT value FROM meta WHERE key = ?", {kFoldedKey},
-           [&](const Row& r) { out = std::strtoull(std::string(r.text(0)).c_str(), nullptr, 10); });
+  if (const auto v = store::meta_value(*tx, kFoldedKey)) out = std::strtoull(v->c_str(), nullptr, 10);
   return out;
 }
 }  // namespace
@@ -946,8 +946,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
     // The watermark commits with the entries: after a crash, recovery folds
     // exactly the records beyond it.
     const std::string counter = std::to_string(batch.back().counter);
-    if (tx->exec("UPDATE meta SET value = ? WHERE key = ?", {counter, kFoldedKey}) == 0)
-      tx->exec("INSERT INTO meta (key, value) VALUES (?, ?)", {kFoldedKey, counter});
+    store::set_meta_value(*tx, kFoldedKey, counter);
     tx->commit();
     return batch.back().counter;
   });

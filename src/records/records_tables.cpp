@@ -77,6 +77,16 @@ void mark_objected(Transaction& tx, const SubjectId& id) {
 
 std::int64_t count_subjects(Transaction& tx) { return tx.scalar("SELECT count(*) FROM subjects").value_or(0); }
 
+std::vector<std::int64_t> active_subjects_created_by(Transaction& tx, const std::vector<std::int64_t>& ends) {
+  std::vector<std::int64_t> counts(ends.size(), 0);
+  tx.exec("SELECT created_at FROM subjects WHERE status = 'active'", {}, [&](const Row& r) {
+    const std::int64_t at = r.integer(0);
+    for (std::size_t i = 0; i < ends.size(); ++i)
+      if (at <= ends[i]) ++counts[i];
+  });
+  return counts;
+}
+
 void for_each_active_field_names(Transaction& tx,
                                  const std::function<void(const SubjectId&, const std::vector<std::string>&)>& each) {
   tx.exec("SELECT id, fields FROM subjects WHERE status = 'active' ORDER BY id", {}, [&](const Row& r) {
@@ -134,6 +144,12 @@ store::WrappedKeySet subject_data_keys() {
   set.count_stale = [](Transaction& tx, std::uint32_t version) -> std::int64_t {
     return tx.scalar("SELECT count(*) FROM subjects WHERE wrapped_dek IS NOT NULL AND kek_version <> ?", {version})
         .value_or(0);
+  };
+  set.count_per_version = [](Transaction& tx) {
+    std::map<std::uint32_t, std::int64_t> per_version;
+    tx.exec("SELECT kek_version, count(*) FROM subjects WHERE wrapped_dek IS NOT NULL GROUP BY kek_version", {},
+            [&](const Row& r) { per_version[static_cast<std::uint32_t>(r.integer(0))] = r.integer(1); });
+    return per_version;
   };
   return set;
 }

@@ -139,4 +139,26 @@ RfmSummary refresh_rfm(store::Store& store, const RfmPolicy& policy, std::int64_
   return summary;
 }
 
+std::vector<CurrencyClv> clv_by_currency(store::Transaction& tx, const RfmPolicy& policy, std::int64_t now_us) {
+  const double years = policy.window_days / 365.0;
+  const std::int64_t since = now_us - static_cast<std::int64_t>(policy.window_days) * 86'400'000'000LL;
+  std::vector<CurrencyClv> out;
+  tx.exec("SELECT o.currency, count(DISTINCT o.subject_id), count(*), sum(o.amount_minor) FROM orders o"
+          " JOIN subjects s ON s.id = o.subject_id AND s.status = 'active' WHERE o.at >= ?"
+          " GROUP BY o.currency ORDER BY o.currency",
+          {since}, [&](const store::Row& r) {
+            CurrencyClv c;
+            c.currency = std::string(r.text(0));
+            c.customers = r.integer(1);
+            c.orders = r.integer(2);
+            c.revenue_minor = r.integer(3);
+            c.average_clv_minor = c.customers ? static_cast<double>(c.revenue_minor) /
+                                                    static_cast<double>(c.customers) / years *
+                                                    policy.expected_lifespan_years
+                                              : 0.0;
+            out.push_back(std::move(c));
+          });
+  return out;
+}
+
 }  // namespace custos::records

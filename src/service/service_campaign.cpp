@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "custos/consent/storage.h"
+#include "custos/records/storage.h"
 #include "service_impl.h"
 
 namespace custos::service {
@@ -52,27 +53,12 @@ Json Service::analytics_rfm(const Caller& caller) {
                                                   "subjects=" + std::to_string(s.subjects_scored)});
   Json segments = Json::object();
   for (const auto& [name, size] : s.segment_sizes) segments[name] = size;
-  // CLV per currency, by the same rule as each subject's (records/rfm.cpp:
-  // their order total in the window, per year, times the expected lifespan),
-  // averaged over the subjects who paid in that currency: amounts in
-  // different currencies are never added together.
   Json by_currency = Json::array();
   {
-    const double years = policy.window_days / 365.0;
-    const std::int64_t since = impl_->audit->now_us() - static_cast<std::int64_t>(policy.window_days) * 86'400'000'000LL;
     auto tx = impl_->store->begin(store::TxMode::read);
-    tx->exec("SELECT o.currency, count(DISTINCT o.subject_id), count(*), sum(o.amount_minor) FROM orders o"
-             " JOIN subjects s ON s.id = o.subject_id AND s.status = 'active' WHERE o.at >= ?"
-             " GROUP BY o.currency ORDER BY o.currency",
-             {since}, [&](const store::Row& r) {
-               const auto customers = r.integer(1);
-               const double total = static_cast<double>(r.integer(3));
-               by_currency.push_back(
-                   {{"currency", std::string(r.text(0))}, {"customers", customers}, {"orders", r.integer(2)},
-                    {"revenue_minor", r.integer(3)},
-                    {"average_clv_minor",
-                     customers ? total / static_cast<double>(customers) / years * policy.expected_lifespan_years : 0.0}});
-             });
+    for (const auto& c : records::clv_by_currency(*tx, policy, impl_->audit->now_us()))
+      by_currency.push_back({{"currency", c.currency}, {"customers", c.customers}, {"orders", c.orders},
+                             {"revenue_minor", c.revenue_minor}, {"average_clv_minor", c.average_clv_minor}});
   }
   return {{"clv_by_currency", by_currency},
           {"computed_at", audit::format_time_us(s.computed_us)},
@@ -194,15 +180,11 @@ Json Service::analytics_consents(const Caller& caller, const std::map<std::strin
   ends.push_back(now);
   labels.push_back("now");
   std::vector<consent::GrantCounts> granted;
-  std::vector<std::int64_t> subjects(ends.size(), 0);
+  std::vector<std::int64_t> subjects;
   {
     auto tx = impl_->store->begin(store::TxMode::read);
     granted = consent::granted_over_time(*tx, ends);
-    tx->exec("SELECT created_at FROM subjects WHERE status = 'active'", {}, [&](const store::Row& r) {
-      const std::int64_t at = r.integer(0);
-      for (std::size_t i = 0; i < ends.size(); ++i)
-        if (at <= ends[i]) ++subjects[i];
-    });
+    subjects = records::active_subjects_created_by(*tx, ends);
   }
   // Every marketing purpose x channel of the policy, in its order.
   Json series = Json::array();

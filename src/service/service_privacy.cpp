@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "custos/records/storage.h"
 #include "custos/service/schema.h"
 #include "service_impl.h"
 
@@ -190,10 +191,8 @@ Json Service::admin_keys(const Caller& caller) {
   {
     auto tx = impl_->store->begin(store::TxMode::read);
     current = impl_->keys->kek_version(*tx);
-    tx->exec("SELECT kek_version, count(*) FROM wrapped_keys GROUP BY kek_version", {},
-             [&](const store::Row& r) { per_version[r.integer(0)].first = r.integer(1); });
-    tx->exec("SELECT kek_version, count(*) FROM subjects WHERE wrapped_dek IS NOT NULL GROUP BY kek_version", {},
-             [&](const store::Row& r) { per_version[r.integer(0)].second = r.integer(1); });
+    for (const auto& [v, n] : store::named_keys_per_version(*tx)) per_version[v].first = n;
+    for (const auto& [v, n] : records::subject_data_keys().count_per_version(*tx)) per_version[v].second = n;
   }
   const std::uint32_t newest = impl_->keyring->newest_version();
   // Every version still wrapping a key, and the current and newest ones

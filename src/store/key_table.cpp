@@ -184,4 +184,11 @@ std::vector<std::uint32_t> retire_old_keks(Store& store, crypto::Keyring& keyrin
   return retired;
 }
 
+std::map<std::uint32_t, std::int64_t> named_keys_per_version(Transaction& tx) {
+  std::map<std::uint32_t, std::int64_t> per_version;
+  tx.exec("SELECT kek_version, count(*) FROM wrapped_keys GROUP BY kek_version", {},
+          [&](const Row& r) { per_version[static_cast<std::uint32_t>(r.integer(0))] = r.integer(1); });
+  return per_version;
+}
+
 }  // namespace custos::store

@@ -27,21 +27,9 @@ const std::map<std::string, std::string> kModuleDir = {
     {"consent", "consent"}, {"dsr", "dsr"}, {"breach", "breach"}, {"outbox", "outbox"}, {"import", "service"}, {"privacy", "service"},
 };
 
-// Known exceptions, each with its reason and its way out. Keep this short.
-const std::set<std::pair<std::string, std::string>> kAllowed = {
-    // The audit journal's fold watermark lives in `meta`; audit_log.cpp is
-    // being reworked (issue 16 §4), after which it uses store::meta_value /
-    // set_meta_value (store/key_table.h) and this line goes.
-    {"audit/audit_log.cpp", "meta"},
-    // Issue 19's CLV per currency and admin key screen read records' and
-    // keys' tables directly (merged 2026-11-30 under time pressure). Way out:
-    // Records::clv_by_currency(window) and KeyTable::version_counts(), then
-    // these four lines go.
-    {"service/service_campaign.cpp", "orders"},
-    {"service/service_campaign.cpp", "subjects"},
-    {"service/service_privacy.cpp", "subjects"},
-    {"service/service_privacy.cpp", "wrapped_keys"},
-};
+// Known exceptions, each with its reason and its way out. None today; keep
+// it that way.
+const std::set<std::pair<std::string, std::string>> kAllowed = {};
 
 // Table -> owning source directory, from the migrations' DDL.
 std::map<std::string, std::string> table_owners() {

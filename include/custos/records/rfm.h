@@ -66,4 +66,17 @@ struct RfmSummary {
 // replaces `rfm_scores` in one transaction.
 RfmSummary refresh_rfm(store::Store& store, const RfmPolicy& policy, std::int64_t now_us);
 
+// Customer lifetime value per currency, by the same rule as each subject's
+// (their order total in the window, per year, times the expected lifespan),
+// averaged over the active subjects who paid in that currency: amounts in
+// different currencies are never added together. In currency order.
+struct CurrencyClv {
+  std::string currency;
+  std::int64_t customers = 0;
+  std::int64_t orders = 0;
+  std::int64_t revenue_minor = 0;
+  double average_clv_minor = 0;
+};
+std::vector<CurrencyClv> clv_by_currency(store::Transaction& tx, const RfmPolicy& policy, std::int64_t now_us);
+
 }  // namespace custos::records

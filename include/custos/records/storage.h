@@ -31,6 +31,10 @@ void mark_objected(store::Transaction& tx, const SubjectId& id);
 // Every subject row, whatever its status (backups check the count).
 std::int64_t count_subjects(store::Transaction& tx);
 
+// For each of `ends` (Unix µs), how many of today's active subjects had been
+// created by then (the console's consent rates use it as the denominator).
+std::vector<std::int64_t> active_subjects_created_by(store::Transaction& tx, const std::vector<std::int64_t>& ends);
+
 // Each active subject, in id order, with the names of the personal fields it
 // holds: read from the field record's framing, nothing is decrypted.
 void for_each_active_field_names(store::Transaction& tx,

@@ -82,7 +82,12 @@ struct WrappedKeySet {
   std::function<std::int64_t(Transaction& tx, crypto::Keyring& keyring, std::uint32_t version, int limit)> rewrap;
   // How many keys are wrapped by a KEK version other than `version`.
   std::function<std::int64_t(Transaction& tx, std::uint32_t version)> count_stale;
+  // How many keys each KEK version wraps (the admin screen's key versions).
+  std::function<std::map<std::uint32_t, std::int64_t>(Transaction& tx)> count_per_version;
 };
+
+// How many named keys (index, signing, outbox secrets) each KEK version wraps.
+std::map<std::uint32_t, std::int64_t> named_keys_per_version(Transaction& tx);
 
 // Creates KEK version n+1 and re-wraps every key to it in bounded batches,
 // never touching ciphertexts, indexes or the database encryption. Safe while
