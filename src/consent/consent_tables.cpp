@@ -49,25 +49,54 @@ std::vector<records::SubjectId> granted_subjects(store::Transaction& tx, const s
 
 std::vector<GrantCounts> granted_over_time(store::Transaction& tx, const std::vector<std::int64_t>& ends) {
   std::vector<GrantCounts> out(ends.size());
-  std::map<std::string, bool> granted;  // subject|purpose|channel -> granted now
+  // subject|purpose|channel -> the grant in force (its number), 0 if none.
+  std::map<std::string, std::uint64_t> in_force;
+  // Grant expiries still ahead: expires_at -> (key, grant number). A grant
+  // stops counting when its expiry is reached (granted_subjects' rule:
+  // granted while expires_at > now), unless a later event replaced it.
+  std::multimap<std::int64_t, std::pair<std::string, std::uint64_t>> expiries;
+  std::uint64_t grants = 0;
   GrantCounts counts;
   std::size_t next = 0;
-  auto snapshot_until = [&](std::int64_t at) {
-    while (next < ends.size() && ends[next] < at) out[next++] = counts;
+  std::map<std::string, std::pair<std::string, std::string>> purpose_channel;  // key -> (purpose, channel)
+  auto lapse = [&](std::int64_t at) {
+    while (!expiries.empty() && expiries.begin()->first <= at) {
+      const auto node = expiries.extract(expiries.begin());
+      const auto& [key, grant] = node.mapped();
+      auto it = in_force.find(key);
+      if (it != in_force.end() && it->second == grant) {
+        it->second = 0;
+        --counts[purpose_channel.at(key)];
+      }
+    }
   };
-  tx.exec("SELECT subject_id, purpose, channel, event, at FROM consent_events WHERE status = 'confirmed'"
+  auto snapshot_until = [&](std::int64_t at) {  // the ends before `at`
+    while (next < ends.size() && ends[next] < at) {
+      lapse(ends[next]);
+      out[next++] = counts;
+    }
+  };
+  tx.exec("SELECT subject_id, purpose, channel, event, at, expires_at FROM consent_events WHERE status = 'confirmed'"
           " ORDER BY at, id",
           {}, [&](const store::Row& r) {
             const std::int64_t at = r.integer(4);
             snapshot_until(at);
+            lapse(at);
             const auto sid = r.blob(0);
-            const std::string purpose(r.text(1)), channel(r.text(2));
+            std::pair<std::string, std::string> pc{std::string(r.text(1)), std::string(r.text(2))};
             std::string key(reinterpret_cast<const char*>(sid.data()), sid.size());
-            ((key += '|') += purpose) += '|' + channel;
-            const bool now_granted = r.text(3) == "granted";
-            bool& was = granted[key];
-            if (was != now_granted) counts[{purpose, channel}] += now_granted ? 1 : -1;
-            was = now_granted;
+            ((key += '|') += pc.first) += '|' + pc.second;
+            std::uint64_t& current = in_force[key];
+            if (current != 0) --counts[pc];
+            current = 0;
+            const bool granted = r.text(3) == "granted";
+            const bool expires = !r.is_null(5);
+            if (granted && (!expires || r.integer(5) > at)) {
+              current = ++grants;
+              ++counts[pc];
+              if (expires) expiries.emplace(r.integer(5), std::make_pair(key, current));
+            }
+            purpose_channel.emplace(std::move(key), std::move(pc));
           });
   snapshot_until(std::numeric_limits<std::int64_t>::max());
   return out;

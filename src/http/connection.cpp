@@ -103,6 +103,9 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
         // not grow past this; Beast then fails the read (400).
         buffer_(limits.max_header_bytes + kReadSlack) {
     counters_.open.fetch_add(1);
+    error_code ec;
+    const auto remote = tcp_layer().socket().remote_endpoint(ec);
+    if (!ec) peer_ = remote.address().to_string();
     chunk_limit_ = [this](std::uint64_t size, beast::string_view, error_code& ec) {
       // One chunk larger than a whole body is a framing error (400); chunks
       // that add up to more than the limit are a body too large (413).
@@ -129,6 +132,8 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
       on_handshake({});
     }
   }
+
+  const std::string& peer_address() const override { return peer_; }
 
   // ResponseStream: called from the worker thread running a streaming handler.
   void begin(int status, const std::string& content_type, HeaderList headers) override {
@@ -658,6 +663,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   EdgeCounters& counters_;   // outlives the io context
   const std::shared_ptr<std::atomic<bool>> draining_;
   const std::shared_ptr<net::ssl::context> tls_;  // kept alive for stream_
+  std::string peer_;  // the client's address, set once at accept
 
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;

@@ -192,6 +192,14 @@ int main(int argc, char** argv) {
   app.add_option("--principal-max-streams", options.principal_max_streams,
                  "campaign fetches streaming at once per principal (default 2; 0 unlimited); above: 429")
       ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--privacy-rate", options.privacy_rate,
+                 "requests per second per client address to the privacy page's /v1/privacy/* routes (default 10;"
+                 " 0 unlimited); above: 429")
+      ->check(CLI::Range(0.0, 1e9));
+  double privacy_burst = -1;
+  app.add_option("--privacy-burst", privacy_burst,
+                 "token-bucket depth for --privacy-rate (default 3 x rate)")
+      ->check(CLI::Range(1.0, 1e9));
   long fold_interval_ms = 1000;
   app.add_option("--audit-fold-interval-ms", fold_interval_ms,
                  "how long reads' audit entries may wait in the journal before the background fold (default 1000)")
@@ -255,6 +263,7 @@ int main(int argc, char** argv) {
   options.header_timeout = std::chrono::milliseconds(header_timeout_ms);
   options.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
   options.principal_burst = burst > 0 ? burst : std::max(1.0, 2 * options.principal_rate);
+  options.privacy_burst = privacy_burst > 0 ? privacy_burst : std::max(1.0, 3 * options.privacy_rate);
 
   std::unique_ptr<custos::service::Service> svc;
   try {

@@ -22,9 +22,18 @@ std::shared_ptr<void> PrincipalQuotas::release_later(State* state, int State::*c
   });
 }
 
+PrincipalQuotas::State& PrincipalQuotas::state_for(const std::string& key) {
+  if (limits_.max_keys > 0 && states_.size() >= limits_.max_keys) {
+    const auto it = states_.find(key);
+    if (it != states_.end()) return it->second;
+    return states_[std::string("\0overflow", 9)];  // no real key holds a NUL
+  }
+  return states_[key];
+}
+
 std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
   std::lock_guard lock(mu_);
-  State& s = states_[principal];
+  State& s = state_for(principal);
   if (limits_.rate > 0) {
     const auto now = std::chrono::steady_clock::now();
     if (s.fresh) {
@@ -36,11 +45,11 @@ std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
     }
     s.refilled = now;
     if (s.tokens < 1.0)
-      too_many("request rate above " + std::to_string(static_cast<long>(limits_.rate)) + "/s for this principal",
+      too_many("request rate above " + std::to_string(static_cast<long>(limits_.rate)) + "/s for this " + limits_.per,
                std::max(1L, static_cast<long>(std::ceil((1.0 - s.tokens) / limits_.rate))));
   }
   if (limits_.max_inflight > 0 && s.inflight >= limits_.max_inflight)
-    too_many("more than " + std::to_string(limits_.max_inflight) + " requests in flight for this principal", 1);
+    too_many("more than " + std::to_string(limits_.max_inflight) + " requests in flight for this " + limits_.per, 1);
   if (limits_.rate > 0) s.tokens -= 1.0;
   ++s.inflight;
   return release_later(&s, &State::inflight);
@@ -48,7 +57,7 @@ std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
 
 std::shared_ptr<void> PrincipalQuotas::admit_stream(const std::string& principal) {
   std::lock_guard lock(mu_);
-  State& s = states_[principal];
+  State& s = state_for(principal);
   if (limits_.max_streams > 0 && s.streams >= limits_.max_streams)
     too_many("more than " + std::to_string(limits_.max_streams) + " campaign streams at once for this principal", 1);
   ++s.streams;

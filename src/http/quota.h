@@ -20,6 +20,13 @@ struct QuotaLimits {
   double rate = 2000;     // requests per second per principal (0: unlimited)
   double burst = 4000;    // token-bucket depth
   int max_streams = 2;    // campaign fetches streaming at once per principal (0: unlimited)
+  // What a key names, for the 429's detail ("principal", "client address").
+  std::string per = "principal";
+  // Distinct keys kept (0: unbounded). Keys that are not authenticated (a
+  // client address) are unbounded in number: past this many, every new one
+  // shares one last bucket, so memory stays bounded and a flood of new
+  // addresses throttles itself rather than everyone else.
+  std::size_t max_keys = 0;
 };
 
 class PrincipalQuotas {
@@ -47,8 +54,11 @@ class PrincipalQuotas {
 
   const QuotaLimits limits_;
   std::mutex mu_;
-  // Principals are authenticated before they get here, so the map is
-  // bounded by the token table. Entries are never erased: State* stays valid.
+  State& state_for(const std::string& key);  // REQUIRES(mu_)
+
+  // Bounded by the token table (principals are authenticated before they
+  // get here) or by limits_.max_keys. Entries are never erased: State*
+  // stays valid.
   std::unordered_map<std::string, State> states_;  // GUARDED_BY(mu_)
 };
 

@@ -50,6 +50,9 @@ class ResponseStream {
   // the body's end (no last chunk), so the client sees an incomplete body,
   // never one that looks whole.
   virtual void abort() = 0;
+  // The client's IP address as the socket sees it (a proxy's, behind one):
+  // what unauthenticated routes are rate-limited by.
+  virtual const std::string& peer_address() const = 0;
 };
 
 // A request body a handler pulls on its worker thread while the

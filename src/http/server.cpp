@@ -105,6 +105,7 @@ struct HttpServer::Impl final : RequestHandler {
   const std::vector<Route> routes = make_routes();
   RequestMetrics metrics;
   PrincipalQuotas quotas;
+  PrincipalQuotas privacy_quotas;  // per client address, /v1/privacy/*
   EdgeCounters counters;
   std::atomic<bool> draining{false};
   std::atomic<int> streams{0};  // campaign fetches streaming now, all principals
@@ -126,6 +127,7 @@ struct HttpServer::Impl final : RequestHandler {
         options(std::move(o)),
         quotas(QuotaLimits{options.principal_max_inflight, options.principal_rate, options.principal_burst,
                            options.principal_max_streams}),
+        privacy_quotas(QuotaLimits{8, options.privacy_rate, options.privacy_burst, 0, "client address", 65536}),
         max_streams(std::max(1, options.worker_threads - 2)),
         workers(static_cast<std::size_t>(std::max(1, options.worker_threads))),
         ioc(std::max(1, options.io_threads)) {}
@@ -198,6 +200,11 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
     ctx.caller.principal = svc.authenticate(token);
     principal = ctx.caller.principal.name;
     admitted = quotas.admit(principal);
+  } else if (m.route->path.rfind("/v1/privacy/", 0) == 0) {
+    // A data subject's page: no principal yet (its credential is checked by
+    // the handler), so the caller's address is what is limited — before any
+    // hashing or store read, so a flood of guessed links stays cheap.
+    admitted = privacy_quotas.admit(stream.peer_address());
   }
   if (req.count("Custos-Purpose") > 1) throw Error(ErrorCode::invalid_argument, "more than one Custos-Purpose header");
   ctx.caller.purpose = std::string(trim(sv(req["Custos-Purpose"])));

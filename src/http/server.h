@@ -63,6 +63,10 @@ struct ServerOptions {
   double principal_rate = 2000;
   double principal_burst = 4000;
   int principal_max_streams = 2;
+  // The privacy page's routes (/v1/privacy/*) carry no bearer token: they
+  // are limited per client address instead (0: unlimited).
+  double privacy_rate = 10;
+  double privacy_burst = 30;
 
   // Threads: io threads run the sockets, workers run the handlers. A
   // streaming campaign fetch holds a worker while its client reads, so at

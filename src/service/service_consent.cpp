@@ -62,6 +62,11 @@ Json Service::record_consent(const Caller& caller, std::string_view id_text, con
   const auto actor = impl_->actor(caller);
   const std::string event = required_string(body, "event", 32);
   const std::string source = body.contains("source") ? required_string(body, "source", 32) : "api";
+  // Evidence a staff or CRM token cannot forge: an event with this source is
+  // written only by the privacy page itself, in the data subject's session.
+  if (source == "privacy_page")
+    throw Error(ErrorCode::invalid_field,
+                "field 'source': 'privacy_page' is recorded only by the privacy page, in the data subject's session");
   Json proof = body.contains("proof") ? body["proof"] : Json::object();
   if (!proof.is_object()) throw Error(ErrorCode::invalid_field, "field 'proof': expected an object");
   if (proof.dump().size() > 4096) throw Error(ErrorCode::invalid_field, "field 'proof': larger than 4 KiB");

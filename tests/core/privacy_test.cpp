@@ -153,5 +153,89 @@ TEST(PrivacyLink, OnlyARoleWithConsentCreatesOneForALiveSubject) {
   EXPECT_EQ(code_of([&] { t.link("00000000000000000000000000000000"); }), ErrorCode::not_found);
 }
 
+// Erasure and the CCPA opt-out filed from the page act on the link's subject
+// and no one else: the request starts verified, the desk completes it, and
+// from then on the page's session is dead (the subject is gone).
+TEST(PrivacyLink, ErasureAndOptOutFromThePageActOnTheLinksSubjectOnly) {
+  Clocked t;
+  const std::string pat = t.subject("pat@example.com"), other = t.subject("other@example.com");
+  for (const auto& id : {pat, other})
+    t.v.service->record_consent(t.v.admin(), id,
+                                {{"purpose", "partner_sharing"}, {"channel", "email"}, {"event", "granted"}}, false);
+  const service::Caller officer = t.v.caller("compliance_officer", "dsr_fulfilment");
+  auto complete = [&](const std::string& request) {
+    for (const char* to : {"in_progress", "completed"})
+      t.v.service->dsr_transition(officer, request, {{"to", to}, {"note", "done at the desk"}});
+    return t.v.service->dsr_get(officer, request);
+  };
+  auto partner_state = [&](const std::string& id) {
+    const Json consents = t.v.service->get_consents(t.v.admin(), id);
+    for (const auto& c : consents["current"])
+      if (c["purpose"] == "partner_sharing" && c["channel"] == "email") return c["state"].get<std::string>();
+    return std::string("none");
+  };
+  const std::string session =
+      t.v.service->privacy_session_open(t.link(pat, {{"regime", "us-ca"}})["token"].get<std::string>(), "r1")["session"];
+
+  const Json opt_out = t.v.service->privacy_request(session, {{"type", "opt_out_sale_share"}}, false, "r2");
+  EXPECT_EQ(opt_out["status"], "identity_verified");
+  EXPECT_EQ(complete(opt_out["request_id"])["status"], "completed");
+  EXPECT_EQ(partner_state(pat), "withdrawn");
+  EXPECT_EQ(partner_state(other), "granted");
+
+  const Json erase = t.v.service->privacy_request(session, {{"type", "erasure"}}, false, "r3");
+  EXPECT_EQ(erase["status"], "identity_verified");
+  const Json done = complete(erase["request_id"]);
+  EXPECT_EQ(done["status"], "completed") << done;
+  EXPECT_EQ(done["subject_id"], pat);
+  EXPECT_EQ(code_of([&] { t.v.service->get_subject(t.v.admin("customer_service"), pat); }), ErrorCode::not_found);
+  EXPECT_EQ(t.v.service->get_subject(t.v.admin("customer_service"), other)["fields"]["email"], "other@example.com");
+  EXPECT_TRUE(testing::files_containing(t.v.dir.path(), "pat@example.com").empty());
+  // The erased subject's session can do nothing more.
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_consents(session, false, "r4"); }), ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { t.v.service->privacy_request(session, {{"type", "access"}}, false, "r5"); }),
+            ErrorCode::unauthenticated);
+}
+
+// The page's evidence cannot be forged by staff: only the page's own session
+// records source privacy_page (and its events name principal privacy_link:…).
+TEST(PrivacyLink, AStaffTokenCannotRecordConsentAsThePrivacyPage) {
+  Clocked t;
+  const std::string id = t.subject("f@example.com");
+  EXPECT_EQ(code_of([&] {
+              t.v.service->record_consent(t.v.admin(), id,
+                                          {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"},
+                                           {"source", "privacy_page"}},
+                                          false);
+            }),
+            ErrorCode::invalid_field);
+  EXPECT_TRUE(t.v.service->get_consents(t.v.admin(), id)["history"].empty());
+}
+
+// Consent rates (the console's analytics) apply expiry as campaigns do: a
+// grant stops counting once its expires_at is reached.
+TEST(ConsentRates, AnExpiredGrantStopsCounting) {
+  Clocked t;  // 2026-01-01T00:00:00Z
+  const std::string lapsing = t.subject("lapse@example.com"), lasting = t.subject("last@example.com");
+  t.v.service->record_consent(t.v.admin(), lapsing,
+                              {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"},
+                               {"expires_at", "2026-02-05T00:00:00Z"}},
+                              false);
+  t.v.service->record_consent(t.v.admin(), lasting,
+                              {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}}, false);
+  t.advance(40 * 24 * kHour);  // 2026-02-10
+  const Json rates = t.v.service->analytics_consents(t.v.admin("analytics"), {{"months", "2"}});
+  ASSERT_EQ(rates["months"], Json({"2026-01", "now"})) << rates;
+  bool found = false;
+  for (const auto& series : rates["series"]) {
+    if (series["purpose"] != "email_marketing" || series["channel"] != "email") continue;
+    found = true;
+    EXPECT_EQ(series["points"][0]["granted"], 2) << "both grants were in force at the end of January";
+    EXPECT_EQ(series["points"][1]["granted"], 1) << "one grant expired on 5 February";
+    EXPECT_EQ(series["points"][1]["subjects"], 2);
+  }
+  EXPECT_TRUE(found) << rates;
+}
+
 }  // namespace
 }  // namespace custos

@@ -365,6 +365,34 @@ TEST_F(HttpEdge, LookupsCountTowardThePrincipalsQuota) {
   EXPECT_LE(ok, 5 + 3) << "burst 5, refill 1/s";
 }
 
+// Issue 19: the privacy page's routes carry no bearer token, so they are
+// limited per client address — before the link is even looked up, so a
+// flood of guessed links costs the vault nothing. Staff are not affected.
+TEST_F(HttpEdge, PrivacyPageRoutesAreRateLimitedPerClientAddress) {
+  ASSERT_NO_FATAL_FAILURE(start({"--privacy-rate", "1", "--privacy-burst", "5"}));
+  const std::string staff = vault_.token("analyst", "privacy-bystander");
+  int refused = 0, limited = 0;
+  for (int i = 0; i < 12; ++i) {
+    Req r;
+    r.method = "POST";
+    r.path = "/v1/privacy/session";
+    r.headers = {{"Authorization", "PrivacyLink guessed-link-" + std::to_string(i)}};
+    const Resp got = d_->call(r);
+    if (got.status == 429) {
+      ++limited;
+      expect_problem(got, 429, "rate_limited");
+      EXPECT_TRUE(valid_retry_after(got)) << got.header("Retry-After");
+    } else {
+      ++refused;
+      EXPECT_EQ(got.status, 401) << got;
+    }
+  }
+  EXPECT_GE(limited, 1) << refused << " guesses answered";
+  EXPECT_LE(refused, 5 + 3) << "burst 5, refill 1/s";
+  // A bearer-token caller from the same address is counted apart.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(d_->get("/v1/analytics/rfm", staff, "analytics").status, 200);
+}
+
 class HttpEdgeStreams : public HttpEdge {
  protected:
   static constexpr int kSubjects = 1600;

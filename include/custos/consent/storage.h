@@ -27,8 +27,9 @@ std::vector<records::SubjectId> granted_subjects(store::Transaction& tx, const s
 // Consent over time (the console's analytics, issue 19): replays every
 // confirmed event in event-time order and, at each of `ends` (ascending Unix
 // µs), counts the subjects granted per (purpose, channel). A grant counts
-// until a later event of any other kind (withdrawn, denied, objection,
-// opt-out) for the same subject, purpose and channel; expiry is not applied.
+// until a later event for the same subject, purpose and channel replaces it
+// (withdrawn, denied, objection, opt-out, or another grant), or until its
+// expiry is reached — the rule campaigns apply (granted_subjects).
 using GrantCounts = std::map<std::pair<std::string, std::string>, std::int64_t>;
 std::vector<GrantCounts> granted_over_time(store::Transaction& tx, const std::vector<std::int64_t>& ends);
 
