@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <nlohmann/json.hpp>
+#include <system_error>
 #include <vector>
 
 namespace custos::auditfmt {
@@ -61,6 +63,8 @@ class BlockReader {
   const std::uint8_t* data() const { return reinterpret_cast<const std::uint8_t*>(buf_.data()) + pos_; }
   std::size_t available() const { return end_ - pos_; }
   void skip(std::size_t n) { pos_ += n; }
+  // Whether the input has ended (nothing beyond available() remains).
+  bool at_end() const { return eof_; }
   static constexpr std::size_t kBlock = std::size_t{1} << 20;  // > magic + header, > any record
 
  private:
@@ -116,6 +120,143 @@ bool parse_header(std::string_view line, ExportHeader& h) {
          text("created", h.created, false);
 }
 
+// Whole records read from the stream into one buffer, with the leaf hash of
+// each entry once hash() has run. The hashed reader keeps two: the helper
+// thread hashes one while this thread visits the other's records and then
+// reads the next.
+struct RecordBatch {
+  struct Record {
+    char type;
+    std::uint32_t size;
+    std::size_t at;  // of the payload, in bytes
+  };
+  static constexpr std::size_t kBytes = BlockReader::kBlock;
+  std::vector<std::uint8_t> bytes = std::vector<std::uint8_t>(kBytes);
+  std::vector<Record> records;
+  std::vector<Hash> leaves;  // one per 'E' record, in order
+  std::string error;         // set: the export is malformed right after `records`
+  bool end = false;          // the end marker follows `records`, and nothing after it
+
+  std::span<const std::uint8_t> payload(const Record& r) const { return {bytes.data() + r.at, r.size}; }
+  void hash() {
+    std::size_t k = 0;
+    for (const Record& r : records)
+      if (r.type == 'E') leaves[k++] = leaf_hash(payload(r));
+  }
+};
+
+// Fills batches from the stream; a record cut by the end of a batch is
+// carried to the start of the next (records are <= kMaxEntryBytes + 5, far
+// below a batch). Checks each record header exactly as read_export's
+// one-record loop does, in the same order, so both report the same error.
+class BatchReader {
+ public:
+  BatchReader(std::istream& in, BlockReader& rest) : in_(in) {
+    // What the header's reader already holds comes first.
+    carry_.assign(rest.data(), rest.data() + rest.available());
+    eof_ = rest.at_end();
+  }
+  void fill(RecordBatch& b) {
+    b.records.clear();
+    b.error.clear();
+    b.end = false;
+    std::size_t len = carry_.size();
+    std::copy(carry_.begin(), carry_.end(), b.bytes.begin());
+    while (len < b.bytes.size() && !eof_) {
+      in_.read(reinterpret_cast<char*>(b.bytes.data() + len), static_cast<std::streamsize>(b.bytes.size() - len));
+      const auto got = static_cast<std::size_t>(in_.gcount());
+      if (got == 0) eof_ = true;
+      len += got;
+    }
+    std::size_t pos = 0, entries = 0;
+    for (;;) {
+      const std::size_t left = len - pos;
+      if (left < 5) {
+        if (eof_) b.error = "export is truncated (no end marker)";
+        break;
+      }
+      const std::uint8_t* head = b.bytes.data() + pos;
+      const char type = static_cast<char>(head[0]);
+      const std::uint32_t n = (std::uint32_t{head[1]} << 24) | (std::uint32_t{head[2]} << 16) |
+                              (std::uint32_t{head[3]} << 8) | std::uint32_t{head[4]};
+      if (type == 'Z') {
+        if (n != 0) {
+          b.error = "malformed end marker";
+        } else if (left > 5 || (!eof_ && in_.peek() != std::char_traits<char>::eof())) {
+          b.error = "data after the end marker";
+        } else {
+          b.end = true;
+        }
+        break;
+      }
+      if (n > kMaxEntryBytes) {
+        b.error = "record larger than " + std::to_string(kMaxEntryBytes) + " bytes";
+        break;
+      }
+      if (left < 5 + std::size_t{n}) {
+        if (eof_) b.error = "export is truncated inside a record";
+        break;
+      }
+      if (type != 'E' && type != 'C' && type != 'S') {
+        b.error = "unknown record type";
+        break;
+      }
+      b.records.push_back({type, n, pos + 5});
+      entries += type == 'E';
+      pos += 5 + std::size_t{n};
+    }
+    b.leaves.resize(entries);  // here, not on the helper thread: it allocates nothing
+    carry_.assign(b.bytes.begin() + static_cast<std::ptrdiff_t>(pos),
+                  b.bytes.begin() + static_cast<std::ptrdiff_t>(len));
+  }
+
+ private:
+  std::istream& in_;
+  std::vector<std::uint8_t> carry_;
+  bool eof_ = false;
+};
+
+// The records after the header, visited with their entries' leaf hashes.
+bool read_records_hashed(std::istream& in, BlockReader& rest, const ExportVisitor& v, std::string& error) {
+  BatchReader reader(in, rest);
+  RecordBatch batches[2];
+  RecordBatch* current = &batches[0];
+  RecordBatch* next = &batches[1];
+  reader.fill(*current);
+  std::future<void> hashing;
+  const auto start_hashing = [&](RecordBatch* b) {
+    try {
+      hashing = std::async(std::launch::async, [b] { b->hash(); });
+    } catch (const std::system_error&) {
+      b->hash();  // no thread to be had: hash here
+    }
+  };
+  start_hashing(current);
+  for (;;) {
+    const bool more = current->error.empty() && !current->end;
+    if (more) reader.fill(*next);  // while the helper hashes `current`
+    if (hashing.valid()) hashing.get();
+    if (more) start_hashing(next);
+    std::size_t k = 0;
+    for (const RecordBatch::Record& r : current->records) {
+      const auto payload = current->payload(r);
+      bool go = true;
+      if (r.type == 'E') {
+        go = v.on_hashed_entry(payload, current->leaves[k++]);
+      } else if (r.type == 'C') {
+        if (v.on_checkpoint)
+          go = v.on_checkpoint(std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
+      } else if (v.on_openings) {
+        go = v.on_openings(payload);
+      }
+      if (!go) return true;  // `hashing`'s destructor waits for the helper
+    }
+    if (!current->error.empty()) return error = current->error, false;
+    if (current->end) return true;
+    std::swap(current, next);
+  }
+}
+
 }  // namespace
 
 bool read_export(std::istream& in, const ExportVisitor& v, std::string& error) {
@@ -139,6 +280,7 @@ bool read_export(std::istream& in, const ExportVisitor& v, std::string& error) {
     return error = "export header is not valid", false;
   r.skip(static_cast<std::size_t>(nl - start) + 1);
   if (v.on_header && !v.on_header(h)) return true;
+  if (v.on_hashed_entry) return read_records_hashed(in, r, v, error);
   for (;;) {
     if (!r.need(5)) return error = "export is truncated (no end marker)", false;
     const std::uint8_t* head = r.data();

@@ -59,10 +59,17 @@ Json upgrade_policies(const PolicyUpgradeOptions& options) {
   // The audit log first: without it nothing may change.
   auto keyring = crypto::Keyring::open(options.data_dir / "keys", options.passphrase);
   auto store = open_store(options, *keyring);
-  migrate_schema(*store);
+  // A previous release's data dir is upgraded here, before anything else
+  // opens it: the migration is audited as Service::open audits it (found by
+  // Upgrade.ADataDirOfThePreviousReleaseOpensAndMigrates: it used to run
+  // silently, and the Service that opened the vault next saw nothing to record).
+  const SchemaChange schema_change = migrate_schema_noting_changes(*store);
   store::KeyTable keys(*store, *keyring);
   crypto::Signer signer(keys.named_key(kSigningSlot));
   audit::AuditLog log(*store, signer, {});
+  if (schema_change.upgraded())
+    log.append_now({"system:node-1", "system", "", "administration", "schema-migration"},
+                   {.operation = "schema.migrate", .detail = schema_change.describe()});
 
   const std::string old_text = util::read_text_file(policy_dir / "regulations.yaml");
   const dsr::RegulationsUpgrade u = dsr::upgrade_regulations(policy_dir, options.shipped_dir);

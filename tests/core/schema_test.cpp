@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <map>
 #include <set>
@@ -433,6 +435,110 @@ TEST(Upgrade, AMigrationOnOpenIsAudited) {
   EXPECT_EQ(detail.rfind("from global 9;", 0), 0u) << detail;
   EXPECT_NE(detail.find("->"), std::string::npos) << detail;
   EXPECT_EQ(found["entries"][0]["operation"], "schema.migrate");
+}
+
+// The data dir of the previous release's own binary: tests/fixtures/upgrade/
+// 5d7a4d2 was made by that commit's `custos` (make_fixture.sh): Ada created
+// and read, Bob found by email, Eve erased, a service token, one key
+// rotation, a checkpoint. Copied, it must open with this release (after
+// `custos policy upgrade`, as its regulations.yaml is format 1), end up with
+// exactly the schema a new vault has, keep every subject, token and key, audit
+// the migration, and export a log that custos-audit verifies old entries and all.
+TEST(Upgrade, ADataDirOfThePreviousReleaseOpensAndMigrates) {
+  if (custos::testing::vaults_on_postgres()) GTEST_SKIP() << "the previous release's data dir is SQLCipher";
+  namespace fs = std::filesystem;
+  using custos::testing::run;
+  const fs::path fixture = fs::path(CUSTOS_SOURCE_DIR) / "tests/fixtures/upgrade/5d7a4d2";
+  TempDir work;
+  const fs::path data = work.path() / "data";
+  fs::copy(fixture, data, fs::copy_options::recursive);
+  // Git keeps no modes; the release left the dir and its keys private.
+  fs::permissions(data, fs::perms::owner_all);
+  fs::permissions(data / "keys", fs::perms::owner_all);
+  for (const auto& f : fs::recursive_directory_iterator(data))
+    if (f.is_regular_file() && f.path().filename() != "audit.pub")
+      fs::permissions(f.path(), fs::perms::owner_read | fs::perms::owner_write);
+  const auto line_of = [](const fs::path& file, int n) {
+    std::ifstream in(file);
+    std::string line;
+    for (int i = 0; i <= n; ++i) std::getline(in, line);
+    return line;
+  };
+  const std::string ada = line_of(data / "fixture-subject-ids", 0), bob = line_of(data / "fixture-subject-ids", 1),
+                    eve = line_of(data / "fixture-subject-ids", 2);
+  const std::string token = line_of(data / "fixture-service-token", 0);
+  ASSERT_EQ(ada.size(), 32u);
+  ASSERT_FALSE(token.empty());
+  const std::string cli = CUSTOS_CLI_PATH;
+
+  // The old policies are the old format: converted (and audited) first.
+  const auto upgraded = run({cli, "--data-dir", data.string(), "policy", "upgrade"});
+  ASSERT_EQ(upgraded.exit_code, 0) << upgraded.err;
+  EXPECT_NE(upgraded.out.find("\"changed\": true"), std::string::npos) << upgraded.out;
+  // Today's binary reads what the old one wrote.
+  const auto got = run({cli, "--data-dir", data.string(), "subject", "get", ada, "--purpose", "customer_service"});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_NE(got.out.find("\"Ada\""), std::string::npos);
+  EXPECT_NE(got.out.find("ada@example.com"), std::string::npos);
+
+  // The migrated schema is a new vault's, object for object: a skipped or
+  // half-run step leaves a table, column or index out.
+  TestVault fresh;
+  fresh.service.reset();
+  std::map<std::string, int> fresh_versions;
+  std::map<std::string, std::string> fresh_schema;
+  {
+    auto s = open_raw(fresh);
+    fresh_schema = schema_objects(*s);
+    fresh_versions = store::schema_versions(*s->begin(store::TxMode::read));
+  }
+  {
+    auto ring = crypto::Keyring::open(data / "keys", std::nullopt);
+    EXPECT_EQ(ring->newest_version(), 2u);  // the rotation the old release made
+    auto s = store::open_sqlcipher(data / "custos.db", store::read_db_key(*ring, data / "keys"));
+    EXPECT_EQ(schema_objects(*s), fresh_schema);
+    EXPECT_EQ(store::schema_versions(*s->begin(store::TxMode::read)), fresh_versions);
+  }
+
+  service::OpenOptions o;
+  o.data_dir = data;
+  auto svc = service::Service::open(o);
+  const auto admin = [](const std::string& purpose) {
+    return service::Caller{access::Principal{"test-admin", "admin", "tok-admin"}, purpose, "req-upgrade"};
+  };
+  const Json found = svc->find_subjects(admin("customer_service"), "email", "bob@example.com");
+  ASSERT_EQ(found["subjects"].size(), 1u) << found.dump();
+  EXPECT_EQ(found["subjects"][0]["id"], bob);
+  EXPECT_EQ(testing::code_of([&] { svc->get_subject(admin("customer_service"), eve); }), ErrorCode::not_found);
+  EXPECT_EQ(svc->find_subjects(admin("customer_service"), "email", "eve@example.com")["subjects"].size(), 0u);
+  // The old release's service token still authenticates, with its role.
+  const access::Principal service_principal = svc->authenticate(token);
+  EXPECT_EQ(service_principal.name, "fixture-service");
+  EXPECT_EQ(service_principal.role, "service");
+  const Json as_service = svc->get_subject(service::Caller{service_principal, "customer_service", "req-upgrade"}, ada);
+  EXPECT_EQ(as_service["fields"]["given_name"], "Ada") << as_service.dump();
+  // Everything the old rotation re-wrapped is under version 2: retiring
+  // version 1 loses nothing.
+  svc->retire_keys(admin("administration"));
+  EXPECT_FALSE(fs::exists(data / "keys/master-1.key"));
+  EXPECT_EQ(svc->get_subject(admin("customer_service"), ada)["fields"]["email"], "ada@example.com");
+
+  // One audited migration, from the old global layout; the old entries kept.
+  const Json migrations = svc->audit_entries(admin("audit"), {{"operation", "schema.migrate"}});
+  ASSERT_EQ(migrations["entries"].size(), 1u) << migrations.dump();
+  const std::string detail = migrations["entries"][0]["detail"];
+  EXPECT_EQ(detail.rfind("from global ", 0), 0u) << detail;
+  EXPECT_EQ(svc->audit_entries(admin("audit"), {{"operation", "key.rotate"}})["entries"].size(), 1u);
+  EXPECT_EQ(svc->audit_entries(admin("audit"), {{"operation", "subject.erase"}})["entries"].size(), 1u);
+  svc.reset();
+
+  const fs::path exported = work.path() / "audit.export";
+  const auto ex = run({cli, "--data-dir", data.string(), "audit", "export", "--out", exported.string()});
+  ASSERT_EQ(ex.exit_code, 0) << ex.err;
+  const auto verified =
+      run({CUSTOS_AUDIT_CLI_PATH, "verify", exported.string(), "--pubkey", (data / "audit.pub").string()});
+  ASSERT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  EXPECT_NE(verified.out.find("ok: entries="), std::string::npos) << verified.out;
 }
 
 // A vault that is already current records no migration when it opens.

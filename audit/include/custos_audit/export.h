@@ -19,6 +19,8 @@
 #include <string>
 #include <string_view>
 
+#include "custos_audit/merkle.h"
+
 namespace custos::auditfmt {
 
 inline constexpr std::string_view kExportMagic = "custos-audit-export 1\n";
@@ -60,6 +62,12 @@ struct ExportVisitor {
   std::function<bool(std::string_view note)> on_checkpoint;
   std::function<bool(std::span<const std::uint8_t> entry)> on_entry;
   std::function<bool(std::span<const std::uint8_t> openings)> on_openings;  // absent: 'S' records are skipped
+  // Given instead of on_entry: each entry arrives with its leaf hash
+  // (leaf_hash(entry), merkle.h), computed ahead on a helper thread while
+  // this thread reads and visits the records before it. Records are still
+  // visited one at a time, in file order, and every error is reported at the
+  // record where it occurs, as with on_entry. Memory: two 1 MiB batches.
+  std::function<bool(std::span<const std::uint8_t> entry, const Hash& leaf)> on_hashed_entry;
 };
 bool read_export(std::istream& in, const ExportVisitor& visitor, std::string& error);
 
