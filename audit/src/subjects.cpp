@@ -97,7 +97,11 @@ void recompute_commitment(Entry& e) {
 void commit_subjects(Entry& e) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium cannot be initialised");
   e.subject_salts.resize(e.subject_ids.size());
-  for (auto& salt : e.subject_salts) randombytes_buf(salt.data(), salt.size());
+  // One CSPRNG call for the page's salts (the salts are contiguous), not one
+  // per subject: libsodium's system source is a getrandom() call per request.
+  static_assert(sizeof(SubjectSalt) == std::tuple_size_v<SubjectSalt>);
+  if (!e.subject_salts.empty())
+    randombytes_buf(e.subject_salts.data(), e.subject_salts.size() * sizeof(SubjectSalt));
   recompute_commitment(e);
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -18,6 +19,12 @@ using SealedFields = std::map<std::string, std::vector<std::uint8_t>, std::less<
 std::vector<std::uint8_t> encode_fields(const SealedFields& fields);
 // Throws Error(integrity) if the blob is malformed.
 SealedFields decode_fields(std::span<const std::uint8_t> blob);
+// Calls `each(name, sealed)` for every field in blob order, with views into
+// `blob` (nothing copied: the hot read paths open a few fields of a row).
+// The whole framing is checked as decode_fields checks it; throws
+// Error(integrity) if the blob is malformed, before `each` sees any field.
+void visit_fields(std::span<const std::uint8_t> blob,
+                  const std::function<void(std::string_view, std::span<const std::uint8_t>)>& each);
 // The field names alone (the framing is not encrypted), copying no ciphertext.
 // Throws Error(integrity) if the blob is malformed.
 std::vector<std::string> field_names(std::span<const std::uint8_t> blob);

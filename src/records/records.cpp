@@ -352,15 +352,23 @@ crypto::SecretKey Records::unwrap_dek(const SubjectId& id, store::Blob wrapped) 
 
 FieldMap Records::open_fields(const SubjectId& id, const crypto::SecretKey& dek, store::Blob blob,
                               const std::vector<std::string>& wanted) {
-  const SealedFields sealed = decode_fields(blob);
+  // Views into the row, no copy of the other fields' ciphertext; the error's
+  // context (subject hex) is built only when a field fails to open.
   FieldMap out;
-  for (const std::string& name : wanted) {
-    const auto it = sealed.find(name);
-    if (it == sealed.end()) continue;
-    const crypto::SealHeader h = crypto::peek_header(it->second);
-    out.emplace(name, plaintext(crypto::open(dek, crypto::field_ad(id, name, h.schema_version), it->second,
-                                             "field '" + name + "' of subject " + to_hex(id))));
-  }
+  visit_fields(blob, [&](std::string_view name, std::span<const std::uint8_t> sealed) {
+    if (std::find(wanted.begin(), wanted.end(), name) == wanted.end()) return;
+    // The first of a repeated name wins, as in decode_fields.
+    if (std::any_of(out.begin(), out.end(), [&](const auto& kv) { return kv.first == name; })) return;
+    const crypto::SealHeader h = crypto::peek_header(sealed);
+    crypto::Bytes opened;
+    try {
+      opened = crypto::open(dek, crypto::field_ad(id, name, h.schema_version), sealed, "");
+    } catch (const Error& e) {
+      throw Error(e.code(), "field '" + std::string(name) + "' of subject " + to_hex(id) + e.what());
+    }
+    out.emplace(std::string(name), plaintext(opened));
+    sodium_memzero(opened.data(), opened.size());
+  });
   return out;
 }
 
@@ -667,36 +675,45 @@ std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, cons
                                                  const std::optional<SubjectId>& after, std::size_t limit,
                                                  const ReadSpec& spec) {
   if (!q.candidates) throw Error(ErrorCode::internal, "a campaign page needs its candidates");
-  std::string sql =
-      "SELECT s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM subjects s";
-  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = s.id AND r.segment = ?";
-  sql += " WHERE s.id = ? AND s.status = 'active' AND s.restricted = 0 AND s.objected = 0";
   // Candidates come in batches of at least this many, so a page of a few
   // eligible subjects among many objected ones takes few round trips.
   const std::size_t batch = std::max<std::size_t>(limit, 256);
+  // One statement per batch of candidates, set-based: the batch's ids are
+  // bound as one IN list (padded to `batch` with its first id, so the
+  // statement text, and its prepared form, is always the same), and the
+  // store applies status, restriction, objection and the segment by the
+  // primary key, returning eligible rows in id order.
+  std::string sql = "SELECT s.id, s.created_at, s.updated_at, s.wrapped_dek, s.fields FROM subjects s";
+  if (!q.segment.empty()) sql += " JOIN rfm_scores r ON r.subject_id = s.id AND r.segment = ?";
+  sql += " WHERE s.status = 'active' AND s.restricted = 0 AND s.objected = 0 AND s.id IN (?";
+  for (std::size_t i = 1; i < batch; ++i) sql += ",?";
+  sql += ") ORDER BY s.id";
   std::vector<Subject> out;
+  std::vector<store::Param> params;
+  params.reserve(batch + 1);
   auto tx = store_.begin(TxMode::write);
   SubjectId cursor = after.value_or(SubjectId{});
   for (bool more = true; more && out.size() < limit;) {
     const std::vector<SubjectId> ids = q.candidates(*tx, cursor, batch);
+    if (ids.empty()) break;
     more = ids.size() == batch;
-    for (const SubjectId& id : ids) {
-      if (out.size() == limit) break;
-      cursor = id;
-      std::vector<store::Param> params;
-      if (!q.segment.empty()) params.emplace_back(q.segment);
-      params.emplace_back(store::Blob(id));
-      tx->exec_v(sql, params, [&](const Row& r) {
-        Subject s;
-        s.id = id;
-        s.status = "active";
-        s.created_us = r.integer(0);
-        s.updated_us = r.integer(1);
-        const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(2));
-        s.fields = open_fields(s.id, dek, r.blob(3), spec.fields);
-        out.push_back(std::move(s));
-      });
-    }
+    cursor = ids.back();
+    params.clear();
+    if (!q.segment.empty()) params.emplace_back(q.segment);
+    for (std::size_t i = 0; i < batch; ++i) params.emplace_back(store::Blob(ids[i < ids.size() ? i : 0]));
+    tx->exec_v(sql, params, [&](const Row& r) {
+      // A full page ends here; the next page starts after its last subject,
+      // so eligible rows left in this batch are read then, never skipped.
+      if (out.size() == limit) return;
+      Subject s;
+      s.id = subject_id_of(r.blob(0));
+      s.status = "active";
+      s.created_us = r.integer(1);
+      s.updated_us = r.integer(2);
+      const crypto::SecretKey dek = unwrap_dek(s.id, r.blob(3));
+      s.fields = open_fields(s.id, dek, r.blob(4), spec.fields);
+      out.push_back(std::move(s));
+    });
   }
   if (out.empty()) return out;
   audit::Event event{spec.operation, "", spec.fields, spec.masked, true, "",

@@ -228,6 +228,68 @@ TEST_F(Clocked, CampaignFetchSkipsRestrictedAndObjectingSubjects) {
   EXPECT_EQ(ids_of(campaign(v, "email_marketing", "email")), std::set<std::string>{kept});
 }
 
+// A fetch of several pages (500 subjects each, candidates read in batches and
+// filtered set-based by the store) leaves out restricted, objecting, withdrawn
+// and erased subjects wherever they fall, serves every other one exactly once,
+// and writes each line as the JSON library would.
+TEST_F(Clocked, CampaignFetchFiltersOnEveryPage) {
+  constexpr int kSubjects = 1234;
+  std::vector<std::pair<std::string, int>> by_id;  // id, person number; sorted by id (the fetch order)
+  for (int base = 0; base < kSubjects; base += 1000) {  // a batch holds at most 1,000
+    Json people = Json::array();
+    const int end = std::min(kSubjects, base + 1000);
+    for (int i = base; i < end; ++i)
+      people.push_back({{"fields", {{"given_name", "P" + std::to_string(i)}, {"email", "p" + std::to_string(i) + "@example.com"}}}});
+    const Json created = v.service->batch_create(v.admin(), {{"subjects", people}});
+    ASSERT_EQ(created["created"], end - base);
+    for (int i = base; i < end; ++i)
+      by_id.emplace_back(created["results"][static_cast<std::size_t>(i - base)]["id"], i);
+  }
+  std::sort(by_id.begin(), by_id.end());
+  for (const auto& [id, i] : by_id) v.service->record_consent(v.admin(), id, grant("email_marketing", "email"), false);
+  std::set<std::string> expected;
+  for (const auto& [id, i] : by_id) expected.insert(id);
+  ASSERT_EQ(ids_of(campaign(v, "email_marketing", "email")), expected);
+
+  // Positions in fetch order: the second page (500-999), its first and last
+  // places, the third page, and the last subject of all.
+  const auto [restricted, restricted_n] = by_id[501];
+  const auto [objecting, objecting_n] = by_id[999];
+  const std::string withdrawn = by_id[1000].first;
+  const std::string erased = by_id[700].first;
+  const std::string last_restricted = by_id[kSubjects - 1].first;
+  const auto officer = v.caller("compliance_officer", "dsr_fulfilment");
+  for (const int n : {restricted_n, by_id[kSubjects - 1].second}) {
+    const std::string req = v.service->dsr_create(officer, {{"type", "restriction"}, {"regime", "gdpr"},
+                                                            {"identifier", {{"email", "p" + std::to_string(n) + "@example.com"}}},
+                                                            {"channel", "web_form"}})["id"];
+    for (const char* to : {"identity_verified", "in_progress", "completed"})
+      v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+  }
+  v.service->record_consent(v.admin(), objecting, {{"event", "objection"}, {"source", "call_centre"}}, false);
+  v.service->record_consent(v.admin(), withdrawn, {{"purpose", "email_marketing"}, {"channel", "email"},
+                                                   {"event", "withdrawn"}, {"source", "email_link"}}, false);
+  v.service->erase_subject(v.admin(), erased, "test: right to erasure");
+  for (const auto& gone : {restricted, objecting, withdrawn, erased, last_restricted}) expected.erase(gone);
+  ASSERT_EQ(expected.size(), static_cast<std::size_t>(kSubjects - 5));
+
+  std::vector<std::string> served;
+  v.service->campaign_fetch(v.caller("marketing", "email_marketing"),
+                            {{"purpose", "email_marketing"}, {"channel", "email"}, {"fields", {"email", "given_name"}}},
+                            [&](const std::string& line) {
+                              const Json j = Json::parse(line);
+                              EXPECT_EQ(j.dump() + "\n", line);
+                              if (j.contains("id")) {
+                                served.push_back(j["id"]);
+                                EXPECT_EQ(j["fields"].size(), 2u) << line;
+                              }
+                              return true;
+                            });
+  EXPECT_TRUE(std::is_sorted(served.begin(), served.end()));
+  EXPECT_EQ(std::set<std::string>(served.begin(), served.end()).size(), served.size()) << "a subject served twice";
+  EXPECT_EQ(std::set<std::string>(served.begin(), served.end()), expected);
+}
+
 // ------------------------------------------------------------------ bulk export
 
 // A whole-vault NDJSON export is an operator's migration tool, not a way for
