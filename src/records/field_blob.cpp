@@ -22,30 +22,10 @@ std::vector<std::uint8_t> encode_fields(const SealedFields& fields) {
 }
 
 SealedFields decode_fields(std::span<const std::uint8_t> blob) {
-  const auto bad = [] { return Error(ErrorCode::integrity, "stored field record is malformed"); };
   SealedFields out;
-  if (blob.empty()) return out;
-  std::size_t pos = 0;
-  const auto need = [&](std::size_t n) {
-    if (blob.size() - pos < n) throw bad();
-  };
-  need(2);
-  const std::size_t count = (std::size_t{blob[0]} << 8) | blob[1];
-  pos = 2;
-  for (std::size_t i = 0; i < count; ++i) {
-    need(1);
-    const std::size_t name_len = blob[pos++];
-    need(name_len + 4);
-    std::string name(reinterpret_cast<const char*>(&blob[pos]), name_len);
-    pos += name_len;
-    const std::size_t len = (std::size_t{blob[pos]} << 24) | (std::size_t{blob[pos + 1]} << 16) |
-                            (std::size_t{blob[pos + 2]} << 8) | blob[pos + 3];
-    pos += 4;
-    need(len);
-    out.emplace(std::move(name), std::vector<std::uint8_t>(blob.begin() + pos, blob.begin() + pos + len));
-    pos += len;
-  }
-  if (pos != blob.size()) throw bad();
+  visit_fields(blob, [&](std::string_view name, std::span<const std::uint8_t> sealed) {
+    out.emplace(std::string(name), std::vector<std::uint8_t>(sealed.begin(), sealed.end()));
+  });
   return out;
 }
 
@@ -81,30 +61,8 @@ void visit_fields(std::span<const std::uint8_t> blob,
 }
 
 std::vector<std::string> field_names(std::span<const std::uint8_t> blob) {
-  const auto bad = [] { return Error(ErrorCode::integrity, "stored field record is malformed"); };
   std::vector<std::string> out;
-  if (blob.empty()) return out;
-  std::size_t pos = 0;
-  const auto need = [&](std::size_t n) {
-    if (blob.size() - pos < n) throw bad();
-  };
-  need(2);
-  const std::size_t count = (std::size_t{blob[0]} << 8) | blob[1];
-  pos = 2;
-  out.reserve(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    need(1);
-    const std::size_t name_len = blob[pos++];
-    need(name_len + 4);
-    out.emplace_back(reinterpret_cast<const char*>(&blob[pos]), name_len);
-    pos += name_len;
-    const std::size_t len = (std::size_t{blob[pos]} << 24) | (std::size_t{blob[pos + 1]} << 16) |
-                            (std::size_t{blob[pos + 2]} << 8) | blob[pos + 3];
-    pos += 4;
-    need(len);
-    pos += len;
-  }
-  if (pos != blob.size()) throw bad();
+  visit_fields(blob, [&](std::string_view name, std::span<const std::uint8_t>) { out.emplace_back(name); });
   return out;
 }
 
