@@ -289,7 +289,10 @@ class Connection {
   // (`? IS NULL`, a bare `SELECT ?`), the first call's kinds decide.
   const std::string& prepared(std::string_view sql, const Param* params, std::size_t count) {
     if (auto it = cache_.find(sql); it != cache_.end()) return it->second;
-    const std::string name = "c" + std::to_string(cache_.size());
+    // Appended, not "c" + to_string(...): GCC 12 at -O3 misreads the latter
+    // as an overlapping memcpy (-Wrestrict, GCC bug 105329).
+    std::string name = std::to_string(cache_.size());
+    name.insert(name.begin(), 'c');
     const std::string text = translate_sql_for_postgres(sql);
     PGresult* res = PQprepare(conn_, name.c_str(), text.c_str(), 0, nullptr);
     const char* state = PQresultStatus(res) == PGRES_COMMAND_OK ? nullptr : PQresultErrorField(res, PG_DIAG_SQLSTATE);
