@@ -678,6 +678,8 @@ std::vector<Subject> Records::read_campaign_page(const audit::Actor& actor, cons
   // Candidates come in batches of at least this many, so a page of a few
   // eligible subjects among many objected ones takes few round trips.
   const std::size_t batch = std::max<std::size_t>(limit, 256);
+  // The batch is bound as one IN list: SQLite (3.15) allows 999 variables.
+  if (limit > 900) throw Error(ErrorCode::internal, "a campaign page holds at most 900 subjects");
   // One statement per batch of candidates, set-based: the batch's ids are
   // bound as one IN list (padded to `batch` with its first id, so the
   // statement text, and its prepared form, is always the same), and the
