@@ -293,7 +293,7 @@ void AuditLog::load_head(Transaction& tx) {
   subject_bucket_.rows = static_cast<std::uint64_t>(
       tx.scalar("SELECT count(*) FROM audit_subject_index WHERE bucket = ?", {subject_bucket_.number}).value_or(0));
   last_checkpoint_size_ = 0;
-  tx.exec("SELECT size, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {}, [&](const Row& r) {
+  tx.exec("SELECT size, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {}, [&](const Row& r) CUSTOS_REQUIRES(mu_) {
     last_checkpoint_size_ = static_cast<std::uint64_t>(r.integer(0));
     last_checkpoint_at_us_ = r.integer(1);
   });
@@ -495,9 +495,9 @@ AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t 
 }
 
 std::uint64_t AuditLog::append(Transaction& tx, const Actor& actor, const Event& event) {
-  std::lock_guard lock(mu_);
   return fail_closed([&] {
     if (tx.mode() != TxMode::write) throw Error(ErrorCode::internal, "audit append needs a write transaction");
+    util::MutexLock lock(mu_);
     load_head(tx);
     Drafted d = encode_draft(actor, event, format_time_us(options_.now_us()));
     return add_leaf(tx, d.bytes, d.openings);
@@ -531,10 +531,10 @@ void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& even
     if (!sized.subject_ids.empty()) require_fits(auditfmt::openings_size(sized));
   }
   Waiter self{&actor, &events};
-  std::unique_lock lock(group_mu_);
+  util::MutexLock lock(group_mu_);
   queue_.push_back(&self);
   // Someone else is committing: our entry rides in their next transaction.
-  group_cv_.wait(lock, [&] { return self.done || !leader_active_; });
+  group_cv_.wait(lock, [&]() CUSTOS_REQUIRES(group_mu_) { return self.done || !leader_active_; });
   if (self.done) {
     if (self.error) throw *self.error;
     return;
@@ -591,7 +591,7 @@ Checkpoint AuditLog::checkpoint_now() {
     // Lock order everywhere: the store's write lock, then mu_ (append() is
     // called inside a caller's write transaction and then takes mu_).
     auto tx = store_.begin(TxMode::write);
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     load_head(*tx);
     if (frontier_->size() > last_checkpoint_size_ || frontier_->size() == 0) {
       if (frontier_->size() == 0 && last_checkpoint_size_ == 0) {
@@ -609,7 +609,7 @@ Checkpoint AuditLog::checkpoint_now() {
 
 void AuditLog::checkpoint_if_due() {
   {
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     if (frontier_ && frontier_->size() == last_checkpoint_size_) return;
     if (options_.now_us() - last_checkpoint_at_us_ < options_.checkpoint_every_ms * 1000) return;
   }
@@ -655,7 +655,7 @@ std::vector<Checkpoint> AuditLog::checkpoints(std::uint64_t from_size, std::size
 std::uint64_t AuditLog::size() {
   std::uint64_t pending = 0;
   {
-    std::lock_guard lock(pend_mu_);
+    util::MutexLock lock(pend_mu_);
     pending = written_through_ - folded_through_;
   }
   auto tx = store_.begin(TxMode::read);
@@ -935,7 +935,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
     // cut could lose entries from both the store and the journal.
     auto tx = store_.begin_durable();
     {
-      std::lock_guard lock(mu_);
+      util::MutexLock lock(mu_);
       load_head(*tx);
       for (const auto& r : batch) {
         std::vector<std::uint8_t> payload = fitted(r.payload);
@@ -953,7 +953,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
 }
 
 std::uint64_t AuditLog::fold_leftovers(Journal& journal) {
-  std::lock_guard fold_lock(fold_mu_);
+  util::MutexLock fold_lock(fold_mu_);
   const std::uint64_t watermark = folded_watermark(store_);
   Journal::Recovery left = journal.recover(watermark);
   // Counters run without gaps from the watermark; a gap is records lost to
@@ -992,7 +992,7 @@ bool AuditLog::enable_journal(const std::filesystem::path& dir, const crypto::Se
   const std::uint64_t last = fold_leftovers(*journal);
   journal->start(last + 1);
   {
-    std::lock_guard lock(pend_mu_);
+    util::MutexLock lock(pend_mu_);
     journal_ = std::move(journal);
     written_through_ = folded_through_ = last;
     fold_interval_ = std::chrono::milliseconds(std::max<std::int64_t>(1, options.fold_interval_ms));
@@ -1025,7 +1025,7 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
     drafts[i] = journal_payload(std::move(d.bytes), d.openings);
   }
   const auto deadline = std::chrono::steady_clock::now() + kFullWait;
-  std::unique_lock lock(pend_mu_);
+  util::MutexLock lock(pend_mu_);
   for (;;) {
     const std::string now = format_time_us(std::max(drafted_at, options_.now_us()));
     for (std::size_t i = 0; i < drafts.size(); ++i) {
@@ -1059,17 +1059,17 @@ void AuditLog::append_journaled(const Actor& actor, const std::vector<Event>& ev
 }
 
 void AuditLog::fold_pending(bool everything) {
-  std::lock_guard fold_lock(fold_mu_);
+  util::MutexLock fold_lock(fold_mu_);
   std::uint64_t target = 0;
   {
-    std::lock_guard lock(pend_mu_);
+    util::MutexLock lock(pend_mu_);
     target = written_through_;
   }
   for (;;) {
     std::uint64_t first = 0, last = 0;
     Journal::View view;
     {
-      std::lock_guard lock(pend_mu_);
+      util::MutexLock lock(pend_mu_);
       first = folded_through_ + 1;
       if (first > target) return;
       last = std::min<std::uint64_t>(target, first + kMaxFoldBatch - 1);
@@ -1078,13 +1078,13 @@ void AuditLog::fold_pending(bool everything) {
     try {
       fold_records(Journal::read(view, first, last));  // decrypts outside the lock
     } catch (const std::exception& e) {
-      std::lock_guard lock(pend_mu_);
+      util::MutexLock lock(pend_mu_);
       fold_error_ = e.what();
       pend_cv_.notify_all();
       throw Error(ErrorCode::audit_unavailable, std::string("audit log cannot be written: ") + e.what());
     }
     {
-      std::lock_guard lock(pend_mu_);
+      util::MutexLock lock(pend_mu_);
       folded_through_ = last;
       fold_error_.clear();
       journal_->release_through(last);
@@ -1115,7 +1115,7 @@ void AuditLog::flush() {
 }
 
 JournalStatus AuditLog::journal_status() {
-  std::lock_guard lock(pend_mu_);
+  util::MutexLock lock(pend_mu_);
   JournalStatus s;
   s.active = journal_ != nullptr;
   s.pending = written_through_ - folded_through_;
@@ -1124,15 +1124,15 @@ JournalStatus AuditLog::journal_status() {
 }
 
 void AuditLog::fold_loop() {
-  std::unique_lock lock(pend_mu_);
+  util::MutexLock lock(pend_mu_);
   // A fold is due one interval after the first entry it will carry arrived,
   // or at once when asked (journal half full, or full). Folds go first: a
   // fold frees whole segments, a spare only saves a read the wait.
   constexpr auto kNotDue = std::chrono::steady_clock::time_point::max();
   auto fold_due = kNotDue;
-  const auto try_spare = [&] {
+  const auto try_spare = [&]() CUSTOS_REQUIRES(pend_mu_) {
     try {
-      journal_->prepare_spare(lock);  // drops the lock while it writes
+      journal_->prepare_spare(pend_mu_);  // drops pend_mu_ while it writes
       spare_failed_ = false;
     } catch (...) {
       // Not again before the next fold; a read needing a segment tries
@@ -1155,7 +1155,7 @@ void AuditLog::fold_loop() {
       lock.lock();
       spare_wanted_ = false;
       try_spare();
-      if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stop_folder_; });
+      if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&]() CUSTOS_REQUIRES(pend_mu_) { return stop_folder_; });
       continue;
     }
     if (spare_wanted_) {
@@ -1164,7 +1164,7 @@ void AuditLog::fold_loop() {
       continue;
     }
     if (fold_due == kNotDue && written_through_ > folded_through_) fold_due = now + fold_interval_;
-    const auto woken = [&] {
+    const auto woken = [&]() CUSTOS_REQUIRES(pend_mu_) {
       return stop_folder_ || fold_now_ || spare_wanted_ || (fold_due == kNotDue && written_through_ > folded_through_);
     };
     if (fold_due != kNotDue)
@@ -1177,7 +1177,7 @@ void AuditLog::fold_loop() {
 AuditLog::~AuditLog() {
   if (!folder_.joinable()) return;
   {
-    std::lock_guard lock(pend_mu_);
+    util::MutexLock lock(pend_mu_);
     stop_folder_ = true;
   }
   pend_cv_.notify_all();

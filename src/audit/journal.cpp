@@ -348,18 +348,18 @@ void Journal::start(std::uint64_t next) {
   }
 }
 
-void Journal::prepare_spare(std::unique_lock<std::mutex>& lock) {
+void Journal::prepare_spare(util::Mutex& caller_mu) {
   if (!spares_.empty() || segments_.size() >= options_.max_segments) return;
   const std::uint64_t number = next_file_number_++;
-  lock.unlock();
+  caller_mu.unlock();
   std::unique_ptr<Segment> seg;
   try {
     seg = make_spare(number);
   } catch (...) {
-    lock.lock();
+    caller_mu.lock();
     throw;
   }
-  lock.lock();
+  caller_mu.lock();
   add_spare(std::move(seg));
 }
 

@@ -206,14 +206,14 @@ SecretKey Keyring::load_version(std::uint32_t version) const {
 }
 
 const SecretKey& Keyring::kek(std::uint32_t version) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   auto it = keks_.find(version);
   if (it == keks_.end()) it = keks_.emplace(version, std::make_unique<SecretKey>(load_version(version))).first;
   return *it->second;
 }
 
 std::uint32_t Keyring::create_next_version() {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   const std::uint32_t next = newest_version() + 1;
   const bool passphrase_mode = fs::exists(argon_path(dir_, next - 1));
   if (passphrase_mode && !passphrase_)
@@ -227,7 +227,7 @@ std::uint32_t Keyring::create_next_version() {
 }
 
 void Keyring::retire(std::uint32_t version) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   keks_.erase(version);
   std::error_code ec;
   fs::path raw = raw_path(dir_, version);

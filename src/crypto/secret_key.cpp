@@ -3,10 +3,10 @@
 #include <sodium.h>
 
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include "custos/error.h"
+#include "custos/util/mutex.h"
 
 namespace custos::crypto {
 namespace {
@@ -27,7 +27,7 @@ class KeyArena {
   }
 
   std::uint8_t* take() {
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     if (free_.empty()) return nullptr;
     const std::uint16_t slot = free_.back();
     free_.pop_back();
@@ -38,15 +38,15 @@ class KeyArena {
   bool give_back(std::uint8_t* p) {
     if (base_ == nullptr || p < base_ || p >= base_ + kSlots * SecretKey::kSize) return false;
     sodium_memzero(p, SecretKey::kSize);
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     free_.push_back(static_cast<std::uint16_t>((p - base_) / SecretKey::kSize));
     return true;
   }
 
  private:
   std::uint8_t* base_ = nullptr;  // never freed: keys may be released during static destruction
-  std::mutex mu_;
-  std::vector<std::uint16_t> free_;
+  util::Mutex mu_;
+  std::vector<std::uint16_t> free_ CUSTOS_GUARDED_BY(mu_);
 };
 
 KeyArena& arena() {

@@ -147,7 +147,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     head->keep_alive(chunked && request_.keep_alive() && !draining_->load());
     head->chunked(chunked);
     {
-      std::lock_guard lock(stream_mu_);
+      util::MutexLock lock(stream_mu_);
       stream_writing_ = true;
       stream_begun_ = true;
       stream_raw_ = !chunked;
@@ -156,7 +156,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   bool write(std::string data) override {
-    std::unique_lock lock(stream_mu_);
+    util::MutexLock lock(stream_mu_);
     const auto deadline = std::chrono::steady_clock::now() + limits_.idle_timeout;
     bool give_up = false;
     // Back-pressure: wait while too much is unsent. Woken by the strand as
@@ -187,7 +187,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   // strand for one more block, so the client is read no faster than the
   // handler consumes (back-pressure through TCP).
   std::size_t read(char* out, std::size_t capacity) override {
-    std::unique_lock lock(body_mu_);
+    util::MutexLock lock(body_mu_);
     // The strand's own read times out after idle_timeout; this is a backstop.
     const auto deadline = std::chrono::steady_clock::now() + limits_.idle_timeout + std::chrono::seconds(5);
     while (body_offset_ == body_pending_.size() && !body_done_ && !body_failed_) {
@@ -223,7 +223,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   void end() override {
-    std::lock_guard lock(stream_mu_);
+    util::MutexLock lock(stream_mu_);
     stream_ended_ = true;
     if (!stream_writing_) {
       stream_writing_ = true;
@@ -358,7 +358,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     request_ = parser_->release();
     parser_.reset();
     {
-      std::lock_guard lock(body_mu_);
+      util::MutexLock lock(body_mu_);
       body_streamed_ = false;
     }
     request_id_ = request_id_for(request_);
@@ -380,7 +380,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     }
     parser_.reset();
     {
-      std::lock_guard lock(body_mu_);
+      util::MutexLock lock(body_mu_);
       body_streamed_ = true;
       body_pending_.clear();
       body_offset_ = 0;
@@ -410,7 +410,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     if (ec == bhttp::error::need_buffer) ec = {};  // the block is full: not an error
     const std::size_t got = body_block_.size() - body_parser_->get().body().size;
     {
-      std::lock_guard lock(body_mu_);
+      util::MutexLock lock(body_mu_);
       if (ec) {
         body_failed_ = true;
         body_too_large_ = ec == bhttp::error::body_limit;
@@ -428,7 +428,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   // A streamed body the handler left unread: the rest of the byte stream
   // cannot frame a next request, so the connection closes after the reply.
   bool body_left_unread() {
-    std::lock_guard lock(body_mu_);
+    util::MutexLock lock(body_mu_);
     return body_streamed_ && !body_done_;
   }
 
@@ -527,7 +527,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   void pump_stream() {
     bool last = false;
     {
-      std::lock_guard lock(stream_mu_);
+      util::MutexLock lock(stream_mu_);
       if (stream_failed_) return;
       stream_inflight_.clear();
       stream_inflight_.swap(stream_pending_);
@@ -562,7 +562,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   bool stream_begun() {
-    std::lock_guard lock(stream_mu_);
+    util::MutexLock lock(stream_mu_);
     return stream_begun_;
   }
 
@@ -570,7 +570,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   // strand closes the socket, so a write in flight ends at once.
   void fail_from_worker() {
     {
-      std::lock_guard lock(stream_mu_);
+      util::MutexLock lock(stream_mu_);
       if (stream_failed_) return;
       stream_failed_ = true;
     }
@@ -580,7 +580,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
   void fail_stream(error_code ec) {
     {
-      std::lock_guard lock(stream_mu_);
+      util::MutexLock lock(stream_mu_);
       stream_failed_ = true;
     }
     stream_cv_.notify_all();
@@ -599,7 +599,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     release_busy();
     bool failed = false;
     {
-      std::lock_guard lock(stream_mu_);
+      util::MutexLock lock(stream_mu_);
       failed = stream_failed_;
       stream_pending_.clear();
       stream_writing_ = stream_ended_ = stream_failed_ = stream_begun_ = false;
@@ -645,12 +645,12 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   void take_busy() {
-    std::lock_guard lock(counters_.busy_mu);
+    util::MutexLock lock(counters_.busy_mu);
     ++counters_.busy;
     busy_ = true;
   }
   void release_busy() {
-    std::lock_guard lock(counters_.busy_mu);
+    util::MutexLock lock(counters_.busy_mu);
     if (!busy_) return;
     busy_ = false;
     if (--counters_.busy == 0) counters_.busy_cv.notify_all();
@@ -671,32 +671,32 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   std::optional<bhttp::request_parser<bhttp::buffer_body>> body_parser_;  // strand only
   std::vector<char> body_block_;  // strand only: the block being read
   std::size_t streamed_limit_ = 0;  // strand only: the streamed-body limit of the current request (0: none)
-  std::mutex body_mu_;
-  std::condition_variable body_cv_;
-  std::string body_pending_;     // GUARDED_BY(body_mu_): received, not yet read
-  std::size_t body_offset_ = 0;  // GUARDED_BY(body_mu_)
-  bool body_streamed_ = false;   // GUARDED_BY(body_mu_): the current request's body is streamed
-  bool body_done_ = false;       // GUARDED_BY(body_mu_)
-  bool body_failed_ = false;     // GUARDED_BY(body_mu_)
-  bool body_too_large_ = false;  // GUARDED_BY(body_mu_)
-  bool body_reading_ = false;    // GUARDED_BY(body_mu_): a block read is scheduled
+  util::Mutex body_mu_;
+  util::CondVar body_cv_;
+  std::string body_pending_ CUSTOS_GUARDED_BY(body_mu_);  // received, not yet read
+  std::size_t body_offset_ CUSTOS_GUARDED_BY(body_mu_) = 0;
+  bool body_streamed_ CUSTOS_GUARDED_BY(body_mu_) = false;  // the current request's body is streamed
+  bool body_done_ CUSTOS_GUARDED_BY(body_mu_) = false;
+  bool body_failed_ CUSTOS_GUARDED_BY(body_mu_) = false;
+  bool body_too_large_ CUSTOS_GUARDED_BY(body_mu_) = false;
+  bool body_reading_ CUSTOS_GUARDED_BY(body_mu_) = false;  // a block read is scheduled
   std::function<void(std::uint64_t, beast::string_view, error_code&)> chunk_limit_;
   std::uint64_t chunked_total_ = 0;
   std::size_t header_fields_ = 0;  // fields when the header was read (trailers add more)
   Request request_;  // the request being handled; read by the worker, then only here
   std::string request_id_;
-  bool busy_ = false;  // GUARDED_BY(counters_.busy_mu)
+  bool busy_ CUSTOS_GUARDED_BY(counters_.busy_mu) = false;
   std::size_t lingered_ = 0;
 
   // Streamed response state, shared with the worker running the handler.
-  std::mutex stream_mu_;
-  std::condition_variable stream_cv_;
-  std::string stream_pending_;   // GUARDED_BY(stream_mu_)
+  util::Mutex stream_mu_;
+  util::CondVar stream_cv_;
+  std::string stream_pending_ CUSTOS_GUARDED_BY(stream_mu_);
   std::string stream_inflight_;  // being written; strand only
-  bool stream_writing_ = false;  // GUARDED_BY(stream_mu_): a pump or head write is scheduled
-  bool stream_ended_ = false;    // GUARDED_BY(stream_mu_)
-  bool stream_failed_ = false;   // GUARDED_BY(stream_mu_)
-  bool stream_begun_ = false;    // GUARDED_BY(stream_mu_)
+  bool stream_writing_ CUSTOS_GUARDED_BY(stream_mu_) = false;  // a pump or head write is scheduled
+  bool stream_ended_ CUSTOS_GUARDED_BY(stream_mu_) = false;
+  bool stream_failed_ CUSTOS_GUARDED_BY(stream_mu_) = false;
+  bool stream_begun_ CUSTOS_GUARDED_BY(stream_mu_) = false;
   bool stream_raw_ = false;      // HTTP/1.0: no chunked coding; set before the head is written
   bool stream_close_ = false;    // strand only
   bool stream_io_done_ = false;       // strand only: last chunk written, or the stream failed
@@ -763,7 +763,7 @@ void refuse_at_capacity(tcp::socket& socket, bool tls) {
 }  // namespace
 
 void Listener::set_tls(std::shared_ptr<net::ssl::context> tls) {
-  std::lock_guard lock(tls_mu_);
+  util::MutexLock lock(tls_mu_);
   tls_ = std::move(tls);
 }
 
@@ -783,7 +783,7 @@ void Listener::accept() {
     socket.set_option(tcp::no_delay(true), ignored);
     std::shared_ptr<net::ssl::context> tls;
     {
-      std::lock_guard lock(self->tls_mu_);
+      util::MutexLock lock(self->tls_mu_);
       tls = self->tls_;
     }
     if (self->counters_.open.load() >= self->limits_.max_connections) {

@@ -15,12 +15,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <string>
 
+#include "custos/util/mutex.h"
 #include "router.h"
 
 namespace custos::http {
@@ -58,9 +57,9 @@ struct EdgeCounters {
   std::atomic<std::uint64_t> refused_capacity{0};  // closed with 503 at --max-connections
   std::atomic<std::uint64_t> timed_out{0};         // closed by a header, body, idle or write timeout
   // Requests handed to a worker until their response is written.
-  std::mutex busy_mu;
-  std::condition_variable busy_cv;
-  std::size_t busy = 0;
+  util::Mutex busy_mu;
+  util::CondVar busy_cv;
+  std::size_t busy CUSTOS_GUARDED_BY(busy_mu) = 0;
 };
 
 // Accepts connections on `endpoint` and serves them until stop().
@@ -88,8 +87,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   EdgeCounters& counters_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer retry_timer_;
-  std::mutex tls_mu_;
-  std::shared_ptr<boost::asio::ssl::context> tls_;  // GUARDED_BY(tls_mu_)
+  util::Mutex tls_mu_;
+  std::shared_ptr<boost::asio::ssl::context> tls_ CUSTOS_GUARDED_BY(tls_mu_);
   std::shared_ptr<std::atomic<bool>> draining_ = std::make_shared<std::atomic<bool>>(false);
 };
 

@@ -16,16 +16,15 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <mutex>
 #include <thread>
 
 #include "custos/crypto/keyring.h"
 #include "custos/error.h"
 #include "custos/service/service.h"
+#include "custos/util/mutex.h"
 #include "custos/util/process.h"
 #include "log.h"
 #include "outbox_sender.h"
@@ -48,7 +47,7 @@ class Maintenance {
 
   void stop() {
     {
-      std::lock_guard lock(mu_);
+      custos::util::MutexLock lock(mu_);
       stop_ = true;
     }
     cv_.notify_all();
@@ -57,12 +56,12 @@ class Maintenance {
 
  private:
   void run() {
-    std::unique_lock lock(mu_);
+    custos::util::MutexLock lock(mu_);
     bool failing = false;
     auto next_retention = std::chrono::steady_clock::now() + retention_interval_;
     auto next_journal_try = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (!stop_) {
-      if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this] { return stop_; })) break;
+      if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this]() CUSTOS_REQUIRES(mu_) { return stop_; })) break;
       lock.unlock();
       try {
         svc_.checkpoint_if_due();
@@ -109,9 +108,9 @@ class Maintenance {
 
   custos::service::Service& svc_;
   const std::chrono::seconds retention_interval_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
+  custos::util::Mutex mu_;
+  custos::util::CondVar cv_;
+  bool stop_ CUSTOS_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -27,7 +27,7 @@ std::string metric_double(double v) {
 }
 
 void RequestMetrics::observe(const std::string& route, const std::string& method, int status, double seconds) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   ++requests_[{route, method, status}];
   Histogram& h = durations_[route];
   for (std::size_t i = 0; i < kBuckets.size(); ++i)
@@ -37,7 +37,7 @@ void RequestMetrics::observe(const std::string& route, const std::string& method
 }
 
 void RequestMetrics::render(std::ostream& os) const {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   os << "# HELP custos_http_requests_total HTTP requests by route template, method and status.\n"
         "# TYPE custos_http_requests_total counter\n";
   for (const auto& [key, n] : requests_) {

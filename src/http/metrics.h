@@ -8,10 +8,11 @@
 #include <array>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <ostream>
 #include <string>
 #include <tuple>
+
+#include "custos/util/mutex.h"
 
 namespace custos::http {
 
@@ -29,9 +30,9 @@ class RequestMetrics {
     std::uint64_t count = 0;
     double sum = 0;
   };
-  mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, int>, std::uint64_t> requests_;  // GUARDED_BY(mu_)
-  std::map<std::string, Histogram> durations_;                                   // GUARDED_BY(mu_)
+  mutable util::Mutex mu_;
+  std::map<std::tuple<std::string, std::string, int>, std::uint64_t> requests_ CUSTOS_GUARDED_BY(mu_);
+  std::map<std::string, Histogram> durations_ CUSTOS_GUARDED_BY(mu_);
 };
 
 // Prometheus label escaping, and doubles in the C locale.

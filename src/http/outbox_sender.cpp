@@ -40,7 +40,7 @@ OutboxSender::~OutboxSender() { stop(); }
 
 void OutboxSender::wake() {
   {
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     woken_ = true;
   }
   cv_.notify_all();
@@ -50,7 +50,7 @@ void OutboxSender::stop() {
   if (!thread_.joinable()) return;  // stopped already (the service may be gone)
   svc_.set_outbox_listener({});
   {
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -61,7 +61,7 @@ void OutboxSender::run() {
   bool failing = false;
   for (;;) {
     {
-      std::lock_guard lock(mu_);
+      util::MutexLock lock(mu_);
       if (stop_) return;
       woken_ = false;
     }
@@ -84,8 +84,8 @@ void OutboxSender::run() {
       wait = std::chrono::seconds(1);
     }
     if (batch.empty()) {
-      std::unique_lock lock(mu_);
-      cv_.wait_for(lock, wait, [this] { return stop_ || woken_; });
+      util::MutexLock lock(mu_);
+      cv_.wait_for(lock, wait, [this]() CUSTOS_REQUIRES(mu_) { return stop_ || woken_; });
       continue;
     }
 

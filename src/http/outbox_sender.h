@@ -15,13 +15,12 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "custos/outbox/outbox.h"
+#include "custos/util/mutex.h"
 
 namespace custos::service {
 class Service;
@@ -55,10 +54,10 @@ class OutboxSender {
   service::Service& svc_;
   OutboxSenderOptions options_;
   std::unique_ptr<Clients> clients_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;   // guarded by mu_
-  bool woken_ = false;  // guarded by mu_
+  util::Mutex mu_;
+  util::CondVar cv_;
+  bool stop_ CUSTOS_GUARDED_BY(mu_) = false;
+  bool woken_ CUSTOS_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

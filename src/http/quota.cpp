@@ -17,7 +17,7 @@ namespace {
 
 std::shared_ptr<void> PrincipalQuotas::release_later(State* state, int State::*counter) {
   return std::shared_ptr<void>(static_cast<void*>(state), [this, counter](void* p) {
-    std::lock_guard lock(mu_);
+    util::MutexLock lock(mu_);
     --(static_cast<State*>(p)->*counter);
   });
 }
@@ -32,7 +32,7 @@ PrincipalQuotas::State& PrincipalQuotas::state_for(const std::string& key) {
 }
 
 std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   State& s = state_for(principal);
   if (limits_.rate > 0) {
     const auto now = std::chrono::steady_clock::now();
@@ -56,7 +56,7 @@ std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
 }
 
 std::shared_ptr<void> PrincipalQuotas::admit_stream(const std::string& principal) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   State& s = state_for(principal);
   if (limits_.max_streams > 0 && s.streams >= limits_.max_streams)
     too_many("more than " + std::to_string(limits_.max_streams) + " campaign streams at once for this principal", 1);

@@ -9,9 +9,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
+
+#include "custos/util/mutex.h"
 
 namespace custos::http {
 
@@ -53,13 +54,13 @@ class PrincipalQuotas {
   std::shared_ptr<void> release_later(State* state, int State::*counter);
 
   const QuotaLimits limits_;
-  std::mutex mu_;
-  State& state_for(const std::string& key);  // REQUIRES(mu_)
+  util::Mutex mu_;
+  State& state_for(const std::string& key) CUSTOS_REQUIRES(mu_);
 
   // Bounded by the token table (principals are authenticated before they
   // get here) or by limits_.max_keys. Entries are never erased: State*
   // stays valid.
-  std::unordered_map<std::string, State> states_;  // GUARDED_BY(mu_)
+  std::unordered_map<std::string, State> states_ CUSTOS_GUARDED_BY(mu_);
 };
 
 }  // namespace custos::http

@@ -307,7 +307,7 @@ std::string HttpServer::Impl::metrics_text() {
         svc.audit_checkpoint_size());
   std::size_t busy = 0;
   {
-    std::lock_guard lock(counters.busy_mu);
+    util::MutexLock lock(counters.busy_mu);
     busy = counters.busy;
   }
   gauge("custos_http_requests_in_flight", "Requests being handled or answered.", "gauge", busy);
@@ -458,8 +458,9 @@ bool HttpServer::drain(std::chrono::milliseconds bound) {
   }
   bool drained = false;
   {
-    std::unique_lock lock(m.counters.busy_mu);
-    drained = m.counters.busy_cv.wait_for(lock, bound, [&] { return m.counters.busy == 0; });
+    util::MutexLock lock(m.counters.busy_mu);
+    drained = m.counters.busy_cv.wait_for(lock, bound,
+                                          [&]() CUSTOS_REQUIRES(m.counters.busy_mu) { return m.counters.busy == 0; });
   }
   m.opened = false;
   if (!drained) {

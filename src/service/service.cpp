@@ -323,8 +323,13 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   const SchemaChange schema_change = migrate_schema_noting_changes(*impl->store);
   impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
-  impl->policy = access::Policy::load(impl->policy_dir(), impl->schema);
-  impl->segments = std::make_shared<const records::RfmPolicy>(records::RfmPolicy::load(impl->policy_dir() / "segments.yaml"));
+  {
+    // Nothing shares impl yet; the lock states that these are policy_mu's.
+    util::MutexLock lock(impl->policy_mu);
+    impl->policy = access::Policy::load(impl->policy_dir(), impl->schema);
+    impl->segments =
+        std::make_shared<const records::RfmPolicy>(records::RfmPolicy::load(impl->policy_dir() / "segments.yaml"));
+  }
   impl->signer = std::make_unique<crypto::Signer>(impl->keys->named_key(kSigningSlot));
   audit::Options ao;
   ao.node_id = options.node_id;
@@ -355,9 +360,12 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");
   impl->dsr = std::make_unique<dsr::Desk>(*impl->store, *impl->audit);
   impl->breaches = std::make_unique<breach::Book>(*impl->store, *impl->audit);
-  impl->regulations = dsr::Regulations::load(impl->policy_dir() / "regulations.yaml");
-  // Downstream systems: a URL that is not https (or loopback http) refuses to open.
-  impl->systems = outbox::Systems::load(impl->policy_dir() / "systems.yaml", impl->schema_field_names());
+  {
+    util::MutexLock lock(impl->policy_mu);
+    impl->regulations = dsr::Regulations::load(impl->policy_dir() / "regulations.yaml");
+    // Downstream systems: a URL that is not https (or loopback http) refuses to open.
+    impl->systems = outbox::Systems::load(impl->policy_dir() / "systems.yaml", impl->schema_field_names());
+  }
   impl->outbox = std::make_unique<outbox::Outbox>(*impl->store, *impl->keys);
   impl->consent->set_change_hook([p = impl.get()](store::Transaction& tx, const std::vector<consent::Event>& events) {
     p->enqueue_consent_events(tx, events);
@@ -382,7 +390,7 @@ bool Service::reload_policies(std::string* error) {
     // throws here, and the rules in force stay.
     auto next_regulations = dsr::Regulations::load(impl_->policy_dir() / "regulations.yaml");
     auto next_systems = outbox::Systems::load(impl_->policy_dir() / "systems.yaml", impl_->schema_field_names());
-    std::lock_guard lock(impl_->policy_mu);
+    util::MutexLock lock(impl_->policy_mu);
     impl_->systems = std::move(next_systems);
     impl_->policy = std::move(next);
     impl_->segments = std::move(next_segments);
@@ -920,7 +928,7 @@ bool Service::audit_journal_active() const { return impl_->audit->journal_active
 
 bool Service::retry_audit_journal() {
   if (!impl_->options.audit_journal || impl_->audit->journal_active()) return false;
-  std::lock_guard lock(impl_->audit_journal_mu);
+  util::MutexLock lock(impl_->audit_journal_mu);
   if (impl_->audit->journal_active()) return false;
   return impl_->audit->enable_journal(impl_->options.data_dir / "audit-journal", impl_->keys->named_key(kJournalSlot),
                                       impl_->options.audit_journal_options);

@@ -21,6 +21,7 @@
 #include "custos/records/rfm.h"
 #include "custos/service/service.h"
 #include "custos/store/key_table.h"
+#include "custos/util/mutex.h"
 #include "custos/util/text.h"
 
 namespace custos::service {
@@ -37,26 +38,27 @@ struct Service::Impl {
   records::Schema schema;
   std::unique_ptr<crypto::Signer> signer;
   std::unique_ptr<audit::AuditLog> audit;
-  std::mutex audit_journal_mu;  // one enable attempt at a time
+  util::Mutex audit_journal_mu;  // one enable attempt at a time
   std::unique_ptr<records::Records> records;
   std::unique_ptr<access::TokenStore> tokens;
   std::unique_ptr<consent::Ledger> consent;
   std::unique_ptr<dsr::Desk> dsr;
   std::unique_ptr<breach::Book> breaches;
   // Reloaded together on SIGHUP (reload_policies); readers take a snapshot.
-  mutable std::mutex policy_mu;
-  std::shared_ptr<const dsr::Regulations> regulations;  // guarded by policy_mu; read via current_regulations()
-  std::shared_ptr<const access::Policy> policy;
-  std::shared_ptr<const records::RfmPolicy> segments;
-  std::shared_ptr<const outbox::Systems> systems;  // guarded by policy_mu; read via current_systems()
+  mutable util::Mutex policy_mu;
+  // Read via current_regulations(), current_policy() and so on.
+  std::shared_ptr<const dsr::Regulations> regulations CUSTOS_GUARDED_BY(policy_mu);
+  std::shared_ptr<const access::Policy> policy CUSTOS_GUARDED_BY(policy_mu);
+  std::shared_ptr<const records::RfmPolicy> segments CUSTOS_GUARDED_BY(policy_mu);
+  std::shared_ptr<const outbox::Systems> systems CUSTOS_GUARDED_BY(policy_mu);
   Counters* counters = nullptr;
   // Downstream systems (service_outbox.cpp).
   std::unique_ptr<outbox::Outbox> outbox;
-  std::mutex outbox_listener_mu;
-  std::function<void()> outbox_listener;  // guarded by outbox_listener_mu
+  util::Mutex outbox_listener_mu;
+  std::function<void()> outbox_listener CUSTOS_GUARDED_BY(outbox_listener_mu);
 
   std::shared_ptr<const outbox::Systems> current_systems() const {
-    std::lock_guard lock(policy_mu);
+    util::MutexLock lock(policy_mu);
     return systems;
   }
   std::set<std::string> schema_field_names() const {
@@ -88,15 +90,15 @@ struct Service::Impl {
   }
 
   std::shared_ptr<const access::Policy> current_policy() const {
-    std::lock_guard lock(policy_mu);
+    util::MutexLock lock(policy_mu);
     return policy;
   }
   std::shared_ptr<const dsr::Regulations> current_regulations() const {
-    std::lock_guard lock(policy_mu);
+    util::MutexLock lock(policy_mu);
     return regulations;
   }
   std::shared_ptr<const records::RfmPolicy> current_segments() const {
-    std::lock_guard lock(policy_mu);
+    util::MutexLock lock(policy_mu);
     return segments;
   }
 

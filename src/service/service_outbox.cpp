@@ -31,7 +31,7 @@ Json body_of(const std::string& type, std::int64_t at_us, Json data) {
 void Service::Impl::notify_outbox() {
   std::function<void()> listener;
   {
-    std::lock_guard lock(outbox_listener_mu);
+    util::MutexLock lock(outbox_listener_mu);
     listener = outbox_listener;
   }
   if (listener) listener();
@@ -312,7 +312,7 @@ std::optional<std::int64_t> Service::outbox_next_due_us() { return impl_->outbox
 std::int64_t Service::now_us() const { return impl_->audit->now_us(); }
 
 void Service::set_outbox_listener(std::function<void()> listener) {
-  std::lock_guard lock(impl_->outbox_listener_mu);
+  util::MutexLock lock(impl_->outbox_listener_mu);
   impl_->outbox_listener = std::move(listener);
 }
 

@@ -27,7 +27,7 @@ std::uint32_t KeyTable::kek_version(Transaction& tx) {
 }
 
 const crypto::SecretKey& KeyTable::named_key(const std::string& slot) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   if (auto it = cache_.find(slot); it != cache_.end()) return *it->second;
   std::vector<std::uint8_t> wrapped;
   {
@@ -86,7 +86,7 @@ constexpr int kRotationBatch = 5000;
 }  // namespace
 
 crypto::SecretKey KeyTable::replace_named_key(const std::string& slot) {
-  std::lock_guard lock(mu_);
+  util::MutexLock lock(mu_);
   crypto::SecretKey key = crypto::SecretKey::random();
   auto tx = store_.begin(TxMode::write);
   const std::uint32_t v = kek_version(*tx);

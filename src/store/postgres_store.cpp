@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "custos/error.h"
+#include "custos/util/mutex.h"
 
 namespace custos::store {
 namespace {
@@ -472,14 +473,14 @@ class PostgresStore final : public Store {
 
   void release(std::unique_ptr<Connection> conn) {
     if (!conn->healthy()) return;
-    std::lock_guard lock(pool_mu_);
+    util::MutexLock lock(pool_mu_);
     if (static_cast<int>(idle_.size()) < options_.max_idle_connections) idle_.push_back(std::move(conn));
   }
 
  private:
   std::unique_ptr<Connection> acquire() {
     {
-      std::lock_guard lock(pool_mu_);
+      util::MutexLock lock(pool_mu_);
       while (!idle_.empty()) {
         auto conn = std::move(idle_.back());
         idle_.pop_back();
@@ -538,8 +539,8 @@ class PostgresStore final : public Store {
   PostgresOptions options_;
   int lock_key_ = 0;
   std::string begin_write_sql_;
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Connection>> idle_;
+  util::Mutex pool_mu_;
+  std::vector<std::unique_ptr<Connection>> idle_ CUSTOS_GUARDED_BY(pool_mu_);
 };
 
 PostgresTransaction::~PostgresTransaction() {

@@ -10,6 +10,7 @@
 
 #include "custos/error.h"
 #include "custos/util/files.h"
+#include "custos/util/mutex.h"
 
 namespace custos::store {
 namespace fs = std::filesystem;
@@ -195,7 +196,7 @@ class SqlcipherStore final : public Store {
   }
 
   void release(std::unique_ptr<Connection> conn) {
-    std::lock_guard lock(pool_mu_);
+    util::MutexLock lock(pool_mu_);
     // Enough for every worker of a busy custosd: reopening a connection
     // re-reads and decrypts the schema.
     if (idle_.size() < 64) idle_.push_back(std::move(conn));
@@ -204,7 +205,7 @@ class SqlcipherStore final : public Store {
  private:
   std::unique_ptr<Connection> acquire() {
     {
-      std::lock_guard lock(pool_mu_);
+      util::MutexLock lock(pool_mu_);
       if (!idle_.empty()) {
         auto conn = std::move(idle_.back());
         idle_.pop_back();
@@ -218,8 +219,8 @@ class SqlcipherStore final : public Store {
   crypto::SecretKey key_;
   SqlcipherOptions options_;
   std::mutex writer_mu_;
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Connection>> idle_;
+  util::Mutex pool_mu_;
+  std::vector<std::unique_ptr<Connection>> idle_ CUSTOS_GUARDED_BY(pool_mu_);
 };
 
 SqlcipherTransaction::SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,

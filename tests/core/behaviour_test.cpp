@@ -302,11 +302,14 @@ TEST(BulkExport, OnlyTheAdministrationPurposeExportsTheVault) {
     ++lines;
     return true;
   };
-  for (const auto& [role, purpose] : std::vector<std::pair<std::string, std::string>>{
-           {"service", "customer_service"}, {"sales", "sales"}, {"admin", "customer_service"}})
+  for (const auto& attempt : std::vector<std::pair<std::string, std::string>>{
+           {"service", "customer_service"}, {"sales", "sales"}, {"admin", "customer_service"}}) {
+    // Named copies, not a structured binding: clang 14 cannot capture a binding in a lambda.
+    const std::string role = attempt.first, purpose = attempt.second;
     EXPECT_EQ(code_of([&] { v.service->export_subjects(v.caller(role, purpose), {}, count); }),
               ErrorCode::purpose_not_allowed)
         << role << "/" << purpose;
+  }
   EXPECT_EQ(lines, 0u);
   v.service->export_subjects(v.admin(), {}, count);
   EXPECT_EQ(lines, 1u);

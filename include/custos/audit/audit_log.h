@@ -22,11 +22,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -37,6 +35,7 @@
 #include "custos/audit/journal.h"
 #include "custos/crypto/signer.h"
 #include "custos/store/store.h"
+#include "custos/util/mutex.h"
 #include "custos_audit/entry.h"
 #include "custos_audit/merkle.h"
 
@@ -164,8 +163,8 @@ class AuditLog {
 
  private:
   struct Head;
-  void load_head(store::Transaction& tx);
-  Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root);
+  void load_head(store::Transaction& tx) CUSTOS_REQUIRES(mu_);
+  Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root) CUSTOS_REQUIRES(mu_);
   std::function<Hash(unsigned, std::uint64_t)> subtree_fn(store::Transaction& tx);
   auditfmt::Entry draft(const Actor& actor, const Event& event, std::string time) const;
   // The entry's canonical bytes and, if it covers further subjects, their
@@ -183,7 +182,8 @@ class AuditLog {
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
   // `openings` are those of an entry that commits to its subjects, else empty.
-  std::uint64_t add_leaf(store::Transaction& tx, std::span<std::uint8_t> bytes, std::span<const std::uint8_t> openings);
+  std::uint64_t add_leaf(store::Transaction& tx, std::span<std::uint8_t> bytes, std::span<const std::uint8_t> openings)
+      CUSTOS_REQUIRES(mu_);
   struct SubjectBucket {
     std::int64_t number = -1;  // -1: none yet
     std::uint64_t rows = 0;
@@ -191,7 +191,7 @@ class AuditLog {
   // Indexes the entry under its subject and each subject it names; returns
   // the bucket in use afterwards (the caller adopts it with the entry).
   SubjectBucket index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v,
-                               const std::vector<std::string>& committed);
+                               const std::vector<std::string>& committed) CUSTOS_REQUIRES(mu_);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
   std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
@@ -203,20 +203,20 @@ class AuditLog {
   const crypto::Signer& signer_;
   Options options_;
   std::string vkey_;
-  std::mutex mu_;
+  util::Mutex mu_;
   // Group commit: callers queue; one leader commits everything queued.
   struct Waiter;
-  std::mutex group_mu_;
-  std::condition_variable group_cv_;
-  std::vector<Waiter*> queue_;
-  bool leader_active_ = false;
+  util::Mutex group_mu_;
+  util::CondVar group_cv_;
+  std::vector<Waiter*> queue_ CUSTOS_GUARDED_BY(group_mu_);
+  bool leader_active_ CUSTOS_GUARDED_BY(group_mu_) = false;
   // Cached head of the tree, validated against the store on every append
   // (another process may have appended since).
-  std::optional<auditfmt::Frontier> frontier_;
-  Hash last_leaf_{};
-  SubjectBucket subject_bucket_;  // the subject index's newest bucket (loaded with the head)
-  std::uint64_t last_checkpoint_size_ = 0;
-  std::int64_t last_checkpoint_at_us_ = 0;
+  std::optional<auditfmt::Frontier> frontier_ CUSTOS_GUARDED_BY(mu_);
+  Hash last_leaf_ CUSTOS_GUARDED_BY(mu_) = {};
+  SubjectBucket subject_bucket_ CUSTOS_GUARDED_BY(mu_);  // the subject index's newest bucket (loaded with the head)
+  std::uint64_t last_checkpoint_size_ CUSTOS_GUARDED_BY(mu_) = 0;
+  std::int64_t last_checkpoint_at_us_ CUSTOS_GUARDED_BY(mu_) = 0;
 
   // The journal (null until enabled). pend_mu_ guards every call into
   // journal_ but its reads, the counters and the folder's state; fold_mu_
@@ -225,17 +225,18 @@ class AuditLog {
   // never held while taking another (Journal::prepare_spare drops it).
   std::unique_ptr<Journal> journal_;
   std::atomic<bool> journal_on_{false};  // set once journal_ and the folder are ready
-  std::mutex pend_mu_;
-  std::condition_variable pend_cv_;
-  std::uint64_t written_through_ = 0;
-  std::uint64_t folded_through_ = 0;
-  std::string fold_error_;  // last fold's failure, empty when healthy
-  bool stop_folder_ = false;
-  bool fold_now_ = false;  // fold without waiting for the interval: the journal is half full or full
-  bool spare_wanted_ = false;  // the folder should prepare the next segment now
-  bool spare_failed_ = false;  // the last attempt failed: wait for the next fold
+  util::Mutex pend_mu_;
+  util::CondVar pend_cv_;
+  std::uint64_t written_through_ CUSTOS_GUARDED_BY(pend_mu_) = 0;
+  std::uint64_t folded_through_ CUSTOS_GUARDED_BY(pend_mu_) = 0;
+  std::string fold_error_ CUSTOS_GUARDED_BY(pend_mu_);  // last fold's failure, empty when healthy
+  bool stop_folder_ CUSTOS_GUARDED_BY(pend_mu_) = false;
+  // fold without waiting for the interval: the journal is half full or full
+  bool fold_now_ CUSTOS_GUARDED_BY(pend_mu_) = false;
+  bool spare_wanted_ CUSTOS_GUARDED_BY(pend_mu_) = false;  // the folder should prepare the next segment now
+  bool spare_failed_ CUSTOS_GUARDED_BY(pend_mu_) = false;  // the last attempt failed: wait for the next fold
   std::chrono::milliseconds fold_interval_{1000};
-  std::mutex fold_mu_;
+  util::Mutex fold_mu_ CUSTOS_ACQUIRED_BEFORE(mu_, pend_mu_);
   std::thread folder_;
   // Another process's journal (set by recover_journal when it was held).
   std::filesystem::path foreign_journal_;

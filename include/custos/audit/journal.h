@@ -24,13 +24,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "custos/crypto/secret_key.h"
+#include "custos/util/mutex.h"
 #include "custos_audit/entry.h"
 
 namespace custos::audit {
@@ -114,9 +114,10 @@ class Journal {
   void release_through(std::uint64_t counter);
 
   // Creates a spare segment ahead of need, so reads rarely create files.
-  // Called with `lock` (the caller's lock serialising every call here)
-  // held; releases it while the file is created, reserved and faulted in.
-  void prepare_spare(std::unique_lock<std::mutex>& lock);
+  // Called with `caller_mu` (the caller's mutex serialising every call
+  // here) held; releases it while the file is created, reserved and
+  // faulted in, and holds it again on return, also when it throws.
+  void prepare_spare(util::Mutex& caller_mu) CUSTOS_REQUIRES(caller_mu);
   // Half the segments hold records not yet folded: time to fold, whatever the interval.
   bool half_full() const { return 2 * (sealed_.size() + 1) > options_.max_segments; }
   // No spare is ready, one may still be created, and the current segment is

@@ -16,13 +16,13 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
 #include "custos/crypto/aead.h"
 #include "custos/crypto/passphrase.h"
 #include "custos/crypto/secret_key.h"
+#include "custos/util/mutex.h"
 
 namespace custos::crypto {
 
@@ -84,8 +84,8 @@ class Keyring {
 
   std::filesystem::path dir_;
   std::optional<Passphrase> passphrase_;  // in guarded memory
-  mutable std::mutex mu_;
-  std::map<std::uint32_t, std::unique_ptr<SecretKey>> keks_;
+  mutable util::Mutex mu_;
+  std::map<std::uint32_t, std::unique_ptr<SecretKey>> keks_ CUSTOS_GUARDED_BY(mu_);
 };
 
 // Reads a passphrase file into guarded memory and strips one trailing newline

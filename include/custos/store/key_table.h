@@ -14,13 +14,13 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "custos/crypto/keyring.h"
 #include "custos/store/store.h"
+#include "custos/util/mutex.h"
 
 namespace custos::store {
 
@@ -48,8 +48,8 @@ class KeyTable {
  private:
   Store& store_;
   crypto::Keyring& keyring_;
-  std::mutex mu_;
-  std::map<std::string, std::unique_ptr<crypto::SecretKey>> cache_;
+  util::Mutex mu_;
+  std::map<std::string, std::unique_ptr<crypto::SecretKey>> cache_ CUSTOS_GUARDED_BY(mu_);
 };
 
 std::string dek_slot(std::span<const std::uint8_t> subject_id);
