@@ -110,18 +110,43 @@ std::unique_ptr<store::Store> open_vault_store(const fs::path& data_dir, crypto:
   return store::open_sqlcipher(data_dir / "custos.db", store::read_db_key(keyring, data_dir / "keys"));
 }
 
-TestVault::TestVault(std::optional<std::string> passphrase) {
+namespace {
+
+// The configuration matrix (docs/testing.md): ctest runs the records, service,
+// identity and DSR suites once more with each of these set, so a behaviour
+// that holds only with the key file, or only without custosd's audit journal,
+// is caught.
+bool matrix_journal_on() {
+  const char* v = std::getenv("CUSTOS_TEST_JOURNAL");
+  return v != nullptr && std::string_view(v) == "on";
+}
+
+std::optional<std::string> matrix_passphrase() {
+  const char* v = std::getenv("CUSTOS_TEST_KEY");
+  if (v == nullptr || std::string_view(v) != "passphrase") return std::nullopt;
+  return std::string("correct horse battery staple, matrix run");
+}
+
+}  // namespace
+
+TestVault::TestVault(std::optional<std::string> passphrase)
+    : passphrase_(passphrase ? passphrase : matrix_passphrase()) {
   service::InitOptions o;
   o.data_dir = data_dir();
   o.store_url = fresh_test_store_url();
-  o.passphrase = passphrase;
+  o.passphrase = passphrase_;
   o.fast_kdf = true;
   o.shipped_policies = shipped_policies();
   init = service::init_data_dir(o);
+  service = service::Service::open(open_options());
+}
+
+service::OpenOptions TestVault::open_options() const {
   service::OpenOptions open;
   open.data_dir = data_dir();
-  open.passphrase = passphrase;
-  service = service::Service::open(open);
+  open.passphrase = passphrase_;
+  open.audit_journal = matrix_journal_on();
+  return open;
 }
 
 service::Caller TestVault::caller(const std::string& role, const std::string& purpose) {
@@ -130,8 +155,7 @@ service::Caller TestVault::caller(const std::string& role, const std::string& pu
 
 void TestVault::use_clock(std::function<std::int64_t()> clock) {
   service.reset();
-  service::OpenOptions open;
-  open.data_dir = data_dir();
+  service::OpenOptions open = open_options();
   open.clock_us = std::move(clock);
   service = service::Service::open(open);
 }

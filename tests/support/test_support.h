@@ -47,7 +47,15 @@ std::string fresh_postgres_schema(const std::string& base_url);
 std::unique_ptr<store::Store> open_vault_store(const std::filesystem::path& data_dir, crypto::Keyring& keyring);
 
 // A vault initialised in a temp dir (fast KDF), opened as a Service.
+// The configuration matrix changes how: CUSTOS_TEST_KEY=passphrase protects
+// the master key with a passphrase instead of a key file (when the test gives
+// none), CUSTOS_TEST_JOURNAL=on records reads through the audit journal as
+// custosd does (SQLCipher only; the service ignores it on PostgreSQL).
 struct TestVault {
+ private:
+  std::optional<std::string> passphrase_;  // first: init and open use it
+
+ public:
   TempDir dir;
   service::InitResult init;
   std::unique_ptr<service::Service> service;
@@ -57,6 +65,9 @@ struct TestVault {
   // Reopens the service with an injected clock (Unix microseconds).
   void use_clock(std::function<std::int64_t()> clock);
   std::filesystem::path data_dir() const { return dir.path() / "data"; }
+  // How this vault is opened (data dir, passphrase, journal): for a test
+  // that reopens it, so a matrix run reopens it the same way.
+  service::OpenOptions open_options() const;
 };
 
 // A fresh (or existing) SQLCipher store at `file`, migrated to the vault's
