@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string>
 
+#include "custos/audit/journal_file_system.h"
 #include "custos/error.h"
 #include "custos_audit/entry.h"
 
@@ -21,6 +22,22 @@ namespace custos::audit {
 namespace fs = std::filesystem;
 
 namespace {
+
+class PosixJournalFileSystem final : public JournalFileSystem {
+ public:
+  int open(const char* path, int flags, mode_t mode) override { return ::open(path, flags, mode); }
+  int allocate(int fd, off_t bytes) override { return ::posix_fallocate(fd, 0, bytes); }
+  int sync(int fd) override { return ::fsync(fd); }
+  int rename(const char* from, const char* to) override { return ::rename(from, to); }
+  int remove(const char* path) override { return ::unlink(path); }
+};
+
+std::atomic<JournalFileSystem*> test_file_system{nullptr};
+
+JournalFileSystem& file_system() {
+  JournalFileSystem* fs = test_file_system.load(std::memory_order_acquire);
+  return fs ? *fs : posix_journal_file_system();
+}
 
 // Segment layout (all integers little-endian):
 //   [0, 8)    magic "CUSTOSAJ"
@@ -159,6 +176,15 @@ BoundHeader make_header(std::uint8_t algorithm, const FileId& file_id, std::uint
 
 }  // namespace
 
+JournalFileSystem& posix_journal_file_system() {
+  static PosixJournalFileSystem posix;
+  return posix;
+}
+
+void set_journal_file_system_for_testing(JournalFileSystem* file_system) {
+  test_file_system.store(file_system, std::memory_order_release);
+}
+
 struct Journal::Segment {
   fs::path path;
   int fd = -1;
@@ -219,12 +245,12 @@ std::unique_ptr<Journal> Journal::open(const fs::path& dir, const crypto::Secret
   for (const auto& path : files) {
     auto seg = std::make_unique<Segment>();
     seg->path = path;
-    seg->fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    seg->fd = file_system().open(path.c_str(), O_RDWR | O_CLOEXEC, 0);
     if (seg->fd < 0) fail("cannot open " + path.filename().string());
     struct stat st {};
     if (::fstat(seg->fd, &st) != 0) fail("cannot stat " + path.filename().string());
     if (static_cast<std::size_t>(st.st_size) < 2 * kHeaderBytes) {
-      ::unlink(path.c_str());  // a segment whose creation did not finish
+      file_system().remove(path.c_str());  // a segment whose creation did not finish
       continue;
     }
     seg->map_file(static_cast<std::size_t>(st.st_size));
@@ -272,7 +298,7 @@ Journal::Recovery Journal::recover(std::uint64_t after) {
   for (Segment* seg : damaged) {
     const fs::path aside = seg->path.string() + ".damaged";
     out.damaged.push_back(seg->path.filename().string());
-    ::rename(seg->path.c_str(), aside.c_str());
+    file_system().rename(seg->path.c_str(), aside.c_str());
     segments_.erase(std::find_if(segments_.begin(), segments_.end(), [&](const auto& p) { return p.get() == seg; }));
   }
   return out;
@@ -331,7 +357,7 @@ void Journal::start(std::uint64_t next) {
   // check assumes it.
   for (auto it = segments_.begin(); it != segments_.end();) {
     if ((*it)->size != options_.segment_bytes) {
-      ::unlink((*it)->path.c_str());
+      file_system().remove((*it)->path.c_str());
       it = segments_.erase(it);
     } else {
       spares_.push_back(it->get());
@@ -373,13 +399,13 @@ std::unique_ptr<Journal::Segment> Journal::make_spare(std::uint64_t file_number)
   char name[40];
   std::snprintf(name, sizeof name, "segment-%06llu.aj", static_cast<unsigned long long>(file_number));
   seg->path = dir_ / name;
-  seg->fd = ::open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  seg->fd = file_system().open(seg->path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (seg->fd < 0) fail("cannot create " + seg->path.filename().string());
   // Reserve every block now: a full disk fails here, never inside a read's copy.
-  if (const int rc = ::posix_fallocate(seg->fd, 0, static_cast<off_t>(options_.segment_bytes)); rc != 0) {
+  if (const int rc = file_system().allocate(seg->fd, static_cast<off_t>(options_.segment_bytes)); rc != 0) {
     ::close(seg->fd);
     seg->fd = -1;
-    ::unlink(seg->path.c_str());
+    file_system().remove(seg->path.c_str());
     errno = rc;
     fail("cannot reserve " + std::to_string(options_.segment_bytes) + " bytes");
   }
@@ -388,8 +414,8 @@ std::unique_ptr<Journal::Segment> Journal::make_spare(std::uint64_t file_number)
   const long page = ::sysconf(_SC_PAGESIZE) > 0 ? ::sysconf(_SC_PAGESIZE) : 4096;
   for (std::size_t off = 0; off < seg->size; off += static_cast<std::size_t>(page))
     reinterpret_cast<volatile std::uint8_t*>(seg->map)[off] = 0;
-  if (const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
-    ::fsync(dfd);
+  if (const int dfd = file_system().open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0); dfd >= 0) {
+    file_system().sync(dfd);
     ::close(dfd);
   }
   return seg;
@@ -397,7 +423,7 @@ std::unique_ptr<Journal::Segment> Journal::make_spare(std::uint64_t file_number)
 
 void Journal::add_spare(std::unique_ptr<Segment> segment) {
   if (segments_.size() >= options_.max_segments) {  // a read created one meanwhile
-    ::unlink(segment->path.c_str());
+    file_system().remove(segment->path.c_str());
     return;
   }
   spares_.push_back(segment.get());
@@ -511,7 +537,7 @@ void Journal::release_through(std::uint64_t counter) {
     spares_.erase(spares_.begin());
     const fs::path path = seg->path;
     segments_.erase(std::find_if(segments_.begin(), segments_.end(), [&](const auto& s) { return s.get() == seg; }));
-    ::unlink(path.c_str());
+    file_system().remove(path.c_str());
   }
 }
 

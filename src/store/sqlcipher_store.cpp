@@ -180,9 +180,14 @@ class SqlcipherStore final : public Store {
                                                   !options_.synchronous_full);
   }
 
+  // Callers rely on the checkpoint (an erasure: its pre-images leave the WAL,
+  // and its fsyncs make it survive a power cut), so an I/O error is reported,
+  // not ignored. SQLITE_BUSY (a reader kept it from finishing) is not an
+  // error: the next checkpoint completes it.
   void checkpoint() override {
     auto conn = acquire();
-    sqlite3_wal_checkpoint_v2(conn->db(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    const int rc = sqlite3_wal_checkpoint_v2(conn->db(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) fail(conn->db(), "WAL checkpoint failed");
     release(std::move(conn));
   }
 
