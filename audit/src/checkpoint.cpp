@@ -3,6 +3,7 @@
 #include <openssl/sha.h>
 #include <sodium.h>
 
+#include <charconv>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -61,7 +62,10 @@ Checkpoint parse_and_verify_checkpoint(std::string_view note, const VerifierKey&
   if (size_text.empty() || size_text.size() > 20 || size_text.find_first_not_of("0123456789") != std::string_view::npos ||
       (size_text.size() > 1 && size_text[0] == '0'))
     bad("tree size is not a decimal number");
-  cp.size = std::stoull(std::string(size_text));
+  // Twenty digits may still exceed 2^64 - 1: from_chars reports that
+  // instead of throwing std::out_of_range past the documented error.
+  if (std::from_chars(size_text.data(), size_text.data() + size_text.size(), cp.size).ec != std::errc())
+    bad("tree size is not a decimal number");
   const auto root = base64_decode(body.substr(l2 + 1, l3 - l2 - 1));
   if (!root || root->size() != 32) bad("root hash is not 32 bytes of base64");
   std::copy(root->begin(), root->end(), cp.root.begin());

@@ -29,6 +29,7 @@
 #include <optional>
 
 #include "custos/error.h"
+#include "edge_check.h"
 #include "log.h"
 
 namespace custos::http {
@@ -82,6 +83,55 @@ beast::string_view trim(beast::string_view s) {
   return s;
 }
 
+// A request's parser as every connection configures it (and
+// check_request_bytes, edge_check.h): the header limit (431 above it); the
+// body limit is enforced by the connection instead: 413 by Content-Length,
+// check_chunk_size for chunks. (Not boost::none: Beast 1.74 compares the
+// length against the optional, and any length is "greater" than none.)
+void configure_header_parser(bhttp::request_parser<bhttp::string_body>& parser, std::size_t max_header_bytes) {
+  parser.header_limit(static_cast<std::uint32_t>(max_header_bytes));
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+}
+
+// One chunk larger than a whole body is a framing error (400); chunks that
+// add up to more than the limit are a body too large (413).
+void check_chunk_size(std::uint64_t size, std::size_t max_body_bytes, std::uint64_t& total, error_code& ec) {
+  if (size > max_body_bytes) {
+    ec = bhttp::error::bad_chunk;
+    return;
+  }
+  total += size;
+  if (total > max_body_bytes) ec = bhttp::error::body_limit;
+}
+
+// A parse error gets 400 (true); a timeout, end of stream or vanished peer
+// gets nothing.
+bool answers_malformed(const error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+         ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
+}
+
+// RFC 9112 §6: refuse what Beast tolerates but a proxy in front might
+// read differently (request smuggling).
+const char* request_framing_error(const Request& req) {
+  if (req.version() >= 11 && req.count(bhttp::field::host) != 1) return "an HTTP/1.1 request needs exactly one Host header";
+  if (req.version() < 11 && req.count(bhttp::field::transfer_encoding) > 0)
+    return "Transfer-Encoding is not allowed in an HTTP/1.0 request";
+  const auto lengths = req.equal_range(bhttp::field::content_length);
+  const auto n_lengths = std::distance(lengths.first, lengths.second);
+  if (n_lengths > 1) return "more than one Content-Length header";
+  if (n_lengths == 1 && lengths.first->value().find(',') != beast::string_view::npos)
+    return "Content-Length must be a single number";
+  const auto codings = req.equal_range(bhttp::field::transfer_encoding);
+  const auto n_codings = std::distance(codings.first, codings.second);
+  if (n_codings > 1) return "more than one Transfer-Encoding header";
+  if (n_codings == 1) {
+    if (n_lengths == 1) return "Content-Length together with Transfer-Encoding";
+    if (!iequals(trim(codings.first->value()), "chunked")) return "only Transfer-Encoding: chunked is supported";
+  }
+  return nullptr;
+}
+
 template <class Stream>
 class Connection : public std::enable_shared_from_this<Connection<Stream>>,
                    public ResponseStream,
@@ -107,14 +157,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     const auto remote = tcp_layer().socket().remote_endpoint(ec);
     if (!ec) peer_ = remote.address().to_string();
     chunk_limit_ = [this](std::uint64_t size, beast::string_view, error_code& ec) {
-      // One chunk larger than a whole body is a framing error (400); chunks
-      // that add up to more than the limit are a body too large (413).
-      if (size > limits_.max_body_bytes) {
-        ec = bhttp::error::bad_chunk;
-        return;
-      }
-      chunked_total_ += size;
-      if (chunked_total_ > limits_.max_body_bytes) ec = bhttp::error::body_limit;
+      check_chunk_size(size, limits_.max_body_bytes, chunked_total_, ec);
     };
   }
 
@@ -252,11 +295,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
   void read_header() {
     parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(limits_.max_header_bytes));
-    // Enforced here instead: 413 by Content-Length, chunk_limit_ for chunks.
-    // (Not boost::none: Beast 1.74 compares the length against the
-    // optional, and any length is "greater" than none.)
-    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    configure_header_parser(*parser_, limits_.max_header_bytes);
     parser_->on_chunk_header(chunk_limit_);
     chunked_total_ = 0;
     request_id_.clear();
@@ -300,26 +339,8 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     read_body();
   }
 
-  // RFC 9112 §6: refuse what Beast tolerates but a proxy in front might
-  // read differently (request smuggling).
-  static const char* framing_error(const Request& req) {
-    if (req.version() >= 11 && req.count(bhttp::field::host) != 1) return "an HTTP/1.1 request needs exactly one Host header";
-    if (req.version() < 11 && req.count(bhttp::field::transfer_encoding) > 0)
-      return "Transfer-Encoding is not allowed in an HTTP/1.0 request";
-    const auto lengths = req.equal_range(bhttp::field::content_length);
-    const auto n_lengths = std::distance(lengths.first, lengths.second);
-    if (n_lengths > 1) return "more than one Content-Length header";
-    if (n_lengths == 1 && lengths.first->value().find(',') != beast::string_view::npos)
-      return "Content-Length must be a single number";
-    const auto codings = req.equal_range(bhttp::field::transfer_encoding);
-    const auto n_codings = std::distance(codings.first, codings.second);
-    if (n_codings > 1) return "more than one Transfer-Encoding header";
-    if (n_codings == 1) {
-      if (n_lengths == 1) return "Content-Length together with Transfer-Encoding";
-      if (!iequals(trim(codings.first->value()), "chunked")) return "only Transfer-Encoding: chunked is supported";
-    }
-    return nullptr;
-  }
+  // RFC 9112 §6 (request_framing_error, above).
+  static const char* framing_error(const Request& req) { return request_framing_error(req); }
 
   void read_body() {
     // Deadline: the header timeout plus the time the body takes at the
@@ -347,10 +368,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
   // A parse error gets 400; a timeout or a vanished peer gets nothing.
   void refuse_malformed(error_code ec) {
-    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
-        ec != bhttp::error::end_of_stream &&
-        ec != bhttp::error::partial_message)
-      return refuse(400, "invalid_argument", "malformed HTTP request: " + ec.message(), {});
+    if (answers_malformed(ec)) return refuse(400, "invalid_argument", "malformed HTTP request: " + ec.message(), {});
     abort(ec);
   }
 
@@ -803,6 +821,109 @@ void Listener::accept() {
     }
     self->accept();
   });
+}
+
+// check_request_bytes (edge_check.h): one request read from bytes with a
+// connection's parser configuration, limits and checks, in the order
+// read_header, on_header, read_body, on_body and dispatch apply them; the
+// reads are synchronous over the bytes instead of asynchronous over a socket.
+namespace {
+
+// A SyncReadStream over bytes in memory; the end of the bytes is the end of
+// the stream (as a client closing its side).
+class BytesReadStream {
+ public:
+  explicit BytesReadStream(std::string_view bytes) : rest_(bytes) {}
+  template <class MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers, error_code& ec) {
+    if (rest_.empty()) {
+      ec = net::error::eof;
+      return 0;
+    }
+    const std::size_t n = net::buffer_copy(buffers, net::buffer(rest_.data(), rest_.size()));
+    rest_.remove_prefix(n);
+    ec = {};
+    return n;
+  }
+  template <class MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers) {
+    error_code ec;
+    const std::size_t n = read_some(buffers, ec);
+    if (ec) throw boost::system::system_error(ec);
+    return n;
+  }
+
+ private:
+  std::string_view rest_;
+};
+
+EdgeVerdict refused(EdgeVerdict v, int status, const char* code) {
+  v.status = status;
+  v.code = code;
+  v.route.clear();
+  return v;
+}
+
+}  // namespace
+
+EdgeVerdict check_request_bytes(std::string_view bytes, std::size_t max_header_bytes, std::size_t max_body_bytes) {
+  static const std::vector<Route> routes = make_routes();
+  EdgeVerdict v;
+  BytesReadStream stream(bytes);
+  beast::flat_buffer buffer(max_header_bytes + kReadSlack);
+  bhttp::request_parser<bhttp::string_body> parser;
+  configure_header_parser(parser, max_header_bytes);
+  std::uint64_t chunked_total = 0;
+  auto chunk_limit = [&](std::uint64_t size, beast::string_view, error_code& ec) {
+    check_chunk_size(size, max_body_bytes, chunked_total, ec);
+  };
+  parser.on_chunk_header(chunk_limit);  // Beast keeps a reference: it must outlive the parse
+  error_code ec;
+  bhttp::read_header(stream, buffer, parser, ec);
+  if (ec == bhttp::error::header_limit) return refused(v, 431, "header_too_large");
+  if (ec) return answers_malformed(ec) ? refused(v, 400, "invalid_argument") : refused(v, -1, "");
+  {
+    const Request& req = parser.get();
+    v.method = std::string(req.method_string());
+    v.target = std::string(req.target());
+    if (request_framing_error(req)) return refused(v, 400, "invalid_argument");
+  }
+  const auto header_fields = static_cast<std::size_t>(std::distance(parser.get().begin(), parser.get().end()));
+  if (const auto length = parser.content_length()) {
+    v.has_content_length = true;
+    v.content_length = *length;
+  }
+  // Routing comes before the body for streamed-body routes (the server's
+  // streamed_body_limit); their body is the handler's to read.
+  const Route* route = nullptr;
+  try {
+    route = match_route(routes, v.method, v.target).route;
+  } catch (const HttpProblem& p) {
+    v.status = p.status;
+    v.code = p.code;
+  } catch (const Error& e) {
+    v.status = status_for(e.code());
+    v.code = code_name(e.code());
+  }
+  if (route && route->body == BodyMode::stream) {
+    v.route = route->path;
+    v.request_id = request_id_for(parser.get());
+    return v;
+  }
+  if (v.has_content_length && v.content_length > max_body_bytes) return refused(v, 413, "payload_too_large");
+  if (!parser.is_done()) {
+    bhttp::read(stream, buffer, parser, ec);
+    if (ec == bhttp::error::body_limit) return refused(v, 413, "payload_too_large");
+    if (ec) return answers_malformed(ec) ? refused(v, 400, "invalid_argument") : refused(v, -1, "");
+    const Request& req = parser.get();
+    if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) != header_fields)
+      return refused(v, 400, "invalid_argument");
+  }
+  const Request& req = parser.get();
+  v.request_id = request_id_for(req);
+  v.body_bytes = req.body().size();
+  if (route) v.route = route->path;
+  return v;
 }
 
 }  // namespace custos::http

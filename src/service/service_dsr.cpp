@@ -92,7 +92,12 @@ Json Service::dsr_create(const Caller& caller, const Json& body) {
   in.received_us = parse_time_or_now(body, "received_at", now);
   if (!body.contains("identifier") || !body["identifier"].is_object() || body["identifier"].size() != 1)
     throw Error(ErrorCode::invalid_field, "field 'identifier': give exactly one of email, phone, external_id");
-  const auto& [field, value] = *body["identifier"].items().begin();
+  // Not `*items().begin()` bound to a reference: that proxy is a temporary
+  // gone at the end of the statement (ASan stack-use-after-scope, found by
+  // fuzz_service_json); key and value are taken from a named iterator.
+  const auto identifier = body["identifier"].begin();
+  const std::string field = identifier.key();
+  const auto& value = identifier.value();
   if (field != "email" && field != "phone" && field != "external_id")
     throw Error(ErrorCode::invalid_field, "field 'identifier': use email, phone or external_id");
   if (!value.is_string()) throw Error(ErrorCode::invalid_field, "field 'identifier." + field + "': expected a string");

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (tests/fuzz) with clang, ASan and UBSan into
+# build-fuzz (CUSTOS_FUZZ=ON, ccache) and runs each for a given time on a
+# copy of its seed corpus and regression inputs. Prints per target:
+# executions, exec/s, corpus size, coverage (libFuzzer's cov and ft) and
+# whether it found anything; exits 1 on a finding (its input is kept under
+# build-fuzz/fuzz-artifacts/<target>/; make it a regression input:
+# tests/fuzz/regressions/<target>/), 2 on a usage or build error.
+#
+#   scripts/fuzz.sh [SECONDS-PER-TARGET] [TARGET...]   (default 60 s, every target)
+#   scripts/fuzz.sh --smoke                            (CI: 10 s per target, 70 s in all)
+#
+#   FUZZ_JOBS          build jobs (default: nproc)
+#   FUZZ_NICE          niceness of the fuzz runs (default 19)
+#   FUZZ_NO_BUILD=1    run what build-fuzz holds, do not build
+#   FUZZ_MERGE=1       merge new interesting inputs back into tests/fuzz/corpus
+#                      (libFuzzer -merge=1: only inputs that add coverage)
+#   CUSTOS_BUILD_LOCK  lock file held while building (default
+#                      /tmp/custos-build.lock; empty: no lock). Fuzz runs
+#                      never hold it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD_DIR=build-fuzz
+ALL_TARGETS=(audit_entry checkpoint_note audit_export http_request policy_yaml journal_recovery service_json)
+
+seconds=60
+if [[ "${1:-}" == "--smoke" ]]; then
+  seconds=10
+  shift
+elif [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+  seconds=$1
+  shift
+elif [[ -n "${1:-}" && ! " ${ALL_TARGETS[*]} " =~ " $1 " ]]; then
+  echo "usage: scripts/fuzz.sh [SECONDS-PER-TARGET | --smoke] [TARGET...]; targets: ${ALL_TARGETS[*]}" >&2
+  exit 2
+fi
+targets=("$@")
+[[ ${#targets[@]} -eq 0 ]] && targets=("${ALL_TARGETS[@]}")
+for t in "${targets[@]}"; do
+  [[ " ${ALL_TARGETS[*]} " =~ " $t " ]] || { echo "fuzz.sh: unknown target '$t' (${ALL_TARGETS[*]})" >&2; exit 2; }
+done
+
+if [[ "${FUZZ_NO_BUILD:-0}" != 1 ]]; then
+  export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+  lock=${CUSTOS_BUILD_LOCK-/tmp/custos-build.lock}
+  locked() { if [[ -n "$lock" ]]; then flock "$lock" "$@"; else "$@"; fi; }
+  if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
+    locked cmake -S . -B "$BUILD_DIR" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCUSTOS_FUZZ=ON -DCUSTOS_BUILD_TESTS=OFF -DCUSTOS_BUILD_BENCHMARKS=OFF >/dev/null || exit 2
+  fi
+  locked cmake --build "$BUILD_DIR" -j"${FUZZ_JOBS:-$(nproc)}" --target "${targets[@]/#/fuzz_}" || exit 2
+fi
+
+work=$(mktemp -d /tmp/custos-fuzz-run-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+found=0
+printf '%-18s %12s %9s %8s %7s %7s  %s\n' target execs exec/s corpus cov ft result
+for t in "${targets[@]}"; do
+  bin="$BUILD_DIR/tests/fuzz/fuzz_$t"
+  [[ -x "$bin" ]] || { echo "fuzz.sh: $bin missing (build it, or drop FUZZ_NO_BUILD)" >&2; exit 2; }
+  corpus="$work/$t"
+  artifacts="$ROOT/$BUILD_DIR/fuzz-artifacts/$t"
+  mkdir -p "$corpus" "$artifacts"
+  cp -r tests/fuzz/corpus/"$t"/. "$corpus"/ 2>/dev/null || true
+  if [[ -d tests/fuzz/regressions/$t ]]; then cp -r tests/fuzz/regressions/"$t"/. "$corpus"/; fi
+  log="$ROOT/$BUILD_DIR/fuzz-$t.log"
+  set +e
+  nice -n "${FUZZ_NICE:-19}" "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout=25 \
+    -rss_limit_mb=2560 -max_len=65536 -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1
+  rc=$?
+  set -e
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
+  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+  ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+  corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$last")
+  result=ok
+  if [[ $rc -ne 0 ]] || grep -qE '^==[0-9]+==ERROR|^SUMMARY: |deadly signal|FUZZ INVARIANT BROKEN' "$log"; then
+    result="FINDING (exit $rc; $log; inputs in $artifacts)"
+    found=1
+  fi
+  printf '%-18s %12s %9s %8s %7s %7s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "${corp:-?}" "${cov:-?}" "${ft:-?}" "$result"
+  if [[ "${FUZZ_MERGE:-0}" == 1 && $result == ok ]]; then
+    mkdir -p tests/fuzz/corpus/"$t"
+    nice -n "${FUZZ_NICE:-19}" "$bin" -merge=1 -max_len=65536 tests/fuzz/corpus/"$t" "$corpus" >>"$log" 2>&1 || true
+  fi
+done
+exit $found
