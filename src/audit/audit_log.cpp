@@ -929,6 +929,13 @@ std::vector<std::uint8_t> fitted(const std::vector<std::uint8_t>& payload) {
 }
 }  // namespace
 
+namespace {
+Error not_an_entry(std::uint64_t counter, const char* why) {
+  return Error(ErrorCode::integrity, "audit journal record " + std::to_string(counter) +
+                                         " opens under the journal key but is not a well-formed entry (" + why + ")");
+}
+}  // namespace
+
 std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
   return fail_closed([&] {
     // Durable (fsync) before the journal space is reused: otherwise a power
@@ -938,9 +945,22 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
       util::MutexLock lock(mu_);
       load_head(*tx);
       for (const auto& r : batch) {
-        std::vector<std::uint8_t> payload = fitted(r.payload);
-        const auto [bytes, openings] = unwrap(payload);
-        add_leaf(*tx, bytes, openings);
+        // Only this vault seals journal records, and it seals only entries it
+        // built: a record that opens under the key yet is no entry was written
+        // by something else holding the key. That is an integrity failure
+        // (the vault refuses to open), not a bug of ours to report as internal.
+        try {
+          std::vector<std::uint8_t> payload = fitted(r.payload);
+          const auto [bytes, openings] = unwrap(payload);
+          add_leaf(*tx, bytes, openings);
+        } catch (const Error& e) {
+          if (e.code() != ErrorCode::internal) throw;
+          throw not_an_entry(r.counter, e.what());
+        } catch (const std::runtime_error& e) {  // auditfmt's decode and placement
+          throw not_an_entry(r.counter, e.what());
+        } catch (const std::invalid_argument& e) {
+          throw not_an_entry(r.counter, e.what());
+        }
       }
     }
     // The watermark commits with the entries: after a crash, recovery folds

@@ -321,9 +321,28 @@ std::string calendar_matching(const Regulations& regs, const std::set<std::strin
   return "";
 }
 
+RegulationsUpgrade upgrade_regulations_unchecked(const std::filesystem::path& policy_dir,
+                                                const std::filesystem::path& shipped_dir);
+
 }  // namespace
 
+// An old file is the operator's own text: a value of the wrong shape (a map
+// where a date was expected) is a refusal that names the file, not a
+// yaml-cpp exception escaping to the CLI as an internal error.
 RegulationsUpgrade upgrade_regulations(const std::filesystem::path& policy_dir, const std::filesystem::path& shipped_dir) {
+  try {
+    return upgrade_regulations_unchecked(policy_dir, shipped_dir);
+  } catch (const YAML::Exception& e) {
+    const std::string near = e.mark.is_null() ? "" : " near line " + std::to_string(e.mark.line + 1);
+    refuse((policy_dir / "regulations.yaml").string(),
+           "has a value of the wrong type" + near + "; fix it before upgrading");
+  }
+}
+
+namespace {
+
+RegulationsUpgrade upgrade_regulations_unchecked(const std::filesystem::path& policy_dir,
+                                                const std::filesystem::path& shipped_dir) {
   namespace fs = std::filesystem;
   const fs::path file = policy_dir / "regulations.yaml";
   const std::string where = file.string();
@@ -390,6 +409,8 @@ RegulationsUpgrade upgrade_regulations(const std::filesystem::path& policy_dir, 
   u.changed = true;
   return u;
 }
+
+}  // namespace
 
 const Recipient* BreachRules::recipient(std::string_view k) const {
   for (const auto& r : recipients)
