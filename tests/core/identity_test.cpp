@@ -618,7 +618,7 @@ struct Direct {
   Direct() {
     vault.service.reset();
     const auto dir = vault.data_dir();
-    keyring = crypto::Keyring::open(dir / "keys", std::nullopt);
+    keyring = crypto::Keyring::open(dir / "keys", vault.open_options().passphrase);
     store = testing::open_vault_store(dir, *keyring);
     keys = std::make_unique<store::KeyTable>(*store, *keyring);
     schema = records::Schema::load(dir / "policies" / "schema.yaml");

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -153,6 +154,10 @@ Daemon::Daemon(const fs::path& data_dir, std::vector<std::string> extra, bool ht
   const int err = ::open(err_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   pid_ = ::fork();
   if (pid_ == 0) {
+    // A test binary that dies without its destructors (a sanitizer abort, a
+    // crash) takes its daemon with it instead of leaving it serving, and
+    // holding every descriptor it inherited, until someone notices.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::dup2(out, 1);
     ::dup2(err, 2);
     ::execv(args[0], args.data());
@@ -183,6 +188,7 @@ void Daemon::start_contract_proxy() {
   proxy_pid_ = ::fork();
   if (proxy_pid_ == 0) {
     ::setpgid(0, 0);  // its own group: the destructor ends node and anything it spawned
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::execv(args[0], args.data());

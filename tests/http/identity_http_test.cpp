@@ -88,7 +88,7 @@ TEST_F(HttpIdentity, BatchCreateReportsEachConflictAndCreatesTheRest) {
   EXPECT_EQ(r.json["results"][0]["error"]["code"], "duplicate_subject");
   EXPECT_EQ(r.json["results"][0]["error"]["subject_ids"], Json({first}));
   EXPECT_EQ(r.json["results"][1]["status"], 201);
-  EXPECT_EQ(r.json["results"][2]["error"]["subject_ids"], Json({r.json["results"][1]["id"]}));
+  EXPECT_EQ(r.json["results"][2]["error"]["subject_ids"], Json::array({r.json["results"][1]["id"]}));
 }
 
 TEST_F(HttpIdentity, DuplicatesReportIsPagedAndOnlyForComplianceRoles) {
