@@ -8,6 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${CUSTOS_BUILD_DIR:-build}
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+# One cache for every checkout (a CI clone hits what the working tree
+# compiled): paths under the checkout are hashed relative to it, and debug
+# info's working directory is not hashed. Several build configurations
+# (GCC, clang ASan, TSan, coverage, fuzz) need more than ccache's default 5 GB.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(pwd -P)}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-20G}
 
 # A build directory configured for another checkout (this one was moved or
 # copied) makes CMake refuse: "the current CMakeCache.txt directory ... is

@@ -4,6 +4,7 @@
 set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config ccache git clang-14
+  llvm-14    # llvm-symbolizer: sanitizer reports with file and line (scripts/sanitize.sh)
   libsodium-dev libssl-dev libsqlcipher-dev sqlcipher sqlite3
   libcpprest-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev
   libphonenumber-dev libhowardhinnant-date-dev tzdata

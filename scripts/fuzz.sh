@@ -12,7 +12,10 @@
 #
 #   FUZZ_JOBS          build jobs (default: nproc)
 #   FUZZ_NICE          niceness of the fuzz runs (default 19)
-#   FUZZ_NO_BUILD=1    run what build-fuzz holds, do not build
+#   FUZZ_NO_BUILD=1    run what the build directory holds, do not build
+#   FUZZ_BUILD_DIR     build directory (default build-fuzz; CI runs the smoke
+#                      from build-asan, which scripts/sanitize.sh asan builds
+#                      with the fuzz targets, after the ASan test runs)
 #   FUZZ_MERGE=1       merge new interesting inputs back into tests/fuzz/corpus
 #                      (libFuzzer -merge=1: only inputs that add coverage)
 #   CUSTOS_BUILD_LOCK  lock file held while building (default
@@ -21,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-BUILD_DIR=build-fuzz
+BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 ALL_TARGETS=(audit_entry checkpoint_note audit_export http_request policy_yaml journal_recovery service_json)
 
 seconds=60
