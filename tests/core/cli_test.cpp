@@ -208,6 +208,21 @@ TEST_F(Cli, DsrBreachRetentionAndHoldFromTheCommandLine) {
   r = custos({"breach", "list", "--at-risk", "--margin-hours", "96"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(json::parse(r.out)["count"], 1);
+  r = custos({"breach", "get", breach});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json incident = json::parse(r.out);
+  EXPECT_EQ(incident["id"], breach);
+  EXPECT_EQ(incident["status"], "contained");
+  EXPECT_FALSE(incident["deadlines"].empty());
+  EXPECT_EQ(custos({"breach", "get", "nope"}).exit_code, 3);
+
+  // Identity-free analytics: counts and distributions, never a value.
+  r = custos({"analytics", "rfm"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rfm = json::parse(r.out);
+  EXPECT_TRUE(rfm["distribution"].contains("recency"));
+  EXPECT_TRUE(rfm["segments"].is_object());
+  EXPECT_EQ(r.out.find("@example.com"), std::string::npos);
 
   EXPECT_EQ(custos({"subject", "hold", subject}).exit_code, 0);
   r = custos({"retention", "run", "--dry-run"});

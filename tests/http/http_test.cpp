@@ -1045,6 +1045,43 @@ TEST(HttpProcess, RefusesPlainHttpOnNonLoopbackAndBadArguments) {
   EXPECT_EQ(r.exit_code, 1);
 }
 
+// The tuning flags: out of range is usage (exit 2, nothing served); in range
+// the daemon serves. --policies serves from another directory, and one
+// without the policy files is refused at start, naming what is missing.
+TEST(HttpProcess, TuningAndPolicyFlagsAreCheckedAndHonoured) {
+  Vault v;
+  const std::string listen = "127.0.0.1:" + std::to_string(free_port());
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--io-threads", "0"}, {"--io-threads", "65"}, {"--outbox-batch", "0"},
+           {"--outbox-batch", "1025"}, {"--outbox-horizon-s", "0"}}) {
+    const auto r = run({kCustosd, "--data-dir", v.dir.string(), "--listen", listen, flag, value});
+    EXPECT_EQ(r.exit_code, 2) << flag << " " << value << ": " << r.err;
+  }
+  TempDir empty;
+  const auto refused = run({kCustosd, "--data-dir", v.dir.string(), "--listen", listen, "--policies",
+                            empty.path().string()});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find(empty.path().string()), std::string::npos) << refused.err;
+
+  // The flag lets plain HTTP past the non-loopback refusal. 192.0.2.1
+  // (TEST-NET-1) is no address of this host, so the bind itself then fails:
+  // exit 1 naming the address, not the usage error (and nothing listens
+  // beyond loopback).
+  const auto allowed = run({kCustosd, "--data-dir", v.dir.string(), "--listen", "192.0.2.1:" + std::to_string(free_port()),
+                            "--allow-plain-http-non-loopback"});
+  EXPECT_EQ(allowed.exit_code, 1) << allowed.err;
+  EXPECT_EQ(allowed.err.find("non-loopback"), std::string::npos) << allowed.err;
+  EXPECT_NE(allowed.err.find("cannot listen on 192.0.2.1"), std::string::npos) << allowed.err;
+
+  TempDir copy;
+  fs::copy(v.dir / "policies", copy.path() / "policies", fs::copy_options::recursive);
+  auto dp = start_daemon(v.dir, {"--io-threads", "1", "--outbox-batch", "1", "--outbox-horizon-s", "60", "--policies",
+                                 (copy.path() / "policies").string()});
+  ASSERT_TRUE(dp->alive()) << dp->err();
+  EXPECT_EQ(dp->get("/v1/audit/checkpoint", v.admin).status, 200);
+  EXPECT_EQ(dp->stop(), 0) << dp->err();
+}
+
 TEST(HttpProcess, ServesHttpsWithTls12OrLater) {
   Vault v;
   TempDir certs;
