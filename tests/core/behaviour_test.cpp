@@ -4,8 +4,10 @@
 // same SQLCipher file only where the promise is about what is stored.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include "custos/crypto/aead.h"
@@ -313,6 +315,30 @@ TEST(BulkExport, OnlyTheAdministrationPurposeExportsTheVault) {
   EXPECT_EQ(lines, 0u);
   v.service->export_subjects(v.admin(), {}, count);
   EXPECT_EQ(lines, 1u);
+}
+
+// roles.yaml: "a category not listed is none". Every shipped role lists every
+// category, so only an edited policy shows what the default is.
+TEST(AccessPromises, ACategoryARoleWasNeverGivenIsNotShown) {
+  TestVault v;
+  const std::string id =
+      v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Vera"}, {"email", "vera@example.com"}}}})["id"];
+  const auto roles_file = v.data_dir() / "policies" / "roles.yaml";
+  std::stringstream text;
+  text << std::ifstream(roles_file).rdbuf();
+  std::string yaml = text.str();
+  const std::string sales =
+      "visibility: {identity: plain, contact: plain, descriptive: masked, qualitative: plain, quantitative: masked}";
+  const auto at = yaml.find(sales);
+  ASSERT_NE(at, std::string::npos);
+  yaml.replace(at, sales.size(), "visibility: {identity: plain, descriptive: masked, qualitative: plain, quantitative: masked}");
+  std::ofstream(roles_file) << yaml;
+  std::string error;
+  ASSERT_TRUE(v.service->reload_policies(&error)) << error;
+  const Json got = v.service->get_subject(v.caller("sales", "sales"), id);
+  EXPECT_EQ(got["fields"]["given_name"], "Vera");
+  EXPECT_FALSE(got["fields"].contains("email")) << got.dump();
+  EXPECT_EQ(got.dump().find("vera@example.com"), std::string::npos);
 }
 
 // ------------------------------------------------------------------ crypto
