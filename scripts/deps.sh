@@ -5,6 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config ccache git clang-14
   llvm-14    # llvm-symbolizer: sanitizer reports with file and line (scripts/sanitize.sh)
+  libclang-rt-14-dev  # ASan, UBSan, TSan and libFuzzer runtimes (only recommended by clang-14)
   libsodium-dev libssl-dev libsqlcipher-dev sqlcipher sqlite3
   libcpprest-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev
   libphonenumber-dev libhowardhinnant-date-dev tzdata
