@@ -182,6 +182,9 @@ test('a bad token is refused and a good one is kept in memory only', async (t) =
     await page.getByLabel('Bearer token').fill(tok.officer);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.locator('#principal').waitFor();
+    // Let the queue finish loading: a reload in the middle of it aborts the
+    // request, which this test does not mean to do (the next one does).
+    await page.locator('#main[data-ready]').waitFor();
     assert.equal(await page.evaluate(() => localStorage.length + sessionStorage.length), 0);
     assert.deepEqual(await context.cookies(), []);
     assert.ok(!page.url().includes(tok.officer));
@@ -191,7 +194,32 @@ test('a bad token is refused and a good one is kept in memory only', async (t) =
     await page.getByLabel('Bearer token').waitFor();
     await page.getByLabel('Bearer token').fill(tok.officer);
     await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#main[data-ready]').waitFor();
     await page.locator('#signout').click();
+    await page.getByLabel('Bearer token').waitFor();
+  });
+});
+
+test('signing out while a screen loads leaves nothing of it on the page', async (t) => {
+  await guarded(t, { expectAborted: [/\/v1\/dsr\?/] }, async (page) => {
+    // Hold the queue's request at the network until the officer has signed out.
+    let held;
+    const arrived = new Promise((resolve) => {
+      page.route(/\/v1\/dsr\?/, (route) => { held = route; resolve(); });
+    });
+    await page.goto(`${url}/console/`);
+    await page.getByLabel('Bearer token').fill(tok.officer);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await arrived;
+    const aborted = page.waitForEvent('requestfailed', (r) => /\/v1\/dsr\?/.test(r.url()));
+    await page.locator('#signout').click();
+    await page.getByLabel('Bearer token').waitFor();
+    // Signing out aborted the queue's request; letting it go on changes nothing.
+    assert.equal((await aborted).failure().errorText, 'net::ERR_ABORTED');
+    await held.continue().catch(() => { /* the page already aborted it */ });
+    assert.equal(await page.locator('#queue').count(), 0, 'no queue after sign-out');
+    assert.equal(await page.locator('.error').count(), 0, 'no error box over the sign-in form');
+    assert.equal(await page.locator('#principal').count(), 0);
     await page.getByLabel('Bearer token').waitFor();
   });
 });

@@ -105,8 +105,10 @@ export async function launch() {
 // violations (the securitypolicyviolation event, reported through a binding).
 // `gpc: true` makes the browser send Global Privacy Control (Sec-GPC: 1 on
 // every request, navigator.globalPrivacyControl true), as a browser or
-// extension with GPC switched on does.
-export async function guardedPage(browser, { expectStatus = [], viewport = { width: 1280, height: 800 }, gpc = false } = {}) {
+// extension with GPC switched on does. `expectAborted` lists URL patterns of
+// requests the test itself makes the page abort (e.g. by signing out while a
+// screen loads); any other aborted request is a problem.
+export async function guardedPage(browser, { expectStatus = [], viewport = { width: 1280, height: 800 }, gpc = false, expectAborted = [] } = {}) {
   const context = await browser.newContext({ viewport, acceptDownloads: true, extraHTTPHeaders: gpc ? { 'Sec-GPC': '1' } : {} });
   const page = await context.newPage();
   if (gpc) await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true }));
@@ -132,6 +134,7 @@ export async function guardedPage(browser, { expectStatus = [], viewport = { wid
     const failure = r.failure() ? r.failure().errorText : '';
     // A blob: download handed to the browser is not a failed request.
     if (r.url().startsWith('blob:')) return;
+    if (failure === 'net::ERR_ABORTED' && expectAborted.some((re) => re.test(r.url()))) return;
     problems.push(`request failed: ${r.method()} ${r.url()} ${failure}`);
   });
   page.on('response', (r) => {
@@ -146,6 +149,8 @@ export async function signIn(page, url, token) {
   await page.getByLabel('Bearer token').fill(token);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.locator('#principal').waitFor();
+  // The first screen has loaded (or shown its error): no request is in flight.
+  await page.locator('#main[data-ready]').waitFor();
 }
 
 // Form controls with no accessible name (no <label>, aria-label or

@@ -3,10 +3,16 @@
 // URL, a cookie, localStorage or sessionStorage — so a reload or sign-out
 // forgets it.
 let token = null;
+// One AbortController per signed-in session: signing out aborts every request
+// still in flight, so no answer fetched with the old token is shown after it.
+let session = new AbortController();
 
-export function setToken(t) { token = t; }
-export function clearToken() { token = null; }
+export function setToken(t) { session.abort(); session = new AbortController(); token = t; }
+export function clearToken() { session.abort(); session = new AbortController(); token = null; }
 export function signedIn() { return token !== null; }
+
+// True for the error a request ends with when its session was signed out.
+export function isAbort(e) { return e instanceof DOMException && e.name === 'AbortError'; }
 
 // A problem+json answer (RFC 9457) or a network failure, as an Error whose
 // message is safe to show (the server's problem details hold no personal data).
@@ -23,9 +29,10 @@ async function send(path, { method = 'GET', body, purpose } = {}) {
   const headers = { Authorization: `Bearer ${token}` };
   if (purpose) headers['Custos-Purpose'] = purpose;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const { signal } = session;
   const res = await fetch(path, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-    cache: 'no-store', credentials: 'omit', redirect: 'error', referrerPolicy: 'no-referrer',
+    cache: 'no-store', credentials: 'omit', redirect: 'error', referrerPolicy: 'no-referrer', signal,
   });
   if (!res.ok) {
     let problem = {};

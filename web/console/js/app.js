@@ -2,7 +2,7 @@
 // api.js), the screens the token's role may use, and hash routing
 // (#/requests, #/requests/<id>, #/audit, #/breaches, #/breaches/<id>,
 // #/analytics, #/admin). Only ids appear in the URL, never a token or personal value.
-import { getJson, setToken, clearToken, signedIn } from './api.js';
+import { getJson, setToken, clearToken, signedIn, isAbort } from './api.js';
 import { h, replace, field, errorBox } from './dom.js';
 import { renderQueue, renderRequest, renderIntake } from './requests.js';
 import { renderAudit } from './audit.js';
@@ -10,7 +10,7 @@ import { renderBoard, renderIncident } from './breaches.js';
 import { renderAnalytics, marketer } from './analytics.js';
 import { renderAdmin } from './admin.js';
 
-const main = document.getElementById('main');
+let main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
 let me = null;
@@ -60,6 +60,13 @@ function renderSignIn(message) {
 function signOut() {
   clearToken();
   me = null;
+  // A fresh <main>: a screen of the old session still finishing (its
+  // requests are aborted, but its own error handling still runs) writes into
+  // the detached element, never over the sign-in form.
+  const fresh = main.cloneNode(false);
+  fresh.removeAttribute('data-ready');
+  main.replaceWith(fresh);
+  main = fresh;
   history.replaceState(null, '', location.pathname);
   renderSignIn();
 }
@@ -97,6 +104,9 @@ async function route() {
     else if (screen === 'analytics') await renderAnalytics(main, me);
     else if (screen === 'admin') await renderAdmin(main, me);
   } catch (e) {
+    // Signed out (or signed in again) while this screen loaded: the sign-in
+    // form, or the newer session's screen, owns the page now.
+    if (isAbort(e)) return;
     replace(main, errorBox(e));
   }
   main.setAttribute('data-ready', screen);
