@@ -345,6 +345,42 @@ TEST_F(Import, EachCommittedChunkHasOneAuditEntryFindableByEverySubject) {
   EXPECT_EQ(testing::code_of([&] { import_text(*svc, text, o, &other); }), ErrorCode::forbidden_role);
 }
 
+// A line that fails after part of it was written (its subject, here, before
+// its consent is refused) is undone alone, wherever it sits in its chunk:
+// the lines before and after it keep everything they carried.
+TEST_F(Import, ALineFailingHalfWrittenIsUndoneAloneInItsChunk) {
+  auto svc = open();
+  const auto line = [](const std::string& email, const std::string& purpose) {
+    return json{{"fields", {{"email", email}, {"given_name", "Lin"}}},
+                {"consents", {{{"purpose", purpose}, {"channel", "email"}, {"event", "granted"}, {"source", "import"},
+                               {"at", "2026-01-01T00:00:00Z"}, {"evidence", {{"form", "signup-v3"}}}}}},
+                {"orders", {{{"amount_minor", 1200}, {"currency", "EUR"}, {"at", "2026-02-01T00:00:00Z"}}}}}
+               .dump() +
+           "\n";
+  };
+  const std::string text = line("one@example.com", "email_marketing") + line("two@example.com", "no_such_purpose") +
+                           line("three@example.com", "email_marketing") + line("four@example.com", "no_such_purpose") +
+                           line("five@example.com", "email_marketing");
+  for (const std::size_t chunk : {std::size_t{500}, std::size_t{2}}) {
+    testing::TestVault vault;
+    service::ImportOptions o;
+    o.chunk_lines = chunk;
+    const json r = import_text(*vault.service, text, o);
+    EXPECT_EQ(r["created"], 3) << "chunk " << chunk;
+    EXPECT_EQ(r["failed"], 2);
+    ASSERT_EQ(r["errors"].size(), 2u);
+    EXPECT_EQ(r["errors"][0]["line"], 2);
+    EXPECT_EQ(r["errors"][1]["line"], 4);
+    std::set<std::string> emails;
+    for (const json& s : exported(*vault.service)) {
+      emails.insert(s["fields"]["email"].get<std::string>());
+      EXPECT_EQ(s["consents"].size(), 1u) << s.dump();
+      EXPECT_EQ(s["orders"].size(), 1u) << s.dump();
+    }
+    EXPECT_EQ(emails, (std::set<std::string>{"one@example.com", "three@example.com", "five@example.com"}));
+  }
+}
+
 TEST_F(Import, AnExportImportsIntoAnotherVaultAsItIs) {
   const auto file = tmp.path() / "some.ndjson";
   write_customers(file, 0, 40);
