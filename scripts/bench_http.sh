@@ -12,7 +12,9 @@
 #   env: CUSTOS_BUILD_DIR (build), WRK_THREADS (2), WRK_CONNECTIONS (32),
 #        CUSTOSD_THREADS (8: custosd's default worker pool on 2 cores; also
 #        the cpprestsdk listener's pool), IO_THREADS (cores: custosd's
-#        default io threads; also the Beast floor's).
+#        default io threads; also the Beast floor's), PERF_DATA (a file:
+#        perf record --call-graph dwarf samples custosd through the lookup run into it;
+#        read with perf report -i FILE --no-children).
 # One principal sends every request here, so custosd runs with its
 # per-principal rate and in-flight quotas off (--principal-rate 0
 # --principal-max-inflight 0); everything else is at its defaults.
@@ -125,7 +127,13 @@ EOF
 
 echo
 echo "== custosd: GET /v1/subjects?email=... (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+PERF_PID=""
+if [ -n "${PERF_DATA:-}" ]; then
+  perf record -F 299 --call-graph dwarf,16384 -p "$PID" -o "$PERF_DATA" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 measure custosd-lookup "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
+if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
 
 # Ingest over HTTP without curl start-up costs: wrk posting batches of
 # 1,000 subjects (subjects/s = requests/s x 1,000). Every request carries new

@@ -409,11 +409,43 @@ std::vector<std::optional<Subject>> Records::read_many(const audit::Actor& actor
   return out;
 }
 
+namespace {
+// The blind index digest of `value` in `spec` (invalid_argument unless searchable).
+crypto::BlindIndex index_digest(const Schema& schema, store::KeyTable& keys, const FieldSpec& spec,
+                                std::string_view value) {
+  if (!spec.searchable) throw Error(ErrorCode::invalid_argument, "field '" + spec.name + "' is not searchable");
+  const std::string normalised = schema.normalise_for_index(spec, value);
+  return crypto::blind_index(keys.named_key(index_slot(spec.name)), normalised);
+}
+}  // namespace
+
+std::vector<Subject> Records::find_metadata(std::string_view field, std::string_view value) {
+  const FieldSpec& spec = schema_.require(field);
+  const crypto::BlindIndex digest = index_digest(schema_, keys_, spec, value);
+  std::vector<Subject> out;
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT b.subject_id, s.status, s.created_at, s.updated_at, s.legal_hold, s.restricted, s.objected"
+           " FROM blind_index b JOIN subjects s ON s.id = b.subject_id"
+           " WHERE b.field = ? AND b.digest = ? ORDER BY b.subject_id",
+           {spec.name, digest}, [&](const Row& r) {
+             Subject s;
+             const auto b = r.blob(0);
+             if (b.size() != s.id.size()) return;
+             std::copy(b.begin(), b.end(), s.id.begin());
+             s.status = std::string(r.text(1));
+             s.created_us = r.integer(2);
+             s.updated_us = r.integer(3);
+             s.legal_hold = r.integer(4) != 0;
+             s.restricted = r.integer(5) != 0;
+             s.objected = r.integer(6) != 0;
+             out.push_back(std::move(s));
+           });
+  return out;
+}
+
 std::vector<SubjectId> Records::find(std::string_view field, std::string_view value) {
   const FieldSpec& spec = schema_.require(field);
-  if (!spec.searchable) throw Error(ErrorCode::invalid_argument, "field '" + spec.name + "' is not searchable");
-  const std::string normalised = schema_.normalise_for_index(spec, value);
-  const crypto::BlindIndex digest = crypto::blind_index(keys_.named_key(index_slot(spec.name)), normalised);
+  const crypto::BlindIndex digest = index_digest(schema_, keys_, spec, value);
   std::vector<SubjectId> out;
   auto tx = store_.begin(TxMode::read);
   tx->exec("SELECT subject_id FROM blind_index WHERE field = ? AND digest = ? ORDER BY subject_id",

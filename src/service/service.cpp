@@ -727,14 +727,14 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
                     "' in plain, so it may not look subjects up by it");
   std::vector<records::SubjectId> ids;
   const bool may_read_restricted = allowed_when_restricted(*pol, caller.purpose);
-  for (const auto& id : impl_->records->find(field, value)) {
-    if (!may_read_restricted && impl_->records->metadata(id).restricted) {
+  for (const auto& match : impl_->records->find_metadata(field, value)) {
+    if (!may_read_restricted && match.restricted) {
       // Left out, as for marketing without consent; the refusal is audited.
-      impl_->audit->append_now(impl_->actor(caller), {"subject.lookup", records::to_hex(id), {}, {}, false,
+      impl_->audit->append_now(impl_->actor(caller), {"subject.lookup", records::to_hex(match.id), {}, {}, false,
                                                       code_name(ErrorCode::subject_restricted), ""});
       continue;
     }
-    if (impl_->marketing_allowed(*pol, caller.purpose, id)) ids.push_back(id);
+    if (impl_->marketing_allowed(*pol, caller.purpose, match)) ids.push_back(match.id);
   }
   const auto spec = impl_->read_spec(*pol, role);
   Json subjects = Json::array();

@@ -41,10 +41,16 @@ bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::stri
                                       const records::SubjectId& id) {
   const access::Purpose* purpose = pol.purpose(purpose_name);
   if (purpose == nullptr || !purpose->marketing) return true;
-  const records::Subject meta = records->metadata(id);
+  return marketing_allowed(pol, purpose_name, records->metadata(id));
+}
+
+bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::string& purpose_name,
+                                      const records::Subject& meta) {
+  const access::Purpose* purpose = pol.purpose(purpose_name);
+  if (purpose == nullptr || !purpose->marketing) return true;
   if (meta.status != "active" || meta.restricted || meta.objected) return false;
   for (const auto& channel : purpose->channels)
-    if (consent->has_active(id, purpose_name, channel)) return true;
+    if (consent->has_active(meta.id, purpose_name, channel)) return true;
   return false;
 }
 

@@ -156,6 +156,8 @@ struct Service::Impl {
   // Marketing purposes need the subject's active consent on one of the
   // purpose's channels, and never reach restricted, objected or erased subjects.
   bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
+  // The same, for a subject whose metadata the caller has already read.
+  bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::Subject& meta);
 
   // Fulfils a completed data-subject request; returns its report.
   // `covered`: the matched subjects it acts on; `excluded` (with the

@@ -153,6 +153,9 @@ class Records {
 
   // Exact match through the blind index of a searchable field (no decryption).
   std::vector<SubjectId> find(std::string_view field, std::string_view value);
+  // find(), with each match's metadata (status, holds, restriction, objection;
+  // no fields), in one read transaction: what a lookup checks before it reads.
+  std::vector<Subject> find_metadata(std::string_view field, std::string_view value);
 
   // Sets and removes fields (validated); records the changed field names.
   // A new email, phone or external id follows create's default rule
