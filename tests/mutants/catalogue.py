@@ -110,8 +110,8 @@ mutant("campaign-serves-restricted", "records", "src/records/records.cpp",
        "AND s.restricted = 0 AND s.objected = 0", "AND s.objected = 0",
        "campaign fetch serves restricted subjects", "core_tests:*Campaign*")
 mutant("campaign-unmasked", "records", "src/service/service_campaign.cpp",
-       'line["fields"][name] = masked ? access::mask_value(impl_->schema.require(name), value) : value;',
-       'line["fields"][name] = value;',
+       "line += Json(masked ? access::mask_value(impl_->schema.require(name), value) : value).dump();",
+       "line += Json(value).dump();",
        "campaign fetch returns fields the role sees masked in plaintext", "core_tests:*Campaign*")
 mutant("restricted-subject-readable", "records", "src/service/service.cpp",
        "if (meta.restricted && !allowed_when_restricted(pol, purpose_name))", "if (false)",
@@ -161,10 +161,11 @@ mutant("breach-low-risk-notifies-individuals", "breach", "src/breach/breach.cpp"
 
 # --- retention -------------------------------------------------------------
 mutant("retention-ignores-legal-hold", "retention", "src/retention/retention.cpp",
-       "if (r.integer(1) != 0) {", "if (false) {",
+       "if (s.legal_hold) {", "if (false) {",
        "retention purges subjects under legal hold", "core_tests:*Retention*")
-mutant("retention-ignores-recent-activity", "retention", "src/retention/retention.cpp",
-       "if (r.integer(2) >= cutoff) return;", ";",
+mutant("retention-ignores-recent-activity", "retention", "src/records/records_tables.cpp",
+       "if (r.integer(2) >= cutoff_us || !copy_id(r.blob(0), s.id)) return;",
+       "if (!copy_id(r.blob(0), s.id)) return;",
        "retention purges subjects with recent orders or touchpoints", "core_tests:*Retention*")
 
 # --- audit -----------------------------------------------------------------
