@@ -290,6 +290,14 @@ int Daemon::stop(int sig) {
 
 void Daemon::signal(int sig) { ::kill(pid_, sig); }
 std::string Daemon::out() const { return read_file(out_file_); }
+
+std::string Daemon::out_first_line() const {
+  std::string text = out();
+  for (const auto deadline = std::chrono::steady_clock::now() + 10s;
+       text.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline; text = out())
+    std::this_thread::sleep_for(10ms);
+  return text.substr(0, text.find('\n'));
+}
 std::string Daemon::err() const { return read_file(err_file_); }
 
 Resp Daemon::call(const Req& r) { return send(*client_, r); }

@@ -109,6 +109,9 @@ class Daemon {
   const std::string& url() const { return url_; }
   std::uint16_t port() const { return port_; }
   std::string out() const;
+  // stdout once it holds a whole first line (polled, up to 10 s): the
+  // listener answers a moment before custosd prints where it listens.
+  std::string out_first_line() const;
   std::string err() const;
 
   // Replaces the cpprestsdk client by a fresh one, closing the connections

@@ -996,7 +996,7 @@ TEST(HttpProcess, PrintsListeningLineAndStopsCleanlyOnSigtermAndSigint) {
     auto dp = start_daemon(v.dir);
     Daemon& d = *dp;
     ASSERT_TRUE(d.alive()) << d.err();
-    const std::string out = d.out();
+    const std::string out = d.out_first_line();
     EXPECT_EQ(out.rfind("custosd listening on " + d.url(), 0), 0u) << out;
     EXPECT_NE(out.find("admin.token"), std::string::npos);
     EXPECT_EQ(d.get("/v1/audit/checkpoint", v.admin).status, 200);
@@ -1094,7 +1094,7 @@ TEST(HttpProcess, ServesHttpsWithTls12OrLater) {
   Daemon& d = *dp;
   ASSERT_TRUE(d.alive()) << d.err();
   EXPECT_EQ(d.url().rfind("https://", 0), 0u);
-  EXPECT_EQ(d.out().rfind("custosd listening on https://", 0), 0u) << d.out();
+  EXPECT_EQ(d.out_first_line().rfind("custosd listening on https://", 0), 0u) << d.out();
   const Resp cp = d.get("/v1/audit/checkpoint", v.admin);
   EXPECT_EQ(cp.status, 200) << cp;
   EXPECT_FALSE(cp.header("Strict-Transport-Security").empty());
