@@ -108,6 +108,23 @@ TEST_F(Dsr, LifecycleTransitionsAndExtension) {
   EXPECT_EQ(entries["entries"].size(), 4u);
 }
 
+// The lifecycle is a state machine, not a free choice of status: work on a
+// request starts only once the requester's identity is verified, and a
+// closed request does not reopen. (Completion has a second guard of its own;
+// these moves have only the table; awaiting_approval is never asked for.)
+TEST_F(Dsr, NoStepOfTheLifecycleCanBeSkippedOrUndone) {
+  const std::string id = create("access")["id"];
+  for (const char* to : {"in_progress", "awaiting_confirmation"})
+    EXPECT_EQ(code_of([&] { move(id, to); }), ErrorCode::conflict) << "received -> " << to;
+  move(id, "identity_verified");
+  for (const char* to : {"awaiting_confirmation", "identity_verified"})
+    EXPECT_EQ(code_of([&] { move(id, to); }), ErrorCode::conflict) << "identity_verified -> " << to;
+  move(id, "canceled", "withdrawn by the requester");
+  for (const char* to : {"received", "identity_verified", "in_progress"})
+    EXPECT_EQ(code_of([&] { move(id, to); }), ErrorCode::conflict) << "canceled -> " << to;
+  EXPECT_EQ(v.service->dsr_get(officer, id)["status"], "canceled");
+}
+
 TEST_F(Dsr, AccessExportHasEverythingAndVerifiableProofs) {
   v.service->add_touchpoint(v.admin(), subject, {{"channel", "email"}, {"type", "inquiry"}, {"notes", "asked about shoes"}});
   v.service->add_order(v.admin(), subject, {{"amount_minor", 4999}, {"currency", "EUR"}});
