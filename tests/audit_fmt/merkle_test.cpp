@@ -94,6 +94,19 @@ TEST(Merkle, ReferenceInclusionProofs) {
   }
 }
 
+// Two logs of the same size are consistent only if they are the same log:
+// a server that forked its log (same size, another root) is caught, and a
+// proof is never needed, so one given is refused.
+TEST(Merkle, LogsOfTheSameSizeAreConsistentOnlyWithTheSameRoot) {
+  for (const std::uint64_t n : {1, 2, 5, 8}) {
+    const Hash root = H(kRoots[n]);
+    EXPECT_TRUE(verify_consistency(n, n, root, root, {})) << n;
+    EXPECT_FALSE(verify_consistency(n, n, root, H(kRoots[n == 1 ? 2 : 1]), {})) << n;
+    const std::vector<Hash> stray{root};
+    EXPECT_FALSE(verify_consistency(n, n, root, root, stray)) << n;
+  }
+}
+
 TEST(Merkle, ReferenceConsistencyProofs) {
   const auto leaves = reference_leaf_hashes();
   const auto sub = naive_subtrees(leaves);
