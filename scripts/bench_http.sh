@@ -10,8 +10,9 @@
 #
 #   scripts/bench_http.sh [SUBJECTS (default 10000)] [DURATION (default 10s)]
 #   env: CUSTOS_BUILD_DIR (build), WRK_THREADS (2), WRK_CONNECTIONS (32),
-#        CUSTOSD_THREADS (8: custosd's default worker pool on 2 cores; also
-#        the cpprestsdk listener's pool), IO_THREADS (cores: custosd's
+#        CUSTOSD_THREADS (custosd's default: 2 per core, at least 4),
+#        LISTENER_THREADS (8: the cpprestsdk listener's pool, as custosd
+#        had on 2 cores when it served with cpprestsdk), IO_THREADS (cores: custosd's
 #        default io threads; also the Beast floor's), PERF_DATA (a file:
 #        perf record --call-graph dwarf samples custosd through the lookup run into it;
 #        read with perf report -i FILE --no-children).
@@ -25,7 +26,8 @@ SUBJECTS=${1:-10000}
 DURATION=${2:-10s}
 THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${WRK_CONNECTIONS:-32}
-POOL=${CUSTOSD_THREADS:-8}
+POOL=${CUSTOSD_THREADS:-$(( $(nproc) * 2 > 4 ? $(nproc) * 2 : 4 ))}
+LISTENER_POOL=${LISTENER_THREADS:-8}
 IO=${IO_THREADS:-$(nproc)}
 CUSTOS=$BUILD_DIR/src/custos
 CUSTOSD=$BUILD_DIR/src/http/custosd
@@ -173,4 +175,4 @@ floor() {
   stop "$PID"
 }
 floor beast-hello "bench_hello_beast ($IO io threads)" "$BEAST" "{port}" "$IO"
-floor cpprest-hello "bench_hello_listener (cpprestsdk, $POOL threads)" "$HELLO" "http://127.0.0.1:{port}" "$POOL"
+floor cpprest-hello "bench_hello_listener (cpprestsdk, $LISTENER_POOL threads)" "$HELLO" "http://127.0.0.1:{port}" "$LISTENER_POOL"

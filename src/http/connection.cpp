@@ -139,7 +139,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
  public:
-  Connection(Stream&& stream, RequestHandler& handler, net::thread_pool& workers, const EdgeLimits& limits,
+  Connection(Stream&& stream, RequestHandler& handler, WorkerPools workers, const EdgeLimits& limits,
              EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining,
              std::shared_ptr<net::ssl::context> tls)
       : stream_(std::move(stream)),
@@ -314,7 +314,9 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
     // A streamed-body route (import) has its own, larger limit; its body is
     // read by the handler as it goes, never held whole.
-    streamed_limit_ = handler_.streamed_body_limit(req);
+    const RequestHandler::RouteTraits traits = handler_.route_traits(req);
+    streamed_limit_ = traits.streamed_body_limit;
+    long_running_ = traits.streams;
     const std::size_t body_limit = streamed_limit_ > 0 ? streamed_limit_ : limits_.max_body_bytes;
     if (const auto length = parser_->content_length(); length && *length > body_limit)
       return refuse(413, "payload_too_large", "request body larger than " + std::to_string(body_limit) + " bytes", {});
@@ -453,7 +455,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   void run_handler(RequestBodyStream* body) {
     // request_ and request_id_ stay untouched until the handler is done:
     // the next request is read only after send() or finish_stream().
-    net::post(workers_, [self = this->shared_from_this(), body] {
+    net::post(long_running_ ? workers_.streams : workers_.quick, [self = this->shared_from_this(), body] {
       Result result = self->handler_.handle(self->request_, self->request_id_, *self, body);
       if (!result.streamed && self->stream_begun()) {
         // A handler that began a stream and then returned a whole body: the
@@ -676,7 +678,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
   Stream stream_;
   RequestHandler& handler_;
-  net::thread_pool& workers_;
+  WorkerPools workers_;
   const EdgeLimits limits_;  // a copy: the listener may go before its connections
   EdgeCounters& counters_;   // outlives the io context
   const std::shared_ptr<std::atomic<bool>> draining_;
@@ -689,6 +691,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   std::optional<bhttp::request_parser<bhttp::buffer_body>> body_parser_;  // strand only
   std::vector<char> body_block_;  // strand only: the block being read
   std::size_t streamed_limit_ = 0;  // strand only: the streamed-body limit of the current request (0: none)
+  bool long_running_ = false;        // strand only: the current request's handler runs on the stream pool
   util::Mutex body_mu_;
   util::CondVar body_cv_;
   std::string body_pending_ CUSTOS_GUARDED_BY(body_mu_);  // received, not yet read
@@ -723,7 +726,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
 }  // namespace
 
-Listener::Listener(net::io_context& ioc, net::thread_pool& workers, RequestHandler& handler, EdgeLimits limits,
+Listener::Listener(net::io_context& ioc, WorkerPools workers, RequestHandler& handler, EdgeLimits limits,
                    EdgeCounters& counters)
     : ioc_(ioc),
       workers_(workers),

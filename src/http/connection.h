@@ -43,10 +43,18 @@ class RequestHandler {
   // `body` is the request body of a streamed-body route (else null).
   virtual Result handle(const Request& req, const std::string& request_id, ResponseStream& stream,
                         RequestBodyStream* body) noexcept = 0;
-  // For a request whose route streams its body to the handler
-  // (BodyMode::stream): its body limit (> 0). 0: the body is read whole
-  // under max_body_bytes before the handler runs.
-  virtual std::size_t streamed_body_limit(const Request& req) noexcept = 0;
+  // What the connection must know of a request's route once its header is
+  // in, before any of the body is read.
+  struct RouteTraits {
+    // > 0: the route streams its body to the handler (BodyMode::stream)
+    // under this limit. 0: the body is read whole under max_body_bytes
+    // before the handler runs.
+    std::size_t streamed_body_limit = 0;
+    // The handler may hold its thread while the client sends or reads
+    // (Route::streams): it runs on the stream pool (WorkerPools).
+    bool streams = false;
+  };
+  virtual RouteTraits route_traits(const Request& req) noexcept = 0;
   // A request refused at the edge (400, 413, 431, 503): counted in metrics.
   virtual void count_refusal(int status) noexcept = 0;
 };
@@ -62,11 +70,21 @@ struct EdgeCounters {
   std::size_t busy CUSTOS_GUARDED_BY(busy_mu) = 0;
 };
 
+// The pools handlers run on. `quick` runs the handlers that return once
+// their work is done; `streams` those that hold their thread while a client
+// sends or reads (imports, campaign fetches, exports), so slow clients never
+// occupy the threads that lookups need, and `quick` can be sized to the
+// cores (fewer threads: fewer context switches, warmer store caches).
+struct WorkerPools {
+  boost::asio::thread_pool& quick;
+  boost::asio::thread_pool& streams;
+};
+
 // Accepts connections on `endpoint` and serves them until stop().
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
-  Listener(boost::asio::io_context& ioc, boost::asio::thread_pool& workers, RequestHandler& handler,
-           EdgeLimits limits, EdgeCounters& counters);
+  Listener(boost::asio::io_context& ioc, WorkerPools workers, RequestHandler& handler, EdgeLimits limits,
+           EdgeCounters& counters);
   // Binds and listens; throws std::runtime_error.
   void open(const boost::asio::ip::tcp::endpoint& endpoint);
   void start();
@@ -81,7 +99,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   void accept();
 
   boost::asio::io_context& ioc_;
-  boost::asio::thread_pool& workers_;
+  WorkerPools workers_;
   RequestHandler& handler_;
   const EdgeLimits limits_;
   EdgeCounters& counters_;

@@ -153,8 +153,13 @@ int main(int argc, char** argv) {
   app.add_option("--retention-interval", retention_interval,
                  "seconds between scheduled retention purges (default 86400; 0 disables)")
       ->check(CLI::Range(0, 365 * 86400));
-  app.add_option("--threads", threads, "request worker threads (default: 4 per core, at least 8; minimum 4)")
-      ->check(CLI::Range(4, 512));
+  app.add_option("--threads", threads,
+                 "worker threads for the requests that return once done (default: 2 per core, at least 4)")
+      ->check(CLI::Range(1, 512));
+  app.add_option("--max-streams", options.max_streams,
+                 "campaign fetches, exports and imports running at once, all principals (default 6; each holds a"
+                 " thread of their own pool while its client reads or sends); above: 503")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--io-threads", options.io_threads, "socket I/O threads (default: one per core)")
       ->check(CLI::Range(1, 64));
   // Edge limits.
@@ -287,9 +292,11 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // Workers run handlers (which block on the store and on slow stream
-  // readers); io threads only move bytes.
-  if (threads == 0) threads = std::max(8, 4 * static_cast<int>(std::thread::hardware_concurrency()));
+  // Workers run the handlers that return once done (store work, bounded
+  // waits): a few per core keep the cores busy without the context switches
+  // and cold store caches of more; handlers that wait on slow clients have
+  // their own pool (--max-streams). io threads only move bytes.
+  if (threads == 0) threads = std::max(4, 2 * static_cast<int>(std::thread::hardware_concurrency()));
   options.worker_threads = threads;
   if (options.io_threads == 0) options.io_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
@@ -315,6 +322,7 @@ int main(int argc, char** argv) {
                            {"max_connections", options.max_connections},
                            {"io_threads", options.io_threads},
                            {"worker_threads", options.worker_threads},
+                           {"max_streams", options.max_streams},
                            {"node_id", node_id}});
 
   Maintenance maintenance(*svc, std::chrono::seconds(retention_interval));

@@ -446,6 +446,11 @@ std::vector<Route> make_routes() {
   add("POST", "/v1/privacy/requests", false, json, {}, h_privacy_request);
   add("POST", "/v1/campaigns:preview", true, json, {}, h_campaign_preview);
   add("GET", "/v1/analytics/consents", true, none, {"months"}, h_analytics_consents);
+  // The handlers that claim a stream slot (stream_ndjson, h_dsr_export,
+  // h_import): each holds its thread while its client reads or sends.
+  for (auto& route : r)
+    route.streams = route.body == BodyMode::stream || route.path == "/v1/campaigns:fetch" ||
+                    route.path == "/v1/subjects:export" || route.path == "/v1/dsr/{id}/export";
   return r;
 }
 

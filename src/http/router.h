@@ -105,6 +105,10 @@ struct Route {
   BodyMode body = BodyMode::none;
   std::vector<std::string> query;  // accepted query parameters
   Handler handler;
+  // The handler claims a stream slot and may hold its thread while the
+  // client sends or reads: it runs on the stream pool, not among the quick
+  // workers (connection.h, WorkerPools).
+  bool streams = false;
 };
 
 // Every route custosd serves (defined with the handlers).

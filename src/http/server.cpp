@@ -112,7 +112,7 @@ struct HttpServer::Impl final : RequestHandler {
   PrincipalQuotas privacy_quotas;  // per client address, /v1/privacy/*
   EdgeCounters counters;
   std::atomic<bool> draining{false};
-  std::atomic<int> streams{0};  // campaign fetches streaming now, all principals
+  std::atomic<int> streams{0};  // stream slots claimed now, all principals
   const int max_streams;
   bool https = false;
   bool opened = false;
@@ -120,7 +120,8 @@ struct HttpServer::Impl final : RequestHandler {
 
   // Destroyed in reverse: the listener, then the io context (and with it
   // every connection), then the workers; all before the state above.
-  net::thread_pool workers;
+  net::thread_pool workers;         // handlers that return once done
+  net::thread_pool stream_workers;  // handlers that hold a stream slot (Route::streams)
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::shared_ptr<Listener> listener;
@@ -132,8 +133,11 @@ struct HttpServer::Impl final : RequestHandler {
         quotas(QuotaLimits{options.principal_max_inflight, options.principal_rate, options.principal_burst,
                            options.principal_max_streams}),
         privacy_quotas(QuotaLimits{8, options.privacy_rate, options.privacy_burst, 0, "client address", 65536}),
-        max_streams(std::max(1, options.worker_threads - 2)),
+        max_streams(std::max(1, options.max_streams)),
         workers(static_cast<std::size_t>(std::max(1, options.worker_threads))),
+        // Two beyond the slots: a request over the limit still gets a
+        // thread to be refused on (503), at once.
+        stream_workers(static_cast<std::size_t>(max_streams + 2)),
         ioc(std::max(1, options.io_threads)) {}
 
   ~Impl() override { stop_threads(); }
@@ -144,18 +148,19 @@ struct HttpServer::Impl final : RequestHandler {
     for (auto& t : io_threads)
       if (t.joinable()) t.join();
     workers.join();
+    stream_workers.join();
   }
 
   Result handle(const Request& req, const std::string& request_id, ResponseStream& stream,
                 RequestBodyStream* body) noexcept override;
   Result dispatch(const Request& req, const std::string& request_id, ResponseStream& stream, RequestBodyStream* body,
                   std::string& route_label, std::string& principal);
-  std::size_t streamed_body_limit(const Request& req) noexcept override {
+  RouteTraits route_traits(const Request& req) noexcept override {
     try {
       const RouteMatch m = match_route(routes, sv(req.method_string()), sv(req.target()));
-      return m.route->body == BodyMode::stream ? options.max_import_bytes : 0;
+      return {m.route->body == BodyMode::stream ? options.max_import_bytes : 0, m.route->streams};
     } catch (...) {
-      return 0;  // unrouted: the ordinary path answers it
+      return {};  // unrouted: the ordinary path answers it
     }
   }
   void count_refusal(int status) noexcept override {
@@ -170,11 +175,12 @@ struct HttpServer::Impl final : RequestHandler {
 
 std::shared_ptr<void> HttpServer::Impl::claim_stream(const std::string& principal) {
   auto mine = quotas.admit_stream(principal);
-  // A stream holds a worker while its client reads: keep two workers free
-  // for everyone else.
+  // A stream holds a thread of the stream pool while its client sends or
+  // reads; the pool has two more than the slots, for refusals.
   if (streams.fetch_add(1) >= max_streams) {
     streams.fetch_sub(1);
-    throw HttpProblem(503, "unavailable", "too many campaign fetches are streaming; retry shortly",
+    throw HttpProblem(503, "unavailable",
+                      "too many streaming requests (campaign fetches, exports, imports) are running; retry shortly",
                       {{"Retry-After", "1"}});
   }
   return std::shared_ptr<void>(mine.get(), [this, mine](void*) { streams.fetch_sub(1); });
@@ -212,7 +218,12 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
   }
   if (req.count("Custos-Purpose") > 1) throw Error(ErrorCode::invalid_argument, "more than one Custos-Purpose header");
   ctx.caller.purpose = std::string(trim(sv(req["Custos-Purpose"])));
-  ctx.claim_stream = [this, &principal] { return claim_stream(principal); };
+  ctx.claim_stream = [this, &principal, on_stream_pool = m.route->streams] {
+    // A handler that holds its thread must run on the stream pool, or slow
+    // clients could take every quick worker (make_routes marks the route).
+    if (!on_stream_pool) throw Error(ErrorCode::internal, "a stream slot claimed on a route not marked streams");
+    return claim_stream(principal);
+  };
   if (m.route->body == BodyMode::json) ctx.body = parse_body(req.body());
   if (m.route->body == BodyMode::stream) {
     if (body == nullptr) throw Error(ErrorCode::internal, "streamed-body route reached without its body stream");
@@ -425,7 +436,7 @@ void HttpServer::open() {
   limits.idle_timeout = o.idle_timeout;
   limits.min_body_rate = o.min_body_rate;
   limits.max_connections = o.max_connections;
-  m.listener = std::make_shared<Listener>(m.ioc, m.workers, m, limits, m.counters);
+  m.listener = std::make_shared<Listener>(m.ioc, WorkerPools{m.workers, m.stream_workers}, m, limits, m.counters);
   try {
     m.listener->open(endpoint);
   } catch (const std::exception& e) {

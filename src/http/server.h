@@ -68,11 +68,14 @@ struct ServerOptions {
   double privacy_rate = 10;
   double privacy_burst = 30;
 
-  // Threads: io threads run the sockets, workers run the handlers. A
-  // streaming campaign fetch holds a worker while its client reads, so at
-  // most workers - 2 stream at once (more get 503 with Retry-After).
+  // Threads: io threads run the sockets, workers run the handlers that
+  // return once done. Handlers that hold their thread while the client
+  // reads or sends (campaign fetches, exports, imports: Route::streams) run
+  // on a pool of their own, max_streams + 2 threads; at most max_streams
+  // run at once (more get 503 with Retry-After).
   int io_threads = 1;
-  int worker_threads = 8;
+  int worker_threads = 4;
+  int max_streams = 6;
 };
 
 class HttpServer {

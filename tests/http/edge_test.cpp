@@ -518,6 +518,37 @@ TEST_F(HttpEdgeStreams, SecondStreamOfAPrincipalGets429AndInFlightIsCapped) {
   EXPECT_EQ(status, 200);
 }
 
+// A stream holds its thread while the client reads. Streams run on a pool
+// of their own, so a caller who opens the most streams allowed and never
+// reads them cannot take the threads everything else needs: with one
+// quick worker and three held streams, lookups are still answered, and
+// the fourth stream is refused at once (503), not queued.
+TEST_F(HttpEdgeStreams, HeldStreamsNeverTakeTheWorkersOtherRequestsNeed) {
+  ASSERT_NO_FATAL_FAILURE(start({"--threads", "1", "--max-streams", "3", "--principal-max-streams", "0"}));
+  ASSERT_NO_FATAL_FAILURE(populate());
+  const std::string mkt = vault_.token("marketing", "stream-hog");
+  std::vector<Fd> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(hold_stream(mkt));
+    ASSERT_TRUE(held.back().ok());
+    ASSERT_EQ(head_.rfind("HTTP/1.1 200", 0), 0u) << i << ": " << head_.substr(0, 300);
+  }
+  const Resp fourth = fetch(mkt);
+  expect_problem(fourth, 503, "unavailable");
+  EXPECT_TRUE(valid_retry_after(fourth)) << fourth.header("Retry-After");
+  for (int i = 0; i < 20; ++i) {
+    const Resp r = d_->get("/v1/subjects/" + subject_, vault_.admin, "customer_service");
+    ASSERT_EQ(r.status, 200) << i << ": " << r;
+  }
+  EXPECT_EQ(d_->get("/v1/subjects?email=s7%40example.com", vault_.admin, "customer_service").status, 200);
+  held.clear();
+  // The held streams' clients went away: their slots come back (bounded poll).
+  const auto until = Clock::now() + 10s;
+  int status = 0;
+  while (status != 200 && Clock::now() < until) status = fetch(mkt).status;
+  EXPECT_EQ(status, 200);
+}
+
 // ------------------------------------------------------------------ framing (RFC 9112)
 
 TEST_F(HttpEdge, AmbiguousFramingIs400AndTheConnectionCloses) {

@@ -645,14 +645,14 @@ TEST_F(HttpTest, KilledServerLosesNoAuditedRead) {
   EXPECT_EQ(verified.exit_code, 0) << verified.err;
 }
 
-// Campaign fetches hold a worker each while their client reads, so at most
-// workers - 2 stream at once (503), and each principal at most
-// --principal-max-streams (429). With 4 workers, twelve at once each
+// Campaign fetches hold a thread each while their client reads, so at most
+// --max-streams stream at once (503), and each principal at most
+// --principal-max-streams (429). With two slots, twelve at once each
 // complete or are told to retry (Retry-After), nothing hangs, and every
 // slot is given back.
 TEST_F(HttpTest, ConcurrentCampaignFetchesCompleteOrAreToldToRetry) {
   ASSERT_EQ(d_->stop(), 0);
-  d_ = start_daemon(vault_->dir, {"--threads", "4"});
+  d_ = start_daemon(vault_->dir, {"--max-streams", "2"});
   ASSERT_TRUE(d_->alive()) << d_->err();
   for (int i = 0; i < 6; ++i) {
     const std::string id = create({{"given_name", "P"}, {"email", "p" + std::to_string(i) + "@example.com"}});
