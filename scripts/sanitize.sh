@@ -24,7 +24,7 @@ shift || true
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:halt_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:print_suppressions=0:suppressions=$(pwd)/tests/sanitizers/ubsan.supp}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$(pwd)/tests/sanitizers/lsan.supp:print_suppressions=0}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$(pwd)/tests/sanitizers/tsan.supp}
 export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-$(command -v llvm-symbolizer-14 || true)}
 export TSAN_SYMBOLIZER_PATH=${TSAN_SYMBOLIZER_PATH:-$ASAN_SYMBOLIZER_PATH}
 case "$kind" in
@@ -45,7 +45,7 @@ case "$kind" in
       ./scripts/build.sh -DCMAKE_CXX_COMPILER=clang++-14 -DCUSTOS_TSAN=ON -DCUSTOS_BUILD_BENCHMARKS=OFF
     dir=build-tsan
     # The tests that start threads of their own, and every test of custosd.
-    default_args=(-R '^(AuditJournal|AuditLog|Store|StoreConformance|Keys|Backup|Http|HttpEdge|HttpOutbox|Outbox)\.')
+    default_args=(-R '^(AuditJournal|AuditJournalSubjects|AuditLog|SqlcipherStore|Keys|Backup|HttpTest|HttpProcess|HttpListen|HttpEdge|HttpEdgeStreams|OutboxTest)\.')
     ;;
   *)
     echo "usage: scripts/sanitize.sh asan|tsan [ctest args...]" >&2

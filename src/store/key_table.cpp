@@ -26,9 +26,24 @@ std::uint32_t KeyTable::kek_version(Transaction& tx) {
   return version;
 }
 
+// Lock order: the store's writer lock, then mu_. Callers inside a write
+// transaction take mu_ for their cache hits, so mu_ is never held while a
+// transaction begins: a thread holding it and waiting for the writer lock
+// would deadlock with the writer waiting for it (found by TSan).
 const crypto::SecretKey& KeyTable::named_key(const std::string& slot) {
+  {
+    util::MutexLock lock(mu_);
+    if (auto it = cache_.find(slot); it != cache_.end()) return *it->second;
+  }
+  crypto::SecretKey key = load_or_create(slot);
   util::MutexLock lock(mu_);
-  if (auto it = cache_.find(slot); it != cache_.end()) return *it->second;
+  // Another thread may have cached the slot meanwhile (the same key: a
+  // slot is created once, under the writer lock); the first entry stays,
+  // since callers hold references to it.
+  return *cache_.emplace(slot, std::make_unique<crypto::SecretKey>(std::move(key))).first->second;
+}
+
+crypto::SecretKey KeyTable::load_or_create(const std::string& slot) {
   std::vector<std::uint8_t> wrapped;
   {
     auto tx = store_.begin(TxMode::read);
@@ -37,7 +52,7 @@ const crypto::SecretKey& KeyTable::named_key(const std::string& slot) {
   }
   if (wrapped.empty()) {
     auto tx = store_.begin(TxMode::write);
-    // Another process may have created it since our read.
+    // Another thread or process may have created it since our read.
     tx->exec("SELECT wrapped FROM wrapped_keys WHERE slot = ?", {slot},
              [&](const Row& r) { wrapped = r.blob_copy(0); });
     if (wrapped.empty()) {
@@ -46,10 +61,10 @@ const crypto::SecretKey& KeyTable::named_key(const std::string& slot) {
       wrapped = keyring_.wrap(v, slot, key);
       tx->exec("INSERT INTO wrapped_keys (slot, kek_version, wrapped) VALUES (?, ?, ?)", {slot, v, wrapped});
       tx->commit();
-      return *cache_.emplace(slot, std::make_unique<crypto::SecretKey>(std::move(key))).first->second;
+      return key;
     }
   }
-  return *cache_.emplace(slot, std::make_unique<crypto::SecretKey>(keyring_.unwrap(slot, wrapped))).first->second;
+  return keyring_.unwrap(slot, wrapped);
 }
 
 std::string dek_slot(std::span<const std::uint8_t> subject_id) {
@@ -86,7 +101,6 @@ constexpr int kRotationBatch = 5000;
 }  // namespace
 
 crypto::SecretKey KeyTable::replace_named_key(const std::string& slot) {
-  util::MutexLock lock(mu_);
   crypto::SecretKey key = crypto::SecretKey::random();
   auto tx = store_.begin(TxMode::write);
   const std::uint32_t v = kek_version(*tx);
@@ -94,6 +108,7 @@ crypto::SecretKey KeyTable::replace_named_key(const std::string& slot) {
   tx->exec("DELETE FROM wrapped_keys WHERE slot = ?", {slot});
   tx->exec("INSERT INTO wrapped_keys (slot, kek_version, wrapped) VALUES (?, ?, ?)", {slot, v, wrapped});
   tx->commit();
+  util::MutexLock lock(mu_);  // after the transaction: see named_key's lock order
   cache_.erase(slot);
   return key;
 }

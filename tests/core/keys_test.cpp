@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -85,6 +89,40 @@ TEST(Keys, RotationInterleavedWithWritesFromAnotherThread) {
   EXPECT_NO_THROW(reader->retire_keys(v.admin()));
   auto after = service::Service::open(o);
   for (const auto& id : written) EXPECT_NO_THROW(after->get_subject(v.admin("customer_service"), id));
+}
+
+// The deadlock TSan found (lock-order inversion): a thread whose first use
+// of a named key held the key cache's lock while it waited for the store's
+// writer lock, and a writer that, inside its transaction, asked the cache
+// for a key it already held, waiting for that lock. Run in a child process
+// with an alarm, so a deadlock fails the test instead of hanging it.
+TEST(Keys, AFirstUseOfANamedKeyNeverBlocksAWriterThatUsesAnother) {
+  TestVault v;
+  auto ring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  EXPECT_EXIT(
+      {
+        ::alarm(20);
+        auto s = raw_store(v.data_dir(), *ring);
+        store::KeyTable keys(*s, *ring);
+        keys.named_key("test:cached");
+        for (int round = 0; round < 20; ++round) {
+          auto tx = s->begin(store::TxMode::write);  // the writer lock, held
+          std::atomic<bool> started{false};
+          std::thread first_use([&] {
+            started = true;
+            keys.named_key("test:new-" + std::to_string(round));  // waits for the writer lock
+          });
+          while (!started) std::this_thread::yield();
+          // Cache hits inside the transaction while the other thread waits.
+          const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+          while (std::chrono::steady_clock::now() < until) keys.named_key("test:cached");
+          tx->commit();
+          tx.reset();  // the writer lock goes with the transaction
+          first_use.join();
+        }
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST(Keys, TamperedCiphertextIsAnIntegrityError) {

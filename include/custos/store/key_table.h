@@ -34,7 +34,8 @@ class KeyTable {
   static void set_kek_version(Transaction& tx, std::uint32_t v);
 
   // A named long-lived key, unwrapped once and cached; created (random) in
-  // its own write transaction on first use.
+  // its own write transaction on first use. A cache hit may be taken inside
+  // a write transaction; a miss must not (it begins transactions of its own).
   const crypto::SecretKey& named_key(const std::string& slot);
   // Replaces the named key `slot` by a fresh random one (wrapped under the
   // current KEK, committed) and returns it: for secrets shown once and then
@@ -46,6 +47,9 @@ class KeyTable {
   crypto::Keyring& keyring() { return keyring_; }
 
  private:
+  // The key of `slot` from the store, created if absent (no lock held).
+  crypto::SecretKey load_or_create(const std::string& slot);
+
   Store& store_;
   crypto::Keyring& keyring_;
   util::Mutex mu_;
