@@ -239,168 +239,192 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
   std::map<std::string, std::string> notices;
 
   std::vector<ImportLine> chunk;
+
+  // What one pass over a chunk wrote and refused.
+  struct Tally {
+    std::vector<std::string> subjects;
+    std::set<std::string> fields_written;
+    std::vector<std::string> refused_subjects;
+    std::map<std::string, int> refusals;  // denial code -> lines
+    std::uint64_t ok = 0, failed = 0, created = 0, updated = 0;
+  };
+
+  // Records a line's error (a resumed import may fail a line again: its
+  // latest error stands).
+  auto fail_line = [&](store::Transaction& tx, Tally& tally, const ImportLine& line, ErrorCode code,
+                       const std::string& detail) {
+    ++tally.failed;
+    tx.exec("DELETE FROM import_errors WHERE import_id = ? AND line = ?",
+            {run.id, static_cast<std::int64_t>(line.number)});
+    tx.exec("INSERT INTO import_errors (import_id, line, code, detail) VALUES (?, ?, ?, ?)",
+            {run.id, static_cast<std::int64_t>(line.number), std::string(code_name(code)), detail});
+  };
+
+  // Writes one parsed line: its subject, then its consents, orders and
+  // touchpoints. Throws the line's error, having possibly written part of it.
+  auto write_line = [&](store::Transaction& tx, Tally& tally, const ImportLine& line, std::int64_t now) {
+    // Checked before anything is written, as record_consent checks it.
+    if (!line.consents.empty() && !may_consent)
+      throw Error(ErrorCode::forbidden_role, "role '" + caller.principal.role + "' may not record consent");
+    for (std::size_t i = 0; i < line.consents.size(); ++i)
+      if (line.consents[i].event == "granted" && !role.capture_consent.count(line.consents[i].purpose) &&
+          pol->purpose(line.consents[i].purpose) != nullptr)
+        throw Error(ErrorCode::consent_capture_not_allowed,
+                    "consents[" + std::to_string(i) + "]: role '" + caller.principal.role +
+                        "' may not capture consent for '" + line.consents[i].purpose + "'");
+    auto imported = impl_->records->import_subject(tx, line.fields, line.on_conflict.value_or(default_conflict), now);
+    const auto& o = imported.outcome;
+    using Kind = records::CreateOutcome::Kind;
+    if (o.kind == Kind::duplicate) {
+      std::vector<std::string> ids;
+      for (const auto& id : o.matches) ids.push_back(records::to_hex(id));
+      tally.refused_subjects.insert(tally.refused_subjects.end(), ids.begin(), ids.end());
+      throw records::DuplicateSubject(std::move(ids), o.matched_on);
+    }
+    if (o.kind == Kind::restricted) {
+      tally.refused_subjects.push_back(records::to_hex(o.id));
+      throw Error(ErrorCode::subject_restricted, "the matching subject " + records::to_hex(o.id) +
+                                                     " is restricted (GDPR Art. 18): it changes only through a"
+                                                     " rectification request");
+    }
+    const bool fresh = o.kind == Kind::created;  // nothing of it exists to de-duplicate against
+    for (std::size_t i = 0; i < line.consents.size(); ++i) try {
+        consent::EventInput in = line.consents[i];
+        Json proof = Json::parse(in.proof);
+        proof["capture"] = "import";
+        proof["captured_by_role"] = role.name;
+        proof["import_id"] = run.id;
+        proof["import_line"] = line.number;
+        in.proof = proof.dump();
+        impl_->consent->import_event(tx, actor.principal, *pol, o.id, in, notices[in.purpose], now, fresh);
+      } catch (const Error& e) {
+        rethrow_in("consents", i, e);
+      }
+    for (std::size_t i = 0; i < line.orders.size(); ++i) {
+      const auto& order = line.orders[i];
+      impl_->records->import_order(
+          tx, o.id,
+          row_id_for(o.id, "order", i,
+                     std::to_string(order.amount_minor) + "|" + order.currency + "|" + std::to_string(order.at_us)),
+          order, fresh);
+    }
+    for (std::size_t i = 0; i < line.touchpoints.size(); ++i) try {
+        const auto& tp = line.touchpoints[i];
+        impl_->records->import_touchpoint(
+            tx, o.id, *imported.dek,
+            row_id_for(o.id, "touchpoint", i, tp.channel + "|" + tp.type + "|" + std::to_string(tp.at_us)), tp, fresh);
+      } catch (const Error& e) {
+        rethrow_in("touchpoints", i, e);
+      }
+    ++tally.ok;
+    (o.kind == Kind::created ? tally.created : tally.updated) += 1;
+    tally.subjects.push_back(records::to_hex(o.id));
+    tally.fields_written.insert(o.fields_added.begin(), o.fields_added.end());
+  };
+
+  // One pass over the chunk in `tx`. Lines from `careful_from` on are
+  // written each inside a savepoint, so a failing line is undone alone.
+  // Lines before it go without one: under SQLCipher a savepoint re-encrypts
+  // every page the line touches into its sub-journal, which more than
+  // doubles a line's cost. Returns the first of those that failed (the pass
+  // is then void: the caller rolls it back); nullopt when every line was
+  // written or failed on its own.
+  auto write_pass = [&](store::Transaction& tx, Tally& tally, std::size_t careful_from,
+                        std::int64_t now) -> std::optional<std::size_t> {
+    for (std::size_t at = 0; at < chunk.size(); ++at) {
+      const ImportLine& line = chunk[at];
+      if (line.error) {
+        fail_line(tx, tally, line, line.error->first, line.error->second);
+        continue;
+      }
+      const bool careful = at >= careful_from;
+      if (careful) tx.exec("SAVEPOINT import_line");
+      try {
+        write_line(tx, tally, line, now);
+        if (careful) tx.exec("RELEASE import_line");
+      } catch (const Error& e) {
+        // The store or the log failing is the chunk's failure, not the line's.
+        if (!is_line_error(e.code())) throw;
+        if (!careful) return at;
+        tx.exec("ROLLBACK TO import_line");
+        tx.exec("RELEASE import_line");
+        switch (e.code()) {
+          case ErrorCode::duplicate_subject:
+          case ErrorCode::subject_restricted:
+          case ErrorCode::forbidden_role:
+          case ErrorCode::consent_capture_not_allowed: ++tally.refusals[code_name(e.code())]; break;
+          default: break;
+        }
+        fail_line(tx, tally, line, e.code(), e.what());
+      }
+    }
+    return std::nullopt;
+  };
+
+  // The chunk's checkpoint (import_runs) and audit entries, in `tx`.
+  auto record_chunk = [&](store::Transaction& tx, Tally& tally, std::int64_t now) {
+    const std::uint64_t last = chunk.back().number;
+    run.progress.succeeded += tally.ok;
+    run.progress.failed += tally.failed;
+    run.created += tally.created;
+    run.updated += tally.updated;
+    // Insert-or-update in two statements (SQLCipher's SQLite predates UPSERT).
+    tx.exec("INSERT OR IGNORE INTO import_runs (import_id, principal, committed_line, succeeded, failed, created,"
+            " updated, started_at, updated_at) VALUES (?, ?, 0, 0, 0, 0, 0, ?, ?)",
+            {run.id, caller.principal.name, now, now});
+    tx.exec("UPDATE import_runs SET committed_line = ?, succeeded = ?, failed = ?, created = ?, updated = ?,"
+            " updated_at = ? WHERE import_id = ?",
+            {static_cast<std::int64_t>(last), static_cast<std::int64_t>(run.progress.succeeded),
+             static_cast<std::int64_t>(run.progress.failed), static_cast<std::int64_t>(run.created),
+             static_cast<std::int64_t>(run.updated), now, run.id});
+    // One entry for the chunk, committing to every subject it wrote (names
+    // them only through the vault's openings, as batch creates do).
+    const std::string range =
+        "import=" + run.id + " lines=" + std::to_string(chunk.front().number) + "-" + std::to_string(last);
+    audit::Event event{"subject.import", tally.subjects.size() == 1 ? tally.subjects[0] : "",
+                       {tally.fields_written.begin(), tally.fields_written.end()}, {}, true, "",
+                       range + " written=" + std::to_string(tally.ok) + " created=" + std::to_string(tally.created) +
+                           " updated=" + std::to_string(tally.updated) + " failed=" + std::to_string(tally.failed),
+                       {}};
+    if (tally.subjects.size() > 1) event.subject_ids = tally.subjects;
+    impl_->audit->append(tx, actor, event);
+    if (!tally.refusals.empty()) {
+      // Refused lines named existing subjects to the caller: recorded too.
+      std::string counts;
+      for (const auto& [code, n] : tally.refusals) counts += " " + code + "=" + std::to_string(n);
+      auto& refused = tally.refused_subjects;
+      std::sort(refused.begin(), refused.end());
+      refused.erase(std::unique(refused.begin(), refused.end()), refused.end());
+      audit::Event denial{"subject.import", refused.size() == 1 ? refused[0] : "", {}, {}, false,
+                          tally.refusals.begin()->first, range + " refused" + counts, {}};
+      if (refused.size() > 1) denial.subject_ids = refused;
+      impl_->audit->append(tx, actor, denial);
+    }
+  };
+
+  // A chunk without failures is written once, at full speed; one with
+  // failures twice: when a line written without a savepoint fails, the pass
+  // is rolled back and the chunk written again with savepoints from that
+  // line on (the lines before it succeed again: same input, same state).
+  // careful_from only decreases, so this ends.
   auto commit_chunk = [&] {
     if (chunk.empty()) return;
     const std::int64_t now = impl_->audit->now_us();
     for (const auto& line : chunk)
       for (const auto& c : line.consents)
         if (!notices.count(c.purpose)) notices[c.purpose] = impl_->consent->notice_version(c.purpose);
-    // Lines from `careful_from` on are written each inside a savepoint, so a
-    // failing line is undone alone. Lines before it go without one: under
-    // SQLCipher a savepoint re-encrypts every page the line touches into its
-    // sub-journal, which more than doubles a line's cost. When such a line
-    // fails, the chunk is rolled back and written again with savepoints from
-    // that line on; the lines before it succeed again (same input, same
-    // state). So a chunk without failures is written once, at full speed, and
-    // one with failures twice; careful_from only decreases, so it ends.
     std::size_t careful_from = chunk.size();
     for (;;) {
-      std::vector<std::string> subjects;
-      std::set<std::string> fields_written;
-      std::vector<std::string> refused_subjects;
-      std::map<std::string, int> refusals;  // denial code -> lines
-      std::uint64_t ok = 0, failed = 0, created = 0, updated = 0;
-      std::optional<std::size_t> failed_fast;  // a line without a savepoint failed: write the chunk again
+      Tally tally;
       auto tx = impl_->store->begin(store::TxMode::write);
-      auto fail_line = [&](const ImportLine& line, ErrorCode code, const std::string& detail) {
-        ++failed;
-        // A resumed import may fail a line again: its latest error stands.
-        tx->exec("DELETE FROM import_errors WHERE import_id = ? AND line = ?",
-                 {run.id, static_cast<std::int64_t>(line.number)});
-        tx->exec("INSERT INTO import_errors (import_id, line, code, detail) VALUES (?, ?, ?, ?)",
-                 {run.id, static_cast<std::int64_t>(line.number), std::string(code_name(code)), detail});
-      };
-      for (std::size_t at = 0; at < chunk.size() && !failed_fast; ++at) {
-        const ImportLine& line = chunk[at];
-        if (line.error) {
-          fail_line(line, line.error->first, line.error->second);
-          continue;
-        }
-        const bool careful = at >= careful_from;
-        if (careful) tx->exec("SAVEPOINT import_line");
-        try {
-          // Checked before anything is written, as record_consent checks it.
-          if (!line.consents.empty() && !may_consent)
-            throw Error(ErrorCode::forbidden_role, "role '" + caller.principal.role + "' may not record consent");
-          for (std::size_t i = 0; i < line.consents.size(); ++i)
-            if (line.consents[i].event == "granted" && !role.capture_consent.count(line.consents[i].purpose) &&
-                pol->purpose(line.consents[i].purpose) != nullptr)
-              throw Error(ErrorCode::consent_capture_not_allowed,
-                          "consents[" + std::to_string(i) + "]: role '" + caller.principal.role +
-                              "' may not capture consent for '" + line.consents[i].purpose + "'");
-          auto imported =
-              impl_->records->import_subject(*tx, line.fields, line.on_conflict.value_or(default_conflict), now);
-          const auto& o = imported.outcome;
-          using Kind = records::CreateOutcome::Kind;
-          if (o.kind == Kind::duplicate) {
-            std::vector<std::string> ids;
-            for (const auto& id : o.matches) ids.push_back(records::to_hex(id));
-            refused_subjects.insert(refused_subjects.end(), ids.begin(), ids.end());
-            throw records::DuplicateSubject(std::move(ids), o.matched_on);
-          }
-          if (o.kind == Kind::restricted) {
-            refused_subjects.push_back(records::to_hex(o.id));
-            throw Error(ErrorCode::subject_restricted, "the matching subject " + records::to_hex(o.id) +
-                                                           " is restricted (GDPR Art. 18): it changes only through a"
-                                                           " rectification request");
-          }
-          const bool fresh = o.kind == Kind::created;  // nothing of it exists to de-duplicate against
-          for (std::size_t i = 0; i < line.consents.size(); ++i) try {
-              consent::EventInput in = line.consents[i];
-              Json proof = Json::parse(in.proof);
-              proof["capture"] = "import";
-              proof["captured_by_role"] = role.name;
-              proof["import_id"] = run.id;
-              proof["import_line"] = line.number;
-              in.proof = proof.dump();
-              impl_->consent->import_event(*tx, actor.principal, *pol, o.id, in, notices[in.purpose], now, fresh);
-            } catch (const Error& e) {
-              rethrow_in("consents", i, e);
-            }
-          for (std::size_t i = 0; i < line.orders.size(); ++i) {
-            const auto& order = line.orders[i];
-            impl_->records->import_order(
-                *tx, o.id,
-                row_id_for(o.id, "order", i,
-                           std::to_string(order.amount_minor) + "|" + order.currency + "|" + std::to_string(order.at_us)),
-                order, fresh);
-          }
-          for (std::size_t i = 0; i < line.touchpoints.size(); ++i) try {
-              const auto& tp = line.touchpoints[i];
-              impl_->records->import_touchpoint(
-                  *tx, o.id, *imported.dek,
-                  row_id_for(o.id, "touchpoint", i, tp.channel + "|" + tp.type + "|" + std::to_string(tp.at_us)), tp,
-                  fresh);
-            } catch (const Error& e) {
-              rethrow_in("touchpoints", i, e);
-            }
-          if (careful) tx->exec("RELEASE import_line");
-          ++ok;
-          (o.kind == Kind::created ? created : updated) += 1;
-          subjects.push_back(records::to_hex(o.id));
-          fields_written.insert(o.fields_added.begin(), o.fields_added.end());
-        } catch (const Error& e) {
-          // The store or the log failing is the chunk's failure, not the line's.
-          if (!is_line_error(e.code())) throw;
-          if (!careful) {
-            failed_fast = at;
-            break;
-          }
-          tx->exec("ROLLBACK TO import_line");
-          tx->exec("RELEASE import_line");
-          switch (e.code()) {
-            case ErrorCode::duplicate_subject:
-            case ErrorCode::subject_restricted:
-            case ErrorCode::forbidden_role:
-            case ErrorCode::consent_capture_not_allowed: ++refusals[code_name(e.code())]; break;
-            default: break;
-          }
-          fail_line(line, e.code(), e.what());
-        }
-      }
-      if (failed_fast) {
-        tx.reset();  // rolls the chunk back
+      if (const auto failed_fast = write_pass(*tx, tally, careful_from, now)) {
+        tx.reset();  // rolls the pass back
         careful_from = *failed_fast;
         continue;
       }
-      const std::uint64_t last = chunk.back().number;
-      run.progress.succeeded += ok;
-      run.progress.failed += failed;
-      run.created += created;
-      run.updated += updated;
-      // Insert-or-update in two statements (SQLCipher's SQLite predates UPSERT).
-      tx->exec("INSERT OR IGNORE INTO import_runs (import_id, principal, committed_line, succeeded, failed, created,"
-               " updated, started_at, updated_at) VALUES (?, ?, 0, 0, 0, 0, 0, ?, ?)",
-               {run.id, caller.principal.name, now, now});
-      tx->exec("UPDATE import_runs SET committed_line = ?, succeeded = ?, failed = ?, created = ?, updated = ?,"
-               " updated_at = ? WHERE import_id = ?",
-               {static_cast<std::int64_t>(last), static_cast<std::int64_t>(run.progress.succeeded),
-                static_cast<std::int64_t>(run.progress.failed), static_cast<std::int64_t>(run.created),
-                static_cast<std::int64_t>(run.updated), now, run.id});
-      // One entry for the chunk, committing to every subject it wrote (names
-      // them only through the vault's openings, as batch creates do).
-      const std::string range = "import=" + run.id + " lines=" + std::to_string(chunk.front().number) + "-" +
-                                std::to_string(last);
-      audit::Event event{"subject.import", subjects.size() == 1 ? subjects[0] : "",
-                         {fields_written.begin(), fields_written.end()}, {}, true, "",
-                         range + " written=" + std::to_string(ok) + " created=" + std::to_string(created) +
-                             " updated=" + std::to_string(updated) + " failed=" + std::to_string(failed),
-                         {}};
-      if (subjects.size() > 1) event.subject_ids = subjects;
-      impl_->audit->append(*tx, actor, event);
-      if (!refusals.empty()) {
-        // Refused lines named existing subjects to the caller: recorded too.
-        std::string counts;
-        for (const auto& [code, n] : refusals) counts += " " + code + "=" + std::to_string(n);
-        std::sort(refused_subjects.begin(), refused_subjects.end());
-        refused_subjects.erase(std::unique(refused_subjects.begin(), refused_subjects.end()), refused_subjects.end());
-        audit::Event denial{"subject.import", refused_subjects.size() == 1 ? refused_subjects[0] : "", {}, {}, false,
-                            refusals.begin()->first, range + " refused" + counts, {}};
-        if (refused_subjects.size() > 1) denial.subject_ids = refused_subjects;
-        impl_->audit->append(*tx, actor, denial);
-      }
+      record_chunk(*tx, tally, now);
       tx->commit();
-      run.committed_line = last;
+      run.committed_line = chunk.back().number;
       break;
     }
     chunk.clear();
