@@ -401,42 +401,36 @@ class HttpEdgeStreams : public HttpEdge {
   // held stream could finish into buffers under load and free its slot.
   static constexpr int kSubjects = 3200;
 
+  // One POST /v1/import (subjects and their consents in one request: 3,200
+  // requests one by one took ~15 s of the test under ASan).
   void populate() {
     const std::string address(1000, 'a');
-    std::vector<std::string> ids;
-    for (int batch = 0; batch < kSubjects / 200; ++batch) {
-      Json subjects = Json::array();
-      for (int i = 0; i < 200; ++i) {
-        const std::string n = std::to_string(batch * 200 + i);
-        subjects.push_back({{"fields",
-                             {{"given_name", std::string(190, 'g') + n},
-                              {"family_name", std::string(190, 'f') + n},
-                              {"email", "s" + n + "@example.com"},
-                              {"postal_address", address + n},
-                              {"external_id", std::string(100, 'e') + n}}}});
-      }
-      const Resp r = d_->post("/v1/subjects:batchCreate", vault_.admin, {{"subjects", subjects}});
-      ASSERT_EQ(r.status, 200) << r;
-      for (const auto& res : r.json["results"]) ids.push_back(res.value("id", ""));
+    std::string ndjson;
+    for (int i = 0; i < kSubjects; ++i) {
+      const std::string n = std::to_string(i);
+      ndjson += Json{{"fields",
+                      {{"given_name", std::string(190, 'g') + n},
+                       {"family_name", std::string(190, 'f') + n},
+                       {"email", "s" + n + "@example.com"},
+                       {"postal_address", address + n},
+                       {"external_id", std::string(100, 'e') + n}}},
+                     {"consents",
+                      {{{"purpose", "email_marketing"},
+                        {"channel", "email"},
+                        {"event", "granted"},
+                        {"source", "import"},
+                        {"at", "2026-01-01T00:00:00Z"},
+                        {"evidence", {{"form", "edge-test"}}}}}}}
+                    .dump() +
+                "\n";
     }
-    // Consents, from two clients at once.
-    std::atomic<int> failed{0};
-    auto record = [&](std::size_t from) {
-      web::http::client::http_client client(web::uri(d_->url()));
-      for (std::size_t i = from; i < ids.size(); i += 2) {
-        const Resp r = send(client, {"POST", "/v1/subjects/" + ids[i] + "/consents", vault_.admin, "",
-                                     Json{{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"},
-                                          {"source", "import"}}
-                                         .dump(),
-                                     {}});
-        if (r.status != 201) ++failed;
-      }
-    };
-    std::thread t1(record, 0), t2(record, 1);
-    t1.join();
-    t2.join();
-    ASSERT_EQ(failed.load(), 0);
-    subject_ = ids.front();
+    const Resp r = d_->call({"POST", "/v1/import", vault_.admin, "", ndjson, {}});
+    ASSERT_EQ(r.status, 200) << r;
+    ASSERT_EQ(r.json["created"], kSubjects) << r;
+    const Resp first = d_->get("/v1/subjects?email=s0%40example.com", vault_.admin, "customer_service");
+    ASSERT_EQ(first.status, 200) << first;
+    ASSERT_EQ(first.json["subjects"].size(), 1u) << first;
+    subject_ = first.json["subjects"][0]["id"].get<std::string>();
   }
 
   static std::string fetch_body() {
@@ -978,7 +972,11 @@ TEST_F(HttpEdge, LoadIdleAndTricklingConnectionsAreClosedWhileOthersStayFast) {
   ASSERT_GE(latencies_ms.size(), 50u);
   std::sort(latencies_ms.begin(), latencies_ms.end());
   const double p99 = latencies_ms[latencies_ms.size() * 99 / 100];
-  EXPECT_LT(p99, 50.0) << "p99 over " << latencies_ms.size() << " requests; max " << latencies_ms.back();
+  // A request stuck behind the held connections would wait for their 1.5 s
+  // header timeout; 250 ms is far below that and far above what a loaded
+  // machine or a sanitizer adds (50 ms failed once under ASan with
+  // PostgreSQL beside another heavy test). Speed itself is bench_http.sh's.
+  EXPECT_LT(p99, 250.0) << "p99 over " << latencies_ms.size() << " requests; max " << latencies_ms.back();
   int idle_open = 0, trickle_open = 0, idle_early = 0;
   for (const auto& c : conns) {
     if (c.trickle) {
