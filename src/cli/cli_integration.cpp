@@ -86,7 +86,7 @@ struct IntegrationOptions {
   bool json = false;
   // import
   std::string file, errors_file, import_id, on_conflict = "reject";
-  std::size_t chunk_lines = 500;
+  std::size_t chunk_lines = 1000;
   std::uint64_t max_bytes = std::uint64_t{1} << 30;
   // consent / order / touchpoint
   std::string subject, purpose, channel, event, source, at, expires_at, evidence, token;
@@ -113,7 +113,7 @@ void add_integration_commands(CLI::App& app, Globals& g, Action& action) {
       ->check(CLI::IsMember({"reject", "merge", "create"}));
   import->add_option("--errors", o->errors_file, "error file, one JSON line per failed line (default FILE.errors)");
   import->add_option("--import-id", o->import_id, "resume key (default sha256:<hash of the file>)");
-  import->add_option("--chunk", o->chunk_lines, "lines per commit (1-1000, default 500)");
+  import->add_option("--chunk", o->chunk_lines, "lines per commit (1-1000, default 1000; a chunk also ends at 8 MiB of lines)");
   import->add_option("--max-bytes", o->max_bytes, "refuse a file larger than this (default 1 GiB)");
   import->add_flag("--json", o->json, "print the report as JSON");
   import->add_flag("--progress", o->progress,

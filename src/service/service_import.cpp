@@ -239,6 +239,7 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
   std::map<std::string, std::string> notices;
 
   std::vector<ImportLine> chunk;
+  std::size_t chunk_bytes = 0;  // the text of the chunk's lines (kImportChunkBytes)
 
   // What one pass over a chunk wrote and refused.
   struct Tally {
@@ -428,6 +429,7 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
       break;
     }
     chunk.clear();
+    chunk_bytes = 0;
     if (observer.on_chunk) observer.on_chunk(run.progress);
   };
 
@@ -450,8 +452,9 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
     } else {
       if (text.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank: nothing to import
       chunk.push_back(parse_line(line_no, text, impl_->schema, impl_->audit->now_us()));
+      chunk_bytes += text.size();
     }
-    if (chunk.size() >= options.chunk_lines) commit_chunk();
+    if (chunk.size() >= options.chunk_lines || chunk_bytes >= kImportChunkBytes) commit_chunk();
   };
   for (;;) {
     std::size_t n = 0;

@@ -213,6 +213,28 @@ TEST_F(Import, ReimportUnderANewIdIsIdempotentByExternalId) {
   }
 }
 
+// A chunk holds at most 1,000 lines and at most 8 MiB of them: twenty lines
+// of ~1 MB (padded with JSON whitespace) commit in chunks of 9, 9 and 2, not
+// all at once, so a file of large lines never holds 1,000 of them in memory.
+TEST_F(Import, AChunkEndsAtItsByteBoundBeforeItsLineCount) {
+  auto svc = open();
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += customer_line(i) + std::string(1'000'000, ' ') + "\n";
+  std::vector<std::uint64_t> committed;
+  service::ImportObserver observer;
+  observer.on_chunk = [&](const service::ImportProgress& p) { committed.push_back(p.succeeded); };
+  std::size_t at = 0;
+  const json r = svc->import_ndjson(admin(*svc), {}, [&](char* buf, std::size_t cap) {
+    const std::size_t n = std::min(cap, text.size() - at);
+    std::memcpy(buf, text.data() + at, n);
+    at += n;
+    return n;
+  }, observer);
+  EXPECT_EQ(r["created"], 20) << r.dump();
+  const std::size_t per_chunk = service::kImportChunkBytes / 1'000'000 + 1;  // 9
+  EXPECT_EQ(committed, (std::vector<std::uint64_t>{per_chunk, 2 * per_chunk, 20}));
+}
+
 TEST_F(Import, AnEmailConflictFollowsOnConflict) {
   auto svc = open();
   ASSERT_EQ(import_text(*svc, R"({"fields": {"email": "taken@example.com", "given_name": "First"}})" "\n")["created"], 1);

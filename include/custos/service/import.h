@@ -23,6 +23,9 @@
 
 namespace custos::service {
 
+// The import text a chunk holds before it is committed, whatever its lines.
+inline constexpr std::size_t kImportChunkBytes = std::size_t{8} << 20;
+
 struct ImportOptions {
   // The resume key: 1-80 characters of [A-Za-z0-9._:-] (the CLI uses
   // "sha256:" + the file's hash). Empty: a fresh random id (reported).
@@ -31,7 +34,12 @@ struct ImportOptions {
   // For lines without their own: reject (default) | merge | create. An
   // external_id naming one active subject always applies the line to it.
   std::string on_conflict = "reject";
-  std::size_t chunk_lines = 500;                  // lines per transaction (1-1000)
+  // Lines per transaction (1-1000). A chunk is also committed once its
+  // lines add up to kImportChunkBytes, so memory stays bounded whatever the
+  // lines' sizes. 1000 rather than 500: each commit re-encrypts the pages
+  // the chunk shares (indexes, the audit tail) once, and the service import
+  // ran 20-35 % faster (docs/performance.md, bulk import).
+  std::size_t chunk_lines = 1000;
   std::uint64_t max_bytes = std::uint64_t{1} << 30;  // the whole import; above: payload_too_large
   std::size_t max_line_bytes = std::size_t{1} << 20;  // one line; above: that line's error
   std::size_t max_listed_errors = 10000;          // errors listed in the report (all go to on_error)
