@@ -23,8 +23,9 @@
 #                      (scripts/sanitize.sh asan).
 # One instrumented build serves the tests, the sanitizers and the fuzzers,
 # which is what keeps this run under 45 minutes on two cores from a cold
-# ccache (36 min measured, docs/testing.md). The configuration matrix (journal on/off, key file/passphrase) is
-# part of ctest (matrix.*); the PostgreSQL pass is its other store backend.
+# ccache (36 min measured, docs/testing.md). The configuration matrix
+# (journal on/off, key file/passphrase) is part of ctest (matrix.*); the
+# PostgreSQL pass is its other store backend.
 # Not in this run, for time: ThreadSanitizer (scripts/sanitize.sh tsan),
 # coverage (scripts/coverage.sh), the mutation catalogue (scripts/mutate.sh),
 # long fuzzing (scripts/fuzz.sh 225) and the benchmarks (built by
