@@ -337,11 +337,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
       util::MutexLock lock(body_mu_);
       body_streamed_ = false;
     }
-    request_id_ = request_id_for(request_);
-    if (draining_->load())
-      return refuse(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}});
-    take_busy();
-    run_handler(nullptr);
+    admit(nullptr);
   }
 
   // A streamed-body request: the handler starts once the header is in and
@@ -363,11 +359,17 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
       body_done_ = done;
       body_failed_ = body_too_large_ = body_reading_ = false;
     }
+    admit(this);
+  }
+
+  // The request is in (its body too, unless `body` streams it): its id,
+  // then 503 while draining, else a worker.
+  void admit(RequestBodyStream* body) {
     request_id_ = request_id_for(request_);
     if (draining_->load())
       return refuse(503, "unavailable", "the server is shutting down", {{"Retry-After", "1"}});
     take_busy();
-    run_handler(this);
+    run_handler(body);
   }
 
   // Strand: reads the next block of a streamed body for read().
