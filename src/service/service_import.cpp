@@ -408,6 +408,9 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
   // is rolled back and the chunk written again with savepoints from that
   // line on (the lines before it succeed again: same input, same state).
   // careful_from only decreases, so this ends.
+  // Chunks follow each other on one connection that keeps its page cache
+  // (store::BulkLoad): each chunk rewrites mostly the index pages the last one did.
+  const auto bulk = impl_->store->begin_bulk_load();
   auto commit_chunk = [&] {
     if (chunk.empty()) return;
     const std::int64_t now = impl_->audit->now_us();
@@ -417,7 +420,7 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
     std::size_t careful_from = chunk.size();
     for (;;) {
       Tally tally;
-      auto tx = impl_->store->begin(store::TxMode::write);
+      auto tx = bulk->begin();
       if (const auto failed_fast = write_pass(*tx, tally, careful_from, now)) {
         tx.reset();  // rolls the pass back
         careful_from = *failed_fast;

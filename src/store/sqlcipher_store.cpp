@@ -128,10 +128,19 @@ class SqliteRow final : public Row {
 
 class SqlcipherStore;
 
+// Where a bulk load keeps its connection between transactions.
+struct ConnectionHome {
+  std::unique_ptr<Connection> conn;
+  bool lent = false;  // a transaction holds it
+};
+
 class SqlcipherTransaction final : public Transaction {
  public:
+  // The connection goes back to the pool when the transaction ends, or to
+  // `home` when one is given (a bulk load's own connection).
   SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,
-                       std::unique_lock<std::mutex> writer_lock, bool relax_after = false);
+                       std::unique_lock<std::mutex> writer_lock, bool relax_after = false,
+                       ConnectionHome* home = nullptr);
   ~SqlcipherTransaction() override;
   void commit() override;
   std::int64_t exec(std::string_view sql, Params params, const RowFn& on_row) override {
@@ -149,6 +158,7 @@ class SqlcipherTransaction final : public Transaction {
   std::unique_lock<std::mutex> writer_lock_;
   bool done_ = false;
   bool relax_after_ = false;  // back to synchronous=NORMAL when finished (begin_durable)
+  ConnectionHome* home_ = nullptr;
 };
 
 class SqlcipherStore final : public Store {
@@ -191,6 +201,8 @@ class SqlcipherStore final : public Store {
     release(std::move(conn));
   }
 
+  std::unique_ptr<BulkLoad> begin_bulk_load() override;
+
   std::string backend_name() const override { return "sqlcipher"; }
 
   // Releases before per-module schema versions kept theirs in user_version.
@@ -220,6 +232,8 @@ class SqlcipherStore final : public Store {
     return std::make_unique<Connection>(file_, key_, options_);
   }
 
+  friend class SqlcipherBulkLoad;
+
   fs::path file_;
   crypto::SecretKey key_;
   SqlcipherOptions options_;
@@ -229,12 +243,14 @@ class SqlcipherStore final : public Store {
 };
 
 SqlcipherTransaction::SqlcipherTransaction(SqlcipherStore& store, std::unique_ptr<Connection> conn, TxMode mode,
-                                           std::unique_lock<std::mutex> writer_lock, bool relax_after)
+                                           std::unique_lock<std::mutex> writer_lock, bool relax_after,
+                                           ConnectionHome* home)
     : Transaction(mode),
       store_(store),
       conn_(std::move(conn)),
       writer_lock_(std::move(writer_lock)),
-      relax_after_(relax_after) {}
+      relax_after_(relax_after),
+      home_(home) {}
 
 SqlcipherTransaction::~SqlcipherTransaction() {
   if (!done_) {
@@ -244,13 +260,53 @@ SqlcipherTransaction::~SqlcipherTransaction() {
       sqlite3_exec(conn_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
   }
+  if (home_) home_->lent = false;
   // A connection left inside a transaction (failed rollback) is not reused,
   // nor one whose safety level cannot be put back.
   if (!sqlite3_get_autocommit(conn_->db())) return;
   if (relax_after_ && sqlite3_exec(conn_->db(), "PRAGMA synchronous = NORMAL", nullptr, nullptr, nullptr) != SQLITE_OK)
     return;
-  store_.release(std::move(conn_));
+  if (home_)
+    home_->conn = std::move(conn_);
+  else
+    store_.release(std::move(conn_));
 }
+
+// One connection for the whole load, configured for it, never pooled: its
+// cache would otherwise stay allocated in an idle pooled connection.
+class SqlcipherBulkLoad final : public BulkLoad {
+ public:
+  explicit SqlcipherBulkLoad(SqlcipherStore& store) : store_(store) {}
+
+  // Leaves the WAL as ordinary commits would: a passive checkpoint moves
+  // what the load's longer log holds into the database file. Its failure
+  // loses nothing (the pages stay in the WAL for the next checkpoint).
+  ~SqlcipherBulkLoad() override {
+    if (home_.conn)
+      sqlite3_wal_checkpoint_v2(home_.conn->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+
+  std::unique_ptr<Transaction> begin() override {
+    if (home_.lent) throw Error(ErrorCode::internal, "a bulk load runs one transaction at a time");
+    std::unique_lock<std::mutex> writer_lock(store_.writer_mu_);
+    if (!home_.conn) {  // first use, or the last transaction could not roll back
+      auto conn = std::make_unique<Connection>(store_.file_, store_.key_, store_.options_);
+      conn->exec_plain("PRAGMA cache_size = -" + std::to_string(store_.options_.bulk_cache_kib));
+      conn->exec_plain("PRAGMA wal_autocheckpoint = " + std::to_string(store_.options_.bulk_checkpoint_pages));
+      home_.conn = std::move(conn);
+    }
+    home_.conn->begin(true);
+    home_.lent = true;
+    return std::make_unique<SqlcipherTransaction>(store_, std::move(home_.conn), TxMode::write,
+                                                  std::move(writer_lock), false, &home_);
+  }
+
+ private:
+  SqlcipherStore& store_;
+  ConnectionHome home_;
+};
+
+std::unique_ptr<BulkLoad> SqlcipherStore::begin_bulk_load() { return std::make_unique<SqlcipherBulkLoad>(*this); }
 
 void SqlcipherTransaction::commit() {
   if (done_) throw Error(ErrorCode::internal, "transaction committed twice");

@@ -81,6 +81,30 @@ TEST(SqlcipherStore, PlainSqliteCannotReadTheFile) {
   EXPECT_TRUE(custos::testing::files_containing(dir.path(), "canary-plain-sqlite").empty());
 }
 
+// The SQLCipher load keeps one connection: a second transaction while the
+// first is open is a caller's bug, refused rather than run on the same
+// connection. A load's commits survive reopening like any write's.
+TEST(SqlcipherStore, ABulkLoadRunsOneTransactionAtATimeAndItsCommitsAreDurable) {
+  TempDir dir;
+  const auto key = crypto::SecretKey::random();
+  {
+    auto s = custos::testing::open_migrated_store(dir.path() / "db", key);
+    auto bulk = s->begin_bulk_load();
+    auto tx = bulk->begin();
+    try {
+      bulk->begin();
+      FAIL() << "a second transaction began";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::internal);
+    }
+    for (int i = 0; i < 2000; ++i) tx->exec("INSERT INTO meta (key, value) VALUES (?, 'v')", {std::to_string(i)});
+    tx->commit();
+  }
+  auto s = custos::testing::open_migrated_store(dir.path() / "db", key);
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE value = 'v'").value_or(0), 2000);
+}
+
 TEST(SqlcipherStore, ConcurrentWritersFromThreadsSerialise) {
   TempDir dir;
   auto s = custos::testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
@@ -296,6 +320,59 @@ TEST_P(StoreConformance, BulkInsertStoresWhatInsertsWould) {
             std::int64_t{1500} * 1500 * 1000000000);
   EXPECT_EQ(tx->scalar("SELECT at FROM orders WHERE id = ?", {ids[2999]}).value_or(0), -2999);
   EXPECT_EQ(tx->scalar("SELECT count(*) FROM orders WHERE length(subject_id) = 0").value_or(0), 3000);
+}
+
+// A bulk load's transactions are write transactions: committed ones are
+// seen by every other handle, an uncommitted one leaves nothing, and they
+// serialise with the other writers of this process and of other nodes (an
+// import runs while custosd serves).
+TEST_P(StoreConformance, ABulkLoadsTransactionsAreWriteTransactions) {
+  auto s = open();
+  auto other = open();
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('counter', '0')");
+    tx->commit();
+  }
+  auto bump = [](Transaction& tx) {
+    std::int64_t v = 0;
+    tx.exec("SELECT value FROM meta WHERE key = 'counter'", {}, [&](const Row& r) { v = r.integer(0); });
+    tx.exec("UPDATE meta SET value = ? WHERE key = 'counter'", {std::to_string(v + 1)});
+  };
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 2; ++t)
+    writers.emplace_back([&, t] {
+      Store& node = t ? *other : *s;
+      for (int i = 0; i < 25; ++i) {
+        auto tx = node.begin(TxMode::write);
+        bump(*tx);
+        tx->commit();
+      }
+    });
+  {
+    auto bulk = s->begin_bulk_load();
+    for (int i = 0; i < 25; ++i) {
+      auto tx = bulk->begin();
+      bump(*tx);
+      tx->exec("INSERT INTO meta (key, value) VALUES (?, 'loaded')", {"bulk:" + std::to_string(i)});
+      tx->commit();
+    }
+    {
+      auto dropped = bulk->begin();
+      dropped->exec("INSERT INTO meta (key, value) VALUES ('bulk:uncommitted', 'x')");
+      bump(*dropped);
+    }
+    auto tx = bulk->begin();  // the load goes on after a rollback
+    tx->exec("INSERT INTO meta (key, value) VALUES ('bulk:last', 'loaded')");
+    tx->commit();
+  }
+  for (auto& w : writers) w.join();
+  auto tx = other->begin(TxMode::read);
+  std::string counter;
+  tx->exec("SELECT value FROM meta WHERE key = 'counter'", {}, [&](const Row& r) { counter = std::string(r.text(0)); });
+  EXPECT_EQ(counter, "75");
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE value = 'loaded'").value_or(-1), 26);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key = 'bulk:uncommitted'").value_or(-1), 0);
 }
 
 TEST_P(StoreConformance, ASchemaNewerThanTheBinaryIsRefusedNamingBothVersions) {

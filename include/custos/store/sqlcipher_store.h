@@ -21,6 +21,17 @@ struct SqlcipherOptions {
   int cache_kib = 16384;  // page cache per connection (decrypted pages)
   // NORMAL: a commit survives a process crash; FULL: also a power loss.
   bool synchronous_full = false;
+  // A bulk load (Store::begin_bulk_load) runs on one connection of its own,
+  // closed when the load ends. A chunk of 1,000 imported customers dirties a
+  // page in each random-keyed index per customer, so consecutive chunks
+  // rewrite mostly the same pages: a cache that holds them saves reading and
+  // decrypting them again, and a longer log lets a checkpoint copy each page
+  // once for many chunks instead of once per chunk. At most this much cache
+  // is used (pages are allocated as needed) ...
+  int bulk_cache_kib = 131072;
+  // ... and the load's commits checkpoint the WAL once it holds this many
+  // pages (4 KiB each; the default for other connections is 1,000).
+  int bulk_checkpoint_pages = 32768;
 };
 
 // Opens (creating if needed) the database and applies pending migrations.

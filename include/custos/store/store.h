@@ -116,6 +116,19 @@ class Transaction {
   TxMode mode_;
 };
 
+// The write transactions of one bulk load (an import's chunks), begun one
+// at a time from Store::begin_bulk_load(). Each has exactly the guarantees of
+// Store::begin(TxMode::write): atomic, durable on commit, rolled back unless
+// committed, serialised with every other writer. What differs is cost only:
+// a backend may keep one connection, its page cache and its log for the
+// whole load (SQLCipher: see SqlcipherOptions::bulk_*). A transaction must
+// end before the next begins and before the BulkLoad is destroyed.
+class BulkLoad {
+ public:
+  virtual ~BulkLoad() = default;
+  virtual std::unique_ptr<Transaction> begin() = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -129,6 +142,9 @@ class Store {
   // Pushes committed pages into the main file and truncates the log (after
   // an erasure, so no pre-image of shredded data survives in the WAL).
   virtual void checkpoint() = 0;
+  // For loads that commit many large write transactions in a row. The
+  // default begins each with begin(TxMode::write).
+  virtual std::unique_ptr<BulkLoad> begin_bulk_load();
   virtual std::string backend_name() const = 0;
   // The global schema version a release before per-module versions recorded
   // (SQLCipher: PRAGMA user_version), 0 if none; read by the migration
