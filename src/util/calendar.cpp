@@ -101,14 +101,8 @@ HolidayCalendar::HolidayCalendar(std::string key, std::string name, std::vector<
     : key_(std::move(key)), name_(std::move(name)), rules_(std::move(rules)), extra_(std::move(extra)),
       weekend_(std::move(weekend)) {
   first_day_ = day_number(kTableFirstYear, 1, 1);
-  const std::int32_t last_day = day_number(kTableLastYear, 12, 31);
-  closed_.assign(static_cast<std::size_t>(last_day - first_day_ + 1), 0);
-  const auto in_table = [&](std::int32_t d) { return d >= first_day_ && d <= last_day; };
-  const auto mark = [&](std::int32_t d, const std::string& what) {
-    if (!in_table(d)) return;
-    closed_[static_cast<std::size_t>(d - first_day_)] = 1;
-    names_.emplace(d, what);
-  };
+  // Every rule and date is checked here, so that a bad calendar is refused at
+  // load; the table itself is built on first use (table()).
   for (const auto& r : rules_) {
     const bool valid = r.kind == HolidayRule::Kind::easter ||
                        (r.month >= 1 && r.month <= 12 &&
@@ -118,11 +112,26 @@ HolidayCalendar::HolidayCalendar(std::string key, std::string name, std::vector<
     if (!valid || r.weekday > 6 || r.from_year > r.to_year)
       throw Error(ErrorCode::invalid_argument, "calendar " + key_ + ": holiday '" + r.name + "' is not a valid rule");
   }
-  for (const auto& [date_text, what] : extra_) {
-    const auto ymd = parse_iso_date(date_text);
-    if (!ymd) throw Error(ErrorCode::invalid_argument, "calendar " + key_ + ": extra day '" + date_text + "' is not YYYY-MM-DD");
-    mark(day_number(*ymd), what);
-  }
+  for (const auto& [date_text, what] : extra_)
+    if (!parse_iso_date(date_text))
+      throw Error(ErrorCode::invalid_argument, "calendar " + key_ + ": extra day '" + date_text + "' is not YYYY-MM-DD");
+}
+
+const HolidayCalendar::Table& HolidayCalendar::table() const {
+  std::call_once(lazy_->once, [this] { build(lazy_->table); });
+  return lazy_->table;
+}
+
+void HolidayCalendar::build(Table& t) const {
+  const std::int32_t last_day = day_number(kTableLastYear, 12, 31);
+  t.closed.assign(static_cast<std::size_t>(last_day - first_day_ + 1), 0);
+  const auto in_table = [&](std::int32_t d) { return d >= first_day_ && d <= last_day; };
+  const auto mark = [&](std::int32_t d, const std::string& what) {
+    if (!in_table(d)) return;
+    t.closed[static_cast<std::size_t>(d - first_day_)] = 1;
+    t.names.emplace(d, what);
+  };
+  for (const auto& [date_text, what] : extra_) mark(day_number(*parse_iso_date(date_text)), what);
   // Year by year: the actual dates first, then observed shifts in date order
   // so that a substitute day skips a holiday (or substitute) already there
   // (Christmas on Saturday -> Monday 27, Boxing Day on Sunday -> Tuesday 28).
@@ -153,7 +162,7 @@ HolidayCalendar::HolidayCalendar(std::string key, std::string name, std::vector<
         case Observed::substitute:
           if (wd == 0 || wd == 6) {
             std::int32_t s = d + 1;
-            while (weekend_.count(weekday_of(s)) || (in_table(s) && closed_[static_cast<std::size_t>(s - first_day_)])) ++s;
+            while (weekend_.count(weekday_of(s)) || (in_table(s) && t.closed[static_cast<std::size_t>(s - first_day_)])) ++s;
             shifted = s;
           }
           break;
@@ -162,12 +171,13 @@ HolidayCalendar::HolidayCalendar(std::string key, std::string name, std::vector<
     }
   }
   for (std::int32_t d = first_day_; d <= last_day; ++d)
-    if (weekend_.count(weekday_of(d))) closed_[static_cast<std::size_t>(d - first_day_)] = 1;
+    if (weekend_.count(weekday_of(d))) t.closed[static_cast<std::size_t>(d - first_day_)] = 1;
 }
 
 bool HolidayCalendar::is_working_day(std::int32_t day) const {
-  if (day < first_day_ || day - first_day_ >= static_cast<std::int32_t>(closed_.size())) return false;
-  return closed_[static_cast<std::size_t>(day - first_day_)] == 0;
+  const auto& closed = table().closed;
+  if (day < first_day_ || day - first_day_ >= static_cast<std::int32_t>(closed.size())) return false;
+  return closed[static_cast<std::size_t>(day - first_day_)] == 0;
 }
 
 bool HolidayCalendar::is_working_day(int year, unsigned month, unsigned day) const {
@@ -176,7 +186,8 @@ bool HolidayCalendar::is_working_day(int year, unsigned month, unsigned day) con
 
 std::vector<std::pair<std::string, std::string>> HolidayCalendar::holidays(int year) const {
   std::vector<std::pair<std::string, std::string>> out;
-  for (auto it = names_.lower_bound(day_number(year, 1, 1)); it != names_.end() && it->first <= day_number(year, 12, 31); ++it)
+  const auto& names = table().names;
+  for (auto it = names.lower_bound(day_number(year, 1, 1)); it != names.end() && it->first <= day_number(year, 12, 31); ++it)
     out.emplace_back(iso(ymd_of(it->first)), it->second);
   return out;
 }

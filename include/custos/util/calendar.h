@@ -19,6 +19,8 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -116,9 +118,22 @@ class HolidayCalendar {
   std::vector<HolidayRule> rules_;
   std::map<std::string, std::string> extra_;
   std::set<unsigned> weekend_;
-  std::int32_t first_day_ = 0;          // index 0 of the table
-  std::vector<std::uint8_t> closed_;    // 1 = not a working day
-  std::multimap<std::int32_t, std::string> names_;
+  // Every day of the range, computed on first use rather than at load:
+  // most processes (a CLI command, an import) never count a working day,
+  // and the table takes longer to build than the rest of the policy to load.
+  struct Table {
+    std::vector<std::uint8_t> closed;  // 1 = not a working day; index 0 is first_day_
+    std::multimap<std::int32_t, std::string> names;
+  };
+  struct LazyTable {
+    std::once_flag once;
+    Table table;
+  };
+  const Table& table() const;
+  void build(Table& t) const;
+
+  std::int32_t first_day_ = 0;
+  std::unique_ptr<LazyTable> lazy_ = std::make_unique<LazyTable>();
 };
 
 // Easter Sunday of `year` (Gregorian computus), as days since 1970-01-01.
