@@ -1039,20 +1039,33 @@ Records::ImportedSubject Records::import_subject(Transaction& tx, const FieldMap
   } else {
     o.matches.clear();
     o.matched_on.clear();
-    randombytes_buf(o.id.data(), o.id.size());
+    // The id and every nonce (public values) from one CSPRNG call, the data
+    // key from its own into guarded memory: a call per value was a syscall
+    // per value, ~6 % of an import's CPU.
+    std::vector<std::uint8_t> random(o.id.size() + crypto::kSealNonceSize * (prepared.values.size() + 1));
+    randombytes_buf(random.data(), random.size());
+    std::size_t used = o.id.size();
+    const auto next_nonce = [&] {
+      const std::span<const std::uint8_t, crypto::kSealNonceSize> nonce(random.data() + used, crypto::kSealNonceSize);
+      used += crypto::kSealNonceSize;
+      return nonce;
+    };
+    std::copy(random.begin(), random.begin() + static_cast<std::ptrdiff_t>(o.id.size()), o.id.begin());
     result.dek.emplace(crypto::SecretKey::random());
     SealedFields sealed;
     for (auto& [name, value] : prepared.values) {
-      sealed.emplace(name, crypto::seal(*result.dek, {crypto::kSealFormat, kDekVersion, schema_.version()},
-                                        crypto::field_ad(o.id, name, schema_.version()), crypto::as_bytes(value)));
+      sealed.emplace(name, crypto::seal_with_nonce(result.dek->span(), {crypto::kSealFormat, kDekVersion, schema_.version()},
+                                                   next_nonce(), crypto::field_ad(o.id, name, schema_.version()),
+                                                   crypto::as_bytes(value)));
       o.fields_added.push_back(name);
     }
     const std::uint32_t kek_version = keys_.kek_version(tx);
+    const crypto::Bytes wrapped = crypto::wrap_key_with_nonce(keys_.keyring().kek(kek_version), kek_version,
+                                                              store::dek_slot(o.id), result.dek->span(), next_nonce());
     tx.exec(
         "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, dek_version, wrapped_dek, fields)"
         " VALUES (?, 'active', ?, ?, ?, ?, ?, ?)",
-        {o.id, now, now, kek_version, kDekVersion, keys_.keyring().wrap(kek_version, store::dek_slot(o.id), *result.dek),
-         encode_fields(sealed)});
+        {o.id, now, now, kek_version, kDekVersion, wrapped, encode_fields(sealed)});
     insert_digests(tx, o.id, digests);
     o.kind = CreateOutcome::Kind::created;
   }
