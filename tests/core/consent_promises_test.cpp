@@ -208,6 +208,29 @@ TEST(ConsentWithdrawal, ALaterPendingGrantVoidsTheEarlierToken) {
   EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "granted");
 }
 
+// A refused token says why: the officer who retries a confirmation must
+// learn that it already counted, not that the subject withdrew since.
+TEST(ConsentWithdrawal, AReusedTokenIsRefusedAsAlreadyUsed) {
+  Clocked t;
+  TestVault& v = t.v;
+  const std::string id = create(v, "re@example.com");
+  Json body = grant("email_marketing", "email");
+  body["double_opt_in"] = true;
+  const std::string token = v.service->record_consent(v.admin(), id, body, false)["confirmation"]["token"];
+  t.advance(kSecond);
+  v.service->confirm_consent(v.admin(), {{"token", token}});
+  t.advance(kSecond);
+  try {
+    v.service->confirm_consent(v.admin(), {{"token", token}});
+    ADD_FAILURE() << "a used token confirmed again";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::conflict);
+    EXPECT_NE(std::string(e.what()).find("already used"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "granted");
+  EXPECT_EQ(v.service->get_consents(v.admin(), id)["history"].size(), 2u) << "one grant, one confirmation";
+}
+
 TEST(ConsentWithdrawal, GrantsMayNotBeDatedInTheFuture) {
   Clocked t;
   TestVault& v = t.v;

@@ -80,15 +80,20 @@ mutant("future-dated-grant", "consent", "src/consent/consent.cpp",
 mutant("double-opt-in-confirmed-at-once", "consent", "src/consent/consent.cpp",
        'e.status = in.double_opt_in ? "pending" : "confirmed";', 'e.status = "confirmed";',
        "a double opt-in counts before the subject confirms", "core_tests:ConsentCapture.*")
-mutant("voided-token-confirms", "consent", "src/consent/consent.cpp",
-       'if (pending->status != "pending" ||', 'if (pending->status == "never" ||',
-       "a confirmation token voided by a withdrawal still grants", "core_tests:ConsentWithdrawal.*")
+# A voided token is refused twice over (its status, and any later event for
+# its purpose and channel), so dropping either check alone is an equivalent
+# mutant; what a withdrawal must visibly do is void the pending grant.
+mutant("withdrawal-leaves-token-pending", "consent", "src/consent/consent.cpp",
+       "void_pending(*tx, subject, e.purpose, e.channel);", ";",
+       "a withdrawal leaves an earlier double opt-in shown as pending, not voided", "core_tests:ConsentWithdrawal.*")
 mutant("expired-token-confirms", "consent", "src/consent/consent.cpp",
        "if (expires && now > *expires) throw", "if (false) throw",
        "an expired double opt-in token still confirms", "core_tests:Consent*")
+# A used token is also followed by its confirmation event, so without the
+# "used" check it is still refused, but with the wrong reason.
 mutant("token-reused", "consent", "src/consent/consent.cpp",
        "if (confirmed_by) throw", "if (false) throw",
-       "a confirmation token confirms twice", "core_tests:Consent*")
+       "a used confirmation token is refused as voided, not as already used", "core_tests:ConsentWithdrawal.*")
 mutant("gpc-ignored", "consent", "src/service/service_consent.cpp",
        "if (gpc) {", "if (false) {",
        "Sec-GPC: 1 does not opt the subject out", "http_tests:*Gpc*")
