@@ -280,7 +280,7 @@ TEST(Regulations, EachUsStateLawsPeriodsFromItsStatute) {
       {"Utah Code 13-61-203(4); no appeal", "us-ut", 0}, {"Tex. Bus. & Com. Code 541.052(b), 541.053(c)", "us-tx", 60},
       {"ORS 646A.576(2), (6)", "us-or", 45},             {"MCA 30-14-2808(2), (6)", "us-mt", 60},
       {"6 Del. C. 12D-104(c)(1), (d)", "us-de", 60},    {"Neb. Rev. Stat. 87-1109(1), (3)", "us-ne", 60},
-      {"RSA 507-H:4(III), (IV)", "us-nh", 60},          {"N.J.S.A. 56:8-166.10(b), (d)", "us-nj", 45},
+      {"RSA 507-H:4(III), (IV)", "us-nh", 60},          {"N.J.S.A. 56:8-166.7(a), appeal", "us-nj", 45},
       {"Tenn. Code 47-18-3203(c), (e)", "us-tn", 60},   {"Minn. Stat. 325M.14 subd. 1, 3", "us-mn", 45},
       {"Md. Code Com. Law 14-4705(c), (e)", "us-md", 60}, {"IC 24-15-3-3, 3-4", "us-in", 60},
       {"KRS 367.3613, 367.3615", "us-ky", 60},          {"Va. Code 59.1-577(B)(1), (C)", "us-va", 60},
