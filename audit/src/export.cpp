@@ -42,22 +42,28 @@ namespace {
 
 // Reads the stream in large blocks and hands out spans into its buffer: one
 // read call per megabyte instead of two per record (the verifier's speed is
-// bounded by SHA-256, not by istream bookkeeping). Memory: the buffer only.
+// bounded by SHA-256, not by istream bookkeeping). Memory: the buffer only,
+// which starts at kFirstBlock and doubles while the input keeps filling it,
+// up to kBlock: a small export (an inclusion bundle, an access package's
+// proofs) is not charged for a megabyte it never reads.
 class BlockReader {
  public:
-  explicit BlockReader(std::istream& in) : in_(in), buf_(kBlock) {}
+  explicit BlockReader(std::istream& in) : in_(in), buf_(kFirstBlock) {}
   // Makes at least `n` (<= kBlock) bytes available at data(); false at end of input.
   bool need(std::size_t n) {
     if (end_ - pos_ >= n) return true;
     std::memmove(buf_.data(), buf_.data() + pos_, end_ - pos_);
     end_ -= pos_;
     pos_ = 0;
+    if (!eof_ && filled_ && buf_.size() < kBlock) buf_.resize(std::min(kBlock, 2 * buf_.size()));
     while (end_ < n && !eof_) {
+      if (end_ == buf_.size()) buf_.resize(std::min(kBlock, std::max(n, 2 * buf_.size())));
       in_.read(buf_.data() + end_, static_cast<std::streamsize>(buf_.size() - end_));
       const auto got = static_cast<std::size_t>(in_.gcount());
       if (got == 0) eof_ = true;
       end_ += got;
     }
+    filled_ = end_ == buf_.size();
     return end_ - pos_ >= n;
   }
   const std::uint8_t* data() const { return reinterpret_cast<const std::uint8_t*>(buf_.data()) + pos_; }
@@ -65,6 +71,7 @@ class BlockReader {
   void skip(std::size_t n) { pos_ += n; }
   // Whether the input has ended (nothing beyond available() remains).
   bool at_end() const { return eof_; }
+  static constexpr std::size_t kFirstBlock = std::size_t{16} << 10;
   static constexpr std::size_t kBlock = std::size_t{1} << 20;  // > magic + header, > any record
 
  private:
@@ -72,6 +79,7 @@ class BlockReader {
   std::vector<char> buf_;
   std::size_t pos_ = 0, end_ = 0;
   bool eof_ = false;
+  bool filled_ = false;  // the last read filled the whole buffer: the input is large
 };
 static_assert(BlockReader::kBlock > kExportMagic.size() + kMaxHeaderBytes + 1);
 static_assert(BlockReader::kBlock > kMaxEntryBytes + 5);
@@ -131,7 +139,8 @@ struct RecordBatch {
     std::size_t at;  // of the payload, in bytes
   };
   static constexpr std::size_t kBytes = BlockReader::kBlock;
-  std::vector<std::uint8_t> bytes = std::vector<std::uint8_t>(kBytes);
+  // Grows as the stream fills it, up to kBytes (see BatchReader::fill).
+  std::vector<std::uint8_t> bytes;
   std::vector<Record> records;
   std::vector<Hash> leaves;  // one per 'E' record, in order
   std::string error;         // set: the export is malformed right after `records`
@@ -161,8 +170,15 @@ class BatchReader {
     b.error.clear();
     b.end = false;
     std::size_t len = carry_.size();
+    if (b.bytes.size() < std::max(len, BlockReader::kFirstBlock)) b.bytes.resize(std::max(len, BlockReader::kFirstBlock));
     std::copy(carry_.begin(), carry_.end(), b.bytes.begin());
-    while (len < b.bytes.size() && !eof_) {
+    // Read until the batch holds kBytes or the input ends, growing the
+    // buffer only as far as the input reaches.
+    while (!eof_) {
+      if (len == b.bytes.size()) {
+        if (len >= RecordBatch::kBytes) break;
+        b.bytes.resize(std::min(RecordBatch::kBytes, 2 * len));
+      }
       in_.read(reinterpret_cast<char*>(b.bytes.data() + len), static_cast<std::streamsize>(b.bytes.size() - len));
       const auto got = static_cast<std::size_t>(in_.gcount());
       if (got == 0) eof_ = true;
@@ -231,7 +247,12 @@ bool read_records_hashed(std::istream& in, BlockReader& rest, const ExportVisito
       b->hash();  // no thread to be had: hash here
     }
   };
-  start_hashing(current);
+  // An export that fits one batch has nothing to read while it hashes: no
+  // thread for it.
+  if (!current->error.empty() || current->end)
+    current->hash();
+  else
+    start_hashing(current);
   for (;;) {
     const bool more = current->error.empty() && !current->end;
     if (more) reader.fill(*next);  // while the helper hashes `current`
