@@ -1,8 +1,10 @@
 // The compliance officer's commands: data-subject requests, breaches,
 // retention and legal holds. Each is a thin shell over the service façade,
 // the same calls custosd makes for the matching HTTP routes.
+#include <chrono>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include "cli_common.h"
 #include "custos/dsr/regulations.h"
@@ -23,6 +25,7 @@ struct ComplianceOptions {
   int due_within_days = -1;
   bool overdue = false, at_risk = false, dry_run = false, release = false, stdin_json = false;
   int margin_hours = -1;
+  int reload_wait_s = 30;
 };
 
 void add_dsr(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
@@ -270,23 +273,73 @@ std::shared_ptr<const dsr::Regulations> load_regulations(const Globals& g) {
 
 // `custos policy upgrade`: a previous release's policy files to this
 // release's format, audited (service/policy_upgrade.h).
-void add_policy(CLI::App& app, Globals& g, Action& action) {
+void add_policy(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
   auto* policy = app.add_subcommand("policy", "policy files")->require_subcommand(1);
   policy->add_subcommand("upgrade",
                          "convert a previous release's regulations.yaml (keeps it as regulations.yaml.v1; adds "
                          "calendars.yaml) and record it in the audit log")
       ->callback([&] {
         action = [&] {
-          service::PolicyUpgradeOptions o;
-          o.data_dir = g.data_dir;
-          o.store_url = g.store;
-          o.passphrase = g.passphrase();
-          if (!g.policies.empty()) o.policy_dir = g.policies;
-          o.shipped_dir = shipped_policies();
-          print(service::upgrade_policies(o));
+          service::PolicyUpgradeOptions up;
+          up.data_dir = g.data_dir;
+          up.store_url = g.store;
+          up.passphrase = g.passphrase();
+          if (!g.policies.empty()) up.policy_dir = g.policies;
+          up.shipped_dir = shipped_policies();
+          print(service::upgrade_policies(up));
           return 0;
         };
       });
+  // `custos cluster status`: the nodes on this store and the policy each runs.
+  app.add_subcommand("cluster", "the custosd nodes on this store")
+      ->require_subcommand(1)
+      ->add_subcommand("status", "each node: when it last reported, and the policy generation it runs")
+      ->callback([&] {
+        action = [&] {
+          auto svc = g.open();
+          print(svc->cluster_status(g.caller(*svc, "")));
+          return 0;
+        };
+      });
+  // `custos policy reload`: every custosd on the store re-reads its policy
+  // files (as SIGHUP does for one); waits until each live node has said
+  // what it did. Exit 1 if a node refused the files or did not answer.
+  auto* reload = policy->add_subcommand(
+      "reload", "make every custosd on this store re-read its policy files, and wait for each to report");
+  reload->add_option("--wait", o.reload_wait_s, "seconds to wait for the nodes (default 30; 0: do not wait)")
+      ->check(CLI::Range(0, 3600));
+  reload->callback([&] {
+    action = [&] {
+      auto svc = g.open();
+      const auto caller = g.caller(*svc, "");
+      const std::int64_t generation = svc->request_policy_reload(caller)["generation"].get<std::int64_t>();
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.reload_wait_s);
+      Json status;
+      Json waiting = Json::array(), refused = Json::array(), nodes = Json::array();
+      // Bounded: at most --wait seconds, five looks a second.
+      for (;;) {
+        status = svc->cluster_status(caller);
+        waiting = Json::array();
+        refused = Json::array();
+        nodes = Json::array();
+        for (const auto& n : status["nodes"]) {
+          if (!n["live"].get<bool>()) continue;
+          nodes.push_back(n);
+          if (n["policy_generation"].get<std::int64_t>() < generation)
+            waiting.push_back(n["node_id"]);
+          else if (!n["policy_ok"].get<bool>())
+            refused.push_back(n["node_id"]);
+        }
+        if (waiting.empty() || std::chrono::steady_clock::now() >= deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+      Json out = {{"generation", generation}, {"nodes", nodes}, {"waiting", waiting}, {"refused", refused}};
+      if (nodes.empty())
+        out["note"] = "no custosd reported in the last 15 s; a node that starts later reads the files as they are then";
+      print(out);
+      return waiting.empty() && refused.empty() ? 0 : 1;
+    };
+  });
 }
 
 void add_regulations(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o) {
@@ -319,7 +372,7 @@ void add_compliance_commands(CLI::App& app, Globals& g, Action& action) {
   add_breach(app, g, action, options);
   add_retention_and_hold(app, g, action, options);
   add_regulations(app, g, action, options);
-  add_policy(app, g, action);
+  add_policy(app, g, action, options);
 }
 
 }  // namespace custos::cli

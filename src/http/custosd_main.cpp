@@ -58,7 +58,7 @@ class Maintenance {
   void run() {
     custos::util::MutexLock lock(mu_);
     bool failing = false;
-    auto next_retention = std::chrono::steady_clock::now() + retention_interval_;
+    auto next_cluster_check = std::chrono::steady_clock::now();
     auto next_journal_try = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (!stop_) {
       if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this]() CUSTOS_REQUIRES(mu_) { return stop_; })) break;
@@ -82,11 +82,35 @@ class Maintenance {
           // Reads keep committing their entries directly; tried again later.
         }
       }
-      if (retention_interval_.count() > 0 && std::chrono::steady_clock::now() >= next_retention) {
-        next_retention = std::chrono::steady_clock::now() + retention_interval_;
-        run_retention();
+      if (std::chrono::steady_clock::now() >= next_cluster_check) {
+        next_cluster_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+        follow_cluster();
+        // Several nodes on one store run retention once per interval between
+        // them: each asks the store whether the run is its to do.
+        if (retention_interval_.count() > 0) {
+          try {
+            if (svc_.claim_schedule("retention", retention_interval_)) run_retention();
+          } catch (const custos::Error& e) {
+            hlog::error("retention_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+          }
+        }
       }
       lock.lock();
+    }
+  }
+
+  // A policy reload asked for with `custos policy reload` (any node, or the
+  // CLI): re-read the files as SIGHUP does, and say so in the store.
+  void follow_cluster() {
+    try {
+      std::string error;
+      const auto reloaded = svc_.follow_cluster(&error);
+      if (reloaded && *reloaded) hlog::info("policy_reload", {{"ok", true}, {"requested", "cluster"}});
+      if (reloaded && !*reloaded)
+        hlog::error("policy_reload", {{"ok", false}, {"requested", "cluster"}, {"cause", error},
+                                      {"detail", "the previous policy stays in force"}});
+    } catch (const custos::Error& e) {
+      hlog::error("cluster_report_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
     }
   }
 

@@ -32,13 +32,32 @@ store::ModuleMigrations import_migrations() {
           }};
 }
 
+// Several custosd nodes on one store (service_cluster.cpp): policy reloads
+// every node follows, the nodes' reports, and schedules one node runs.
+store::ModuleMigrations cluster_migrations() {
+  return {"cluster",
+          {
+              {1,
+               0,
+               {
+                   "CREATE TABLE policy_reloads (generation INTEGER PRIMARY KEY, requested_at INTEGER NOT NULL,"
+                   " requested_by TEXT NOT NULL)",
+                   "CREATE TABLE cluster_nodes (node_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL,"
+                   " policy_generation INTEGER NOT NULL, policy_applied_at INTEGER NOT NULL,"
+                   " policy_ok INTEGER NOT NULL, policy_detail TEXT NOT NULL)",
+                   "CREATE TABLE schedules (name TEXT PRIMARY KEY, next_run_at INTEGER NOT NULL,"
+                   " claimed_by TEXT NOT NULL)",
+               }},
+          }};
+}
+
 }  // namespace
 
 const std::vector<store::ModuleMigrations>& schema() {
   static const std::vector<store::ModuleMigrations> all = {
       store::keys_migrations(), audit::migrations(),   access::migrations(), records::migrations(),
       consent::migrations(),    dsr::migrations(),     breach::migrations(),   outbox::migrations(),
-      import_migrations(),      privacy_migrations(),
+      import_migrations(),      privacy_migrations(),  cluster_migrations(),
   };
   return all;
 }

@@ -322,6 +322,12 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   verify_master_key(*impl->store, *impl->keyring);
   const SchemaChange schema_change = migrate_schema_noting_changes(*impl->store);
   impl->keys = std::make_unique<store::KeyTable>(*impl->store, *impl->keyring);
+  {
+    // Before the policy files are read: a reload asked for after this read
+    // is newer than what this node runs, and follow_cluster() applies it.
+    util::MutexLock lock(impl->cluster_mu);
+    impl->applied_policy_generation = impl->latest_policy_generation();
+  }
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
   {
     // Nothing shares impl yet; the lock states that these are policy_mu's.

@@ -52,6 +52,15 @@ struct Service::Impl {
   std::shared_ptr<const records::RfmPolicy> segments CUSTOS_GUARDED_BY(policy_mu);
   std::shared_ptr<const outbox::Systems> systems CUSTOS_GUARDED_BY(policy_mu);
   Counters* counters = nullptr;
+  // Several nodes on one store (service_cluster.cpp): the policy generation
+  // this node runs (the latest when it opened, read before its policy
+  // files), whether its row exists, and when it last said it was alive.
+  util::Mutex cluster_mu;
+  std::int64_t applied_policy_generation CUSTOS_GUARDED_BY(cluster_mu) = 0;
+  bool node_recorded CUSTOS_GUARDED_BY(cluster_mu) = false;
+  std::int64_t last_seen_written_us CUSTOS_GUARDED_BY(cluster_mu) = 0;
+  // The latest requested policy generation (service_cluster.cpp).
+  std::int64_t latest_policy_generation();
   // Downstream systems (service_outbox.cpp).
   std::unique_ptr<outbox::Outbox> outbox;
   util::Mutex outbox_listener_mu;

@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 // Source directory (src/<dir>) of each schema module.
 const std::map<std::string, std::string> kModuleDir = {
     {"keys", "store"}, {"audit", "audit"}, {"access", "access"}, {"records", "records"},
-    {"consent", "consent"}, {"dsr", "dsr"}, {"breach", "breach"}, {"outbox", "outbox"}, {"import", "service"}, {"privacy", "service"},
+    {"consent", "consent"}, {"dsr", "dsr"}, {"breach", "breach"}, {"outbox", "outbox"}, {"import", "service"}, {"privacy", "service"}, {"cluster", "service"},
 };
 
 // Known exceptions, each with its reason and its way out. None today; keep

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -215,6 +216,32 @@ class Service {
   // Offline verification of an export through the shared verifier code.
   Json verify_export_file(const std::filesystem::path& file) const;
   void checkpoint_if_due();
+
+  // Several custosd nodes on one store (docs/postgresql.md; one node works
+  // the same way). Role needs `admin`.
+  //
+  // Asks every custosd on the store to re-read its policy files, as SIGHUP
+  // does for one: records a new policy generation (audited,
+  // policy.reload_request) and returns {"generation": G}. Each node follows
+  // within about a second (follow_cluster) and records what it did.
+  Json request_policy_reload(const Caller& caller);
+  // The latest policy generation and every node that has reported:
+  // {"generation": G, "nodes": [{"node_id", "seen_at", "live",
+  // "policy_generation", "policy_applied_at", "policy_ok", "policy_detail"}]}.
+  // A node is live if it reported within the last 15 seconds.
+  Json cluster_status(const Caller& caller);
+  // Called by each custosd about once a second: records that this node
+  // (OpenOptions::node_id) is alive and, when a newer generation was
+  // requested, reloads its policy files and records the outcome (audited,
+  // policy.reload, principal system:<node>). Returns the outcome when it
+  // reloaded: true (applied) or false (refused, the old policy stays; the
+  // reason in *error); nullopt when there was nothing to do.
+  std::optional<bool> follow_cluster(std::string* error);
+  // Whether this node runs the schedule `name` now: of several nodes that
+  // ask, exactly one gets true per `interval` (the claim is one write
+  // transaction on the shared store). The first claim of a schedule starts
+  // its clock and returns false.
+  bool claim_schedule(const std::string& name, std::chrono::milliseconds interval);
 
   // Administration.
   Json create_token(const Caller& caller, const std::string& name, const std::string& role);
