@@ -52,7 +52,7 @@ struct Fixture {
 
 audit::JournalOptions small_segments() {
   audit::JournalOptions o;
-  o.segment_bytes = std::size_t{64} << 10;
+  o.segment_bytes = std::size_t{16} << 10;  // 4 pages: each input maps, faults and unmaps them
   o.max_segments = 2;
   return o;
 }
