@@ -307,8 +307,18 @@ void compare_rules(const YAML::Node& old_root, const Regulations& now, std::vect
     }
 }
 
-// The shipped calendar whose holidays equal `listed` ("YYYY-MM-DD") in
-// every year the list covers; "" if none does.
+// Whether an old file's holiday is "YYYY-MM-DD" with a year the calendars
+// compute (the month and day are compared as text, never interpreted).
+bool old_holiday_date(const std::string& d) {
+  if (d.size() != 10 || d[4] != '-' || d[7] != '-') return false;
+  for (const std::size_t i : {0, 1, 2, 3, 5, 6, 8, 9})
+    if (d[i] < '0' || d[i] > '9') return false;
+  const int year = std::stoi(d.substr(0, 4));  // four digits: cannot throw
+  return year >= util::kFirstYear && year <= util::kLastYear;
+}
+
+// The shipped calendar whose holidays equal `listed` (each old_holiday_date)
+// in every year the list covers; "" if none does.
 std::string calendar_matching(const Regulations& regs, const std::set<std::string>& listed) {
   std::set<int> years;
   for (const auto& d : listed) years.insert(std::stoi(d.substr(0, 4)));
@@ -375,7 +385,16 @@ RegulationsUpgrade upgrade_regulations_unchecked(const std::filesystem::path& po
   u.eu_calendar = eu ? eu->calendar->key() : "";
   if (const YAML::Node h = old_root["holidays"]; h && h.IsSequence() && h.size() > 0 && eu != nullptr) {
     std::set<std::string> listed;
-    for (const auto& d : h) listed.insert(d.as<std::string>());
+    for (const auto& d : h) {
+      // The old release refused anything else; a hand-edited file may hold it.
+      const std::string date = d.as<std::string>();
+      if (!old_holiday_date(date))
+        refuse((policy_dir / "regulations.yaml").string(),
+               "holidays: '" + util::printable_prefix(date, 32) + "' is not a date YYYY-MM-DD in " +
+                   std::to_string(util::kFirstYear) + ".." + std::to_string(util::kLastYear) +
+                   "; fix it before upgrading");
+      listed.insert(date);
+    }
     const std::string match = calendar_matching(*shipped, listed);
     if (match.empty()) {
       u.notes.push_back("the old 'holidays' list matches no shipped calendar: eu-gdpr counts on " + u.eu_calendar +
