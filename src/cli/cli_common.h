@@ -73,6 +73,7 @@ struct Globals {
     o.store_url = store;
     o.passphrase = passphrase();
     if (!policies.empty()) o.policy_dir = policies;
+    o.defer_regulations = true;  // most commands never count a deadline
     return custos::service::Service::open(o);
   }
 

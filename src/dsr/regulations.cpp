@@ -437,6 +437,26 @@ const Recipient* BreachRules::recipient(std::string_view k) const {
   return nullptr;
 }
 
+bool declares_current_version(std::string_view yaml_text) {
+  static constexpr std::string_view kKey = "version:";
+  const std::string current = std::to_string(kRegulationsVersion);
+  std::size_t at = 0;
+  while (at < yaml_text.size()) {
+    std::size_t end = yaml_text.find('\n', at);
+    if (end == std::string_view::npos) end = yaml_text.size();
+    std::string_view line = yaml_text.substr(at, end - at);
+    at = end + 1;
+    if (!line.starts_with(kKey)) continue;  // nested keys are indented
+    line.remove_prefix(kKey.size());
+    if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos) return false;
+    const auto last = line.find_last_not_of(" \t\r");
+    return line.substr(first, last - first + 1) == current;
+  }
+  return false;
+}
+
 std::shared_ptr<const Regulations> Regulations::load(const std::filesystem::path& file) {
   auto r = std::make_shared<Regulations>();
   std::string src = file.string();

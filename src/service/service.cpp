@@ -368,7 +368,9 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->breaches = std::make_unique<breach::Book>(*impl->store, *impl->audit);
   {
     util::MutexLock lock(impl->policy_mu);
-    impl->regulations = dsr::Regulations::load(impl->policy_dir() / "regulations.yaml");
+    const fs::path regulations_file = impl->policy_dir() / "regulations.yaml";
+    if (!options.defer_regulations || !dsr::declares_current_version(util::read_text_file(regulations_file)))
+      impl->regulations = dsr::Regulations::load(regulations_file);  // else current_regulations() loads it
     // Downstream systems: a URL that is not https (or loopback http) refuses to open.
     impl->systems = outbox::Systems::load(impl->policy_dir() / "systems.yaml", impl->schema_field_names());
   }

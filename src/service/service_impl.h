@@ -47,7 +47,7 @@ struct Service::Impl {
   // Reloaded together on SIGHUP (reload_policies); readers take a snapshot.
   mutable util::Mutex policy_mu;
   // Read via current_regulations(), current_policy() and so on.
-  std::shared_ptr<const dsr::Regulations> regulations CUSTOS_GUARDED_BY(policy_mu);
+  mutable std::shared_ptr<const dsr::Regulations> regulations CUSTOS_GUARDED_BY(policy_mu);
   std::shared_ptr<const access::Policy> policy CUSTOS_GUARDED_BY(policy_mu);
   std::shared_ptr<const records::RfmPolicy> segments CUSTOS_GUARDED_BY(policy_mu);
   std::shared_ptr<const outbox::Systems> systems CUSTOS_GUARDED_BY(policy_mu);
@@ -102,8 +102,10 @@ struct Service::Impl {
     util::MutexLock lock(policy_mu);
     return policy;
   }
+  // Loads the rules on first use when open deferred them (defer_regulations).
   std::shared_ptr<const dsr::Regulations> current_regulations() const {
     util::MutexLock lock(policy_mu);
+    if (!regulations) regulations = dsr::Regulations::load(policy_dir() / "regulations.yaml");
     return regulations;
   }
   std::shared_ptr<const records::RfmPolicy> current_segments() const {

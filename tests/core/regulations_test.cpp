@@ -728,6 +728,36 @@ TEST_F(PolicyUpgradeCli, AnOldVaultIsRefusedUntilUpgradedAndTheUpgradeIsAudited)
   EXPECT_EQ(nlohmann::json::parse(custos({"audit", "entries", "--operation", "policy.upgrade", "--json"}).out)["entries"].size(), 1u);
 }
 
+TEST(PolicyUpgrade, TheQuickVersionLookReadsOnlyATopLevelCurrentVersion) {
+  EXPECT_TRUE(dsr::declares_current_version(slurp(kPolicies / "regulations.yaml")));
+  EXPECT_FALSE(dsr::declares_current_version(slurp(kPreviousRelease)));
+  EXPECT_TRUE(dsr::declares_current_version("controller: {}\nversion: 2   # the format\r\n"));
+  EXPECT_FALSE(dsr::declares_current_version("version: 3\n"));
+  EXPECT_FALSE(dsr::declares_current_version("version: 22\n"));
+  EXPECT_FALSE(dsr::declares_current_version("version:\n"));
+  EXPECT_FALSE(dsr::declares_current_version("dsr:\n  version: 2\n"));  // not the top level
+  EXPECT_FALSE(dsr::declares_current_version("{version: 2}"));  // flow style: left to the full load
+  EXPECT_FALSE(dsr::declares_current_version(""));
+}
+
+// A `custos` command reads the rules only when it counts a deadline: one
+// that does not still runs, the one that does is refused naming the file.
+TEST_F(PolicyUpgradeCli, ACommandThatCountsNoDeadlineDoesNotReadTheRules) {
+  ASSERT_EQ(custos({"init", "--fast-kdf"}).exit_code, 0);
+  const fs::path file = fs::path(data()) / "policies" / "regulations.yaml";
+  std::ofstream(file, std::ios::trunc) << replaced(slurp(kPolicies / "regulations.yaml"), "calendar: de-be", "calendar: xx-nowhere");
+  auto r = custos({"token", "list"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = custos({"dsr", "create", "--type", "access", "--regime", "gdpr", "--email", "lazy@example.com"});
+  EXPECT_EQ(r.exit_code, 2) << r.out;  // invalid argument
+  EXPECT_NE(r.err.find("regulations.yaml"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unknown calendar 'xx-nowhere'"), std::string::npos) << r.err;
+  // The rules restored: the same command counts its deadline.
+  fs::copy_file(kPolicies / "regulations.yaml", file, fs::copy_options::overwrite_existing);
+  r = custos({"dsr", "create", "--type", "access", "--regime", "gdpr", "--email", "lazy@example.com"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(PolicyUpgradeCli, WithoutAVaultNothingIsChanged) {
   fs::create_directories(dir.path() / "data" / "policies");
   fs::copy_file(kPreviousRelease, dir.path() / "data" / "policies" / "regulations.yaml");

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "custos/util/calendar.h"
@@ -105,6 +106,14 @@ struct RegulationsUpgrade {
 // format or a version newer than this release reads.
 RegulationsUpgrade upgrade_regulations(const std::filesystem::path& policy_dir,
                                        const std::filesystem::path& shipped_dir);
+
+// A cheap look at regulations.yaml's text, for a process that may never
+// need the rules (a `custos` command): true if a line at the top level reads
+// `version: <kRegulationsVersion>` (a comment may follow), so the file is not
+// one that Regulations::load refuses for its format alone. False means only
+// "load it to find out": the previous release's format, a newer version, or
+// a spelling this look does not read (flow style, a quoted number).
+bool declares_current_version(std::string_view yaml_text);
 
 class Regulations {
  public:

@@ -69,6 +69,12 @@ struct OpenOptions {
   // its entry, and open only folds a crashed process's leftover journal.
   bool audit_journal = false;
   audit::JournalOptions audit_journal_options;
+  // Read regulations.yaml and calendars.yaml (~15 ms) when a call first needs
+  // the rules, not at open: for a short-lived process (a `custos` command)
+  // that may not. Open still refuses a file whose `version` line is not the
+  // current one (dsr::declares_current_version; else the full load, now).
+  // A long-lived one (custosd) leaves it false: a bad file is refused at start.
+  bool defer_regulations = false;
 };
 
 // Who is calling and why; built by the transport.
