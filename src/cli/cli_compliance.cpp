@@ -290,10 +290,12 @@ void add_policy(CLI::App& app, Globals& g, Action& action, ComplianceOptions& o)
           return 0;
         };
       });
-  // `custos cluster status`: the nodes on this store and the policy each runs.
+  // `custos cluster status`: the nodes on this store, the policy each runs
+  // and who holds each lease (the node that signs audit checkpoints).
   app.add_subcommand("cluster", "the custosd nodes on this store")
       ->require_subcommand(1)
-      ->add_subcommand("status", "each node: when it last reported, and the policy generation it runs")
+      ->add_subcommand("status",
+                       "each node: when it last reported, and the policy generation it runs; who holds each lease")
       ->callback([&] {
         action = [&] {
           auto svc = g.open();

@@ -35,12 +35,16 @@ namespace {
 namespace fs = std::filesystem;
 namespace hlog = custos::http::log;
 
-// Calls Service::checkpoint_if_due every ~250 ms; stop() returns at once.
 // Background upkeep: signs a checkpoint when one is due (every 250 ms check)
+// while this node holds the checkpoint lease (several nodes on one store:
+// one signs, another takes over within kCheckpointLeaseTerm of its death),
 // and runs the retention purge every `retention_interval` (0: never). Waits
 // on a condition variable, so stop() returns at once.
 class Maintenance {
  public:
+  static constexpr const char* kCheckpointLease = "audit-checkpoints";
+  static constexpr std::chrono::milliseconds kCheckpointLeaseTerm{5000};
+
   Maintenance(custos::service::Service& svc, std::chrono::seconds retention_interval)
       : svc_(svc), retention_interval_(retention_interval), thread_([this] { run(); }) {}
   ~Maintenance() { stop(); }
@@ -64,7 +68,7 @@ class Maintenance {
       if (cv_.wait_for(lock, std::chrono::milliseconds(250), [this]() CUSTOS_REQUIRES(mu_) { return stop_; })) break;
       lock.unlock();
       try {
-        svc_.checkpoint_if_due();
+        if (svc_.hold_lease(kCheckpointLease, kCheckpointLeaseTerm)) svc_.checkpoint_if_due();
         if (failing) hlog::info("checkpoint_recovered");
         failing = false;
       } catch (const custos::Error& e) {
@@ -90,8 +94,11 @@ class Maintenance {
         if (retention_interval_.count() > 0) {
           try {
             if (svc_.claim_schedule("retention", retention_interval_)) run_retention();
+            schedule_failing_ = false;
           } catch (const custos::Error& e) {
-            hlog::error("retention_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+            if (!schedule_failing_)  // once per run of failures, as above
+              hlog::error("retention_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+            schedule_failing_ = true;
           }
         }
       }
@@ -109,8 +116,13 @@ class Maintenance {
       if (reloaded && !*reloaded)
         hlog::error("policy_reload", {{"ok", false}, {"requested", "cluster"}, {"cause", error},
                                       {"detail", "the previous policy stays in force"}});
+      if (cluster_failing_) hlog::info("cluster_report_recovered");
+      cluster_failing_ = false;
     } catch (const custos::Error& e) {
-      hlog::error("cluster_report_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+      // The first failure of a run, not one line a second while the store is away.
+      if (!cluster_failing_)
+        hlog::error("cluster_report_failed", {{"code", custos::code_name(e.code())}, {"cause", e.what()}});
+      cluster_failing_ = true;
     }
   }
 
@@ -132,6 +144,9 @@ class Maintenance {
 
   custos::service::Service& svc_;
   const std::chrono::seconds retention_interval_;
+  // Only the maintenance thread touches these.
+  bool cluster_failing_ = false;
+  bool schedule_failing_ = false;
   custos::util::Mutex mu_;
   custos::util::CondVar cv_;
   bool stop_ CUSTOS_GUARDED_BY(mu_) = false;
@@ -388,6 +403,11 @@ int main(int argc, char** argv) {
   // close the store, exit.
   const bool drained = server->drain(std::chrono::seconds(20));
   maintenance.stop();
+  try {
+    svc->release_lease(Maintenance::kCheckpointLease);  // another node signs from its next look
+  } catch (const std::exception&) {
+    // The store is away: the lease ends with its term.
+  }
   outbox_sender.stop();  // what it had not recorded is sent again after the restart
   if (!drained) {
     // A request is still inside the Service: closing the store under it

@@ -33,7 +33,8 @@ store::ModuleMigrations import_migrations() {
 }
 
 // Several custosd nodes on one store (service_cluster.cpp): policy reloads
-// every node follows, the nodes' reports, and schedules one node runs.
+// every node follows, the nodes' reports, schedules one node runs, and
+// leases one node holds.
 store::ModuleMigrations cluster_migrations() {
   return {"cluster",
           {
@@ -47,6 +48,15 @@ store::ModuleMigrations cluster_migrations() {
                    " policy_ok INTEGER NOT NULL, policy_detail TEXT NOT NULL)",
                    "CREATE TABLE schedules (name TEXT PRIMARY KEY, next_run_at INTEGER NOT NULL,"
                    " claimed_by TEXT NOT NULL)",
+               }},
+              {2,
+               0,
+               {
+                   // Work one node does at a time (signing audit checkpoints):
+                   // held until expires_at, renewed by its holder, taken over
+                   // by another node once the term ends (Service::hold_lease).
+                   "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, since INTEGER NOT NULL,"
+                   " expires_at INTEGER NOT NULL)",
                }},
           }};
 }

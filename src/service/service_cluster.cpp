@@ -75,7 +75,20 @@ Json Service::cluster_status(const Caller& caller) {
                               {"policy_ok", r.integer(4) != 0},
                               {"policy_detail", std::string(r.text(5))}});
            });
-  return {{"generation", latest_generation(*tx)}, {"nodes", std::move(nodes)}};
+  Json leases = Json::array();
+  tx->exec("SELECT name, holder, since, expires_at FROM leases ORDER BY name", {}, [&](const Row& r) {
+    leases.push_back({{"name", std::string(r.text(0))},
+                      {"holder", std::string(r.text(1))},
+                      {"since", audit::format_time_us(r.integer(2))},
+                      {"expires_at", audit::format_time_us(r.integer(3))},
+                      {"held", r.integer(3) > now}});
+  });
+  Json out = {{"generation", latest_generation(*tx)}, {"nodes", std::move(nodes)}, {"leases", std::move(leases)}};
+  tx.reset();
+  // Whether someone is signing: the latest checkpoint, by whichever node.
+  const auto cp = impl_->audit->latest_checkpoint();
+  out["checkpoint"] = cp ? Json{{"size", cp->size}, {"time", audit::format_time_us(cp->at_us)}} : Json(nullptr);
+  return out;
 }
 
 std::int64_t Service::Impl::latest_policy_generation() {
@@ -149,6 +162,58 @@ bool Service::claim_schedule(const std::string& name, std::chrono::milliseconds 
                {next, node, name, now}) == 1;
   tx->commit();
   return claimed;
+}
+
+bool Service::hold_lease(const std::string& name, std::chrono::milliseconds term) {
+  const std::string& node = impl_->options.node_id;
+  const std::int64_t term_us = static_cast<std::int64_t>(term.count()) * 1000;
+  const std::int64_t now = impl_->audit->now_us();
+  util::MutexLock lock(impl_->cluster_mu);
+  if (const auto it = impl_->leases_held.find(name); it != impl_->leases_held.end()) {
+    if (now < it->second - term_us / 2) return true;  // more than half the term left
+    impl_->leases_held.erase(it);  // renewed below, or lost
+  }
+  struct Lease {
+    std::string holder;
+    std::int64_t since = 0, expires_at = 0;
+  };
+  const auto read_lease = [&](store::Transaction& tx) {
+    std::optional<Lease> out;
+    tx.exec("SELECT holder, since, expires_at FROM leases WHERE name = ?", {name},
+            [&](const Row& r) { out = Lease{std::string(r.text(0)), r.integer(1), r.integer(2)}; });
+    return out;
+  };
+  {
+    // Another node's running term: a read says so without a write.
+    auto tx = impl_->store->begin(TxMode::read);
+    const auto lease = read_lease(*tx);
+    if (lease && lease->holder != node && lease->expires_at > now) return false;
+  }
+  // Writers are serialised (across nodes on PostgreSQL too): of the nodes
+  // that found it free, the first takes it and the others see its term.
+  auto tx = impl_->store->begin(TxMode::write);
+  const auto lease = read_lease(*tx);
+  const std::int64_t until = now + term_us;
+  if (!lease) {
+    tx->exec("INSERT INTO leases (name, holder, since, expires_at) VALUES (?, ?, ?, ?)", {name, node, now, until});
+  } else if (lease->holder == node || lease->expires_at <= now) {
+    const std::int64_t since = lease->holder == node && lease->expires_at > now ? lease->since : now;
+    tx->exec("UPDATE leases SET holder = ?, since = ?, expires_at = ? WHERE name = ?", {node, since, until, name});
+  } else {
+    return false;
+  }
+  tx->commit();
+  impl_->leases_held[name] = until;
+  return true;
+}
+
+void Service::release_lease(const std::string& name) {
+  const std::string& node = impl_->options.node_id;
+  util::MutexLock lock(impl_->cluster_mu);
+  impl_->leases_held.erase(name);
+  auto tx = impl_->store->begin(TxMode::write);
+  tx->exec("DELETE FROM leases WHERE name = ? AND holder = ?", {name, node});
+  tx->commit();
 }
 
 }  // namespace custos::service

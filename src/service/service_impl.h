@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -59,6 +60,8 @@ struct Service::Impl {
   std::int64_t applied_policy_generation CUSTOS_GUARDED_BY(cluster_mu) = 0;
   bool node_recorded CUSTOS_GUARDED_BY(cluster_mu) = false;
   std::int64_t last_seen_written_us CUSTOS_GUARDED_BY(cluster_mu) = 0;
+  // Leases this node holds, and until when its last write holds them.
+  std::map<std::string, std::int64_t> leases_held CUSTOS_GUARDED_BY(cluster_mu);
   // The latest requested policy generation (service_cluster.cpp).
   std::int64_t latest_policy_generation();
   // Downstream systems (service_outbox.cpp).

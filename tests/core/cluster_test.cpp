@@ -154,5 +154,60 @@ TEST(Cluster, OneNodeRunsEachScheduledRun) {
   EXPECT_FALSE(t.first().claim_schedule("other", hour));
 }
 
+// The node that signs audit checkpoints (custosd) holds a lease: one node at
+// a time, renewed while it lives, taken over once its term ends (a node
+// killed -9 never gives it up), handed over at once by a clean shutdown.
+TEST(Cluster, OneNodeHoldsALeaseAndAnotherTakesOverWhenItsTermEnds) {
+  TwoNodes t;
+  const auto term = std::chrono::milliseconds(5000);
+  const auto holder = [&] {
+    const Json status = t.first().cluster_status(t.v.admin());  // alive through the loop
+    for (const auto& l : status["leases"])
+      if (l["name"] == "audit-checkpoints" && l["held"].get<bool>()) return l["holder"].get<std::string>();
+    return std::string();
+  };
+  EXPECT_EQ(holder(), "");
+  EXPECT_TRUE(t.first().hold_lease("audit-checkpoints", term));
+  EXPECT_FALSE(t.other->hold_lease("audit-checkpoints", term));
+  EXPECT_EQ(holder(), "node-1");
+  // The holder renews it while it lives: the other never gets it.
+  for (int i = 0; i < 10; ++i) {
+    t.advance(2 * kSecond);
+    EXPECT_TRUE(t.first().hold_lease("audit-checkpoints", term)) << i;
+    EXPECT_FALSE(t.other->hold_lease("audit-checkpoints", term)) << i;
+  }
+  const Json held = t.first().cluster_status(t.v.admin())["leases"][0];
+  EXPECT_EQ(held["since"], "2026-01-01T00:00:00.000000Z") << held;  // renewals keep when it was taken
+  // The holder stops asking (killed): not before its term ends...
+  t.advance(4 * kSecond);
+  EXPECT_FALSE(t.other->hold_lease("audit-checkpoints", term));
+  // ...and at once after it.
+  t.advance(1 * kSecond);
+  EXPECT_TRUE(t.other->hold_lease("audit-checkpoints", term));
+  EXPECT_EQ(holder(), "node-2");
+  // The first node, back, finds it taken: its own memory of holding it ran
+  // out with its term.
+  EXPECT_FALSE(t.first().hold_lease("audit-checkpoints", term));
+  // A clean shutdown gives it up, and the other node takes it at its next look.
+  t.other->release_lease("audit-checkpoints");
+  EXPECT_TRUE(t.first().hold_lease("audit-checkpoints", term));
+  EXPECT_EQ(holder(), "node-1");
+  // Leases are independent of each other.
+  EXPECT_TRUE(t.other->hold_lease("something-else", term));
+}
+
+TEST(Cluster, ALeaseStillInTermIsNotTakenEvenIfItsHolderHasNotRenewedLocally) {
+  TwoNodes t;
+  const auto term = std::chrono::milliseconds(5000);
+  ASSERT_TRUE(t.first().hold_lease("audit-checkpoints", term));
+  // Past half the term the holder writes again; the other node, asking in
+  // between, sees the term still running.
+  t.advance(3 * kSecond);
+  EXPECT_FALSE(t.other->hold_lease("audit-checkpoints", term));
+  EXPECT_TRUE(t.first().hold_lease("audit-checkpoints", term));  // renewed: now until 8 s
+  t.advance(4 * kSecond);
+  EXPECT_FALSE(t.other->hold_lease("audit-checkpoints", term));
+}
+
 }  // namespace
 }  // namespace custos

@@ -231,10 +231,13 @@ class Service {
   // policy.reload_request) and returns {"generation": G}. Each node follows
   // within about a second (follow_cluster) and records what it did.
   Json request_policy_reload(const Caller& caller);
-  // The latest policy generation and every node that has reported:
-  // {"generation": G, "nodes": [{"node_id", "seen_at", "live",
-  // "policy_generation", "policy_applied_at", "policy_ok", "policy_detail"}]}.
-  // A node is live if it reported within the last 15 seconds.
+  // The latest policy generation, every node that has reported and every
+  // lease: {"generation": G, "nodes": [{"node_id", "seen_at", "live",
+  // "policy_generation", "policy_applied_at", "policy_ok", "policy_detail"}],
+  // "leases": [{"name", "holder", "since", "expires_at", "held"}],
+  // "checkpoint": {"size", "time"} of the latest signed one, or null}. A node
+  // is live if it reported within the last 15 seconds; a lease is held until
+  // expires_at.
   Json cluster_status(const Caller& caller);
   // Called by each custosd about once a second: records that this node
   // (OpenOptions::node_id) is alive and, when a newer generation was
@@ -248,6 +251,17 @@ class Service {
   // transaction on the shared store). The first claim of a schedule starts
   // its clock and returns false.
   bool claim_schedule(const std::string& name, std::chrono::milliseconds interval);
+  // Whether this node holds the lease `name` now: taken when nobody holds
+  // it or its holder's term has ended, renewed by the holder for another
+  // `term` once less than half of it is left (a write transaction; between
+  // renewals the answer costs nothing). Of several nodes that ask, one
+  // holds it at a time, as far as their clocks agree (keep them in sync,
+  // NTP); a holder that dies (kill -9) loses it when its term ends.
+  // custosd signs audit checkpoints only while it holds "audit-checkpoints".
+  bool hold_lease(const std::string& name, std::chrono::milliseconds term);
+  // Gives the lease up if this node holds it (a clean shutdown: another node
+  // takes over at its next look, not after the term).
+  void release_lease(const std::string& name);
 
   // Administration.
   Json create_token(const Caller& caller, const std::string& name, const std::string& role);
