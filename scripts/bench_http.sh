@@ -15,7 +15,13 @@
 #        had on 2 cores when it served with cpprestsdk), IO_THREADS (cores: custosd's
 #        default io threads; also the Beast floor's), PERF_DATA (a file:
 #        perf record --call-graph dwarf samples custosd through the lookup run into it;
-#        read with perf report -i FILE --no-children).
+#        read with perf report -i FILE --no-children),
+#        CUSTOS_STORE (postgresql://…: the vault on PostgreSQL instead of SQLCipher; an
+#        empty database, e.g. from scripts/pg_cluster.sh start DIR),
+#        NODES (1: with CUSTOS_STORE, N custosd processes on that one database, each with
+#        its own data directory copied from the first and its own --node-id; the lookups
+#        are N wrk processes, one per node, each -t1 with CONNECTIONS/N connections, and
+#        the figures are their sum, the worst p99 and the CPU of all nodes per request).
 # One principal sends every request here, so custosd runs with its
 # per-principal rate and in-flight quotas off (--principal-rate 0
 # --principal-max-inflight 0); everything else is at its defaults.
@@ -26,6 +32,7 @@ SUBJECTS=${1:-10000}
 DURATION=${2:-10s}
 THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${WRK_CONNECTIONS:-32}
+NODES=${NODES:-1}
 POOL=${CUSTOSD_THREADS:-$(( $(nproc) * 2 > 4 ? $(nproc) * 2 : 4 ))}
 LISTENER_POOL=${LISTENER_THREADS:-8}
 IO=${IO_THREADS:-$(nproc)}
@@ -41,13 +48,21 @@ for tool in wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "bench_http: $tool is not installed" >&2; exit 1; }
 done
 
+if [ "$NODES" -gt 1 ] && [[ "${CUSTOS_STORE:-}" != postgresql://* ]]; then
+  echo "bench_http: NODES=$NODES needs CUSTOS_STORE=postgresql://… (nodes share one database)" >&2
+  exit 1
+fi
+
 WORK=$(mktemp -d)
 PID=""
+NODE_PIDS=()
 cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -TERM "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
+  for p in "$PID" "${NODE_PIDS[@]}"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -89,7 +104,7 @@ stop() {  # PID
   PID=""
 }
 
-echo "== vault with $SUBJECTS subjects"
+echo "== vault with $SUBJECTS subjects (store: ${CUSTOS_STORE:-SQLCipher}; $NODES node(s))"
 "$CUSTOS" --data-dir "$WORK/data" init --fast-kdf >/dev/null
 TOKEN=$(cat "$WORK/data/admin.token")
 PORT=$(free_port)
@@ -128,14 +143,62 @@ end
 EOF
 
 echo
-echo "== custosd: GET /v1/subjects?email=... (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
-PERF_PID=""
-if [ -n "${PERF_DATA:-}" ]; then
-  perf record -F 299 --call-graph dwarf,16384 -p "$PID" -o "$PERF_DATA" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
-  PERF_PID=$!
+if [ "$NODES" -eq 1 ]; then
+  echo "== custosd: GET /v1/subjects?email=... (wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
+  PERF_PID=""
+  if [ -n "${PERF_DATA:-}" ]; then
+    perf record -F 299 --call-graph dwarf,16384 -p "$PID" -o "$PERF_DATA" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+    PERF_PID=$!
+  fi
+  measure custosd-lookup "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
+  if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
+else
+  # Nodes 2..N: the first node's data directory (key material, policies,
+  # store.url) copied, as docs/postgresql.md deploys them.
+  NODE_PIDS=("$PID")
+  NODE_URLS=("$URL")
+  for i in $(seq 2 "$NODES"); do
+    cp -a "$WORK/data" "$WORK/data-$i"
+    rm -rf "$WORK/data-$i/audit-journal"
+    p=$(free_port)
+    "$CUSTOSD" --data-dir "$WORK/data-$i" --node-id "node-$i" --listen "127.0.0.1:$p" \
+      --log-level "${CUSTOSD_LOG_LEVEL:-warn}" --threads "$POOL" --io-threads "$IO" \
+      --principal-rate 0 --principal-max-inflight 0 >"$WORK/custosd-$i.out" 2>"$WORK/custosd-$i.err" &
+    NODE_PIDS+=("$!")
+    NODE_URLS+=("http://127.0.0.1:$p")
+    wait_ready "http://127.0.0.1:$p/healthz" "$!"
+  done
+  per_node=$(( CONNECTIONS / NODES > 0 ? CONNECTIONS / NODES : 1 ))
+  echo "== $NODES custosd nodes: GET /v1/subjects?email=... (one wrk -t1 -c$per_node -d$DURATION per node)"
+  before=0
+  for p in "${NODE_PIDS[@]}"; do before=$(( before + $(cpu_ticks "$p") )); done
+  wrk_pids=()
+  for i in $(seq 0 $(( NODES - 1 ))); do
+    wrk -t1 -c"$per_node" -d"$DURATION" --latency -s "$WORK/lookup.lua" "${NODE_URLS[$i]}" >"$WORK/wrk-$i.out" &
+    wrk_pids+=("$!")
+  done
+  for w in "${wrk_pids[@]}"; do wait "$w"; done
+  after=0
+  for p in "${NODE_PIDS[@]}"; do after=$(( after + $(cpu_ticks "$p") )); done
+  cat "$WORK"/wrk-*.out
+  python3 - "$WORK" "$NODES" "$before" "$after" <<'EOF3'
+import os, re, sys
+work, nodes, before, after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+total_rps, total_req, worst_p99 = 0.0, 0, 0.0
+unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+for i in range(nodes):
+    text = open(f"{work}/wrk-{i}.out").read()
+    total_rps += float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    total_req += int(re.search(r"(\d+) requests in", text).group(1))
+    v, u = re.search(r"99%\s+([\d.]+)(us|ms|s)", text).groups()
+    worst_p99 = max(worst_p99, float(v) * unit[u])
+t = os.sysconf("SC_CLK_TCK")
+print(f"custosd-lookup x{nodes} nodes: {total_rps:.0f} requests/s in all, worst p99 {worst_p99:.2f} ms, "
+      f"server CPU {(after - before) / t * 1e6 / max(1, total_req):.1f} us per request ({total_req} requests)")
+EOF3
+  for p in "${NODE_PIDS[@]:1}"; do kill -TERM "$p"; wait "$p" || true; done
+  NODE_PIDS=()
 fi
-measure custosd-lookup "$PID" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/lookup.lua" "$URL"
-if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
 
 # Ingest over HTTP without curl start-up costs: wrk posting batches of
 # 1,000 subjects (subjects/s = requests/s x 1,000). Every request carries new
