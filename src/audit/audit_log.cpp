@@ -278,6 +278,10 @@ std::function<Hash(unsigned, std::uint64_t)> AuditLog::subtree_fn(Transaction& t
   };
 }
 
+// How many entries appended by other writers load_head folds into the cached
+// frontier leaf by leaf; beyond it, the frontier is restored from subtrees.
+constexpr std::uint64_t kCatchUpLeaves = 4096;
+
 void AuditLog::load_head(Transaction& tx) {
   std::optional<std::uint64_t> last_seq;
   Hash last_leaf{};
@@ -287,11 +291,41 @@ void AuditLog::load_head(Transaction& tx) {
   });
   const std::uint64_t size = last_seq ? *last_seq + 1 : 0;
   if (frontier_ && frontier_->size() == size && last_leaf == last_leaf_) return;  // cache is current
-  frontier_ = auditfmt::Frontier::restore(size, subtree_fn(tx));
+  // Another writer appended (another node on a shared store, or another
+  // process), or this is the first look.
+  const std::optional<std::uint64_t> previous_size =
+      frontier_ ? std::optional<std::uint64_t>(frontier_->size()) : std::nullopt;
+  bool caught_up = false;
+  if (previous_size && *previous_size > 0 && size > *previous_size && size - *previous_size <= kCatchUpLeaves) {
+    // Append the others' leaves to this node's frontier: one query, where a
+    // restore reads a subtree per level and a block of leaves. Only if the
+    // store's leaf at our last position is our last leaf: entries chain to
+    // their predecessor's leaf, so then the whole prefix is ours as cached
+    // (not, for example, an append of ours that was rolled back).
+    std::vector<Hash> leaves;
+    leaves.reserve(size - *previous_size + 1);
+    tx.exec("SELECT leaf FROM audit_entries WHERE seq >= ? ORDER BY seq", {static_cast<std::int64_t>(*previous_size - 1)},
+            [&](const Row& r) { leaves.push_back(to_hash(r.blob(0))); });
+    if (leaves.size() == size - *previous_size + 1 && leaves.front() == last_leaf_) {
+      for (std::size_t i = 1; i < leaves.size(); ++i) frontier_->append(leaves[i]);
+      caught_up = true;
+    }
+  }
+  if (!caught_up) frontier_ = auditfmt::Frontier::restore(size, subtree_fn(tx));
   last_leaf_ = last_leaf;
-  subject_bucket_.number = tx.scalar("SELECT max(bucket) FROM audit_subject_buckets").value_or(-1);
-  subject_bucket_.rows = static_cast<std::uint64_t>(
-      tx.scalar("SELECT count(*) FROM audit_subject_index WHERE bucket = ?", {subject_bucket_.number}).value_or(0));
+  const std::int64_t bucket = tx.scalar("SELECT max(bucket) FROM audit_subject_buckets").value_or(-1);
+  if (previous_size && bucket == subject_bucket_.number && size >= *previous_size) {
+    // Still the bucket this node knew: the entries appended since add a row
+    // each, or more (a multi-subject entry), so the bucket may end a little
+    // past subject_bucket_rows. Counting it exactly scanned up to 65,536
+    // index rows whenever nodes took turns, each time (issue 16, several
+    // nodes on PostgreSQL); the limit only decides where buckets are cut.
+    subject_bucket_.rows += size - *previous_size;
+  } else {
+    subject_bucket_.number = bucket;
+    subject_bucket_.rows = static_cast<std::uint64_t>(
+        tx.scalar("SELECT count(*) FROM audit_subject_index WHERE bucket = ?", {bucket}).value_or(0));
+  }
   last_checkpoint_size_ = 0;
   tx.exec("SELECT size, at FROM audit_checkpoints ORDER BY size DESC LIMIT 1", {}, [&](const Row& r) CUSTOS_REQUIRES(mu_) {
     last_checkpoint_size_ = static_cast<std::uint64_t>(r.integer(0));
