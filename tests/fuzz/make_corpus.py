@@ -35,6 +35,45 @@ def policies():
             write("policy_yaml", name, bytes([i]) + f.read())
     with open(os.path.join(ROOT, "tests/fixtures/policies-v1/regulations.yaml"), "rb") as f:
         write("policy_yaml", "regulations-v1-upgrade", bytes([8]) + f.read())
+    small_policies(loaders)
+
+
+# Seeds of at most POLICY_SEED_MAX bytes (scripts/fuzz.sh runs policy_yaml with
+# that -max_len): yaml-cpp under ASan parses ~1 KB per ms, so the whole shipped
+# files (up to 27 KB) cap the target at tens of inputs a second. Each seed is a
+# valid file: a shipped one without comments, or cut to a few entries of its
+# long maps (every regime keeps the calendar it names; the companion files the
+# target loads with are cut the same way, see policy_yaml.cpp).
+POLICY_SEED_MAX = 4096
+
+
+def small_policies(loaders):
+    def load(name):
+        with open(os.path.join(ROOT, "policies", name + ".yaml")) as f:
+            return yaml.safe_load(f)
+
+    def dump(i, name, doc):
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+        data = bytes([i]) + text.encode()
+        if len(data) <= POLICY_SEED_MAX:
+            write("policy_yaml", name, data)
+
+    for i, name in enumerate(loaders):
+        dump(i, name + "-plain", load(name))
+    regs = load("regulations")
+    dsr, breach = list(regs["dsr"].items()), list(regs["breach"].items())
+    for k in range(max(len(dsr), len(breach))):
+        cut = {"version": regs["version"], "controller": regs["controller"],
+               "dsr": dict([dsr[0]] + ([dsr[k]] if 0 < k < len(dsr) else [])),
+               "breach": dict([breach[0]] + ([breach[k]] if 0 < k < len(breach) else []))}
+        dump(loaders.index("regulations"), "regulations-cut-%02d" % k, cut)
+    cals = load("calendars")["calendars"]
+    own = regs["dsr"]["eu-gdpr"]["calendar"]  # the companion rules are eu-gdpr's
+    for key, cal in cals.items():
+        dump(loaders.index("calendars"), "calendars-cut-" + key, {"calendars": {own: cals[own], key: cal}})
+    roles = load("roles")
+    for key, role in roles["roles"].items():
+        dump(loaders.index("roles"), "roles-cut-" + key, dict(roles, roles={key: role}))
 
 
 # service_json: the route order of kRoutes in service_json.cpp, with the
