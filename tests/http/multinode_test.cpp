@@ -18,9 +18,11 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
+#include "custos/store/postgres_store.h"
 #include "http_support.h"
 
 namespace custos::httptest {
@@ -216,6 +218,94 @@ TEST(MultiNode, ThreeNodesOneChainSurviveAKilledNode) {
                         out.string()});
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
   const auto verified = run({kCli, "--data-dir", nodes[2].dir.string(), "--store", url, "audit", "verify", out.string()});
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+}
+
+// The database going away while custosd serves (issue 16, "Bad input"): its
+// role is barred from logging in and its connections are ended, so every
+// pooled connection breaks and no new one opens. Until it returns, reads and
+// writes get 503 store_unavailable with no plaintext (a read's entry must be
+// committed before its fields leave), nothing is half-written, and custosd
+// stays up; when it returns, custosd serves again without a restart, and the
+// log still verifies. A role of its own keeps the outage from other tests
+// that share the cluster.
+TEST(MultiNode, ADatabaseOutageIs503WithNothingHalfWrittenAndServingResumes) {
+  const char* base = std::getenv("CUSTOS_TEST_PG_URL");
+  if (base == nullptr || *base == '\0') GTEST_SKIP() << "CUSTOS_TEST_PG_URL not set (no PostgreSQL cluster)";
+  std::string url = custos::testing::fresh_postgres_schema(base);
+  const std::string role = "outage_" + std::to_string(::getpid());
+  store::postgres_exec_admin(base, "CREATE ROLE " + role + " LOGIN SUPERUSER");
+  // The same database and schema as this role.
+  const std::regex user_param("([?&])user=[^&]*");
+  url = std::regex_search(url, user_param) ? std::regex_replace(url, user_param, "$1user=" + role)
+                                           : url + "&user=" + role;
+  const auto set_login = [&](bool on) {
+    store::postgres_exec_admin(base, "ALTER ROLE " + role + (on ? " LOGIN" : " NOLOGIN"));
+    if (!on)
+      store::postgres_exec_admin(base, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '" +
+                                           role + "'");
+  };
+
+  custos::testing::TempDir tmp;
+  const fs::path dir = tmp.path() / "node";
+  const auto init = run({kCli, "--data-dir", dir.string(), "--store", url, "init", "--fast-kdf"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const std::string admin = trim(read_file(dir / "admin.token"));
+  Daemon d(dir, {"--store", url, "--node-id", "node-o"});
+  ASSERT_TRUE(d.wait_ready()) << d.err();
+  const Resp kept = d.post("/v1/subjects", admin,
+                           {{"fields", {{"given_name", "Before"}, {"email", "before-outage@example.com"}}}},
+                           "customer_service");
+  ASSERT_EQ(kept.status, 201) << kept;
+  const std::string id = kept.json["id"].get<std::string>();
+  ASSERT_EQ(d.get("/v1/subjects/" + id, admin, "customer_service").status, 200);
+
+  set_login(false);
+  for (int i = 0; i < 3; ++i) {
+    const Resp r = d.get("/v1/subjects/" + id, admin, "customer_service");
+    EXPECT_EQ(r.status, 503) << r;
+    EXPECT_EQ(r.json.value("code", ""), "store_unavailable") << r;
+    EXPECT_EQ(r.body.find("before-outage"), std::string::npos) << "plaintext left without its audit entry: " << r;
+    const Resp w = d.post("/v1/subjects", admin,
+                          {{"fields", {{"given_name", "During"}, {"email", "during-outage@example.com"}}}},
+                          "customer_service");
+    EXPECT_EQ(w.status, 503) << w;
+    EXPECT_EQ(w.json.value("code", ""), "store_unavailable") << w;
+  }
+  EXPECT_TRUE(d.alive());
+
+  set_login(true);
+  // Serving resumes without a restart: bounded, the pool reconnects on demand.
+  Resp back;
+  for (int i = 0; i < 100; ++i) {
+    back = d.get("/v1/subjects/" + id, admin, "customer_service");
+    if (back.status == 200) break;
+    std::this_thread::sleep_for(100ms);  // bounded: 100 tries
+  }
+  ASSERT_EQ(back.status, 200) << back;
+  EXPECT_EQ(back.json["fields"].value("email", ""), "before-outage@example.com");
+  // The refused write left nothing: no subject, and only the one create entry.
+  const Resp found = d.get("/v1/subjects?email=during-outage%40example.com", admin, "customer_service");
+  ASSERT_EQ(found.status, 200) << found;
+  EXPECT_TRUE(found.json.value("subjects", Json::array()).empty()) << found;
+  const Resp w = d.post("/v1/subjects", admin, {{"fields", {{"given_name", "After"}}}}, "customer_service");
+  EXPECT_EQ(w.status, 201) << w;
+  // Every read that returned has its entry (two before the outage, one
+  // after), and no refused read has one that says it was allowed.
+  const Resp reads = d.get("/v1/audit/entries?subject=" + id + "&operation=subject.read&limit=100", admin, "audit");
+  ASSERT_EQ(reads.status, 200) << reads;
+  int allowed = 0;
+  for (const auto& e : reads.json["entries"]) allowed += e["outcome"] == "allowed";
+  EXPECT_EQ(allowed, 2) << reads;
+  const Resp creates = d.get("/v1/audit/entries?operation=subject.create&limit=100", admin, "audit");
+  ASSERT_EQ(creates.status, 200) << creates;
+  EXPECT_EQ(creates.json["entries"].size(), 2u) << creates;
+
+  EXPECT_EQ(d.stop(), 0);
+  const fs::path out = tmp.path() / "audit.export";
+  const auto exp = run({kCli, "--data-dir", dir.string(), "--store", url, "audit", "export", "--out", out.string()});
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  const auto verified = run({kCli, "--data-dir", dir.string(), "--store", url, "audit", "verify", out.string()});
   EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
 }
 
