@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string_view>
 #include <tuple>
@@ -16,6 +17,7 @@
 #include "custos/audit/blocks.h"
 #include "custos/error.h"
 #include "custos/store/key_table.h"
+#include "entry_store.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/export.h"
 #include "custos_audit/subjects.h"
@@ -23,6 +25,10 @@
 namespace custos::audit {
 namespace {
 
+using detail::EntryReader;
+using detail::kPostOperation;
+using detail::kPostPrincipal;
+using detail::kPostPurpose;
 using store::Row;
 using store::Transaction;
 using store::TxMode;
@@ -240,6 +246,7 @@ std::function<Hash(unsigned, std::uint64_t)> AuditLog::subtree_fn(Transaction& t
   // block's leaves, read once per block (a proof asks for up to
   // kBlockLevel - 1 of them, all in the block of its leaf or its neighbour).
   struct BlockLeaves {
+    std::unique_ptr<EntryReader> reader;  // made at the first block asked for
     std::uint64_t block = ~std::uint64_t{0};
     std::vector<Hash> leaves;
   };
@@ -262,9 +269,12 @@ std::function<Hash(unsigned, std::uint64_t)> AuditLog::subtree_fn(Transaction& t
     if (cache->block != block) {
       cache->block = ~std::uint64_t{0};
       cache->leaves.clear();
-      tx.exec("SELECT leaf FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
-              {static_cast<std::int64_t>(block * kBlockEntries), static_cast<std::int64_t>((block + 1) * kBlockEntries)},
-              [&](const Row& r) { cache->leaves.push_back(to_hash(r.blob(0))); });
+      if (!cache->reader) cache->reader = std::make_unique<EntryReader>(tx);
+      cache->reader->range(block * kBlockEntries, (block + 1) * kBlockEntries,
+                           [&](std::uint64_t, std::span<const std::uint8_t> entry) {
+                             cache->leaves.push_back(auditfmt::leaf_hash(entry));
+                             return true;
+                           });
       cache->block = block;
     }
     const std::uint64_t offset = first - block * kBlockEntries;
@@ -283,13 +293,9 @@ std::function<Hash(unsigned, std::uint64_t)> AuditLog::subtree_fn(Transaction& t
 constexpr std::uint64_t kCatchUpLeaves = 4096;
 
 void AuditLog::load_head(Transaction& tx) {
-  std::optional<std::uint64_t> last_seq;
-  Hash last_leaf{};
-  tx.exec("SELECT seq, leaf FROM audit_entries ORDER BY seq DESC LIMIT 1", {}, [&](const Row& r) {
-    last_seq = static_cast<std::uint64_t>(r.integer(0));
-    last_leaf = to_hash(r.blob(1));
-  });
-  const std::uint64_t size = last_seq ? *last_seq + 1 : 0;
+  EntryReader entries(tx);
+  const std::uint64_t size = entries.size();
+  const Hash last_leaf = entries.last_leaf().value_or(Hash{});
   if (frontier_ && frontier_->size() == size && last_leaf == last_leaf_) return;  // cache is current
   // Another writer appended (another node on a shared store, or another
   // process), or this is the first look.
@@ -304,8 +310,10 @@ void AuditLog::load_head(Transaction& tx) {
     // (not, for example, an append of ours that was rolled back).
     std::vector<Hash> leaves;
     leaves.reserve(size - *previous_size + 1);
-    tx.exec("SELECT leaf FROM audit_entries WHERE seq >= ? ORDER BY seq", {static_cast<std::int64_t>(*previous_size - 1)},
-            [&](const Row& r) { leaves.push_back(to_hash(r.blob(0))); });
+    entries.range(*previous_size - 1, size, [&](std::uint64_t, std::span<const std::uint8_t> entry) {
+      leaves.push_back(auditfmt::leaf_hash(entry));
+      return true;
+    });
     if (leaves.size() == size - *previous_size + 1 && leaves.front() == last_leaf_) {
       for (std::size_t i = 1; i < leaves.size(); ++i) frontier_->append(leaves[i]);
       caught_up = true;
@@ -398,55 +406,23 @@ std::pair<std::span<std::uint8_t>, std::span<const std::uint8_t>> unwrap(std::sp
 }
 }  // namespace
 
-namespace {
-// Kinds of posting (audit_postings.kind); the numbers are stored.
-constexpr int kPostPrincipal = 0, kPostPurpose = 1, kPostOperation = 2;
 
-struct BlockSummary {
-  std::vector<std::tuple<int, std::string, std::uint64_t>> postings;  // kind, value, bitmask
-  std::int64_t min_at = std::numeric_limits<std::int64_t>::max();
-  std::int64_t max_at = std::numeric_limits<std::int64_t>::min();
-
-  void add(std::uint64_t seq, std::int64_t at_us, std::string_view principal, std::string_view purpose,
-           std::string_view operation) {
-    const std::uint64_t bit = std::uint64_t{1} << (seq % kBlockEntries);
-    min_at = std::min(min_at, at_us);
-    max_at = std::max(max_at, at_us);
-    post(kPostPrincipal, principal, bit);
-    post(kPostPurpose, purpose, bit);
-    post(kPostOperation, operation, bit);
-  }
-  void post(int kind, std::string_view value, std::uint64_t bit) {
-    for (auto& [k, val, mask] : postings)
-      if (k == kind && val == value) {
-        mask |= bit;
-        return;
-      }
-    postings.emplace_back(kind, std::string(value), bit);
-  }
+struct AuditLog::Unwritten {
+  std::vector<std::vector<std::uint8_t>> entries;  // the open block's, from its first without a row
 };
 
-// Entry `seq` (timed `at_us`, viewed as `v`) completes its block in `tx`:
-// writes the block's postings and time range, from its other entries' rows
-// (written in this transaction or before) and this entry.
-void seal_block(Transaction& tx, std::uint64_t seq, std::int64_t at_us, const auditfmt::EntryView& v) {
-  const std::uint64_t block = seq / kBlockEntries;
-  BlockSummary summary;
-  tx.exec("SELECT seq, at, principal, purpose, operation FROM audit_entries WHERE seq >= ? AND seq < ?",
-          {static_cast<std::int64_t>(block * kBlockEntries), static_cast<std::int64_t>(seq)}, [&](const Row& r) {
-            summary.add(static_cast<std::uint64_t>(r.integer(0)), r.integer(1), r.text(2), r.text(3), r.text(4));
-          });
-  summary.add(seq, at_us, v.principal, v.purpose, v.operation);
-  const auto b = static_cast<std::int64_t>(block);
-  tx.exec("INSERT INTO audit_blocks (block, min_at, max_at) VALUES (?, ?, ?)", {b, summary.min_at, summary.max_at});
-  for (const auto& [kind, value, mask] : summary.postings)
-    tx.exec("INSERT INTO audit_postings (kind, value, block, mask) VALUES (?, ?, ?, ?)",
-            {kind, value, b, static_cast<std::int64_t>(mask)});
+void AuditLog::store_unwritten(Transaction& tx, Unwritten& unwritten) {
+  for (const auto& bytes : unwritten.entries) {
+    auditfmt::EntryView v;
+    const char* why = nullptr;
+    if (!auditfmt::parse_view(bytes, v, &why)) throw Error(ErrorCode::internal, std::string("audit log: malformed entry: ") + why);
+    detail::write_entry_row(tx, v.seq, v, parse_time_us(v.time).value_or(0), bytes, auditfmt::leaf_hash(bytes));
+  }
+  unwritten.entries.clear();
 }
-}  // namespace
 
 std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
-                                 std::span<const std::uint8_t> openings) {
+                                 std::span<const std::uint8_t> openings, Unwritten* unwritten) {
   require_fits(bytes.size());  // before anything is written: nothing is appended
   require_fits(openings.size());
   auditfmt::Frontier next = *frontier_;
@@ -466,12 +442,12 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
   }
   const Hash leaf = auditfmt::leaf_hash(bytes);
   next.append(leaf);
-  const std::int64_t at_us = parse_time_us(v.time).value_or(0);
-  tx.exec(
-      "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
-      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome,
-       store::Blob(bytes), leaf});
+  const bool completes_block = (seq + 1) % kBlockEntries == 0;
+  if (unwritten != nullptr) {
+    unwritten->entries.emplace_back(bytes.begin(), bytes.end());
+  } else if (!completes_block) {
+    detail::write_entry_row(tx, seq, v, parse_time_us(v.time).value_or(0), bytes, leaf);
+  }
   if (!openings.empty())
     tx.exec("INSERT INTO audit_subject_openings (seq, openings) VALUES (?, ?)",
             {static_cast<std::int64_t>(seq), store::Blob(openings)});
@@ -480,7 +456,16 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
     if (level >= kBlockLevel)  // lower ones are hashed again from the block's leaves when asked for
       tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
               {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
-  if ((seq + 1) % kBlockEntries == 0) seal_block(tx, seq, at_us, v);  // the entry completes its block
+  if (completes_block) {  // one row for the block; the rows of its entries go
+    if (unwritten != nullptr) {
+      const std::vector<std::span<const std::uint8_t>> tail(unwritten->entries.begin(), unwritten->entries.end());
+      detail::complete_block(tx, seq / kBlockEntries, tail);
+      unwritten->entries.clear();
+    } else {
+      const std::span<const std::uint8_t> tail[] = {bytes};
+      detail::complete_block(tx, seq / kBlockEntries, tail);
+    }
+  }
   if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) sign_head(tx, next.size(), next.root());
   // The cache moves ahead now, all of it or none; if the caller rolls back,
   // load_head sees the store's last leaf differ and rebuilds.
@@ -513,6 +498,12 @@ AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t 
   // One row per distinct subject, sent in bulk (binary COPY on PostgreSQL:
   // a 1,000-subject batch entry was 1,000 round trips). The entry's seq is
   // new (audit_entries' key), so no row for it can exist already.
+  if (subjects.size() == 1) {  // most entries: one statement, no COPY on PostgreSQL
+    tx.exec("INSERT INTO audit_subject_index (bucket, subject_id, seq) VALUES (?, ?, ?)",
+            {at.number, subjects.front(), static_cast<std::int64_t>(seq)});
+    ++at.rows;
+    return at;
+  }
   std::sort(subjects.begin(), subjects.end());
   subjects.erase(std::unique(subjects.begin(), subjects.end()), subjects.end());
   static constexpr std::array<std::string_view, 3> kIndexColumns = {"bucket", "subject_id", "seq"};
@@ -693,8 +684,7 @@ std::uint64_t AuditLog::size() {
     pending = written_through_ - folded_through_;
   }
   auto tx = store_.begin(TxMode::read);
-  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
-  return (last ? static_cast<std::uint64_t>(*last) + 1 : 0) + pending;
+  return EntryReader(*tx).size() + pending;
 }
 
 namespace {
@@ -703,75 +693,107 @@ void require_size(std::uint64_t wanted, std::uint64_t have) {
     throw Error(ErrorCode::invalid_argument,
                 "tree size " + std::to_string(wanted) + " is larger than the log (" + std::to_string(have) + ")");
 }
+
+// The openings of entries that commit to their subjects, read a window of
+// sequence numbers at a time, and only once an entry in it needs them.
+class OpeningsWindow {
+ public:
+  explicit OpeningsWindow(Transaction& tx) : tx_(tx) {}
+  // The openings stored for `seq`, or nullptr.
+  const std::vector<std::uint8_t>* of(std::uint64_t seq) {
+    const std::uint64_t begin = seq / kWindow * kWindow;
+    if (begin != begin_) {
+      rows_.clear();
+      tx_.exec("SELECT seq, openings FROM audit_subject_openings WHERE seq >= ? AND seq < ?",
+               {static_cast<std::int64_t>(begin), static_cast<std::int64_t>(begin + kWindow)},
+               [&](const Row& r) { rows_.emplace(static_cast<std::uint64_t>(r.integer(0)), r.blob_copy(1)); });
+      begin_ = begin;
+    }
+    const auto it = rows_.find(seq);
+    return it == rows_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  static constexpr std::uint64_t kWindow = 4096;
+  Transaction& tx_;
+  std::uint64_t begin_ = ~std::uint64_t{0};
+  std::map<std::uint64_t, std::vector<std::uint8_t>> rows_;
+};
+
+// The entry of `bytes` (at `seq`), with its subjects' ids and salts if it
+// commits to them.
+auditfmt::Entry decode_entry(std::uint64_t seq, std::span<const std::uint8_t> bytes, OpeningsWindow& openings) {
+  auditfmt::Entry e = auditfmt::decode(bytes);
+  if (e.version == auditfmt::kEntryVersionCommitted) {
+    if (const auto* o = openings.of(seq)) {
+      const char* why = nullptr;
+      if (!auditfmt::decode_openings(*o, e.subject_ids, e.subject_salts, &why))
+        throw Error(ErrorCode::integrity, std::string("audit log: stored subject openings are malformed: ") + why);
+    }
+  }
+  return e;
+}
+
+// A stored entry's view; a stored entry that does not parse is damage.
+auditfmt::EntryView view_of(std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+  auditfmt::EntryView v;
+  const char* why = nullptr;
+  if (!auditfmt::parse_view(bytes, v, &why))
+    throw Error(ErrorCode::integrity, "audit log: stored entry " + std::to_string(seq) + " is malformed: " + why);
+  return v;
+}
 }  // namespace
 
 Hash AuditLog::root_at(std::uint64_t n) {
   auto tx = store_.begin(TxMode::read);
-  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
-  require_size(n, last ? static_cast<std::uint64_t>(*last) + 1 : 0);
+  require_size(n, EntryReader(*tx).size());
   return auditfmt::root_at(n, subtree_fn(*tx));
 }
 
 std::vector<Hash> AuditLog::inclusion_proof(std::uint64_t index, std::uint64_t n) {
   auto tx = store_.begin(TxMode::read);
-  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
-  require_size(n, last ? static_cast<std::uint64_t>(*last) + 1 : 0);
+  require_size(n, EntryReader(*tx).size());
   if (index >= n) throw Error(ErrorCode::invalid_argument, "index must be smaller than the tree size");
   return auditfmt::inclusion_proof(index, n, subtree_fn(*tx));
 }
 
 std::vector<Hash> AuditLog::consistency_proof(std::uint64_t first, std::uint64_t second) {
   auto tx = store_.begin(TxMode::read);
-  const auto last = tx->scalar("SELECT max(seq) FROM audit_entries");
-  require_size(second, last ? static_cast<std::uint64_t>(*last) + 1 : 0);
+  require_size(second, EntryReader(*tx).size());
   if (first > second) throw Error(ErrorCode::invalid_argument, "first must not be larger than second");
   return auditfmt::consistency_proof(first, second, subtree_fn(*tx));
 }
 
 std::vector<std::uint8_t> AuditLog::entry_bytes(std::uint64_t seq) {
-  std::optional<std::vector<std::uint8_t>> out;
   auto tx = store_.begin(TxMode::read);
-  tx->exec("SELECT entry FROM audit_entries WHERE seq = ?", {static_cast<std::int64_t>(seq)},
-           [&](const Row& r) { out = r.blob_copy(0); });
-  if (!out) throw Error(ErrorCode::not_found, "audit entry " + std::to_string(seq) + " does not exist");
-  return *out;
-}
-
-auditfmt::Entry AuditLog::entry_of_row(const Row& r) {
-  auditfmt::Entry e = auditfmt::decode(r.blob(0));
-  if (e.version == auditfmt::kEntryVersionCommitted && !r.is_null(1)) {
-    const char* why = nullptr;
-    if (!auditfmt::decode_openings(r.blob(1), e.subject_ids, e.subject_salts, &why))
-      throw Error(ErrorCode::integrity, std::string("audit log: stored subject openings are malformed: ") + why);
-  }
-  return e;
+  EntryReader entries(*tx);
+  const auto e = entries.at(seq);
+  if (!e) throw Error(ErrorCode::not_found, "audit entry " + std::to_string(seq) + " does not exist");
+  return {e->begin(), e->end()};
 }
 
 std::optional<auditfmt::Entry> AuditLog::entry(std::uint64_t seq) {
-  std::optional<auditfmt::Entry> out;
   auto tx = store_.begin(TxMode::read);
-  tx->exec("SELECT e.entry, o.openings FROM audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq"
-           " WHERE e.seq = ?",
-           {static_cast<std::int64_t>(seq)}, [&](const Row& r) { out = entry_of_row(r); });
-  return out;
+  EntryReader entries(*tx);
+  const auto e = entries.at(seq);
+  if (!e) return std::nullopt;
+  OpeningsWindow openings(*tx);
+  return decode_entry(seq, *e, openings);
 }
 
 void AuditLog::scan(Transaction& tx, std::uint64_t first, std::uint64_t last,
                     const std::function<void(std::int64_t at_us, const auditfmt::Entry&)>& fn) {
-  tx.exec("SELECT e.entry, o.openings, e.at FROM audit_entries e"
-          " LEFT JOIN audit_subject_openings o ON o.seq = e.seq WHERE e.seq >= ? AND e.seq <= ? ORDER BY e.seq",
-          {static_cast<std::int64_t>(first), static_cast<std::int64_t>(last)},
-          [&](const Row& r) { fn(r.integer(2), entry_of_row(r)); });
+  if (last < first) return;
+  EntryReader entries(tx);
+  OpeningsWindow openings(tx);
+  entries.range(first, last + 1, [&](std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+    const auditfmt::Entry e = decode_entry(seq, bytes, openings);
+    fn(parse_time_us(e.time).value_or(0), e);
+    return true;
+  });
 }
 
 namespace {
-// The first sequence number not in a completed block: entries from here on
-// have no postings and no time range yet, and are filtered row by row.
-std::uint64_t open_block_start(Transaction& tx) {
-  const auto last = tx.scalar("SELECT max(seq) FROM audit_entries");
-  return last ? (static_cast<std::uint64_t>(*last) + 1) / kBlockEntries * kBlockEntries : 0;
-}
-
 // Calls `fn(block)` for each completed block from `first_block` on, in
 // order, that may hold an entry matching the posting (kind, value) if `kind`
 // >= 0, and timed in [from_us, to_us); stops when `fn` returns false.
@@ -797,88 +819,106 @@ void candidate_blocks(Transaction& tx, int kind, std::string_view value, std::ui
     next = static_cast<std::int64_t>(page.back()) + 1;
   }
 }
+
+// Whether an entry (viewed as `v`) passes the query's filters other than
+// its subject.
+bool matches(const Query& q, const auditfmt::EntryView& v) {
+  if (!q.principal.empty() && v.principal != q.principal) return false;
+  if (!q.purpose.empty() && v.purpose != q.purpose) return false;
+  if (!q.operation.empty() && v.operation != q.operation) return false;
+  if (q.from_us || q.to_us) {
+    const std::int64_t at = parse_time_us(v.time).value_or(0);
+    if (q.from_us && at < *q.from_us) return false;
+    if (q.to_us && at >= *q.to_us) return false;
+  }
+  return true;
+}
 }  // namespace
 
 std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
   const std::size_t limit = std::min<std::size_t>(q.limit, 10000);
-  std::string sql = "SELECT e.entry, o.openings FROM ";
-  std::vector<store::Param> params;
-  if (!q.subject_id.empty()) {
-    // One bucket of the subject index at a time, oldest first; each bucket
-    // is a single seek and yields its entries in sequence order.
-    sql += "audit_subject_index s JOIN audit_entries e ON e.seq = s.seq"
-           " LEFT JOIN audit_subject_openings o ON o.seq = s.seq WHERE s.bucket = ? AND s.subject_id = ?";
-    params.emplace_back(std::int64_t{0});
-    params.emplace_back(q.subject_id);
-  } else {
-    // Other filters run over one block's range of entries at a time (the
-    // last two parameters), the blocks chosen by their postings.
-    sql += "audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq WHERE e.seq >= ? AND e.seq < ?";
-    params.emplace_back(std::int64_t{0});
-    params.emplace_back(std::numeric_limits<std::int64_t>::max());
-  }
-  if (!q.principal.empty()) sql += " AND e.principal = ?", params.emplace_back(q.principal);
-  if (!q.purpose.empty()) sql += " AND e.purpose = ?", params.emplace_back(q.purpose);
-  if (!q.operation.empty()) sql += " AND e.operation = ?", params.emplace_back(q.operation);
-  if (q.from_us) sql += " AND e.at >= ?", params.emplace_back(*q.from_us);
-  if (q.to_us) sql += " AND e.at < ?", params.emplace_back(*q.to_us);
-  // In a bucket, the index's own order is sequence order: no sort.
-  const std::string seq = q.subject_id.empty() ? "e.seq" : "s.seq";
-  if (q.after_seq) sql += " AND " + seq + " > ?", params.emplace_back(static_cast<std::int64_t>(*q.after_seq));
-  sql += " ORDER BY " + seq + " LIMIT ?";
-  params.emplace_back(std::int64_t{0});
   std::vector<auditfmt::Entry> out;
+  if (limit == 0) return out;
   flush();
   auto tx = store_.begin(TxMode::read);
-  const auto run = [&] {
-    params.back() = static_cast<std::int64_t>(limit - out.size());
-    tx->exec_v(sql, params, [&](const Row& r) { out.push_back(entry_of_row(r)); });
+  EntryReader entries(*tx);
+  OpeningsWindow openings(*tx);
+  const std::uint64_t first_seq = q.after_seq ? *q.after_seq + 1 : 0;
+  // Keeps a matching entry; false once the page is full.
+  const auto take = [&](std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+    if (seq < first_seq || !matches(q, view_of(seq, bytes))) return true;
+    out.push_back(decode_entry(seq, bytes, openings));
+    return out.size() < limit;
   };
-  if (q.subject_id.empty()) {
-    const std::uint64_t first_seq = q.after_seq ? *q.after_seq + 1 : 0;
-    int kind = -1;
-    std::string_view value;
-    if (!q.principal.empty()) kind = kPostPrincipal, value = q.principal;
-    else if (!q.purpose.empty()) kind = kPostPurpose, value = q.purpose;
-    else if (!q.operation.empty()) kind = kPostOperation, value = q.operation;
-    if (kind < 0 && !q.from_us && !q.to_us) {  // the whole log in sequence order
-      run();
-      return out;
+  if (!q.subject_id.empty()) {
+    // One bucket of the subject index at a time, from the one holding the
+    // entry after the cursor; within a bucket the index's order is sequence
+    // order, read a page of sequence numbers at a time.
+    const std::int64_t first =
+        tx->scalar("SELECT max(bucket) FROM audit_subject_buckets WHERE first_seq <= ?",
+                   {static_cast<std::int64_t>(first_seq)})
+            .value_or(0);
+    const std::int64_t last = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
+    constexpr std::int64_t kPage = 512;
+    bool more = true;
+    for (std::int64_t b = first; b <= last && more; ++b) {
+      std::int64_t after = static_cast<std::int64_t>(first_seq) - 1;
+      for (;;) {
+        std::vector<std::uint64_t> seqs;
+        tx->exec("SELECT seq FROM audit_subject_index WHERE bucket = ? AND subject_id = ? AND seq > ?"
+                 " ORDER BY seq LIMIT ?",
+                 {b, q.subject_id, after, kPage},
+                 [&](const Row& r) { seqs.push_back(static_cast<std::uint64_t>(r.integer(0))); });
+        for (const std::uint64_t seq : seqs) {
+          const auto bytes = entries.at(seq);
+          if (!bytes) throw Error(ErrorCode::integrity, "audit log: indexed entry " + std::to_string(seq) + " is missing");
+          if (!(more = take(seq, *bytes))) break;
+        }
+        if (!more || seqs.size() < static_cast<std::size_t>(kPage)) break;
+        after = static_cast<std::int64_t>(seqs.back());
+      }
     }
-    const std::uint64_t open_start = open_block_start(*tx);
-    const auto range = [&](std::uint64_t from, std::uint64_t to) {
-      params[0] = static_cast<std::int64_t>(from);
-      params[1] = static_cast<std::int64_t>(to);
-      run();
-    };
-    candidate_blocks(*tx, kind, value, first_seq / kBlockEntries, q.from_us.value_or(std::numeric_limits<std::int64_t>::min()),
-                     q.to_us.value_or(std::numeric_limits<std::int64_t>::max()), [&](std::uint64_t block) {
-                       if (block * kBlockEntries >= open_start) return false;
-                       range(block * kBlockEntries, (block + 1) * kBlockEntries);
-                       return out.size() < limit;
-                     });
-    if (out.size() < limit) range(open_start, static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()));
     return out;
   }
-  // From the bucket holding the entry after the cursor to the newest.
-  const std::int64_t first =
-      tx->scalar("SELECT max(bucket) FROM audit_subject_buckets WHERE first_seq <= ?",
-                 {static_cast<std::int64_t>(q.after_seq ? *q.after_seq + 1 : 0)})
-          .value_or(0);
-  const std::int64_t last = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
-  for (std::int64_t b = first; b <= last && out.size() < limit; ++b) {
-    params.front() = b;
-    run();
+  int kind = -1;
+  std::string_view value;
+  if (!q.principal.empty()) kind = kPostPrincipal, value = q.principal;
+  else if (!q.purpose.empty()) kind = kPostPurpose, value = q.purpose;
+  else if (!q.operation.empty()) kind = kPostOperation, value = q.operation;
+  if (kind < 0 && !q.from_us && !q.to_us) {  // the whole log in sequence order
+    entries.range(first_seq, entries.size(), take);
+    return out;
   }
+  // Completed blocks chosen by their postings and time ranges, then the
+  // open block (no postings yet), each filtered entry by entry.
+  const std::uint64_t open_start = entries.size() / kBlockEntries * kBlockEntries;
+  bool more = true;
+  candidate_blocks(*tx, kind, value, first_seq / kBlockEntries, q.from_us.value_or(std::numeric_limits<std::int64_t>::min()),
+                   q.to_us.value_or(std::numeric_limits<std::int64_t>::max()), [&](std::uint64_t block) {
+                     if (block * kBlockEntries >= open_start) return false;
+                     entries.range(block * kBlockEntries, (block + 1) * kBlockEntries,
+                                   [&](std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+                                     return more = take(seq, bytes);
+                                   });
+                     return more;
+                   });
+  if (more) entries.range(std::max(open_start, first_seq), entries.size(), take);
   return out;
 }
 
 std::optional<std::pair<std::uint64_t, std::uint64_t>> seq_range_at(Transaction& tx, std::int64_t from_us,
                                                                      std::int64_t to_us) {
-  const std::uint64_t open_start = open_block_start(tx);
-  const auto in_range = [&](const char* agg, std::uint64_t from, std::uint64_t to) {
-    return tx.scalar(std::string("SELECT ") + agg + "(seq) FROM audit_entries WHERE seq >= ? AND seq < ? AND at >= ? AND at < ?",
-                     {static_cast<std::int64_t>(from), static_cast<std::int64_t>(to), from_us, to_us});
+  EntryReader entries(tx);
+  const std::uint64_t open_start = entries.size() / kBlockEntries * kBlockEntries;
+  // The first (or, with `last`, the last) entry of [from, to) timed in the window.
+  const auto in_range = [&](bool last, std::uint64_t from, std::uint64_t to) {
+    std::optional<std::uint64_t> found;
+    entries.range(from, to, [&](std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+      const std::int64_t at = parse_time_us(view_of(seq, bytes).time).value_or(0);
+      if (at >= from_us && at < to_us) found = seq;
+      return last || !found;
+    });
+    return found;
   };
   // Blocks whose time range meets the window, in order; the first and the
   // last with an entry inside it hold the ends (the open block comes last).
@@ -887,16 +927,15 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> seq_range_at(Transaction&
     if (b * kBlockEntries < open_start) blocks.push_back(b);
     return true;
   });
-  std::optional<std::int64_t> first, last;
+  std::optional<std::uint64_t> first, last;
   for (auto it = blocks.begin(); !first && it != blocks.end(); ++it)
-    first = in_range("min", *it * kBlockEntries, (*it + 1) * kBlockEntries);
-  const auto end = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  if (!first) first = in_range("min", open_start, end);
+    first = in_range(false, *it * kBlockEntries, (*it + 1) * kBlockEntries);
+  if (!first) first = in_range(false, open_start, entries.size());
   if (!first) return std::nullopt;
-  last = in_range("max", open_start, end);
+  last = in_range(true, open_start, entries.size());
   for (auto it = blocks.rbegin(); !last && it != blocks.rend(); ++it)
-    last = in_range("max", *it * kBlockEntries, (*it + 1) * kBlockEntries);
-  return std::pair{static_cast<std::uint64_t>(*first), static_cast<std::uint64_t>(*last)};
+    last = in_range(true, *it * kBlockEntries, (*it + 1) * kBlockEntries);
+  return std::pair{*first, *last};
 }
 
 void AuditLog::export_to(std::ostream& out) {
@@ -922,12 +961,14 @@ void AuditLog::export_to(std::ostream& out) {
   // Each entry that commits to its subjects is followed by its openings (an
   // `S` record): the auditor is entitled to the whole log, ids included, and
   // checks them against the commitment (FORMAT.md §3).
-  tx->exec("SELECT e.entry, o.openings FROM audit_entries e LEFT JOIN audit_subject_openings o ON o.seq = e.seq"
-           " WHERE e.seq < ? ORDER BY e.seq",
-           {static_cast<std::int64_t>(n)}, [&](const Row& r) {
-             writer.add_entry(r.blob(0));
-             if (!r.is_null(1)) writer.add_openings(r.blob(1));
-           });
+  EntryReader entries(*tx);
+  OpeningsWindow openings(*tx);
+  entries.range(0, n, [&](std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+    writer.add_entry(bytes);
+    if (!bytes.empty() && bytes[0] == auditfmt::kEntryVersionCommitted)
+      if (const auto* o = openings.of(seq)) writer.add_openings(*o);
+    return true;
+  });
   writer.finish();
 }
 
@@ -978,6 +1019,9 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
     {
       util::MutexLock lock(mu_);
       load_head(*tx);
+      // Each block the batch completes is stored as one row; the entries of
+      // the block left open get rows of their own at the end.
+      Unwritten unwritten;
       for (const auto& r : batch) {
         // Only this vault seals journal records, and it seals only entries it
         // built: a record that opens under the key yet is no entry was written
@@ -986,7 +1030,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
         try {
           std::vector<std::uint8_t> payload = fitted(r.payload);
           const auto [bytes, openings] = unwrap(payload);
-          add_leaf(*tx, bytes, openings);
+          add_leaf(*tx, bytes, openings, &unwritten);
         } catch (const Error& e) {
           if (e.code() != ErrorCode::internal) throw;
           throw not_an_entry(r.counter, e.what());
@@ -996,6 +1040,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
           throw not_an_entry(r.counter, e.what());
         }
       }
+      store_unwritten(*tx, unwritten);
     }
     // The watermark commits with the entries: after a crash, recovery folds
     // exactly the records beyond it.

@@ -1,7 +1,8 @@
 // The audit log in blocks (audit_log.h, kBlockEntries): queries at block
 // edges agree with a scan of every entry, the open block survives a restart
 // and a kill -9 mid-block, proofs cross blocks, and a log stored before
-// blocks (schema 9) is converted by migration 10.
+// blocks (schema 9) is converted by migration 10; a completed block is one
+// row of entries, and only the open block has a row per entry.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -103,6 +104,9 @@ std::vector<std::uint64_t> brute(const std::vector<auditfmt::Entry>& all, const 
     if (!q.principal.empty() && e.principal != q.principal) continue;
     if (!q.purpose.empty() && e.purpose != q.purpose) continue;
     if (!q.operation.empty() && e.operation != q.operation) continue;
+    if (!q.subject_id.empty() && e.subject_id != q.subject_id &&
+        std::find(e.subject_ids.begin(), e.subject_ids.end(), q.subject_id) == e.subject_ids.end())
+      continue;
     if (q.from_us && at < *q.from_us) continue;
     if (q.to_us && at >= *q.to_us) continue;
     out.push_back(e.seq);
@@ -130,6 +134,9 @@ std::vector<audit::Query> queries() {
   add([](audit::Query& q) { q.from_us = time_of(49), q.to_us = time_of(49) + 1; });  // one clock step
   add([](audit::Query& q) { q.from_us = time_of(49), q.to_us = time_of(0); });  // the clock steps 49 and 99
   add([](audit::Query&) {});
+  add([](audit::Query& q) { q.subject_id = kA; });
+  add([](audit::Query& q) { q.subject_id = kB, q.operation = "edge.first"; });
+  add([](audit::Query& q) { q.subject_id = kB, q.from_us = time_of(60), q.to_us = time_of(130); });
   return out;
 }
 
@@ -138,7 +145,8 @@ void expect_queries_agree(audit::AuditLog& log, const std::string& when) {
   for (const auto& q : queries())
     for (std::size_t page : {1u, 63u, 64u, 65u, 1000u})
       EXPECT_EQ(paged(log, q, page), brute(all, q))
-          << when << ": principal=" << q.principal << " purpose=" << q.purpose << " operation=" << q.operation
+          << when << ": subject=" << q.subject_id << " principal=" << q.principal << " purpose=" << q.purpose
+          << " operation=" << q.operation
           << " from=" << q.from_us.value_or(-1) << " to=" << q.to_us.value_or(-1) << " page=" << page;
 }
 
@@ -258,6 +266,49 @@ TEST(AuditBlocks, AKillMidBlockLosesNothingAndTheBlockIsSealedAfterwards) {
   EXPECT_TRUE(verified.ok) << verified.error;
 }
 
+// Where entries are stored (src/audit/entry_store.h): a fold writes each
+// block it completes as one row, including a block whose first entries were
+// stored as rows by earlier transactions, and keeps rows only for the block
+// it leaves open; a single append that completes a block moves the block's
+// rows into one row. Everything reads the same from both: queries, proofs,
+// entries one by one, the export.
+TEST(AuditBlocks, CompletedBlocksAreOneRowEachAndOnlyTheOpenBlockHasEntryRows) {
+  Fixture f;
+  const auto rows = [&](const char* sql) { return f.store->begin(store::TxMode::read)->scalar(sql).value_or(-1); };
+  std::uint64_t i = 0;
+  for (; i < 10; ++i) f.append(i);  // the first block begun with a row per entry
+  EXPECT_EQ(rows("SELECT count(*) FROM audit_entries"), 10);
+  ASSERT_TRUE(f.log->enable_journal(f.dir.path() / "journal", crypto::SecretKey::random()));
+  for (; i < 3 * kBlock + 7; ++i) {
+    f.clock.now = time_of(i);
+    f.log->append_durable(actor_of(i), {event_of(i)});
+  }
+  f.log->flush();  // one fold: completes blocks 0 (10 stored rows + 54), 1 and 2; block 3 stays open
+  EXPECT_EQ(rows("SELECT count(*) FROM audit_entry_blocks"), 3);
+  EXPECT_EQ(rows("SELECT count(*) FROM audit_entries"), 7);
+  EXPECT_EQ(rows("SELECT min(seq) FROM audit_entries"), static_cast<std::int64_t>(3 * kBlock));
+  EXPECT_EQ(f.log->size(), 3 * kBlock + 7);
+  expect_queries_agree(*f.log, "folded");
+  expect_proofs_verify(*f.log, {1, 10, kBlock, 2 * kBlock + 1, 3 * kBlock + 7});
+  for (const std::uint64_t seq : {std::uint64_t{0}, std::uint64_t{9}, kBlock - 1, 3 * kBlock + 6}) {
+    const auto bytes = f.log->entry_bytes(seq);
+    EXPECT_EQ(auditfmt::decode(bytes).seq, seq);
+  }
+  EXPECT_THROW(f.log->entry_bytes(3 * kBlock + 7), Error);
+  // Without the journal: single appends complete block 3 from its rows.
+  f.reopen();
+  for (; i < 4 * kBlock + 1; ++i) f.append(i);
+  EXPECT_EQ(rows("SELECT count(*) FROM audit_entry_blocks"), 4);
+  EXPECT_EQ(rows("SELECT count(*) FROM audit_entries"), 1);
+  expect_queries_agree(*f.log, "completed by single appends");
+  expect_proofs_verify(*f.log, {3 * kBlock + 7, 4 * kBlock, 4 * kBlock + 1});
+  std::stringstream out;
+  f.log->export_to(out);
+  const auto verified = auditfmt::verify_export(out, f.log->verifier_key());
+  EXPECT_TRUE(verified.ok) << verified.error;
+  EXPECT_EQ(verified.entries, 4 * kBlock + 1);
+}
+
 // Two writers on one store (two nodes on PostgreSQL, or custosd and a
 // `custos` command on one file) take turns: each catches its cached tree up
 // with the other's entries before appending (leaf by leaf up to 4,096 of
@@ -339,14 +390,21 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
   ASSERT_EQ(folded_blocks.size(), 2u);
   const std::uint64_t size = f.log->size();
   const auditfmt::Hash root = f.log->root_at(size);
-  {  // Back to the schema 9 layout, with its rows.
+  std::vector<std::vector<std::uint8_t>> stored;
+  for (std::uint64_t i = 0; i < size; ++i) stored.push_back(f.log->entry_bytes(i));
+  {  // Back to the schema 9 layout, with its rows: one per entry, no block rows.
     auto tx = f.store->begin(store::TxMode::write);
+    tx->exec("DELETE FROM audit_entries");
     std::vector<auditfmt::Hash> level;
-    tx->exec("SELECT leaf FROM audit_entries ORDER BY seq", {}, [&](const store::Row& r) {
-      auditfmt::Hash h{};
-      std::copy(r.blob(0).begin(), r.blob(0).end(), h.begin());
-      level.push_back(h);
-    });
+    for (const auto& bytes : stored) {
+      const auditfmt::Entry e = auditfmt::decode(bytes);
+      level.push_back(auditfmt::leaf_hash(bytes));
+      tx->exec("INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               {static_cast<std::int64_t>(e.seq), *audit::parse_time_us(e.time), e.principal, e.purpose, e.operation,
+                e.subject_id, e.outcome, bytes, level.back()});
+    }
+    tx->exec("DROP TABLE audit_entry_blocks");
     for (int l = 1; level.size() >= 2; ++l) {
       std::vector<auditfmt::Hash> up;
       for (std::size_t i = 0; i + 1 < level.size(); i += 2) up.push_back(auditfmt::node_hash(level[i], level[i + 1]));
@@ -373,6 +431,9 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
     auto tx = f.store->begin(store::TxMode::read);
     EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_nodes WHERE level < 6").value_or(-1), 0);
     EXPECT_EQ(tx->scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_by_%'").value_or(-1), 0);
+    // Nothing is moved: the converted blocks keep their entry rows.
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_entries").value_or(-1), static_cast<std::int64_t>(size));
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_entry_blocks").value_or(-1), 0);
   }
   EXPECT_EQ(f.log->size(), size);
   EXPECT_EQ(f.log->root_at(size), root);
@@ -380,6 +441,15 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
   // The open block, begun before the migration, is sealed after it.
   for (std::uint64_t i = size; i < 3 * kBlock + 3; ++i) f.append(i);
   expect_queries_agree(*f.log, "appended after the migration");
+  // The block left open by the migration is one row now; the two converted
+  // before it are still rows, the open one after it too.
+  {
+    auto tx = f.store->begin(store::TxMode::read);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_entry_blocks").value_or(-1), 1);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_entries").value_or(-1), static_cast<std::int64_t>(2 * kBlock + 3));
+  }
+  for (std::uint64_t seq : {std::uint64_t{0}, 2 * kBlock - 1, 2 * kBlock, 3 * kBlock - 1, 3 * kBlock + 2})
+    EXPECT_EQ(auditfmt::decode(f.log->entry_bytes(seq)).seq, seq);
   expect_proofs_verify(*f.log, {size, 3 * kBlock, 3 * kBlock + 3});
   std::stringstream out;
   f.log->export_to(out);

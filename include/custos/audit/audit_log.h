@@ -175,15 +175,21 @@ class AuditLog {
     std::vector<std::uint8_t> openings;  // empty: the entry covers no further subjects
   };
   Drafted encode_draft(const Actor& actor, const Event& event, std::string time) const;
-  static auditfmt::Entry entry_of_row(const store::Row& r);  // columns: entry, openings
   // Throws Error(invalid_argument) if an entry of `bytes` would exceed
   // auditfmt::kMaxEntryBytes, which the verifier refuses.
   static void require_fits(std::size_t bytes);
+  // Entries of the open block appended in a transaction and not stored yet:
+  // a fold stores each block it completes as one row (src/audit/entry_store.h).
+  struct Unwritten;
   // mu_ held and the head loaded: places the encoded entry at the end of the
   // tree (its sequence number and previous-leaf hash are set here).
   // `openings` are those of an entry that commits to its subjects, else empty.
-  std::uint64_t add_leaf(store::Transaction& tx, std::span<std::uint8_t> bytes, std::span<const std::uint8_t> openings)
-      CUSTOS_REQUIRES(mu_);
+  // With `unwritten`, the entry is stored when its block completes or by
+  // store_unwritten(), which the caller must call before committing;
+  // without, it is stored now.
+  std::uint64_t add_leaf(store::Transaction& tx, std::span<std::uint8_t> bytes, std::span<const std::uint8_t> openings,
+                         Unwritten* unwritten = nullptr) CUSTOS_REQUIRES(mu_);
+  static void store_unwritten(store::Transaction& tx, Unwritten& unwritten);
   struct SubjectBucket {
     std::int64_t number = -1;  // -1: none yet
     std::uint64_t rows = 0;

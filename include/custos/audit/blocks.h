@@ -1,13 +1,16 @@
 // custos/audit/blocks.h — how the audit log stores its entries in blocks.
 //
 // Entries are grouped in blocks of kBlockEntries consecutive entries (a
-// block is the perfect subtree of level kBlockLevel). Every entry keeps its
-// row (canonical bytes, leaf hash); per completed block the log writes one
-// posting per distinct principal, purpose and operation (a bitmask of the
-// block's entries) and the block's time range, instead of four secondary
-// indexes on every entry; and it stores only subtree hashes of level >=
-// kBlockLevel, hashing lower ones again from a block's leaves for a proof.
-// See docs/architecture.md, "Blocks"; migration 10 converts older stores.
+// block is the perfect subtree of level kBlockLevel). A completed block is
+// stored as one row of its entries' canonical bytes (audit_entry_blocks);
+// the open block's entries, and those of blocks completed before that table
+// existed, have a row each (audit_entries; src/audit/entry_store.h). Per
+// completed block the log writes one posting per distinct principal,
+// purpose and operation (a bitmask of the block's entries) and the block's
+// time range, instead of four secondary indexes on every entry; and it
+// stores only subtree hashes of level >= kBlockLevel, hashing lower ones
+// again from a block's entries for a proof. See docs/architecture.md,
+// "Blocks"; audit migrations 6 and 7.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +21,7 @@
 
 namespace custos::audit {
 
-// Migration 10 (src/store/migrations.cpp) spells out 64 too.
+// Audit migration 6 (src/audit/audit_tables.cpp) spells out 64 too.
 inline constexpr unsigned kBlockLevel = 6;
 inline constexpr std::uint64_t kBlockEntries = std::uint64_t{1} << kBlockLevel;
 
