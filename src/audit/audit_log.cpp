@@ -573,8 +573,20 @@ void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& even
     try {
       fail_closed([&] {
         auto tx = store_.begin(TxMode::write);
-        for (Waiter* w : batch)
-          for (const Event& e : *w->events) append(*tx, *w->actor, e);
+        {
+          // The head is read once for the whole group (a query, a round
+          // trip on PostgreSQL), and blocks the group completes are stored
+          // as one row each, as a fold stores them.
+          util::MutexLock head_lock(mu_);
+          load_head(*tx);
+          Unwritten unwritten;
+          for (Waiter* w : batch)
+            for (const Event& e : *w->events) {
+              Drafted d = encode_draft(*w->actor, e, format_time_us(options_.now_us()));
+              add_leaf(*tx, d.bytes, d.openings, &unwritten);
+            }
+          store_unwritten(*tx, unwritten);
+        }
         tx->commit();
         return 0;
       });
