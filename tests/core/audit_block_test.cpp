@@ -212,6 +212,15 @@ void expect_proofs_verify(audit::AuditLog& log, const std::vector<std::uint64_t>
   }
 }
 
+// The log's export verifies offline against its own key; how many entries it holds.
+std::uint64_t expect_export_verifies(audit::AuditLog& log) {
+  std::stringstream out;
+  log.export_to(out);
+  const auto verified = auditfmt::verify_export(out, log.verifier_key());
+  EXPECT_TRUE(verified.ok) << verified.error;
+  return verified.entries;
+}
+
 TEST(AuditBlocks, ProofsAcrossBlocksVerifyAndOnlyBlockLevelNodesAreStored) {
   Fixture f;
   for (std::uint64_t i = 0; i < 3 * kBlock + 8; ++i) f.append(i);
@@ -260,10 +269,7 @@ TEST(AuditBlocks, AKillMidBlockLosesNothingAndTheBlockIsSealedAfterwards) {
   EXPECT_EQ(f.store->begin(store::TxMode::read)->scalar("SELECT count(*) FROM audit_blocks").value_or(-1), 4);
   expect_queries_agree(*f.log, "after kill -9");
   expect_proofs_verify(*f.log, {3 * kBlock + 10, 4 * kBlock, 4 * kBlock + 20});
-  std::stringstream out;
-  f.log->export_to(out);
-  const auto verified = auditfmt::verify_export(out, f.log->verifier_key());
-  EXPECT_TRUE(verified.ok) << verified.error;
+  expect_export_verifies(*f.log);
 }
 
 // Where entries are stored (src/audit/entry_store.h): a fold writes each
@@ -302,11 +308,7 @@ TEST(AuditBlocks, CompletedBlocksAreOneRowEachAndOnlyTheOpenBlockHasEntryRows) {
   EXPECT_EQ(rows("SELECT count(*) FROM audit_entries"), 1);
   expect_queries_agree(*f.log, "completed by single appends");
   expect_proofs_verify(*f.log, {3 * kBlock + 7, 4 * kBlock, 4 * kBlock + 1});
-  std::stringstream out;
-  f.log->export_to(out);
-  const auto verified = auditfmt::verify_export(out, f.log->verifier_key());
-  EXPECT_TRUE(verified.ok) << verified.error;
-  EXPECT_EQ(verified.entries, 4 * kBlock + 1);
+  EXPECT_EQ(expect_export_verifies(*f.log), 4 * kBlock + 1);
 }
 
 // Two writers on one store (two nodes on PostgreSQL, or custosd and a
@@ -355,10 +357,7 @@ TEST(AuditBlocks, TwoWritersTakingTurnsKeepOneTree) {
   ASSERT_EQ(other->size(), i);
   EXPECT_EQ(f.log->root_at(i), other->root_at(i));
   expect_proofs_verify(*other, {1, 2, 64, 65, 700, i});
-  std::stringstream out;
-  other->export_to(out);
-  const auto verified = auditfmt::verify_export(out, other->verifier_key());
-  EXPECT_TRUE(verified.ok) << verified.error;
+  expect_export_verifies(*other);
 }
 
 // A data dir of schema 9: every entry indexed by principal, purpose,
@@ -451,10 +450,7 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
   for (std::uint64_t seq : {std::uint64_t{0}, 2 * kBlock - 1, 2 * kBlock, 3 * kBlock - 1, 3 * kBlock + 2})
     EXPECT_EQ(auditfmt::decode(f.log->entry_bytes(seq)).seq, seq);
   expect_proofs_verify(*f.log, {size, 3 * kBlock, 3 * kBlock + 3});
-  std::stringstream out;
-  f.log->export_to(out);
-  const auto verified = auditfmt::verify_export(out, f.log->verifier_key());
-  EXPECT_TRUE(verified.ok) << verified.error;
+  expect_export_verifies(*f.log);
 }
 
 }  // namespace
