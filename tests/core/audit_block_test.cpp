@@ -311,6 +311,47 @@ TEST(AuditBlocks, CompletedBlocksAreOneRowEachAndOnlyTheOpenBlockHasEntryRows) {
   EXPECT_EQ(expect_export_verifies(*f.log), 4 * kBlock + 1);
 }
 
+// A block row is read back by length prefixes: one altered in the store (a
+// cut blob, a length past its end, a block of 63 or 65 entries) is reported
+// as damage (Error(integrity)) by every reader, never read past its end.
+TEST(AuditBlocks, ADamagedBlockRowIsAnIntegrityErrorForEveryReader) {
+  Fixture f;
+  for (std::uint64_t i = 0; i < kBlock + 3; ++i) f.append(i);
+  std::vector<std::uint8_t> good;
+  f.store->begin(store::TxMode::read)->exec("SELECT entries FROM audit_entry_blocks WHERE block = 0", {},
+                                            [&](const store::Row& r) { good = r.blob_copy(0); });
+  ASSERT_GT(good.size(), 4 * kBlock);
+  const std::uint32_t first_len = (std::uint32_t{good[0]} << 24) | (std::uint32_t{good[1]} << 16) |
+                                  (std::uint32_t{good[2]} << 8) | good[3];
+  std::vector<std::vector<std::uint8_t>> damaged;
+  damaged.emplace_back(good.begin(), good.begin() + 10);  // cut inside the first entry
+  damaged.emplace_back(good.begin(), good.end() - 1);     // the last entry one byte short
+  damaged.push_back(good);
+  damaged.back()[0] = 0x7f;  // a length far past the blob's end
+  damaged.emplace_back(good.begin(), good.begin() + 4 + first_len);  // one entry, not 64
+  damaged.push_back(good);
+  damaged.back().insert(damaged.back().end(), good.begin(), good.begin() + 4 + first_len);  // 65 entries
+  for (std::size_t k = 0; k < damaged.size(); ++k) {
+    {
+      auto tx = f.store->begin(store::TxMode::write);
+      tx->exec("UPDATE audit_entry_blocks SET entries = ? WHERE block = 0", {damaged[k]});
+      tx->commit();
+    }
+    f.reopen();
+    const auto code = [](auto&& fn) { return testing::code_of(fn); };
+    EXPECT_EQ(code([&] { (void)f.log->entry_bytes(5); }), ErrorCode::integrity) << k;
+    EXPECT_EQ(code([&] { (void)f.log->query(audit::Query{}); }), ErrorCode::integrity) << k;
+    EXPECT_EQ(code([&] { (void)f.log->inclusion_proof(3, kBlock + 3); }), ErrorCode::integrity) << k;
+    EXPECT_EQ(code([&] {
+                std::stringstream out;
+                f.log->export_to(out);
+              }),
+              ErrorCode::integrity)
+        << k;
+    EXPECT_FALSE(f.log->entry_bytes(kBlock + 1).empty()) << k;  // entries outside it still read
+  }
+}
+
 // Two writers on one store (two nodes on PostgreSQL, or custosd and a
 // `custos` command on one file) take turns: each catches its cached tree up
 // with the other's entries before appending (leaf by leaf up to 4,096 of
