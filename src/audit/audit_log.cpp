@@ -18,6 +18,7 @@
 #include "custos/error.h"
 #include "custos/store/key_table.h"
 #include "entry_store.h"
+#include "subject_runs.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/export.h"
 #include "custos_audit/subjects.h"
@@ -451,19 +452,22 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
   if (!openings.empty())
     tx.exec("INSERT INTO audit_subject_openings (seq, openings) VALUES (?, ?)",
             {static_cast<std::int64_t>(seq), store::Blob(openings)});
-  const SubjectBucket bucket = index_subjects(tx, seq, v, committed);
+  // Entries from the runs' start are indexed when their block completes.
+  const SubjectBucket bucket = seq < subject_runs_from(tx) ? index_subjects(tx, seq, v, committed) : subject_bucket_;
   for (const auto& [level, index, hash] : next.completed())
     if (level >= kBlockLevel)  // lower ones are hashed again from the block's leaves when asked for
       tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
               {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
   if (completes_block) {  // one row for the block; the rows of its entries go
+    const detail::SubjectRunsAt runs{(subject_runs_from(tx) + kBlockEntries - 1) / kBlockEntries,
+                                     options_.subject_run_blocks};
     if (unwritten != nullptr) {
       const std::vector<std::span<const std::uint8_t>> tail(unwritten->entries.begin(), unwritten->entries.end());
-      detail::complete_block(tx, seq / kBlockEntries, tail);
+      detail::complete_block(tx, seq / kBlockEntries, tail, runs);
       unwritten->entries.clear();
     } else {
       const std::span<const std::uint8_t> tail[] = {bytes};
-      detail::complete_block(tx, seq / kBlockEntries, tail);
+      detail::complete_block(tx, seq / kBlockEntries, tail, runs);
     }
   }
   if (next.size() - last_checkpoint_size_ >= options_.checkpoint_every_entries) sign_head(tx, next.size(), next.root());
@@ -473,6 +477,11 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
   last_leaf_ = leaf;
   subject_bucket_ = bucket;
   return seq;
+}
+
+std::uint64_t AuditLog::subject_runs_from(Transaction& tx) {
+  if (!subject_runs_from_) subject_runs_from_ = detail::subject_runs_start(tx);
+  return *subject_runs_from_;
 }
 
 AuditLog::SubjectBucket AuditLog::index_subjects(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v,
@@ -847,6 +856,14 @@ bool matches(const Query& q, const auditfmt::EntryView& v) {
 }
 }  // namespace
 
+namespace {
+// Whether the entry names `subject_id` (as its subject or one it covers).
+bool names_subject(const auditfmt::Entry& e, std::string_view subject_id) {
+  return e.subject_id == subject_id ||
+         std::find(e.subject_ids.begin(), e.subject_ids.end(), subject_id) != e.subject_ids.end();
+}
+}  // namespace
+
 std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
   const std::size_t limit = std::min<std::size_t>(q.limit, 10000);
   std::vector<auditfmt::Entry> out;
@@ -863,33 +880,68 @@ std::vector<auditfmt::Entry> AuditLog::query(const Query& q) {
     return out.size() < limit;
   };
   if (!q.subject_id.empty()) {
-    // One bucket of the subject index at a time, from the one holding the
-    // entry after the cursor; within a bucket the index's order is sequence
-    // order, read a page of sequence numbers at a time.
-    const std::int64_t first =
-        tx->scalar("SELECT max(bucket) FROM audit_subject_buckets WHERE first_seq <= ?",
-                   {static_cast<std::int64_t>(first_seq)})
-            .value_or(0);
-    const std::int64_t last = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
-    constexpr std::int64_t kPage = 512;
+    // Three parts in sequence order: entries before the runs' start, by the
+    // bucketed index; completed blocks from it on, by the runs; and the open
+    // block, read entry by entry (it is not indexed).
+    const std::uint64_t runs_from = detail::subject_runs_start(*tx);
     bool more = true;
-    for (std::int64_t b = first; b <= last && more; ++b) {
-      std::int64_t after = static_cast<std::int64_t>(first_seq) - 1;
-      for (;;) {
-        std::vector<std::uint64_t> seqs;
-        tx->exec("SELECT seq FROM audit_subject_index WHERE bucket = ? AND subject_id = ? AND seq > ?"
-                 " ORDER BY seq LIMIT ?",
-                 {b, q.subject_id, after, kPage},
-                 [&](const Row& r) { seqs.push_back(static_cast<std::uint64_t>(r.integer(0))); });
+    if (first_seq < runs_from) {
+      // One bucket of the subject index at a time, from the one holding the
+      // entry after the cursor; within a bucket the index's order is sequence
+      // order, read a page of sequence numbers at a time.
+      const std::int64_t first =
+          tx->scalar("SELECT max(bucket) FROM audit_subject_buckets WHERE first_seq <= ?",
+                     {static_cast<std::int64_t>(first_seq)})
+              .value_or(0);
+      const std::int64_t last = tx->scalar("SELECT max(bucket) FROM audit_subject_index").value_or(-1);
+      constexpr std::int64_t kPage = 512;
+      for (std::int64_t b = first; b <= last && more; ++b) {
+        std::int64_t after = static_cast<std::int64_t>(first_seq) - 1;
+        for (;;) {
+          std::vector<std::uint64_t> seqs;
+          tx->exec("SELECT seq FROM audit_subject_index WHERE bucket = ? AND subject_id = ? AND seq > ?"
+                   " ORDER BY seq LIMIT ?",
+                   {b, q.subject_id, after, kPage},
+                   [&](const Row& r) { seqs.push_back(static_cast<std::uint64_t>(r.integer(0))); });
+          for (const std::uint64_t seq : seqs) {
+            const auto bytes = entries.at(seq);
+            if (!bytes) throw Error(ErrorCode::integrity, "audit log: indexed entry " + std::to_string(seq) + " is missing");
+            if (!(more = take(seq, *bytes))) break;
+          }
+          if (!more || seqs.size() < static_cast<std::size_t>(kPage)) break;
+          after = static_cast<std::int64_t>(seqs.back());
+        }
+      }
+    }
+    const std::uint64_t open_start = entries.size() / kBlockEntries * kBlockEntries;
+    if (more && open_start > runs_from) {
+      std::vector<std::uint64_t> seqs;  // collected first: reading an entry queries the store
+      detail::find_subject_in_runs(*tx, q.subject_id, std::max(first_seq, runs_from), [&](std::uint64_t seq) {
+        seqs.push_back(seq);
+        return seqs.size() < limit - out.size();  // at most a page (some may fail the other filters)
+      });
+      // Pages until the page is full: a run found past the page is read again.
+      while (more && !seqs.empty()) {
         for (const std::uint64_t seq : seqs) {
           const auto bytes = entries.at(seq);
           if (!bytes) throw Error(ErrorCode::integrity, "audit log: indexed entry " + std::to_string(seq) + " is missing");
           if (!(more = take(seq, *bytes))) break;
         }
-        if (!more || seqs.size() < static_cast<std::size_t>(kPage)) break;
-        after = static_cast<std::int64_t>(seqs.back());
+        if (!more) break;
+        const std::uint64_t next = seqs.back() + 1;
+        seqs.clear();
+        detail::find_subject_in_runs(*tx, q.subject_id, next, [&](std::uint64_t seq) {
+          seqs.push_back(seq);
+          return seqs.size() < limit - out.size();
+        });
       }
     }
+    if (more)
+      entries.range(std::max({open_start, runs_from, first_seq}), entries.size(),
+                    [&](std::uint64_t seq, std::span<const std::uint8_t> bytes) {
+                      if (!names_subject(decode_entry(seq, bytes, openings), q.subject_id)) return true;
+                      return take(seq, bytes);
+                    });
     return out;
   }
   int kind = -1;

@@ -134,6 +134,29 @@ store::ModuleMigrations migrations() {
                    // migration is instant on a log of any size).
                    "CREATE TABLE IF NOT EXISTS audit_entry_blocks (block INTEGER PRIMARY KEY, entries BLOB NOT NULL)",
                }},
+              {8,
+               0,
+               {
+                   // Issue 16, item 4, the subject index in sorted runs
+                   // (src/audit/subject_runs.h): a row per (subject, entry)
+                   // was a random B-tree insert per entry, half the fold's CPU.
+                   // From the first block boundary at or after the log's
+                   // current size, a completed block's subjects are one row
+                   // (audit_block_subjects) until a run of blocks completes and
+                   // is merged into sorted chunks (audit_subject_runs). The
+                   // entries before it keep their audit_subject_index rows
+                   // (nothing is moved: the migration is instant).
+                   "CREATE TABLE audit_block_subjects (block INTEGER PRIMARY KEY, refs BLOB NOT NULL)",
+                   "CREATE TABLE audit_subject_runs (first_block INTEGER NOT NULL, first_ref BLOB NOT NULL,"
+                   " refs BLOB NOT NULL, PRIMARY KEY (first_block, first_ref))",
+                   // One row: the first entry the runs index, and the first
+                   // block of the open run (its blocks' rows must all be there).
+                   "CREATE TABLE audit_subject_runs_start (first_seq INTEGER NOT NULL, open_run INTEGER NOT NULL)",
+                   "INSERT INTO audit_subject_runs_start (first_seq, open_run)"
+                   " SELECT (coalesce(max(n), 0) + 63) / 64 * 64, (coalesce(max(n), 0) + 63) / 64 FROM"
+                   " (SELECT max(seq) + 1 AS n FROM audit_entries"
+                   " UNION ALL SELECT (max(block) + 1) * 64 FROM audit_entry_blocks) AS sizes",
+               }},
           }};
 }
 

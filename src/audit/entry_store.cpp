@@ -8,6 +8,7 @@
 
 #include "custos/audit/audit_log.h"
 #include "custos/error.h"
+#include "subject_runs.h"
 
 namespace custos::audit::detail {
 namespace {
@@ -180,7 +181,8 @@ void write_entry_row(Transaction& tx, std::uint64_t seq, const auditfmt::EntryVi
        store::Blob(bytes), store::Blob(leaf)});
 }
 
-void complete_block(Transaction& tx, std::uint64_t block, std::span<const std::span<const std::uint8_t>> tail) {
+void complete_block(Transaction& tx, std::uint64_t block, std::span<const std::span<const std::uint8_t>> tail,
+                    const SubjectRunsAt& runs) {
   const std::uint64_t first = block * kBlockEntries;
   const std::uint64_t with_rows = kBlockEntries - tail.size();  // entries with rows, first to first + with_rows
   std::vector<std::vector<std::uint8_t>> stored;
@@ -197,11 +199,12 @@ void complete_block(Transaction& tx, std::uint64_t block, std::span<const std::s
   std::vector<std::span<const std::uint8_t>> entries(stored.begin(), stored.end());
   entries.insert(entries.end(), tail.begin(), tail.end());
   BlockSummary summary;
+  std::vector<auditfmt::EntryView> views(entries.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    auditfmt::EntryView v;
     const char* why = nullptr;
-    if (!auditfmt::parse_view(entries[i], v, &why)) throw malformed(block, why);
-    summary.add(first + i, v);
+    if (!auditfmt::parse_view(entries[i], views[i], &why)) throw malformed(block, why);
+    if (views[i].seq != first + i) throw malformed(block, "an entry is out of place");
+    summary.add(first + i, views[i]);
   }
   const auto b = static_cast<std::int64_t>(block);
   tx.exec("INSERT INTO audit_entry_blocks (block, entries) VALUES (?, ?)", {b, encode_block(entries)});
@@ -212,6 +215,7 @@ void complete_block(Transaction& tx, std::uint64_t block, std::span<const std::s
   for (const auto& [kind, value, mask] : summary.postings)
     tx.exec("INSERT INTO audit_postings (kind, value, block, mask) VALUES (?, ?, ?, ?)",
             {kind, value, b, static_cast<std::int64_t>(mask)});
+  if (block >= runs.first_block) index_block_subjects(tx, block, views, runs.blocks_per_run);
 }
 
 }  // namespace custos::audit::detail

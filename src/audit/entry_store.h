@@ -77,10 +77,18 @@ class EntryReader {
 void write_entry_row(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v, std::int64_t at_us,
                      std::span<const std::uint8_t> bytes, std::span<const std::uint8_t> leaf);
 
+// Which completed blocks index their subjects in runs (subject_runs.h): those
+// from first_block on, in runs of blocks_per_run.
+struct SubjectRunsAt {
+  std::uint64_t first_block = 0;
+  std::uint64_t blocks_per_run = 1;
+};
+
 // Block `block` is complete: `tail` holds its last entries, in order, that
 // have no row (a fold's; the others have rows, written by earlier
 // transactions or this one). Writes the block's row, removes its entry rows,
-// and writes its postings and time range.
-void complete_block(store::Transaction& tx, std::uint64_t block, std::span<const std::span<const std::uint8_t>> tail);
+// writes its postings and time range, and indexes its subjects if `runs` says so.
+void complete_block(store::Transaction& tx, std::uint64_t block, std::span<const std::span<const std::uint8_t>> tail,
+                    const SubjectRunsAt& runs);
 
 }  // namespace custos::audit::detail

@@ -65,6 +65,7 @@ struct Fixture {
     audit::Options o;
     o.now_us = clock.fn();
     o.checkpoint_every_entries = 50;
+    o.subject_run_blocks = 2;  // subject runs of two blocks: queries cross several
     return std::make_unique<audit::AuditLog>(*store, signer, o);
   }
   void append(std::uint64_t i) {
@@ -460,6 +461,18 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
     tx->exec("CREATE INDEX audit_by_time ON audit_entries (at)");
     tx->exec("DROP TABLE audit_blocks");
     tx->exec("DROP TABLE audit_postings");
+    // Its subject index: a row per (subject, entry), in one bucket; no runs.
+    for (const char* runs : {"audit_block_subjects", "audit_subject_runs", "audit_subject_runs_start"})
+      tx->exec(std::string("DROP TABLE ") + runs);
+    tx->exec("DELETE FROM audit_subject_index");
+    tx->exec("DELETE FROM audit_subject_buckets");
+    tx->exec("INSERT INTO audit_subject_buckets (bucket, first_seq) VALUES (0, 0)");
+    for (const auto& bytes : stored) {
+      const auditfmt::Entry e = auditfmt::decode(bytes);
+      if (auditfmt::is_subject_id(e.subject_id))
+        tx->exec("INSERT INTO audit_subject_index (bucket, subject_id, seq) VALUES (0, ?, ?)",
+                 {e.subject_id, static_cast<std::int64_t>(e.seq)});
+    }
     // As the global runner of that release left it: user_version 9, no module versions.
     testing::regress_to_global_schema(*tx, 9);
     tx->commit();
@@ -474,6 +487,8 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
     // Nothing is moved: the converted blocks keep their entry rows.
     EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_entries").value_or(-1), static_cast<std::int64_t>(size));
     EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_entry_blocks").value_or(-1), 0);
+    // Subject runs begin at the first block boundary after the log's end.
+    EXPECT_EQ(tx->scalar("SELECT first_seq FROM audit_subject_runs_start").value_or(-1), static_cast<std::int64_t>(3 * kBlock));
   }
   EXPECT_EQ(f.log->size(), size);
   EXPECT_EQ(f.log->root_at(size), root);
@@ -492,6 +507,63 @@ TEST(AuditBlocks, MigrationConvertsALogStoredBeforeBlocks) {
     EXPECT_EQ(auditfmt::decode(f.log->entry_bytes(seq)).seq, seq);
   expect_proofs_verify(*f.log, {size, 3 * kBlock, 3 * kBlock + 3});
   expect_export_verifies(*f.log);
+  // Past the migration's block boundary, subjects go into runs: blocks 3
+  // and 4 are one, block 5 waits for its run, block 6 is open. Queries read
+  // the old index below the boundary and the runs above it.
+  for (std::uint64_t i = 3 * kBlock + 3; i < 6 * kBlock + 3; ++i) f.append(i);
+  {
+    auto tx = f.store->begin(store::TxMode::read);
+    EXPECT_EQ(tx->scalar("SELECT count(DISTINCT first_block) FROM audit_subject_runs").value_or(-1), 1);
+    EXPECT_EQ(tx->scalar("SELECT block FROM audit_block_subjects").value_or(-1), 5);
+    EXPECT_EQ(tx->scalar("SELECT max(seq) FROM audit_subject_index").value_or(-1), static_cast<std::int64_t>(3 * kBlock - 1));
+  }
+  expect_queries_agree(*f.log, "runs after the migration");
+}
+
+// The subject runs are read back by their length and order: a run altered
+// in the store (cut inside a ref, two refs swapped) is reported as damage
+// (Error(integrity)) by a subject query, never read past its end or searched
+// as if sorted; and a block of the open run whose row went missing stops the
+// append that would merge the run, which appends nothing.
+TEST(AuditBlocks, ADamagedSubjectRunIsAnIntegrityError) {
+  Fixture f;
+  for (std::uint64_t i = 0; i < 3 * kBlock + 3; ++i) f.append(i);  // run of blocks 0-1, block 2 waiting, 3 open
+  audit::Query by_subject;
+  by_subject.subject_id = kA;
+  audit::Query by_principal;
+  by_principal.principal = "p1";
+  const std::size_t found = f.log->query(by_subject).size();
+  ASSERT_GT(found, 0u);
+  std::vector<std::uint8_t> good;
+  f.store->begin(store::TxMode::read)->exec("SELECT refs FROM audit_subject_runs WHERE first_block = 0", {},
+                                            [&](const store::Row& r) { good = r.blob_copy(0); });
+  ASSERT_EQ(good.size(), 2 * kBlock * 24);  // a ref per entry: one subject each
+  std::vector<std::vector<std::uint8_t>> damaged;
+  damaged.emplace_back(good.begin(), good.end() - 1);  // cut inside the last ref
+  damaged.push_back(good);
+  std::swap_ranges(damaged.back().begin(), damaged.back().begin() + 24, damaged.back().end() - 24);  // out of order
+  const auto set_run = [&](const std::vector<std::uint8_t>& refs) {
+    auto tx = f.store->begin(store::TxMode::write);
+    tx->exec("UPDATE audit_subject_runs SET refs = ? WHERE first_block = 0", {refs});
+    tx->commit();
+  };
+  for (std::size_t k = 0; k < damaged.size(); ++k) {
+    set_run(damaged[k]);
+    f.reopen();
+    EXPECT_EQ(testing::code_of([&] { (void)f.log->query(by_subject); }), ErrorCode::integrity) << k;
+    EXPECT_FALSE(f.log->query(by_principal).empty()) << k;  // other queries do not read the runs
+  }
+  set_run(good);
+  EXPECT_EQ(f.log->query(by_subject).size(), found);
+  {
+    auto tx = f.store->begin(store::TxMode::write);
+    tx->exec("DELETE FROM audit_block_subjects WHERE block = 2");
+    tx->commit();
+  }
+  f.reopen();
+  for (std::uint64_t i = 3 * kBlock + 3; i < 4 * kBlock - 1; ++i) f.append(i);
+  EXPECT_THROW(f.append(4 * kBlock - 1), Error);  // completes block 3: the run of 2 and 3
+  EXPECT_EQ(f.log->size(), 4 * kBlock - 1);
 }
 
 }  // namespace

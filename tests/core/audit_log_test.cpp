@@ -154,50 +154,59 @@ TEST(AuditLog, CrashBetweenEntriesAndCheckpointLosesNothing) {
 // The log's storage fails for real: the process may not extend any file
 // (RLIMIT_FSIZE, as on a full disk). A read must then fail with
 // audit_unavailable and release nothing; a write must fail and leave nothing.
-// The subject index is cut into buckets of consecutive entries; a subject
-// query walks them. Tiny buckets here, so every query crosses many.
+// The subject index is cut into runs of consecutive blocks (and, for a log
+// from before audit migration 8, buckets of consecutive entries); a subject
+// query walks them, then the blocks of the open run, then the open block.
+// Tiny runs here, so every query crosses many.
 // Subject ids as the log records them: 32 lowercase hex digits.
 const std::string kAa(32, 'a'), kBb(32, 'b'), kCc(32, 'c');
 
-TEST(AuditLog, SubjectQueriesSpanIndexBucketsInSequenceOrder) {
+TEST(AuditLog, SubjectQueriesSpanRunsBlocksAndTheOpenBlockInSequenceOrder) {
   testing::TempDir dir;
   auto store = testing::open_migrated_store(dir.path() / "db", crypto::SecretKey::random());
   const crypto::Signer signer(crypto::SecretKey::random());
   audit::Options o;
-  o.subject_bucket_rows = 5;
+  o.subject_run_blocks = 2;
   auto log = std::make_unique<audit::AuditLog>(*store, signer, o);
   const audit::Actor actor{"p", "role", "t", "purpose", "r"};
   const std::vector<std::string> subjects{kAa, kBb, kCc};
   std::map<std::string, std::vector<std::uint64_t>> expected;
+  std::size_t campaign_pages_of_bb = 0;
   std::mt19937 rng(3);
   std::uint64_t seq = 0;
-  for (int i = 0; i < 120; ++i, ++seq) {
+  for (int i = 0; i < 600; ++i, ++seq) {
     audit::Event e{i % 7 ? "subject.read" : "campaign.fetch", subjects[rng() % 3], {"email"}, {}, true, "", ""};
-    if (i % 7 == 0) e.subject_ids = {kBb, kCc, e.subject_id};  // names its own subject twice
+    if (i % 7 == 0) e.subject_ids = {kBb, kCc, e.subject_id}, ++campaign_pages_of_bb;  // names its own subject twice
     if (i % 11 == 0) e.subject_id.clear();
+    if (i % 13 == 0) e.subject_id = "not-an-id";  // an invalid_subject marker names nobody
     std::set<std::string> named(e.subject_ids.begin(), e.subject_ids.end());
-    if (!e.subject_id.empty()) named.insert(e.subject_id);
+    if (auditfmt::is_subject_id(e.subject_id)) named.insert(e.subject_id);
     for (const auto& sid : named) expected[sid].push_back(seq);
-    if (i == 60) {  // a rolled-back append leaves neither an entry nor an index row
+    if (i == 60 || i == 255) {  // a rolled-back append (at 255: one that merges a run) leaves no trace
       auto tx = store->begin(store::TxMode::write);
       log->append(*tx, actor, {"subject.read", kAa, {}, {}, true, "", ""});
     }
     log->append_now(actor, e);
   }
-  // Reopened: the bucket in use is found again.
+  // Reopened: the open run is continued.
   log = std::make_unique<audit::AuditLog>(*store, signer, o);
   for (int i = 0; i < 9; ++i, ++seq) {
     log->append_now(actor, {"subject.read", kAa, {}, {}, true, "", ""});
     expected[kAa].push_back(seq);
   }
-  EXPECT_GT(store->begin(store::TxMode::read)->scalar("SELECT max(bucket) FROM audit_subject_index").value(), 20);
+  {  // 609 entries: blocks 0-7 in four runs, block 8 waiting for its run, block 9 open
+    auto tx = store->begin(store::TxMode::read);
+    EXPECT_EQ(tx->scalar("SELECT count(DISTINCT first_block) FROM audit_subject_runs").value_or(-1), 4);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_block_subjects").value_or(-1), 1);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM audit_subject_index").value_or(-1), 0);
+  }
   for (const auto& sid : subjects) {
     for (std::size_t page : {1u, 4u, 1000u}) {
       std::vector<std::uint64_t> got;
       audit::Query q;
       q.subject_id = sid;
       q.limit = page;
-      for (int guard = 0; guard < 500; ++guard) {
+      for (int guard = 0; guard < 1000; ++guard) {
         const auto entries = log->query(q);
         for (const auto& e : entries) got.push_back(e.seq);
         if (entries.size() < page) break;
@@ -209,8 +218,12 @@ TEST(AuditLog, SubjectQueriesSpanIndexBucketsInSequenceOrder) {
   audit::Query campaign;
   campaign.subject_id = kBb;
   campaign.operation = "campaign.fetch";
+  campaign.limit = 1000;
   for (const auto& e : log->query(campaign)) EXPECT_EQ(e.operation, "campaign.fetch");
-  EXPECT_EQ(log->query(campaign).size(), 18u);  // i = 0, 7, ..., 119
+  EXPECT_EQ(log->query(campaign).size(), campaign_pages_of_bb);
+  audit::Query nobody;
+  nobody.subject_id = "not-an-id";
+  EXPECT_TRUE(log->query(nobody).empty());
 }
 
 // A vault from before the bucketed index: its subject rows move into it.
@@ -228,10 +241,12 @@ TEST(AuditLog, MigrationBucketsTheSubjectsOfAnExistingLog) {
     auto tx = store->begin(store::TxMode::write);
     tx->exec("CREATE TABLE audit_subject_refs (subject_id TEXT NOT NULL, seq INTEGER NOT NULL,"
              " PRIMARY KEY (subject_id, seq)) WITHOUT ROWID");
-    tx->exec("INSERT INTO audit_subject_refs SELECT subject_id, seq FROM audit_subject_index WHERE seq = 10");
+    tx->exec("INSERT INTO audit_subject_refs (subject_id, seq) VALUES (?, 10), (?, 10)", {kAa, kCc});
     tx->exec("CREATE INDEX audit_by_subject ON audit_entries (subject_id, seq)");
     tx->exec("DROP TABLE audit_subject_index");
     tx->exec("DROP TABLE audit_subject_buckets");
+    for (const char* runs : {"audit_block_subjects", "audit_subject_runs", "audit_subject_runs_start"})
+      tx->exec(std::string("DROP TABLE ") + runs);  // audit migration 8
     tx->exec("DROP TABLE dsr_subjects");            // migration 8 (runs again)
     tx->exec("DROP TABLE audit_subject_openings");  // migration 9
     // As the global runner of that release left it: user_version 6, no module versions.

@@ -75,9 +75,14 @@ struct Options {
   std::uint64_t checkpoint_every_entries = 1000;
   std::int64_t checkpoint_every_ms = 1000;
   std::function<std::int64_t()> now_us;  // injectable clock; default: system clock
-  // Rows per bucket of the subject index: the newest bucket takes every
-  // insert and should stay in the page cache (~60 bytes a row).
+  // Rows per bucket of the subject index of entries before audit migration 8
+  // (the newest bucket takes every insert; ~60 bytes a row).
   std::uint64_t subject_bucket_rows = 65536;
+  // Completed blocks per run of the subject index from migration 8 on
+  // (src/audit/subject_runs.h): a run is written when its last block
+  // completes; a subject query seeks once per run and reads every block row
+  // of the open run (~1.5 KB each).
+  std::uint64_t subject_run_blocks = 1024;
 };
 
 struct Checkpoint {
@@ -196,6 +201,8 @@ class AuditLog {
   };
   // Indexes the entry under its subject and each subject it names; returns
   // the bucket in use afterwards (the caller adopts it with the entry).
+  // The first sequence number whose subjects are indexed in runs (read once).
+  std::uint64_t subject_runs_from(store::Transaction& tx) CUSTOS_REQUIRES(mu_);
   SubjectBucket index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v,
                                const std::vector<std::string>& committed) CUSTOS_REQUIRES(mu_);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
@@ -221,6 +228,7 @@ class AuditLog {
   std::optional<auditfmt::Frontier> frontier_ CUSTOS_GUARDED_BY(mu_);
   Hash last_leaf_ CUSTOS_GUARDED_BY(mu_) = {};
   SubjectBucket subject_bucket_ CUSTOS_GUARDED_BY(mu_);  // the subject index's newest bucket (loaded with the head)
+  std::optional<std::uint64_t> subject_runs_from_ CUSTOS_GUARDED_BY(mu_);  // audit_subject_runs_start, once read
   std::uint64_t last_checkpoint_size_ CUSTOS_GUARDED_BY(mu_) = 0;
   std::int64_t last_checkpoint_at_us_ CUSTOS_GUARDED_BY(mu_) = 0;
 
