@@ -41,6 +41,19 @@ std::uint64_t seq_of(const std::uint8_t* ref) {
   return seq;
 }
 
+// Ref order (byte order) in three word comparisons: ids are random, so the
+// first word almost always decides (memcmp was a tenth of a run's merge).
+std::uint64_t word_at(const Ref& r, std::size_t at) {
+  std::uint64_t w;
+  std::memcpy(&w, r.data() + at, sizeof w);
+  return __builtin_bswap64(w);
+}
+bool ref_less(const Ref& a, const Ref& b) {
+  for (std::size_t at = 0; at < kRefBytes; at += 8)
+    if (const std::uint64_t x = word_at(a, at), y = word_at(b, at); x != y) return x < y;
+  return false;
+}
+
 Error malformed(const char* what) { return Error(ErrorCode::integrity, std::string("audit log: stored subject index is malformed (") + what + ")"); }
 
 // The refs of a stored row, checked for size and order (a run that is not
@@ -48,7 +61,7 @@ Error malformed(const char* what) { return Error(ErrorCode::integrity, std::stri
 std::span<const Ref> refs_of(store::Blob blob) {
   if (blob.size() % kRefBytes != 0) throw malformed("a run's length is not a whole number of refs");
   const std::span<const Ref> refs(reinterpret_cast<const Ref*>(blob.data()), blob.size() / kRefBytes);
-  if (std::adjacent_find(refs.begin(), refs.end(), std::greater_equal<Ref>()) != refs.end())
+  if (std::adjacent_find(refs.begin(), refs.end(), [](const Ref& a, const Ref& b) { return !ref_less(a, b); }) != refs.end())
     throw malformed("a run is not in order");
   return refs;
 }
@@ -90,7 +103,7 @@ std::vector<Ref> refs_of_block(Transaction& tx, std::span<const auditfmt::EntryV
 
 // Calls fn(seq) for the refs of `id` in `refs` from `from` on; false if fn stopped.
 bool visit(std::span<const Ref> refs, const Ref& from, const Id& id, const std::function<bool(std::uint64_t)>& fn) {
-  for (auto it = std::lower_bound(refs.begin(), refs.end(), from);
+  for (auto it = std::lower_bound(refs.begin(), refs.end(), from, ref_less);
        it != refs.end() && std::memcmp(it->data(), id.data(), id.size()) == 0; ++it)
     if (!fn(seq_of(it->data()))) return false;
   return true;
@@ -107,7 +120,7 @@ std::uint64_t subject_runs_start(Transaction& tx) {
 void index_block_subjects(Transaction& tx, std::uint64_t block, std::span<const auditfmt::EntryView> entries,
                           std::uint64_t blocks_per_run) {
   std::vector<Ref> refs = refs_of_block(tx, entries);
-  std::sort(refs.begin(), refs.end());
+  std::sort(refs.begin(), refs.end(), ref_less);
   refs.erase(std::unique(refs.begin(), refs.end()), refs.end());
   // The blocks before this one that wait for their run: rows from the open
   // run's first block on, every one of them.
@@ -136,7 +149,7 @@ void index_block_subjects(Transaction& tx, std::uint64_t block, std::span<const 
       merged.insert(merged.end(), stored.begin(), stored.end());
     });
     merged.insert(merged.end(), refs.begin(), refs.end());
-    std::sort(merged.begin(), merged.end());
+    std::sort(merged.begin(), merged.end(), ref_less);
     refs = std::move(merged);
     tx.exec("DELETE FROM audit_block_subjects");
   }
