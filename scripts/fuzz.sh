@@ -12,11 +12,20 @@
 #
 #   FUZZ_JOBS          build jobs (default: nproc)
 #   FUZZ_NICE          niceness of the fuzz runs (default 19)
+#   FUZZ_TIMEOUT       seconds one input may run before it is a finding
+#                      (default 25; wall clock, so a campaign that is paused
+#                      with SIGSTOP, e.g. for a benchmark, needs more)
 #   FUZZ_NO_BUILD=1    run what the build directory holds, do not build
 #   FUZZ_BUILD_DIR     build directory (default build-fuzz; CI runs the smoke
 #                      from build-asan, which scripts/sanitize.sh asan builds
 #                      with the fuzz targets, after the ASan test runs)
 #   FUZZ_MERGE=1       merge new interesting inputs back into tests/fuzz/corpus
+#   FUZZ_CORPUS_DIR    keep each target's working corpus in DIR/<target> and
+#                      resume from it (seeded from the repo's corpus the first
+#                      time): one campaign run in several sittings. Each run
+#                      appends a line to DIR/<target>.history (UTC end, seconds,
+#                      executions, corpus, cov, ft, result) and the script
+#                      prints the campaign's executions so far.
 #                      (libFuzzer -merge=1: only inputs that add coverage)
 #   CUSTOS_BUILD_LOCK  lock file held while building (default
 #                      /tmp/custos-build.lock; empty: no lock). Fuzz runs
@@ -63,10 +72,11 @@ for t in "${targets[@]}"; do
   bin="$BUILD_DIR/tests/fuzz/fuzz_$t"
   [[ -x "$bin" ]] || { echo "fuzz.sh: $bin missing (build it, or drop FUZZ_NO_BUILD)" >&2; exit 2; }
   corpus="$work/$t"
+  [[ -n "${FUZZ_CORPUS_DIR:-}" ]] && corpus="$FUZZ_CORPUS_DIR/$t"
   artifacts="$ROOT/$BUILD_DIR/fuzz-artifacts/$t"
   mkdir -p "$corpus" "$artifacts"
-  cp -r tests/fuzz/corpus/"$t"/. "$corpus"/ 2>/dev/null || true
-  if [[ -d tests/fuzz/regressions/$t ]]; then cp -r tests/fuzz/regressions/"$t"/. "$corpus"/; fi
+  cp -rn tests/fuzz/corpus/"$t"/. "$corpus"/ 2>/dev/null || true
+  if [[ -d tests/fuzz/regressions/$t ]]; then cp -rn tests/fuzz/regressions/"$t"/. "$corpus"/; fi
   log="$ROOT/$BUILD_DIR/fuzz-$t.log"
   # policy_yaml: yaml-cpp under ASan parses ~1 KB per ms, so inputs are kept
   # to the size of its small seeds (make_corpus.py, POLICY_SEED_MAX); the
@@ -74,7 +84,7 @@ for t in "${targets[@]}"; do
   max_len=65536
   [[ $t == policy_yaml ]] && max_len=4096
   set +e
-  nice -n "${FUZZ_NICE:-19}" "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout=25 \
+  nice -n "${FUZZ_NICE:-19}" "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout="${FUZZ_TIMEOUT:-25}" \
     -rss_limit_mb=2560 -max_len="$max_len" -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1
   rc=$?
   set -e
@@ -90,6 +100,11 @@ for t in "${targets[@]}"; do
     found=1
   fi
   printf '%-18s %12s %9s %8s %7s %7s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "${corp:-?}" "${cov:-?}" "${ft:-?}" "$result"
+  if [[ -n "${FUZZ_CORPUS_DIR:-}" ]]; then
+    history="$FUZZ_CORPUS_DIR/$t.history"
+    echo "$(date -u +%FT%TZ) $seconds ${execs:-0} ${corp:-?} ${cov:-?} ${ft:-?} ${result%% *}" >>"$history"
+    echo "$t: campaign so far $(awk '{n += $3} END {print n}' "$history") executions in $(wc -l <"$history") runs ($history)"
+  fi
   if [[ "${FUZZ_MERGE:-0}" == 1 && $result == ok ]]; then
     mkdir -p tests/fuzz/corpus/"$t"
     nice -n "${FUZZ_NICE:-19}" "$bin" -merge=1 -max_len="$max_len" tests/fuzz/corpus/"$t" "$corpus" >>"$log" 2>&1 || true
