@@ -113,6 +113,15 @@ void EntryReader::load_block(std::uint64_t block) {
   // Every block between the first and the last block row has one.
   if (!found) throw malformed(block, "its row is missing");
   cached_entries_ = decode_block(cached_blob_);
+  // Each entry encodes its own position (a u8 version, then seq as a
+  // big-endian u64): a block row stored under another block's number (rows
+  // swapped or copied in the store) is damage, not entries to serve.
+  for (std::size_t i = 0; i < cached_entries_.size(); ++i) {
+    const auto& e = cached_entries_[i];
+    std::uint64_t seq = 0;
+    for (std::size_t b = 1; b < 9 && b < e.size(); ++b) seq = seq << 8 | e[b];
+    if (e.size() < 9 || seq != block * kBlockEntries + i) throw malformed(block, "an entry is out of place");
+  }
   cached_block_ = block;
 }
 

@@ -353,6 +353,35 @@ TEST(AuditBlocks, ADamagedBlockRowIsAnIntegrityErrorForEveryReader) {
   }
 }
 
+// A block row is its entries only where they belong: rows of two blocks
+// swapped in the store (each still well-formed, and their entries verify
+// against their own leaves) are damage to every reader, not entries served
+// under the wrong sequence numbers.
+TEST(AuditBlocks, BlockRowsSwappedInTheStoreAreAnIntegrityError) {
+  Fixture f;
+  for (std::uint64_t i = 0; i < 2 * kBlock + 3; ++i) f.append(i);
+  {
+    auto tx = f.store->begin(store::TxMode::write);
+    tx->exec("UPDATE audit_entry_blocks SET block = 2 WHERE block = 0");
+    tx->exec("UPDATE audit_entry_blocks SET block = 0 WHERE block = 1");
+    tx->exec("UPDATE audit_entry_blocks SET block = 1 WHERE block = 2");
+    tx->commit();
+  }
+  f.reopen();
+  EXPECT_EQ(testing::code_of([&] { (void)f.log->entry_bytes(5); }), ErrorCode::integrity);
+  EXPECT_EQ(testing::code_of([&] { (void)f.log->entry_bytes(kBlock + 5); }), ErrorCode::integrity);
+  EXPECT_EQ(testing::code_of([&] { (void)f.log->query(audit::Query{}); }), ErrorCode::integrity);
+  audit::Query by_subject;
+  by_subject.subject_id = kA;
+  EXPECT_EQ(testing::code_of([&] { (void)f.log->query(by_subject); }), ErrorCode::integrity);
+  EXPECT_EQ(testing::code_of([&] {
+              std::stringstream out;
+              f.log->export_to(out);
+            }),
+            ErrorCode::integrity);
+  EXPECT_FALSE(f.log->entry_bytes(2 * kBlock + 1).empty());  // the open block's rows still read
+}
+
 // Two writers on one store (two nodes on PostgreSQL, or custosd and a
 // `custos` command on one file) take turns: each catches its cached tree up
 // with the other's entries before appending (leaf by leaf up to 4,096 of
