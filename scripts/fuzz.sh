@@ -34,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
-ALL_TARGETS=(audit_entry checkpoint_note audit_export http_request policy_yaml journal_recovery service_json)
+ALL_TARGETS=(audit_entry checkpoint_note audit_export http_request policy_yaml journal_recovery service_json block_row)
 
 seconds=60
 if [[ "${1:-}" == "--smoke" ]]; then

@@ -8,6 +8,7 @@
 
 #include "custos/audit/audit_log.h"
 #include "custos/error.h"
+#include "block_codec.h"
 #include "subject_runs.h"
 
 namespace custos::audit::detail {
@@ -16,9 +17,6 @@ namespace {
 using store::Row;
 using store::Transaction;
 
-Error malformed(std::uint64_t block, const char* why) {
-  return Error(ErrorCode::integrity, "audit log: stored block " + std::to_string(block) + " is malformed (" + why + ")");
-}
 
 // A completed block's postings (one per distinct principal, purpose and
 // operation, with a bit per entry that has it) and time range.
@@ -48,38 +46,6 @@ struct BlockSummary {
 
 }  // namespace
 
-std::vector<std::uint8_t> encode_block(std::span<const std::span<const std::uint8_t>> entries) {
-  std::size_t total = 0;
-  for (const auto& e : entries) total += 4 + e.size();
-  std::vector<std::uint8_t> out;
-  out.reserve(total);
-  for (const auto& e : entries) {
-    const auto n = static_cast<std::uint32_t>(e.size());
-    out.insert(out.end(), {static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
-                           static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)});
-    out.insert(out.end(), e.begin(), e.end());
-  }
-  return out;
-}
-
-std::vector<std::span<const std::uint8_t>> decode_block(std::span<const std::uint8_t> blob) {
-  std::vector<std::span<const std::uint8_t>> out;
-  out.reserve(kBlockEntries);
-  std::size_t at = 0;
-  while (at < blob.size()) {
-    if (blob.size() - at < 4 || out.size() == kBlockEntries)
-      throw Error(ErrorCode::integrity, "audit log: a stored block of entries is malformed");
-    const std::size_t n = (std::size_t{blob[at]} << 24) | (std::size_t{blob[at + 1]} << 16) |
-                          (std::size_t{blob[at + 2]} << 8) | blob[at + 3];
-    at += 4;
-    if (n > blob.size() - at) throw Error(ErrorCode::integrity, "audit log: a stored block of entries is malformed");
-    out.push_back(blob.subspan(at, n));
-    at += n;
-  }
-  if (out.size() != kBlockEntries) throw Error(ErrorCode::integrity, "audit log: a stored block of entries is short");
-  return out;
-}
-
 EntryReader::EntryReader(Transaction& tx) : tx_(tx) {
   tx_.exec("SELECT (SELECT min(block) FROM audit_entry_blocks), (SELECT max(block) FROM audit_entry_blocks),"
            " (SELECT max(seq) FROM audit_entries), (SELECT leaf FROM audit_entries ORDER BY seq DESC LIMIT 1)",
@@ -102,26 +68,15 @@ EntryReader::EntryReader(Transaction& tx) : tx_(tx) {
 void EntryReader::load_block(std::uint64_t block) {
   if (cached_block_ == block) return;
   cached_block_ = ~std::uint64_t{0};
-  cached_entries_.clear();
+  cached_.reset();
   bool found = false;
   tx_.exec("SELECT entries FROM audit_entry_blocks WHERE block = ?", {static_cast<std::int64_t>(block)},
            [&](const Row& r) {
-             const store::Blob b = r.blob(0);
-             cached_blob_.assign(b.begin(), b.end());
+             cached_.emplace(block, r.blob(0));
              found = true;
            });
   // Every block between the first and the last block row has one.
-  if (!found) throw malformed(block, "its row is missing");
-  cached_entries_ = decode_block(cached_blob_);
-  // Each entry encodes its own position (a u8 version, then seq as a
-  // big-endian u64): a block row stored under another block's number (rows
-  // swapped or copied in the store) is damage, not entries to serve.
-  for (std::size_t i = 0; i < cached_entries_.size(); ++i) {
-    const auto& e = cached_entries_[i];
-    std::uint64_t seq = 0;
-    for (std::size_t b = 1; b < 9 && b < e.size(); ++b) seq = seq << 8 | e[b];
-    if (e.size() < 9 || seq != block * kBlockEntries + i) throw malformed(block, "an entry is out of place");
-  }
+  if (!found) throw malformed_block(block, "its row is missing");
   cached_block_ = block;
 }
 
@@ -151,7 +106,7 @@ void EntryReader::range(std::uint64_t first, std::uint64_t last, const Visit& fn
       const std::uint64_t block = seq / kBlockEntries;
       load_block(block);
       for (; seq < std::min(last, (block + 1) * kBlockEntries); ++seq)
-        if (!fn(seq, cached_entries_[seq % kBlockEntries])) return;
+        if (!fn(seq, (*cached_)[seq % kBlockEntries])) return;
     }
     rows(std::max(first, blocks_end_), last);
   }
@@ -161,7 +116,7 @@ std::optional<std::span<const std::uint8_t>> EntryReader::at(std::uint64_t seq) 
   if (seq >= size_) return std::nullopt;
   if (in_blocks(seq)) {
     load_block(seq / kBlockEntries);
-    return cached_entries_[seq % kBlockEntries];
+    return (*cached_)[seq % kBlockEntries];
   }
   bool found = false;
   tx_.exec("SELECT entry FROM audit_entries WHERE seq = ?", {static_cast<std::int64_t>(seq)}, [&](const Row& r) {
@@ -200,10 +155,10 @@ void complete_block(Transaction& tx, std::uint64_t block, std::span<const std::s
     tx.exec("SELECT seq, entry FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
             {static_cast<std::int64_t>(first), static_cast<std::int64_t>(first + with_rows)}, [&](const Row& r) {
               if (static_cast<std::uint64_t>(r.integer(0)) != first + stored.size())
-                throw malformed(block, "an entry row is missing");
+                throw malformed_block(block, "an entry row is missing");
               stored.push_back(r.blob_copy(1));
             });
-    if (stored.size() != with_rows) throw malformed(block, "an entry row is missing");
+    if (stored.size() != with_rows) throw malformed_block(block, "an entry row is missing");
   }
   std::vector<std::span<const std::uint8_t>> entries(stored.begin(), stored.end());
   entries.insert(entries.end(), tail.begin(), tail.end());
@@ -211,12 +166,12 @@ void complete_block(Transaction& tx, std::uint64_t block, std::span<const std::s
   std::vector<auditfmt::EntryView> views(entries.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const char* why = nullptr;
-    if (!auditfmt::parse_view(entries[i], views[i], &why)) throw malformed(block, why);
-    if (views[i].seq != first + i) throw malformed(block, "an entry is out of place");
+    if (!auditfmt::parse_view(entries[i], views[i], &why)) throw malformed_block(block, why);
+    if (views[i].seq != first + i) throw malformed_block(block, "an entry is out of place");
     summary.add(first + i, views[i]);
   }
   const auto b = static_cast<std::int64_t>(block);
-  tx.exec("INSERT INTO audit_entry_blocks (block, entries) VALUES (?, ?)", {b, encode_block(entries)});
+  tx.exec("INSERT INTO audit_entry_blocks (block, entries) VALUES (?, ?)", {b, encode_block(block, entries)});
   if (with_rows > 0)
     tx.exec("DELETE FROM audit_entries WHERE seq >= ? AND seq < ?",
             {static_cast<std::int64_t>(first), static_cast<std::int64_t>(first + with_rows)});

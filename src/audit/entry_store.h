@@ -3,8 +3,8 @@
 //
 // Each entry is stored in exactly one of two places:
 //   audit_entry_blocks  one row per completed block of kBlockEntries entries,
-//                       written whole when the block completes: a fold of
-//                       many entries writes a row per 64 of them, not one each;
+//                       written whole when the block completes (block_codec.h):
+//                       a fold of many entries writes a row per 64 of them;
 //   audit_entries       one row per entry of the open (last, incomplete)
 //                       block, and of every block completed before the store
 //                       had audit_entry_blocks (migration 7 moves nothing).
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "custos/audit/blocks.h"
+#include "block_codec.h"
 #include "custos/store/store.h"
 #include "custos_audit/entry.h"
 #include "custos_audit/merkle.h"
@@ -28,12 +29,6 @@ namespace custos::audit::detail {
 
 // Kinds of posting (audit_postings.kind); the numbers are stored.
 inline constexpr int kPostPrincipal = 0, kPostPurpose = 1, kPostOperation = 2;
-
-// A block row's `entries`: each entry, in sequence order, as its length (4
-// bytes, big-endian) and its canonical bytes.
-std::vector<std::uint8_t> encode_block(std::span<const std::span<const std::uint8_t>> entries);
-// The entries of a block row; throws Error(integrity) if it is malformed.
-std::vector<std::span<const std::uint8_t>> decode_block(std::span<const std::uint8_t> blob);
 
 // Reads entries wherever they are stored, inside the caller's transaction.
 class EntryReader {
@@ -67,8 +62,7 @@ class EntryReader {
   auditfmt::Hash last_row_leaf_{};                   // and its stored leaf
   std::uint64_t size_ = 0;
   std::uint64_t cached_block_ = ~std::uint64_t{0};
-  std::vector<std::uint8_t> cached_blob_;
-  std::vector<std::span<const std::uint8_t>> cached_entries_;
+  std::optional<BlockEntries> cached_;  // block cached_block_'s entries
   std::vector<std::uint8_t> row_;  // the last entry read from a row by at()
 };
 

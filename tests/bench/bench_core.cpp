@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <benchmark/benchmark.h>
 #include <sodium.h>
 #include <sqlcipher/sqlite3.h>
@@ -496,6 +497,17 @@ double thread_cpu_us() {
   return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
 }
 
+// A SQLCipher store's size on disk: its file and its WAL.
+double store_bytes(const std::filesystem::path& db) {
+  std::uintmax_t bytes = 0;
+  for (const auto& file : {db, std::filesystem::path(db.string() + "-wal")}) {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(file, ec);
+    if (!ec) bytes += n;
+  }
+  return static_cast<double>(bytes);
+}
+
 // What each fold batch cost, as the log grows: wall and CPU time (of this
 // thread, which folds in flush()) over the first and the last 100,000
 // entries, and CPU over all of them.
@@ -518,19 +530,24 @@ struct GrowthCost {
 };
 
 // Whether the fold slows as the log grows: range(0) reads of distinct
-// subjects (1 M or 10 M), folded 50,000 at a time (issue 16: <= 4 µs CPU per
-// entry). Compare with BM_AuditFoldFloor/range(0) of the same run.
+// subjects (1 M or 10 M), each with a request id of its own (as custosd's
+// are), folded 50,000 at a time (issue 16: <= 4 µs CPU per entry). Compare
+// with BM_AuditFoldFloor/range(0) of the same run. store_bytes_per_entry:
+// the store's file and WAL after the last fold, per entry.
 void BM_AuditJournalFoldAsTheLogGrows(benchmark::State& state) {
   Core core;
   core.enable_journal(fold_held_back());
   std::mt19937 rng(7);
   char hex[33];
+  audit::Actor actor = core.actor;
   for (auto _ : state) {
     GrowthCost cost{static_cast<int>(state.range(0) / GrowthCost::kBatch)};
     for (int b = 0; b < cost.batches; ++b) {
       for (int i = 0; i < GrowthCost::kBatch; ++i) {
         std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", rng(), rng(), rng(), rng());
-        core.audit->append_durable(core.actor, {{"subject.read", hex, {"given_name", "email"}, {}, true, "", ""}});
+        actor.request_id = hex;
+        std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", rng(), rng(), rng(), rng());
+        core.audit->append_durable(actor, {{"subject.read", hex, {"given_name", "email"}, {}, true, "", ""}});
       }
       const double cpu0 = thread_cpu_us();
       const double us = timed_flush_of(*core.audit);
@@ -538,6 +555,7 @@ void BM_AuditJournalFoldAsTheLogGrows(benchmark::State& state) {
     }
     cost.report(state, "fold");
   }
+  state.counters["store_bytes_per_entry"] = store_bytes(core.vault.data_dir() / "custos.db") / static_cast<double>(state.range(0));
 }
 BENCHMARK(BM_AuditJournalFoldAsTheLogGrows)->Arg(1000000)->Iterations(1)->Unit(benchmark::kSecond);
 BENCHMARK(BM_AuditJournalFoldAsTheLogGrows)->Arg(10000000)->Iterations(1)->Unit(benchmark::kSecond);
@@ -592,13 +610,15 @@ void BM_AuditFoldFloor(benchmark::State& state) {
     GrowthCost cost{static_cast<int>(state.range(0) / GrowthCost::kBatch)};
     for (int b = 0; b < cost.batches; ++b) {
       for (auto& bytes : batch) {  // encoded outside the timed part, as the fold's entries are
-        std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", rng(), rng(), rng(), rng());
         auditfmt::Entry e;
+        std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", rng(), rng(), rng(), rng());
+        e.request_id = hex;
+        std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", rng(), rng(), rng(), rng());
         e.seq = static_cast<std::uint64_t>(seq);
         e.time = audit::format_time_us(1700000000LL * 1000000 + seq);
         e.principal = actor.principal, e.role = actor.role, e.purpose = actor.purpose;
         e.operation = "subject.read", e.subject_id = hex, e.fields = {"given_name", "email"};
-        e.outcome = "allowed", e.request_id = actor.request_id, e.node_id = "node-1";
+        e.outcome = "allowed", e.node_id = "node-1";
         bytes = auditfmt::encode(e);
       }
       const auto t0 = std::chrono::steady_clock::now();
@@ -614,6 +634,7 @@ void BM_AuditFoldFloor(benchmark::State& state) {
     }
     cost.report(state, "floor");
   }
+  state.counters["store_bytes_per_entry"] = store_bytes(dir.path() / "floor.db") / static_cast<double>(state.range(0));
 }
 BENCHMARK(BM_AuditFoldFloor)->Arg(1000000)->Iterations(1)->Unit(benchmark::kSecond);
 BENCHMARK(BM_AuditFoldFloor)->Arg(10000000)->Iterations(1)->Unit(benchmark::kSecond);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -312,32 +313,70 @@ TEST(AuditBlocks, CompletedBlocksAreOneRowEachAndOnlyTheOpenBlockHasEntryRows) {
   EXPECT_EQ(expect_export_verifies(*f.log), 4 * kBlock + 1);
 }
 
-// A block row is read back by length prefixes: one altered in the store (a
-// cut blob, a length past its end, a block of 63 or 65 entries) is reported
-// as damage (Error(integrity)) by every reader, never read past its end.
+// Block 0's row as stored.
+std::vector<std::uint8_t> block_row(Fixture& f, std::uint64_t block) {
+  std::vector<std::uint8_t> row;
+  f.store->begin(store::TxMode::read)->exec("SELECT entries FROM audit_entry_blocks WHERE block = ?",
+                                            {static_cast<std::int64_t>(block)},
+                                            [&](const store::Row& r) { row = r.blob_copy(0); });
+  return row;
+}
+void set_block_row(Fixture& f, std::uint64_t block, const std::vector<std::uint8_t>& row) {
+  auto tx = f.store->begin(store::TxMode::write);
+  tx->exec("UPDATE audit_entry_blocks SET entries = ? WHERE block = ?", {row, static_cast<std::int64_t>(block)});
+  tx->commit();
+}
+// A row in the format before the compact one (src/audit/block_codec.h):
+// each entry's length (4 bytes, big-endian), then its bytes.
+std::vector<std::uint8_t> length_prefixed(const std::vector<std::vector<std::uint8_t>>& entries) {
+  std::vector<std::uint8_t> row;
+  for (const auto& e : entries) {
+    const auto n = static_cast<std::uint32_t>(e.size());
+    row.insert(row.end(), {static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
+                           static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)});
+    row.insert(row.end(), e.begin(), e.end());
+  }
+  return row;
+}
+
+// A block row altered in the store (cut, lengthened, another block's
+// header, an unknown format, a first entry that "repeats" the one before
+// it; in the earlier length-prefixed format a length past its end, 1 or 65
+// entries) is reported as damage (Error(integrity)) by every reader, never
+// read past its end.
 TEST(AuditBlocks, ADamagedBlockRowIsAnIntegrityErrorForEveryReader) {
   Fixture f;
   for (std::uint64_t i = 0; i < kBlock + 3; ++i) f.append(i);
-  std::vector<std::uint8_t> good;
-  f.store->begin(store::TxMode::read)->exec("SELECT entries FROM audit_entry_blocks WHERE block = 0", {},
-                                            [&](const store::Row& r) { good = r.blob_copy(0); });
-  ASSERT_GT(good.size(), 4 * kBlock);
-  const std::uint32_t first_len = (std::uint32_t{good[0]} << 24) | (std::uint32_t{good[1]} << 16) |
-                                  (std::uint32_t{good[2]} << 8) | good[3];
+  std::vector<std::vector<std::uint8_t>> entries;
+  for (std::uint64_t i = 0; i < kBlock; ++i) entries.push_back(f.log->entry_bytes(i));
+  const std::vector<std::uint8_t> good = block_row(f, 0);
+  ASSERT_EQ(good.at(0), 0x01);  // the compact format
+  ASSERT_EQ(good.at(1), 0x00);  // block 0
   std::vector<std::vector<std::uint8_t>> damaged;
   damaged.emplace_back(good.begin(), good.begin() + 10);  // cut inside the first entry
   damaged.emplace_back(good.begin(), good.end() - 1);     // the last entry one byte short
   damaged.push_back(good);
-  damaged.back()[0] = 0x7f;  // a length far past the blob's end
-  damaged.emplace_back(good.begin(), good.begin() + 4 + first_len);  // one entry, not 64
+  damaged.back().push_back(0x00);  // a byte after the last entry
   damaged.push_back(good);
-  damaged.back().insert(damaged.back().end(), good.begin(), good.begin() + 4 + first_len);  // 65 entries
+  damaged.back()[0] = 0x7f;  // an unknown format
+  damaged.push_back(good);
+  damaged.back()[1] = 0x01;  // block 1's row stored as block 0's
+  damaged.push_back(good);
+  {
+    std::size_t at = 3;  // after the format, the block and the first entry's version: its time
+    while (good.at(at) & 0x80) ++at;
+    damaged.back().at(at + 1) = 0x00;  // its principal "as the previous entry's"
+  }
+  damaged.emplace_back(1, 0x01);  // a format byte and nothing else
+  auto legacy = length_prefixed(entries);
+  damaged.push_back(legacy);
+  damaged.back()[0] = 0x00, damaged.back()[1] = 0x7f;  // a length far past the row's end
+  damaged.emplace_back(legacy.begin(), legacy.begin() + 4 + static_cast<std::ptrdiff_t>(entries[0].size()));  // 1 entry
+  damaged.push_back(legacy);
+  damaged.back().insert(damaged.back().end(), legacy.begin(), legacy.begin() + 4 + static_cast<std::ptrdiff_t>(entries[0].size()));  // 65
+  damaged.emplace_back();  // empty
   for (std::size_t k = 0; k < damaged.size(); ++k) {
-    {
-      auto tx = f.store->begin(store::TxMode::write);
-      tx->exec("UPDATE audit_entry_blocks SET entries = ? WHERE block = 0", {damaged[k]});
-      tx->commit();
-    }
+    set_block_row(f, 0, damaged[k]);
     f.reopen();
     const auto code = [](auto&& fn) { return testing::code_of(fn); };
     EXPECT_EQ(code([&] { (void)f.log->entry_bytes(5); }), ErrorCode::integrity) << k;
@@ -351,6 +390,65 @@ TEST(AuditBlocks, ADamagedBlockRowIsAnIntegrityErrorForEveryReader) {
         << k;
     EXPECT_FALSE(f.log->entry_bytes(kBlock + 1).empty()) << k;  // entries outside it still read
   }
+  set_block_row(f, 0, good);
+  f.reopen();
+  EXPECT_EQ(expect_export_verifies(*f.log), kBlock + 3);
+}
+
+// A store written by the release before the compact rows: its block rows
+// (length-prefixed) read as they always did, next to compact rows of the
+// blocks completed since: queries, proofs, entries and the export agree.
+TEST(AuditBlocks, BlockRowsOfTheEarlierFormatStillRead) {
+  Fixture f;
+  std::uint64_t i = 0;
+  for (; i < 2 * kBlock + 5; ++i) f.append(i);
+  for (const std::uint64_t block : {0u, 1u}) {
+    std::vector<std::vector<std::uint8_t>> entries;
+    for (std::uint64_t s = block * kBlock; s < (block + 1) * kBlock; ++s) entries.push_back(f.log->entry_bytes(s));
+    set_block_row(f, block, length_prefixed(entries));
+  }
+  f.reopen();
+  for (; i < 3 * kBlock + 9; ++i) f.append(i);
+  EXPECT_EQ(block_row(f, 0).at(0), 0x00);
+  EXPECT_EQ(block_row(f, 2).at(0), 0x01);
+  expect_queries_agree(*f.log, "earlier and compact rows");
+  expect_proofs_verify(*f.log, {kBlock, 2 * kBlock + 1, 3 * kBlock + 9});
+  EXPECT_EQ(expect_export_verifies(*f.log), 3 * kBlock + 9);
+}
+
+// A compact row gives back each entry's exact bytes whatever they hold:
+// times the compact form cannot carry (years past 9999, before 0, a clock
+// stepping back), text that looks like hex and text that nearly does, empty
+// fields, entries committing to further subjects (version 2) beside entries
+// that do not, a field that changes back and forth. Each entry's bytes are
+// read while it still has a row of its own, then again from its block's row.
+TEST(AuditBlocks, ACompactRowGivesBackEveryEntryByteForByte) {
+  Fixture f;
+  const std::vector<std::int64_t> odd_times = {
+      253402300800LL * 1000000,  // 10000-01-01: no four-digit year
+      -62167219200LL * 1000000 - 1,  // the microsecond before 0000-01-01
+      0, -1, 1, std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::min()};
+  std::vector<std::vector<std::uint8_t>> expected;
+  for (std::uint64_t i = 0; i < 3 * kBlock; ++i) {
+    f.clock.now = i % 7 == 3 ? odd_times[i / 7 % odd_times.size()] : time_of(i) - static_cast<std::int64_t>(i % 5) * 777;
+    audit::Actor actor{i % 4 == 0 ? "cafe" : i % 4 == 1 ? "CAFE" : "p", i % 3 ? "role" : "", "0a1b", i % 2 ? "care" : "",
+                       i % 6 ? std::string(32, static_cast<char>('a' + i % 6)) : "req-" + std::to_string(i)};
+    audit::Event event{i % 2 ? "subject.read" : "campaign.fetch", i % 9 ? std::string(32, 'f') : "", {}, {}, i % 11 != 0,
+                       i % 11 ? "" : "forbidden_role", i % 5 ? "" : "returned=" + std::to_string(i)};
+    if (i % 3 == 0) event.fields = {"email", "given_name"};
+    if (i % 3 == 1) event.masked_fields = {"email"};
+    if (i % 4 == 2) event.subject_ids = {std::string(32, 'b'), std::string(32, 'c')};
+    f.log->append_now(actor, event);
+    expected.push_back(f.log->entry_bytes(i));
+  }
+  f.reopen();
+  EXPECT_EQ(f.store->begin(store::TxMode::read)->scalar("SELECT count(*) FROM audit_entry_blocks").value_or(-1), 3);
+  for (std::uint64_t i = 0; i < expected.size(); ++i) EXPECT_EQ(f.log->entry_bytes(i), expected[i]) << i;
+  EXPECT_EQ(expect_export_verifies(*f.log), 3 * kBlock);
+  // What the compact row saves, for the record: far fewer bytes than the entries.
+  std::size_t canonical = 0;
+  for (std::uint64_t i = 0; i < kBlock; ++i) canonical += expected[i].size();
+  EXPECT_LT(block_row(f, 0).size(), canonical);
 }
 
 // A block row is its entries only where they belong: rows of two blocks

@@ -278,13 +278,65 @@ def vault_seeds(build_dir):
     shutil.rmtree(tmp)
 
 
+def canonical_entry(seq, time, texts, fields, version=1, subjects=(), prev=bytes(32)):
+    """An audit entry's canonical bytes (audit/FORMAT.md §1.1); texts are
+    fields 3-8 then 11-15, as str."""
+    def st(v):
+        v = v.encode() if isinstance(v, str) else v
+        return struct.pack(">I", len(v)) + v
+
+    def lst(items):
+        return struct.pack(">I", len(items)) + b"".join(st(i) for i in items)
+
+    out = bytes([version]) + struct.pack(">Q", seq) + st(time)
+    out += b"".join(st(t) for t in texts[:6]) + lst(fields) + lst([])
+    out += b"".join(st(t) for t in texts[6:])
+    out += lst(subjects) if version == 1 else struct.pack(">I", 2) + bytes(range(32))
+    return out + prev
+
+
+def block_rows():
+    """block_row: a row of the earlier length-prefixed format (mode 0, block
+    3) from entries like the vault's, and entry descriptions (mode 1) that
+    repeat, hex-pack and time their fields in the ways the compact row does."""
+    entries = []
+    for i in range(64):
+        seq = 3 * 64 + i
+        time = "2026-12-02T08:%02d:%02d.%06dZ" % (i // 60, i % 60, i * 37)
+        texts = ["crm-marketing", "marketing", "tok-1", "marketing_email", "subject.read",
+                 hashlib.md5(b"%d" % i).hexdigest(), "allowed", "", hashlib.md5(b"r%d" % i).hexdigest(), "node-1",
+                 "returned=1" if i % 5 == 0 else ""]
+        entries.append(canonical_entry(seq, time, texts, ["email", "given_name"], version=2 if i % 9 == 4 else 1,
+                                       prev=hashlib.sha256(b"%d" % i).digest()))
+    write("block_row", "length-prefixed", b"\x00\x03" + b"".join(struct.pack(">I", len(e)) + e for e in entries))
+
+    def text(v):  # an entry description's literal text field (block_row.cpp)
+        return bytes([len(v)]) + v
+
+    same, hexed = b"\x80", b"\x40" + bytes(range(16))
+    for name, flags in (("vault-like", 2), ("committed", 3), ("raw-times", 0)):
+        d = b"\x01\x05"
+        for i in range(64):
+            d += bytes([flags])
+            d += struct.pack(">q", 1764662400000000 + i * 211) if flags & 2 else text(b"2026-12-02T08:00:%02dZ" % (i % 60))
+            d += (text(b"crm-marketing") + text(b"marketing") + text(b"tok-1") + text(b"marketing_email") +
+                  text(b"subject.read")) if i == 0 else same * 5
+            d += hexed + (text(b"allowed") + text(b"")) + hexed + (text(b"node-1") + text(b"")) if i == 0 else \
+                hexed + same * 2 + hexed + same * 2
+            d += b"\x02" + text(b"email") + text(b"given_name")
+            d += b"\x01" + bytes(range(32)) + bytes(32) if flags & 1 else b"\x00" + bytes(32)
+        write("block_row", name, d)
+        write("block_row", name + "-damaged", d + b"\x00\x10\x7f\xff\xff\x00")
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     for t in ("policy_yaml", "service_json", "http_request", "audit_export", "audit_entry", "checkpoint_note",
-              "journal_recovery"):
+              "journal_recovery", "block_row"):
         shutil.rmtree(os.path.join(CORPUS, t), ignore_errors=True)
     policies()
     service_bodies()
     http_requests()
+    block_rows()
     vault_seeds(sys.argv[1])

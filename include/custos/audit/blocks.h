@@ -2,7 +2,8 @@
 //
 // Entries are grouped in blocks of kBlockEntries consecutive entries (a
 // block is the perfect subtree of level kBlockLevel). A completed block is
-// stored as one row of its entries' canonical bytes (audit_entry_blocks);
+// stored as one row of its entries, compacted (audit_entry_blocks;
+// src/audit/block_codec.h);
 // the open block's entries, and those of blocks completed before that table
 // existed, have a row each (audit_entries; src/audit/entry_store.h). Per
 // completed block the log writes one posting per distinct principal,
