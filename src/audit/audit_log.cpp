@@ -106,9 +106,9 @@ bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
 }  // namespace
 
 std::string format_time_us(std::int64_t unix_us) {
-  unix_us = std::max(unix_us, std::numeric_limits<std::int64_t>::min() + 1);  // negatable
-  const std::int64_t secs = unix_us >= 0 ? unix_us / 1000000 : -((-unix_us + 999999) / 1000000);
-  const std::int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+  // Floor division without negating (every int64 is a time, INT64_MIN too).
+  const std::int64_t secs = unix_us / 1000000 - (unix_us % 1000000 < 0 ? 1 : 0);
+  const std::int64_t days = secs / 86400 - (secs % 86400 < 0 ? 1 : 0);
   std::int64_t y;
   unsigned m, d;
   civil_from_days(days, y, m, d);

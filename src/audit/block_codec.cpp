@@ -210,7 +210,11 @@ void BlockEntries::read_compact() {
   const auto source = [&](std::size_t n, bool hex) {
     Bytes b;
     if (!r.take(n, b)) throw fail("an entry runs past the row");
-    return Source{static_cast<std::uint32_t>(b.data() - row_.data()), static_cast<std::uint32_t>(n), hex};
+    Source out;
+    out.at = static_cast<std::uint32_t>(b.data() - row_.data());
+    out.size = static_cast<std::uint32_t>(n) & 0x7fffffffu;
+    out.hex = hex;
+    return out;
   };
   places_.resize(kBlockEntries);
   std::uint64_t previous_us = 0;

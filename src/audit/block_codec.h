@@ -64,8 +64,9 @@ class BlockEntries {
   // Bytes of the row: `size` bytes from `at`; if `hex`, packing 2 * size
   // lowercase hex digits.
   struct Source {
-    std::uint32_t at = 0, size = 0;
-    bool hex = false;
+    std::uint32_t at = 0;
+    std::uint32_t size : 31 = 0;
+    std::uint32_t hex : 1 = 0;
   };
   // Where an entry of a compact row is, and where its bytes go.
   struct Place {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <map>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -289,6 +290,13 @@ TEST(AuditLog, EntryTimesRoundTripAndAgreeWithLibc) {
     ASSERT_EQ(text.substr(0, 19), expect) << us;
     ASSERT_EQ(audit::parse_time_us(text), us) << text;
   }
+  EXPECT_EQ(audit::format_time_us(-1), "1969-12-31T23:59:59.999999Z");
+  EXPECT_EQ(audit::format_time_us(-1000000), "1969-12-31T23:59:59.000000Z");
+  // Every int64 formats (found by the block_row fuzz target: INT64_MIN + 1
+  // overflowed a negation, undefined behaviour the UBSan run reports).
+  for (const std::int64_t us : {std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::min() + 1,
+                                std::numeric_limits<std::int64_t>::max()})
+    EXPECT_FALSE(audit::format_time_us(us).empty()) << us;
   EXPECT_EQ(audit::parse_time_us("2024-02-29T12:00:00Z"), std::int64_t{1709208000} * 1000000);
   EXPECT_EQ(audit::parse_time_us("2024-02-29T14:30:00.5+02:30"), std::int64_t{1709208000} * 1000000 + 500000);
   EXPECT_EQ(audit::parse_time_us("1970-01-01 00:00:00z"), 0);

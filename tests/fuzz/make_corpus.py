@@ -296,8 +296,8 @@ def canonical_entry(seq, time, texts, fields, version=1, subjects=(), prev=bytes
 
 
 def block_rows():
-    """block_row: a row of the earlier length-prefixed format (mode 0, block
-    3) from entries like the vault's, and entry descriptions (mode 1) that
+    """block_row: rows of the earlier length-prefixed format (mode 0, block
+    3) from entries like the vault's and from nearly empty ones, and entry descriptions (mode 1) that
     repeat, hex-pack and time their fields in the ways the compact row does."""
     entries = []
     for i in range(64):
@@ -309,6 +309,9 @@ def block_rows():
         entries.append(canonical_entry(seq, time, texts, ["email", "given_name"], version=2 if i % 9 == 4 else 1,
                                        prev=hashlib.sha256(b"%d" % i).digest()))
     write("block_row", "length-prefixed", b"\x00\x03" + b"".join(struct.pack(">I", len(e)) + e for e in entries))
+    # The same format within the fuzzer's 8 KB: entries with only a time.
+    short = [canonical_entry(3 * 64 + i, "2026-12-02T08:00:00Z", [""] * 11, [], prev=bytes(32)) for i in range(64)]
+    write("block_row", "length-prefixed-short", b"\x00\x03" + b"".join(struct.pack(">I", len(e)) + e for e in short))
 
     def text(v):  # an entry description's literal text field (block_row.cpp)
         return bytes([len(v)]) + v
@@ -324,7 +327,7 @@ def block_rows():
             d += hexed + (text(b"allowed") + text(b"")) + hexed + (text(b"node-1") + text(b"")) if i == 0 else \
                 hexed + same * 2 + hexed + same * 2
             d += b"\x02" + text(b"email") + text(b"given_name")
-            d += b"\x01" + bytes(range(32)) + bytes(32) if flags & 1 else b"\x00" + bytes(32)
+            d += b"\x01\x07\x09" if flags & 1 else b"\x00\x09"  # subjects; root and prev (a byte each)
         write("block_row", name, d)
         write("block_row", name + "-damaged", d + b"\x00\x10\x7f\xff\xff\x00")
 

@@ -195,6 +195,14 @@ mutant("no-two-working-days-minimum", "dsr", "src/util/calendar.cpp",
        "while (working < 2)", "while (false)",
        "an EU period of two days or more may hold a single working day (Reg. 1182/71 Art. 3(5))",
        "regulations_tests:Regulations.*")
+mutant("block-row-any-block", "audit", "src/audit/block_codec.cpp",
+       "if (stored_block != block_)", "if (stored_block != block_ && false)",
+       "a block row stored under another block's number serves its entries under the wrong sequence numbers",
+       "core_tests:AuditBlocks.*")
+mutant("block-row-time-second-kept", "audit", "src/audit/block_codec.cpp",
+       "if (!have_formatted_ || second != formatted_second_)", "if (!have_formatted_)",
+       "an entry read from a block row gets an earlier entry's date and second (its leaf no longer matches)",
+       "core_tests:AuditBlocks.*")
 
 
 def render(root, m, number):
