@@ -112,8 +112,9 @@ std::string format_time_us(std::int64_t unix_us) {
   std::int64_t y;
   unsigned m, d;
   civil_from_days(days, y, m, d);
-  const auto sod = static_cast<unsigned>(secs - days * 86400);
-  const auto micros = static_cast<unsigned>(unix_us - secs * 1000000);
+  const std::int64_t sod_rem = secs % 86400, micros_rem = unix_us % 1000000;  // remainders: no product overflows
+  const auto sod = static_cast<unsigned>(sod_rem < 0 ? sod_rem + 86400 : sod_rem);
+  const auto micros = static_cast<unsigned>(micros_rem < 0 ? micros_rem + 1000000 : micros_rem);
   if (y < 0 || y > 9999) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02u:%02u:%02u.%06uZ", static_cast<long long>(y), m, d,
