@@ -17,7 +17,6 @@ namespace {
 using store::Row;
 using store::Transaction;
 
-
 // A completed block's postings (one per distinct principal, purpose and
 // operation, with a bit per entry that has it) and time range.
 struct BlockSummary {
