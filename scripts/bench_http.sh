@@ -11,6 +11,7 @@
 #   scripts/bench_http.sh [SUBJECTS (default 10000)] [DURATION (default 10s)]
 #   env: CUSTOS_BUILD_DIR (build), WRK_THREADS (2), WRK_CONNECTIONS (32),
 #        CUSTOSD_THREADS (custosd's default: 2 per core, at least 4),
+#        CUSTOSD_EXTRA_ARGS (more custosd flags, e.g. "--audit-fold-interval-ms 10000"),
 #        LISTENER_THREADS (8: the cpprestsdk listener's pool, as custosd
 #        had on 2 cores when it served with cpprestsdk), IO_THREADS (cores: custosd's
 #        default io threads; also the Beast floor's), PERF_DATA (a file:
@@ -110,7 +111,7 @@ TOKEN=$(cat "$WORK/data/admin.token")
 PORT=$(free_port)
 URL="http://127.0.0.1:$PORT"
 "$CUSTOSD" --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-level "${CUSTOSD_LOG_LEVEL:-warn}" --threads "$POOL" \
-  --io-threads "$IO" --principal-rate 0 --principal-max-inflight 0 \
+  --io-threads "$IO" ${CUSTOSD_EXTRA_ARGS:-} --principal-rate 0 --principal-max-inflight 0 \
   >"$WORK/custosd.out" 2>"$WORK/custosd.err" &
 PID=$!
 wait_ready "$URL/healthz" "$PID"

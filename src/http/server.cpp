@@ -195,6 +195,10 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
   RouteMatch m = match_route(routes, sv(req.method_string()), sv(req.target()));
   route_label = m.route->path;
 
+  // A quick request's reads (the token, then the handler's) share one
+  // read transaction; a streaming one would hold it for as long as its client.
+  std::unique_ptr<store::ReadSnapshot> snapshot;
+  if (!m.route->streams) snapshot = svc.read_snapshot();
   HandlerContext ctx{svc, req, {}, std::move(m.params), std::move(m.query), Json(), &stream, {}, {}};
   ctx.caller.request_id = request_id;
   ctx.metrics_text = [this] { return metrics_text(); };

@@ -387,6 +387,10 @@ access::Principal Service::authenticate(std::string_view bearer_token) {
   return impl_->tokens->authenticate(bearer_token);
 }
 
+std::unique_ptr<store::ReadSnapshot> Service::read_snapshot() {
+  return std::make_unique<store::ReadSnapshot>(*impl_->store);
+}
+
 access::Principal Service::local_operator() const { return {"local:" + local_user(), "admin", ""}; }
 
 bool Service::reload_policies(std::string* error) {

@@ -504,7 +504,7 @@ class PostgresStore final : public Store {
     release(std::move(conn));
   }
 
-  std::unique_ptr<Transaction> begin(TxMode mode) override {
+  std::unique_ptr<Transaction> begin_transaction(TxMode mode) override {
     auto conn = acquire();
     try {
       conn->simple(mode == TxMode::write ? begin_write_sql_ : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
@@ -518,7 +518,7 @@ class PostgresStore final : public Store {
 
   // Commits are durable when the server says so (synchronous_commit = on,
   // the default); a write transaction is already what this asks for.
-  std::unique_ptr<Transaction> begin_durable() override { return begin(TxMode::write); }
+  std::unique_ptr<Transaction> begin_durable_transaction() override { return begin_transaction(TxMode::write); }
 
   // PostgreSQL recycles its WAL itself; a CHECKPOINT needs superuser rights
   // the vault's role should not have. Nothing to do.

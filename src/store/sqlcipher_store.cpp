@@ -169,7 +169,7 @@ class SqlcipherStore final : public Store {
     release(std::make_unique<Connection>(file_, key_, options_));
   }
 
-  std::unique_ptr<Transaction> begin(TxMode mode) override {
+  std::unique_ptr<Transaction> begin_transaction(TxMode mode) override {
     std::unique_lock<std::mutex> writer_lock;
     // One writer per process at a time; other processes are held off by
     // BEGIN IMMEDIATE and the busy timeout.
@@ -179,7 +179,7 @@ class SqlcipherStore final : public Store {
     return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), mode, std::move(writer_lock));
   }
 
-  std::unique_ptr<Transaction> begin_durable() override {
+  std::unique_ptr<Transaction> begin_durable_transaction() override {
     std::unique_lock<std::mutex> writer_lock(writer_mu_);
     auto conn = acquire();
     // The safety level cannot change inside a transaction: set it for this
@@ -201,7 +201,7 @@ class SqlcipherStore final : public Store {
     release(std::move(conn));
   }
 
-  std::unique_ptr<BulkLoad> begin_bulk_load() override;
+  std::unique_ptr<BulkLoad> begin_bulk_load_transactions() override;
 
   std::string backend_name() const override { return "sqlcipher"; }
 
@@ -306,7 +306,7 @@ class SqlcipherBulkLoad final : public BulkLoad {
   ConnectionHome home_;
 };
 
-std::unique_ptr<BulkLoad> SqlcipherStore::begin_bulk_load() { return std::make_unique<SqlcipherBulkLoad>(*this); }
+std::unique_ptr<BulkLoad> SqlcipherStore::begin_bulk_load_transactions() { return std::make_unique<SqlcipherBulkLoad>(*this); }
 
 void SqlcipherTransaction::commit() {
   if (done_) throw Error(ErrorCode::internal, "transaction committed twice");

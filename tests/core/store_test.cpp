@@ -259,6 +259,88 @@ TEST_P(StoreConformance, AReadTransactionSeesOneSnapshot) {
   EXPECT_EQ(fresh->scalar("SELECT count(*) FROM meta").value_or(-1), 1);
 }
 
+std::int64_t meta_rows(Store& s) {
+  auto tx = s.begin(TxMode::read);
+  const auto n = tx->scalar("SELECT count(*) FROM meta").value_or(-1);
+  tx->commit();
+  return n;
+}
+void add_meta(Store& s, const std::string& key) {
+  auto tx = s.begin(TxMode::write);
+  tx->exec("INSERT INTO meta (key, value) VALUES (?, 'x')", {key});
+  tx->commit();
+}
+
+// One request's reads share one transaction: a commit by someone else
+// between them is seen by none of them, and by the next request.
+TEST_P(StoreConformance, ReadsInAReadSnapshotShareOneState) {
+  auto s = open();
+  auto other_node = open();
+  {
+    ReadSnapshot snapshot(*s);
+    EXPECT_EQ(meta_rows(*s), 0);
+    add_meta(*other_node, "from-another-node");
+    std::thread([&] { add_meta(*s, "from-another-thread"); }).join();
+    EXPECT_EQ(meta_rows(*s), 0) << "the second read of the snapshot saw a later commit";
+    // Another thread, or another store, is not in the snapshot.
+    std::int64_t elsewhere = -1;
+    std::thread([&] { elsewhere = meta_rows(*s); }).join();
+    EXPECT_EQ(elsewhere, 2);
+    EXPECT_EQ(meta_rows(*other_node), 2);
+    {
+      ReadSnapshot inner(*s);  // nested: still the outer one's state
+      EXPECT_EQ(meta_rows(*s), 0);
+    }
+    EXPECT_EQ(meta_rows(*s), 0);
+  }
+  EXPECT_EQ(meta_rows(*s), 2);
+}
+
+// The thread's own write ends the sharing: what it reads next includes the
+// write (and everyone's before it).
+TEST_P(StoreConformance, AWriteOnTheSnapshotsThreadEndsTheSharing) {
+  auto s = open();
+  auto other_node = open();
+  ReadSnapshot snapshot(*s);
+  EXPECT_EQ(meta_rows(*s), 0);
+  add_meta(*other_node, "theirs");
+  add_meta(*s, "mine");
+  EXPECT_EQ(meta_rows(*s), 2);
+  {
+    auto durable = s->begin_durable();
+    durable->exec("INSERT INTO meta (key, value) VALUES ('durable', 'x')");
+    durable->commit();
+  }
+  EXPECT_EQ(meta_rows(*s), 3);
+  // A share begun before the write keeps its own state until it ends.
+  auto before = s->begin(TxMode::read);
+  EXPECT_EQ(before->scalar("SELECT count(*) FROM meta").value_or(-1), 3);
+  add_meta(*s, "later");
+  EXPECT_EQ(before->scalar("SELECT count(*) FROM meta").value_or(-1), 3);
+  EXPECT_EQ(meta_rows(*s), 4);
+}
+
+// A failed statement leaves the backend transaction unusable on
+// PostgreSQL: the next read of the snapshot gets a fresh one, not an error.
+TEST_P(StoreConformance, AFailedStatementInASnapshotDoesNotFailTheReadsAfterIt) {
+  auto s = open();
+  ReadSnapshot snapshot(*s);
+  EXPECT_EQ(meta_rows(*s), 0);
+  {
+    auto tx = s->begin(TxMode::read);
+    EXPECT_THROW(tx->exec("SELECT no_such_column FROM meta"), Error);
+  }
+  EXPECT_EQ(meta_rows(*s), 0);
+  auto tx = s->begin(TxMode::read);
+  tx->commit();
+  try {
+    tx->exec("SELECT count(*) FROM meta");
+    FAIL() << "a statement on a committed share ran";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::internal);
+  }
+}
+
 TEST_P(StoreConformance, ADuplicateKeyIsAConflictThatNamesNoValue) {
   auto s = open();
   auto tx = s->begin(TxMode::write);

@@ -105,6 +105,12 @@ class Service {
 
   // Throws Error(unauthenticated).
   access::Principal authenticate(std::string_view bearer_token);
+  // Until the returned object is destroyed (on this thread, before any
+  // snapshot made after it), the reads this thread makes through the
+  // service share one read transaction of the store: a transport opens one
+  // around a quick request's authentication and handler (store::ReadSnapshot
+  // says what that changes). Not for streaming or long-running requests.
+  std::unique_ptr<store::ReadSnapshot> read_snapshot();
   // The CLI's operator (holds the key files): role admin, principal local:<user>.
   access::Principal local_operator() const;
 

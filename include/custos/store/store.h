@@ -134,17 +134,20 @@ class Store {
   virtual ~Store() = default;
   // Write transactions are serialised (one writer at a time, across
   // processes for SQLCipher); read transactions see a consistent snapshot.
-  virtual std::unique_ptr<Transaction> begin(TxMode mode) = 0;
+  // Inside a ReadSnapshot of this store on the calling thread, a read
+  // transaction is a share of the snapshot's; a write transaction (or a
+  // durable one) first ends the sharing (see ReadSnapshot).
+  std::unique_ptr<Transaction> begin(TxMode mode);
   // A write transaction whose commit survives a power cut, not only a crash
   // of the process (SQLCipher: synchronous=FULL for this commit, one fsync).
   // For commits after which other copies of the data are discarded.
-  virtual std::unique_ptr<Transaction> begin_durable() = 0;
+  std::unique_ptr<Transaction> begin_durable();
   // Pushes committed pages into the main file and truncates the log (after
   // an erasure, so no pre-image of shredded data survives in the WAL).
   virtual void checkpoint() = 0;
   // For loads that commit many large write transactions in a row. The
   // default begins each with begin(TxMode::write).
-  virtual std::unique_ptr<BulkLoad> begin_bulk_load();
+  std::unique_ptr<BulkLoad> begin_bulk_load();
   virtual std::string backend_name() const = 0;
   // The global schema version a release before per-module versions recorded
   // (SQLCipher: PRAGMA user_version), 0 if none; read by the migration
@@ -153,6 +156,47 @@ class Store {
     (void)tx;
     return 0;
   }
+
+ protected:
+  // What a backend implements: a transaction of its own, never shared.
+  virtual std::unique_ptr<Transaction> begin_transaction(TxMode mode) = 0;
+  virtual std::unique_ptr<Transaction> begin_durable_transaction() = 0;
+  virtual std::unique_ptr<BulkLoad> begin_bulk_load_transactions();
+};
+
+// The reads of one short piece of work (a request: authenticate, look up,
+// read) in one read transaction of the backend instead of one each: while a
+// ReadSnapshot lives, every read transaction its thread begins on `store`
+// is a share of one backend transaction, begun at the first of them and
+// ended with the snapshot. They see the same data, pay for one BEGIN and
+// one COMMIT (SQLCipher: one set of file locks; PostgreSQL: one round trip
+// fewer per read), and find the pages the earlier ones loaded still cached.
+//
+// A write transaction begun on the thread ends the sharing first (its
+// reads run on its own connection as before), so a read after the thread's
+// own write sees the write: the next read transaction starts a fresh
+// share. A statement that fails ends it too (PostgreSQL cannot run another
+// statement in a failed transaction). Shares begun before either keep the
+// transaction they had until they end.
+//
+// Not for long work, nor around a bulk load (whose transactions do not end
+// the sharing): an open read transaction keeps SQLite from
+// checkpointing past it and holds a PostgreSQL connection. Snapshots nest
+// (an inner one of the same store adds nothing); not movable, not shared
+// between threads.
+class ReadSnapshot {
+ public:
+  explicit ReadSnapshot(Store& store);
+  ~ReadSnapshot();
+  ReadSnapshot(const ReadSnapshot&) = delete;
+  ReadSnapshot& operator=(const ReadSnapshot&) = delete;
+
+ private:
+  friend class Store;
+  friend class SharedRead;
+  Store& store_;
+  ReadSnapshot* outer_;                  // the thread's enclosing snapshot, of any store
+  std::shared_ptr<Transaction> shared_;  // the backend transaction, from the first read on
 };
 
 }  // namespace custos::store
