@@ -1259,6 +1259,13 @@ void AuditLog::fold_pending(bool everything) {
 }
 
 void AuditLog::flush() {
+  // Whoever folded (this thread, the folder thread, the journal's owning
+  // process) committed after a read snapshot this thread may hold began:
+  // the reads after a flush must see the folded entries.
+  struct SeeTheFold {
+    store::Store& store;
+    ~SeeTheFold() { store.end_shared_reads(); }
+  } see_the_fold{store_};
   if (journal_on_.load(std::memory_order_acquire)) {
     fold_pending(true);
     return;

@@ -68,26 +68,30 @@ ReadSnapshot::~ReadSnapshot() {
 }
 
 std::unique_ptr<Transaction> Store::begin(TxMode mode) {
+  if (mode == TxMode::write) {
+    end_shared_reads();
+    return begin_transaction(mode);
+  }
   ReadSnapshot* snap = nullptr;
   for (ReadSnapshot* s = t_innermost; s; s = s->outer_)
-    if (&s->store_ == this) {
-      if (mode == TxMode::write) s->shared_.reset();  // every level: none may share on
-      snap = s;                                       // the outermost wins
-    }
-  if (snap == nullptr || mode == TxMode::write) return begin_transaction(mode);
+    if (&s->store_ == this) snap = s;  // the outermost is the one shared
+  if (snap == nullptr) return begin_transaction(mode);
   if (!snap->shared_) snap->shared_ = begin_transaction(TxMode::read);
   return std::make_unique<SharedRead>(snap->shared_, *this);
 }
 
-std::unique_ptr<Transaction> Store::begin_durable() {
+void Store::end_shared_reads() {
   for (ReadSnapshot* s = t_innermost; s; s = s->outer_)
     if (&s->store_ == this) s->shared_.reset();
+}
+
+std::unique_ptr<Transaction> Store::begin_durable() {
+  end_shared_reads();
   return begin_durable_transaction();
 }
 
 std::unique_ptr<BulkLoad> Store::begin_bulk_load() {
-  for (ReadSnapshot* s = t_innermost; s; s = s->outer_)
-    if (&s->store_ == this) s->shared_.reset();
+  end_shared_reads();
   return begin_bulk_load_transactions();
 }
 

@@ -429,6 +429,32 @@ TEST(AuditJournal, TheFolderFoldsOnItsOwnWithinItsInterval) {
   EXPECT_TRUE(export_verifies(*s, v));
 }
 
+// A request's reads share one snapshot (custosd opens one per quick
+// request). The folder thread may fold and commit after it began; the
+// query's flush then finds nothing left to fold, and must still read what
+// the folder committed, not the snapshot's older state.
+TEST(AuditJournal, AQueryInsideARequestsSnapshotSeesWhatTheFolderFoldedMeanwhile) {
+  if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
+  TestVault v;
+  const std::string id = one_subject_then_close(v);
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  o.audit_journal = true;
+  o.audit_journal_options.fold_interval_ms = 20;
+  auto s = service::Service::open(o);
+  ASSERT_TRUE(s->audit_journal_active());
+  const auto snapshot = s->read_snapshot();
+  s->get_subject(v.admin("customer_service"), id);  // the snapshot's state is from here
+  std::thread([&] {
+    for (int i = 0; i < 10; ++i) s->get_subject(v.admin("customer_service"), id);
+  }).join();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s->audit_journal_status().pending > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  ASSERT_EQ(s->audit_journal_status().pending, 0u) << "the folder did not fold within 10 s";
+  EXPECT_EQ(reads_of(*s, v, id), 11u);
+}
+
 TEST(AuditJournal, ReadsAreInTheTreeBeforeAnyQuerySeesTheLog) {
   if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;

@@ -142,6 +142,11 @@ class Store {
   // of the process (SQLCipher: synchronous=FULL for this commit, one fsync).
   // For commits after which other copies of the data are discarded.
   std::unique_ptr<Transaction> begin_durable();
+  // Ends the sharing of this thread's ReadSnapshot of this store, if any:
+  // its next read transaction sees every commit made before it began. For a
+  // thread that waited for another thread's or process's commit (the audit
+  // fold) and must now read what it committed.
+  void end_shared_reads();
   // Pushes committed pages into the main file and truncates the log (after
   // an erasure, so no pre-image of shredded data survives in the WAL).
   virtual void checkpoint() = 0;
