@@ -363,12 +363,22 @@ using service::Json;
 using testing::TestVault;
 
 // custosd's mode: reads record their entries in the audit journal.
-std::unique_ptr<service::Service> open_journaled(const TestVault& v, std::size_t segment_bytes = 0) {
+std::unique_ptr<service::Service> open_journaled(const TestVault& v, std::size_t segment_bytes = 0,
+                                                 std::int64_t fold_interval_ms = 0) {
   service::OpenOptions o;
   o.data_dir = v.data_dir();
   o.audit_journal = true;
   if (segment_bytes) o.audit_journal_options.segment_bytes = segment_bytes;
+  if (fold_interval_ms) o.audit_journal_options.fold_interval_ms = fold_interval_ms;
   return service::Service::open(o);
+}
+
+// Polls (bounded: 10 s) until the folder thread has folded every journaled entry.
+bool folder_caught_up(service::Service& s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s.audit_journal_status().pending > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  return s.audit_journal_status().pending == 0;
 }
 
 std::size_t reads_of(service::Service& s, TestVault& v, const std::string& id) {
@@ -411,19 +421,11 @@ TEST(AuditJournal, TheFolderFoldsOnItsOwnWithinItsInterval) {
   if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
-  service::OpenOptions o;
-  o.data_dir = v.data_dir();
-  o.audit_journal = true;
-  o.audit_journal_options.fold_interval_ms = 20;
-  o.audit_journal_options.segment_bytes = 16 << 10;  // ~50 reads: segments roll over too
-  auto s = service::Service::open(o);
+  auto s = open_journaled(v, 16 << 10, 20);  // ~50 reads a segment: segments roll over too
   ASSERT_TRUE(s->audit_journal_active());
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 40; ++i) s->get_subject(v.admin("customer_service"), id);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (s->audit_journal_status().pending > 0 && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::yield();
-    ASSERT_EQ(s->audit_journal_status().pending, 0u) << "round " << round;
+    ASSERT_TRUE(folder_caught_up(*s)) << "round " << round;
   }
   EXPECT_EQ(reads_of(*s, v, id), 120u);
   EXPECT_TRUE(export_verifies(*s, v));
@@ -437,21 +439,14 @@ TEST(AuditJournal, AQueryInsideARequestsSnapshotSeesWhatTheFolderFoldedMeanwhile
   if (testing::vaults_on_postgres()) GTEST_SKIP() << "the local audit journal is SQLCipher-only: on PostgreSQL every entry commits to the database (multinode_test)";
   TestVault v;
   const std::string id = one_subject_then_close(v);
-  service::OpenOptions o;
-  o.data_dir = v.data_dir();
-  o.audit_journal = true;
-  o.audit_journal_options.fold_interval_ms = 20;
-  auto s = service::Service::open(o);
+  auto s = open_journaled(v, 0, 20);
   ASSERT_TRUE(s->audit_journal_active());
   const auto snapshot = s->read_snapshot();
   s->get_subject(v.admin("customer_service"), id);  // the snapshot's state is from here
   std::thread([&] {
     for (int i = 0; i < 10; ++i) s->get_subject(v.admin("customer_service"), id);
   }).join();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (s->audit_journal_status().pending > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::yield();
-  ASSERT_EQ(s->audit_journal_status().pending, 0u) << "the folder did not fold within 10 s";
+  ASSERT_TRUE(folder_caught_up(*s)) << "the folder did not fold within 10 s";
   EXPECT_EQ(reads_of(*s, v, id), 11u);
 }
 
