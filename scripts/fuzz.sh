@@ -14,7 +14,9 @@
 #   FUZZ_NICE          niceness of the fuzz runs (default 19)
 #   FUZZ_TIMEOUT       seconds one input may run before it is a finding
 #                      (default 25; wall clock, so a campaign that is paused
-#                      with SIGSTOP, e.g. for a benchmark, needs more)
+#                      with SIGSTOP, e.g. for a benchmark, needs more; or end
+#                      a sitting early with SIGINT to the fuzzer: its executions
+#                      still count, as result "interrupted")
 #   FUZZ_NO_BUILD=1    run what the build directory holds, do not build
 #   FUZZ_BUILD_DIR     build directory (default build-fuzz; CI runs the smoke
 #                      from build-asan, which scripts/sanitize.sh asan builds
@@ -96,7 +98,14 @@ for t in "${targets[@]}"; do
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$last")
   result=ok
-  if [[ $rc -ne 0 ]] || grep -qE '^==[0-9]+==ERROR|^SUMMARY: |deadly signal|FUZZ INVARIANT BROKEN' "$log"; then
+  if grep -qE '^==[0-9]+==ERROR|^SUMMARY: |deadly signal|FUZZ INVARIANT BROKEN' "$log"; then
+    result="FINDING (exit $rc; $log; inputs in $artifacts)"
+    found=1
+  elif [[ $rc -ne 0 ]] && grep -q 'libFuzzer: run interrupted' "$log"; then
+    # Stopped early (SIGINT or SIGTERM, e.g. to free the cores for a
+    # benchmark): its executions count, nothing was found.
+    result=interrupted
+  elif [[ $rc -ne 0 ]]; then
     result="FINDING (exit $rc; $log; inputs in $artifacts)"
     found=1
   fi
