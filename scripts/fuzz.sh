@@ -11,11 +11,12 @@
 #   scripts/fuzz.sh --smoke                            (CI: 10 s per target, 80 s in all)
 #
 #   FUZZ_JOBS          build jobs (default: nproc)
-#   FUZZ_NICE          niceness of the fuzz runs (default 19)
+#   FUZZ_NICE          niceness of the fuzz runs, each in a session whose
+#                      autogroup gets it too (default 19): they yield to builds
 #   FUZZ_TIMEOUT       seconds one input may run before it is a finding
 #                      (default 25; wall clock, so a campaign that is paused
 #                      with SIGSTOP, e.g. for a benchmark, needs more; or end
-#                      a sitting early with SIGINT to the fuzzer: its executions
+#                      a sitting early with SIGINT or SIGTERM to the script: its executions
 #                      still count, as result "interrupted")
 #   FUZZ_NO_BUILD=1    run what the build directory holds, do not build
 #   FUZZ_BUILD_DIR     build directory (default build-fuzz; CI runs the smoke
@@ -69,6 +70,7 @@ fi
 work=$(mktemp -d /tmp/custos-fuzz-run-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 found=0
+stop=0
 printf '%-18s %12s %9s %8s %7s %7s  %s\n' target execs exec/s corpus cov ft result
 for t in "${targets[@]}"; do
   bin="$BUILD_DIR/tests/fuzz/fuzz_$t"
@@ -87,21 +89,36 @@ for t in "${targets[@]}"; do
   [[ $t == policy_yaml ]] && max_len=4096
   [[ $t == block_row ]] && max_len=8192  # a compact row of 64 entries, or a short length-prefixed one
   set +e
-  nice -n "${FUZZ_NICE:-19}" "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout="${FUZZ_TIMEOUT:-25}" \
-    -rss_limit_mb=2560 -max_len="$max_len" -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1
+  # In a session of its own whose autogroup is niced too: with the kernel's
+  # autogroups (CONFIG_SCHED_AUTOGROUP, Debian's default) CPU is shared
+  # between sessions first, so a plain nice inside a session started with
+  # setsid still took ~60 % of a core from a build in another session.
+  # Being in another session, it does not get the terminal's Ctrl-C: the
+  # script passes SIGINT and SIGTERM on, records the sitting, and stops.
+  setsid -w sh -c 'echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "${FUZZ_NICE:-19}" \
+    "$bin" -max_total_time="$seconds" -print_final_stats=1 -timeout="${FUZZ_TIMEOUT:-25}" \
+    -rss_limit_mb=2560 -max_len="$max_len" -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 &
+  fuzz_pid=$!
+  trap 'stop=1; kill -INT "$fuzz_pid" 2>/dev/null' INT TERM
+  wait "$fuzz_pid"
   rc=$?
+  while kill -0 "$fuzz_pid" 2>/dev/null; do  # wait was cut short by the trap
+    wait "$fuzz_pid"
+    rc=$?
+  done
+  trap - INT TERM
   set -e
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
+  last=$(grep -aE '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$last")
   result=ok
-  if grep -qE '^==[0-9]+==ERROR|^SUMMARY: |deadly signal|FUZZ INVARIANT BROKEN' "$log"; then
+  if grep -aqE '^==[0-9]+==ERROR|^SUMMARY: |deadly signal|FUZZ INVARIANT BROKEN' "$log"; then
     result="FINDING (exit $rc; $log; inputs in $artifacts)"
     found=1
-  elif [[ $rc -ne 0 ]] && grep -q 'libFuzzer: run interrupted' "$log"; then
+  elif [[ $rc -ne 0 ]] && grep -aq 'libFuzzer: run interrupted' "$log"; then
     # Stopped early (SIGINT or SIGTERM, e.g. to free the cores for a
     # benchmark): its executions count, nothing was found.
     result=interrupted
@@ -119,5 +136,6 @@ for t in "${targets[@]}"; do
     mkdir -p tests/fuzz/corpus/"$t"
     nice -n "${FUZZ_NICE:-19}" "$bin" -merge=1 -max_len="$max_len" tests/fuzz/corpus/"$t" "$corpus" >>"$log" 2>&1 || true
   fi
+  if [[ $stop == 1 ]]; then break; fi
 done
 exit $found
