@@ -451,13 +451,13 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
     detail::write_entry_row(tx, seq, v, parse_time_us(v.time).value_or(0), bytes, leaf);
   }
   if (!openings.empty())
-    tx.exec("INSERT INTO audit_subject_openings (seq, openings) VALUES (?, ?)",
+    tx.exec_deferred("INSERT INTO audit_subject_openings (seq, openings) VALUES (?, ?)",
             {static_cast<std::int64_t>(seq), store::Blob(openings)});
   // Entries from the runs' start are indexed when their block completes.
   const SubjectBucket bucket = seq < subject_runs_from(tx) ? index_subjects(tx, seq, v, committed) : subject_bucket_;
   for (const auto& [level, index, hash] : next.completed())
     if (level >= kBlockLevel)  // lower ones are hashed again from the block's leaves when asked for
-      tx.exec("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
+      tx.exec_deferred("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
               {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
   if (completes_block) {  // one row for the block; the rows of its entries go
     const detail::SubjectRunsAt runs{(subject_runs_from(tx) + kBlockEntries - 1) / kBlockEntries,

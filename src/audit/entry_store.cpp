@@ -137,7 +137,7 @@ std::optional<auditfmt::Hash> EntryReader::last_leaf() {
 
 void write_entry_row(Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v, std::int64_t at_us,
                      std::span<const std::uint8_t> bytes, std::span<const std::uint8_t> leaf) {
-  tx.exec(
+  tx.exec_deferred(
       "INSERT INTO audit_entries (seq, at, principal, purpose, operation, subject_id, outcome, entry, leaf)"
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       {static_cast<std::int64_t>(seq), at_us, v.principal, v.purpose, v.operation, v.subject_id, v.outcome,

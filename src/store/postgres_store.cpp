@@ -29,9 +29,11 @@ namespace {
   X(PQcmdStatus) \
   X(PQcmdTuples) \
   X(PQconnectdbParams) \
+  X(PQenterPipelineMode) \
   X(PQerrorMessage) \
   X(PQexec) \
   X(PQexecPrepared) \
+  X(PQexitPipelineMode) \
   X(PQfinish) \
   X(PQftype) \
   X(PQgetResult) \
@@ -39,11 +41,14 @@ namespace {
   X(PQgetlength) \
   X(PQgetvalue) \
   X(PQntuples) \
+  X(PQpipelineSync) \
   X(PQprepare) \
   X(PQputCopyData) \
   X(PQputCopyEnd) \
   X(PQresultErrorField) \
   X(PQresultStatus) \
+  X(PQsendQueryParams) \
+  X(PQsendQueryPrepared) \
   X(PQsetNoticeProcessor) \
   X(PQstatus)
 
@@ -481,15 +486,37 @@ class PostgresTransaction final : public Transaction {
   }
   void bulk_insert(std::string_view table, std::span<const std::string_view> columns,
                    const std::vector<Param>& values) override;
+  void exec_deferred(std::string_view sql, Params params) override;
 
  private:
+  // A deferred statement, its parameters copied (the caller's views end
+  // with the call) in the form PQsendQueryPrepared takes.
+  struct Deferred {
+    const std::string* name;  // the connection's prepared statement (stable: a map node)
+    std::vector<std::string> values;
+    std::vector<bool> null;
+    std::vector<int> lengths;
+    std::vector<int> formats;
+  };
+  // Deferred statements sent at most this many to a pipeline: the client
+  // writes the whole pipeline before it reads a result, so an unbounded one
+  // could fill both directions of the socket and stall (libpq, "Pipeline Mode").
+  static constexpr std::size_t kMaxDeferred = 64;
+
   std::int64_t run(std::string_view sql, const Param* params, std::size_t count, const RowFn& on_row);
+  // Sends the deferred statements, and then COMMIT if `commit`, in one
+  // pipeline (one round trip) and reads every result. Throws the first
+  // failure (the transaction is then failed, as after any failed
+  // statement). With `commit`, returns the COMMIT's result for commit() to
+  // judge; else null.
+  PGresult* send_deferred(bool commit);
   void check_usable() const {
     if (done_) throw Error(ErrorCode::internal, "statement on a finished transaction");
   }
 
   PostgresStore& store_;
   std::unique_ptr<Connection> conn_;
+  std::vector<Deferred> deferred_;
   bool done_ = false;
 };
 
@@ -609,7 +636,7 @@ PostgresTransaction::~PostgresTransaction() {
 
 void PostgresTransaction::commit() {
   if (done_) throw Error(ErrorCode::internal, "transaction committed twice");
-  PGresult* res = libpq().PQexec(conn_->pg(), "COMMIT");
+  PGresult* res = deferred_.empty() ? libpq().PQexec(conn_->pg(), "COMMIT") : send_deferred(/*commit=*/true);
   // A COMMIT of an aborted transaction "succeeds" as a ROLLBACK.
   const bool ok = libpq().PQresultStatus(res) == PGRES_COMMAND_OK && std::strcmp(libpq().PQcmdStatus(res), "COMMIT") == 0;
   if (!ok) {
@@ -625,9 +652,102 @@ void PostgresTransaction::commit() {
   done_ = true;
 }
 
+void PostgresTransaction::exec_deferred(std::string_view sql, Params params) {
+  check_usable();
+  Deferred d;
+  try {
+    d.name = &conn_->prepared(sql, params.begin(), params.size());
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::store_unavailable) conn_->mark_broken();
+    throw;
+  }
+  d.values.resize(params.size());
+  d.null.resize(params.size());
+  d.lengths.resize(params.size());
+  d.formats.resize(params.size());
+  std::size_t i = 0;
+  for (const Param& p : params) {
+    switch (p.kind) {
+      case Param::Kind::null: d.null[i] = true; break;
+      case Param::Kind::integer: d.values[i] = std::to_string(p.integer); break;
+      case Param::Kind::text: d.values[i].assign(p.text); break;
+      case Param::Kind::blob:
+        d.values[i].assign(reinterpret_cast<const char*>(p.blob.data()), p.blob.size());
+        d.lengths[i] = static_cast<int>(p.blob.size());
+        d.formats[i] = 1;
+        break;
+    }
+    ++i;
+  }
+  deferred_.push_back(std::move(d));
+  if (deferred_.size() >= kMaxDeferred) send_deferred(/*commit=*/false);
+}
+
+PGresult* PostgresTransaction::send_deferred(bool commit) {
+  std::vector<Deferred> batch;
+  batch.swap(deferred_);
+  PGconn* pg = conn_->pg();
+  const auto broken = [&](const char* what) -> Error {
+    conn_->mark_broken();
+    return Error(ErrorCode::store_unavailable,
+                 std::string("the PostgreSQL database went away (") + what + ": " + first_line(libpq().PQerrorMessage(pg)) + ")");
+  };
+  if (libpq().PQenterPipelineMode(pg) != 1) throw broken("cannot enter pipeline mode");
+  std::vector<const char*> values;
+  for (const Deferred& d : batch) {
+    values.assign(d.values.size(), nullptr);
+    for (std::size_t i = 0; i < d.values.size(); ++i)
+      if (!d.null[i]) values[i] = d.values[i].c_str();  // c_str: a zero-length blob is "", not NULL
+    if (libpq().PQsendQueryPrepared(pg, d.name->c_str(), static_cast<int>(values.size()), values.data(),
+                                    d.lengths.data(), d.formats.data(), 1) != 1)
+      throw broken("cannot send a statement");
+  }
+  if (commit && libpq().PQsendQueryParams(pg, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 1) != 1)
+    throw broken("cannot send COMMIT");
+  if (libpq().PQpipelineSync(pg) != 1) throw broken("cannot send the pipeline");
+  // One result (then a null) per statement, then the sync. After a failure
+  // the server skips the rest (PGRES_PIPELINE_ABORTED) up to the sync; the
+  // explicit transaction stays open, failed, for the destructor's ROLLBACK.
+  PGresult* failed = nullptr;
+  PGresult* committed = nullptr;
+  const std::size_t expected = batch.size() + (commit ? 1 : 0);
+  for (std::size_t i = 0; i < expected; ++i) {
+    PGresult* res = libpq().PQgetResult(pg);
+    if (res == nullptr) {
+      if (failed) libpq().PQclear(failed);
+      throw broken("a result is missing");
+    }
+    const auto status = libpq().PQresultStatus(res);
+    if (status == PGRES_FATAL_ERROR && failed == nullptr) {
+      failed = res;
+    } else if (commit && i == batch.size() && status != PGRES_PIPELINE_ABORTED) {
+      committed = res;
+    } else {
+      libpq().PQclear(res);
+    }
+    while (PGresult* extra = libpq().PQgetResult(pg)) libpq().PQclear(extra);  // the null that ends a statement's results
+  }
+  PGresult* sync = libpq().PQgetResult(pg);
+  const bool synced = sync != nullptr && libpq().PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+  if (sync) libpq().PQclear(sync);
+  if (!synced || libpq().PQexitPipelineMode(pg) != 1) {
+    if (failed) libpq().PQclear(failed);
+    if (committed) libpq().PQclear(committed);
+    throw broken("the pipeline did not end");
+  }
+  if (failed) {
+    if (committed) libpq().PQclear(committed);
+    if (connection_lost(pg, libpq().PQresultErrorField(failed, PG_DIAG_SQLSTATE))) conn_->mark_broken();
+    throw_result_error(pg, failed, "statement failed");
+  }
+  if (commit && committed == nullptr) throw broken("COMMIT got no result");
+  return committed;
+}
+
 std::int64_t PostgresTransaction::run(std::string_view sql, const Param* params, std::size_t count,
                                       const RowFn& on_row) {
   check_usable();
+  if (!deferred_.empty()) send_deferred(/*commit=*/false);
   // Schema changes (the modules' migrations) have no parameters and are run
   // once: the simple protocol, not a cached prepared statement.
   if (count == 0 && is_schema_change(sql)) {
@@ -701,6 +821,7 @@ std::int64_t PostgresTransaction::run(std::string_view sql, const Param* params,
 void PostgresTransaction::bulk_insert(std::string_view table, std::span<const std::string_view> columns,
                                       const std::vector<Param>& values) {
   check_usable();
+  if (!deferred_.empty()) send_deferred(/*commit=*/false);
   if (columns.empty() || values.empty()) return;
   std::string sql = "COPY " + std::string(table) + " (";
   for (std::size_t c = 0; c < columns.size(); ++c) (sql += c ? ", " : "") += columns[c];

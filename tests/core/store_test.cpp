@@ -341,6 +341,98 @@ TEST_P(StoreConformance, AFailedStatementInASnapshotDoesNotFailTheReadsAfterIt) 
   }
 }
 
+// exec_deferred: what the audit's writes use (on PostgreSQL they travel in
+// one pipeline with the COMMIT). Deferred or not, a transaction is the same
+// transaction: its own later reads see the rows, a failure fails it whole,
+// a rollback leaves nothing.
+TEST_P(StoreConformance, DeferredStatementsAreSeenByTheTransactionsNextReadAndCommitted) {
+  auto s = open();
+  const std::vector<std::uint8_t> blob = {0, 1, 0xff};
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec_deferred("INSERT INTO meta (key, value) VALUES (?, ?)", {"deferred-1", "one"});
+    tx->exec_deferred("INSERT INTO orders (id, subject_id, amount_minor, currency, at) VALUES (?, ?, ?, ?, ?)",
+                      {blob, blob, std::int64_t{-5}, "EUR", 7});
+    tx->exec_deferred(
+        "INSERT INTO subjects (id, status, created_at, updated_at, kek_version, fields) VALUES (?, ?, 0, 0, ?, ?)",
+        {blob, "active", nullptr, nullptr});
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key = ?", {"deferred-1"}).value_or(0), 1);
+    tx->exec_deferred("INSERT INTO meta (key, value) VALUES (?, ?)", {"deferred-2", "two"});
+    tx->commit();
+  }
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key IN ('deferred-1', 'deferred-2')").value_or(0), 2);
+  int rows = 0;
+  tx->exec("SELECT id, amount_minor, at FROM orders", {}, [&](const Row& r) {
+    ++rows;
+    EXPECT_EQ(r.blob_copy(0), blob);
+    EXPECT_EQ(r.integer(1), -5);
+    EXPECT_EQ(r.integer(2), 7);
+  });
+  tx->exec("SELECT kek_version, fields FROM subjects", {}, [&](const Row& r) {
+    ++rows;
+    EXPECT_TRUE(r.is_null(0));
+    EXPECT_TRUE(r.is_null(1));
+  });
+  EXPECT_EQ(rows, 2);
+}
+
+TEST_P(StoreConformance, AFailingDeferredStatementFailsTheCommitAndNothingIsStored) {
+  auto s = open();
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec("INSERT INTO meta (key, value) VALUES ('deferred-dup', 'v')");
+    tx->commit();
+  }
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec_deferred("INSERT INTO meta (key, value) VALUES ('deferred-before', 'v')");
+    try {
+      tx->exec_deferred("INSERT INTO meta (key, value) VALUES ('deferred-dup', 'w')");
+      tx->exec_deferred("INSERT INTO meta (key, value) VALUES ('deferred-after', 'v')");
+      tx->commit();
+      FAIL() << "a transaction with a failed statement committed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::conflict) << e.what();
+    }
+  }
+  {
+    auto tx = s->begin(TxMode::write);
+    // Surfaced by the next statement at the latest.
+    EXPECT_THROW(
+        {
+          tx->exec_deferred("INSERT INTO meta (key, value) VALUES ('deferred-dup', 'w')");
+          tx->exec("SELECT count(*) FROM meta");
+        },
+        Error);
+  }
+  {
+    auto tx = s->begin(TxMode::write);
+    tx->exec_deferred("INSERT INTO meta (key, value) VALUES ('deferred-rolled-back', 'v')");
+  }  // destroyed uncommitted
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key LIKE 'deferred-%'").value_or(0), 1);
+  // The store is still usable: a later writer commits.
+  auto w = s->begin(TxMode::write);
+  w->exec_deferred("INSERT INTO meta (key, value) VALUES ('deferred-later', 'v')");
+  w->commit();
+  auto r = s->begin(TxMode::read);
+  EXPECT_EQ(r->scalar("SELECT count(*) FROM meta WHERE key = 'deferred-later'").value_or(0), 1);
+}
+
+TEST_P(StoreConformance, ManyDeferredStatementsInOneTransactionAllArrive) {
+  auto s = open();
+  const std::string big(4000, 'x');  // enough bytes that one unbounded pipeline would fill the socket
+  {
+    auto tx = s->begin(TxMode::write);
+    for (int i = 0; i < 1000; ++i)
+      tx->exec_deferred("INSERT INTO meta (key, value) VALUES (?, ?)", {"many-" + std::to_string(i), big});
+    tx->commit();
+  }
+  auto tx = s->begin(TxMode::read);
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key LIKE 'many-%'").value_or(0), 1000);
+}
+
 TEST_P(StoreConformance, ADuplicateKeyIsAConflictThatNamesNoValue) {
   auto s = open();
   auto tx = s->begin(TxMode::write);

@@ -79,6 +79,15 @@ class Transaction {
   // Same, with a runtime-sized parameter list.
   virtual std::int64_t exec_v(std::string_view sql, const std::vector<Param>& params,
                               const RowFn& on_row = nullptr) = 0;
+  // Runs a statement whose outcome the caller does not read (an INSERT: no
+  // rows, no count). Its failure may surface later: at the transaction's
+  // next statement or at commit(), which then throw it and leave the
+  // transaction failed, so nothing of it is committed. Statements keep
+  // their order, and the transaction's later reads see their effects. A
+  // backend may send such statements together (PostgreSQL: in one pipeline
+  // with the next statement's round trip or with the COMMIT, instead of a
+  // round trip each); the default runs it at once.
+  virtual void exec_deferred(std::string_view sql, Params params = {}) { exec(sql, params); }
   TxMode mode() const { return mode_; }
 
   // Inserts rows into `table`: `values` holds columns.size() parameters per
