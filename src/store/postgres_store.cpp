@@ -470,6 +470,42 @@ class PgRow final : public Row {
   mutable std::string scratch_;
 };
 
+// A statement's parameters as libpq's PQexecPrepared and PQsendQueryPrepared
+// take them, copied (a deferred statement outlives the caller's views).
+// Integers and text go as text (the server parses them into whatever the
+// statement's context says, as SQLite's affinity would); blobs as binary.
+struct WireParams {
+  std::vector<std::string> data;  // each parameter's bytes (integers in decimal)
+  std::vector<bool> null;
+  std::vector<int> lengths;  // of blobs; text is NUL-terminated
+  std::vector<int> formats;  // 1: binary (blobs), 0: text
+
+  WireParams(const Param* params, std::size_t count) : data(count), null(count), lengths(count), formats(count) {
+    for (std::size_t i = 0; i < count; ++i) {
+      const Param& p = params[i];
+      switch (p.kind) {
+        case Param::Kind::null: null[i] = true; break;
+        case Param::Kind::integer: data[i] = std::to_string(p.integer); break;
+        case Param::Kind::text: data[i].assign(p.text); break;
+        case Param::Kind::blob:
+          data[i].assign(reinterpret_cast<const char*>(p.blob.data()), p.blob.size());
+          lengths[i] = static_cast<int>(p.blob.size());
+          formats[i] = 1;
+          break;
+      }
+    }
+  }
+  int count() const { return static_cast<int>(data.size()); }
+  // The value pointers, valid while this object is unchanged. A zero-length
+  // blob is an empty bytea, not NULL: c_str() is never null.
+  std::vector<const char*> pointers() const {
+    std::vector<const char*> out(data.size(), nullptr);
+    for (std::size_t i = 0; i < data.size(); ++i)
+      if (!null[i]) out[i] = data[i].c_str();
+    return out;
+  }
+};
+
 class PostgresStore;
 
 class PostgresTransaction final : public Transaction {
@@ -489,14 +525,9 @@ class PostgresTransaction final : public Transaction {
   void exec_deferred(std::string_view sql, Params params) override;
 
  private:
-  // A deferred statement, its parameters copied (the caller's views end
-  // with the call) in the form PQsendQueryPrepared takes.
   struct Deferred {
     const std::string* name;  // the connection's prepared statement (stable: a map node)
-    std::vector<std::string> values;
-    std::vector<bool> null;
-    std::vector<int> lengths;
-    std::vector<int> formats;
+    WireParams params;
   };
   // Deferred statements sent at most this many to a pipeline: the client
   // writes the whole pipeline before it reads a result, so an unbounded one
@@ -654,32 +685,14 @@ void PostgresTransaction::commit() {
 
 void PostgresTransaction::exec_deferred(std::string_view sql, Params params) {
   check_usable();
-  Deferred d;
+  const std::string* name = nullptr;
   try {
-    d.name = &conn_->prepared(sql, params.begin(), params.size());
+    name = &conn_->prepared(sql, params.begin(), params.size());
   } catch (const Error& e) {
     if (e.code() == ErrorCode::store_unavailable) conn_->mark_broken();
     throw;
   }
-  d.values.resize(params.size());
-  d.null.resize(params.size());
-  d.lengths.resize(params.size());
-  d.formats.resize(params.size());
-  std::size_t i = 0;
-  for (const Param& p : params) {
-    switch (p.kind) {
-      case Param::Kind::null: d.null[i] = true; break;
-      case Param::Kind::integer: d.values[i] = std::to_string(p.integer); break;
-      case Param::Kind::text: d.values[i].assign(p.text); break;
-      case Param::Kind::blob:
-        d.values[i].assign(reinterpret_cast<const char*>(p.blob.data()), p.blob.size());
-        d.lengths[i] = static_cast<int>(p.blob.size());
-        d.formats[i] = 1;
-        break;
-    }
-    ++i;
-  }
-  deferred_.push_back(std::move(d));
+  deferred_.push_back({name, WireParams(params.begin(), params.size())});
   if (deferred_.size() >= kMaxDeferred) send_deferred(/*commit=*/false);
 }
 
@@ -693,13 +706,10 @@ PGresult* PostgresTransaction::send_deferred(bool commit) {
                  std::string("the PostgreSQL database went away (") + what + ": " + first_line(libpq().PQerrorMessage(pg)) + ")");
   };
   if (libpq().PQenterPipelineMode(pg) != 1) throw broken("cannot enter pipeline mode");
-  std::vector<const char*> values;
   for (const Deferred& d : batch) {
-    values.assign(d.values.size(), nullptr);
-    for (std::size_t i = 0; i < d.values.size(); ++i)
-      if (!d.null[i]) values[i] = d.values[i].c_str();  // c_str: a zero-length blob is "", not NULL
-    if (libpq().PQsendQueryPrepared(pg, d.name->c_str(), static_cast<int>(values.size()), values.data(),
-                                    d.lengths.data(), d.formats.data(), 1) != 1)
+    const std::vector<const char*> values = d.params.pointers();
+    if (libpq().PQsendQueryPrepared(pg, d.name->c_str(), d.params.count(), values.data(), d.params.lengths.data(),
+                                    d.params.formats.data(), 1) != 1)
       throw broken("cannot send a statement");
   }
   if (commit && libpq().PQsendQueryParams(pg, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 1) != 1)
@@ -766,34 +776,10 @@ std::int64_t PostgresTransaction::run(std::string_view sql, const Param* params,
     if (e.code() == ErrorCode::store_unavailable) conn_->mark_broken();
     throw;
   }
-  // Integers and text go as text (the server parses them into whatever the
-  // statement's context says, as SQLite's affinity would); blobs as binary.
-  std::vector<std::string> text(count);
-  std::vector<const char*> values(count, nullptr);
-  std::vector<int> lengths(count, 0);
-  std::vector<int> formats(count, 0);
-  for (std::size_t i = 0; i < count; ++i) {
-    const Param& p = params[i];
-    switch (p.kind) {
-      case Param::Kind::null: break;
-      case Param::Kind::integer:
-        text[i] = std::to_string(p.integer);
-        values[i] = text[i].c_str();
-        break;
-      case Param::Kind::text:
-        text[i].assign(p.text);
-        values[i] = text[i].c_str();
-        break;
-      case Param::Kind::blob:
-        // A zero-length blob is an empty bytea, not NULL: a non-null pointer.
-        values[i] = p.blob.empty() ? "" : reinterpret_cast<const char*>(p.blob.data());
-        lengths[i] = static_cast<int>(p.blob.size());
-        formats[i] = 1;
-        break;
-    }
-  }
-  PGresult* res = libpq().PQexecPrepared(conn_->pg(), name->c_str(), static_cast<int>(count), values.data(), lengths.data(),
-                                 formats.data(), 1);
+  const WireParams wire(params, count);
+  const std::vector<const char*> values = wire.pointers();
+  PGresult* res = libpq().PQexecPrepared(conn_->pg(), name->c_str(), wire.count(), values.data(), wire.lengths.data(),
+                                         wire.formats.data(), 1);
   const auto status = libpq().PQresultStatus(res);
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
     if (connection_lost(conn_->pg(), res ? libpq().PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr)) conn_->mark_broken();
