@@ -578,10 +578,23 @@ void AuditLog::append_durable(const Actor& actor, const std::vector<Event>& even
   while (!queue_.empty()) {
     std::vector<Waiter*> batch;
     batch.swap(queue_);
+    // The pending table's rows of this group: counters and a time of their
+    // own, taken in the order groups commit (one leader at a time).
+    std::uint64_t first_pending = 0;
+    std::int64_t pending_at = 0;
+    if (pending_on_.load(std::memory_order_acquire)) {
+      pending_at = pending_last_at_ = std::max(options_.now_us(), pending_last_at_);
+      first_pending = pending_next_;
+      for (const Waiter* w : batch) pending_next_ += w->events->size();
+    }
     lock.unlock();
     std::optional<Error> failure;
     try {
       fail_closed([&] {
+        if (first_pending != 0) {
+          insert_pending(batch, first_pending, pending_at);
+          return 0;
+        }
         auto tx = store_.begin(TxMode::write);
         {
           // The head is read once for the whole group (a query, a round
@@ -706,7 +719,8 @@ std::uint64_t AuditLog::size() {
     pending = written_through_ - folded_through_;
   }
   auto tx = store_.begin(TxMode::read);
-  return EntryReader(*tx).size() + pending;
+  const auto waiting = tx->scalar("SELECT count(*) FROM audit_pending").value_or(0);
+  return EntryReader(*tx).size() + pending + static_cast<std::uint64_t>(waiting);
 }
 
 namespace {
@@ -1069,12 +1083,29 @@ std::vector<std::uint8_t> fitted(const std::vector<std::uint8_t>& payload) {
 }
 }  // namespace
 
-namespace {
-Error not_an_entry(std::uint64_t counter, const char* why) {
-  return Error(ErrorCode::integrity, "audit journal record " + std::to_string(counter) +
-                                         " opens under the journal key but is not a well-formed entry (" + why + ")");
+void AuditLog::place_record(Transaction& tx, const std::vector<std::uint8_t>& record, Unwritten& unwritten,
+                            const std::function<std::string()>& name) {
+  // Only this vault writes journal records, and only entries it built: a
+  // record that opens (or, in the pending table, is there) yet is no entry
+  // was written by something else holding the key or the database. That is
+  // an integrity failure (the vault refuses it), not a bug of ours to report
+  // as internal.
+  const auto not_an_entry = [&](const char* why) {
+    return Error(ErrorCode::integrity, name() + " is not a well-formed entry (" + why + ")");
+  };
+  try {
+    std::vector<std::uint8_t> payload = fitted(record);
+    const auto [bytes, openings] = unwrap(payload);
+    add_leaf(tx, bytes, openings, &unwritten);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::internal) throw;
+    throw not_an_entry(e.what());
+  } catch (const std::runtime_error& e) {  // auditfmt's decode and placement
+    throw not_an_entry(e.what());
+  } catch (const std::invalid_argument& e) {
+    throw not_an_entry(e.what());
+  }
 }
-}  // namespace
 
 std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
   return fail_closed([&] {
@@ -1087,24 +1118,10 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
       // Each block the batch completes is stored as one row; the entries of
       // the block left open get rows of their own at the end.
       Unwritten unwritten;
-      for (const auto& r : batch) {
-        // Only this vault seals journal records, and it seals only entries it
-        // built: a record that opens under the key yet is no entry was written
-        // by something else holding the key. That is an integrity failure
-        // (the vault refuses to open), not a bug of ours to report as internal.
-        try {
-          std::vector<std::uint8_t> payload = fitted(r.payload);
-          const auto [bytes, openings] = unwrap(payload);
-          add_leaf(*tx, bytes, openings, &unwritten);
-        } catch (const Error& e) {
-          if (e.code() != ErrorCode::internal) throw;
-          throw not_an_entry(r.counter, e.what());
-        } catch (const std::runtime_error& e) {  // auditfmt's decode and placement
-          throw not_an_entry(r.counter, e.what());
-        } catch (const std::invalid_argument& e) {
-          throw not_an_entry(r.counter, e.what());
-        }
-      }
+      for (const auto& r : batch)
+        place_record(*tx, r.payload, unwritten, [&] {
+          return "audit journal record " + std::to_string(r.counter) + " opens under the journal key but";
+        });
       store_unwritten(*tx, unwritten);
     }
     // The watermark commits with the entries: after a crash, recovery folds
@@ -1270,6 +1287,7 @@ void AuditLog::flush() {
     fold_pending(true);
     return;
   }
+  fold_pending_table(true);
   if (!foreign_key_) return;
   // The other process folds within its interval (1 s by default): wait for
   // its watermark to pass the newest record it had written when we asked.
@@ -1286,10 +1304,18 @@ void AuditLog::flush() {
 }
 
 JournalStatus AuditLog::journal_status() {
-  util::MutexLock lock(pend_mu_);
   JournalStatus s;
-  s.active = journal_ != nullptr;
-  s.pending = written_through_ - folded_through_;
+  if (pending_on_.load(std::memory_order_acquire)) {
+    try {
+      auto tx = store_.begin(TxMode::read);
+      s.pending = static_cast<std::uint64_t>(tx->scalar("SELECT count(*) FROM audit_pending").value_or(0));
+    } catch (const std::exception&) {
+      // The store is away: the fold's error says so.
+    }
+  }
+  util::MutexLock lock(pend_mu_);
+  s.active = journal_ != nullptr || pending_on_.load(std::memory_order_acquire);
+  if (journal_) s.pending = written_through_ - folded_through_;
   s.fold_error = fold_error_;
   return s;
 }
@@ -1345,6 +1371,117 @@ void AuditLog::fold_loop() {
   }
 }
 
+// ---- The pending table (a shared database's journal) ---------------------
+
+void AuditLog::enable_pending_table(std::chrono::milliseconds fold_interval) {
+  if (pending_on_ || journal_on_) return;
+  std::array<unsigned char, 16> id;
+  randombytes_buf(id.data(), id.size());
+  static constexpr char kHex[] = "0123456789abcdef";
+  pending_stream_.clear();
+  for (const unsigned char b : id) pending_stream_ += {kHex[b >> 4], kHex[b & 15]};
+  {
+    util::MutexLock lock(pend_mu_);
+    fold_interval_ = std::max(fold_interval, std::chrono::milliseconds(1));
+    stop_folder_ = false;
+  }
+  pending_on_.store(true, std::memory_order_release);
+  folder_ = std::thread([this] { pending_fold_loop(); });
+}
+
+void AuditLog::insert_pending(const std::vector<Waiter*>& batch, std::uint64_t first, std::int64_t at_us) {
+  const std::string time = format_time_us(at_us);
+  std::vector<std::vector<std::uint8_t>> payloads;
+  for (const Waiter* w : batch)
+    for (const Event& e : *w->events) {
+      Drafted d = encode_draft(*w->actor, e, time);
+      payloads.push_back(journal_payload(std::move(d.bytes), d.openings));
+    }
+  // No writers' lock: a long write (or a fold) never holds up a read. The
+  // rows travel with the COMMIT (one round trip on PostgreSQL).
+  auto tx = store_.begin(TxMode::insert_only);
+  for (std::size_t i = 0; i < payloads.size(); ++i)
+    tx->exec_deferred("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
+                      {pending_stream_, static_cast<std::int64_t>(first + i), at_us, store::Blob(payloads[i])});
+  tx->commit();
+}
+
+std::size_t AuditLog::fold_pending_rows() {
+  util::MutexLock fold_lock(fold_mu_);
+  return fail_closed([&]() -> std::size_t {
+    auto tx = store_.begin(TxMode::write);
+    struct Pending {
+      std::string stream;
+      std::int64_t counter;
+      std::vector<std::uint8_t> payload;
+    };
+    std::vector<Pending> rows;
+    tx->exec("SELECT stream, counter, payload FROM audit_pending ORDER BY at, stream, counter LIMIT ?",
+             {static_cast<std::int64_t>(kMaxFoldBatch)},
+             [&](const Row& r) { rows.push_back({std::string(r.text(0)), r.integer(1), r.blob_copy(2)}); });
+    if (rows.empty()) return 0;
+    // Per stream: the last counter taken and how many rows.
+    std::map<std::string, std::pair<std::int64_t, std::int64_t>> streams;
+    {
+      util::MutexLock lock(mu_);
+      load_head(*tx);
+      Unwritten unwritten;
+      for (const Pending& r : rows) {
+        place_record(*tx, r.payload, unwritten, [&] {
+          return "audit pending entry " + r.stream.substr(0, 32) + "/" + std::to_string(r.counter);
+        });
+        auto& [last, count] = streams[r.stream];
+        last = std::max(last, r.counter);
+        ++count;
+      }
+      store_unwritten(*tx, unwritten);
+    }
+    // A stream's rows commit in counter order with non-decreasing times, so
+    // the rows taken are each stream's first ones: deleting by counter
+    // removes exactly them. If it removed more, a row committed out of that
+    // order (it would be lost): undo the whole fold.
+    for (const auto& [stream, taken] : streams) {
+      const std::int64_t removed =
+          tx->exec("DELETE FROM audit_pending WHERE stream = ? AND counter <= ?", {stream, taken.first});
+      if (removed != taken.second)
+        throw Error(ErrorCode::audit_unavailable, "audit pending entries of one stream changed while being folded");
+    }
+    tx->commit();
+    return rows.size();
+  });
+}
+
+void AuditLog::fold_pending_table(bool everything) {
+  // What another node committed after this thread's read snapshot began must be seen.
+  store_.end_shared_reads();
+  {
+    auto tx = store_.begin(TxMode::read);
+    if (tx->scalar("SELECT count(*) FROM (SELECT 1 FROM audit_pending LIMIT 1) AS any_pending").value_or(0) == 0)
+      return;
+  }
+  // Bounded: readers on every node keep inserting while this folds.
+  constexpr int kMaxBatches = 64;
+  for (int i = 0; i < kMaxBatches; ++i)
+    if (fold_pending_rows() < kMaxFoldBatch || !everything) return;
+}
+
+void AuditLog::pending_fold_loop() {
+  util::MutexLock lock(pend_mu_);
+  while (!stop_folder_) {
+    pend_cv_.wait_for(lock, fold_interval_, [&]() CUSTOS_REQUIRES(pend_mu_) { return stop_folder_; });
+    if (stop_folder_) break;
+    lock.unlock();
+    std::string error;
+    try {
+      fold_pending_table(true);
+    } catch (const std::exception& e) {
+      error = e.what();  // the rows stay in the table; the next fold tries again
+    }
+    lock.lock();
+    fold_error_ = error;
+  }
+}
+
 AuditLog::~AuditLog() {
   if (!folder_.joinable()) return;
   {
@@ -1354,9 +1491,12 @@ AuditLog::~AuditLog() {
   pend_cv_.notify_all();
   folder_.join();
   try {
-    fold_pending(true);
+    if (pending_on_.load(std::memory_order_acquire))
+      fold_pending_table(true);
+    else
+      fold_pending(true);
   } catch (...) {
-    // Still in the journal: the next open folds it.
+    // Still in the journal, or the pending table: the next open (or any node) folds it.
   }
 }
 

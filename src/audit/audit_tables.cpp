@@ -157,6 +157,23 @@ store::ModuleMigrations migrations() {
                    " (SELECT max(seq) + 1 AS n FROM audit_entries"
                    " UNION ALL SELECT (max(block) + 1) * 64 FROM audit_entry_blocks) AS sizes",
                }},
+              {9,
+               0,
+               {
+                   // Issue 16: on a database shared by several nodes, a read's
+                   // entry commits here before its plaintext leaves (one
+                   // small insert, no writers' lock, no tree), and a fold
+                   // moves it into the tree: the database's counterpart of a
+                   // node's local journal (AuditLog::enable_pending_table).
+                   // `stream` is one process's random id, `counter` runs from
+                   // 1 within it, `at` is the entry's time (folds take entries
+                   // in time order); `payload` is the journal record: the
+                   // entry's canonical bytes without its tree position, and
+                   // the openings of an entry that commits to its subjects.
+                   "CREATE TABLE audit_pending (stream TEXT NOT NULL, counter INTEGER NOT NULL, at INTEGER NOT NULL,"
+                   " payload BLOB NOT NULL, PRIMARY KEY (stream, counter))",
+                   "CREATE INDEX audit_pending_by_time ON audit_pending (at, stream, counter)",
+               }},
           }};
 }
 

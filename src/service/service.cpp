@@ -361,6 +361,10 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   // a crashed owner's leftovers, or learn whose folds to wait for.
   if (!impl->audit->journal_active() && fs::exists(journal_dir))
     impl->audit->recover_journal(journal_dir, impl->keys->named_key(kJournalSlot));
+  // On a shared database the journal is a table in it: a read's entry is
+  // one small insert there, and any node folds the table into the tree.
+  if (options.audit_journal && !impl->options.audit_journal)
+    impl->audit->enable_pending_table(std::chrono::milliseconds(options.audit_journal_options.fold_interval_ms));
   impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
   impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");

@@ -565,8 +565,10 @@ class PostgresStore final : public Store {
   std::unique_ptr<Transaction> begin_transaction(TxMode mode) override {
     auto conn = acquire();
     try {
-      conn->simple(mode == TxMode::write ? begin_write_sql_ : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-                   "cannot begin a transaction");
+      const char* begin_sql = mode == TxMode::write         ? begin_write_sql_.c_str()
+                              : mode == TxMode::insert_only ? "BEGIN ISOLATION LEVEL READ COMMITTED"
+                                                            : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+      conn->simple(begin_sql, "cannot begin a transaction");
     } catch (...) {
       conn->mark_broken();
       throw;

@@ -173,9 +173,9 @@ class SqlcipherStore final : public Store {
     std::unique_lock<std::mutex> writer_lock;
     // One writer per process at a time; other processes are held off by
     // BEGIN IMMEDIATE and the busy timeout.
-    if (mode == TxMode::write) writer_lock = std::unique_lock(writer_mu_);
+    if (mode != TxMode::read) writer_lock = std::unique_lock(writer_mu_);
     auto conn = acquire();
-    conn->begin(mode == TxMode::write);
+    conn->begin(mode != TxMode::read);
     return std::make_unique<SqlcipherTransaction>(*this, std::move(conn), mode, std::move(writer_lock));
   }
 

@@ -68,7 +68,7 @@ ReadSnapshot::~ReadSnapshot() {
 }
 
 std::unique_ptr<Transaction> Store::begin(TxMode mode) {
-  if (mode == TxMode::write) {
+  if (mode != TxMode::read) {
     end_shared_reads();
     return begin_transaction(mode);
   }

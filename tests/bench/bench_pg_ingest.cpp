@@ -21,6 +21,7 @@
 
 #include <cctype>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -266,6 +267,78 @@ void BM_PgAuditGroupCommit(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_PgAuditGroupCommit)->Arg(100000)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// `count` reads' entries of distinct subjects appended from 8 threads.
+void append_reads(audit::AuditLog& log, const audit::Actor& actor, int count, unsigned seed) {
+  constexpr int kThreads = 8;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(seed * kThreads + static_cast<unsigned>(t));
+      char hex[33];
+      for (int i = t; i < count; i += kThreads) {
+        std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", static_cast<unsigned>(rng()), static_cast<unsigned>(rng()),
+                      static_cast<unsigned>(rng()), static_cast<unsigned>(rng()));
+        log.append_durable(actor, {{"subject.read", hex, {"given_name", "email"}, {}, true, "", ""}});
+      }
+    });
+  for (auto& t : threads) t.join();
+}
+
+// custosd's mode on PostgreSQL since the pending table
+// (AuditLog::enable_pending_table): a read's entry is one insert into
+// audit_pending, group-committed without the writers' lock, and a fold
+// moves entries into the tree in batches. Split as bench_core splits the
+// SQLCipher journal: the readers' side (8 threads, as BM_PgAuditGroupCommit,
+// whose figures it replaces), then the fold, as the log grows to range(0)
+// entries: 50,000 reads, then one fold of them, timed on the folding thread
+// (CLOCK_THREAD_CPUTIME_ID; the vault's CPU) and on the server. One iteration.
+void BM_PgAuditPendingTable(benchmark::State& state) {
+  const std::string base = pg_url_or_skip(state);
+  if (base.empty()) return;
+  PgCore core(base);
+  core.audit->enable_pending_table(std::chrono::hours(1));  // folded below, not by the timer
+  const auto total = static_cast<int>(state.range(0));
+  constexpr int kBatch = 50000;
+  for (auto _ : state) {
+    const std::uint64_t size0 = core.audit->size();
+    double read_wall = 0, read_cpu = 0, read_server = 0;
+    double fold_cpu = 0, fold_server = 0, first_cpu = 0, last_cpu = 0;
+    const int batches = total / kBatch;
+    for (int b = 0; b < batches; ++b) {
+      const double c0 = process_cpu_seconds(), s0 = postgres_cpu_seconds();
+      const auto t0 = std::chrono::steady_clock::now();
+      append_reads(*core.audit, core.actor, kBatch, static_cast<unsigned>(b));
+      read_wall += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      read_cpu += process_cpu_seconds() - c0;
+      const double s1 = postgres_cpu_seconds();
+      read_server += s1 - s0;
+      const double f0 = thread_cpu_seconds();
+      core.audit->flush();  // folds on this thread
+      const double cpu = thread_cpu_seconds() - f0;
+      fold_server += postgres_cpu_seconds() - s1;
+      fold_cpu += cpu;
+      if (b < 2) first_cpu += cpu;
+      if (b >= batches - 2) last_cpu += cpu;
+    }
+    const double n = static_cast<double>(batches) * kBatch;
+    state.counters["reads_per_s"] = n / read_wall;
+    state.counters["read_vault_cpu_us"] = read_cpu * 1e6 / n;
+    state.counters["read_server_cpu_us"] = read_server * 1e6 / n;
+    state.counters["fold_cpu_us_mean"] = fold_cpu * 1e6 / n;
+    state.counters["fold_cpu_us_first_100k"] = first_cpu * 1e6 / (2 * kBatch);
+    state.counters["fold_cpu_us_last_100k"] = last_cpu * 1e6 / (2 * kBatch);
+    state.counters["fold_server_cpu_us"] = fold_server * 1e6 / n;
+    if (core.audit->size() - size0 != static_cast<std::uint64_t>(n)) state.SkipWithError("entries lost or doubled");
+  }
+}
+BENCHMARK(BM_PgAuditPendingTable)->Arg(1000000)->Arg(10000000)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();
 
 }  // namespace
 

@@ -320,7 +320,7 @@ TEST(Schema, DataDirFromTheGlobalRunnerOpensWithNoDataLoss) {
     for (auto it = after.begin(); it != after.end();) it = before.count(it->first) ? std::next(it) : after.erase(it);
     EXPECT_EQ(after, before);
     auto tx = s->begin(store::TxMode::read);
-    EXPECT_EQ(store::schema_versions(*tx).at("audit"), 8);
+    EXPECT_EQ(store::schema_versions(*tx).at("audit"), 9);
   }
   v.service = service::Service::open(options_for(v));
   const Json subject = v.service->get_subject(v.admin("customer_service"), id);
@@ -343,7 +343,7 @@ TEST(Schema, AModuleVersionNewerThanTheBinaryIsRefusedNamingBoth) {
   const std::string msg = message_of([&] { service::migrate_schema(*s); });
   EXPECT_NE(msg.find("storage: "), std::string::npos) << msg;
   EXPECT_NE(msg.find("module 'audit' is version 42"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("supports (version 8)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("supports (version 9)"), std::string::npos) << msg;
 }
 
 TEST(Schema, AModuleTheBinaryDoesNotKnowIsRefused) {

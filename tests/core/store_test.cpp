@@ -4,6 +4,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "custos/error.h"
@@ -339,6 +340,37 @@ TEST_P(StoreConformance, AFailedStatementInASnapshotDoesNotFailTheReadsAfterIt) 
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::internal);
   }
+}
+
+// TxMode::insert_only (a read's audit entry on a shared database): its rows
+// commit like a write's. On PostgreSQL it must not queue behind the
+// writers' lock: a long write on another node (or a fold) would otherwise
+// hold up every read, whose entry must commit before it answers.
+TEST_P(StoreConformance, InsertOnlyTransactionsCommitAndOnPostgresqlDoNotWaitForTheWriter) {
+  auto s = open();
+  {
+    auto tx = s->begin(TxMode::insert_only);
+    EXPECT_EQ(tx->mode(), TxMode::insert_only);
+    tx->exec_deferred("INSERT INTO meta (key, value) VALUES (?, ?)", {"insert-only-1", "one"});
+    tx->commit();
+  }
+  {
+    auto tx = s->begin(TxMode::read);
+    EXPECT_EQ(tx->scalar("SELECT count(*) FROM meta WHERE key = 'insert-only-1'").value_or(0), 1);
+  }
+  if (GetParam() != "postgresql") return;  // SQLCipher: one writer at a time, insert_only included
+  auto writer_node = open();
+  auto writer = writer_node->begin(TxMode::write);
+  writer->exec("INSERT INTO meta (key, value) VALUES (?, ?)", {"held-by-writer", "w"});
+  auto inserted = std::async(std::launch::async, [&] {
+    auto tx = s->begin(TxMode::insert_only);
+    tx->exec("INSERT INTO meta (key, value) VALUES (?, ?)", {"insert-only-2", "two"});
+    tx->commit();
+  });
+  const bool finished = inserted.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  writer->commit();  // lets a waiting insert finish either way
+  inserted.get();
+  EXPECT_TRUE(finished) << "an insert_only transaction waited for the writers' lock";
 }
 
 // exec_deferred: what the audit's writes use (on PostgreSQL they travel in

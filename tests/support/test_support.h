@@ -50,7 +50,7 @@ std::unique_ptr<store::Store> open_vault_store(const std::filesystem::path& data
 // The configuration matrix changes how: CUSTOS_TEST_KEY=passphrase protects
 // the master key with a passphrase instead of a key file (when the test gives
 // none), CUSTOS_TEST_JOURNAL=on records reads through the audit journal as
-// custosd does (SQLCipher only; the service ignores it on PostgreSQL).
+// custosd does (a local file on SQLCipher, the audit_pending table on PostgreSQL).
 struct TestVault {
  private:
   std::optional<std::string> passphrase_;  // first: init and open use it

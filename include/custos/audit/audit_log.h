@@ -122,12 +122,23 @@ class AuditLog {
   // process holds it; then `flush` waits (bounded) for that process to fold
   // what it had journaled. For processes that do not journal themselves.
   void recover_journal(const std::filesystem::path& dir, const crypto::SecretKey& key);
+  // On a database several nodes share (PostgreSQL), where a node's disk may
+  // never come back: reads' entries commit to the store's pending table
+  // (audit_pending), concurrent readers' in one small transaction that takes
+  // no writers' lock, and a background thread folds the table — every
+  // node's entries, and those a dead node left — into the tree every
+  // `fold_interval`. `flush` (so every query, checkpoint and export) folds
+  // the table in any process, whether or not it enabled this.
+  void enable_pending_table(std::chrono::milliseconds fold_interval);
   // Folds every journaled entry into the tree now; in a process beside a
   // journaling one (the CLI beside custosd), waits up to 3 s for that
   // process to fold every read it had answered.
   void flush();
   JournalStatus journal_status();
-  bool journal_active() const { return journal_on_.load(std::memory_order_acquire); }
+  // Reads are journaled: in this node's journal, or in the pending table.
+  bool journal_active() const {
+    return journal_on_.load(std::memory_order_acquire) || pending_on_.load(std::memory_order_acquire);
+  }
   ~AuditLog();
 
   // Signs the current head if it is larger than the last checkpoint; returns the latest.
@@ -206,6 +217,21 @@ class AuditLog {
   SubjectBucket index_subjects(store::Transaction& tx, std::uint64_t seq, const auditfmt::EntryView& v,
                                const std::vector<std::string>& committed) CUSTOS_REQUIRES(mu_);
   void append_journaled(const Actor& actor, const std::vector<Event>& events);
+  struct Waiter;  // a reader in the group commit's queue
+  // A group's entries, all timed `at_us`, as the pending table's rows
+  // `first`, `first` + 1, ... of this process's stream; one transaction.
+  void insert_pending(const std::vector<Waiter*>& batch, std::uint64_t first, std::int64_t at_us);
+  // Folds up to kMaxFoldBatch of the pending table's oldest entries and
+  // deletes their rows, in one transaction; returns how many.
+  std::size_t fold_pending_rows();
+  // Folds the pending table: one batch, or (`everything`) until it is empty
+  // (bounded: readers keep inserting).
+  void fold_pending_table(bool everything);
+  void pending_fold_loop();
+  // Places a journal record (journal_payload's form) at the end of the tree.
+  // A record that is no entry throws Error(integrity) naming it by `name()`.
+  void place_record(store::Transaction& tx, const std::vector<std::uint8_t>& payload, Unwritten& unwritten,
+                    const std::function<std::string()>& name) CUSTOS_REQUIRES(mu_);
   std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
   std::uint64_t fold_leftovers(Journal& journal);
@@ -218,7 +244,6 @@ class AuditLog {
   std::string vkey_;
   util::Mutex mu_;
   // Group commit: callers queue; one leader commits everything queued.
-  struct Waiter;
   util::Mutex group_mu_;
   util::CondVar group_cv_;
   std::vector<Waiter*> queue_ CUSTOS_GUARDED_BY(group_mu_);
@@ -252,6 +277,13 @@ class AuditLog {
   std::chrono::milliseconds fold_interval_{1000};
   util::Mutex fold_mu_ CUSTOS_ACQUIRED_BEFORE(mu_, pend_mu_);
   std::thread folder_;
+  // The pending table (enable_pending_table): this process's stream (random)
+  // and the next counter and newest time in it (set by the group's leader,
+  // so a stream's rows commit in counter order with non-decreasing times).
+  std::atomic<bool> pending_on_{false};
+  std::string pending_stream_;
+  std::uint64_t pending_next_ CUSTOS_GUARDED_BY(group_mu_) = 1;
+  std::int64_t pending_last_at_ CUSTOS_GUARDED_BY(group_mu_) = 0;
   // Another process's journal (set by recover_journal when it was held).
   std::filesystem::path foreign_journal_;
   std::unique_ptr<crypto::SecretKey> foreign_key_;

@@ -66,7 +66,12 @@ class Row {
 
 using RowFn = std::function<void(const Row&)>;
 
-enum class TxMode { read, write };
+// `insert_only`: a write transaction that only inserts rows under fresh keys
+// into tables whose rows no transaction updates in place (the audit's
+// pending entries). It does not queue behind the writers' lock on
+// PostgreSQL, so it never waits for a long write; SQLCipher has one writer
+// at a time anyway and runs it as `write`.
+enum class TxMode { read, write, insert_only };
 
 class Transaction {
  public:
