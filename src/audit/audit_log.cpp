@@ -411,6 +411,7 @@ std::pair<std::span<std::uint8_t>, std::span<const std::uint8_t>> unwrap(std::sp
 
 struct AuditLog::Unwritten {
   std::vector<std::vector<std::uint8_t>> entries;  // the open block's, from its first without a row
+  detail::OpenRun open_run;                        // the subject index's open run, once this transaction read it
 };
 
 void AuditLog::store_unwritten(Transaction& tx, Unwritten& unwritten) {
@@ -461,7 +462,7 @@ std::uint64_t AuditLog::add_leaf(Transaction& tx, std::span<std::uint8_t> bytes,
               {static_cast<std::int64_t>(level), static_cast<std::int64_t>(index), hash});
   if (completes_block) {  // one row for the block; the rows of its entries go
     const detail::SubjectRunsAt runs{(subject_runs_from(tx) + kBlockEntries - 1) / kBlockEntries,
-                                     options_.subject_run_blocks};
+                                     options_.subject_run_blocks, unwritten ? &unwritten->open_run : nullptr};
     if (unwritten != nullptr) {
       const std::vector<std::span<const std::uint8_t>> tail(unwritten->entries.begin(), unwritten->entries.end());
       detail::complete_block(tx, seq / kBlockEntries, tail, runs);

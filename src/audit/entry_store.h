@@ -22,6 +22,7 @@
 #include "custos/audit/blocks.h"
 #include "block_codec.h"
 #include "custos/store/store.h"
+#include "subject_runs.h"
 #include "custos_audit/entry.h"
 #include "custos_audit/merkle.h"
 
@@ -76,6 +77,7 @@ void write_entry_row(store::Transaction& tx, std::uint64_t seq, const auditfmt::
 struct SubjectRunsAt {
   std::uint64_t first_block = 0;
   std::uint64_t blocks_per_run = 1;
+  OpenRun* known = nullptr;  // the transaction's view of the open run (subject_runs.h), if it keeps one
 };
 
 // Block `block` is complete: `tail` holds its last entries, in order, that

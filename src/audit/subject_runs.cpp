@@ -118,27 +118,36 @@ std::uint64_t subject_runs_start(Transaction& tx) {
 }
 
 void index_block_subjects(Transaction& tx, std::uint64_t block, std::span<const auditfmt::EntryView> entries,
-                          std::uint64_t blocks_per_run) {
+                          std::uint64_t blocks_per_run, OpenRun* known) {
   std::vector<Ref> refs = refs_of_block(tx, entries);
   std::sort(refs.begin(), refs.end(), ref_less);
   refs.erase(std::unique(refs.begin(), refs.end()), refs.end());
   // The blocks before this one that wait for their run: rows from the open
   // run's first block on, every one of them.
   std::int64_t open_run = -1, waiting = 0;
-  tx.exec("SELECT (SELECT open_run FROM audit_subject_runs_start), count(*) FROM audit_block_subjects", {},
-          [&](const Row& r) {
-            if (!r.is_null(0)) open_run = r.integer(0);
-            waiting = r.integer(1);
-          });
-  if (open_run < 0) throw Error(ErrorCode::integrity, "audit log: where the subject runs begin is not recorded");
-  if (waiting != static_cast<std::int64_t>(block) - open_run ||
-      (waiting > 0 && tx.scalar("SELECT min(block) FROM audit_block_subjects").value_or(-1) != open_run))
-    throw malformed("a block of the open run has no row");
+  if (known != nullptr && known->first_block >= 0) {
+    open_run = known->first_block;
+    waiting = known->blocks;
+  } else {
+    std::int64_t first_waiting = -1;
+    tx.exec("SELECT (SELECT open_run FROM audit_subject_runs_start), count(*), min(block) FROM audit_block_subjects",
+            {}, [&](const Row& r) {
+              if (!r.is_null(0)) open_run = r.integer(0);
+              waiting = r.integer(1);
+              if (!r.is_null(2)) first_waiting = r.integer(2);
+            });
+    if (open_run < 0) throw Error(ErrorCode::integrity, "audit log: where the subject runs begin is not recorded");
+    if (waiting > 0 && first_waiting != open_run) throw malformed("a block of the open run has no row");
+  }
+  if (waiting != static_cast<std::int64_t>(block) - open_run) throw malformed("a block of the open run has no row");
   if (static_cast<std::uint64_t>(waiting) + 1 < std::max<std::uint64_t>(blocks_per_run, 1)) {
-    tx.exec("INSERT INTO audit_block_subjects (block, refs) VALUES (?, ?)",
-            {static_cast<std::int64_t>(block), bytes_of(refs)});
+    // Deferred (no outcome is read): on PostgreSQL it travels with the next statement.
+    tx.exec_deferred("INSERT INTO audit_block_subjects (block, refs) VALUES (?, ?)",
+                     {static_cast<std::int64_t>(block), bytes_of(refs)});
+    if (known != nullptr) *known = {open_run, waiting + 1};
     return;
   }
+  if (known != nullptr) *known = {static_cast<std::int64_t>(block) + 1, 0};
   // The run is complete: its blocks' refs, merged (each block's are sorted
   // and a later block's seqs are larger, so a sort of the concatenation).
   if (waiting > 0) {

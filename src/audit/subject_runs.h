@@ -39,13 +39,24 @@ inline constexpr std::size_t kChunkRefs = 170;
 // Where the runs begin: the first sequence number they index.
 std::uint64_t subject_runs_start(store::Transaction& tx);
 
+// The open run as a transaction has left it: its first block and how many
+// of its blocks have rows. Unknown (first_block < 0) until the transaction's
+// first index_block_subjects reads it; from then on kept here, so a fold
+// that completes hundreds of blocks reads it once, not once per block (a
+// round trip each on PostgreSQL). Only valid inside that transaction.
+struct OpenRun {
+  std::int64_t first_block = -1;
+  std::int64_t blocks = 0;
+};
+
 // Block `block` completed; `entries` are its entries' views, in order. Stores
 // the block's refs, and when the block ends a run of `blocks_per_run` blocks
 // (counted from the open run's first block, audit_subject_runs_start), merges
 // them into one run. Throws Error(integrity) if a block of the open run has
-// no row.
+// no row. With `known`, the open run is read from the store only while it is
+// unknown there, and kept up to date in it.
 void index_block_subjects(store::Transaction& tx, std::uint64_t block, std::span<const auditfmt::EntryView> entries,
-                          std::uint64_t blocks_per_run);
+                          std::uint64_t blocks_per_run, OpenRun* known = nullptr);
 
 // Calls fn(seq), in increasing order, for each entry of a completed block at
 // or after `from_seq` that names `subject_id`, until fn returns false.
