@@ -20,6 +20,7 @@
 #include "custos/error.h"
 #include "custos/store/sqlcipher_store.h"
 #include "custos/audit/audit_log.h"
+#include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos_audit/checkpoint.h"
 #include "custos_audit/merkle.h"
@@ -703,6 +704,37 @@ TEST(AuditPendingTable, TheFolderFoldsOnItsOwnWithinItsInterval) {
   }
   EXPECT_EQ(reads_of(*s, v, id), 120u);
   EXPECT_TRUE(export_verifies(*s, v));
+}
+
+// Something else with write access to the database puts a row that is no
+// entry into the pending table: the fold refuses the whole batch (an
+// integrity failure, which the audit query reports), placing and deleting
+// nothing, so the reads' entries beside it stay; once the row is gone the
+// next fold places every one of them.
+TEST(AuditPendingTable, ARowThatIsNoEntryStopsTheFoldAndLosesNothing) {
+  if (!testing::vaults_on_postgres()) GTEST_SKIP() << kNotShared;
+  TestVault v;
+  const std::string id = one_subject_then_close(v);
+  auto node = open_journaled(v, 0, 3600 * 1000);
+  for (int i = 0; i < 5; ++i) node->get_subject(v.admin("customer_service"), id);
+  const auto keyring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  auto raw = testing::open_vault_store(v.data_dir(), *keyring);
+  const std::vector<std::uint8_t> junk = {1, 2, 3};
+  {
+    auto tx = raw->begin(store::TxMode::write);
+    tx->exec("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
+             {"intruder", 1, 0, store::Blob(junk)});
+    tx->commit();
+  }
+  EXPECT_EQ(testing::code_of([&] { reads_of(*node, v, id); }), ErrorCode::integrity);
+  EXPECT_EQ(node->audit_journal_status().pending, 6u);
+  {
+    auto tx = raw->begin(store::TxMode::write);
+    tx->exec("DELETE FROM audit_pending WHERE stream = 'intruder'");
+    tx->commit();
+  }
+  EXPECT_EQ(reads_of(*node, v, id), 5u);
+  EXPECT_TRUE(export_verifies(*node, v));
 }
 
 // Two nodes read from four threads each while both fold every few
