@@ -9,6 +9,7 @@
 #include <ctime>
 #include <limits>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string_view>
 #include <tuple>
@@ -1075,16 +1076,17 @@ namespace {
 // A journal record over the entry limit can only be a leftover of a version
 // that journaled entries unbounded; refusing it would stall every fold, and
 // dropping it would lose a read. Its caller-supplied text is replaced as a
-// new entry's would be, which brings it back under the limit.
-std::vector<std::uint8_t> fitted(const std::vector<std::uint8_t>& payload) {
-  if (payload.size() <= auditfmt::kMaxEntryBytes || payload[0] == kWrapped) return payload;
-  auditfmt::Entry e = auditfmt::decode(payload);
+// new entry's would be, which brings it back under the limit. Nothing when
+// the record fits as it is (every record this version writes).
+std::optional<std::vector<std::uint8_t>> refitted(std::span<const std::uint8_t> record) {
+  if (record.size() <= auditfmt::kMaxEntryBytes || record[0] == kWrapped) return std::nullopt;
+  auditfmt::Entry e = auditfmt::decode(record);
   keep_to_names_and_ids(e);
   return auditfmt::encode(e);
 }
 }  // namespace
 
-void AuditLog::place_record(Transaction& tx, const std::vector<std::uint8_t>& record, Unwritten& unwritten,
+void AuditLog::place_record(Transaction& tx, std::span<std::uint8_t> record, Unwritten& unwritten,
                             const std::function<std::string()>& name) {
   // Only this vault writes journal records, and only entries it built: a
   // record that opens (or, in the pending table, is there) yet is no entry
@@ -1095,8 +1097,8 @@ void AuditLog::place_record(Transaction& tx, const std::vector<std::uint8_t>& re
     return Error(ErrorCode::integrity, name() + " is not a well-formed entry (" + why + ")");
   };
   try {
-    std::vector<std::uint8_t> payload = fitted(record);
-    const auto [bytes, openings] = unwrap(payload);
+    std::optional<std::vector<std::uint8_t>> refit = refitted(record);
+    const auto [bytes, openings] = unwrap(refit ? std::span<std::uint8_t>(*refit) : record);
     add_leaf(tx, bytes, openings, &unwritten);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::internal) throw;
@@ -1108,7 +1110,7 @@ void AuditLog::place_record(Transaction& tx, const std::vector<std::uint8_t>& re
   }
 }
 
-std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
+std::uint64_t AuditLog::fold_records(std::vector<JournalRecord> batch) {
   return fail_closed([&] {
     // Durable (fsync) before the journal space is reused: otherwise a power
     // cut could lose entries from both the store and the journal.
@@ -1119,7 +1121,7 @@ std::uint64_t AuditLog::fold_records(const std::vector<JournalRecord>& batch) {
       // Each block the batch completes is stored as one row; the entries of
       // the block left open get rows of their own at the end.
       Unwritten unwritten;
-      for (const auto& r : batch)
+      for (auto& r : batch)
         place_record(*tx, r.payload, unwritten, [&] {
           return "audit journal record " + std::to_string(r.counter) + " opens under the journal key but";
         });
@@ -1411,27 +1413,39 @@ std::size_t AuditLog::fold_pending_rows() {
   util::MutexLock fold_lock(fold_mu_);
   return fail_closed([&]() -> std::size_t {
     auto tx = store_.begin(TxMode::write);
-    struct Pending {
-      std::string stream;
+    // The rows taken, their payloads back to back in one buffer: a vector
+    // and a stream name per row were three heap allocations each, and with
+    // their page faults a quarter of the fold's CPU on PostgreSQL.
+    struct Taken {
+      std::size_t stream;  // in `streams`
       std::int64_t counter;
-      std::vector<std::uint8_t> payload;
+      std::size_t at, size;  // in `payloads`
     };
-    std::vector<Pending> rows;
+    std::vector<std::string> streams;  // distinct: one per process that inserted
+    std::vector<Taken> rows;
+    std::vector<std::uint8_t> payloads;
     tx->exec("SELECT stream, counter, payload FROM audit_pending ORDER BY at, stream, counter LIMIT ?",
-             {static_cast<std::int64_t>(kMaxFoldBatch)},
-             [&](const Row& r) { rows.push_back({std::string(r.text(0)), r.integer(1), r.blob_copy(2)}); });
+             {static_cast<std::int64_t>(kMaxFoldBatch)}, [&](const Row& r) {
+               const std::string_view stream = r.text(0);
+               std::size_t s = 0;
+               while (s < streams.size() && streams[s] != stream) ++s;
+               if (s == streams.size()) streams.emplace_back(stream);
+               const store::Blob payload = r.blob(2);
+               rows.push_back({s, r.integer(1), payloads.size(), payload.size()});
+               payloads.insert(payloads.end(), payload.begin(), payload.end());
+             });
     if (rows.empty()) return 0;
     // Per stream: the last counter taken and how many rows.
-    std::map<std::string, std::pair<std::int64_t, std::int64_t>> streams;
+    std::vector<std::pair<std::int64_t, std::int64_t>> taken(streams.size());
     {
       util::MutexLock lock(mu_);
       load_head(*tx);
       Unwritten unwritten;
-      for (const Pending& r : rows) {
-        place_record(*tx, r.payload, unwritten, [&] {
-          return "audit pending entry " + r.stream.substr(0, 32) + "/" + std::to_string(r.counter);
+      for (const Taken& r : rows) {
+        place_record(*tx, std::span<std::uint8_t>(payloads).subspan(r.at, r.size), unwritten, [&] {
+          return "audit pending entry " + streams[r.stream].substr(0, 32) + "/" + std::to_string(r.counter);
         });
-        auto& [last, count] = streams[r.stream];
+        auto& [last, count] = taken[r.stream];
         last = std::max(last, r.counter);
         ++count;
       }
@@ -1441,10 +1455,10 @@ std::size_t AuditLog::fold_pending_rows() {
     // the rows taken are each stream's first ones: deleting by counter
     // removes exactly them. If it removed more, a row committed out of that
     // order (it would be lost): undo the whole fold.
-    for (const auto& [stream, taken] : streams) {
+    for (std::size_t s = 0; s < streams.size(); ++s) {
       const std::int64_t removed =
-          tx->exec("DELETE FROM audit_pending WHERE stream = ? AND counter <= ?", {stream, taken.first});
-      if (removed != taken.second)
+          tx->exec("DELETE FROM audit_pending WHERE stream = ? AND counter <= ?", {streams[s], taken[s].first});
+      if (removed != taken[s].second)
         throw Error(ErrorCode::audit_unavailable, "audit pending entries of one stream changed while being folded");
     }
     tx->commit();

@@ -229,10 +229,12 @@ class AuditLog {
   void fold_pending_table(bool everything);
   void pending_fold_loop();
   // Places a journal record (journal_payload's form) at the end of the tree.
-  // A record that is no entry throws Error(integrity) naming it by `name()`.
-  void place_record(store::Transaction& tx, const std::vector<std::uint8_t>& payload, Unwritten& unwritten,
+  // The record is the caller's to spend: the entry's position is written
+  // into its bytes. A record that is no entry throws Error(integrity)
+  // naming it by `name()`.
+  void place_record(store::Transaction& tx, std::span<std::uint8_t> record, Unwritten& unwritten,
                     const std::function<std::string()>& name) CUSTOS_REQUIRES(mu_);
-  std::uint64_t fold_records(const std::vector<JournalRecord>& batch);
+  std::uint64_t fold_records(std::vector<JournalRecord> batch);
   // Folds what an earlier process left in `journal`; returns the last counter folded.
   std::uint64_t fold_leftovers(Journal& journal);
   void fold_pending(bool everything);
