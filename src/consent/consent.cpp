@@ -4,6 +4,7 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "custos/error.h"
@@ -124,10 +125,34 @@ std::string sha256_hex(const std::string& text) {
 Ledger::Ledger(store::Store& store, audit::AuditLog& audit, fs::path notices_dir, std::int64_t confirmation_ttl_us)
     : store_(store), audit_(audit), notices_dir_(std::move(notices_dir)), confirmation_ttl_us_(confirmation_ttl_us) {}
 
+namespace {
+
+// A purpose names its own notice file only if it is a plain name (what
+// purposes.yaml uses): a caller's purpose is looked up here before it is
+// validated, and a path, "..", or a NUL byte (which ends the name the
+// kernel sees) must never reach the file system.
+bool plain_name(const std::string& purpose) {
+  return !purpose.empty() && purpose.size() <= 64 && purpose.front() != '.' &&
+         std::all_of(purpose.begin(), purpose.end(), [](char ch) {
+           return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.';
+         });
+}
+
+// A notice is a page of text; anything larger is not one.
+constexpr std::uintmax_t kMaxNoticeBytes = std::uintmax_t{1} << 20;
+
+}  // namespace
+
 std::string Ledger::notice_version(const std::string& purpose) const {
-  for (const fs::path& p : {notices_dir_ / (purpose + ".txt"), notices_dir_ / "default.txt"}) {
+  std::vector<fs::path> candidates;
+  if (plain_name(purpose)) candidates.push_back(notices_dir_ / (purpose + ".txt"));
+  candidates.push_back(notices_dir_ / "default.txt");
+  for (const fs::path& p : candidates) {
     std::error_code ec;
-    if (fs::exists(p, ec)) return "sha256:" + sha256_hex(util::read_text_file(p));
+    if (!fs::exists(p, ec)) continue;
+    if (!fs::is_regular_file(p, ec) || fs::file_size(p, ec) > kMaxNoticeBytes || ec)
+      throw Error(ErrorCode::invalid_argument, "notice " + p.filename().string() + " is not a text file of at most 1 MiB");
+    return "sha256:" + sha256_hex(util::read_text_file(p));
   }
   return "sha256:" + sha256_hex("");
 }

@@ -184,6 +184,8 @@ EventInfo Outbox::retry(store::Transaction& tx, const std::string& id, std::int6
   auto e = load(tx, id);
   if (!e) throw Error(ErrorCode::not_found, "outbox event " + id.substr(0, 40) + " not found");
   if (e->status != "dead") throw Error(ErrorCode::conflict, "outbox event is " + e->status + ", not a dead letter");
+  if (!tx.scalar("SELECT count(*) FROM outbox_events WHERE id = ? AND payload IS NOT NULL", {id}).value_or(0))
+    throw Error(ErrorCode::conflict, "outbox event's body was destroyed with its erased subject; nothing to send");
   // A fresh horizon from now: created_at moves, the event id stays.
   tx.exec("UPDATE outbox_events SET status = 'pending', next_attempt_at = ?, created_at = ? WHERE id = ?",
           {now_us, now_us, id});
@@ -191,6 +193,14 @@ EventInfo Outbox::retry(store::Transaction& tx, const std::string& id, std::int6
   e->next_attempt_us = now_us;
   e->created_us = now_us;
   return *e;
+}
+
+std::size_t Outbox::forget_subject(store::Transaction& tx, const std::string& subject_id, std::int64_t now_us) {
+  return static_cast<std::size_t>(
+      tx.exec("UPDATE outbox_events SET status = 'dead', payload = NULL, next_attempt_at = ?,"
+              " last_error = 'subject erased: the body was destroyed with it, never sent'"
+              " WHERE subject_id = ? AND type != 'erasure' AND status IN ('pending', 'dead') AND payload IS NOT NULL",
+              {now_us, subject_id}));
 }
 
 std::int64_t Outbox::count(const std::string& status) {

@@ -182,6 +182,10 @@ SubjectId subject_id_of(store::Blob b) {
 DuplicateSubject::DuplicateSubject(std::vector<std::string> subject_ids, std::vector<std::string> matched_on)
     : Error(ErrorCode::duplicate_subject,
             [&] {
+              // Without ids: the caller may not look subjects up by what matched.
+              if (subject_ids.empty())
+                return "an active subject already has this " + join(matched_on) +
+                       " (a role that sees it in plain may look that subject up, or merge into it)";
               std::string ids;
               for (const auto& id : subject_ids) ids += (ids.empty() ? "" : ", ") + id;
               return "an active subject already has this " + join(matched_on) + ": " + ids +

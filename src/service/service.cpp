@@ -440,11 +440,13 @@ Json without_on_conflict(const Json& body) {
   return copy;
 }
 
-Json hex_ids(const std::vector<records::SubjectId>& ids) {
-  Json out = Json::array();
+std::vector<std::string> hex_strings(const std::vector<records::SubjectId>& ids) {
+  std::vector<std::string> out;
   for (const auto& id : ids) out.push_back(records::to_hex(id));
   return out;
 }
+
+Json hex_ids(const std::vector<records::SubjectId>& ids) { return hex_strings(ids); }
 
 // A reason recorded in the append-only log (erasure, merge): bounded like
 // a label (audit/FORMAT.md §1.4), and never echoed in an error.
@@ -465,15 +467,15 @@ Json Service::create_subject(const Caller& caller, const Json& body) {
   const records::OnConflict on_conflict = parse_on_conflict(body);
   const FieldChanges in = parse_fields(without_on_conflict(body), impl_->schema, false);
   if (in.set.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
+  if (on_conflict == records::OnConflict::merge)
+    if (const auto why = impl_->merge_refusal(*pol, role, in.set))
+      impl_->deny(caller, "subject.create", ErrorCode::forbidden_role, *why);
   std::int64_t created_us = 0;
   // Refusals are audited by Records inside its transaction.
   const auto outcome = impl_->records->create_resolved(impl_->actor(caller), {in.set}, on_conflict, &created_us)[0];
   using Kind = records::CreateOutcome::Kind;
-  if (outcome.kind == Kind::duplicate) {
-    std::vector<std::string> ids;
-    for (const auto& id : outcome.matches) ids.push_back(records::to_hex(id));
-    throw records::DuplicateSubject(std::move(ids), outcome.matched_on);
-  }
+  if (outcome.kind == Kind::duplicate)
+    throw impl_->duplicate_for(*pol, role, hex_strings(outcome.matches), outcome.matched_on);
   if (outcome.kind == Kind::restricted)
     throw Error(ErrorCode::subject_restricted, "the matching subject " + records::to_hex(outcome.id) +
                                                    " is restricted (GDPR Art. 18): it changes only through a"
@@ -482,8 +484,8 @@ Json Service::create_subject(const Caller& caller, const Json& body) {
     return {{"id", records::to_hex(outcome.id)},
             {"merged", true},
             {"matched_on", outcome.matched_on},
-            {"fields_added", outcome.fields_added},
-            {"fields_kept", outcome.fields_kept}};
+            {"fields_added", impl_->visible_fields(*pol, role, outcome.fields_added)},
+            {"fields_kept", impl_->visible_fields(*pol, role, outcome.fields_kept)}};
   // Echo the new subject as this role may see it, without another decryption.
   const auto spec = impl_->read_spec(*pol, role);
   records::Subject s;
@@ -499,7 +501,8 @@ Json Service::create_subject(const Caller& caller, const Json& body) {
 }
 
 Json Service::batch_create(const Caller& caller, const Json& body) {
-  impl_->authorize(caller, *impl_->current_policy(), "records.write", "subject.create", false);
+  const auto pol = impl_->current_policy();
+  const auto& role = impl_->authorize(caller, *pol, "records.write", "subject.create", false);
   only_keys(body, {"subjects", "on_conflict"});
   const records::OnConflict on_conflict = parse_on_conflict(body);
   if (!body.contains("subjects") || !body["subjects"].is_array()) bad_body("property 'subjects' must be an array");
@@ -514,11 +517,18 @@ Json Service::batch_create(const Caller& caller, const Json& body) {
       FieldChanges in = parse_fields(items[i], impl_->schema, false);
       if (in.set.empty()) throw Error(ErrorCode::invalid_field, "a subject needs at least one field");
       for (const auto& [name, value] : in.set) impl_->schema.validate(impl_->schema.require(name), value);
+      if (on_conflict == records::OnConflict::merge)
+        if (const auto why = impl_->merge_refusal(*pol, role, in.set)) {
+          impl_->audit->append_now(impl_->actor(caller), {"subject.create", "", {}, {}, false,
+                                                          code_name(ErrorCode::forbidden_role), "on_conflict=merge"});
+          throw Error(ErrorCode::forbidden_role, *why);
+        }
       valid.push_back(std::move(in.set));
       valid_index.push_back(i);
       results.push_back(nullptr);
     } catch (const Error& e) {
-      results.push_back({{"index", i}, {"status", e.code() == ErrorCode::invalid_field ? 422 : 400},
+      const int status = e.code() == ErrorCode::invalid_field ? 422 : e.code() == ErrorCode::forbidden_role ? 403 : 400;
+      results.push_back({{"index", i}, {"status", status},
                          {"error", {{"code", code_name(e.code())}, {"detail", e.what()}}}});
     }
   }
@@ -535,22 +545,23 @@ Json Service::batch_create(const Caller& caller, const Json& body) {
         ++created;
         break;
       case Kind::merged:
-        results[at] = {{"index", at},           {"status", 200},
-                       {"id", records::to_hex(o.id)}, {"merged", true},
-                       {"matched_on", o.matched_on},  {"fields_added", o.fields_added},
-                       {"fields_kept", o.fields_kept}};
+        results[at] = {{"index", at},
+                       {"status", 200},
+                       {"id", records::to_hex(o.id)},
+                       {"merged", true},
+                       {"matched_on", o.matched_on},
+                       {"fields_added", impl_->visible_fields(*pol, role, o.fields_added)},
+                       {"fields_kept", impl_->visible_fields(*pol, role, o.fields_kept)}};
         ++merged;
         break;
       case Kind::duplicate: {
-        std::vector<std::string> ids;
-        for (const auto& id : o.matches) ids.push_back(records::to_hex(id));
-        const records::DuplicateSubject e(ids, o.matched_on);
+        const records::DuplicateSubject e = impl_->duplicate_for(*pol, role, hex_strings(o.matches), o.matched_on);
         results[at] = {{"index", at},
                        {"status", 409},
                        {"error",
                         {{"code", code_name(e.code())},
                          {"detail", e.what()},
-                         {"subject_ids", ids},
+                         {"subject_ids", e.subject_ids()},
                          {"matched_on", o.matched_on}}}};
         break;
       }
@@ -769,7 +780,7 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
 Json Service::patch_subject(const Caller& caller, std::string_view id_text, const Json& body) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
-  impl_->authorize(caller, *pol, "records.write", "subject.update", false, records::to_hex(id));
+  const auto& role = impl_->authorize(caller, *pol, "records.write", "subject.update", false, records::to_hex(id));
   // Art. 18: a restricted subject changes only through a rectification request.
   if (impl_->records->metadata(id).restricted)
     impl_->deny(caller, "subject.update", ErrorCode::subject_restricted,
@@ -780,6 +791,7 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
   try {
     impl_->records->update(impl_->actor(caller), id, in.set, in.remove);
   } catch (const records::DuplicateSubject& e) {
+    // Named to the caller only if it may look subjects up by what matched.
     // Create's rule: a new identifier that names another subject is refused
     // (409, naming it); audited as a denial, like create's refusals.
     impl_->audit->append_now(impl_->actor(caller),
@@ -790,7 +802,7 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
                                 return on;
                               }(),
                               e.subject_ids()});
-    throw;
+    throw impl_->duplicate_for(*pol, role, e.subject_ids(), e.matched_on());
   }
   Json changed = Json::array();
   for (const auto& [name, v] : in.set) changed.push_back(name);
@@ -815,6 +827,16 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text, std:
     impl_->deny(caller, "subject.erase", ErrorCode::subject_restricted,
                 "the subject's processing is restricted (GDPR Art. 18): erase it through an erasure request",
                 records::to_hex(id));
+  const auto meta = impl_->records->metadata(id);
+  if (meta.status == "active" && !meta.legal_hold) {
+    // Its undelivered events' bodies go with it (Outbox::forget_subject),
+    // destroyed first, in a transaction of their own (Records::erase keeps
+    // its own): a crash between the two loses an undelivered correction of
+    // a subject being erased, never leaves an erased subject's values behind.
+    auto tx = impl_->store->begin(store::TxMode::write);
+    impl_->outbox->forget_subject(*tx, records::to_hex(id), impl_->audit->now_us());
+    tx->commit();
+  }
   const auto r = impl_->records->erase(impl_->actor(caller), id, true, "crypto-shred reason=" + std::string(reason));
   return {{"id", r.subject_id},
           {"status", "erased"},

@@ -138,18 +138,22 @@ Json Service::record_consent(const Caller& caller, std::string_view id_text, con
 Json Service::get_consents(const Caller& caller, std::string_view id_text) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
-  impl_->authorize(caller, *pol, "consent", "consent.read", false, records::to_hex(id));
+  const access::Role& role = impl_->authorize(caller, *pol, "consent", "consent.read", false, records::to_hex(id));
   const records::Subject meta = impl_->records->metadata(id);
   if (meta.status != "active")
     throw Error(ErrorCode::not_found, "subject " + records::to_hex(id) + " not found");
   Json history = Json::array();
   for (const auto& e : impl_->consent->history(id)) history.push_back(event_json(e));
   impl_->audit->append_now(impl_->actor(caller), {"consent.read", records::to_hex(id), {}, {}, true, "", ""});
-  return {{"subject_id", records::to_hex(id)},
-          {"current", state_json(impl_->consent->current(id))},
-          {"history", history},
-          {"objected", meta.objected},
-          {"restricted", meta.restricted}};
+  Json out = {{"subject_id", records::to_hex(id)},
+              {"current", state_json(impl_->consent->current(id))},
+              {"history", history},
+              {"objected", meta.objected}};
+  // An Art. 18 restriction is the compliance team's to know (roles that work
+  // requests): a CRM module is refused the subject anyway, and need not
+  // learn that they restricted processing.
+  if (role.operations.count("dsr")) out["restricted"] = meta.restricted;
+  return out;
 }
 
 Json Service::confirm_consent(const Caller& caller, const Json& body) {

@@ -2,9 +2,11 @@
 // translation units (service.cpp, service_consent.cpp, ...).
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -182,6 +184,49 @@ struct Service::Impl {
   // Pending DSR corrections are kept sealed under the subject's own key.
   std::string seal_for_subject(const records::SubjectId& id, const std::string& what, const std::string& plaintext);
   std::string open_for_subject(const records::SubjectId& id, const std::string& what, const std::string& sealed);
+
+  // Whether `role` sees every one of `fields` in plain: what it may look
+  // subjects up by (find_subjects). A duplicate refusal names the subjects an
+  // identifier matched only then, or it would turn a value the role sees
+  // masked into a subject id (and a name).
+  bool sees_plain(const access::Policy& pol, const access::Role& role, const std::vector<std::string>& fields) const {
+    return std::all_of(fields.begin(), fields.end(), [&](const std::string& name) {
+      const records::FieldSpec* f = schema.find(name);
+      return f != nullptr && pol.visibility(role, *f) == access::Visibility::plain;
+    });
+  }
+  // The duplicate refusal as `role` may hear it: without the matched
+  // subjects unless it sees every identifier that matched in plain.
+  records::DuplicateSubject duplicate_for(const access::Policy& pol, const access::Role& role,
+                                          std::vector<std::string> ids, std::vector<std::string> matched_on) const {
+    if (!sees_plain(pol, role, matched_on)) ids.clear();
+    return records::DuplicateSubject(std::move(ids), std::move(matched_on));
+  }
+  // Why `role` may not merge `fields` into an existing subject, if it may
+  // not: a merge joins the subject a searchable identifier names and answers
+  // with its id, so the role must see each such identifier in plain. Decided
+  // from the request alone, before any match, so a hit and a miss look the same.
+  std::optional<std::string> merge_refusal(const access::Policy& pol, const access::Role& role,
+                                           const records::FieldMap& fields) const {
+    for (const auto& [name, value] : fields) {
+      const records::FieldSpec* f = schema.find(name);
+      if (f != nullptr && f->searchable && pol.visibility(role, *f) != access::Visibility::plain)
+        return "role '" + role.name + "' does not see '" + name +
+               "' in plain, so it may not merge into the subject that holds it (on_conflict merge)";
+    }
+    return std::nullopt;
+  }
+  // Of `names`, the fields `role` sees at all (plain or masked): what a
+  // merge may report as added or kept.
+  std::vector<std::string> visible_fields(const access::Policy& pol, const access::Role& role,
+                                          const std::vector<std::string>& names) const {
+    std::vector<std::string> out;
+    for (const auto& name : names) {
+      const records::FieldSpec* f = schema.find(name);
+      if (f != nullptr && pol.visibility(role, *f) != access::Visibility::none) out.push_back(name);
+    }
+    return out;
+  }
 
   records::ReadSpec read_spec(const access::Policy& pol, const access::Role& role) const {
     records::ReadSpec spec;

@@ -104,6 +104,11 @@ consent::EventInput parse_import_consent(const Json& c, std::int64_t now) {
   in.channel = required_string(c, "channel", 16);
   in.event = required_string(c, "event", 32);
   in.source = c.contains("source") ? required_string(c, "source", 32) : "import";
+  // The privacy page's evidence is written by the page alone, in the data
+  // subject's session (record_consent refuses it likewise).
+  if (in.source == "privacy_page")
+    throw Error(ErrorCode::invalid_field,
+                "field 'source': 'privacy_page' is recorded only by the privacy page, in the data subject's session");
   if (c.contains("lawful_basis")) in.lawful_basis = required_string(c, "lawful_basis", 64);
   if (c.contains("notice_version")) in.notice_version = required_string(c, "notice_version", 128);
   in.at_us = parse_time_or_now(c, "at", now);
@@ -273,14 +278,17 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
         throw Error(ErrorCode::consent_capture_not_allowed,
                     "consents[" + std::to_string(i) + "]: role '" + caller.principal.role +
                         "' may not capture consent for '" + line.consents[i].purpose + "'");
-    auto imported = impl_->records->import_subject(tx, line.fields, line.on_conflict.value_or(default_conflict), now);
+    const records::OnConflict on_conflict = line.on_conflict.value_or(default_conflict);
+    if (on_conflict == records::OnConflict::merge)
+      if (const auto why = impl_->merge_refusal(*pol, role, line.fields)) throw Error(ErrorCode::forbidden_role, *why);
+    auto imported = impl_->records->import_subject(tx, line.fields, on_conflict, now);
     const auto& o = imported.outcome;
     using Kind = records::CreateOutcome::Kind;
     if (o.kind == Kind::duplicate) {
       std::vector<std::string> ids;
       for (const auto& id : o.matches) ids.push_back(records::to_hex(id));
       tally.refused_subjects.insert(tally.refused_subjects.end(), ids.begin(), ids.end());
-      throw records::DuplicateSubject(std::move(ids), o.matched_on);
+      throw impl_->duplicate_for(*pol, role, std::move(ids), o.matched_on);
     }
     if (o.kind == Kind::restricted) {
       tally.refused_subjects.push_back(records::to_hex(o.id));

@@ -52,6 +52,10 @@ void Service::Impl::enqueue_dsr_events(store::Transaction& tx, const dsr::Reques
   } else if (report.contains("subjects")) {
     for (const auto& s : report["subjects"]) subjects.push_back(s.get<std::string>());
   }
+  // An erased subject's undelivered events go with it (their bodies may
+  // hold its values under the vault's key); its erasure notices follow.
+  if (q.type == "erasure")
+    for (const auto& sid : subjects) outbox->forget_subject(tx, sid, now);
   Json corrections = changes.empty() ? Json() : Json::parse(changes, nullptr, false);
   for (const auto& system : sys->all()) {
     if (!system.receives(event)) continue;

@@ -92,6 +92,7 @@ bool hash_matches(const std::vector<std::uint8_t>& stored, const std::array<std:
 
 struct LinkRow {
   std::string link_id, regime;
+  std::string issued_by_role;  // empty: a link from before migration 2 (it confers nothing beyond withdrawing)
   records::SubjectId subject{};
   std::vector<std::uint8_t> secret_hash, session_hash;
   std::int64_t expires_us = 0;
@@ -101,8 +102,8 @@ struct LinkRow {
 std::optional<LinkRow> load_link(store::Store& st, const std::string& link_id) {
   std::optional<LinkRow> out;
   auto tx = st.begin(store::TxMode::read);
-  tx->exec("SELECT link_id, subject_id, secret_hash, regime, expires_at, used_at, session_hash, session_expires"
-           " FROM privacy_links WHERE link_id = ?",
+  tx->exec("SELECT link_id, subject_id, secret_hash, regime, expires_at, used_at, session_hash, session_expires,"
+           " created_role FROM privacy_links WHERE link_id = ?",
            {link_id}, [&](const store::Row& r) {
              LinkRow l;
              l.link_id = std::string(r.text(0));
@@ -115,6 +116,7 @@ std::optional<LinkRow> load_link(store::Store& st, const std::string& link_id) {
              if (!r.is_null(5)) l.used_us = r.integer(5);
              if (!r.is_null(6)) l.session_hash = r.blob_copy(6);
              if (!r.is_null(7)) l.session_expires_us = r.integer(7);
+             if (!r.is_null(8)) l.issued_by_role = std::string(r.text(8));
              out = std::move(l);
            });
   return out;
@@ -154,6 +156,14 @@ store::ModuleMigrations privacy_migrations() {
                    " secret_hash BLOB NOT NULL, regime TEXT NOT NULL, created_by TEXT NOT NULL,"
                    " created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, used_at INTEGER,"
                    " session_hash BLOB, session_expires INTEGER)",
+               }},
+              {2,
+               0,
+               {
+                   // The role that issued the link: a link confers no more
+                   // than that role may do (Service::privacy_record_consent,
+                   // privacy_request). Older links have none.
+                   "ALTER TABLE privacy_links ADD COLUMN created_role TEXT",
                }},
           }};
 }
@@ -236,9 +246,9 @@ Json Service::privacy_link_create(const Caller& caller, std::string_view id_text
   const std::int64_t expires = now + ttl_hours * kHourUs;
   const auto actor = impl_->actor(caller);
   auto tx = impl_->store->begin(store::TxMode::write);
-  tx->exec("INSERT INTO privacy_links (link_id, subject_id, secret_hash, regime, created_by, created_at, expires_at)"
-           " VALUES (?, ?, ?, ?, ?, ?, ?)",
-           {link_id, store::Blob(id), hash, regime, actor.principal, now, expires});
+  tx->exec("INSERT INTO privacy_links (link_id, subject_id, secret_hash, regime, created_by, created_role, created_at,"
+           " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+           {link_id, store::Blob(id), hash, regime, actor.principal, caller.principal.role, now, expires});
   impl_->audit->append(*tx, actor,
                        {"subject.privacy_link", subject_hex, {}, {}, true, "",
                         "link_id=" + link_id + " ttl_hours=" + std::to_string(ttl_hours)});
@@ -305,7 +315,7 @@ Json Service::privacy_session_open(std::string_view link_token, const std::strin
 namespace {
 
 struct Session {
-  std::string link_id, regime;
+  std::string link_id, regime, issued_by_role;
   records::SubjectId subject{};
 };
 
@@ -320,7 +330,7 @@ static Session open_session(store::Store& st, records::Records& recs, std::int64
       !link->session_expires_us || now >= *link->session_expires_us)
     throw Error(ErrorCode::unauthenticated, kBadSession);
   if (!subject_active(recs, link->subject)) throw Error(ErrorCode::unauthenticated, kBadSession);
-  return {link->link_id, link->regime, link->subject};
+  return {link->link_id, link->regime, link->issued_by_role, link->subject};
 }
 
 namespace {
@@ -383,6 +393,24 @@ Json Service::privacy_record_consent(std::string_view token, const Json& body, b
   if (purpose == nullptr || !purpose->marketing ||
       std::find(purpose->channels.begin(), purpose->channels.end(), in.channel) == purpose->channels.end())
     throw Error(ErrorCode::invalid_field, "field 'purpose'/'channel': not a choice this page offers");
+  // Whoever holds a link acts as the subject, and the role that issued it
+  // held the link first: a grant through it needs that role's capture right,
+  // so a role that reads for a purpose cannot create the consent it needs
+  // through a link of its own (roles.yaml, capture_consent). Withdrawing
+  // needs nothing: it is as easy as giving (Art. 7(3)).
+  const auto actor = impl_->actor(link_caller(s.link_id, request_id));
+  if (in.event == "granted") {
+    const access::Role* issuer = pol->role(s.issued_by_role);
+    if (issuer == nullptr || !issuer->capture_consent.count(in.purpose)) {
+      impl_->audit->append_now(actor, {"consent.record", records::to_hex(s.subject), {}, {}, false,
+                                       code_name(ErrorCode::consent_capture_not_allowed),
+                                       "privacy_page " + audit::recorded_label("issued_by_role", s.issued_by_role)});
+      throw Error(ErrorCode::consent_capture_not_allowed,
+                  "this link lets you withdraw consent but not give it; to agree to " +
+                      util::printable_prefix(purpose->description.empty() ? in.purpose : purpose->description, 80) +
+                      ", ask us for a new link or use our sign-up form");
+    }
+  }
   in.source = "privacy_page";
   in.lawful_basis = "consent";
   in.at_us = now;
@@ -390,7 +418,6 @@ Json Service::privacy_record_consent(std::string_view token, const Json& body, b
   in.proof = Json({{"capture", "privacy_page"}, {"link_id", s.link_id}, {"at", audit::format_time_us(now)},
                    {"request_id", request_id}})
                  .dump();
-  const auto actor = impl_->actor(link_caller(s.link_id, request_id));
   impl_->consent->record(actor, *pol, s.subject, in);
   if (gpc) {
     const Json proof = {{"signal", "Sec-GPC: 1"}, {"received_at", audit::format_time_us(now)},
@@ -432,9 +459,16 @@ Json Service::privacy_request(std::string_view token, const Json& body, bool gpc
   const auto actor = impl_->actor(link_caller(s.link_id, request_id));
   const auto regs = impl_->current_regulations();
   const auto q = impl_->dsr->intake(actor, *regs, in);
-  // The link proved who asks: the request starts verified.
-  const auto verified = impl_->dsr->transition(actor, *regs, q.id, "identity_verified",
-                                               "identity verified through privacy link " + s.link_id, "");
+  // The link proved who asks, if the role that issued it verifies
+  // identities itself (the dsr operation): the request starts verified.
+  // A link from any other role (a CRM module's) proves no more than that
+  // role may; the compliance team verifies the request as any other.
+  const access::Role* issuer = pol->role(s.issued_by_role);
+  const dsr::Request verified =
+      issuer != nullptr && issuer->operations.count("dsr")
+          ? impl_->dsr->transition(actor, *regs, q.id, "identity_verified",
+                                   "identity verified through privacy link " + s.link_id, "")
+          : q;
   if (gpc) {
     const Json proof = {{"signal", "Sec-GPC: 1"}, {"received_at", audit::format_time_us(now)},
                         {"source", "privacy_page"}, {"link_id", s.link_id}};

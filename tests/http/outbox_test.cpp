@@ -271,6 +271,35 @@ TEST_F(OutboxTest, A4xxAnswerIsADeadLetterWithoutRetryUntilTheOperatorRetries) {
   EXPECT_EQ(metric("custos_outbox_dead_letters"), "0");
 }
 
+// A correction waiting for a downstream system holds the subject's new
+// values, sealed under the vault's payload key, which erasing the subject
+// (destroying its own key) does not reach: the erasure destroys it too, and
+// it is never sent.
+TEST_F(OutboxTest, AnErasedSubjectsUndeliveredCorrectionIsDestroyedWithItAndNeverSent) {
+  std::atomic<int> answer{410};
+  Receiver rx([&](const Delivery&, std::size_t) { return Answer{answer.load(), false}; });
+  systems("  - {name: billing, url: \"" + rx.url() + "\", events: [rectification], fields: [family_name]}\n");
+  secret("billing");
+  const std::string officer = vault_->token("compliance_officer", "dpo");
+  start();
+  create({{"given_name", "Rita"}, {"family_name", "Wrong"}, {"email", "rita@example.com"}});
+  const std::string fix = complete(officer, "rectification", "rita@example.com",
+                                   {{"changes", {{"fields", {{"family_name", "Right"}}}}}})
+                              .value("id", "");
+  const Json q = poll_dsr(fix, officer, [](const Json& j) { return delivery_of(j) == "dead"; });
+  ASSERT_EQ(delivery_of(q), "dead") << q.dump();
+  answer = 204;  // the receiver would take it now
+  EXPECT_EQ(complete(officer, "erasure", "rita@example.com").value("status", ""), "completed");
+  const Json dead = cli_outbox({"list", "--status", "dead", "--json"});
+  ASSERT_EQ(dead["count"], 1) << dead.dump();
+  EXPECT_NE(dead["events"][0].value("last_error", "").find("subject erased"), std::string::npos) << dead.dump();
+  const auto retry = run({kCli, "--data-dir", vault_->dir.string(), "outbox", "retry",
+                          dead["events"][0]["id"].get<std::string>()});
+  EXPECT_NE(retry.exit_code, 0) << retry.out;
+  EXPECT_NE(retry.err.find("destroyed"), std::string::npos) << retry.err;
+  EXPECT_EQ(rx.count(), 1u);  // only the refused first attempt ever left
+}
+
 TEST_F(OutboxTest, ATamperedSignatureIsRejectedByTheReferenceReceiver) {
   Receiver rx;
   systems("  - {name: mailer, url: \"" + rx.url() + "\", events: [restriction]}\n");

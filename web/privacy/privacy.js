@@ -129,7 +129,7 @@ requestForm.addEventListener('submit', async (ev) => {
     const r = await call('/v1/privacy/requests', { method: 'POST', body });
     requestStatus.className = 'ok';
     requestStatus.replaceChildren(
-      el('p', null, `We received your request for ${REQUEST_NAMES[r.type] || r.type}. Your identity is confirmed by this link.`),
+      el('p', null, `We received your request for ${REQUEST_NAMES[r.type] || r.type}. ${r.status === 'identity_verified' ? 'Your identity is confirmed by this link.' : 'We will confirm your identity before we act on it.'}`),
       el('p', null, 'Reference: ', el('span', { 'data-request-id': r.request_id }, r.request_id), `. We will answer by ${r.due_at.slice(0, 10)}.`));
     requestForm.reset();
     correction.hidden = true;

@@ -98,7 +98,8 @@ struct CreateOutcome {
 };
 
 // A create refused because an identifier already names a subject (409
-// duplicate_subject). what() names the matching subject ids, never a value.
+// duplicate_subject). what() names the matching subject ids, never a value;
+// with no ids (a caller that may not learn them) it names none.
 class DuplicateSubject : public Error {
  public:
   DuplicateSubject(std::vector<std::string> subject_ids, std::vector<std::string> matched_on);

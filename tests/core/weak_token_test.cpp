@@ -1,0 +1,238 @@
+// What a caller with a weak token tried in the second hostile review
+// (2026-12-03), each attack as it was run against custosd, through the
+// Service façade on a real vault:
+//   1. a marketing token minted a privacy link, opened it as the subject and
+//      granted itself the consent it needs (and undid a do-not-sell), and
+//      the requests it filed there started as identity-verified;
+//   2. a consent purpose became a file path before it was validated (a NUL
+//      cut off ".txt": a directory gave a 500, a FIFO held a worker);
+//   3. the service desk, which sees e-mail only masked and may not look
+//      subjects up by it, created a subject with a victim's e-mail and was
+//      told the victim's subject id (then read the name with it);
+//   4. an import forged the privacy page's evidence (source privacy_page);
+//   5. marketing read a subject's Art. 18 restriction in its consent view.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "custos/error.h"
+#include "custos/records/records.h"
+#include "test_support.h"
+
+namespace custos {
+namespace {
+
+using service::Json;
+using testing::code_of;
+using testing::TestVault;
+
+std::string subject(TestVault& v, const std::string& email) {
+  return v.service->create_subject(
+      v.admin(), {{"fields", {{"given_name", "Pat"}, {"family_name", "Victim"}, {"email", email}}}})["id"];
+}
+
+std::set<std::string> campaign(TestVault& v, const std::string& purpose, const std::string& channel) {
+  std::set<std::string> ids;
+  v.service->campaign_fetch(v.caller("marketing", purpose),
+                            {{"purpose", purpose}, {"channel", channel}, {"fields", {"email"}}},
+                            [&](const std::string& line) {
+                              const Json j = Json::parse(line);
+                              if (j.contains("id")) ids.insert(j["id"].get<std::string>());
+                              return true;
+                            });
+  return ids;
+}
+
+Json import_text(TestVault& v, const service::Caller& caller, const std::string& text) {
+  std::size_t at = 0;
+  return v.service->import_ndjson(caller, {}, [&](char* buf, std::size_t cap) {
+    const std::size_t n = std::min(cap, text.size() - at);
+    std::memcpy(buf, text.data() + at, n);
+    at += n;
+    return n;
+  });
+}
+
+std::string open_session(TestVault& v, const service::Caller& issuer, const std::string& id) {
+  const Json link = v.service->privacy_link_create(issuer, id, Json::object());
+  return v.service->privacy_session_open(link["token"].get<std::string>(), "r-open")["session"];
+}
+
+Json page_event(const std::string& purpose, const std::string& event) {
+  return {{"purpose", purpose}, {"channel", "email"}, {"event", event}};
+}
+
+// ------------------------------------------------------------ 1. privacy links
+
+TEST(WeakToken, APrivacyLinkFromMarketingCannotGrantTheConsentMarketingNeeds) {
+  TestVault v;
+  const std::string id = subject(v, "pat@example.com");
+  const std::string session = open_session(v, v.caller("marketing", ""), id);
+  EXPECT_EQ(code_of([&] { v.service->privacy_record_consent(session, page_event("email_marketing", "granted"), false, "r1"); }),
+            ErrorCode::consent_capture_not_allowed);
+  EXPECT_TRUE(campaign(v, "email_marketing", "email").empty());
+  EXPECT_TRUE(v.service->get_consents(v.admin(), id)["history"].empty());
+  // Withdrawing stays as easy as giving was (Art. 7(3)): the same link withdraws.
+  v.service->privacy_record_consent(session, page_event("email_marketing", "withdrawn"), false, "r2");
+  EXPECT_EQ(v.service->get_consents(v.admin(), id)["history"].size(), 1u);
+}
+
+TEST(WeakToken, APrivacyLinkFromMarketingCannotUndoADoNotSell) {
+  TestVault v;
+  const std::string id = subject(v, "dns@example.com");
+  v.service->record_consent(v.caller("marketing", ""), id, {{"event", "opt_out_sale_share"}}, false);
+  const std::string session = open_session(v, v.caller("marketing", ""), id);
+  EXPECT_EQ(code_of([&] { v.service->privacy_record_consent(session, page_event("partner_sharing", "granted"), false, "r1"); }),
+            ErrorCode::consent_capture_not_allowed);
+  EXPECT_TRUE(campaign(v, "partner_sharing", "email").empty());
+}
+
+TEST(WeakToken, ARequestFiledThroughALinkFromARoleWithoutDsrWaitsForVerification) {
+  TestVault v;
+  const std::string id = subject(v, "req@example.com");
+  for (const char* role : {"marketing", "sales", "service"}) {
+    const std::string session = open_session(v, v.caller(role, ""), id);
+    const Json r = v.service->privacy_request(session, {{"type", "erasure"}}, false, "r1");
+    EXPECT_EQ(r["status"], "received") << role;
+    const Json q = v.service->dsr_get(v.caller("compliance_officer", ""), r["request_id"].get<std::string>());
+    EXPECT_EQ(q["status"], "received") << role;
+  }
+  // A link from the compliance team (which verifies identities itself) still starts verified.
+  const std::string session = open_session(v, v.caller("compliance_officer", ""), id);
+  EXPECT_EQ(v.service->privacy_request(session, {{"type", "access"}}, false, "r2")["status"], "identity_verified");
+}
+
+// ------------------------------------------------------------ 2. consent purposes
+
+TEST(WeakToken, AConsentPurposeNeverReachesTheFileSystem) {
+  TestVault v;
+  const std::string id = subject(v, "nul@example.com");
+  const std::string dir = (v.data_dir() / "").string();
+  for (const std::string& purpose : {std::string(".\0", 2), std::string("..\0", 3), dir + std::string("\0", 1),
+                                     std::string("../../../../../../etc/hostname\0", 31), std::string("..")}) {
+    EXPECT_EQ(code_of([&] {
+                v.service->record_consent(v.caller("marketing", ""), id,
+                                          {{"purpose", purpose}, {"channel", "email"}, {"event", "withdrawn"}}, false);
+              }),
+              ErrorCode::invalid_field);
+  }
+  // The same purpose in an import is that line's error; the import goes on.
+  const Json line = {{"fields", {{"email", "imp@example.com"}}},
+                     {"consents", {{{"purpose", std::string(".\0", 2)}, {"channel", "email"}, {"event", "withdrawn"},
+                                    {"at", "2026-01-01T00:00:00Z"}}}}};
+  const Json good = {{"fields", {{"email", "imp2@example.com"}}}};
+  const Json r = import_text(v, v.admin(), line.dump() + "\n" + good.dump() + "\n");
+  EXPECT_EQ(r["failed"], 1) << r;
+  EXPECT_EQ(r["succeeded"], 1) << r;
+  ASSERT_EQ(r["errors"].size(), 1u) << r;
+  EXPECT_EQ(r["errors"][0]["code"], "invalid_field") << r;
+  EXPECT_NE(r["errors"][0]["detail"].get<std::string>().find("'purpose'"), std::string::npos) << r;
+}
+
+// ------------------------------------------------------------ 3. duplicate answers
+
+TEST(WeakToken, ADuplicateRefusalNamesNoSubjectToARoleThatMayNotLookItUp) {
+  TestVault v;
+  const std::string victim = subject(v, "alice@example.com");
+  const auto desk = v.caller("service", "customer_service");
+  ASSERT_EQ(code_of([&] { v.service->find_subjects(desk, "email", "alice@example.com"); }), ErrorCode::forbidden_role);
+  // create
+  try {
+    v.service->create_subject(desk, {{"fields", {{"given_name", "Eve"}, {"email", "alice@example.com"}}}});
+    ADD_FAILURE() << "a duplicate was created";
+  } catch (const records::DuplicateSubject& e) {
+    EXPECT_TRUE(e.subject_ids().empty());
+    EXPECT_EQ(std::string(e.what()).find(victim), std::string::npos) << e.what();
+    EXPECT_EQ(e.matched_on(), std::vector<std::string>{"email"});
+  }
+  // batchCreate, up to a thousand probes a call
+  const Json batch = v.service->batch_create(desk, {{"subjects", {{{"fields", {{"email", "alice@example.com"}}}}}}});
+  EXPECT_EQ(batch["results"][0]["status"], 409) << batch;
+  EXPECT_EQ(batch.dump().find(victim), std::string::npos) << batch;
+  // PATCH of the caller's own subject
+  const std::string own = v.service->create_subject(desk, {{"fields", {{"given_name", "Eve"}}}})["id"];
+  try {
+    v.service->patch_subject(desk, own, {{"fields", {{"email", "alice@example.com"}}}});
+    ADD_FAILURE() << "the update took another subject's e-mail";
+  } catch (const records::DuplicateSubject& e) {
+    EXPECT_TRUE(e.subject_ids().empty());
+    EXPECT_EQ(std::string(e.what()).find(victim), std::string::npos) << e.what();
+  }
+  // import
+  const Json r = import_text(v, desk, Json({{"fields", {{"email", "alice@example.com"}}}}).dump() + "\n");
+  EXPECT_EQ(r["failed"], 1) << r;
+  EXPECT_EQ(r.dump().find(victim), std::string::npos) << r;
+  // A role that may look subjects up by e-mail is still told which subject it is.
+  try {
+    v.service->create_subject(v.admin(), {{"fields", {{"email", "alice@example.com"}}}});
+    ADD_FAILURE() << "a duplicate was created";
+  } catch (const records::DuplicateSubject& e) {
+    EXPECT_EQ(e.subject_ids(), std::vector<std::string>{victim});
+  }
+}
+
+TEST(WeakToken, AMergeOnAnIdentifierTheRoleSeesMaskedIsRefusedBeforeAnyMatch) {
+  TestVault v;
+  const std::string victim = subject(v, "alice@example.com");
+  const auto desk = v.caller("service", "customer_service");
+  // Refused whether or not a subject holds the e-mail: a hit and a miss look the same.
+  for (const char* email : {"alice@example.com", "nobody@example.com"}) {
+    const Json body = {{"fields", {{"email", email}, {"notes", "x"}}}, {"on_conflict", "merge"}};
+    EXPECT_EQ(code_of([&] { v.service->create_subject(desk, body); }), ErrorCode::forbidden_role) << email;
+    const Json batch = v.service->batch_create(
+        desk, {{"on_conflict", "merge"}, {"subjects", {{{"fields", {{"email", email}}}}}}});
+    EXPECT_EQ(batch["results"][0]["status"], 403) << batch;
+    EXPECT_EQ(batch["results"][0]["error"]["code"], "forbidden_role") << batch;
+    const Json r = import_text(v, desk, Json({{"fields", {{"email", email}}}, {"on_conflict", "merge"}}).dump() + "\n");
+    ASSERT_EQ(r["errors"].size(), 1u) << r;
+    EXPECT_EQ(r["errors"][0]["code"], "forbidden_role") << r;
+  }
+  EXPECT_FALSE(v.service->get_subject(v.admin("customer_service"), victim)["fields"].contains("notes"));
+  // On an identifier it sees in plain (external_id), the desk merges, and is
+  // told only of fields it may see at all (not birth_date: descriptive is none).
+  const std::string held = v.service->create_subject(
+      v.admin(), {{"fields", {{"external_id", "crm-7"}, {"birth_date", "1990-01-01"}, {"given_name", "Bo"}}}})["id"];
+  const Json merged = v.service->create_subject(
+      desk, {{"fields", {{"external_id", "crm-7"}, {"birth_date", "1991-01-01"}, {"notes", "called"}}},
+             {"on_conflict", "merge"}});
+  EXPECT_EQ(merged["id"], held);
+  EXPECT_EQ(merged["fields_added"], Json({"notes"})) << merged;
+  EXPECT_EQ(merged.dump().find("birth_date"), std::string::npos) << merged;
+}
+
+// ------------------------------------------------------------ 5. restriction status
+
+TEST(WeakToken, MarketingDoesNotLearnThatASubjectRestrictedProcessing) {
+  TestVault v;
+  const std::string id = subject(v, "art18@example.com");
+  const auto officer = v.caller("compliance_officer", "dsr_fulfilment");
+  const std::string req = v.service->dsr_create(officer, {{"type", "restriction"},
+                                                          {"regime", "gdpr"},
+                                                          {"identifier", {{"email", "art18@example.com"}}},
+                                                          {"channel", "web_form"}})["id"];
+  for (const char* to : {"identity_verified", "in_progress", "completed"})
+    v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+  EXPECT_FALSE(v.service->get_consents(v.caller("marketing", ""), id).contains("restricted"));
+  EXPECT_EQ(v.service->get_consents(v.caller("compliance_officer", ""), id)["restricted"], true);
+}
+
+// ------------------------------------------------------------ 4. forged evidence
+
+TEST(WeakToken, AnImportCannotForgeThePrivacyPagesEvidence) {
+  TestVault v;
+  const Json line = {{"fields", {{"email", "forged@example.com"}}},
+                     {"consents",
+                      {{{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "withdrawn"},
+                        {"source", "privacy_page"}, {"at", "2026-01-01T00:00:00Z"}}}}};
+  for (const auto& caller : {v.caller("service", ""), v.admin()}) {
+    const Json r = import_text(v, caller, line.dump() + "\n");
+    ASSERT_EQ(r["errors"].size(), 1u) << r;
+    EXPECT_EQ(r["errors"][0]["code"], "invalid_field") << r;
+    EXPECT_NE(r["errors"][0]["detail"].get<std::string>().find("'source'"), std::string::npos) << r;
+  }
+}
+
+}  // namespace
+}  // namespace custos
