@@ -54,7 +54,7 @@ void add_outbox_commands(CLI::App& app, Globals& g, Action& action) {
 
   auto* outbox = app.add_subcommand("outbox", "events sent to downstream systems, and dead letters")->require_subcommand(1);
   auto* list = outbox->add_subcommand("list", "list outbox events (a table on a terminal, JSON with --json or piped)");
-  list->add_option("--status", o->status, "pending | delivered | dead");
+  list->add_option("--status", o->status, "pending | delivered | dead | destroyed");
   list->add_option("--system", o->system, "only this system's events");
   list->add_option("--request", o->request, "only this data-subject request's events");
   list->add_option("--limit", o->limit, "at most this many (default 100)")->check(CLI::Range(1, 10000));

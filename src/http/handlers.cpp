@@ -63,7 +63,7 @@ Result created(const Json& out, const std::string& collection) {
 Result duplicate_problem(const records::DuplicateSubject& e, const std::string& request_id) {
   Json doc = Json::parse(problem_body(409, code_name(e.code()), e.what(), request_id));
   doc["subject_ids"] = e.subject_ids();
-  doc["subject_id"] = e.subject_ids().empty() ? Json(nullptr) : Json(e.subject_ids().front());
+  if (!e.subject_ids().empty()) doc["subject_id"] = e.subject_ids().front();
   doc["matched_on"] = e.matched_on();
   Result r;
   r.status = 409;

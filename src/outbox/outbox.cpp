@@ -120,6 +120,20 @@ std::optional<EventInfo> Outbox::record_attempt(store::Transaction& tx, const st
                                                 const std::string& error, std::int64_t now_us,
                                                 const RetryPolicy& policy) {
   auto e = load(tx, id);
+  // Claimed before its subject was erased (forget_subject), and answered
+  // 2xx: the body left before it was destroyed, so the disclosure is
+  // recorded as what it was.
+  if (e && e->status == "destroyed" && http_status >= 200 && http_status < 300) {
+    e->attempts += 1;
+    e->last_status = http_status;
+    e->last_error = "";
+    e->status = "delivered";
+    e->delivered_us = now_us;
+    tx.exec("UPDATE outbox_events SET status = 'delivered', delivered_at = ?, attempts = ?, last_status = ?,"
+            " last_error = 'delivered while its subject was being erased' WHERE id = ?",
+            {now_us, e->attempts, http_status, id});
+    return e;
+  }
   if (!e || e->status != "pending") return std::nullopt;
   e->attempts += 1;
   if (http_status > 0) e->last_status = http_status;
@@ -184,8 +198,6 @@ EventInfo Outbox::retry(store::Transaction& tx, const std::string& id, std::int6
   auto e = load(tx, id);
   if (!e) throw Error(ErrorCode::not_found, "outbox event " + id.substr(0, 40) + " not found");
   if (e->status != "dead") throw Error(ErrorCode::conflict, "outbox event is " + e->status + ", not a dead letter");
-  if (!tx.scalar("SELECT count(*) FROM outbox_events WHERE id = ? AND payload IS NOT NULL", {id}).value_or(0))
-    throw Error(ErrorCode::conflict, "outbox event's body was destroyed with its erased subject; nothing to send");
   // A fresh horizon from now: created_at moves, the event id stays.
   tx.exec("UPDATE outbox_events SET status = 'pending', next_attempt_at = ?, created_at = ? WHERE id = ?",
           {now_us, now_us, id});
@@ -197,9 +209,9 @@ EventInfo Outbox::retry(store::Transaction& tx, const std::string& id, std::int6
 
 std::size_t Outbox::forget_subject(store::Transaction& tx, const std::string& subject_id, std::int64_t now_us) {
   return static_cast<std::size_t>(
-      tx.exec("UPDATE outbox_events SET status = 'dead', payload = NULL, next_attempt_at = ?,"
-              " last_error = 'subject erased: the body was destroyed with it, never sent'"
-              " WHERE subject_id = ? AND type != 'erasure' AND status IN ('pending', 'dead') AND payload IS NOT NULL",
+      tx.exec("UPDATE outbox_events SET status = 'destroyed', payload = NULL, next_attempt_at = ?,"
+              " last_error = 'subject erased: the body was destroyed with it'"
+              " WHERE subject_id = ? AND type = 'rectification' AND status IN ('pending', 'dead')",
               {now_us, subject_id}));
 }
 

@@ -537,6 +537,7 @@ ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, boo
         " updated_at = ? WHERE id = ?",
         {audit_.now_us(), id});
     report.index_entries_removed = tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
+    if (key_destroyed_hook_) key_destroyed_hook_(*tx, id);
     // Touchpoint notes are not touched, nor even counted: without the DEK
     // they are noise, so erasure time does not grow with them.
     audit_.append(*tx, actor, {"subject.erase", report.subject_id, report.fields_erased, {}, true, "", detail});
@@ -950,6 +951,7 @@ MergeReport Records::merge(const audit::Actor& actor, const SubjectId& survivor,
           " updated_at = ? WHERE id = ?",
           {now, id});
       tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
+      if (key_destroyed_hook_) key_destroyed_hook_(*tx, id);
     }
     // Art. 21(3): an objection made through either record binds the person.
     if (std::any_of(from.begin(), from.end(), [](const SubjectRow& r) { return r.subject.objected; }))

@@ -382,6 +382,11 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   impl->consent->set_change_hook([p = impl.get()](store::Transaction& tx, const std::vector<consent::Event>& events) {
     p->enqueue_consent_events(tx, events);
   });
+  // A corrected value waiting for a downstream system is sealed under the
+  // vault's payload key: it goes with the subject's own key.
+  impl->records->set_key_destroyed_hook([p = impl.get()](store::Transaction& tx, const records::SubjectId& id) {
+    p->outbox->forget_subject(tx, records::to_hex(id), p->audit->now_us());
+  });
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }
 
@@ -475,11 +480,10 @@ Json Service::create_subject(const Caller& caller, const Json& body) {
   const auto outcome = impl_->records->create_resolved(impl_->actor(caller), {in.set}, on_conflict, &created_us)[0];
   using Kind = records::CreateOutcome::Kind;
   if (outcome.kind == Kind::duplicate)
-    throw impl_->duplicate_for(*pol, role, hex_strings(outcome.matches), outcome.matched_on);
+    throw impl_->duplicate_for(*pol, role, caller.purpose, hex_strings(outcome.matches), outcome.matched_on);
   if (outcome.kind == Kind::restricted)
-    throw Error(ErrorCode::subject_restricted, "the matching subject " + records::to_hex(outcome.id) +
-                                                   " is restricted (GDPR Art. 18): it changes only through a"
-                                                   " rectification request");
+    throw Error(ErrorCode::subject_restricted, "the matching subject is restricted (GDPR Art. 18): it changes only"
+                                               " through a rectification request");
   if (outcome.kind == Kind::merged)
     return {{"id", records::to_hex(outcome.id)},
             {"merged", true},
@@ -555,7 +559,7 @@ Json Service::batch_create(const Caller& caller, const Json& body) {
         ++merged;
         break;
       case Kind::duplicate: {
-        const records::DuplicateSubject e = impl_->duplicate_for(*pol, role, hex_strings(o.matches), o.matched_on);
+        const records::DuplicateSubject e = impl_->duplicate_for(*pol, role, caller.purpose, hex_strings(o.matches), o.matched_on);
         results[at] = {{"index", at},
                        {"status", 409},
                        {"error",
@@ -570,10 +574,10 @@ Json Service::batch_create(const Caller& caller, const Json& body) {
                        {"status", 403},
                        {"error",
                         {{"code", code_name(ErrorCode::subject_restricted)},
-                         {"detail", "the matching subject " + records::to_hex(o.id) +
-                                        " is restricted (GDPR Art. 18): it changes only through a rectification"
-                                        " request"},
-                         {"subject_ids", hex_ids(o.matches)},
+                         {"detail", "the matching subject is restricted (GDPR Art. 18): it changes only through"
+                                    " a rectification request"},
+                         {"subject_ids", impl_->nameable_matches(*pol, role, caller.purpose, hex_strings(o.matches),
+                                                                 o.matched_on)},
                          {"matched_on", o.matched_on}}}};
         break;
     }
@@ -802,7 +806,7 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
                                 return on;
                               }(),
                               e.subject_ids()});
-    throw impl_->duplicate_for(*pol, role, e.subject_ids(), e.matched_on());
+    throw impl_->duplicate_for(*pol, role, caller.purpose, e.subject_ids(), e.matched_on());
   }
   Json changed = Json::array();
   for (const auto& [name, v] : in.set) changed.push_back(name);
@@ -827,16 +831,6 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text, std:
     impl_->deny(caller, "subject.erase", ErrorCode::subject_restricted,
                 "the subject's processing is restricted (GDPR Art. 18): erase it through an erasure request",
                 records::to_hex(id));
-  const auto meta = impl_->records->metadata(id);
-  if (meta.status == "active" && !meta.legal_hold) {
-    // Its undelivered events' bodies go with it (Outbox::forget_subject),
-    // destroyed first, in a transaction of their own (Records::erase keeps
-    // its own): a crash between the two loses an undelivered correction of
-    // a subject being erased, never leaves an erased subject's values behind.
-    auto tx = impl_->store->begin(store::TxMode::write);
-    impl_->outbox->forget_subject(*tx, records::to_hex(id), impl_->audit->now_us());
-    tx->commit();
-  }
   const auto r = impl_->records->erase(impl_->actor(caller), id, true, "crypto-shred reason=" + std::string(reason));
   return {{"id", r.subject_id},
           {"status", "erased"},

@@ -195,11 +195,26 @@ struct Service::Impl {
       return f != nullptr && pol.visibility(role, *f) == access::Visibility::plain;
     });
   }
-  // The duplicate refusal as `role` may hear it: without the matched
-  // subjects unless it sees every identifier that matched in plain.
+  // Of the subjects (hex) an identifier matched, what a caller may be told:
+  // all of them if its role sees every identifier that matched in plain and
+  // none is restricted beyond its purpose (as find_subjects leaves a
+  // restricted subject out unless the purpose is allowed_when_restricted);
+  // otherwise none.
+  std::vector<std::string> nameable_matches(const access::Policy& pol, const access::Role& role,
+                                            const std::string& purpose, std::vector<std::string> ids,
+                                            const std::vector<std::string>& matched_on) {
+    if (!sees_plain(pol, role, matched_on)) return {};
+    const access::Purpose* p = pol.purpose(purpose);
+    if (p == nullptr || !p->allowed_when_restricted)
+      for (const auto& id : ids)
+        if (records->metadata(records::parse_subject_id(id)).restricted) return {};
+    return ids;
+  }
+  // The duplicate refusal as the caller may hear it (nameable_matches).
   records::DuplicateSubject duplicate_for(const access::Policy& pol, const access::Role& role,
-                                          std::vector<std::string> ids, std::vector<std::string> matched_on) const {
-    if (!sees_plain(pol, role, matched_on)) ids.clear();
+                                          const std::string& purpose, std::vector<std::string> ids,
+                                          std::vector<std::string> matched_on) {
+    ids = nameable_matches(pol, role, purpose, std::move(ids), matched_on);
     return records::DuplicateSubject(std::move(ids), std::move(matched_on));
   }
   // Why `role` may not merge `fields` into an existing subject, if it may

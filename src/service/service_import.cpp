@@ -279,8 +279,14 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
                     "consents[" + std::to_string(i) + "]: role '" + caller.principal.role +
                         "' may not capture consent for '" + line.consents[i].purpose + "'");
     const records::OnConflict on_conflict = line.on_conflict.value_or(default_conflict);
-    if (on_conflict == records::OnConflict::merge)
-      if (const auto why = impl_->merge_refusal(*pol, role, line.fields)) throw Error(ErrorCode::forbidden_role, *why);
+    // A line's external_id naming a subject always applies the line to it
+    // (a merge whatever on_conflict says), so it needs the same visibility.
+    if (on_conflict == records::OnConflict::merge || line.fields.count("external_id"))
+      if (const auto why = impl_->merge_refusal(*pol, role,
+                                                on_conflict == records::OnConflict::merge
+                                                    ? line.fields
+                                                    : records::FieldMap{{"external_id", line.fields.at("external_id")}}))
+        throw Error(ErrorCode::forbidden_role, *why);
     auto imported = impl_->records->import_subject(tx, line.fields, on_conflict, now);
     const auto& o = imported.outcome;
     using Kind = records::CreateOutcome::Kind;
@@ -288,13 +294,12 @@ Json Service::import_ndjson(const Caller& caller, const ImportOptions& options, 
       std::vector<std::string> ids;
       for (const auto& id : o.matches) ids.push_back(records::to_hex(id));
       tally.refused_subjects.insert(tally.refused_subjects.end(), ids.begin(), ids.end());
-      throw impl_->duplicate_for(*pol, role, std::move(ids), o.matched_on);
+      throw impl_->duplicate_for(*pol, role, caller.purpose, std::move(ids), o.matched_on);
     }
     if (o.kind == Kind::restricted) {
       tally.refused_subjects.push_back(records::to_hex(o.id));
-      throw Error(ErrorCode::subject_restricted, "the matching subject " + records::to_hex(o.id) +
-                                                     " is restricted (GDPR Art. 18): it changes only through a"
-                                                     " rectification request");
+      throw Error(ErrorCode::subject_restricted, "the matching subject is restricted (GDPR Art. 18): it changes"
+                                                 " only through a rectification request");
     }
     const bool fresh = o.kind == Kind::created;  // nothing of it exists to de-duplicate against
     for (std::size_t i = 0; i < line.consents.size(); ++i) try {

@@ -52,10 +52,6 @@ void Service::Impl::enqueue_dsr_events(store::Transaction& tx, const dsr::Reques
   } else if (report.contains("subjects")) {
     for (const auto& s : report["subjects"]) subjects.push_back(s.get<std::string>());
   }
-  // An erased subject's undelivered events go with it (their bodies may
-  // hold its values under the vault's key); its erasure notices follow.
-  if (q.type == "erasure")
-    for (const auto& sid : subjects) outbox->forget_subject(tx, sid, now);
   Json corrections = changes.empty() ? Json() : Json::parse(changes, nullptr, false);
   for (const auto& system : sys->all()) {
     if (!system.receives(event)) continue;
@@ -203,8 +199,8 @@ Json Service::outbox_list(const Caller& caller, const std::map<std::string, std:
   outbox::ListFilter f;
   for (const auto& [key, value] : query) {
     if (key == "status") {
-      if (value != "pending" && value != "delivered" && value != "dead")
-        throw Error(ErrorCode::invalid_argument, "parameter 'status': pending, delivered or dead");
+      if (value != "pending" && value != "delivered" && value != "dead" && value != "destroyed")
+        throw Error(ErrorCode::invalid_argument, "parameter 'status': pending, delivered, dead or destroyed");
       f.status = value;
     } else if (key == "system") {
       f.system = value.substr(0, 64);

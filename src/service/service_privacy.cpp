@@ -404,7 +404,7 @@ Json Service::privacy_record_consent(std::string_view token, const Json& body, b
     if (issuer == nullptr || !issuer->capture_consent.count(in.purpose)) {
       impl_->audit->append_now(actor, {"consent.record", records::to_hex(s.subject), {}, {}, false,
                                        code_name(ErrorCode::consent_capture_not_allowed),
-                                       "privacy_page " + audit::recorded_label("issued_by_role", s.issued_by_role)});
+                                       "privacy_page issued_by_role=" + audit::recorded_label("issued_by_role", s.issued_by_role)});
       throw Error(ErrorCode::consent_capture_not_allowed,
                   "this link lets you withdraw consent but not give it; to agree to " +
                       util::printable_prefix(purpose->description.empty() ? in.purpose : purpose->description, 80) +

@@ -10,7 +10,10 @@
 //      subjects up by it, created a subject with a victim's e-mail and was
 //      told the victim's subject id (then read the name with it);
 //   4. an import forged the privacy page's evidence (source privacy_page);
-//   5. marketing read a subject's Art. 18 restriction in its consent view.
+//   5. marketing read a subject's Art. 18 restriction in its consent view
+//      (a refused read still says so: subject_restricted; not changed);
+//   6. (the review of the fixes) a restricted subject was still named in a
+//      duplicate refusal to a purpose that may not read it.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -204,7 +207,7 @@ TEST(WeakToken, AMergeOnAnIdentifierTheRoleSeesMaskedIsRefusedBeforeAnyMatch) {
 
 // ------------------------------------------------------------ 5. restriction status
 
-TEST(WeakToken, MarketingDoesNotLearnThatASubjectRestrictedProcessing) {
+TEST(WeakToken, TheConsentViewShowsAnArt18RestrictionOnlyToRolesThatWorkRequests) {
   TestVault v;
   const std::string id = subject(v, "art18@example.com");
   const auto officer = v.caller("compliance_officer", "dsr_fulfilment");
@@ -216,6 +219,44 @@ TEST(WeakToken, MarketingDoesNotLearnThatASubjectRestrictedProcessing) {
     v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
   EXPECT_FALSE(v.service->get_consents(v.caller("marketing", ""), id).contains("restricted"));
   EXPECT_EQ(v.service->get_consents(v.caller("compliance_officer", ""), id)["restricted"], true);
+}
+
+TEST(WeakToken, ADuplicateRefusalNamesNoRestrictedSubjectToAPurposeThatMayNotReadIt) {
+  TestVault v;
+  const std::string id = subject(v, "held@example.com");
+  const auto officer = v.caller("compliance_officer", "dsr_fulfilment");
+  const std::string req = v.service->dsr_create(officer, {{"type", "restriction"},
+                                                          {"regime", "gdpr"},
+                                                          {"identifier", {{"email", "held@example.com"}}},
+                                                          {"channel", "web_form"}})["id"];
+  for (const char* to : {"identity_verified", "in_progress", "completed"})
+    v.service->dsr_transition(officer, req, {{"to", to}, {"note", "step"}});
+  // Sales sees e-mail in plain, but its lookup leaves the restricted subject out: so does the 409.
+  ASSERT_TRUE(v.service->find_subjects(v.caller("sales", "sales"), "email", "held@example.com")["subjects"].empty());
+  const Json dup = {{"fields", {{"email", "held@example.com"}}}};
+  try {
+    v.service->create_subject(v.caller("sales", "sales"), dup);
+    ADD_FAILURE() << "a duplicate was created";
+  } catch (const records::DuplicateSubject& e) {
+    EXPECT_TRUE(e.subject_ids().empty());
+    EXPECT_EQ(std::string(e.what()).find(id), std::string::npos) << e.what();
+  }
+  Json merge = dup;
+  merge["on_conflict"] = "merge";
+  try {
+    v.service->create_subject(v.caller("sales", "sales"), merge);
+    ADD_FAILURE() << "merged into a restricted subject";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::subject_restricted);
+    EXPECT_EQ(std::string(e.what()).find(id), std::string::npos) << e.what();
+  }
+  // Under a purpose that may read restricted subjects, it is named.
+  try {
+    v.service->create_subject(v.caller("compliance_officer", "legal_claims"), dup);
+    ADD_FAILURE() << "a duplicate was created";
+  } catch (const records::DuplicateSubject& e) {
+    EXPECT_EQ(e.subject_ids(), std::vector<std::string>{id});
+  }
 }
 
 // ------------------------------------------------------------ 4. forged evidence

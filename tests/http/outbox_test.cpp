@@ -274,30 +274,44 @@ TEST_F(OutboxTest, A4xxAnswerIsADeadLetterWithoutRetryUntilTheOperatorRetries) {
 // A correction waiting for a downstream system holds the subject's new
 // values, sealed under the vault's payload key, which erasing the subject
 // (destroying its own key) does not reach: the erasure destroys it too, and
-// it is never sent.
+// it is never sent. A notice without values (here a consent change) is
+// still owed to the system, and stays.
 TEST_F(OutboxTest, AnErasedSubjectsUndeliveredCorrectionIsDestroyedWithItAndNeverSent) {
   std::atomic<int> answer{410};
   Receiver rx([&](const Delivery&, std::size_t) { return Answer{answer.load(), false}; });
-  systems("  - {name: billing, url: \"" + rx.url() + "\", events: [rectification], fields: [family_name]}\n");
+  systems("  - {name: billing, url: \"" + rx.url() + "\", events: [rectification, consent], fields: [family_name]}\n");
   secret("billing");
   const std::string officer = vault_->token("compliance_officer", "dpo");
   start();
-  create({{"given_name", "Rita"}, {"family_name", "Wrong"}, {"email", "rita@example.com"}});
+  const std::string id = create({{"given_name", "Rita"}, {"family_name", "Wrong"}, {"email", "rita@example.com"}});
+  const Resp c = d_->post("/v1/subjects/" + id + "/consents", vault_->admin,
+                          {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "withdrawn"}});
+  ASSERT_EQ(c.status, 201) << c;
   const std::string fix = complete(officer, "rectification", "rita@example.com",
                                    {{"changes", {{"fields", {{"family_name", "Right"}}}}}})
                               .value("id", "");
   const Json q = poll_dsr(fix, officer, [](const Json& j) { return delivery_of(j) == "dead"; });
   ASSERT_EQ(delivery_of(q), "dead") << q.dump();
-  answer = 204;  // the receiver would take it now
+  ASSERT_TRUE(rx.wait_for(2, milliseconds(10000)));  // the consent notice was refused too
+  answer = 204;  // the receiver would take them now
   EXPECT_EQ(complete(officer, "erasure", "rita@example.com").value("status", ""), "completed");
+  const Json destroyed = cli_outbox({"list", "--status", "destroyed", "--json"});
+  ASSERT_EQ(destroyed["count"], 1) << destroyed.dump();
+  EXPECT_EQ(destroyed["events"][0]["event"], "rectification");
+  EXPECT_NE(destroyed["events"][0].value("last_error", "").find("subject erased"), std::string::npos) << destroyed.dump();
+  const auto retry = run({kCli, "--data-dir", vault_->dir.string(), "outbox", "retry",
+                          destroyed["events"][0]["id"].get<std::string>()});
+  EXPECT_NE(retry.exit_code, 0) << retry.out;
   const Json dead = cli_outbox({"list", "--status", "dead", "--json"});
   ASSERT_EQ(dead["count"], 1) << dead.dump();
-  EXPECT_NE(dead["events"][0].value("last_error", "").find("subject erased"), std::string::npos) << dead.dump();
-  const auto retry = run({kCli, "--data-dir", vault_->dir.string(), "outbox", "retry",
-                          dead["events"][0]["id"].get<std::string>()});
-  EXPECT_NE(retry.exit_code, 0) << retry.out;
-  EXPECT_NE(retry.err.find("destroyed"), std::string::npos) << retry.err;
-  EXPECT_EQ(rx.count(), 1u);  // only the refused first attempt ever left
+  EXPECT_EQ(dead["events"][0]["event"], "consent");
+  cli_outbox({"retry", dead["events"][0]["id"].get<std::string>()});
+  ASSERT_TRUE(rx.wait_for(3, milliseconds(10000)));
+  const auto got = rx.deliveries();  // the two refused first attempts, then the consent notice again
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].body.find("Right"), std::string::npos) << got[2].body;
+  EXPECT_EQ(got[2].json["type"], "consent.changed") << got[2].body;
+  EXPECT_EQ(metric("custos_outbox_dead_letters"), "0");
 }
 
 TEST_F(OutboxTest, ATamperedSignatureIsRejectedByTheReferenceReceiver) {

@@ -107,16 +107,17 @@ class Outbox {
   std::vector<EventInfo> list(store::Transaction& tx, const ListFilter& filter);
   std::optional<EventInfo> get(const std::string& id);
   // Puts a dead letter back in the queue, due now, with a fresh horizon.
-  // Throws Error(not_found), or Error(conflict) if it is not dead or its
-  // body was destroyed with its subject (forget_subject).
+  // Throws Error(not_found), or Error(conflict) if it is not dead.
   EventInfo retry(store::Transaction& tx, const std::string& id, std::int64_t now_us);
-  // The subject `subject_id` (hex) is being erased: the bodies of its
-  // undelivered events other than erasure notices (a rectification's
-  // corrected values, consent changes) are destroyed with it, inside the
-  // erasure's transaction. They are sealed under the vault's payload key,
-  // which destroying the subject's own key does not reach. Each becomes a
-  // dead letter with last_error saying why, which retry() refuses. Returns
-  // how many.
+  // The subject `subject_id` (hex) is being erased (its key destroyed):
+  // the bodies of its undelivered rectification events, the only ones that
+  // carry field values, are destroyed with it inside that transaction. They
+  // are sealed under the vault's payload key, which destroying the subject's
+  // own key does not reach. Each becomes status "destroyed" with last_error
+  // saying why: never claimed or retried. Notices without values (erasure,
+  // consent, opt-out, restriction, objection) are still delivered. An event
+  // already claimed and answered 2xx is recorded as delivered
+  // (record_attempt). Returns how many.
   std::size_t forget_subject(store::Transaction& tx, const std::string& subject_id, std::int64_t now_us);
   // Events per status, for /metrics.
   std::int64_t count(const std::string& status);

@@ -215,6 +215,13 @@ class Records {
   // `detail` is the audit entry's detail (short, non-personal).
   ErasureReport erase(const audit::Actor& actor, const SubjectId& id, bool checkpoint_wal = true,
                       const std::string& detail = "crypto-shred");
+  // Runs inside the transaction that destroys a subject's key, before it
+  // commits: every erase() (DELETE, a data-subject request, a retention
+  // purge) and each merged-away subject of merge(). What holds the subject's
+  // values under a key other than its own goes with it (the service's
+  // undelivered outbox bodies). Set once, before the records are used.
+  using KeyDestroyedHook = std::function<void(store::Transaction&, const SubjectId&)>;
+  void set_key_destroyed_hook(KeyDestroyedHook hook) { key_destroyed_hook_ = std::move(hook); }
   void checkpoint_wal() { store_.checkpoint(); }
 
   void set_flags(const audit::Actor& actor, const SubjectId& id, std::optional<bool> legal_hold,
@@ -316,6 +323,7 @@ class Records {
   store::KeyTable& keys_;
   const Schema& schema_;
   audit::AuditLog& audit_;
+  KeyDestroyedHook key_destroyed_hook_;
 };
 
 }  // namespace custos::records
