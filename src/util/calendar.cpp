@@ -112,6 +112,8 @@ HolidayCalendar::HolidayCalendar(std::string key, std::string name, std::vector<
     if (!valid || r.weekday > 6 || r.from_year > r.to_year)
       throw Error(ErrorCode::invalid_argument, "calendar " + key_ + ": holiday '" + r.name + "' is not a valid rule");
   }
+  for (const unsigned wd : weekend_)
+    if (wd > 6) throw Error(ErrorCode::invalid_argument, "calendar " + key_ + ": weekend day " + std::to_string(wd) + " is not 0 (Sunday) .. 6");
   for (const auto& [date_text, what] : extra_)
     if (!parse_iso_date(date_text))
       throw Error(ErrorCode::invalid_argument, "calendar " + key_ + ": extra day '" + date_text + "' is not YYYY-MM-DD");
@@ -124,6 +126,10 @@ const HolidayCalendar::Table& HolidayCalendar::table() const {
 
 void HolidayCalendar::build(Table& t) const {
   const std::int32_t last_day = day_number(kTableLastYear, 12, 31);
+  // Weekend days as bits (a std::set lookup per day was most of the build).
+  unsigned weekend_bits = 0;
+  for (const unsigned wd : weekend_) weekend_bits |= 1u << wd;
+  const auto is_weekend = [&](std::int32_t d) { return (weekend_bits >> weekday_of(d)) & 1u; };
   t.closed.assign(static_cast<std::size_t>(last_day - first_day_ + 1), 0);
   const auto in_table = [&](std::int32_t d) { return d >= first_day_ && d <= last_day; };
   const auto mark = [&](std::int32_t d, const std::string& what) {
@@ -159,10 +165,10 @@ void HolidayCalendar::build(Table& t) const {
         case Observed::sunday_to_saturday:
           if (wd == 0) shifted = d - 1;
           break;
-        case Observed::substitute:
-          if (wd == 0 || wd == 6) {
+        case Observed::substitute:  // on this calendar's weekend, not Saturday-Sunday's
+          if (is_weekend(d)) {
             std::int32_t s = d + 1;
-            while (weekend_.count(weekday_of(s)) || (in_table(s) && t.closed[static_cast<std::size_t>(s - first_day_)])) ++s;
+            while (is_weekend(s) || (in_table(s) && t.closed[static_cast<std::size_t>(s - first_day_)])) ++s;
             shifted = s;
           }
           break;
@@ -170,8 +176,10 @@ void HolidayCalendar::build(Table& t) const {
       if (shifted) mark(*shifted, r->name + " (observed)");
     }
   }
-  for (std::int32_t d = first_day_; d <= last_day; ++d)
-    if (weekend_.count(weekday_of(d))) t.closed[static_cast<std::size_t>(d - first_day_)] = 1;
+  // Each weekend weekday from its first date in the table, a week at a time.
+  for (std::int32_t first = first_day_; first < first_day_ + 7; ++first)
+    if (is_weekend(first))
+      for (std::int32_t d = first; d <= last_day; d += 7) t.closed[static_cast<std::size_t>(d - first_day_)] = 1;
 }
 
 bool HolidayCalendar::is_working_day(std::int32_t day) const {

@@ -9,8 +9,6 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <streambuf>
 
 #include "custos/error.h"
@@ -217,20 +215,45 @@ void ensure_private_file(const fs::path& path) {
   if (!tightened) fail("cannot make private", path, err);
 }
 
-std::vector<std::uint8_t> read_file(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(ErrorCode::not_found, "file " + path.string() + " does not exist");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorCode::storage, "cannot read " + path.string());
-  std::vector<std::uint8_t> out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(ErrorCode::storage, "cannot read " + path.string());
+namespace {
+
+// The whole of `path` in a few large reads, sized from fstat (a file that
+// grows meanwhile is still read to its end): an istreambuf_iterator copies a
+// byte at a time, which under the sanitizers was most of a policy load.
+template <typename Buffer>
+Buffer read_whole(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) throw Error(ErrorCode::not_found, "file " + path.string() + " does not exist");
+    fail("cannot read", path, errno);
+  }
+  struct stat st {};
+  const std::size_t hint = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? static_cast<std::size_t>(st.st_size) : 0;
+  Buffer out;
+  out.resize(hint + 1);  // one byte beyond: the read that finds the end
+  std::size_t got = 0;
+  for (;;) {
+    if (got == out.size()) out.resize(out.size() * 2);
+    const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      fail("cannot read", path, err);
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  out.resize(got);
   return out;
 }
 
-std::string read_text_file(const fs::path& path) {
-  const auto bytes = read_file(path);
-  return std::string(bytes.begin(), bytes.end());
-}
+}  // namespace
+
+std::vector<std::uint8_t> read_file(const fs::path& path) { return read_whole<std::vector<std::uint8_t>>(path); }
+
+std::string read_text_file(const fs::path& path) { return read_whole<std::string>(path); }
 
 std::size_t read_secret_file(const fs::path& path, std::span<std::uint8_t> buffer) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

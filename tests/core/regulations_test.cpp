@@ -351,6 +351,29 @@ TEST(Calendars, EasterRelativeHolidaysAcrossYears) {
   }
 }
 
+TEST(Calendars, AFridaySaturdayWeekendAcrossTheWholeRange) {
+  // A substitute holiday on the weekend moves to the next working day of
+  // this calendar's week (Sunday), not of a Saturday-Sunday one.
+  util::HolidayRule day{.name = "National Day", .month = 12, .day = 5, .observed = util::Observed::substitute};
+  const util::HolidayCalendar cal("fri-sat", "Friday-Saturday", {day}, {}, {5, 6});
+  for (const char* friday : {"1970-01-02", "2026-12-04", "2100-12-31"}) {
+    SCOPED_TRACE(friday);
+    const std::int32_t f = day_of(friday);
+    EXPECT_FALSE(cal.is_working_day(f));
+    EXPECT_FALSE(cal.is_working_day(f + 1));  // Saturday
+    EXPECT_TRUE(cal.is_working_day(f - 1));  // Thursday
+  }
+  // 5 December 2026 is a Saturday: observed on Sunday the 6th, a working day elsewhere.
+  EXPECT_FALSE(cal.is_working_day(day_of("2026-12-05")));
+  EXPECT_FALSE(cal.is_working_day(day_of("2026-12-06")));
+  EXPECT_TRUE(cal.is_working_day(day_of("2026-12-07")));
+  EXPECT_TRUE(cal.is_working_day(day_of("2026-12-03")));
+  // 5 December 2027 is a Sunday, a working day here: no substitute.
+  EXPECT_FALSE(cal.is_working_day(day_of("2027-12-05")));
+  EXPECT_TRUE(cal.is_working_day(day_of("2027-12-06")));
+  EXPECT_EQ(code_of([] { util::HolidayCalendar("bad", "Bad", {}, {}, {0, 7}); }), ErrorCode::invalid_argument);
+}
+
 TEST(Calendars, UsFederalRulesAndObservedDays1970To2100) {
   const auto& us = shipped().require_calendar("us-federal");
   struct Case {

@@ -62,7 +62,7 @@ enum class EndRule {
 enum class Observed {
   none,
   us_federal,         // Saturday -> Friday before, Sunday -> Monday after (5 U.S.C. 6103(b))
-  substitute,         // Saturday or Sunday -> the next weekday that is not already a holiday (UK, IE)
+  substitute,         // a weekend day (Saturday or Sunday by default) -> the next working day not already a holiday (UK, IE)
   sunday_to_monday,   // Sunday -> Monday (Cal. Gov. Code 6700, Canada)
   sunday_to_saturday  // Sunday -> Saturday before (NL King's Day)
 };
