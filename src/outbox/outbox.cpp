@@ -120,33 +120,30 @@ std::optional<EventInfo> Outbox::record_attempt(store::Transaction& tx, const st
                                                 const std::string& error, std::int64_t now_us,
                                                 const RetryPolicy& policy) {
   auto e = load(tx, id);
-  // Claimed before its subject was erased (forget_subject), and answered
-  // 2xx: the body left before it was destroyed, so the disclosure is
-  // recorded as what it was.
-  if (e && e->status == "destroyed" && http_status >= 200 && http_status < 300) {
+  const bool answered_2xx = http_status >= 200 && http_status < 300;
+  // A 2xx: delivered, its body no longer kept. `note` says why a destroyed
+  // event was delivered after all (else last_error is cleared).
+  const auto mark_delivered = [&](const char* note) {
     e->attempts += 1;
     e->last_status = http_status;
     e->last_error = "";
     e->status = "delivered";
     e->delivered_us = now_us;
     tx.exec("UPDATE outbox_events SET status = 'delivered', delivered_at = ?, attempts = ?, last_status = ?,"
-            " last_error = 'delivered while its subject was being erased' WHERE id = ?",
-            {now_us, e->attempts, http_status, id});
+            " last_error = ?, payload = NULL WHERE id = ?",
+            {now_us, e->attempts, http_status, note ? store::Param(std::string(note)) : store::Param(nullptr), id});
     return e;
-  }
+  };
+  // Claimed before its subject was erased (forget_subject), and answered
+  // 2xx: the body left before it was destroyed, so the disclosure is
+  // recorded as what it was.
+  if (e && e->status == "destroyed" && answered_2xx) return mark_delivered("delivered while its subject was being erased");
   if (!e || e->status != "pending") return std::nullopt;
+  if (answered_2xx) return mark_delivered(nullptr);
   e->attempts += 1;
   if (http_status > 0) e->last_status = http_status;
-  e->last_error = http_status >= 200 && http_status < 300 ? "" : error;
+  e->last_error = error;
   const bool client_error = http_status >= 400 && http_status < 500 && http_status != 408 && http_status != 429;
-  if (http_status >= 200 && http_status < 300) {
-    e->status = "delivered";
-    e->delivered_us = now_us;
-    tx.exec("UPDATE outbox_events SET status = 'delivered', delivered_at = ?, attempts = ?, last_status = ?,"
-            " last_error = NULL, payload = NULL WHERE id = ?",
-            {now_us, e->attempts, http_status, id});
-    return e;
-  }
   if (client_error) {
     // The receiver refused this event itself: sending it again will not help.
     e->status = "dead";

@@ -13,6 +13,7 @@
 #include <random>
 #include <regex>
 
+#include <nlohmann/json.hpp>
 #include <sodium.h>
 
 #include "custos/service/schema.h"
@@ -224,6 +225,18 @@ RunResult run(const std::vector<std::string>& argv, const std::string& stdin_tex
   ::waitpid(pid, &status, 0);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+std::set<std::string> campaign_ids(TestVault& v, const std::string& purpose, const std::string& channel) {
+  std::set<std::string> ids;
+  v.service->campaign_fetch(v.caller("marketing", purpose),
+                            {{"purpose", purpose}, {"channel", channel}, {"fields", {"email"}}},
+                            [&](const std::string& line) {
+                              const auto j = nlohmann::json::parse(line);
+                              if (j.contains("id")) ids.insert(j["id"].get<std::string>());
+                              return true;
+                            });
+  return ids;
 }
 
 std::vector<std::string> files_containing(const fs::path& dir, const std::string& needle) {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,10 @@ struct TestVault {
   // that reopens it, so a matrix run reopens it the same way.
   service::OpenOptions open_options() const;
 };
+
+// The subject ids a marketing caller's campaign fetch for `purpose` on
+// `channel` returns (asking for the e-mail field).
+std::set<std::string> campaign_ids(TestVault& v, const std::string& purpose, const std::string& channel);
 
 // A fresh (or existing) SQLCipher store at `file`, migrated to the vault's
 // schema (service::migrate_schema), for tests that drive modules directly.
