@@ -1376,7 +1376,7 @@ void AuditLog::fold_loop() {
 
 // ---- The pending table (a shared database's journal) ---------------------
 
-void AuditLog::enable_pending_table(std::chrono::milliseconds fold_interval) {
+void AuditLog::enable_pending_table(std::chrono::milliseconds fold_interval, std::uint64_t max_waiting) {
   if (pending_on_ || journal_on_) return;
   std::array<unsigned char, 16> id;
   randombytes_buf(id.data(), id.size());
@@ -1386,6 +1386,7 @@ void AuditLog::enable_pending_table(std::chrono::milliseconds fold_interval) {
   {
     util::MutexLock lock(pend_mu_);
     fold_interval_ = std::max(fold_interval, std::chrono::milliseconds(1));
+    pending_max_waiting_ = std::max<std::uint64_t>(max_waiting, 1);
     stop_folder_ = false;
   }
   pending_on_.store(true, std::memory_order_release);
@@ -1400,6 +1401,13 @@ void AuditLog::insert_pending(const std::vector<Waiter*>& batch, std::uint64_t f
       Drafted d = encode_draft(*w->actor, e, time);
       payloads.push_back(journal_payload(std::move(d.bytes), d.openings));
     }
+  {
+    util::MutexLock lock(pend_mu_);
+    if (!fold_error_.empty() && pending_waiting_ + payloads.size() > pending_max_waiting_)
+      throw Error(ErrorCode::audit_unavailable, "audit log cannot be written: " + std::to_string(pending_waiting_) +
+                                                    " entries of this node wait in audit_pending and folding fails: " +
+                                                    fold_error_);
+  }
   // No writers' lock: a long write (or a fold) never holds up a read. The
   // rows travel with the COMMIT (one round trip on PostgreSQL).
   auto tx = store_.begin(TxMode::insert_only);
@@ -1407,6 +1415,8 @@ void AuditLog::insert_pending(const std::vector<Waiter*>& batch, std::uint64_t f
     tx->exec_deferred("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
                       {pending_stream_, static_cast<std::int64_t>(first + i), at_us, store::Blob(payloads[i])});
   tx->commit();
+  util::MutexLock lock(pend_mu_);
+  pending_waiting_ += payloads.size();
 }
 
 std::size_t AuditLog::fold_pending_rows() {
@@ -1494,6 +1504,7 @@ void AuditLog::pending_fold_loop() {
     }
     lock.lock();
     fold_error_ = error;
+    if (error.empty()) pending_waiting_ = 0;
   }
 }
 

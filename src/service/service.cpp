@@ -364,7 +364,8 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   // On a shared database the journal is a table in it: a read's entry is
   // one small insert there, and any node folds the table into the tree.
   if (options.audit_journal && !impl->options.audit_journal)
-    impl->audit->enable_pending_table(std::chrono::milliseconds(options.audit_journal_options.fold_interval_ms));
+    impl->audit->enable_pending_table(std::chrono::milliseconds(options.audit_journal_options.fold_interval_ms),
+                                      options.audit_journal_options.max_pending_while_fold_fails);
   impl->records = std::make_unique<records::Records>(*impl->store, *impl->keys, impl->schema, *impl->audit);
   impl->tokens = std::make_unique<access::TokenStore>(*impl->store, *impl->audit);
   impl->consent = std::make_unique<consent::Ledger>(*impl->store, *impl->audit, impl->policy_dir() / "notices");

@@ -303,7 +303,7 @@ void BM_PgAuditPendingTable(benchmark::State& state) {
   const std::string base = pg_url_or_skip(state);
   if (base.empty()) return;
   PgCore core(base);
-  core.audit->enable_pending_table(std::chrono::hours(1));  // folded below, not by the timer
+  core.audit->enable_pending_table(std::chrono::hours(1), audit::JournalOptions{}.max_pending_while_fold_fails);  // folded below, not by the timer
   const auto total = static_cast<int>(state.range(0));
   constexpr int kBatch = 50000;
   for (auto _ : state) {

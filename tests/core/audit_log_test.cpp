@@ -725,6 +725,60 @@ TEST(AuditPendingTable, ARowThatIsNoEntryStopsTheFoldAndLosesNothing) {
   EXPECT_TRUE(export_verifies(*node, v));
 }
 
+// While the background fold fails (a row that is no entry stops every fold),
+// a node's reads fail closed once max_pending_while_fold_fails of its
+// entries wait in the table: it does not grow without a tree, as a local
+// journal cannot outgrow its segments. Once the row is gone the folder
+// recovers, reads are served again, and every read that returned is logged.
+TEST(AuditPendingTable, WhileFoldsFailReadsStopAtTheBoundAndNoneIsLost) {
+  if (!testing::vaults_on_postgres()) GTEST_SKIP() << kNotShared;
+  TestVault v;
+  const std::string id = one_subject_then_close(v);
+  service::OpenOptions o;
+  o.data_dir = v.data_dir();
+  o.audit_journal = true;
+  o.audit_journal_options.fold_interval_ms = 2;
+  o.audit_journal_options.max_pending_while_fold_fails = 20;
+  auto node = service::Service::open(o);
+  const auto keyring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
+  auto raw = testing::open_vault_store(v.data_dir(), *keyring);
+  const std::vector<std::uint8_t> junk = {1, 2, 3};
+  {
+    auto tx = raw->begin(store::TxMode::write);
+    tx->exec("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
+             {"intruder", 1, 0, store::Blob(junk)});
+    tx->commit();
+  }
+  const auto poll = [&](bool want_error) {  // bounded: 10 s
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (node->audit_journal_status().fold_error.empty() == want_error && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    return node->audit_journal_status().fold_error.empty() != want_error;
+  };
+  ASSERT_TRUE(poll(true)) << "the folder never tried the poisoned table";
+  std::size_t served = 0;
+  ErrorCode refused = ErrorCode::internal;
+  for (int i = 0; i < 200 && refused == ErrorCode::internal; ++i) try {
+      node->get_subject(v.admin("customer_service"), id);
+      ++served;
+    } catch (const Error& e) {
+      refused = e.code();
+    }
+  EXPECT_EQ(refused, ErrorCode::audit_unavailable);
+  EXPECT_GE(served, 1u);
+  EXPECT_LE(served, 20u);
+  EXPECT_EQ(node->audit_journal_status().pending, served + 1);  // and the intruder's row
+  {
+    auto tx = raw->begin(store::TxMode::write);
+    tx->exec("DELETE FROM audit_pending WHERE stream = 'intruder'");
+    tx->commit();
+  }
+  ASSERT_TRUE(poll(false)) << node->audit_journal_status().fold_error;
+  node->get_subject(v.admin("customer_service"), id);
+  EXPECT_EQ(reads_of(*node, v, id), served + 1);
+  EXPECT_TRUE(export_verifies(*node, v));
+}
+
 // Two nodes read from four threads each while both fold every few
 // milliseconds: the folds take each stream's rows in order and delete
 // exactly what they placed, so no entry is lost or placed twice.

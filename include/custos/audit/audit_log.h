@@ -128,8 +128,11 @@ class AuditLog {
   // no writers' lock, and a background thread folds the table — every
   // node's entries, and those a dead node left — into the tree every
   // `fold_interval`. `flush` (so every query, checkpoint and export) folds
-  // the table in any process, whether or not it enabled this.
-  void enable_pending_table(std::chrono::milliseconds fold_interval);
+  // the table in any process, whether or not it enabled this. While that
+  // thread's folds fail, appends throw Error(audit_unavailable) once
+  // `max_waiting` of this process's entries wait in the table: the log is
+  // not left to grow without a tree, and the operation fails closed.
+  void enable_pending_table(std::chrono::milliseconds fold_interval, std::uint64_t max_waiting);
   // Folds every journaled entry into the tree now; in a process beside a
   // journaling one (the CLI beside custosd), waits up to 3 s for that
   // process to fold every read it had answered.
@@ -285,6 +288,10 @@ class AuditLog {
   std::atomic<bool> pending_on_{false};
   std::string pending_stream_;
   std::uint64_t pending_next_ CUSTOS_GUARDED_BY(group_mu_) = 1;
+  // This process's rows inserted since its folder's last fold that did not
+  // fail, and how many may wait while folds fail.
+  std::uint64_t pending_waiting_ CUSTOS_GUARDED_BY(pend_mu_) = 0;
+  std::uint64_t pending_max_waiting_ CUSTOS_GUARDED_BY(pend_mu_) = 0;
   std::int64_t pending_last_at_ CUSTOS_GUARDED_BY(group_mu_) = 0;
   // Another process's journal (set by recover_journal when it was held).
   std::filesystem::path foreign_journal_;

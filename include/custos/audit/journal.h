@@ -45,6 +45,11 @@ struct JournalOptions {
   // How long journaled entries may wait before the background fold (queries,
   // checkpoints and exports fold at once whatever the wait).
   std::int64_t fold_interval_ms = 1000;
+  // On a shared database (the pending table, AuditLog::enable_pending_table)
+  // the bound that segments give a local journal: while the background fold
+  // fails, reads fail closed once this process has this many entries waiting
+  // in the table (the default is about what 8 segments hold).
+  std::uint64_t max_pending_while_fold_fails = 400000;
 };
 
 // What an operator watches (custosd's /metrics and /healthz).
