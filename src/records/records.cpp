@@ -462,6 +462,21 @@ std::vector<SubjectId> Records::find(std::string_view field, std::string_view va
   return out;
 }
 
+std::vector<SubjectId> Records::sharing_identifiers(const SubjectId& id) {
+  std::set<SubjectId> out = {id};
+  auto tx = store_.begin(TxMode::read);
+  tx->exec("SELECT other.subject_id FROM blind_index own JOIN blind_index other"
+           " ON other.field = own.field AND other.digest = own.digest"
+           " WHERE own.subject_id = ? AND own.field IN ('email', 'phone', 'external_id')",
+           {store::Blob(id)}, [&](const Row& r) {
+             SubjectId other{};
+             const auto b = r.blob(0);
+             if (b.size() == other.size()) std::copy(b.begin(), b.end(), other.begin());
+             out.insert(other);
+           });
+  return {out.begin(), out.end()};
+}
+
 void Records::update(const audit::Actor& actor, const SubjectId& id, const FieldMap& set,
                      const std::vector<std::string>& remove, const std::vector<SubjectId>& may_share) {
   Prepared p = prepare(set);

@@ -62,6 +62,33 @@ std::string csv_escape(const std::string& v) {
   return out + "\"";
 }
 
+// A request as its export shows it. Once completed, the package covers only
+// the subjects the officer covered (the report's `subjects`): a matched
+// subject left out is, to this requester, another person, so neither their
+// data nor their id goes into the package, and the report's exceptions
+// about them are dropped. Before completion every matched subject is in it
+// (the officer's copy to review).
+dsr::Request package_view(dsr::Request q) {
+  if (q.report.empty()) return q;
+  Json report = Json::parse(q.report, nullptr, false);
+  if (!report.is_object() || !report.contains("subjects") || !report["subjects"].is_array()) return q;
+  std::set<std::string> covered;
+  for (const auto& id : report["subjects"])
+    if (id.is_string()) covered.insert(id.get<std::string>());
+  std::erase_if(q.subjects, [&](const records::SubjectId& sid) { return !covered.count(records::to_hex(sid)); });
+  q.subject = q.subjects.empty() ? std::nullopt : std::optional<records::SubjectId>(q.subjects.front());
+  if (report.contains("exceptions") && report["exceptions"].is_array()) {
+    Json kept = Json::array();
+    for (const auto& e : report["exceptions"])
+      if (!e.is_object() || !e.contains("subject_id") || !e["subject_id"].is_string() ||
+          covered.count(e["subject_id"].get<std::string>()))
+        kept.push_back(e);
+    report["exceptions"] = kept;
+  }
+  q.report = report.dump();
+  return q;
+}
+
 Json downstream_systems(const std::filesystem::path& file) {
   Json out = Json::array();
   try {
@@ -505,7 +532,7 @@ void Service::dsr_export(const Caller& caller, std::string_view id_text, const E
                 "parameter 'table': with format=csv, one of fields, touchpoints, orders, consent_history, access_log");
   if (!csv_out && !format.table.empty())
     throw Error(ErrorCode::invalid_argument, "parameter 'table' is only for format=csv");
-  const auto q = impl_->dsr->get(std::string(id_text));
+  const auto q = package_view(impl_->dsr->get(std::string(id_text)));
   if (q.type != "access" && q.type != "portability")
     throw Error(ErrorCode::conflict, "only access and portability requests have an export");
   if (q.status == "received" || q.status == "denied" || q.status == "canceled")

@@ -444,7 +444,9 @@ Json Service::privacy_request(std::string_view token, const Json& body, bool gpc
   in.channel = "privacy_page";
   in.identified_by = "privacy_link";
   in.received_us = now;
-  in.subjects = {s.subject};
+  // As an intake by the subject's identifiers would: every subject sharing
+  // one (duplicates included), so none is left out of an access or erasure.
+  in.subjects = impl_->records->sharing_identifiers(s.subject);
   in.note = "request received via the privacy page (link " + s.link_id + ")";
   if (body.contains("note")) (in.note += ": ") += required_string(body, "note", 1000);
   if (in.type == "rectification") {
@@ -452,7 +454,9 @@ Json Service::privacy_request(std::string_view token, const Json& body, bool gpc
     const FieldChanges changes = parse_fields(body["changes"], impl_->schema, false);
     if (changes.set.empty()) throw Error(ErrorCode::invalid_field, "field 'changes': name at least one field");
     for (const auto& [name, v] : changes.set) impl_->schema.validate(impl_->schema.require(name), v);
-    in.changes = impl_->seal_for_subject(s.subject, "dsr.changes", body["changes"].dump());
+    // Sealed under the request's first subject's key, as the desk expects
+    // (dsr::Request::subject; fulfilment opens them there).
+    in.changes = impl_->seal_for_subject(in.subjects.front(), "dsr.changes", body["changes"].dump());
   } else if (body.contains("changes")) {
     throw Error(ErrorCode::invalid_argument, "property 'changes' is only for rectification");
   }

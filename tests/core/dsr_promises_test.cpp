@@ -149,6 +149,36 @@ TEST_F(DsrPromises, OfficerNamesWhichMatchedSubjectsAndWhy) {
   EXPECT_NE(ex[0]["detail"].get<std::string>().find("different person"), std::string::npos);
 }
 
+// A hostile review (2026-12-03): the export ignored the officer's exclusion
+// and handed the requester the other person's whole record. Once completed,
+// the package holds only the covered subjects: not the excluded one's data,
+// touchpoints, access log or id, in JSON and in every CSV table.
+TEST_F(DsrPromises, AnAccessPackageLeavesOutTheSubjectsTheOfficerExcluded) {
+  const std::string eve = add("family@example.com", "Eve");
+  const std::string frank = add("family@example.com", "Frank");
+  v.service->add_touchpoint(v.admin(), frank, {{"channel", "email"}, {"type", "inquiry"}, {"notes", "Frank private note"}});
+  const std::string id = verified("access", "family@example.com");
+  EXPECT_EQ(v.service->dsr_export(officer, id)["subjects"].size(), 2u);  // the officer's review copy
+  const Json done = move(id, {{"to", "completed"}, {"subjects", {eve}}, {"reason", "Frank is a different person"}});
+  ASSERT_EQ(done["status"], "completed_with_exceptions") << done.dump();
+  const Json ex = v.service->dsr_export(officer, id);
+  ASSERT_EQ(ex["subjects"].size(), 1u) << ex.dump();
+  EXPECT_EQ(ex["subject"]["fields"]["given_name"], "Eve");
+  EXPECT_EQ(ex["access_log"]["subject_id"], eve);
+  EXPECT_FALSE(ex.contains("further_access_logs"));
+  EXPECT_EQ(ex.dump().find(frank), std::string::npos) << "the package names the excluded subject";
+  EXPECT_EQ(ex.dump().find("Frank"), std::string::npos) << "the package holds the excluded subject's data";
+  for (const std::string table : {"fields", "touchpoints", "orders", "consent_history", "access_log"}) {
+    std::string csv;
+    v.service->dsr_export(officer, id, {"csv", table}, [&](std::string_view chunk) {
+      csv.append(chunk);
+      return true;
+    });
+    EXPECT_EQ(csv.find(frank), std::string::npos) << table;
+    EXPECT_EQ(csv.find("Frank"), std::string::npos) << table;
+  }
+}
+
 // ---- Finding 7 (part): the export is for dsr_fulfilment only -----------------
 
 TEST_F(DsrPromises, ExportNeedsThePurposeDsrFulfilment) {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "custos/audit/audit_log.h"
@@ -195,6 +196,46 @@ TEST(PrivacyLink, ErasureAndOptOutFromThePageActOnTheLinksSubjectOnly) {
   EXPECT_EQ(code_of([&] { t.v.service->privacy_consents(session, false, "r4"); }), ErrorCode::unauthenticated);
   EXPECT_EQ(code_of([&] { t.v.service->privacy_request(session, {{"type", "access"}}, false, "r5"); }),
             ErrorCode::unauthenticated);
+}
+
+// A hostile review (2026-12-03): a request filed on the page covered only the
+// link's subject, so a duplicate record (same e-mail or phone) kept its data
+// through an erasure and was missing from the access package. A page request
+// covers every subject sharing an identifier, as the desk's intake would.
+TEST(PrivacyLink, RequestsFromThePageCoverTheSubjectsDuplicates) {
+  Clocked t;
+  const auto create = [&](Json fields) {
+    fields["given_name"] = "Pat";
+    return t.v.service->create_subject(t.v.admin(), {{"fields", fields}, {"on_conflict", "create"}})["id"].get<std::string>();
+  };
+  const std::string pat = create({{"email", "pat@example.com"}, {"phone", "+4915112345678"}});
+  const std::string same_email = create({{"email", "PAT@example.com"}});
+  const std::string same_phone = create({{"email", "pat.other@example.com"}, {"phone", "+4915112345678"}});
+  const std::string other = t.subject("someone@example.com");
+  const service::Caller officer = t.v.caller("compliance_officer", "dsr_fulfilment");
+  const auto complete = [&](const Json& filed) {
+    for (const char* to : {"in_progress", "completed"})
+      t.v.service->dsr_transition(officer, filed["request_id"].get<std::string>(), {{"to", to}});
+    return t.v.service->dsr_get(officer, filed["request_id"].get<std::string>());
+  };
+  const std::string session =
+      t.v.service->privacy_session_open(t.link(pat)["token"].get<std::string>(), "r1")["session"];
+  const Json access = t.v.service->dsr_get(
+      officer, t.v.service->privacy_request(session, {{"type", "access"}}, false, "r2")["request_id"].get<std::string>());
+  std::set<std::string> covered;
+  for (const auto& id : access["subject_ids"]) covered.insert(id.get<std::string>());
+  EXPECT_EQ(covered, (std::set<std::string>{pat, same_email, same_phone})) << access.dump();
+  // A correction is sealed where the desk opens it, whichever subject sorts first.
+  const Json fixed = complete(t.v.service->privacy_request(
+      session, {{"type", "rectification"}, {"changes", {{"fields", {{"given_name", "Patricia"}}}}}}, false, "r3"));
+  EXPECT_EQ(fixed["status"], "completed") << fixed.dump();
+  for (const auto& id : {pat, same_email, same_phone})
+    EXPECT_EQ(t.v.service->get_subject(t.v.admin("customer_service"), id)["fields"]["given_name"], "Patricia") << id;
+  const Json erased = complete(t.v.service->privacy_request(session, {{"type", "erasure"}}, false, "r4"));
+  EXPECT_EQ(erased["status"], "completed") << erased.dump();
+  for (const auto& id : {pat, same_email, same_phone})
+    EXPECT_EQ(code_of([&] { t.v.service->get_subject(t.v.admin("customer_service"), id); }), ErrorCode::not_found) << id;
+  EXPECT_EQ(t.v.service->get_subject(t.v.admin("customer_service"), other)["fields"]["given_name"], "Pat");
 }
 
 // The page's evidence cannot be forged by staff: only the page's own session

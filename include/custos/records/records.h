@@ -154,6 +154,11 @@ class Records {
 
   // Exact match through the blind index of a searchable field (no decryption).
   std::vector<SubjectId> find(std::string_view field, std::string_view value);
+  // `id` and every subject that shares an identifier with it (email, phone or
+  // external_id: the blind-index rows compared, no value decrypted), in id
+  // order: the subjects a request made as `id` covers, as an intake by any
+  // of its identifiers would match them.
+  std::vector<SubjectId> sharing_identifiers(const SubjectId& id);
   // find(), with each match's metadata (status, holds, restriction, objection;
   // no fields), in one read transaction: what a lookup checks before it reads.
   std::vector<Subject> find_metadata(std::string_view field, std::string_view value);
