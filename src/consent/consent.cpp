@@ -72,7 +72,10 @@ void require_active_subject(Transaction& tx, const records::SubjectId& subject) 
 // whatever its `at`. A grant replaces it unless it is stale — dated before the
 // state's event (and before now: a withdrawal dated a little ahead by a fast
 // client clock does not block a grant given now) — so a backdated grant
-// recorded after a withdrawal never undoes it.
+// recorded after a withdrawal never undoes it. `since` never moves back: a
+// withdrawal dated before the state's event takes effect from the state's
+// time, else a caller could backdate a withdrawal to 2000 and so make every
+// stale grant dated after that "newer" than the subject's real withdrawal.
 void materialise(Transaction& tx, const records::SubjectId& subject, const Event& e) {
   std::optional<std::int64_t> since;
   tx.exec("SELECT since FROM consent_state WHERE subject_id = ? AND purpose = ? AND channel = ?",
@@ -82,7 +85,11 @@ void materialise(Transaction& tx, const records::SubjectId& subject, const Event
     tx.exec("INSERT INTO consent_state (subject_id, purpose, channel, state, since, expires_at, event_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             {subject, e.purpose, e.channel, e.event, e.at_us, expires, e.id});
-  } else if (e.event != "granted" || e.at_us >= std::min(*since, e.recorded_us)) {
+  } else if (e.event != "granted") {
+    tx.exec("UPDATE consent_state SET state = ?, since = ?, expires_at = ?, event_id = ?"
+            " WHERE subject_id = ? AND purpose = ? AND channel = ?",
+            {e.event, std::max(e.at_us, *since), expires, e.id, subject, e.purpose, e.channel});
+  } else if (e.at_us >= std::min(*since, e.recorded_us)) {
     tx.exec("UPDATE consent_state SET state = ?, since = ?, expires_at = ?, event_id = ?"
             " WHERE subject_id = ? AND purpose = ? AND channel = ?",
             {e.event, e.at_us, expires, e.id, subject, e.purpose, e.channel});

@@ -262,6 +262,35 @@ TEST(ConsentWithdrawal, AWithdrawalRecordedAfterAGrantIsNeverHiddenByItsTime) {
   EXPECT_TRUE(campaign_ids(v, "email_marketing", "email").count(id));
 }
 
+// A hostile review (2026-12-03): any consent role could backdate a
+// withdrawal to 2000, moving the state's `since` back, so that a stale grant
+// (dated after 2000 but before the subject's real withdrawal) undid the real
+// withdrawal. `since` never moves back; the stale grant stays ignored.
+TEST(ConsentWithdrawal, ABackdatedWithdrawalCannotReopenTheDoorToAStaleGrant) {
+  Clocked t;
+  TestVault& v = t.v;
+  const std::string id = create(v, "bd@example.com");
+  v.service->record_consent(v.admin(), id, grant("email_marketing", "email"), false);
+  t.advance(24 * 3600 * kSecond);
+  v.service->record_consent(v.caller("sales", ""), id, withdraw("email_marketing", "email"), false);  // the subject's
+  t.advance(kSecond);
+  Json backdated = withdraw("email_marketing", "email");
+  backdated["at"] = "2000-01-01T00:00:00Z";
+  v.service->record_consent(v.caller("marketing", ""), id, backdated, false);
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "withdrawn");
+  t.advance(kSecond);
+  Json stale = grant("email_marketing", "email", "import");  // dated between the grant and the real withdrawal
+  stale["at"] = t.at(-12 * 3600 * kSecond);
+  v.service->record_consent(v.admin(), id, stale, false);
+  EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "withdrawn");
+  EXPECT_FALSE(campaign_ids(v, "email_marketing", "email").count(id));
+  for (const auto& c : v.service->get_consents(v.admin(), id)["current"]) {
+    if (c["purpose"] == "email_marketing") {
+      EXPECT_GT(c["since"].get<std::string>(), std::string("2001")) << c.dump();
+    }
+  }
+}
+
 // The property: a random interleaving of grants, withdrawals, double
 // opt-in confirmations and campaign fetches never returns a subject whose latest
 // recorded event is a withdrawal.
