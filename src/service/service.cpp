@@ -197,6 +197,18 @@ std::int64_t parse_time_or_now(const Json& body, const char* key, std::int64_t n
   return *t;
 }
 
+namespace {
+// A time that says when something happened: now or before, give or take a
+// client clock 5 minutes fast (as consent, DSR and breach times). Activity
+// dated ahead would keep its subject out of retention until that date.
+std::int64_t parse_past_time_or_now(const Json& body, const char* key, std::int64_t now) {
+  const std::int64_t t = parse_time_or_now(body, key, now);
+  if (t > now + 5LL * 60 * 1000000)
+    throw Error(ErrorCode::invalid_field, std::string("field '") + key + "': more than 5 minutes in the future");
+  return t;
+}
+}  // namespace
+
 std::string required_string(const Json& body, const char* key, std::size_t max_len) {
   if (!body.contains(key) || !body[key].is_string())
     throw Error(ErrorCode::invalid_field, std::string("field '") + key + "': a string is required");
@@ -214,7 +226,7 @@ records::Touchpoint parse_touchpoint(const Json& body, std::int64_t now) {
   if (std::find(kChannels.begin(), kChannels.end(), tp.channel) == kChannels.end())
     throw Error(ErrorCode::invalid_field, "field 'channel': unknown channel");
   tp.type = required_string(body, "type", 64);
-  tp.at_us = parse_time_or_now(body, "at", now);
+  tp.at_us = parse_past_time_or_now(body, "at", now);
   if (body.contains("notes")) {
     if (!body["notes"].is_string()) throw Error(ErrorCode::invalid_field, "field 'notes': expected a string");
     tp.notes = body["notes"].get<std::string>();
@@ -229,7 +241,7 @@ records::Order parse_order(const Json& body, std::int64_t now) {
   records::Order order;
   order.amount_minor = body["amount_minor"].get<std::int64_t>();
   order.currency = required_string(body, "currency", 3);
-  order.at_us = parse_time_or_now(body, "at", now);
+  order.at_us = parse_past_time_or_now(body, "at", now);
   return order;
 }
 

@@ -55,10 +55,24 @@ Json request_json(const dsr::Request& q, const dsr::Regulations& regs, std::int6
   return out;
 }
 
+// True if a spreadsheet would read `v` as a formula: it starts with =, @,
+// tab or CR, or with + or - and is not just a number or phone number
+// (OWASP's CSV injection list; "+49 151 1234567" and "-12.50" stay as they are).
+bool reads_as_formula(std::string_view v) {
+  if (v.empty()) return false;
+  if (v.front() == '=' || v.front() == '@' || v.front() == '\t' || v.front() == '\r') return true;
+  if (v.front() != '+' && v.front() != '-') return false;
+  return v.substr(1).find_first_not_of("0123456789 .()-") != std::string_view::npos;
+}
+
+// One CSV cell (RFC 4180 quoting). A cell that would read as a formula gets
+// a leading apostrophe, so a value a caller stored (a touchpoint's type, a
+// name) cannot run as a formula where the subject or officer opens the file.
 std::string csv_escape(const std::string& v) {
-  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
+  const std::string cell = reads_as_formula(v) ? "'" + v : v;
+  if (cell.find_first_of(",\"\n\r") == std::string::npos) return cell;
   std::string out = "\"";
-  for (char c : v) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  for (char c : cell) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
 }
 

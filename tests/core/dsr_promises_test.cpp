@@ -179,6 +179,50 @@ TEST_F(DsrPromises, AnAccessPackageLeavesOutTheSubjectsTheOfficerExcluded) {
   }
 }
 
+// A hostile review (2026-12-03): values a CRM role stored went into the CSV
+// tables as they were, so "=HYPERLINK(...)" ran where the package was opened
+// in a spreadsheet. A cell that reads as a formula gets a leading apostrophe;
+// a phone number or an amount does not.
+TEST_F(DsrPromises, CsvTablesCarryNoFormula) {
+  const std::string id = v.service->create_subject(
+      v.admin(), {{"fields", {{"email", "f@example.com"}, {"given_name", "=1+2"}, {"phone", "+4915112345678"}}}})["id"];
+  v.service->add_touchpoint(v.caller("service", "customer_service"), id,
+                            {{"channel", "phone"}, {"type", "=HYPERLINK(\"http://evil.example/\",\"open\")"},
+                             {"notes", "@SUM(1+1)*cmd|' /C calc'!A0"}});
+  const std::string request = verified("access", "f@example.com");
+  const auto table = [&](const std::string& name) {
+    std::string csv;
+    v.service->dsr_export(officer, request, {"csv", name}, [&](std::string_view chunk) {
+      csv.append(chunk);
+      return true;
+    });
+    return csv;
+  };
+  const std::string fields = table("fields"), touchpoints = table("touchpoints");
+  EXPECT_NE(fields.find(",given_name,'=1+2"), std::string::npos) << fields;
+  EXPECT_NE(fields.find(",phone,+4915112345678"), std::string::npos) << fields;
+  EXPECT_NE(touchpoints.find(",\"'=HYPERLINK("), std::string::npos) << touchpoints;
+  EXPECT_NE(touchpoints.find(",'@SUM(1+1)"), std::string::npos) << touchpoints;
+  for (const std::string& csv : {fields, touchpoints})
+    for (const std::string bad : {",=", ",\"=", ",@", ",\"@"}) EXPECT_EQ(csv.find(bad), std::string::npos) << bad << "\n" << csv;
+}
+
+// A hostile review (2026-12-03): a touchpoint or order dated in 2099 kept its
+// subject "active" and so out of retention for decades.
+TEST_F(DsrPromises, ActivityCannotBeDatedInTheFuture) {
+  const std::string id = add("late@example.com", "Late");
+  const service::Caller sales = v.caller("sales", "sales");
+  EXPECT_EQ(code_of([&] {
+              v.service->add_touchpoint(sales, id, {{"channel", "phone"}, {"type", "call"}, {"at", "2099-12-31T00:00:00Z"}});
+            }),
+            ErrorCode::invalid_field);
+  EXPECT_EQ(code_of([&] {
+              v.service->add_order(sales, id, {{"amount_minor", 100}, {"currency", "EUR"}, {"at", "2099-12-31T00:00:00Z"}});
+            }),
+            ErrorCode::invalid_field);
+  v.service->add_touchpoint(sales, id, {{"channel", "phone"}, {"type", "call"}, {"at", "2020-01-01T00:00:00Z"}});
+}
+
 // ---- Finding 7 (part): the export is for dsr_fulfilment only -----------------
 
 TEST_F(DsrPromises, ExportNeedsThePurposeDsrFulfilment) {
