@@ -60,12 +60,19 @@ std::string TokenStore::create(const audit::Actor& actor, const std::string& nam
   return token;
 }
 
-void TokenStore::revoke(const audit::Actor& actor, const std::string& name) {
+void TokenStore::revoke(const audit::Actor& actor, const std::string& name, const OnRevoke& also) {
   auto tx = store_.begin(TxMode::write);
-  const std::int64_t n =
-      tx->exec("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", {audit_.now_us(), name});
-  if (n == 0) throw Error(ErrorCode::not_found, "no active token named '" + name + "'");
-  audit_.append(*tx, actor, {"token.revoke", "", {}, {}, true, "", "name=" + name});
+  std::optional<std::string> id;
+  tx->exec("SELECT token_id FROM tokens WHERE name = ? AND revoked_at IS NULL", {name},
+           [&](const Row& r) { id = std::string(r.text(0)); });
+  if (!id) throw Error(ErrorCode::not_found, "no active token named '" + name + "'");
+  tx->exec("UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", {audit_.now_us(), name});
+  std::string detail = "name=" + name;
+  if (also) {
+    const std::string more = also(*tx, *id);
+    if (!more.empty()) detail += " " + more;
+  }
+  audit_.append(*tx, actor, {"token.revoke", "", {}, {}, true, "", detail});
   tx->commit();
 }
 

@@ -996,7 +996,11 @@ Json Service::create_token(const Caller& caller, const std::string& name, const 
 
 Json Service::revoke_token(const Caller& caller, const std::string& name) {
   impl_->authorize(caller, *impl_->current_policy(), "admin", "token.revoke", false);
-  impl_->tokens->revoke(impl_->actor(caller), name);
+  // The links the token minted end with it, and so do their sessions: a
+  // stolen CRM token's links must not outlive its revocation by days.
+  impl_->tokens->revoke(impl_->actor(caller), name, [&](store::Transaction& tx, const std::string& token_id) {
+    return expire_privacy_links_of(tx, token_id, impl_->audit->now_us());
+  });
   return {{"name", name}, {"revoked", true}};
 }
 

@@ -292,6 +292,10 @@ std::string required_string(const Json& body, const char* key, std::size_t max_l
 std::int64_t parse_time_or_now(const Json& body, const char* key, std::int64_t now);
 // The bodies of POST /v1/subjects/{id}/touchpoints and /orders (also one
 // item of their batch routes and of an import line); throw invalid_field.
+// Ends (expires now) every privacy link the token `token_id` issued and
+// its session, in the token's revocation; returns a detail for its audit
+// entry ("" if there were none).
+std::string expire_privacy_links_of(store::Transaction& tx, const std::string& token_id, std::int64_t now);
 records::Touchpoint parse_touchpoint(const Json& body, std::int64_t now);
 records::Order parse_order(const Json& body, std::int64_t now);
 

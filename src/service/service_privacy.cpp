@@ -165,7 +165,24 @@ store::ModuleMigrations privacy_migrations() {
                    // privacy_request). Older links have none.
                    "ALTER TABLE privacy_links ADD COLUMN created_role TEXT",
                }},
+              {3,
+               0,
+               {
+                   // The issuing token's public id: revoking it ends the
+                   // links it minted and their sessions (expire_links_of),
+                   // so a stolen CRM token's links die with it. Empty for a
+                   // local (CLI) principal, NULL for older links.
+                   "ALTER TABLE privacy_links ADD COLUMN created_token TEXT",
+               }},
           }};
+}
+
+std::string expire_privacy_links_of(store::Transaction& tx, const std::string& token_id, std::int64_t now) {
+  const std::int64_t links = tx.exec("UPDATE privacy_links SET expires_at = ? WHERE created_token = ? AND expires_at > ?",
+                                     {now, token_id, now});
+  tx.exec("UPDATE privacy_links SET session_expires = ? WHERE created_token = ? AND session_expires > ?",
+          {now, token_id, now});
+  return links > 0 ? "privacy_links_ended=" + std::to_string(links) : "";
 }
 
 // ---- Administration reads
@@ -246,9 +263,10 @@ Json Service::privacy_link_create(const Caller& caller, std::string_view id_text
   const std::int64_t expires = now + ttl_hours * kHourUs;
   const auto actor = impl_->actor(caller);
   auto tx = impl_->store->begin(store::TxMode::write);
-  tx->exec("INSERT INTO privacy_links (link_id, subject_id, secret_hash, regime, created_by, created_role, created_at,"
-           " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-           {link_id, store::Blob(id), hash, regime, actor.principal, caller.principal.role, now, expires});
+  tx->exec("INSERT INTO privacy_links (link_id, subject_id, secret_hash, regime, created_by, created_role,"
+           " created_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+           {link_id, store::Blob(id), hash, regime, actor.principal, caller.principal.role, caller.principal.token_id,
+            now, expires});
   impl_->audit->append(*tx, actor,
                        {"subject.privacy_link", subject_hex, {}, {}, true, "",
                         "link_id=" + link_id + " ttl_hours=" + std::to_string(ttl_hours)});

@@ -70,6 +70,37 @@ TEST(WeakToken, APrivacyLinkFromMarketingCannotGrantTheConsentMarketingNeeds) {
   EXPECT_EQ(v.service->get_consents(v.admin(), id)["history"].size(), 1u);
 }
 
+// A hostile review (2026-12-03): a stolen CRM token minted privacy links
+// (up to 7 days each), and after the token was revoked its links still
+// opened sessions that withdrew consent and filed rectifications. Revoking a
+// token ends the links it issued and their open sessions; another token's
+// links are untouched.
+TEST(WeakToken, RevokingATokenEndsThePrivacyLinksItIssued) {
+  TestVault v;
+  const std::string id = subject(v, "rv@example.com");
+  const auto real_caller = [&](const std::string& name, const std::string& role) {
+    const std::string token = v.service->create_token(v.admin(), name, role)["token"];
+    return service::Caller{v.service->authenticate(token), "", "req-test"};
+  };
+  const service::Caller stolen = real_caller("crm-marketing", "marketing");
+  const service::Caller other = real_caller("crm-sales", "sales");
+  const std::string unopened = v.service->privacy_link_create(stolen, id, {{"ttl_hours", 168}})["token"];
+  const std::string session = open_session(v, stolen, id);
+  const std::string kept = v.service->privacy_link_create(other, id, Json::object())["token"];
+  v.service->revoke_token(v.admin(), "crm-marketing");
+  EXPECT_EQ(code_of([&] { v.service->privacy_session_open(unopened, "r1"); }), ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { v.service->privacy_record_consent(session, page_event("email_marketing", "withdrawn"), false, "r2"); }),
+            ErrorCode::unauthenticated);
+  EXPECT_EQ(code_of([&] { v.service->privacy_request(session, {{"type", "access"}}, false, "r3"); }),
+            ErrorCode::unauthenticated);
+  const std::string live = v.service->privacy_session_open(kept, "r4")["session"];
+  v.service->privacy_record_consent(live, page_event("email_marketing", "withdrawn"), false, "r5");
+  const Json revoked = v.service->audit_entries(v.caller("auditor", "audit"), {{"operation", "token.revoke"}});
+  ASSERT_EQ(revoked["entries"].size(), 1u);
+  EXPECT_NE(revoked["entries"][0]["detail"].get<std::string>().find("privacy_links_ended=2"), std::string::npos)
+      << revoked.dump();
+}
+
 TEST(WeakToken, APrivacyLinkFromMarketingCannotUndoADoNotSell) {
   TestVault v;
   const std::string id = subject(v, "dns@example.com");

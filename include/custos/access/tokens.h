@@ -7,6 +7,7 @@
 // of every running process.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,8 +36,11 @@ class TokenStore {
   // Returns the token text (only time it exists). Throws Error(conflict) if
   // an unrevoked token of that name exists.
   std::string create(const audit::Actor& actor, const std::string& name, const std::string& role);
-  // Throws Error(not_found).
-  void revoke(const audit::Actor& actor, const std::string& name);
+  // Throws Error(not_found). `also` runs in the revocation's transaction with
+  // the token's public id, to end what the token issued (privacy links); the
+  // text it returns is added to the audit entry's detail.
+  using OnRevoke = std::function<std::string(store::Transaction&, const std::string& token_id)>;
+  void revoke(const audit::Actor& actor, const std::string& name, const OnRevoke& also = {});
   // Throws Error(unauthenticated) for unknown, malformed or revoked tokens.
   Principal authenticate(std::string_view token);
   std::vector<TokenInfo> list();
