@@ -63,10 +63,12 @@ std::optional<Request> load(store::Transaction& tx, const std::string& id) {
 }
 
 void add_event(store::Transaction& tx, const std::string& id, std::int64_t at, const std::string& actor,
-               const std::string& from, const std::string& to, const std::string& note) {
+               const std::string& from, const std::string& to, const std::string& note,
+               const std::string& sealed_note = "") {
   const std::int64_t seq = tx.scalar("SELECT coalesce(max(seq), 0) + 1 FROM dsr_events WHERE request_id = ?", {id}).value_or(1);
-  tx.exec("INSERT INTO dsr_events (request_id, seq, at, actor, from_status, to_status, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
-          {id, seq, at, actor, from, to, note});
+  tx.exec("INSERT INTO dsr_events (request_id, seq, at, actor, from_status, to_status, note, sealed_note)"
+          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+          {id, seq, at, actor, from, to, note, sealed_note.empty() ? store::Param() : store::Param(sealed_note)});
 }
 
 // A request matching several subjects names them all in `subject_ids`, which
@@ -152,7 +154,7 @@ Request Desk::intake(const audit::Actor& actor, const Regulations& regs, const I
   std::string note = in.note.empty() ? "request received via " + q.channel : in.note;
   if (q.subjects.size() > 1)
     note += "; the identifier matches " + std::to_string(q.subjects.size()) + " subjects, all covered";
-  add_event(*tx, q.id, now, actor.principal, "", "received", note);
+  add_event(*tx, q.id, now, actor.principal, "", "received", note, in.sealed_note);
   // Every matched subject is named (subject_ids), so each one's access log
   // shows the request.
   audit::Event event{"dsr.intake", q.subjects.size() == 1 ? records::to_hex(q.subjects[0]) : "", {}, {}, true, "",
@@ -271,10 +273,11 @@ Request Desk::get(const std::string& id) {
 
 std::vector<TimelineEvent> Desk::timeline(store::Transaction& tx, const std::string& id) {
   std::vector<TimelineEvent> out;
-  tx.exec("SELECT at, actor, from_status, to_status, note FROM dsr_events WHERE request_id = ? ORDER BY seq", {id},
-          [&](const Row& r) {
+  tx.exec("SELECT at, actor, from_status, to_status, note, sealed_note FROM dsr_events WHERE request_id = ?"
+          " ORDER BY seq",
+          {id}, [&](const Row& r) {
             out.push_back({r.integer(0), std::string(r.text(1)), std::string(r.text(2)), std::string(r.text(3)),
-                           std::string(r.text(4))});
+                           std::string(r.text(4)), r.is_null(5) ? std::string() : std::string(r.text(5))});
           });
   return out;
 }

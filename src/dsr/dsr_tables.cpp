@@ -34,6 +34,14 @@ store::ModuleMigrations migrations() {
                    "INSERT INTO dsr_subjects (request_id, subject_id)"
                    " SELECT id, subject_id FROM dsr_requests WHERE subject_id IS NOT NULL",
                }},
+              {3,
+               0,
+               {
+                   // The requester's own words (the privacy page's note),
+                   // sealed by the service under the request's subject's key:
+                   // an erasure shreds them with the rest of the subject.
+                   "ALTER TABLE dsr_events ADD COLUMN sealed_note TEXT",
+               }},
           }};
 }
 

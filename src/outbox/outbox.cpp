@@ -131,7 +131,7 @@ std::optional<EventInfo> Outbox::record_attempt(store::Transaction& tx, const st
     e->delivered_us = now_us;
     tx.exec("UPDATE outbox_events SET status = 'delivered', delivered_at = ?, attempts = ?, last_status = ?,"
             " last_error = ?, payload = NULL WHERE id = ?",
-            {now_us, e->attempts, http_status, note ? store::Param(std::string(note)) : store::Param(nullptr), id});
+            {now_us, e->attempts, http_status, note ? store::Param(note) : store::Param(nullptr), id});
     return e;
   };
   // Claimed before its subject was erased (forget_subject), and answered

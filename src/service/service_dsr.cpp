@@ -210,7 +210,19 @@ Json Service::dsr_list(const Caller& caller, const std::map<std::string, std::st
 Json Service::Impl::request_view(const std::string& request_id) {
   auto tx = store->begin(store::TxMode::read);
   const auto q = dsr->get(*tx, request_id);
-  const auto timeline = dsr->timeline(*tx, q.id);
+  auto timeline = dsr->timeline(*tx, q.id);
+  // The requester's sealed words, shown while the subject's key exists.
+  for (auto& e : timeline) {
+    if (e.sealed_note.empty()) continue;
+    std::string words;
+    try {
+      if (q.subject) words = open_for_subject(*q.subject, "dsr.note", e.sealed_note);
+    } catch (const Error&) {
+      words.clear();
+    }
+    e.note += words.empty() ? "; the requester's note is no longer readable (its subject was erased or merged)"
+                            : ": " + words;
+  }
   Json out = request_json(q, *current_regulations(), audit->now_us(), &timeline);
   out["downstream"] = downstream_json(*tx, q.id);
   return out;

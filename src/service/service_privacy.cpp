@@ -92,6 +92,7 @@ bool hash_matches(const std::vector<std::uint8_t>& stored, const std::array<std:
 
 struct LinkRow {
   std::string link_id, regime;
+  std::string issued_by;       // the principal that issued it
   std::string issued_by_role;  // empty: a link from before migration 2 (it confers nothing beyond withdrawing)
   records::SubjectId subject{};
   std::vector<std::uint8_t> secret_hash, session_hash;
@@ -103,7 +104,7 @@ std::optional<LinkRow> load_link(store::Store& st, const std::string& link_id) {
   std::optional<LinkRow> out;
   auto tx = st.begin(store::TxMode::read);
   tx->exec("SELECT link_id, subject_id, secret_hash, regime, expires_at, used_at, session_hash, session_expires,"
-           " created_role FROM privacy_links WHERE link_id = ?",
+           " created_role, created_by FROM privacy_links WHERE link_id = ?",
            {link_id}, [&](const store::Row& r) {
              LinkRow l;
              l.link_id = std::string(r.text(0));
@@ -117,6 +118,7 @@ std::optional<LinkRow> load_link(store::Store& st, const std::string& link_id) {
              if (!r.is_null(6)) l.session_hash = r.blob_copy(6);
              if (!r.is_null(7)) l.session_expires_us = r.integer(7);
              if (!r.is_null(8)) l.issued_by_role = std::string(r.text(8));
+             l.issued_by = std::string(r.text(9));
              out = std::move(l);
            });
   return out;
@@ -333,7 +335,7 @@ Json Service::privacy_session_open(std::string_view link_token, const std::strin
 namespace {
 
 struct Session {
-  std::string link_id, regime, issued_by_role;
+  std::string link_id, regime, issued_by, issued_by_role;
   records::SubjectId subject{};
 };
 
@@ -348,7 +350,7 @@ static Session open_session(store::Store& st, records::Records& recs, std::int64
       !link->session_expires_us || now >= *link->session_expires_us)
     throw Error(ErrorCode::unauthenticated, kBadSession);
   if (!subject_active(recs, link->subject)) throw Error(ErrorCode::unauthenticated, kBadSession);
-  return {link->link_id, link->regime, link->issued_by_role, link->subject};
+  return {link->link_id, link->regime, link->issued_by, link->issued_by_role, link->subject};
 }
 
 namespace {
@@ -465,8 +467,14 @@ Json Service::privacy_request(std::string_view token, const Json& body, bool gpc
   // As an intake by the subject's identifiers would: every subject sharing
   // one (duplicates included), so none is left out of an access or erasure.
   in.subjects = impl_->records->sharing_identifiers(s.subject);
-  in.note = "request received via the privacy page (link " + s.link_id + ")";
-  if (body.contains("note")) (in.note += ": ") += required_string(body, "note", 1000);
+  // Who issued the link is on the request itself, not only in the audit log:
+  // the officer sees a request filed through a CRM module's link as such.
+  in.note = "request received via the privacy page (link " + s.link_id + ", issued by " + s.issued_by +
+            (s.issued_by_role.empty() ? "" : " as " + s.issued_by_role) + ")";
+  // The subject's own words may hold personal data: sealed under the
+  // request's first subject's key, so an erasure shreds them too.
+  if (body.contains("note"))
+    in.sealed_note = impl_->seal_for_subject(in.subjects.front(), "dsr.note", required_string(body, "note", 1000));
   if (in.type == "rectification") {
     if (!body.contains("changes")) throw Error(ErrorCode::invalid_field, "field 'changes': a correction needs the new values");
     const FieldChanges changes = parse_fields(body["changes"], impl_->schema, false);

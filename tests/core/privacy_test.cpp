@@ -238,6 +238,26 @@ TEST(PrivacyLink, RequestsFromThePageCoverTheSubjectsDuplicates) {
   EXPECT_EQ(t.v.service->get_subject(t.v.admin("customer_service"), other)["fields"]["given_name"], "Pat");
 }
 
+// A hostile review (2026-12-03): the note a subject typed on the page ("I
+// am Ada, 12 Baker St, ...") stayed readable in the request's timeline after
+// the erasure it asked for. It is sealed under the subject's key and shredded
+// with it; the timeline also says who issued the link.
+TEST(PrivacyLink, TheRequestersNoteIsErasedWithTheSubject) {
+  Clocked t;
+  const std::string id = t.subject("ada@example.com");
+  const service::Caller officer = t.v.caller("compliance_officer", "dsr_fulfilment");
+  const std::string session =
+      t.v.service->privacy_session_open(t.link(id)["token"].get<std::string>(), "r1")["session"];
+  const std::string request = t.v.service->privacy_request(
+      session, {{"type", "erasure"}, {"note", "I am Ada Lovelace, 12 Baker St, +4915112345678"}}, false, "r2")["request_id"];
+  const auto intake_note = [&] { return t.v.service->dsr_get(officer, request)["timeline"][0]["note"].get<std::string>(); };
+  EXPECT_NE(intake_note().find("12 Baker St"), std::string::npos) << intake_note();
+  EXPECT_NE(intake_note().find("issued by test-compliance_officer as compliance_officer"), std::string::npos) << intake_note();
+  for (const char* to : {"in_progress", "completed"}) t.v.service->dsr_transition(officer, request, {{"to", to}});
+  EXPECT_EQ(intake_note().find("Baker"), std::string::npos) << intake_note();
+  EXPECT_NE(intake_note().find("no longer readable"), std::string::npos) << intake_note();
+}
+
 // The page's evidence cannot be forged by staff: only the page's own session
 // records source privacy_page (and its events name principal privacy_link:…).
 TEST(PrivacyLink, AStaffTokenCannotRecordConsentAsThePrivacyPage) {

@@ -61,6 +61,7 @@ struct Request {
 struct TimelineEvent {
   std::int64_t at_us = 0;
   std::string actor, from, to, note;
+  std::string sealed_note;  // the requester's words, sealed under the subject's key ("" if none)
 };
 
 struct Intake {
@@ -68,6 +69,9 @@ struct Intake {
   std::vector<records::SubjectId> subjects;  // every subject the identifier matches
   std::int64_t received_us = 0;
   std::string changes;  // rectification: JSON of the requested field changes
+  // The requester's own words, sealed by the caller under the key of the
+  // first of `subjects` (opaque here); kept beside the intake's note.
+  std::string sealed_note;
 };
 
 struct ListFilter {
