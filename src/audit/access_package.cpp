@@ -35,7 +35,19 @@ nlohmann::json bundle_of(AuditLog& log, const auditfmt::Entry& e, std::string_vi
                       {"proof", hex_list(log.inclusion_proof(e.seq, cp.size))},
                       {"checkpoint", cp.note}};
   auditfmt::Entry shown = e;  // what "decoded" shows: never another subject's id
-  if (e.version == auditfmt::kEntryVersionCommitted) {
+  const auto withhold = [&](const char* why) {
+    b["leaf_hash"] = auditfmt::to_hex(auditfmt::leaf_hash(auditfmt::encode(e)));
+    b["withheld"] = why;
+  };
+  if (e.version == auditfmt::kEntryVersionCommitted && !e.subject_id.empty() && e.subject_id != subject) {
+    // Committed to this subject, but about another (a refusal to give the
+    // other subject this one's e-mail): its bytes name the other, so only
+    // its leaf hash is given (inclusion still proven).
+    withhold("the entry is about another subject");
+    shown.subject_id.clear();
+    shown.subject_ids.clear();
+    shown.subject_salts.clear();
+  } else if (e.version == auditfmt::kEntryVersionCommitted) {
     const auto it = std::find(e.subject_ids.begin(), e.subject_ids.end(), subject);
     if (it != e.subject_ids.end()) {
       const auto m = auditfmt::membership_of(e, static_cast<std::size_t>(it - e.subject_ids.begin()));
@@ -48,9 +60,7 @@ nlohmann::json bundle_of(AuditLog& log, const auditfmt::Entry& e, std::string_vi
   } else if (std::any_of(e.subject_ids.begin(), e.subject_ids.end(), [&](const auto& id) { return id != subject; })) {
     // Written before entries committed to their subjects: its bytes name the
     // others, so only its leaf hash is given (inclusion still proven).
-    const auto bytes = auditfmt::encode(e);
-    b["leaf_hash"] = auditfmt::to_hex(auditfmt::leaf_hash(bytes));
-    b["withheld"] = "the entry lists other subjects (entry version 1)";
+    withhold("the entry lists other subjects (entry version 1)");
     shown.subject_ids.assign(1, std::string(subject));
   } else {
     b["entry"] = auditfmt::base64_encode(auditfmt::encode(e));

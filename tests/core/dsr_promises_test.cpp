@@ -179,6 +179,26 @@ TEST_F(DsrPromises, AnAccessPackageLeavesOutTheSubjectsTheOfficerExcluded) {
   }
 }
 
+// A hostile review (2026-12-03): a refused attempt to give Bob Ada's e-mail
+// is committed to Ada too (she is the subject matched), and her access
+// package showed the entry with Bob's id. The entry is withheld (inclusion
+// proven, bytes not given) and the package still verifies.
+TEST_F(DsrPromises, AnAccessPackageNamesNoSubjectARefusalWasAbout) {
+  const std::string ada = add("ada@example.com", "Ada");
+  const std::string bob = add("bob@example.com", "Bob");
+  EXPECT_EQ(code_of([&] { v.service->patch_subject(v.caller("sales", "sales"), bob, {{"fields", {{"email", "ada@example.com"}}}}); }),
+            ErrorCode::duplicate_subject);
+  const std::string id = verified("access", "ada@example.com");
+  const Json ex = v.service->dsr_export(officer, id);
+  EXPECT_EQ(ex.dump().find(bob), std::string::npos) << "Ada's package names Bob";
+  std::size_t withheld = 0;
+  for (const auto& b : ex["access_log"]["entries"]) withheld += b.contains("withheld") ? 1 : 0;
+  EXPECT_GE(withheld, 1u) << ex["access_log"].dump();
+  std::istringstream package(ex.dump());
+  const auto r = auditfmt::verify_package(package, v.service->audit_verifier_key());
+  EXPECT_TRUE(r.ok) << r.error;
+}
+
 // A hostile review (2026-12-03): values a CRM role stored went into the CSV
 // tables as they were, so "=HYPERLINK(...)" ran where the package was opened
 // in a spreadsheet. A cell that reads as a formula gets a leading apostrophe;
