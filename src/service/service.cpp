@@ -805,6 +805,15 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
                 records::to_hex(id));
   const FieldChanges in = parse_fields(body, impl_->schema, true);
   if (in.set.empty() && in.remove.empty()) throw Error(ErrorCode::invalid_argument, "no fields to change");
+  // A role changes only what it may see (plain or masked): the service desk,
+  // which sees no birth date, may not overwrite or remove one blind.
+  std::vector<std::string> named;
+  for (const auto& [name, v] : in.set) named.push_back(name);
+  named.insert(named.end(), in.remove.begin(), in.remove.end());
+  for (const auto& name : named)
+    if (impl_->visible_fields(*pol, role, {name}).empty())
+      impl_->deny(caller, "subject.update", ErrorCode::forbidden_role,
+                  "role '" + role.name + "' does not see '" + name + "', so it may not change it", records::to_hex(id));
   try {
     impl_->records->update(impl_->actor(caller), id, in.set, in.remove);
   } catch (const records::DuplicateSubject& e) {
@@ -821,10 +830,7 @@ Json Service::patch_subject(const Caller& caller, std::string_view id_text, cons
                               e.subject_ids()});
     throw impl_->duplicate_for(*pol, role, caller.purpose, e.subject_ids(), e.matched_on());
   }
-  Json changed = Json::array();
-  for (const auto& [name, v] : in.set) changed.push_back(name);
-  for (const auto& name : in.remove) changed.push_back(name);
-  return {{"id", records::to_hex(id)}, {"updated_fields", changed}};
+  return {{"id", records::to_hex(id)}, {"updated_fields", named}};
 }
 
 Json Service::erase_subject(const Caller& caller, std::string_view id_text, std::string_view reason) {

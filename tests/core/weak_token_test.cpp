@@ -101,6 +101,26 @@ TEST(WeakToken, RevokingATokenEndsThePrivacyLinksItIssued) {
       << revoked.dump();
 }
 
+// A hostile review (2026-12-03): the service desk, which sees no birth date,
+// income band or gender, could overwrite or remove them blind. A role
+// changes only fields it sees (plain or masked); the refusal is audited and
+// changes nothing.
+TEST(WeakToken, ARoleChangesOnlyTheFieldsItSees) {
+  TestVault v;
+  const std::string id = v.service->create_subject(
+      v.admin(), {{"fields", {{"email", "bl@example.com"}, {"given_name", "Bo"}, {"birth_date", "1980-02-03"}}}})["id"];
+  const service::Caller desk = v.caller("service", "customer_service");
+  for (const Json& body : {Json{{"fields", {{"birth_date", "1999-01-01"}}}}, Json{{"fields", {{"birth_date", nullptr}}}},
+                           Json{{"fields", {{"given_name", "Bob"}, {"income_band", "low"}}}}})
+    EXPECT_EQ(code_of([&] { v.service->patch_subject(desk, id, body); }), ErrorCode::forbidden_role) << body.dump();
+  const Json now = v.service->get_subject(v.admin("customer_service"), id);
+  EXPECT_EQ(now["fields"]["birth_date"], "1980-02-03");
+  EXPECT_EQ(now["fields"]["given_name"], "Bo");
+  // What it sees, plain or masked, it may correct.
+  v.service->patch_subject(desk, id, {{"fields", {{"given_name", "Bob"}, {"email", "bob@example.com"}}}});
+  EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), id)["fields"]["email"], "bob@example.com");
+}
+
 TEST(WeakToken, APrivacyLinkFromMarketingCannotUndoADoNotSell) {
   TestVault v;
   const std::string id = subject(v, "dns@example.com");
