@@ -161,6 +161,14 @@ const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "pu
 
 [[noreturn]] void bad_body(const std::string& why) { throw Error(ErrorCode::invalid_argument, why); }
 
+void refuse_vault_proof_keys(const Json& proof, const char* field) {
+  for (const char* key : {"capture", "captured_by_role", "link_id", "signal", "request", "import_id", "import_line",
+                          "dsr_request"})
+    if (proof.contains(key))
+      throw Error(ErrorCode::invalid_field, std::string("field '") + field + "." + key +
+                                                "': written by the vault itself, never given by a caller");
+}
+
 void only_keys(const Json& body, std::initializer_list<const char*> allowed) {
   if (!body.is_object()) bad_body("request body must be a JSON object");
   for (const auto& [key, value] : body.items()) {

@@ -75,6 +75,7 @@ Json Service::record_consent(const Caller& caller, std::string_view id_text, con
                 "field 'source': 'privacy_page' is recorded only by the privacy page, in the data subject's session");
   Json proof = body.contains("proof") ? body["proof"] : Json::object();
   if (!proof.is_object()) throw Error(ErrorCode::invalid_field, "field 'proof': expected an object");
+  refuse_vault_proof_keys(proof, "proof");
   if (proof.dump().size() > 4096) throw Error(ErrorCode::invalid_field, "field 'proof': larger than 4 KiB");
   Json out = {{"subject_id", records::to_hex(id)}, {"events", Json::array()}};
   const auto now = impl_->audit->now_us();

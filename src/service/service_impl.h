@@ -288,6 +288,12 @@ struct FieldChanges {
 FieldChanges parse_fields(const Json& body, const records::Schema& schema, bool allow_null);
 [[noreturn]] void bad_body(const std::string& why);
 void only_keys(const Json& body, std::initializer_list<const char*> allowed);
+// A caller's consent evidence (`proof`, an import's `evidence`) may not carry
+// the keys the vault itself writes there (capture, captured_by_role, link_id,
+// signal, request, import_id, import_line, dsr_request): evidence that says
+// "captured on the privacy page" or "the subject's GPC signal" is the vault's
+// word, never a caller's. Throws Error(invalid_field) naming the key.
+void refuse_vault_proof_keys(const Json& proof, const char* field);
 std::string required_string(const Json& body, const char* key, std::size_t max_len);
 std::int64_t parse_time_or_now(const Json& body, const char* key, std::int64_t now);
 // The bodies of POST /v1/subjects/{id}/touchpoints and /orders (also one

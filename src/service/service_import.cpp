@@ -118,6 +118,7 @@ consent::EventInput parse_import_consent(const Json& c, std::int64_t now) {
   const char* key = c.contains("proof") ? "proof" : "evidence";
   Json evidence = c.contains(key) ? c[key] : Json::object();
   if (!evidence.is_object()) throw Error(ErrorCode::invalid_field, "field 'evidence': expected an object");
+  refuse_vault_proof_keys(evidence, key);
   in.proof = evidence.dump();
   if (in.proof.size() > 4096) throw Error(ErrorCode::invalid_field, "field 'evidence': larger than 4 KiB");
   return in;

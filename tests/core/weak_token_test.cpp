@@ -121,6 +121,33 @@ TEST(WeakToken, ARoleChangesOnlyTheFieldsItSees) {
   EXPECT_EQ(v.service->get_subject(v.admin("customer_service"), id)["fields"]["email"], "bob@example.com");
 }
 
+// A hostile review (2026-12-03): a service token recorded an objection with
+// proof {capture: privacy_page, link_id: ...}, evidence that reads as the
+// subject's own act on the privacy page. The keys the vault writes into the
+// evidence are refused from a caller, on the API and in an import.
+TEST(WeakToken, ConsentEvidenceCannotCarryTheVaultsOwnKeys) {
+  TestVault v;
+  const std::string id = subject(v, "ev@example.com");
+  const service::Caller desk = v.caller("service", "customer_service");
+  for (const char* key : {"capture", "link_id", "signal", "captured_by_role"}) {
+    const Json objection = {{"event", "objection"}, {"source", "web_form"}, {"proof", {{key, "privacy_page"}}}};
+    EXPECT_EQ(code_of([&] { v.service->record_consent(desk, id, objection, false); }), ErrorCode::invalid_field) << key;
+    Json withdrawal = page_event("email_marketing", "withdrawn");
+    withdrawal["source"] = "web_form";
+    withdrawal["proof"] = {{key, "x"}};
+    EXPECT_EQ(code_of([&] { v.service->record_consent(desk, id, withdrawal, false); }), ErrorCode::invalid_field) << key;
+  }
+  EXPECT_TRUE(v.service->get_consents(v.admin(), id)["history"].empty());
+  const Json report = import_text(
+      v, v.admin(),
+      R"({"fields":{"email":"ev2@example.com"},"consents":[{"purpose":"email_marketing","channel":"email","event":"withdrawn","at":"2026-01-01T00:00:00Z","evidence":{"link_id":"forged"}}]})"
+      "\n");
+  EXPECT_NE(report.dump().find("written by the vault itself"), std::string::npos) << report.dump();
+  // Evidence of the caller's own is kept.
+  const Json fine = {{"event", "objection"}, {"source", "web_form"}, {"proof", {{"ticket", "T-1"}}}};
+  v.service->record_consent(desk, id, fine, false);
+}
+
 TEST(WeakToken, APrivacyLinkFromMarketingCannotUndoADoNotSell) {
   TestVault v;
   const std::string id = subject(v, "dns@example.com");
