@@ -2,7 +2,9 @@
 // check_request_bytes. The connection itself: connection_session.h.
 #include <cctype>
 #include <future>
+#include <unordered_map>
 
+#include "client_address.h"
 #include "connection_session.h"
 #include "edge_check.h"
 #include "log.h"
@@ -90,6 +92,40 @@ const char* request_framing_error(const Request& req) {
 
 using namespace detail;
 
+// Open connections per client address group, for
+// --max-connections-per-address. Shared by the listener and the slots of
+// its connections, which give theirs back from whatever thread ends them
+// (a connection may outlive the listener).
+//
+// Thread safety: safe for concurrent use.
+class ConnectionsPerAddress : public std::enable_shared_from_this<ConnectionsPerAddress> {
+ public:
+  explicit ConnectionsPerAddress(std::size_t cap) : cap_(cap) {}
+
+  // One more connection from `group`, held until the returned handle goes;
+  // null when `group` has `cap` open already.
+  std::shared_ptr<void> claim(const std::string& group) {
+    util::MutexLock lock(mu_);
+    std::size_t& open = open_[group];
+    if (open >= cap_) return nullptr;
+    ++open;
+    return std::shared_ptr<void>(static_cast<void*>(this),
+                                 [self = shared_from_this(), group](void*) { self->release(group); });
+  }
+
+ private:
+  void release(const std::string& group) {
+    util::MutexLock lock(mu_);
+    const auto it = open_.find(group);
+    if (--it->second == 0) open_.erase(it);
+  }
+
+  const std::size_t cap_;
+  util::Mutex mu_;
+  // Only groups with a connection open: no larger than --max-connections.
+  std::unordered_map<std::string, std::size_t> open_ CUSTOS_GUARDED_BY(mu_);
+};
+
 Listener::Listener(net::io_context& ioc, WorkerPools workers, RequestHandler& handler, EdgeLimits limits,
                    EdgeCounters& counters)
     : ioc_(ioc),
@@ -98,7 +134,10 @@ Listener::Listener(net::io_context& ioc, WorkerPools workers, RequestHandler& ha
       limits_(limits),
       counters_(counters),
       acceptor_(net::make_strand(ioc)),
-      retry_timer_(acceptor_.get_executor()) {}
+      retry_timer_(acceptor_.get_executor()) {
+  if (limits_.max_connections_per_address > 0)
+    per_address_ = std::make_shared<ConnectionsPerAddress>(limits_.max_connections_per_address);
+}
 
 void Listener::open(const tcp::endpoint& endpoint) {
   error_code ec;
@@ -125,15 +164,18 @@ void Listener::stop() {
 
 namespace {
 
-// Above --max-connections a connection costs no more than this: plain HTTP
-// gets a fixed 503 written without waiting (it fits any socket buffer),
-// TLS is closed at once (a handshake would cost what the limit saves).
-void refuse_at_capacity(tcp::socket& socket, bool tls) {
+constexpr const char* kServerFull = "the server is at its connection limit; retry shortly";
+constexpr const char* kAddressFull = "this client address has as many connections open as it may; retry shortly";
+
+// Above --max-connections (or --max-connections-per-address) a connection
+// costs no more than this: plain HTTP gets a fixed 503 written without
+// waiting (it fits any socket buffer), TLS is closed at once (a handshake
+// would cost what the limit saves).
+void refuse_at_capacity(tcp::socket& socket, bool tls, const char* detail) {
   error_code ignored;
   if (!tls) {
     const std::string id = random_request_id();
-    const std::string body =
-        problem_body(503, "unavailable", "the server is at its connection limit; retry shortly", id);
+    const std::string body = problem_body(503, "unavailable", detail, id);
     const std::string response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + std::string(kProblemJson) +
                                  "\r\nRetry-After: 1\r\nX-Request-Id: " + id +
                                  "\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
@@ -171,19 +213,32 @@ void Listener::accept() {
       util::MutexLock lock(self->tls_mu_);
       tls = self->tls_;
     }
-    if (self->counters_.open.load() >= self->limits_.max_connections) {
+    std::shared_ptr<void> address_slot;
+    if (const char* refusal = self->admission_refusal(socket, address_slot)) {
       self->counters_.refused_capacity.fetch_add(1);
       self->handler_.count_refusal(503);
-      refuse_at_capacity(socket, tls != nullptr);
+      refuse_at_capacity(socket, tls != nullptr, refusal);
     } else if (tls) {
       serve_tls(std::move(socket), std::move(tls), self->handler_, self->workers_, self->limits_, self->counters_,
-                self->draining_);
+                self->draining_, std::move(address_slot));
     } else {
       serve_plain(std::move(socket), self->handler_, self->workers_, self->limits_, self->counters_,
-                  self->draining_);
+                  self->draining_, std::move(address_slot));
     }
     self->accept();
   });
+}
+
+// The global cap first: past it, nobody is let in. Then the address's own,
+// so one client cannot take every slot and keep everyone else at 503.
+const char* Listener::admission_refusal(const tcp::socket& socket, std::shared_ptr<void>& address_slot) {
+  if (counters_.open.load() >= limits_.max_connections) return kServerFull;
+  if (!per_address_) return nullptr;
+  error_code ec;
+  const auto remote = socket.remote_endpoint(ec);
+  if (ec) return nullptr;  // gone already: its connection ends at its first read
+  address_slot = per_address_->claim(client_address_group(remote.address().to_string()));
+  return address_slot ? nullptr : kAddressFull;
 }
 
 // check_request_bytes (edge_check.h): one request read from bytes with a

@@ -31,6 +31,9 @@ struct EdgeLimits {
   std::chrono::milliseconds idle_timeout{30'000};    // keep-alive wait, and each write
   std::size_t min_body_rate = 16 * 1024;             // bytes/s a body must at least arrive at
   std::size_t max_connections = 1024;                // above: 503, then close
+  // From one client address (IPv6: one /64, client_address_group); above:
+  // the same 503, then close. 0: no cap.
+  std::size_t max_connections_per_address = 256;
 };
 
 // What the connection layer needs from the server. Implemented by
@@ -62,7 +65,8 @@ class RequestHandler {
 // Counters shared by every connection (for /metrics and drain).
 struct EdgeCounters {
   std::atomic<std::size_t> open{0};                // connections open now
-  std::atomic<std::uint64_t> refused_capacity{0};  // closed with 503 at --max-connections
+  // Closed with 503 at --max-connections or --max-connections-per-address.
+  std::atomic<std::uint64_t> refused_capacity{0};
   std::atomic<std::uint64_t> timed_out{0};         // closed by a header, body, idle or write timeout
   // Requests handed to a worker until their response is written.
   util::Mutex busy_mu;
@@ -79,6 +83,8 @@ struct WorkerPools {
   boost::asio::thread_pool& quick;
   boost::asio::thread_pool& streams;
 };
+
+class ConnectionsPerAddress;  // connection.cpp
 
 // Accepts connections on `endpoint` and serves them until stop().
 class Listener : public std::enable_shared_from_this<Listener> {
@@ -97,6 +103,9 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
  private:
   void accept();
+  // Null when `socket` may be served (then `address_slot` holds its share
+  // of its address's cap, if there is one); else why it is refused.
+  const char* admission_refusal(const boost::asio::ip::tcp::socket& socket, std::shared_ptr<void>& address_slot);
 
   boost::asio::io_context& ioc_;
   WorkerPools workers_;
@@ -108,6 +117,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   util::Mutex tls_mu_;
   std::shared_ptr<boost::asio::ssl::context> tls_ CUSTOS_GUARDED_BY(tls_mu_);
   std::shared_ptr<std::atomic<bool>> draining_ = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<ConnectionsPerAddress> per_address_;  // null: no per-address cap
 };
 
 }  // namespace custos::http

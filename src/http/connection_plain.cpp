@@ -5,9 +5,10 @@
 namespace custos::http::detail {
 
 void serve_plain(tcp::socket socket, RequestHandler& handler, WorkerPools workers, const EdgeLimits& limits,
-                 EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining) {
+                 EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining,
+                 std::shared_ptr<void> address_slot) {
   std::make_shared<Connection<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)), handler, workers, limits,
-                                                  counters, std::move(draining), nullptr)
+                                                  counters, std::move(draining), nullptr, std::move(address_slot))
       ->start();
 }
 

@@ -5,7 +5,8 @@
 //             check RFC 9112 framing, refuse over-long bodies (413) unread;
 //   body    — read the body under a deadline from --min-body-rate;
 //   handle  — on a worker thread: RequestHandler::handle;
-//   send    — write the response (idle timeout), then await again or close.
+//   send    — write the response (idle timeout; a reply to HEAD without its
+//             body), then await again or close.
 // A refusal at the edge (400, 413, 431, 503) is answered with
 // problem+json and the connection is closed, because the rest of the
 // byte stream cannot be trusted to frame the next request.
@@ -86,12 +87,14 @@ bool answers_malformed(const error_code& ec);
 const char* request_framing_error(const Request& req);
 
 // Serve one accepted connection until it closes (connection_plain.cpp,
-// connection_tls.cpp).
+// connection_tls.cpp). `address_slot` (its client address's share of
+// --max-connections-per-address, or null) is held until then.
 void serve_plain(tcp::socket socket, RequestHandler& handler, WorkerPools workers, const EdgeLimits& limits,
-                 EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining);
+                 EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining,
+                 std::shared_ptr<void> address_slot);
 void serve_tls(tcp::socket socket, std::shared_ptr<net::ssl::context> tls, RequestHandler& handler,
                WorkerPools workers, const EdgeLimits& limits, EdgeCounters& counters,
-               std::shared_ptr<std::atomic<bool>> draining);
+               std::shared_ptr<std::atomic<bool>> draining, std::shared_ptr<void> address_slot);
 
 template <class Stream>
 class Connection : public std::enable_shared_from_this<Connection<Stream>>,
@@ -102,7 +105,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
  public:
   Connection(Stream&& stream, RequestHandler& handler, WorkerPools workers, const EdgeLimits& limits,
              EdgeCounters& counters, std::shared_ptr<std::atomic<bool>> draining,
-             std::shared_ptr<net::ssl::context> tls)
+             std::shared_ptr<net::ssl::context> tls, std::shared_ptr<void> address_slot)
       : stream_(std::move(stream)),
         handler_(handler),
         workers_(workers),
@@ -110,6 +113,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
         counters_(counters),
         draining_(std::move(draining)),
         tls_(std::move(tls)),
+        address_slot_(std::move(address_slot)),
         // Bounded: unconsumed bytes (a header, a chunk line, trailers) may
         // not grow past this; Beast then fails the read (400).
         buffer_(limits.max_header_bytes + kReadSlack) {
@@ -141,6 +145,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
   // ResponseStream: called from the worker thread running a streaming handler.
   void begin(int status, const std::string& content_type, HeaderList headers) override {
+    if (recheck_due()) run_recheck();  // throws before anything is sent
     auto head = std::make_shared<bhttp::response<bhttp::empty_body>>(static_cast<bhttp::status>(status),
                                                                      request_.version());
     decorate(*head, request_id_);
@@ -160,15 +165,21 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   bool write(std::string data) override {
+    if (recheck_due() && !passes_recheck()) return cut_after_recheck();
     util::MutexLock lock(stream_mu_);
     const auto deadline = std::chrono::steady_clock::now() + limits_.idle_timeout;
     bool give_up = false;
     // Back-pressure: wait while too much is unsent. Woken by the strand as
-    // bytes go out; checks the drain flag every 100 ms, so a slow reader
-    // cannot hold a shutdown.
+    // bytes go out; checks the drain flag (and a due recheck) every 100 ms,
+    // so a slow reader can hold neither a shutdown nor a revoked stream.
     while (!stream_failed_ && !give_up && stream_pending_.size() > kMaxBufferedStream) {
       const auto now = std::chrono::steady_clock::now();
       give_up = now >= deadline || draining_->load();
+      if (!give_up && recheck_due()) {
+        lock.unlock();  // the check reads the store: not under the strand's lock
+        if (!passes_recheck()) return cut_after_recheck();
+        lock.lock();
+      }
       if (!give_up) stream_cv_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(100)));
     }
     if (stream_failed_ || give_up || draining_->load()) {
@@ -185,6 +196,12 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   void abort() override { fail_from_worker(); }
+
+  void recheck(std::function<void()> check, std::chrono::milliseconds every) override {
+    recheck_ = std::move(check);
+    recheck_every_ = every;
+    rechecked_at_ = std::chrono::steady_clock::now();
+  }
 
   // RequestBodyStream: called from the worker thread running a handler of a
   // streamed-body route. Each call that finds nothing buffered asks the
@@ -260,6 +277,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     parser_->on_chunk_header(chunk_limit_);
     chunked_total_ = 0;
     request_id_.clear();
+    head_request_ = false;
     tcp_layer().expires_after(limits_.header_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
@@ -271,6 +289,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
                     "request line and headers exceed " + std::to_string(limits_.max_header_bytes) + " bytes", {});
     if (ec) return refuse_malformed(ec);
     const Request& req = parser_->get();
+    head_request_ = req.method() == bhttp::verb::head;
     if (const char* why = request_framing_error(req)) return refuse(400, "invalid_argument", why, {});
     header_fields_ = static_cast<std::size_t>(std::distance(req.begin(), req.end()));
     // A streamed-body route (import) has its own, larger limit; its body is
@@ -415,6 +434,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     // the next request is read only after send() or finish_stream().
     net::post(long_running_ ? workers_.streams : workers_.quick, [self = this->shared_from_this(), body] {
       Result result = self->handler_.handle(self->request_, self->request_id_, *self, body);
+      self->recheck_ = nullptr;  // it may refer to the request, which the next one replaces
       if (!result.streamed && self->stream_begun()) {
         // A handler that began a stream and then returned a whole body: the
         // stream is what the client has; end it.
@@ -463,10 +483,14 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
 
   // Writes a whole response; then closes or reads the next request.
   // `hold` (e.g. the principal's in-flight slot) lasts until it is written.
+  // The answer to a HEAD request keeps its status and headers, Content-Length
+  // included, and loses its body (RFC 9110 §9.3.2): a client reads no content
+  // after it, so body bytes would be taken for the start of the next response.
   void write_response(std::shared_ptr<bhttp::response<bhttp::string_body>> res, bool close,
                       std::shared_ptr<void> hold) {
     res->keep_alive(!close);
     res->prepare_payload();
+    if (head_request_) res->body().clear();  // after prepare_payload: the length stays stated
     tcp_layer().expires_after(limits_.idle_timeout);
     auto& message = *res;
     bhttp::async_write(stream_, message, [self = this->shared_from_this(), res = std::move(res), close,
@@ -554,6 +578,34 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     return stream_begun_;
   }
 
+  // The handler's recheck (ResponseStream::recheck), on its thread.
+  bool recheck_due() const {
+    return recheck_ && std::chrono::steady_clock::now() - rechecked_at_ >= recheck_every_;
+  }
+  void run_recheck() {
+    rechecked_at_ = std::chrono::steady_clock::now();
+    recheck_();
+  }
+  // False when the check throws, whatever it throws: a stream that cannot
+  // be confirmed is cut, as one that is refused.
+  bool passes_recheck() noexcept {
+    try {
+      run_recheck();
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+  // A stream that failed its recheck ends now, and what the socket still
+  // holds for the client (up to megabytes a slow reader has not taken) is
+  // dropped with a reset rather than delivered after the stream's end: it
+  // is meant for a caller who may no longer read it. Returns write()'s false.
+  bool cut_after_recheck() {
+    discard_unsent_ = true;
+    fail_from_worker();
+    return false;
+  }
+
   // From a worker: the client is gone, too slow, or we are draining. The
   // strand closes the socket, so a write in flight ends at once.
   void fail_from_worker() {
@@ -604,7 +656,11 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   void abort(error_code ec) {
     if (is_timeout(ec)) counters_.timed_out.fetch_add(1);
     error_code ignored;
-    tcp_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    if (discard_unsent_) {
+      tcp_layer().socket().set_option(net::socket_base::linger(true, 0), ignored);  // close() resets
+    } else {
+      tcp_layer().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    }
     tcp_layer().close();
   }
 
@@ -651,6 +707,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   EdgeCounters& counters_;   // outlives the io context
   const std::shared_ptr<std::atomic<bool>> draining_;
   const std::shared_ptr<net::ssl::context> tls_;  // kept alive for stream_
+  const std::shared_ptr<void> address_slot_;       // --max-connections-per-address: released with the connection
   std::string peer_;  // the client's address, set once at accept
 
   beast::flat_buffer buffer_;
@@ -672,6 +729,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   std::function<void(std::uint64_t, beast::string_view, error_code&)> chunk_limit_;
   std::uint64_t chunked_total_ = 0;
   std::size_t header_fields_ = 0;  // fields when the header was read (trailers add more)
+  bool head_request_ = false;      // strand only: the current request is HEAD (its answer has no body)
   Request request_;  // the request being handled; read by the worker, then only here
   std::string request_id_;
   bool busy_ CUSTOS_GUARDED_BY(counters_.busy_mu) = false;
@@ -692,6 +750,14 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   bool stream_close_ = false;    // strand only
   bool stream_io_done_ = false;       // strand only: last chunk written, or the stream failed
   bool stream_handler_done_ = false;  // strand only: the handler has returned
+  // ResponseStream::recheck: the handler's thread only (set by the handler,
+  // cleared when it returns, before the strand reads the next request).
+  std::function<void()> recheck_;
+  std::chrono::milliseconds recheck_every_{0};
+  std::chrono::steady_clock::time_point rechecked_at_{};
+  // Set by a failed recheck (cut_after_recheck) before the strand closes:
+  // the close drops the unsent bytes.
+  std::atomic<bool> discard_unsent_{false};
 };
 
 }  // namespace custos::http::detail

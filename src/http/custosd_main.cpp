@@ -222,6 +222,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections", options.max_connections,
                  "open client connections (default 1024); above: 503 and close")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+  long max_per_address = -1;  // default: a quarter of --max-connections
+  app.add_option("--max-connections-per-address", max_per_address,
+                 "open connections from one client address, IPv6 counted per /64 (default: a quarter of"
+                 " --max-connections, 256; 0 no cap; behind a reverse proxy all come from the proxy); above: 503"
+                 " and close")
+      ->check(CLI::Range(0L, 1L << 20));
   // Per-principal quotas.
   app.add_option("--principal-max-inflight", options.principal_max_inflight,
                  "concurrent requests per principal (default 64; 0 unlimited); above: 429")
@@ -305,6 +311,8 @@ int main(int argc, char** argv) {
   options.tls_key = tls_key;
   options.header_timeout = std::chrono::milliseconds(header_timeout_ms);
   options.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+  options.max_connections_per_address = max_per_address >= 0 ? static_cast<std::size_t>(max_per_address)
+                                                            : std::max<std::size_t>(1, options.max_connections / 4);
   options.principal_burst = burst > 0 ? burst : std::max(1.0, 2 * options.principal_rate);
   options.privacy_burst = privacy_burst > 0 ? privacy_burst : std::max(1.0, 3 * options.privacy_rate);
 
@@ -359,6 +367,7 @@ int main(int argc, char** argv) {
                            {"max_import_bytes", options.max_import_bytes},
                            {"max_header_bytes", options.max_header_bytes},
                            {"max_connections", options.max_connections},
+                           {"max_connections_per_address", options.max_connections_per_address},
                            {"io_threads", options.io_threads},
                            {"worker_threads", options.worker_threads},
                            {"max_streams", options.max_streams},

@@ -22,20 +22,51 @@ std::shared_ptr<void> PrincipalQuotas::release_later(State* state, int State::*c
   });
 }
 
-PrincipalQuotas::State& PrincipalQuotas::state_for(const std::string& key) {
-  if (limits_.max_keys > 0 && states_.size() >= limits_.max_keys) {
-    const auto it = states_.find(key);
-    if (it != states_.end()) return it->second;
-    return states_[std::string("\0overflow", 9)];  // no real key holds a NUL
+PrincipalQuotas::PrincipalQuotas(QuotaLimits limits, Clock clock)
+    : limits_(std::move(limits)),
+      clock_(std::move(clock)),
+      refill_time_(limits_.rate > 0 ? std::max(1.0, limits_.burst) / limits_.rate : 0.0) {}
+
+// Three steps from the least recently used end per call: up to three
+// expired entries go for each new one, so the table shrinks faster than it
+// grows once a flood stops. An entry with something in flight is passed
+// over (moved to the back: it is in use).
+void PrincipalQuotas::drop_expired(Time now) {
+  for (int step = 0; step < 3 && !recency_.empty(); ++step) {
+    const auto it = states_.find(*recency_.front());
+    const State& s = it->second;
+    if (s.inflight > 0 || s.streams > 0) {
+      recency_.splice(recency_.end(), recency_, recency_.begin());
+      continue;
+    }
+    if (now - s.used < refill_time_) return;
+    recency_.pop_front();
+    states_.erase(it);
   }
-  return states_[key];
+}
+
+PrincipalQuotas::State& PrincipalQuotas::state_for(const std::string& key, Time now) {
+  drop_expired(now);
+  auto it = states_.find(key);
+  if (it == states_.end()) {
+    static const std::string kOverflow("\0overflow", 9);  // no real key holds a NUL
+    const bool full = limits_.max_keys > 0 && states_.size() >= limits_.max_keys;
+    it = full ? states_.find(kOverflow) : states_.end();
+    if (it == states_.end()) {
+      it = states_.try_emplace(full ? kOverflow : key).first;
+      it->second.recent = recency_.insert(recency_.end(), &it->first);
+    }
+  }
+  recency_.splice(recency_.end(), recency_, it->second.recent);
+  it->second.used = now;
+  return it->second;
 }
 
 std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
   util::MutexLock lock(mu_);
-  State& s = state_for(principal);
+  const auto now = clock_();
+  State& s = state_for(principal, now);
   if (limits_.rate > 0) {
-    const auto now = std::chrono::steady_clock::now();
     if (s.fresh) {
       s.tokens = std::max(1.0, limits_.burst);
       s.fresh = false;
@@ -57,7 +88,7 @@ std::shared_ptr<void> PrincipalQuotas::admit(const std::string& principal) {
 
 std::shared_ptr<void> PrincipalQuotas::admit_stream(const std::string& principal) {
   util::MutexLock lock(mu_);
-  State& s = state_for(principal);
+  State& s = state_for(principal, clock_());
   if (limits_.max_streams > 0 && s.streams >= limits_.max_streams)
     too_many("more than " + std::to_string(limits_.max_streams) + " campaign streams at once for this principal", 1);
   ++s.streams;

@@ -6,6 +6,7 @@
 
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -53,6 +54,16 @@ class ResponseStream {
   // The client's IP address as the socket sees it (a proxy's, behind one):
   // what unauthenticated routes are rate-limited by.
   virtual const std::string& peer_address() const = 0;
+  // For the rest of the current request, asks `check` at most once per
+  // `every` whether the response may go on; `check` throws when it may not
+  // (server.cpp: the caller's token was revoked while it streams). Asked on
+  // the handler's thread, in begin() and in write(), also while write()
+  // waits on a slow client, so a stream held by back-pressure is stopped
+  // too. In begin() its exception leaves begin(): nothing was sent, and the
+  // handler answers it as any error before the first byte. In write() the
+  // stream is cut short as by abort(), except that the connection is reset
+  // and what it had not yet delivered is dropped; write() returns false.
+  virtual void recheck(std::function<void()> check, std::chrono::milliseconds every) = 0;
 };
 
 // A request body a handler pulls on its worker thread while the

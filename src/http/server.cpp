@@ -9,6 +9,7 @@
 #include "server.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <typeinfo>
 
+#include "client_address.h"
 #include "connection.h"
 #include "edge_check.h"
 #include "custos/error.h"
@@ -98,6 +100,41 @@ Result problem(int status, const std::string& code, const std::string& detail, c
   return r;
 }
 
+// How often a streaming request re-checks its caller's token while it
+// streams a response (the body of an import is checked per block instead).
+constexpr std::chrono::milliseconds kTokenRecheck{1000};
+
+// A streamed request body (POST /v1/import) that hands each block to the
+// handler only once `check` has passed after it arrived: a token revoked at
+// any moment stops every byte that arrives later, and nothing sent after
+// the revocation is imported. A block refused is wiped and read() throws
+// what `check` threw; the import ends (Service::import_ndjson commits the
+// lines it had read before), and the connection closes after the answer
+// if the rest of the body is still unread.
+// One check per block of up to 64 KiB (a token lookup): cheaper than the
+// store work each block's lines cost, and unlike a timed check it leaves
+// no window in which lines sent after the revocation get in.
+class RecheckedBody final : public RequestBodyStream {
+ public:
+  RecheckedBody(RequestBodyStream& body, std::function<void()> check) : body_(body), check_(std::move(check)) {}
+
+  std::size_t read(char* buffer, std::size_t capacity) override {
+    const std::size_t n = body_.read(buffer, capacity);
+    if (n == 0) return n;
+    try {
+      check_();
+    } catch (...) {
+      sodium_memzero(buffer, n);
+      throw;
+    }
+    return n;
+  }
+
+ private:
+  RequestBodyStream& body_;
+  const std::function<void()> check_;
+};
+
 }  // namespace
 
 // For the fuzzers (edge_check.h): the same parse, without a server.
@@ -170,8 +207,28 @@ struct HttpServer::Impl final : RequestHandler {
     }
   }
   std::shared_ptr<void> claim_stream(const std::string& principal);
+  std::function<void()> token_recheck(std::string_view token, const std::string& request_id,
+                                      const std::string& principal, const std::string& route);
   std::string metrics_text();
 };
+
+// Authenticates `token` again (as dispatch did at the start of the request)
+// and throws Error(unauthenticated) once it no longer authenticates: it was
+// revoked while the request ran. Other errors (the store away) pass through.
+// The token is a view into the request, which outlives its handler and so
+// every call of the check (ResponseStream::recheck drops it on return).
+std::function<void()> HttpServer::Impl::token_recheck(std::string_view token, const std::string& request_id,
+                                                      const std::string& principal, const std::string& route) {
+  return [this, token, request_id, principal, route] {
+    try {
+      (void)svc.authenticate(token);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::unauthenticated) throw;
+      log::warn("token_revoked_mid_request", {{"request_id", request_id}, {"principal", principal}, {"route", route}});
+      throw Error(ErrorCode::unauthenticated, "the bearer token was revoked while the request ran");
+    }
+  };
+}
 
 std::shared_ptr<void> HttpServer::Impl::claim_stream(const std::string& principal) {
   auto mine = quotas.admit_stream(principal);
@@ -203,6 +260,7 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
   ctx.caller.request_id = request_id;
   ctx.metrics_text = [this] { return metrics_text(); };
   std::shared_ptr<void> admitted;  // the principal's in-flight slot, until the reply
+  std::optional<RecheckedBody> rechecked_body;  // a streamed body, read by the handler below
   if (m.route->auth) {
     const auto n = req.count(bhttp::field::authorization);
     if (n > 1) throw Error(ErrorCode::invalid_argument, "more than one Authorization header");
@@ -214,11 +272,19 @@ Result HttpServer::Impl::dispatch(const Request& req, const std::string& request
     ctx.caller.principal = svc.authenticate(token);
     principal = ctx.caller.principal.name;
     admitted = quotas.admit(principal);
+    if (m.route->streams) {
+      // A stream may run for minutes: the token is checked again while it
+      // runs, so revoking it stops the stream, not only the next request.
+      auto check = token_recheck(token, request_id, principal, route_label);
+      stream.recheck(check, kTokenRecheck);
+      if (body != nullptr) body = &rechecked_body.emplace(*body, std::move(check));
+    }
   } else if (m.route->path.rfind("/v1/privacy/", 0) == 0) {
     // A data subject's page: no principal yet (its credential is checked by
     // the handler), so the caller's address is what is limited — before any
-    // hashing or store read, so a flood of guessed links stays cheap.
-    admitted = privacy_quotas.admit(stream.peer_address());
+    // hashing or store read, so a flood of guessed links stays cheap. An
+    // IPv6 client is counted by its /64, all of which one host may use.
+    admitted = privacy_quotas.admit(client_address_group(stream.peer_address()));
   }
   if (req.count("Custos-Purpose") > 1) throw Error(ErrorCode::invalid_argument, "more than one Custos-Purpose header");
   ctx.caller.purpose = std::string(trim(sv(req["Custos-Purpose"])));
@@ -331,7 +397,8 @@ std::string HttpServer::Impl::metrics_text() {
   }
   gauge("custos_http_requests_in_flight", "Requests being handled or answered.", "gauge", busy);
   gauge("custos_http_connections_open", "Client connections open now.", "gauge", counters.open.load());
-  gauge("custos_http_connections_refused_total", "Connections refused with 503 at --max-connections.", "counter",
+  gauge("custos_http_connections_refused_total",
+        "Connections refused with 503 at --max-connections or --max-connections-per-address.", "counter",
         counters.refused_capacity.load());
   gauge("custos_http_connections_timed_out_total",
         "Connections closed by a header, body, idle or write timeout.", "counter", counters.timed_out.load());
@@ -440,6 +507,7 @@ void HttpServer::open() {
   limits.idle_timeout = o.idle_timeout;
   limits.min_body_rate = o.min_body_rate;
   limits.max_connections = o.max_connections;
+  limits.max_connections_per_address = o.max_connections_per_address;
   m.listener = std::make_shared<Listener>(m.ioc, WorkerPools{m.workers, m.stream_workers}, m, limits, m.counters);
   try {
     m.listener->open(endpoint);

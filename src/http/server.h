@@ -57,6 +57,9 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{30'000};
   std::size_t min_body_rate = 16 * 1024;  // bytes per second
   std::size_t max_connections = 1024;
+  // From one client address (IPv6: one /64); 0: no cap. Behind a reverse
+  // proxy every connection comes from the proxy's address.
+  std::size_t max_connections_per_address = 256;
 
   // Per-principal quotas (0: unlimited).
   int principal_max_inflight = 64;

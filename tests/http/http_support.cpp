@@ -386,23 +386,45 @@ long recv_some(int fd, std::string& into, std::chrono::steady_clock::time_point 
 
 }  // namespace
 
-Fd connect_raw(std::uint16_t port, int rcvbuf) {
-  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.ok()) return {};
-  if (rcvbuf > 0) ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+namespace {
+
+// Connects `fd` to 127.0.0.1:port (bounded by 5 s); false on failure.
+bool connect_loopback_fd(int fd, std::uint16_t port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    if (errno != EINPROGRESS) return {};
-    pollfd p{fd.get(), POLLOUT, 0};
-    if (::poll(&p, 1, 5000) != 1) return {};
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno != EINPROGRESS) return false;
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 5000) != 1) return false;
     int err = 0;
     socklen_t len = sizeof err;
-    ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) return {};
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return false;
   }
+  return true;
+}
+
+}  // namespace
+
+Fd connect_raw(std::uint16_t port, int rcvbuf) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.ok()) return {};
+  if (rcvbuf > 0) ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  if (!connect_loopback_fd(fd.get(), port)) return {};
+  return fd;
+}
+
+Fd connect_raw_from(const std::string& source_ip, std::uint16_t port) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.ok()) return {};
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  from.sin_port = 0;
+  if (::inet_pton(AF_INET, source_ip.c_str(), &from.sin_addr) != 1) return {};
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) return {};
+  if (!connect_loopback_fd(fd.get(), port)) return {};
   return fd;
 }
 
@@ -425,7 +447,10 @@ SendResult send_raw(int fd, std::string_view data, std::chrono::milliseconds bou
   return SendResult::sent;
 }
 
-Resp read_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover) {
+namespace {
+
+// read_response and read_head_response: `to_head` reads no body.
+Resp read_one_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover, bool to_head) {
   std::string data = leftover ? std::move(*leftover) : std::string();
   if (leftover) leftover->clear();
   Resp out;
@@ -451,7 +476,9 @@ Resp read_response(int fd, std::chrono::steady_clock::time_point deadline, std::
   // Body: Content-Length, chunked, or up to EOF.
   const std::string length = out.header("Content-Length");
   const bool chunked = out.header("Transfer-Encoding").find("chunked") != std::string::npos;
-  if (!length.empty()) {
+  if (to_head) {
+    if (leftover) *leftover = rest;
+  } else if (!length.empty()) {
     const std::size_t n = std::stoul(length);
     while (rest.size() < n)
       if (recv_some(fd, rest, deadline) <= 0) return out;
@@ -485,6 +512,16 @@ Resp read_response(int fd, std::chrono::steady_clock::time_point deadline, std::
   if (!out.body.empty() && out.header("Content-Type").find("json") != std::string::npos)
     out.json = Json::parse(out.body, nullptr, false);
   return out;
+}
+
+}  // namespace
+
+Resp read_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover) {
+  return read_one_response(fd, deadline, leftover, false);
+}
+
+Resp read_head_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover) {
+  return read_one_response(fd, deadline, leftover, true);
 }
 
 bool wait_closed(int fd, std::chrono::steady_clock::time_point deadline) {

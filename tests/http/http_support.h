@@ -196,6 +196,9 @@ class Fd {
 // 5 s), or an empty Fd. `rcvbuf` > 0 sets SO_RCVBUF before connecting (a
 // small receive window keeps the server's writes from completing).
 Fd connect_raw(std::uint16_t port, int rcvbuf = 0);
+// The same from a chosen loopback source address (bind() before connect):
+// every 127.x.y.z is this host, so one test can be many clients.
+Fd connect_raw_from(const std::string& source_ip, std::uint16_t port);
 
 enum class SendResult { sent, closed, timeout };
 // Writes all of `data` (poll for POLLOUT, bounded by `bound` without progress).
@@ -207,6 +210,9 @@ SendResult send_raw(int fd, std::string_view data, std::chrono::milliseconds bou
 // complete head arrived in time or the connection closed first. Bytes read
 // past the response stay in `*leftover` when given.
 Resp read_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover = nullptr);
+// The same for the response to a HEAD request: the status line and headers
+// only (RFC 9110 §9.3.2: no content, whatever Content-Length says).
+Resp read_head_response(int fd, std::chrono::steady_clock::time_point deadline, std::string* leftover = nullptr);
 
 // True when the server closed the connection (recv() == 0 or ECONNRESET)
 // before `deadline`; bytes that arrive meanwhile are discarded.
