@@ -66,9 +66,10 @@ void add_event(store::Transaction& tx, const std::string& id, std::int64_t at, c
                const std::string& from, const std::string& to, const std::string& note,
                const std::string& sealed_note = "") {
   const std::int64_t seq = tx.scalar("SELECT coalesce(max(seq), 0) + 1 FROM dsr_events WHERE request_id = ?", {id}).value_or(1);
-  tx.exec("INSERT INTO dsr_events (request_id, seq, at, actor, from_status, to_status, note, sealed_note)"
-          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-          {id, seq, at, actor, from, to, note, sealed_note.empty() ? store::Param() : store::Param(sealed_note)});
+  tx.exec("INSERT INTO dsr_events (request_id, seq, at, actor, from_status, to_status, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
+          {id, seq, at, actor, from, to, note});
+  if (!sealed_note.empty())
+    tx.exec("INSERT INTO dsr_event_notes (request_id, seq, sealed) VALUES (?, ?, ?)", {id, seq, sealed_note});
 }
 
 // A request matching several subjects names them all in `subject_ids`, which
@@ -273,8 +274,9 @@ Request Desk::get(const std::string& id) {
 
 std::vector<TimelineEvent> Desk::timeline(store::Transaction& tx, const std::string& id) {
   std::vector<TimelineEvent> out;
-  tx.exec("SELECT at, actor, from_status, to_status, note, sealed_note FROM dsr_events WHERE request_id = ?"
-          " ORDER BY seq",
+  tx.exec("SELECT e.at, e.actor, e.from_status, e.to_status, e.note, n.sealed FROM dsr_events e"
+          " LEFT JOIN dsr_event_notes n ON n.request_id = e.request_id AND n.seq = e.seq"
+          " WHERE e.request_id = ? ORDER BY e.seq",
           {id}, [&](const Row& r) {
             out.push_back({r.integer(0), std::string(r.text(1)), std::string(r.text(2)), std::string(r.text(3)),
                            std::string(r.text(4)), r.is_null(5) ? std::string() : std::string(r.text(5))});

@@ -40,7 +40,11 @@ store::ModuleMigrations migrations() {
                    // The requester's own words (the privacy page's note),
                    // sealed by the service under the request's subject's key:
                    // an erasure shreds them with the rest of the subject.
-                   "ALTER TABLE dsr_events ADD COLUMN sealed_note TEXT",
+                   // (A table of its own, not a column: SQLite 3.15 cannot
+                   // drop a column, and the legacy-layout tests rebuild old
+                   // layouts by dropping what later steps made.)
+                   "CREATE TABLE dsr_event_notes (request_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                   " sealed TEXT NOT NULL, PRIMARY KEY (request_id, seq))",
                }},
           }};
 }

@@ -310,7 +310,7 @@ TEST_F(HttpTest, AuthorisationMatrixFromShippedRoles) {
       {"batchGet", "records.read",
        [&](auto t, auto p) { return d_->post("/v1/subjects:batchGet", t, {{"ids", {sid}}}, p); }},
       {"patch", "records.write",
-       [&](auto t, auto p) { return d_->post("/v1/subjects/" + sid, t, {{"fields", {{"occupation", "x"}}}}, p, "PATCH"); }},
+       [&](auto t, auto p) { return d_->post("/v1/subjects/" + sid, t, {{"fields", {{"given_name", "x"}}}}, p, "PATCH"); }},
       {"touchpoint", "records.write",
        [&](auto t, auto p) {
          return d_->post("/v1/subjects/" + sid + "/touchpoints", t, {{"channel", "phone"}, {"type", "call"}}, p);
