@@ -44,6 +44,7 @@ Result h_whoami(HandlerContext& c) {
 }
 
 Result h_metrics(HandlerContext& c) {
+  c.svc.authorize_metrics(c.caller);
   Result r;
   r.body = c.metrics_text();
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -1008,6 +1008,13 @@ Json Service::create_token(const Caller& caller, const std::string& name, const 
   return {{"name", name}, {"role", role}, {"token", token}};
 }
 
+void Service::authorize_metrics(const Caller& caller) {
+  const access::Role* role = impl_->current_policy()->role(caller.principal.role);
+  if (role != nullptr && (role->operations.count("admin") || role->operations.count("audit"))) return;
+  impl_->deny(caller, "metrics.read", ErrorCode::forbidden_role,
+              "role '" + caller.principal.role + "' may not read the metrics: they are for the admin and audit operations");
+}
+
 Json Service::revoke_token(const Caller& caller, const std::string& name) {
   impl_->authorize(caller, *impl_->current_policy(), "admin", "token.revoke", false);
   // The links the token minted end with it, and so do their sessions: a

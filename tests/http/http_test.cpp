@@ -80,6 +80,16 @@ TEST_F(HttpTest, HealthzNeedsNoTokenEverythingElseDoes) {
   EXPECT_EQ(d_->get("/v1/audit/checkpoint", admin_).status, 200);
 }
 
+// Two hostile reviews (2026-12-03): any token read /metrics, which shows
+// which routes every role called (a breach opened, DSRs filed, a restricted
+// subject's lookup audited twice). Only roles with admin or audit may.
+TEST_F(HttpTest, MetricsAreForTheAdminAndAuditOperationsOnly) {
+  for (const char* role : {"marketing", "sales", "service", "analyst"})
+    expect_problem(d_->get("/metrics", vault_->token(role, std::string("metrics-") + role)), 403, "forbidden_role");
+  EXPECT_EQ(d_->get("/metrics", vault_->token("auditor", "metrics-auditor")).status, 200);
+  EXPECT_EQ(d_->get("/metrics", admin_).status, 200);
+}
+
 TEST_F(HttpTest, RevokedTokenIsRefusedByTheRunningServer) {
   const std::string sid = create({{"given_name", "Rita"}, {"email", "rita@example.com"}});
   const std::string tok = vault_->token("service", "temp-service");

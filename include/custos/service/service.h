@@ -105,6 +105,11 @@ class Service {
 
   // Throws Error(unauthenticated).
   access::Principal authenticate(std::string_view bearer_token);
+  // The vault-wide counters (/metrics) are for roles with the `admin` or
+  // `audit` operation: they show which routes every role called and how
+  // often, which the audit log shows those roles anyway, and nobody else.
+  // Throws Error(forbidden_role), audited as metrics.read.
+  void authorize_metrics(const Caller& caller);
   // Until the returned object is destroyed (on this thread, before any
   // snapshot made after it), the reads this thread makes through the
   // service share one read transaction of the store: a transport opens one
