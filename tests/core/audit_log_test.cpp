@@ -656,6 +656,30 @@ TEST(AuditJournal, DamageFoundOnRecoveryIsRecordedInTheLog) {
 constexpr char kNotShared[] =
     "the pending table is the audit journal of a shared database (PostgreSQL); SQLCipher's is a local file (AuditJournal.*)";
 
+// A row that is no entry, put into the pending table by something else with
+// write access to the database (first in fold order: `at` 0), until remove().
+class IntruderRow {
+ public:
+  explicit IntruderRow(const TestVault& v)
+      : keyring_(crypto::Keyring::open(v.data_dir() / "keys", std::nullopt)),
+        raw_(testing::open_vault_store(v.data_dir(), *keyring_)) {
+    const std::vector<std::uint8_t> junk = {1, 2, 3};
+    auto tx = raw_->begin(store::TxMode::write);
+    tx->exec("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
+             {"intruder", 1, 0, store::Blob(junk)});
+    tx->commit();
+  }
+  void remove() {
+    auto tx = raw_->begin(store::TxMode::write);
+    tx->exec("DELETE FROM audit_pending WHERE stream = 'intruder'");
+    tx->commit();
+  }
+
+ private:
+  std::unique_ptr<crypto::Keyring> keyring_;
+  std::unique_ptr<store::Store> raw_;
+};
+
 TEST(AuditPendingTable, ReadsCommitToTheDatabaseAndAnotherNodesQueryFoldsThem) {
   if (!testing::vaults_on_postgres()) GTEST_SKIP() << kNotShared;
   TestVault v;
@@ -705,22 +729,10 @@ TEST(AuditPendingTable, ARowThatIsNoEntryStopsTheFoldAndLosesNothing) {
   const std::string id = one_subject_then_close(v);
   auto node = open_journaled(v, 0, 3600 * 1000);
   for (int i = 0; i < 5; ++i) node->get_subject(v.admin("customer_service"), id);
-  const auto keyring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
-  auto raw = testing::open_vault_store(v.data_dir(), *keyring);
-  const std::vector<std::uint8_t> junk = {1, 2, 3};
-  {
-    auto tx = raw->begin(store::TxMode::write);
-    tx->exec("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
-             {"intruder", 1, 0, store::Blob(junk)});
-    tx->commit();
-  }
+  IntruderRow intruder(v);
   EXPECT_EQ(testing::code_of([&] { reads_of(*node, v, id); }), ErrorCode::integrity);
   EXPECT_EQ(node->audit_journal_status().pending, 6u);
-  {
-    auto tx = raw->begin(store::TxMode::write);
-    tx->exec("DELETE FROM audit_pending WHERE stream = 'intruder'");
-    tx->commit();
-  }
+  intruder.remove();
   EXPECT_EQ(reads_of(*node, v, id), 5u);
   EXPECT_TRUE(export_verifies(*node, v));
 }
@@ -740,15 +752,7 @@ TEST(AuditPendingTable, WhileFoldsFailReadsStopAtTheBoundAndNoneIsLost) {
   o.audit_journal_options.fold_interval_ms = 2;
   o.audit_journal_options.max_pending_while_fold_fails = 20;
   auto node = service::Service::open(o);
-  const auto keyring = crypto::Keyring::open(v.data_dir() / "keys", std::nullopt);
-  auto raw = testing::open_vault_store(v.data_dir(), *keyring);
-  const std::vector<std::uint8_t> junk = {1, 2, 3};
-  {
-    auto tx = raw->begin(store::TxMode::write);
-    tx->exec("INSERT INTO audit_pending (stream, counter, at, payload) VALUES (?, ?, ?, ?)",
-             {"intruder", 1, 0, store::Blob(junk)});
-    tx->commit();
-  }
+  IntruderRow intruder(v);
   const auto poll = [&](bool want_error) {  // bounded: 10 s
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (node->audit_journal_status().fold_error.empty() == want_error && std::chrono::steady_clock::now() < deadline)
@@ -768,11 +772,7 @@ TEST(AuditPendingTable, WhileFoldsFailReadsStopAtTheBoundAndNoneIsLost) {
   EXPECT_GE(served, 1u);
   EXPECT_LE(served, 20u);
   EXPECT_EQ(node->audit_journal_status().pending, served + 1);  // and the intruder's row
-  {
-    auto tx = raw->begin(store::TxMode::write);
-    tx->exec("DELETE FROM audit_pending WHERE stream = 'intruder'");
-    tx->commit();
-  }
+  intruder.remove();
   ASSERT_TRUE(poll(false)) << node->audit_journal_status().fold_error;
   node->get_subject(v.admin("customer_service"), id);
   EXPECT_EQ(reads_of(*node, v, id), served + 1);

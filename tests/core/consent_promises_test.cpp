@@ -284,7 +284,8 @@ TEST(ConsentWithdrawal, ABackdatedWithdrawalCannotReopenTheDoorToAStaleGrant) {
   v.service->record_consent(v.admin(), id, stale, false);
   EXPECT_EQ(state_of(v, id, "email_marketing", "email"), "withdrawn");
   EXPECT_FALSE(campaign_ids(v, "email_marketing", "email").count(id));
-  for (const auto& c : v.service->get_consents(v.admin(), id)["current"]) {
+  const Json consents = v.service->get_consents(v.admin(), id);  // not a temporary the loop outlives
+  for (const auto& c : consents["current"]) {
     if (c["purpose"] == "email_marketing") {
       EXPECT_GT(c["since"].get<std::string>(), std::string("2001")) << c.dump();
     }
