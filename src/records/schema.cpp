@@ -68,6 +68,14 @@ Schema Schema::parse(const std::string& yaml_text, const std::string& source) {
       if (!kMasks.count(f.mask)) throw Error(ErrorCode::invalid_argument, where + ": unknown mask '" + f.mask + "'");
       if (n["retention"]) f.retention = n["retention"].as<std::string>();
       if (n["values"]) f.values = n["values"].as<std::vector<std::string>>();
+      if (n["channels"]) {
+        if (!n["channels"].IsSequence())
+          throw Error(ErrorCode::invalid_argument, where + ": 'channels' must be a list of channel names");
+        f.channels = n["channels"].as<std::vector<std::string>>();
+        for (const auto& c : f.channels)
+          if (c.empty() || c.size() > 32 || c.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos)
+            throw Error(ErrorCode::invalid_argument, where + ": a channel is a lower-case name");
+      }
       if (f.type == FieldType::enumeration && f.values.empty())
         throw Error(ErrorCode::invalid_argument, where + ": an enum needs 'values'");
       if (schema.by_name_.count(f.name)) throw Error(ErrorCode::invalid_argument, where + ": defined twice");

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "custos/audit/audit_log.h"
+#include "custos/consent/consent.h"
 #include "custos/crypto/keyring.h"
 #include "custos/crypto/signer.h"
 #include "custos/error.h"
@@ -349,6 +350,10 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
     impl->applied_policy_generation = impl->latest_policy_generation();
   }
   impl->schema = records::Schema::load(impl->policy_dir() / "schema.yaml");
+  for (const auto& f : impl->schema.fields())
+    for (const auto& c : f.channels)
+      if (std::find(consent::kChannels.begin(), consent::kChannels.end(), c) == consent::kChannels.end())
+        throw Error(ErrorCode::invalid_argument, "schema.yaml: field '" + f.name + "': unknown channel '" + c + "'");
   {
     // Nothing shares impl yet; the lock states that these are policy_mu's.
     util::MutexLock lock(impl->policy_mu);
@@ -705,7 +710,10 @@ Json Service::get_subject(const Caller& caller, std::string_view id_text) {
   if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, id))
     impl_->deny(caller, "subject.read", refusal->first, refusal->second, records::to_hex(id));
   const auto spec = impl_->read_spec(*pol, role);
-  return impl_->subject_json(impl_->records->read(impl_->actor(caller), id, spec), spec);
+  // A marketing purpose sees the contact fields of the channels consented to.
+  const auto channels = impl_->consented_channels(*pol, caller.purpose, id);
+  return impl_->subject_json(
+      impl_->records->read(impl_->actor(caller), id, channels ? impl_->for_channels(spec, *channels) : spec), spec);
 }
 
 Json Service::batch_get(const Caller& caller, const Json& body) {
@@ -746,7 +754,7 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
     allowed.push_back(ids[k]);
     allowed_at.push_back(k);
   }
-  const auto read = impl_->records->read_many(impl_->actor(caller), allowed, spec);
+  const auto read = impl_->read_for_purpose(impl_->actor(caller), *pol, caller.purpose, allowed, spec);
   std::vector<std::optional<records::Subject>> subjects(ids.size());
   for (std::size_t j = 0; j < allowed.size(); ++j) subjects[allowed_at[j]] = read[j];
   for (std::size_t k = 0; k < ids.size(); ++k) {
@@ -786,14 +794,22 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
                                                       code_name(ErrorCode::subject_restricted), ""});
       continue;
     }
-    if (impl_->marketing_allowed(*pol, caller.purpose, match)) ids.push_back(match.id);
+    if (!impl_->marketing_allowed(*pol, caller.purpose, match)) continue;
+    // Under a marketing purpose a value of a channel-bound field finds only
+    // subjects whose consent covers one of its channels: a phone number does
+    // not lead marketing to the e-mail address of a subject who consented
+    // to e-mail only.
+    if (const auto channels = impl_->consented_channels(*pol, caller.purpose, match.id);
+        channels && impl_->for_channels({{by.name}, {}}, *channels).fields.empty())
+      continue;
+    ids.push_back(match.id);
   }
   const auto spec = impl_->read_spec(*pol, role);
   Json subjects = Json::array();
   if (!ids.empty()) {
     records::ReadSpec lookup = spec;
     lookup.operation = "subject.lookup";
-    for (const auto& s : impl_->records->read_many(impl_->actor(caller), ids, lookup))
+    for (const auto& s : impl_->read_for_purpose(impl_->actor(caller), *pol, caller.purpose, ids, lookup))
       if (s) subjects.push_back(impl_->subject_json(*s, spec));
   } else {
     // A miss is audited too: someone asked about this field.

@@ -82,7 +82,9 @@ Json Service::campaign_fetch(const Caller& caller, const Json& body,
   records::Records::CampaignQuery q = campaign_query(body, caller.purpose, *pol, *impl_->current_segments());
   if (!body.contains("fields") || !body["fields"].is_array() || body["fields"].empty())
     throw Error(ErrorCode::invalid_field, "field 'fields': a non-empty array of field names is required");
-  const records::ReadSpec visible = impl_->read_spec(*pol, role);
+  // The role's fields, less those bound to other channels than the
+  // campaign's (consent to e-mail is not consent to be phoned).
+  const records::ReadSpec visible = impl_->for_channels(impl_->read_spec(*pol, role), {q.channel});
   records::ReadSpec spec;
   spec.operation = "campaign.fetch";
   Json withheld = Json::array();

@@ -1,5 +1,8 @@
 // The consent half of the façade: the ledger, double opt-in, GPC and
 // do-not-sell, objection, and the consent check of marketing reads.
+#include <algorithm>
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "service_impl.h"
@@ -52,6 +55,50 @@ bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::stri
   for (const auto& channel : purpose->channels)
     if (consent->has_active(meta.id, purpose_name, channel)) return true;
   return false;
+}
+
+std::optional<std::vector<std::string>> Service::Impl::consented_channels(const access::Policy& pol,
+                                                                          const std::string& purpose_name,
+                                                                          const records::SubjectId& id) {
+  const access::Purpose* purpose = pol.purpose(purpose_name);
+  if (purpose == nullptr || !purpose->marketing) return std::nullopt;
+  std::vector<std::string> out;
+  for (const auto& channel : purpose->channels)
+    if (consent->has_active(id, purpose_name, channel)) out.push_back(channel);
+  return out;
+}
+
+records::ReadSpec Service::Impl::for_channels(records::ReadSpec spec, const std::vector<std::string>& channels) const {
+  const auto unreachable = [&](const std::string& name) {
+    const records::FieldSpec* f = schema.find(name);
+    if (f == nullptr || f->channels.empty()) return false;
+    return std::none_of(f->channels.begin(), f->channels.end(), [&](const std::string& c) {
+      return std::find(channels.begin(), channels.end(), c) != channels.end();
+    });
+  };
+  std::erase_if(spec.fields, unreachable);
+  std::erase_if(spec.masked, unreachable);
+  return spec;
+}
+
+std::vector<std::optional<records::Subject>> Service::Impl::read_for_purpose(
+    const audit::Actor& actor, const access::Policy& pol, const std::string& purpose,
+    const std::vector<records::SubjectId>& ids, const records::ReadSpec& spec) {
+  const access::Purpose* p = pol.purpose(purpose);
+  if (p == nullptr || !p->marketing) return records->read_many(actor, ids, spec);
+  // Subjects grouped by the channels their consent covers: a handful of
+  // groups at most (subsets of the purpose's channels).
+  std::map<std::vector<std::string>, std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    groups[consented_channels(pol, purpose, ids[i]).value_or(std::vector<std::string>{})].push_back(i);
+  std::vector<std::optional<records::Subject>> out(ids.size());
+  for (const auto& [channels, at] : groups) {
+    std::vector<records::SubjectId> group;
+    for (const std::size_t i : at) group.push_back(ids[i]);
+    const auto read = records->read_many(actor, group, for_channels(spec, channels));
+    for (std::size_t j = 0; j < at.size(); ++j) out[at[j]] = read[j];
+  }
+  return out;
 }
 
 // Capture is separated from use (roles.yaml capture_consent). A confirmed

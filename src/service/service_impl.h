@@ -174,6 +174,22 @@ struct Service::Impl {
   bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
   // The same, for a subject whose metadata the caller has already read.
   bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::Subject& meta);
+  // Of a marketing purpose's channels, those the subject's active consent to
+  // it covers; nullopt for a purpose that is not marketing.
+  std::optional<std::vector<std::string>> consented_channels(const access::Policy& pol, const std::string& purpose,
+                                                             const records::SubjectId& id);
+  // `spec` without the fields bound to channels (schema.yaml `channels`) of
+  // which none is in `channels`: what a marketing purpose may see of a
+  // subject whose consent covers `channels`.
+  records::ReadSpec for_channels(records::ReadSpec spec, const std::vector<std::string>& channels) const;
+  // Reads `ids` as `spec` allows, and, under a marketing purpose, each
+  // without the channel-bound fields its consent does not cover (one
+  // read_many per set of consented channels, so each audited read names
+  // the fields it disclosed). Results in the order of `ids`.
+  std::vector<std::optional<records::Subject>> read_for_purpose(const audit::Actor& actor, const access::Policy& pol,
+                                                                const std::string& purpose,
+                                                                const std::vector<records::SubjectId>& ids,
+                                                                const records::ReadSpec& spec);
 
   // Fulfils a completed data-subject request; returns its report.
   // `covered`: the matched subjects it acts on; `excluded` (with the

@@ -214,6 +214,70 @@ TEST_F(Clocked, MaskedFieldsAreMaskedOnEveryOutputPath) {
   EXPECT_EQ(lines[0]["fields"]["email"], "mask@example.com");
 }
 
+// A hostile review (2026-12-03): a subject's consent to e-mail handed
+// marketing the phone number and the postal address too (visibility went by
+// role and category only). Under a marketing purpose a field bound to
+// channels (schema.yaml `channels`) is shown only for a channel the subject's
+// consent to that purpose covers, on every output path, and the audit names
+// only what was shown.
+TEST_F(Clocked, MarketingSeesOnlyTheContactFieldsOfTheChannelsConsentedTo) {
+  const std::string id = v.service->create_subject(
+      v.admin(), {{"fields", {{"given_name", "Ada"}, {"email", "chan@example.com"}, {"phone", "+442079460123"},
+                              {"postal_address", "1 Main Street, Leeds"}}}})["id"];
+  v.service->record_consent(v.admin(), id, grant("email_marketing", "email"), false);
+  v.service->record_consent(v.admin(), id, grant("partner_sharing", "post"), false);
+  const auto keys = [](const Json& fields) {
+    std::set<std::string> out;
+    for (const auto& [k, value] : fields.items()) out.insert(k);
+    return out;
+  };
+  const std::set<std::string> by_email{"given_name", "email"};
+  const auto mkt = v.caller("marketing", "email_marketing");
+  EXPECT_EQ(keys(v.service->get_subject(mkt, id)["fields"]), by_email);
+  const Json batch = v.service->batch_get(mkt, {{"ids", {id}}});
+  ASSERT_EQ(batch["results"].size(), 1u) << batch;
+  EXPECT_EQ(keys(batch["results"][0]["subject"]["fields"]), by_email) << batch;
+  const Json found = v.service->find_subjects(mkt, "email", "chan@example.com");
+  ASSERT_EQ(found["subjects"].size(), 1u) << found;
+  EXPECT_EQ(keys(found["subjects"][0]["fields"]), by_email) << found;
+  // Nor does a phone number the caller holds lead to the e-mail address.
+  EXPECT_TRUE(v.service->find_subjects(mkt, "phone", "+442079460123")["subjects"].empty());
+
+  Json summary;
+  std::vector<Json> lines;
+  v.service->campaign_fetch(mkt,
+                            {{"purpose", "email_marketing"}, {"channel", "email"},
+                             {"fields", {"email", "phone", "postal_address"}}},
+                            [&](const std::string& line) {
+                              const Json j = Json::parse(line);
+                              if (j.contains("id")) lines.push_back(j);
+                              else summary = j;
+                              return true;
+                            });
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(keys(lines[0]["fields"]), std::set<std::string>{"email"}) << lines[0];
+  EXPECT_EQ(summary["fields_withheld"], Json::array({"phone", "postal_address"})) << summary;
+
+  // Partner sharing, consented to by post only: the address, not the e-mail.
+  const auto partner = v.caller("marketing", "partner_sharing");
+  EXPECT_EQ(keys(v.service->get_subject(partner, id)["fields"]),
+            (std::set<std::string>{"given_name", "postal_address"}));
+  // Purposes other than marketing are as their role's visibility says.
+  EXPECT_EQ(keys(v.service->get_subject(v.admin("customer_service"), id)["fields"]),
+            (std::set<std::string>{"given_name", "email", "phone", "postal_address"}));
+
+  // The audited reads name what was shown: never the phone under a marketing purpose.
+  const Json entries = v.service->audit_entries(v.caller("auditor", "audit"), {{"subject", id}});
+  int marketing_reads = 0;
+  for (const auto& e : entries["entries"]) {
+    const std::string purpose = e.value("purpose", "");
+    if (purpose != "email_marketing" && purpose != "partner_sharing") continue;
+    ++marketing_reads;
+    for (const auto& f : e["fields"]) EXPECT_NE(f, "phone") << e;
+  }
+  EXPECT_GE(marketing_reads, 4) << entries;
+}
+
 // ------------------------------------------------------------------ restriction
 
 TEST_F(Clocked, CampaignFetchSkipsRestrictedAndObjectingSubjects) {

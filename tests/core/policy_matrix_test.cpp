@@ -9,7 +9,8 @@
 //     visibility per category (a category not listed is none);
 //   - purposes.yaml: marketing, channels, required_for,
 //     allowed_when_restricted (default dsr_fulfilment, legal_claims, audit);
-//   - schema.yaml: the category of each field;
+//   - schema.yaml: the category of each field and the channels it is bound
+//     to (under a marketing purpose shown only for a consented channel);
 //   - README "Who may do what", docs/openapi.yaml and the code list of
 //     include/custos/error.h (subject_restricted: "the subject is restricted
 //     or objected for this purpose").
@@ -76,6 +77,7 @@ struct Rules {
   std::map<std::string, RoleRules> roles;
   std::map<std::string, PurposeRules> purposes;
   std::map<std::string, std::string> field_category;
+  std::map<std::string, std::set<std::string>> field_channels;  // schema.yaml `channels`
 
   static Rules load(const fs::path& dir) {
     Rules r;
@@ -103,8 +105,10 @@ struct Rules {
     if (!any_restricted_flag)  // "If no purpose says true: dsr_fulfilment, legal_claims, audit"
       for (const char* name : {"dsr_fulfilment", "legal_claims", "audit"})
         if (r.purposes.count(name)) r.purposes[name].allowed_when_restricted = true;
-    for (const auto& f : YAML::LoadFile((dir / "schema.yaml").string())["fields"])
+    for (const auto& f : YAML::LoadFile((dir / "schema.yaml").string())["fields"]) {
       r.field_category[f["name"].as<std::string>()] = f["category"].as<std::string>();
+      r.field_channels[f["name"].as<std::string>()] = string_set(f["channels"]);
+    }
     return r;
   }
 
@@ -117,6 +121,15 @@ struct Rules {
     return it != purposes.end() && it->second.allowed_when_restricted;
   }
   std::string first_channel(const std::string& purpose) const { return purposes.at(purpose).channels.at(0); }
+  // Whether a field is shown under `purpose` to a caller whose role sees it:
+  // under a marketing purpose a field bound to channels (schema.yaml) only
+  // for a channel the subject consented to, here the purpose's first (the
+  // only one the world grants).
+  bool reaches(const std::string& purpose, const std::string& field) const {
+    if (!marketing(purpose)) return true;
+    const auto it = field_channels.find(field);
+    return it == field_channels.end() || it->second.empty() || it->second.count(first_channel(purpose)) > 0;
+  }
   // The purposes that list `operation` in required_for; empty: any purpose.
   std::set<std::string> required_for(const std::string& operation) const {
     std::set<std::string> out;
@@ -243,7 +256,8 @@ std::string expected(const Rules& r, const Cell& c) {
     case Op::lookup:
       if (auto e = authorize(r, c, "records.read", true, "subject.lookup")) return *e;
       if (r.visibility(c.role, "email") != "plain") return "forbidden_role";
-      return read_refusal() ? "ok:absent" : "ok:found";
+      // An e-mail address finds a subject for marketing only where its consent covers e-mail.
+      return read_refusal() || !r.reaches(c.purpose, "email") ? "ok:absent" : "ok:found";
     case Op::campaign:
       if (auto e = authorize(r, c, "records.read", true, "campaign.fetch")) return *e;
       if (!marketing) return "invalid_field";
@@ -423,9 +437,10 @@ struct MatrixRun {
 };
 
 // Whether `got` shows every field of `reference` as `role` may see it.
-std::string visibility_problem(const Rules& rules, const std::string& role, const Json& reference, const Json& got) {
+std::string visibility_problem(const Rules& rules, const std::string& role, const std::string& purpose,
+                               const Json& reference, const Json& got) {
   for (const auto& [name, value] : reference.items()) {
-    const std::string v = rules.visibility(role, name);
+    const std::string v = rules.reaches(purpose, name) ? rules.visibility(role, name) : "none";
     const bool has = got.contains(name);
     if (v == "none" && has) return name + " shown, should be withheld";
     if (v == "plain" && (!has || got[name] != value)) return name + " should be plain";
@@ -550,7 +565,7 @@ class Runner {
     const Json reference = w.probe(oracle_, c.consented).reference.subject.value("fields", Json::object());
     const auto shape = [&](const Json& subject) {
       if (subject.value("id", "") != id) return std::string("another subject returned");
-      return visibility_problem(oracle_, c.role, reference, subject.value("fields", Json::object()));
+      return visibility_problem(oracle_, c.role, c.purpose, reference, subject.value("fields", Json::object()));
     };
     const auto admin_view = [&] { return attempt([&] { return s.get_subject(w.vault().admin("legal_claims"), id); }); };
     switch (c.op) {

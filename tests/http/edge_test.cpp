@@ -425,6 +425,12 @@ class HttpEdgeStreams : public HttpEdge {
                         {"event", "granted"},
                         {"source", "import"},
                         {"at", "2026-01-01T00:00:00Z"},
+                        {"evidence", {{"form", "edge-test"}}}},
+                       {{"purpose", "postal_marketing"},
+                        {"channel", "post"},
+                        {"event", "granted"},
+                        {"source", "import"},
+                        {"at", "2026-01-01T00:00:00Z"},
                         {"evidence", {{"form", "edge-test"}}}}}}}
                     .dump() +
                 "\n";
@@ -438,10 +444,11 @@ class HttpEdgeStreams : public HttpEdge {
     subject_ = first.json["subjects"][0]["id"].get<std::string>();
   }
 
+  // A postal campaign: the address is what makes each line ~1.5 KB, and a
+  // campaign is served only the contact fields of its own channel.
+  static constexpr const char* kStreamPurpose = "postal_marketing";
   static std::string fetch_body() {
-    return Json{{"channel", "email"},
-                {"fields", {"email", "given_name", "family_name", "postal_address", "external_id"}}}
-        .dump();
+    return Json{{"channel", "post"}, {"fields", {"given_name", "family_name", "postal_address", "external_id"}}}.dump();
   }
 
   // Starts a campaign fetch as `token` on a raw connection and reads only the
@@ -452,7 +459,7 @@ class HttpEdgeStreams : public HttpEdge {
     const std::string body = fetch_body();
     send_raw(c.get(),
              raw_request("POST", "/v1/campaigns:fetch",
-                         {"Authorization: Bearer " + token, "Custos-Purpose: email_marketing",
+                         {"Authorization: Bearer " + token, std::string("Custos-Purpose: ") + kStreamPurpose,
                           "Content-Type: application/json", "Content-Length: " + std::to_string(body.size())},
                          body),
              2000ms);
@@ -471,7 +478,7 @@ class HttpEdgeStreams : public HttpEdge {
   }
 
   Resp fetch(const std::string& token) {
-    Req r{"POST", "/v1/campaigns:fetch", token, "email_marketing", fetch_body(), {}};
+    Req r{"POST", "/v1/campaigns:fetch", token, kStreamPurpose, fetch_body(), {}};
     return d_->call(r);
   }
 
@@ -1226,7 +1233,7 @@ TEST_F(HttpEdgeStreams, ACampaignStreamIsCutSoonAfterItsTokenIsRevoked) {
   const std::string body = fetch_body();
   ASSERT_EQ(send_raw(c.get(),
                      raw_request("POST", "/v1/campaigns:fetch",
-                                 {"Authorization: Bearer " + mkt, "Custos-Purpose: email_marketing",
+                                 {"Authorization: Bearer " + mkt, std::string("Custos-Purpose: ") + kStreamPurpose,
                                   "Content-Type: application/json", "Content-Length: " + std::to_string(body.size())},
                                  body),
                      2000ms),

@@ -835,12 +835,14 @@ TEST_F(HttpTest, CampaignFetchStreamsOnlyConsentedSubjectsAsNdjson) {
     }
     got.insert(j["id"].get<std::string>());
     EXPECT_TRUE(j["fields"].contains("email"));
-    EXPECT_TRUE(j["fields"].contains("phone"));
+    // Consent to e-mail is not consent to be phoned: the number is withheld.
+    EXPECT_FALSE(j["fields"].contains("phone"));
     EXPECT_FALSE(j["fields"].contains("given_name"));  // only the fields asked for
   }
   EXPECT_EQ(got, (std::set<std::string>{ids[0], ids[4], ids[6]}));
   EXPECT_EQ(summary["done"], true);
   EXPECT_EQ(summary["count"], 3);
+  EXPECT_EQ(summary["fields_withheld"], Json::array({"phone"})) << summary;
   // Each subject served is findable in the audit log by subject id.
   const std::string auditor = vault_->token("auditor", "aud");
   const Resp a = d_->get("/v1/audit/entries?subject=" + ids[4], auditor, "audit");

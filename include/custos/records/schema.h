@@ -24,6 +24,11 @@ struct FieldSpec {
   std::string mask = "redact";
   std::string retention;
   std::vector<std::string> values;  // for enum
+  // The marketing channels this field reaches the subject on (e-mail for
+  // `email`, sms and phone for `phone`, post for `postal_address`). Under a
+  // marketing purpose such a field is shown only for a channel the subject's
+  // consent to that purpose covers; empty: not bound to a channel.
+  std::vector<std::string> channels;
 };
 
 class Schema {
