@@ -30,6 +30,12 @@
 #                      executions, corpus, cov, ft, result) and the script
 #                      prints the campaign's executions so far.
 #                      (libFuzzer -merge=1: only inputs that add coverage)
+#   ASAN_OPTIONS       passed on to the targets. For a long campaign,
+#                      malloc_context_size=2 keeps 2 frames of each allocation's
+#                      stack instead of 30: detection is the same, a report
+#                      names fewer frames (replay its input for the rest), and
+#                      policy_yaml ran ~1.45x faster (ASan's stack depot, which
+#                      grows through a sitting, had taken 11-25 % of its time)
 #   CUSTOS_BUILD_LOCK  lock file held while building (default
 #                      /tmp/custos-build.lock; empty: no lock). Fuzz runs
 #                      never hold it.
