@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "custos/error.h"
+#include "custos/records/schema.h"
 #include "test_support.h"
 
 namespace custos {
@@ -70,6 +71,25 @@ TEST(Records, UpdateReindexesAndRemoves) {
   const Json got = v.service->get_subject(v.admin("customer_service"), id);
   EXPECT_FALSE(got["fields"].contains("postal_address"));
   EXPECT_EQ(got["fields"]["email"], "new@example.org");
+}
+
+// schema.yaml `channels` at its oddest: a map, a name with capitals or a
+// path, an empty name: each refused when the schema loads, naming the field.
+TEST(Records, SchemaChannelsAreALowerCaseNameList) {
+  const auto parse = [](const std::string& channels) {
+    return records::Schema::parse("fields:\n  - {name: email, category: contact, type: email, channels: " + channels + "}\n",
+                                  "schema.yaml");
+  };
+  EXPECT_EQ(parse("[email]").find("email")->channels, std::vector<std::string>{"email"});
+  for (const char* bad : {"{email: 1}", "email", "[EMAIL]", "[../etc]", "['']", "[sms, 'x y']"}) {
+    try {
+      parse(bad);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << bad;
+      EXPECT_NE(std::string(e.what()).find("field 'email'"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Records, SchemaValidationNamesTheFieldNotTheValue) {
