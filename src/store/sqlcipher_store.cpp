@@ -20,9 +20,23 @@ namespace {
   throw Error(ErrorCode::storage, what + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
 }
 
+// SQLite keeps allocation statistics (sqlite3_memory_used and friends,
+// which Custos never reads) under one process-wide mutex taken on every
+// sqlite3_malloc and sqlite3_free: with a connection per worker thread,
+// that mutex was contended on every page-cache refill (about 3 % of a
+// lookup's CPU; docs/performance.md). sqlite3_config must run before
+// SQLite initialises, so this runs once, before the first connection
+// opens; if something initialised SQLite earlier it is refused
+// (SQLITE_MISUSE), which only leaves the statistics on.
+void disable_sqlite_memory_statistics() {
+  static const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)rc;
+}
+
 class Connection {
  public:
   Connection(const fs::path& file, const crypto::SecretKey& key, const SqlcipherOptions& options) : file_(file) {
+    disable_sqlite_memory_statistics();
     if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK) {
       const std::string msg = "cannot open database " + file.string();
