@@ -394,6 +394,45 @@ std::string Ledger::receipt_json(const Event& e, const access::Policy& policy, c
   return receipt.dump();
 }
 
+namespace {
+
+// The vault's own evidence in a proof (see erase_caller_proofs); `text`
+// itself when there is nothing else in it.
+std::string vault_evidence_only(const std::string& text) {
+  const auto proof = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json kept = nlohmann::json::object();
+  if (proof.is_object()) {
+    // Written whole by the vault, with no caller's words in it: a double
+    // opt-in's confirmation (Ledger::confirm), a Global Privacy Control
+    // signal, and what the privacy page records in the subject's session.
+    // Callers cannot write `signal` or `link_id`, nor `capture` at all.
+    const bool vault_only = proof.contains("signal") || proof.contains("link_id") ||
+                            (proof.contains("capture") && proof["capture"] == "double_opt_in");
+    if (vault_only) return text;
+    for (const auto& key : kVaultProofKeys)
+      if (proof.contains(key)) kept[key] = proof[key];
+    if (kept.size() == proof.size()) return text;
+  }
+  kept["caller_details"] = "erased with the subject";
+  return kept.dump();
+}
+
+}  // namespace
+
+std::size_t Ledger::erase_caller_proofs(Transaction& tx, const records::SubjectId& subject) {
+  std::vector<std::pair<std::int64_t, std::string>> proofs;
+  tx.exec("SELECT id, proof FROM consent_events WHERE subject_id = ?", {subject},
+          [&](const Row& r) { proofs.emplace_back(r.integer(0), std::string(r.text(1))); });
+  std::size_t changed = 0;
+  for (const auto& [id, text] : proofs) {
+    const std::string kept = vault_evidence_only(text);
+    if (kept == text) continue;
+    tx.exec("UPDATE consent_events SET proof = ? WHERE id = ?", {kept, id});
+    ++changed;
+  }
+  return changed;
+}
+
 void Ledger::merge_subject(Transaction& tx, const records::SubjectId& from, const records::SubjectId& into) {
   tx.exec("UPDATE consent_events SET subject_id = ? WHERE subject_id = ?", {into, from});
   tx.exec("DELETE FROM consent_state WHERE subject_id = ? OR subject_id = ?", {from, into});

@@ -163,8 +163,7 @@ const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "pu
 [[noreturn]] void bad_body(const std::string& why) { throw Error(ErrorCode::invalid_argument, why); }
 
 void refuse_vault_proof_keys(const Json& proof, const char* field) {
-  for (const char* key : {"capture", "captured_by_role", "link_id", "signal", "request", "import_id", "import_line",
-                          "dsr_request"})
+  for (const auto& key : consent::kVaultProofKeys)
     if (proof.contains(key))
       throw Error(ErrorCode::invalid_field, std::string("field '") + field + "." + key +
                                                 "': written by the vault itself, never given by a caller");
@@ -410,8 +409,11 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
   });
   // A corrected value waiting for a downstream system is sealed under the
   // vault's payload key: it goes with the subject's own key.
+  // So is what a caller wrote into the subject's consent proofs (the
+  // history itself stays, as proof of consent, with the vault's evidence).
   impl->records->set_key_destroyed_hook([p = impl.get()](store::Transaction& tx, const records::SubjectId& id) {
     p->outbox->forget_subject(tx, records::to_hex(id), p->audit->now_us());
+    consent::Ledger::erase_caller_proofs(tx, id);
   });
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }

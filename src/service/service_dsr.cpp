@@ -447,7 +447,8 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
                         {"touchpoint_notes", erased_ids.empty()
                                                  ? (held > 0 ? "kept (legal hold)" : "already crypto-shredded")
                                                  : "crypto-shredded (the subject's key is destroyed)"},
-                        {"consent_history", "kept as proof of consent (pseudonymous; no personal values)"}};
+                        {"consent_history", "kept as proof of consent (pseudonymous): the vault's evidence of each event;"
+                                             " the details callers put in its proof erased"}};
     std::string note;
     if (already > 0) note = std::to_string(already) + " matched subject(s) were already erased";
     if (merged > 0)

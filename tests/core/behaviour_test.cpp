@@ -4,6 +4,7 @@
 // same SQLCipher file only where the promise is about what is stored.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -121,6 +122,66 @@ TEST(ErasureShreds, TheWrappedKeyAndTheFieldBlobLeaveTheRowAndTheFile) {
   const std::string wrapped_bytes(wrapped.begin(), wrapped.end());
   EXPECT_TRUE(testing::files_containing(v.data_dir(), wrapped_bytes).empty());
   EXPECT_TRUE(testing::files_containing(v.data_dir(), "shred@example.com").empty());
+}
+
+// A consent's `proof` is the caller's to fill (a form id, the address the
+// form was sent from, what the subject typed): the erasure report promises
+// that the consent history it keeps holds no personal values, so what a
+// caller put there goes with the subject. The vault's own evidence of how
+// each event was captured stays: it is what the history is kept to prove.
+TEST(ErasureShreds, TheCallersProofDetailsGoWithTheSubjectAndTheVaultsEvidenceStays) {
+  TestVault v;
+  const Json fields = {{"given_name", "Ada"}, {"email", "proofs@example.com"}};
+  const std::string id = v.service->create_subject(v.admin(), {{"fields", fields}})["id"];
+  Json g = grant("email_marketing", "email");
+  g["proof"] = {{"form", "newsletter-footer"}, {"typed_email", "proofcanary@example.com"}, {"ip", "198.51.100.77"}};
+  v.service->record_consent(v.admin(), id, g, false);
+  Json pending = grant("sms_marketing", "sms");
+  pending["double_opt_in"] = true;
+  pending["proof"] = {{"Proofcanary Person said yes on the phone", true}};
+  const std::string token =
+      v.service->record_consent(v.caller("marketing", "sms_marketing"), id, pending, false)["confirmation"]["token"];
+  v.service->confirm_consent(v.admin(), {{"token", token}});
+  Json w = {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "withdrawn"}, {"source", "email_link"},
+            {"proof", {{"reason", "Proofcanary moved house"}, {"request_id", "proofcanary-in-a-vault-key"}}}};
+  v.service->record_consent(v.admin(), id, w, /*gpc=*/true);
+
+  const auto proofs = [&] {
+    auto db = raw_store(v);
+    auto tx = db->begin(store::TxMode::read);
+    std::vector<Json> out;
+    tx->exec("SELECT proof FROM consent_events WHERE subject_id = ? ORDER BY id", {records::parse_subject_id(id)},
+             [&](const store::Row& r) { out.push_back(Json::parse(std::string(r.text(0)))); });
+    return out;
+  };
+  const auto mentions_canary = [](const std::vector<Json>& all) {
+    for (const auto& p : all) {
+      std::string text = p.dump();
+      for (auto& ch : text) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (text.find("proofcanary") != std::string::npos || text.find("198.51.100.77") != std::string::npos)
+        return true;
+    }
+    return false;
+  };
+  const auto before = proofs();
+  ASSERT_GE(before.size(), 5u);  // grant, pending, confirmation, withdrawal, the GPC opt-outs
+  ASSERT_TRUE(mentions_canary(before)) << "the test would prove nothing";
+
+  v.service->erase_subject(v.admin(), id, "test: right to erasure");
+
+  const auto after = proofs();
+  ASSERT_EQ(after.size(), before.size()) << "the consent history itself is kept";
+  EXPECT_FALSE(mentions_canary(after));
+  int captured = 0, confirmations = 0, signals = 0;
+  for (const auto& p : after) {
+    if (p.value("captured_by_role", "") == "admin" && p.value("capture", "") == "capture_consent") ++captured;
+    if (p.value("capture", "") == "double_opt_in" && p.contains("confirms_event")) ++confirmations;
+    if (p.value("signal", "") == "Sec-GPC: 1" && p.contains("received_at") && p.contains("request_id")) ++signals;
+    EXPECT_FALSE(p.contains("form")) << p;
+  }
+  EXPECT_EQ(captured, 1) << "the grant's capture evidence was lost";
+  EXPECT_EQ(confirmations, 1) << "the double opt-in's confirmation evidence was lost";
+  EXPECT_GE(signals, 1) << "the GPC signal's evidence was lost";
 }
 
 // ------------------------------------------------------------------ consent

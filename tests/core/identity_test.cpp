@@ -340,7 +340,7 @@ TEST_F(Merge, MovesFieldsTouchpointsOrdersAndConsentToTheSurvivor) {
   v.service->add_touchpoint(v.admin(), b, {{"channel", "email"}, {"type", "support"}, {"notes", "asked about gears"}});
   v.service->add_order(v.admin(), b, {{"amount_minor", 1250}, {"currency", "GBP"}});
   v.service->record_consent(v.admin(), b, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"},
-                                           {"source", "import"}}, false);
+                                           {"source", "import"}, {"proof", {{"form", "spring-fair"}}}}, false);
   const Json r = merge(officer, a, {b});
   EXPECT_EQ(r["id"], a);
   EXPECT_EQ(r["merged"], Json({b}));
@@ -369,6 +369,9 @@ TEST_F(Merge, MovesFieldsTouchpointsOrdersAndConsentToTheSurvivor) {
   ASSERT_EQ(consents["current"].size(), 1u) << consents;
   EXPECT_EQ(consents["current"][0]["state"], "granted");
   EXPECT_EQ(consents["history"].size(), 1u);
+  // The merged-away subject's key is destroyed, but its consent moved first:
+  // the survivor's proof is not erased with it (Ledger::erase_caller_proofs).
+  EXPECT_EQ(consents["history"][0]["proof"].value("form", ""), "spring-fair") << consents;
   // One entry names both ids, found from either.
   const Json merges = entries(v, {{"subject", b}, {"operation", "subject.merge"}});
   ASSERT_EQ(merges.size(), 1u);

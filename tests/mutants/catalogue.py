@@ -210,6 +210,10 @@ mutant("marketing-sees-every-channel", "access", "src/service/service_consent.cp
        "if (f == nullptr || f->channels.empty()) return false;", "return false;",
        "consent to e-mail shows marketing the phone number and the address too",
        "core_tests:Clocked.MarketingSeesOnly*")
+mutant("erasure-keeps-caller-proofs", "consent", "src/service/service.cpp",
+       "consent::Ledger::erase_caller_proofs(tx, id);", "(void)id;",
+       "an erased subject's consent proofs keep what the caller wrote there (an address, what the subject typed)",
+       "core_tests:ErasureShreds.TheCallersProof*")
 
 def render(root, m, number):
     path = root / m["path"]

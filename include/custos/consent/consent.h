@@ -28,6 +28,14 @@ namespace custos::consent {
 inline const std::vector<std::string> kChannels = {"email", "sms", "phone", "post", "push", "web"};
 inline const std::vector<std::string> kSources = {"web_form", "call_centre", "import", "api", "email_link", "gpc",
                                                   "privacy_page"};
+// The keys of an event's `proof` that only the vault writes: how the event
+// was captured (who captured it, through which privacy-page link, signal,
+// import line or data-subject request). A caller's proof may not use them
+// (the service refuses it with invalid_field), so they are the part of a
+// proof that is evidence rather than the caller's own words, and the part
+// an erasure keeps (Ledger::erase_caller_proofs).
+inline const std::vector<std::string> kVaultProofKeys = {"capture", "captured_by_role", "link_id", "signal",
+                                                         "request", "import_id",         "import_line", "dsr_request"};
 
 struct EventInput {
   std::string purpose;
@@ -97,6 +105,15 @@ class Ledger {
   // hidden by an earlier grant on the other, and a pending double opt-in of
   // either is voided by any later event of the other for that purpose and channel.
   static void merge_subject(store::Transaction& tx, const records::SubjectId& from, const records::SubjectId& into);
+
+  // Erasure (inside the transaction that destroys the subject's key): the
+  // subject's consent history is kept as proof of consent, but each event's
+  // proof keeps only the vault's own evidence — its kVaultProofKeys, or all
+  // of it when the vault wrote it whole (a confirmation, a GPC signal, the
+  // privacy page's). Whatever a caller put there (a form's fields, an
+  // address, what the subject typed) is replaced by
+  // "caller_details": "erased with the subject". Returns the events changed.
+  static std::size_t erase_caller_proofs(store::Transaction& tx, const records::SubjectId& subject);
 
   // Bulk import (service import): validates `in` as record() does and
   // records one confirmed event inside the caller's write transaction,
