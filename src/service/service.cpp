@@ -128,7 +128,8 @@ bool allowed_when_restricted(const access::Policy& pol, const std::string& purpo
 //   no active consent        consent_missing, for marketing purposes
 std::optional<std::pair<ErrorCode, std::string>> Service::Impl::read_refusal(const access::Policy& pol,
                                                                              const std::string& purpose_name,
-                                                                             const records::SubjectId& id) {
+                                                                             const records::SubjectId& id,
+                                                                             Channels* channels) {
   auto& impl = *this;
   records::Subject meta;
   try {
@@ -146,10 +147,12 @@ std::optional<std::pair<ErrorCode, std::string>> Service::Impl::read_refusal(con
     if (meta.objected)
       return std::pair{ErrorCode::subject_restricted,
                        std::string("the subject objected to marketing (GDPR Art. 21(3))")};
-    if (!impl.marketing_allowed(pol, purpose_name, id))
-      return std::pair{ErrorCode::consent_missing, "the subject has no active consent for purpose '" +
-                                                       util::printable_prefix(purpose_name, 32) + "'"};
   }
+  Channels covered = impl.marketing_channels(pol, purpose_name, meta);
+  if (covered && covered->empty())
+    return std::pair{ErrorCode::consent_missing, "the subject has no active consent for purpose '" +
+                                                     util::printable_prefix(purpose_name, 32) + "'"};
+  if (channels != nullptr) *channels = std::move(covered);
   return std::nullopt;
 }
 
@@ -709,11 +712,11 @@ Json Service::get_subject(const Caller& caller, std::string_view id_text) {
   const auto pol = impl_->current_policy();
   const records::SubjectId id = records::parse_subject_id(id_text);
   const auto& role = impl_->authorize(caller, *pol, "records.read", "subject.read", true, records::to_hex(id));
-  if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, id))
+  // A marketing purpose sees the contact fields of the channels consented to.
+  Impl::Channels channels;
+  if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, id, &channels))
     impl_->deny(caller, "subject.read", refusal->first, refusal->second, records::to_hex(id));
   const auto spec = impl_->read_spec(*pol, role);
-  // A marketing purpose sees the contact fields of the channels consented to.
-  const auto channels = impl_->consented_channels(*pol, caller.purpose, id);
   return impl_->subject_json(
       impl_->records->read(impl_->actor(caller), id, channels ? impl_->for_channels(spec, *channels) : spec), spec);
 }
@@ -746,8 +749,10 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
   std::vector<std::optional<ErrorCode>> refused(ids.size());
   std::vector<records::SubjectId> allowed;
   std::vector<std::size_t> allowed_at;
+  std::vector<Impl::Channels> allowed_channels;
   for (std::size_t k = 0; k < ids.size(); ++k) {
-    if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, ids[k])) {
+    Impl::Channels channels;
+    if (const auto refusal = impl_->read_refusal(*pol, caller.purpose, ids[k], &channels)) {
       refused[k] = refusal->first;
       impl_->audit->append_now(impl_->actor(caller), {"subject.read", records::to_hex(ids[k]), {}, {}, false,
                                                       code_name(refusal->first), ""});
@@ -755,8 +760,10 @@ Json Service::batch_get(const Caller& caller, const Json& body) {
     }
     allowed.push_back(ids[k]);
     allowed_at.push_back(k);
+    allowed_channels.push_back(std::move(channels));
   }
-  const auto read = impl_->read_for_purpose(impl_->actor(caller), *pol, caller.purpose, allowed, spec);
+  const auto read =
+      impl_->read_for_purpose(impl_->actor(caller), *pol, caller.purpose, allowed, spec, &allowed_channels);
   std::vector<std::optional<records::Subject>> subjects(ids.size());
   for (std::size_t j = 0; j < allowed.size(); ++j) subjects[allowed_at[j]] = read[j];
   for (std::size_t k = 0; k < ids.size(); ++k) {
@@ -788,6 +795,7 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
                 "role '" + caller.principal.role + "' does not see '" + by.name +
                     "' in plain, so it may not look subjects up by it");
   std::vector<records::SubjectId> ids;
+  std::vector<Impl::Channels> ids_channels;  // each match's consented channels (marketing purposes)
   const bool may_read_restricted = allowed_when_restricted(*pol, caller.purpose);
   for (const auto& match : impl_->records->find_metadata(field, value)) {
     if (!may_read_restricted && match.restricted) {
@@ -796,22 +804,22 @@ Json Service::find_subjects(const Caller& caller, std::string_view field, std::s
                                                       code_name(ErrorCode::subject_restricted), ""});
       continue;
     }
-    if (!impl_->marketing_allowed(*pol, caller.purpose, match)) continue;
     // Under a marketing purpose a value of a channel-bound field finds only
     // subjects whose consent covers one of its channels: a phone number does
     // not lead marketing to the e-mail address of a subject who consented
     // to e-mail only.
-    if (const auto channels = impl_->consented_channels(*pol, caller.purpose, match.id);
-        channels && impl_->for_channels({{by.name}, {}}, *channels).fields.empty())
-      continue;
+    Impl::Channels channels = impl_->marketing_channels(*pol, caller.purpose, match);
+    if (channels && (channels->empty() || impl_->for_channels({{by.name}, {}}, *channels).fields.empty())) continue;
     ids.push_back(match.id);
+    ids_channels.push_back(std::move(channels));
   }
   const auto spec = impl_->read_spec(*pol, role);
   Json subjects = Json::array();
   if (!ids.empty()) {
     records::ReadSpec lookup = spec;
     lookup.operation = "subject.lookup";
-    for (const auto& s : impl_->read_for_purpose(impl_->actor(caller), *pol, caller.purpose, ids, lookup))
+    const auto read = impl_->read_for_purpose(impl_->actor(caller), *pol, caller.purpose, ids, lookup, &ids_channels);
+    for (const auto& s : read)
       if (s) subjects.push_back(impl_->subject_json(*s, spec));
   } else {
     // A miss is audited too: someone asked about this field.

@@ -40,26 +40,16 @@ Json state_json(const std::vector<consent::State>& states) {
 
 }  // namespace
 
-bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::string& purpose_name,
-                                      const records::SubjectId& id) {
+Service::Impl::Channels Service::Impl::marketing_channels(const access::Policy& pol, const std::string& purpose_name,
+                                                          const records::Subject& meta) {
   const access::Purpose* purpose = pol.purpose(purpose_name);
-  if (purpose == nullptr || !purpose->marketing) return true;
-  return marketing_allowed(pol, purpose_name, records->metadata(id));
+  if (purpose == nullptr || !purpose->marketing) return std::nullopt;
+  if (meta.status != "active" || meta.restricted || meta.objected) return std::vector<std::string>{};
+  return consented_channels(pol, purpose_name, meta.id);
 }
 
-bool Service::Impl::marketing_allowed(const access::Policy& pol, const std::string& purpose_name,
-                                      const records::Subject& meta) {
-  const access::Purpose* purpose = pol.purpose(purpose_name);
-  if (purpose == nullptr || !purpose->marketing) return true;
-  if (meta.status != "active" || meta.restricted || meta.objected) return false;
-  for (const auto& channel : purpose->channels)
-    if (consent->has_active(meta.id, purpose_name, channel)) return true;
-  return false;
-}
-
-std::optional<std::vector<std::string>> Service::Impl::consented_channels(const access::Policy& pol,
-                                                                          const std::string& purpose_name,
-                                                                          const records::SubjectId& id) {
+Service::Impl::Channels Service::Impl::consented_channels(const access::Policy& pol, const std::string& purpose_name,
+                                                          const records::SubjectId& id) {
   const access::Purpose* purpose = pol.purpose(purpose_name);
   if (purpose == nullptr || !purpose->marketing) return std::nullopt;
   std::vector<std::string> out;
@@ -83,14 +73,18 @@ records::ReadSpec Service::Impl::for_channels(records::ReadSpec spec, const std:
 
 std::vector<std::optional<records::Subject>> Service::Impl::read_for_purpose(
     const audit::Actor& actor, const access::Policy& pol, const std::string& purpose,
-    const std::vector<records::SubjectId>& ids, const records::ReadSpec& spec) {
+    const std::vector<records::SubjectId>& ids, const records::ReadSpec& spec, const std::vector<Channels>* channels) {
   const access::Purpose* p = pol.purpose(purpose);
   if (p == nullptr || !p->marketing) return records->read_many(actor, ids, spec);
+  if (channels != nullptr && channels->size() != ids.size())
+    throw Error(ErrorCode::internal, "read_for_purpose: one channel list per subject expected");
   // Subjects grouped by the channels their consent covers: a handful of
   // groups at most (subsets of the purpose's channels).
   std::map<std::vector<std::string>, std::vector<std::size_t>> groups;
-  for (std::size_t i = 0; i < ids.size(); ++i)
-    groups[consented_channels(pol, purpose, ids[i]).value_or(std::vector<std::string>{})].push_back(i);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const Channels covered = channels != nullptr ? (*channels)[i] : consented_channels(pol, purpose, ids[i]);
+    groups[covered.value_or(std::vector<std::string>{})].push_back(i);
+  }
   std::vector<std::optional<records::Subject>> out(ids.size());
   for (const auto& [channels, at] : groups) {
     std::vector<records::SubjectId> group;

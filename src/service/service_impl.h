@@ -166,18 +166,22 @@ struct Service::Impl {
 
   // Why a read of `id` under `purpose` is refused (code, message), if it is:
   // erased/unknown, restricted, objected (marketing), no consent (marketing).
+  // `channels`, if given, receives marketing_channels' answer for a read
+  // that is not refused, so the caller need not read the consent again.
+  using Channels = std::optional<std::vector<std::string>>;
   std::optional<std::pair<ErrorCode, std::string>> read_refusal(const access::Policy& pol, const std::string& purpose,
-                                                               const records::SubjectId& id);
+                                                               const records::SubjectId& id,
+                                                               Channels* channels = nullptr);
 
   // Marketing purposes need the subject's active consent on one of the
-  // purpose's channels, and never reach restricted, objected or erased subjects.
-  bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
-  // The same, for a subject whose metadata the caller has already read.
-  bool marketing_allowed(const access::Policy& pol, const std::string& purpose, const records::Subject& meta);
+  // purpose's channels, and never reach restricted, objected or erased
+  // subjects. For a subject whose metadata the caller has read: the
+  // purpose's channels its active consent covers (empty: refused); nullopt
+  // for a purpose that is not marketing.
+  Channels marketing_channels(const access::Policy& pol, const std::string& purpose, const records::Subject& meta);
   // Of a marketing purpose's channels, those the subject's active consent to
   // it covers; nullopt for a purpose that is not marketing.
-  std::optional<std::vector<std::string>> consented_channels(const access::Policy& pol, const std::string& purpose,
-                                                             const records::SubjectId& id);
+  Channels consented_channels(const access::Policy& pol, const std::string& purpose, const records::SubjectId& id);
   // `spec` without the fields bound to channels (schema.yaml `channels`) of
   // which none is in `channels`: what a marketing purpose may see of a
   // subject whose consent covers `channels`.
@@ -185,11 +189,14 @@ struct Service::Impl {
   // Reads `ids` as `spec` allows, and, under a marketing purpose, each
   // without the channel-bound fields its consent does not cover (one
   // read_many per set of consented channels, so each audited read names
-  // the fields it disclosed). Results in the order of `ids`.
+  // the fields it disclosed). `channels`, if given, holds each id's
+  // consented channels, already read (marketing_channels); otherwise they
+  // are read here. Results in the order of `ids`.
   std::vector<std::optional<records::Subject>> read_for_purpose(const audit::Actor& actor, const access::Policy& pol,
                                                                 const std::string& purpose,
                                                                 const std::vector<records::SubjectId>& ids,
-                                                                const records::ReadSpec& spec);
+                                                                const records::ReadSpec& spec,
+                                                                const std::vector<Channels>* channels = nullptr);
 
   // Fulfils a completed data-subject request; returns its report.
   // `covered`: the matched subjects it acts on; `excluded` (with the
