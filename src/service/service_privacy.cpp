@@ -12,11 +12,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "custos/records/storage.h"
 #include "custos/service/schema.h"
+#include "custos/util/files.h"
 #include "service_impl.h"
 
 namespace custos::service {
@@ -137,13 +136,6 @@ bool subject_active(records::Records& recs, const records::SubjectId& id) {
 
 const char* const kBadSession = "privacy session unknown or expired: open the link from your e-mail again";
 
-std::string read_text_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 }  // namespace
 
 store::ModuleMigrations privacy_migrations() {
@@ -199,7 +191,7 @@ Json Service::admin_policies(const Caller& caller) {
   std::sort(files.begin(), files.end());
   Json list = Json::array();
   for (const auto& f : files) {
-    const std::string text = read_text_file(f);
+    const std::string text = util::read_text_file(f);
     const auto h = sha256(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
     Json j = {{"name", f.filename().string()}, {"bytes", text.size()}, {"sha256", to_hex(h.data(), h.size())}};
     j["text"] = text.size() <= 256 * 1024 ? Json(text) : Json(nullptr);
