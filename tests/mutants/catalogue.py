@@ -98,9 +98,9 @@ mutant("gpc-ignored", "consent", "src/service/service_consent.cpp",
        "if (gpc) {", "if (false) {",
        "Sec-GPC: 1 does not opt the subject out", "http_tests:*Gpc*")
 mutant("objection-not-blocking-marketing", "consent", "src/service/service_consent.cpp",
-       'if (meta.status != "active" || meta.restricted || meta.objected) return false;',
-       'if (meta.status != "active") return false;',
-       "restricted or objecting subjects still count as marketable", "core_tests:*Restrict*")
+       'if (meta.status != "active" || meta.restricted || meta.objected) return std::vector<std::string>{};',
+       'if (meta.status != "active") return std::vector<std::string>{};',
+       "restricted or objecting subjects still count as marketable", "core_tests:*PolicyMatrix*objected")
 
 # --- records and reads -----------------------------------------------------
 mutant("erase-keeps-dek", "records", "src/records/records.cpp",
