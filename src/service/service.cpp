@@ -411,9 +411,9 @@ std::unique_ptr<Service> Service::open(const OpenOptions& options) {
     p->enqueue_consent_events(tx, events);
   });
   // A corrected value waiting for a downstream system is sealed under the
-  // vault's payload key: it goes with the subject's own key.
-  // So is what a caller wrote into the subject's consent proofs (the
-  // history itself stays, as proof of consent, with the vault's evidence).
+  // vault's payload key: it goes with the subject's own key. So does what
+  // callers wrote into the subject's consent proofs (the history itself
+  // stays, as proof of consent, with the vault's own evidence).
   impl->records->set_key_destroyed_hook([p = impl.get()](store::Transaction& tx, const records::SubjectId& id) {
     p->outbox->forget_subject(tx, records::to_hex(id), p->audit->now_us());
     consent::Ledger::erase_caller_proofs(tx, id);

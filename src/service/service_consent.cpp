@@ -73,16 +73,16 @@ records::ReadSpec Service::Impl::for_channels(records::ReadSpec spec, const std:
 
 std::vector<std::optional<records::Subject>> Service::Impl::read_for_purpose(
     const audit::Actor& actor, const access::Policy& pol, const std::string& purpose,
-    const std::vector<records::SubjectId>& ids, const records::ReadSpec& spec, const std::vector<Channels>* channels) {
+    const std::vector<records::SubjectId>& ids, const records::ReadSpec& spec, const std::vector<Channels>* known) {
   const access::Purpose* p = pol.purpose(purpose);
   if (p == nullptr || !p->marketing) return records->read_many(actor, ids, spec);
-  if (channels != nullptr && channels->size() != ids.size())
+  if (known != nullptr && known->size() != ids.size())
     throw Error(ErrorCode::internal, "read_for_purpose: one channel list per subject expected");
   // Subjects grouped by the channels their consent covers: a handful of
   // groups at most (subsets of the purpose's channels).
   std::map<std::vector<std::string>, std::vector<std::size_t>> groups;
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    const Channels covered = channels != nullptr ? (*channels)[i] : consented_channels(pol, purpose, ids[i]);
+    const Channels covered = known != nullptr ? (*known)[i] : consented_channels(pol, purpose, ids[i]);
     groups[covered.value_or(std::vector<std::string>{})].push_back(i);
   }
   std::vector<std::optional<records::Subject>> out(ids.size());

@@ -189,14 +189,14 @@ struct Service::Impl {
   // Reads `ids` as `spec` allows, and, under a marketing purpose, each
   // without the channel-bound fields its consent does not cover (one
   // read_many per set of consented channels, so each audited read names
-  // the fields it disclosed). `channels`, if given, holds each id's
+  // the fields it disclosed). `known`, if given, holds each id's
   // consented channels, already read (marketing_channels); otherwise they
   // are read here. Results in the order of `ids`.
   std::vector<std::optional<records::Subject>> read_for_purpose(const audit::Actor& actor, const access::Policy& pol,
                                                                 const std::string& purpose,
                                                                 const std::vector<records::SubjectId>& ids,
                                                                 const records::ReadSpec& spec,
-                                                                const std::vector<Channels>* channels = nullptr);
+                                                                const std::vector<Channels>* known = nullptr);
 
   // Fulfils a completed data-subject request; returns its report.
   // `covered`: the matched subjects it acts on; `excluded` (with the
