@@ -232,9 +232,12 @@ Recorded Ledger::record(const audit::Actor& actor, const access::Policy& policy,
   void_pending(*tx, subject, e.purpose, e.channel);
   insert_event(*tx, subject, e, confirm_hash, out.confirmation_expires_us);
   if (e.status == "confirmed") materialise(*tx, subject, e);
+  const bool objection_lifted =
+      in.by_the_subject && e.event == "granted" && e.status == "confirmed" && records::clear_objected(*tx, subject);
   audit_.append(*tx, actor,
                 {"consent.record", e.subject_id, {}, {}, true, "",
-                 "purpose=" + e.purpose + " channel=" + e.channel + " event=" + e.event + " status=" + e.status});
+                 "purpose=" + e.purpose + " channel=" + e.channel + " event=" + e.event + " status=" + e.status +
+                     (objection_lifted ? " objection_lifted=1" : "")});
   if (change_hook_ && e.status == "confirmed") change_hook_(*tx, {e});
   tx->commit();
   out.events.push_back(std::move(e));

@@ -75,6 +75,10 @@ void mark_objected(Transaction& tx, const SubjectId& id) {
   tx.exec("UPDATE subjects SET objected = 1 WHERE id = ?", {id});
 }
 
+bool clear_objected(Transaction& tx, const SubjectId& id) {
+  return tx.exec("UPDATE subjects SET objected = 0 WHERE id = ? AND objected = 1", {id}) > 0;
+}
+
 std::int64_t count_subjects(Transaction& tx) { return tx.scalar("SELECT count(*) FROM subjects").value_or(0); }
 
 std::vector<std::int64_t> active_subjects_created_by(Transaction& tx, const std::vector<std::int64_t>& ends) {

@@ -347,8 +347,10 @@ static Session open_session(store::Store& st, records::Records& recs, std::int64
 
 namespace {
 
-// The marketing purposes (purposes.yaml) with each channel's current state.
-Json consent_view(const access::Policy& pol, const std::vector<consent::State>& states, bool gpc) {
+// The marketing purposes (purposes.yaml) with each channel's current state,
+// and whether the subject's objection to direct marketing stands (then no
+// marketing reaches them whatever the states say, until they agree again here).
+Json consent_view(const access::Policy& pol, const std::vector<consent::State>& states, bool gpc, bool objected) {
   Json purposes = Json::array();
   for (const auto& [name, p] : pol.purposes()) {
     if (!p.marketing) continue;
@@ -365,7 +367,7 @@ Json consent_view(const access::Policy& pol, const std::vector<consent::State>& 
     purposes.push_back({{"purpose", name}, {"description", p.description}, {"sale_or_share", p.sale_or_share},
                         {"channels", std::move(channels)}});
   }
-  return {{"purposes", purposes}, {"gpc", gpc}};
+  return {{"purposes", purposes}, {"gpc", gpc}, {"objected", objected}};
 }
 
 }  // namespace
@@ -382,7 +384,7 @@ Json Service::privacy_consents(std::string_view token, bool gpc, const std::stri
     impl_->consent->withdraw_all(actor, *pol, s.subject, true, "gpc", proof.dump());
   }
   impl_->audit->append_now(actor, {"privacy.consents_read", subject_hex, {}, {}, true, "", ""});
-  Json out = consent_view(*pol, impl_->consent->current(s.subject), gpc);
+  Json out = consent_view(*pol, impl_->consent->current(s.subject), gpc, impl_->records->metadata(s.subject).objected);
   out["link_id"] = s.link_id;
   return out;
 }
@@ -424,6 +426,7 @@ Json Service::privacy_record_consent(std::string_view token, const Json& body, b
     }
   }
   in.source = "privacy_page";
+  in.by_the_subject = true;  // the page's session is the subject's own
   in.lawful_basis = "consent";
   in.at_us = now;
   // The page is the evidence: the subject acted through their own link.
@@ -436,7 +439,7 @@ Json Service::privacy_record_consent(std::string_view token, const Json& body, b
                         {"source", "privacy_page"}, {"link_id", s.link_id}};
     impl_->consent->withdraw_all(actor, *pol, s.subject, true, "gpc", proof.dump());
   }
-  Json out = consent_view(*pol, impl_->consent->current(s.subject), gpc);
+  Json out = consent_view(*pol, impl_->consent->current(s.subject), gpc, impl_->records->metadata(s.subject).objected);
   out["link_id"] = s.link_id;
   return out;
 }

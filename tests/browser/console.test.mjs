@@ -581,6 +581,25 @@ test('Sec-GPC: 1 on the privacy page is honoured as an opt-out of sale and shari
   assert.equal(history.at(-1).source, 'gpc');
 });
 
+test('an objection stands on the privacy page until the subject agrees again there', async (t) => {
+  const id = (await vault.api('POST', '/v1/subjects', vault.admin, { fields: { given_name: 'Obi', email: 'obi@example.com' } })).id;
+  await vault.api('POST', `/v1/subjects/${id}/consents`, vault.admin, { event: 'objection', source: 'call_centre' });
+  const link = await vault.api('POST', `/v1/subjects/${id}:privacyLink`, tok.officer, {});
+  await guarded(t, {}, async (page) => {
+    await page.goto(`${url}${link.url}`);
+    const banner = page.locator('#objection');
+    await banner.waitFor();  // shown: the objection stands
+    const box = page.locator('input[data-purpose="email_marketing"][data-channel="email"]');
+    assert.equal(await box.isChecked(), false);
+    await box.check();
+    await page.locator('#consent-status.ok').waitFor();
+    assert.equal(await banner.isHidden(), true);
+    await shot(page, 'privacy-objection-lifted');
+  });
+  assert.ok((await campaignIds('email_marketing', 'email')).includes(id), 'the subject\'s own yes reaches the campaign fetch');
+  assert.equal((await vault.api('GET', `/v1/subjects/${id}/consents`, tok.officer)).objected, false);
+});
+
 test('the console and the privacy page work from the keyboard alone', async (t) => {
   await guarded(t, {}, async (page) => {
     await page.goto(`${url}/console/`);

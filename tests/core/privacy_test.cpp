@@ -125,6 +125,44 @@ TEST(PrivacyLink, ConsentChangesCarryThePageAsEvidence) {
   EXPECT_EQ(gpc["gpc"], true);
 }
 
+// An objection to direct marketing (Art. 21(3)) stops marketing whatever
+// staff record afterwards; but when the subject, in their own session on
+// the privacy page, says yes again to a purpose and channel, that ends the
+// objection: the page showed "you agreed" while marketing was still refused.
+// The page says whether an objection stands.
+TEST(PrivacyLink, TheSubjectsOwnGrantOnThePageEndsTheirObjection) {
+  Clocked t;
+  const std::string id = t.subject("objector@example.com");
+  t.v.service->record_consent(t.v.admin(), id, {{"event", "objection"}, {"source", "call_centre"}}, false);
+  const auto marketing = t.v.caller("marketing", "email_marketing");
+  // A grant recorded by staff does not end it.
+  t.v.service->record_consent(
+      t.v.admin(), id, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}, {"source", "import"}},
+      false);
+  EXPECT_TRUE(t.v.service->get_consents(t.v.admin(), id)["objected"].get<bool>());
+  EXPECT_EQ(code_of([&] { t.v.service->get_subject(marketing, id); }), ErrorCode::subject_restricted);
+
+  const std::string session = t.v.service->privacy_session_open(t.link(id)["token"].get<std::string>(), "r1")["session"];
+  EXPECT_EQ(t.v.service->privacy_consents(session, false, "r2")["objected"], true);
+  const Json view = t.v.service->privacy_record_consent(
+      session, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}}, false, "r3");
+  EXPECT_EQ(view["objected"], false) << view;
+  EXPECT_FALSE(t.v.service->get_consents(t.v.admin(), id)["objected"].get<bool>());
+  EXPECT_EQ(t.v.service->get_subject(marketing, id)["fields"]["email"], "objector@example.com");
+  // The audit log says so.
+  bool lifted = false;
+  const Json audit = t.v.service->audit_entries(t.v.caller("auditor", "audit"), {{"subject", id}});
+  for (const auto& e : audit["entries"])
+    if (e["operation"] == "consent.record" && e.value("detail", "").find("objection_lifted=1") != std::string::npos)
+      lifted = true;
+  EXPECT_TRUE(lifted) << audit.dump(1);
+  // Withdrawing on the page does not object again: an objection is its own act.
+  t.v.service->privacy_record_consent(
+      session, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "withdrawn"}}, false, "r4");
+  EXPECT_FALSE(t.v.service->get_consents(t.v.admin(), id)["objected"].get<bool>());
+  EXPECT_EQ(code_of([&] { t.v.service->get_subject(marketing, id); }), ErrorCode::consent_missing);
+}
+
 TEST(PrivacyLink, RequestsAreTakenInAsVerifiedRequests) {
   Clocked t;
   const std::string id = t.subject("r@example.com");

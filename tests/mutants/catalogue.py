@@ -214,6 +214,10 @@ mutant("erasure-keeps-caller-proofs", "consent", "src/service/service.cpp",
        "consent::Ledger::erase_caller_proofs(tx, id);", "(void)id;",
        "an erased subject's consent proofs keep what the caller wrote there (an address, what the subject typed)",
        "core_tests:ErasureShreds.TheCallersProof*")
+mutant("staff-grant-lifts-objection", "consent", "src/consent/consent.cpp",
+       "in.by_the_subject && e.event", "e.event",
+       "a grant recorded by staff or an import ends the subject's objection to direct marketing",
+       "privacy_tests:PrivacyLink.TheSubjectsOwnGrantOnThePageEndsTheirObjection")
 
 def render(root, m, number):
     path = root / m["path"]

@@ -12,6 +12,7 @@ const gpcBox = document.getElementById('gpc');
 const linkBox = document.getElementById('link');
 const choices = document.getElementById('choices');
 const consentsBox = document.getElementById('consents');
+const objectionBox = document.getElementById('objection');
 const consentStatus = document.getElementById('consent-status');
 const requestsBox = document.getElementById('requests');
 const requestForm = document.getElementById('request-form');
@@ -66,6 +67,7 @@ function humanPurpose(p) {
 
 function renderConsents(doc) {
   showGpc(doc.gpc === true);
+  objectionBox.hidden = doc.objected !== true;
   consentsBox.replaceChildren();
   for (const p of doc.purposes) {
     const fs = el('fieldset', { 'data-purpose': p.purpose }, el('legend', null, humanPurpose(p)));

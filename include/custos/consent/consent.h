@@ -47,6 +47,11 @@ struct EventInput {
   std::int64_t at_us = 0;       // 0: now
   std::optional<std::int64_t> expires_us;
   bool double_opt_in = false;   // grant stays pending until confirmed
+  // Recorded by the data subject in person (the privacy page, in their own
+  // session). Such a grant also ends their objection to direct marketing
+  // (Art. 21(3)): they have said yes again. A grant recorded by anyone
+  // else, capturing role or import, leaves an objection standing.
+  bool by_the_subject = false;
   std::string proof;            // JSON text: how it was captured (never personal values)
 };
 

@@ -27,6 +27,9 @@ std::optional<std::string> subject_status(store::Transaction& tx, const SubjectI
 // Marks the subject as having objected to direct marketing (GDPR Art. 21(3)):
 // campaigns skip it from this transaction's commit on.
 void mark_objected(store::Transaction& tx, const SubjectId& id);
+// Ends that objection (the subject has said yes again, themselves: see
+// consent::EventInput::by_the_subject). True if one stood.
+bool clear_objected(store::Transaction& tx, const SubjectId& id);
 
 // Every subject row, whatever its status (backups check the count).
 std::int64_t count_subjects(store::Transaction& tx);
