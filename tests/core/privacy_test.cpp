@@ -142,6 +142,17 @@ TEST(PrivacyLink, TheSubjectsOwnGrantOnThePageEndsTheirObjection) {
   EXPECT_TRUE(t.v.service->get_consents(t.v.admin(), id)["objected"].get<bool>());
   EXPECT_EQ(code_of([&] { t.v.service->get_subject(marketing, id); }), ErrorCode::subject_restricted);
 
+  // Nor does a link that marketing issued and opened itself: it may not grant at all.
+  const std::string own = t.v.service->privacy_link_create(marketing, id, Json::object())["token"];
+  const std::string own_session = t.v.service->privacy_session_open(own, "r0")["session"];
+  EXPECT_EQ(code_of([&] {
+              t.v.service->privacy_record_consent(
+                  own_session, {{"purpose", "email_marketing"}, {"channel", "email"}, {"event", "granted"}}, false,
+                  "r0b");
+            }),
+            ErrorCode::consent_capture_not_allowed);
+  EXPECT_TRUE(t.v.service->get_consents(t.v.admin(), id)["objected"].get<bool>());
+
   const std::string session = t.v.service->privacy_session_open(t.link(id)["token"].get<std::string>(), "r1")["session"];
   EXPECT_EQ(t.v.service->privacy_consents(session, false, "r2")["objected"], true);
   const Json view = t.v.service->privacy_record_consent(
