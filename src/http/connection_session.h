@@ -121,6 +121,9 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     error_code ec;
     const auto remote = tcp_layer().socket().remote_endpoint(ec);
     if (!ec) peer_ = remote.address().to_string();
+    // Synchronous sends return would_block instead of waiting
+    // (send_from_worker); asynchronous operations are unaffected.
+    if constexpr (!kTls) tcp_layer().socket().non_blocking(true, ec);
     chunk_limit_ = [this](std::uint64_t size, beast::string_view, error_code& ec) {
       check_chunk_size(size, limits_.max_body_bytes, chunked_total_, ec);
     };
@@ -278,6 +281,16 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
     chunked_total_ = 0;
     request_id_.clear();
     head_request_ = false;
+    // The whole header usually came with the bytes already read (one TCP
+    // segment): parse it here. Beast's asynchronous read would parse the
+    // same bytes and then complete through the strand's queue, with a
+    // timer armed and cancelled for nothing. Incomplete, nothing is
+    // consumed and the asynchronous read goes on from the same bytes.
+    if (buffer_.size() > 0) {
+      error_code ec;
+      buffer_.consume(parser_->put(buffer_.data(), ec));
+      if (ec != bhttp::error::need_more) return on_header(ec);
+    }
     tcp_layer().expires_after(limits_.header_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_header(ec); });
@@ -446,6 +459,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
           self->stream_handler_done_ = true;
           self->maybe_finish_stream();
         });
+      if constexpr (!kTls) return self->send_from_worker(std::move(result));
       net::post(self->stream_.get_executor(),
                 [self, r = std::make_shared<Result>(std::move(result))] { self->send(std::move(*r)); });
     });
@@ -460,11 +474,55 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   }
 
   void send(Result r) {
+    bool close = false;
+    auto hold = std::move(r.hold);
+    auto res = make_response(std::move(r), close);
+    write_response(std::move(res), close, std::move(hold));
+  }
+
+  // Plain TCP, on the worker that ran the handler: the response is written
+  // here with non-blocking sends (the socket is non-blocking for
+  // synchronous calls, see the constructor) and the strand is only asked
+  // to read the next request. A small answer fits the socket's buffer at
+  // once, so this saves the hand-back to the strand, the asynchronous
+  // write's composed operation and its timer. Only the socket is touched,
+  // not Beast's stream state: while a handler runs, the connection has no
+  // operation pending and the strand runs nothing of it. What the socket
+  // does not take at once is written by the strand as usual, and so is
+  // everything on a TLS connection.
+  void send_from_worker(Result r) {
+    bool close = false;
+    auto hold = std::move(r.hold);
+    auto res = make_response(std::move(r), close);
+    prepare_for_write(*res, close);
+    auto serializer = std::make_shared<bhttp::response_serializer<bhttp::string_body>>(*res);
+    error_code ec;
+    while (!ec && !serializer->is_done()) bhttp::write_some(tcp_layer().socket(), *serializer, ec);
+    const auto strand = stream_.get_executor();
+    if (serializer->is_done()) {
+      hold.reset();
+      release_busy();
+      return net::post(strand, [self = this->shared_from_this(), close] { self->after_write({}, close); });
+    }
+    if (ec != net::error::would_block)
+      return net::post(strand, [self = this->shared_from_this(), ec] { self->after_write(ec, false); });
+    net::post(strand, [self = this->shared_from_this(), res = std::move(res), serializer = std::move(serializer), close,
+                       hold = std::move(hold)]() mutable {
+      self->tcp_layer().expires_after(self->limits_.idle_timeout);
+      auto& rest = *serializer;
+      bhttp::async_write(self->stream_, rest, [self, res = std::move(res), serializer = std::move(serializer), close,
+                                               hold = std::move(hold)](error_code ec, std::size_t) {
+        self->after_write(ec, close);
+      });
+    });
+  }
+
+  std::shared_ptr<bhttp::response<bhttp::string_body>> make_response(Result r, bool& close) {
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(r.status),
                                                                       request_.version());
     decorate(*res, request_id_);
     res->set(bhttp::field::content_type, r.content_type);
-    bool close = draining_->load() || !request_.keep_alive() || body_left_unread();
+    close = draining_->load() || !request_.keep_alive() || body_left_unread();
     for (auto& [k, v] : r.headers) {
       if (iequals(k, "Connection") && iequals(v, "close")) {
         close = true;
@@ -478,27 +536,36 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
       res->insert(k, v);
     }
     res->body() = std::move(r.body);
-    write_response(std::move(res), close, std::move(r.hold));
+    return res;
+  }
+
+  // The answer to a HEAD request keeps its status and headers, Content-Length
+  // included, and loses its body (RFC 9110 §9.3.2): a client reads no content
+  // after it, so body bytes would be taken for the start of the next response.
+  void prepare_for_write(bhttp::response<bhttp::string_body>& res, bool close) const {
+    res.keep_alive(!close);
+    res.prepare_payload();
+    if (head_request_) res.body().clear();  // after prepare_payload: the length stays stated
+  }
+
+  // A response is written (or failed): close, or read the next request.
+  void after_write(error_code ec, bool close) {
+    release_busy();
+    if (ec) return abort(ec);
+    if (close) return shutdown();
+    await_request();
   }
 
   // Writes a whole response; then closes or reads the next request.
   // `hold` (e.g. the principal's in-flight slot) lasts until it is written.
-  // The answer to a HEAD request keeps its status and headers, Content-Length
-  // included, and loses its body (RFC 9110 §9.3.2): a client reads no content
-  // after it, so body bytes would be taken for the start of the next response.
   void write_response(std::shared_ptr<bhttp::response<bhttp::string_body>> res, bool close,
                       std::shared_ptr<void> hold) {
-    res->keep_alive(!close);
-    res->prepare_payload();
-    if (head_request_) res->body().clear();  // after prepare_payload: the length stays stated
+    prepare_for_write(*res, close);
     tcp_layer().expires_after(limits_.idle_timeout);
     auto& message = *res;
     bhttp::async_write(stream_, message, [self = this->shared_from_this(), res = std::move(res), close,
                                           hold = std::move(hold)](error_code ec, std::size_t) {
-      self->release_busy();
-      if (ec) return self->abort(ec);
-      if (close) return self->shutdown();
-      self->await_request();
+      self->after_write(ec, close);
     });
   }
 

@@ -1123,6 +1123,66 @@ TEST_F(HttpEdge, AHeadRequestIsAnsweredWithoutABodySoThePipelineStaysInStep) {
   EXPECT_TRUE(rest.empty()) << rest.substr(0, 300);
 }
 
+// Whole (not streamed) responses larger than the socket buffers, to a
+// client with a 4 KiB receive window that has not started reading: the
+// worker writes what the socket takes at once and the connection's strand
+// writes the rest as the client reads. On loopback the server's send
+// buffer grows to a few MiB (at most 4), so a dozen ~0.5 MB answers are pipelined to
+// fill it. Each arrives whole, once, in order, and the request after them
+// is answered in step.
+TEST_F(HttpEdge, WholeResponsesLargerThanTheSocketBuffersReachASlowReaderIntact) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Json subjects = Json::array();
+  for (int i = 0; i < 1000; ++i)
+    subjects.push_back({{"fields", {{"given_name", "Slow"}, {"email", "slow" + std::to_string(i) + "@example.com"}}}});
+  const Resp created = d_->post("/v1/subjects:batchCreate", vault_.admin, {{"subjects", subjects}});
+  ASSERT_EQ(created.status, 200) << created;
+  for (int i = 0; i < 1000; ++i)  // each lookup is an audit entry
+    ASSERT_EQ(d_->get("/v1/subjects?email=slow" + std::to_string(i) + "%40example.com", vault_.admin,
+                      "customer_service")
+                  .status,
+              200);
+
+  constexpr int kLarge = 12;
+  std::string requests;
+  for (int i = 0; i < kLarge; ++i)
+    requests += raw_request("GET", "/v1/audit/entries?limit=1000",
+                            {"Authorization: Bearer " + vault_.admin, "Custos-Purpose: audit"});
+  requests += raw_request("GET", "/healthz", {});
+  Fd c = connect_raw(d_->port(), 4096);
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(send_raw(c.get(), requests, 2000ms), SendResult::sent);
+  // The client reads nothing until the server's send queue has stopped
+  // growing for 200 ms: its socket takes no more, and the rest of the
+  // answers wait on the strand (bounded: 20 s).
+  long queued = 0;
+  int still = 0;
+  for (const auto until = Clock::now() + 20s; still < 4 && Clock::now() < until;) {
+    pollfd none{-1, 0, 0};
+    ::poll(&none, 0, 50);
+    const long now = server_send_queue(d_->port());
+    still = now == queued && now > (1 << 20) ? still + 1 : 0;
+    queued = now;
+  }
+  ASSERT_EQ(still, 4) << "the server's send queue did not fill: " << queued << " bytes";
+  std::string rest;
+  std::string first_body;
+  std::size_t total = 0;
+  for (int i = 0; i < kLarge; ++i) {
+    const Resp entries = read_response(c.get(), Clock::now() + 20s, &rest);
+    ASSERT_EQ(entries.status, 200) << "response " << i << ": " << entries;
+    ASSERT_TRUE(entries.json.contains("entries")) << entries.body.substr(0, 300);
+    EXPECT_EQ(entries.json["entries"].size(), 1000u) << "response " << i;
+    if (i == 0) first_body = entries.body;
+    EXPECT_EQ(entries.body, first_body) << "response " << i << " differs from the first";
+    total += entries.body.size();
+  }
+  EXPECT_GT(total, std::size_t{5} << 20) << "the premise: more than a send buffer holds (tcp_wmem: at most 4 MiB)";
+  const Resp next = read_response(c.get(), Clock::now() + 5s, &rest);
+  EXPECT_EQ(next.status, 200) << "the pipelined request is out of step: " << next << " / " << rest.substr(0, 300);
+  EXPECT_TRUE(rest.empty()) << rest.substr(0, 300);
+}
+
 // A token revoked while its import streams in: nothing the client sends
 // after the revocation is imported, and the import, whose response had not
 // begun, is answered 401. (A trickled sales import went on creating

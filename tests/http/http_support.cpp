@@ -568,6 +568,24 @@ int server_connections(std::uint16_t port) {
   return n;
 }
 
+long server_send_queue(std::uint16_t port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  char want[8];
+  std::snprintf(want, sizeof want, "%04X", port);
+  long total = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues;
+    fields >> slot >> local >> remote >> state >> queues;  // queues: tx_queue:rx_queue, in hex
+    const auto colon = local.find(':');
+    if (colon == std::string::npos || local.substr(colon + 1) != want || state != "01") continue;
+    total += std::strtol(queues.substr(0, queues.find(':')).c_str(), nullptr, 16);
+  }
+  return total;
+}
+
 std::string raw_request(const std::string& method, const std::string& path, const std::vector<std::string>& header_lines,
                         const std::string& body) {
   std::string r = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";

@@ -229,6 +229,10 @@ long vm_rss_kib(pid_t pid);
 // CLOSE_WAIT (/proc/net/tcp): the connections the server still holds.
 int server_connections(std::uint16_t port);
 
+// Bytes the server's established connections on 127.0.0.1:port have queued
+// for sending and not yet had acknowledged (tx_queue in /proc/net/tcp).
+long server_send_queue(std::uint16_t port);
+
 // "GET /path HTTP/1.1" with Host and the given extra header lines (each
 // "Name: value"), terminated by the blank line.
 std::string raw_request(const std::string& method, const std::string& path,
