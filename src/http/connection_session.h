@@ -6,7 +6,9 @@
 //   body    — read the body under a deadline from --min-body-rate;
 //   handle  — on a worker thread: RequestHandler::handle;
 //   send    — write the response (idle timeout; a reply to HEAD without its
-//             body), then await again or close.
+//             body), then await again or close. On a plain connection the
+//             worker writes what the socket takes at once itself
+//             (send_from_worker) and the strand writes any rest.
 // A refusal at the edge (400, 413, 431, 503) is answered with
 // problem+json and the connection is closed, because the rest of the
 // byte stream cannot be trusted to frame the next request.
