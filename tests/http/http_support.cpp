@@ -550,39 +550,39 @@ long vm_rss_kib(pid_t pid) {
   return -1;
 }
 
-int server_connections(std::uint16_t port) {
+namespace {
+// Calls `row(state, queues)` for each line of /proc/net/tcp whose local
+// port is `port` (state in hex, "01" established; queues "tx:rx" in hex).
+template <class Row>
+void for_each_local_tcp(std::uint16_t port, Row row) {
   std::ifstream in("/proc/net/tcp");
   std::string line;
   std::getline(in, line);  // header
   char want[8];
   std::snprintf(want, sizeof want, "%04X", port);
-  int n = 0;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
-    std::string slot, local, remote, state;
-    fields >> slot >> local >> remote >> state;
+    std::string slot, local, remote, state, queues;
+    fields >> slot >> local >> remote >> state >> queues;
     const auto colon = local.find(':');
-    if (colon == std::string::npos || local.substr(colon + 1) != want) continue;
-    if (state == "01" || state == "08") ++n;
+    if (colon != std::string::npos && local.substr(colon + 1) == want) row(state, queues);
   }
+}
+}  // namespace
+
+int server_connections(std::uint16_t port) {
+  int n = 0;
+  for_each_local_tcp(port, [&](const std::string& state, const std::string&) {
+    if (state == "01" || state == "08") ++n;
+  });
   return n;
 }
 
 long server_send_queue(std::uint16_t port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // header
-  char want[8];
-  std::snprintf(want, sizeof want, "%04X", port);
   long total = 0;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state, queues;
-    fields >> slot >> local >> remote >> state >> queues;  // queues: tx_queue:rx_queue, in hex
-    const auto colon = local.find(':');
-    if (colon == std::string::npos || local.substr(colon + 1) != want || state != "01") continue;
-    total += std::strtol(queues.substr(0, queues.find(':')).c_str(), nullptr, 16);
-  }
+  for_each_local_tcp(port, [&](const std::string& state, const std::string& queues) {
+    if (state == "01") total += std::strtol(queues.substr(0, queues.find(':')).c_str(), nullptr, 16);
+  });
   return total;
 }
 
