@@ -218,6 +218,10 @@ mutant("staff-grant-lifts-objection", "consent", "src/consent/consent.cpp",
        "in.by_the_subject && e.event", "e.event",
        "a grant recorded by staff or an import ends the subject's objection to direct marketing",
        "privacy_tests:PrivacyLink.TheSubjectsOwnGrantOnThePageEndsTheirObjection")
+mutant("worker-drops-unsent-rest", "http", "src/http/connection_session.h",
+       "if (ec != net::error::would_block)", "if (ec != net::error::would_block || (ec = {}, true))",
+       "what the socket did not take of a whole response is dropped and the next request read",
+       "http_edge_tests:HttpEdge.WholeResponsesLargerThanTheSocketBuffersReachASlowReaderIntact")
 
 def render(root, m, number):
     path = root / m["path"]
