@@ -18,9 +18,9 @@
 // instantiation of Beast's composed operations is most of the compile time
 // of this module and two units compile in parallel. For the same reason
 // each kind of asynchronous operation is started from one place with one
-// completion handler type (write_response, write_continue, write_stream):
-// every distinct handler instantiates the whole chain of composed
-// operations again.
+// completion handler type (write_rest, write_continue, write_stream_head,
+// pump_stream): every distinct handler instantiates the whole chain of
+// composed operations again.
 #pragma once
 
 #include <sodium.h>
@@ -510,12 +510,7 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
       return net::post(strand, [self = this->shared_from_this(), ec] { self->after_write(ec, false); });
     net::post(strand, [self = this->shared_from_this(), res = std::move(res), serializer = std::move(serializer), close,
                        hold = std::move(hold)]() mutable {
-      self->tcp_layer().expires_after(self->limits_.idle_timeout);
-      auto& rest = *serializer;
-      bhttp::async_write(self->stream_, rest, [self, res = std::move(res), serializer = std::move(serializer), close,
-                                               hold = std::move(hold)](error_code ec, std::size_t) {
-        self->after_write(ec, close);
-      });
+      self->write_rest(std::move(res), std::move(serializer), close, std::move(hold));
     });
   }
 
@@ -563,10 +558,20 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>>,
   void write_response(std::shared_ptr<bhttp::response<bhttp::string_body>> res, bool close,
                       std::shared_ptr<void> hold) {
     prepare_for_write(*res, close);
+    auto serializer = std::make_shared<bhttp::response_serializer<bhttp::string_body>>(*res);
+    write_rest(std::move(res), std::move(serializer), close, std::move(hold));
+  }
+
+  // Writes what `serializer` has not sent yet: all of a response, or what
+  // a worker's non-blocking send left (send_from_worker).
+  void write_rest(std::shared_ptr<bhttp::response<bhttp::string_body>> res,
+                  std::shared_ptr<bhttp::response_serializer<bhttp::string_body>> serializer, bool close,
+                  std::shared_ptr<void> hold) {
     tcp_layer().expires_after(limits_.idle_timeout);
-    auto& message = *res;
-    bhttp::async_write(stream_, message, [self = this->shared_from_this(), res = std::move(res), close,
-                                          hold = std::move(hold)](error_code ec, std::size_t) {
+    auto& rest = *serializer;
+    bhttp::async_write(stream_, rest, [self = this->shared_from_this(), res = std::move(res),
+                                       serializer = std::move(serializer), close,
+                                       hold = std::move(hold)](error_code ec, std::size_t) {
       self->after_write(ec, close);
     });
   }
