@@ -112,6 +112,19 @@ TEST_F(HttpEdge, MaxHeaderBytesFlagSetsTheLimit) {
   expect_problem(raw_exchange(raw_request("GET", "/healthz?" + std::string(5000, 'q'), {})), 431, "header_too_large");
 }
 
+// A limit below one read (4 KiB): the whole over-long header is in the
+// first bytes read, and parsed where they are (read_header), not through
+// Beast's read, which enforced the limit before. Still 431, then closed.
+TEST_F(HttpEdge, AHeaderOverASmallLimitInTheFirstReadIs431) {
+  ASSERT_NO_FATAL_FAILURE(start({"--max-header-bytes", "1024"}));
+  EXPECT_EQ(raw_exchange(raw_request("GET", "/healthz", {"X-Filler: " + std::string(500, 'f')})).status, 200);
+  Fd c = connect_raw(d_->port());
+  ASSERT_TRUE(c.ok());
+  send_raw(c.get(), raw_request("GET", "/healthz", {"X-Filler: " + std::string(2000, 'f')}), 5000ms);
+  expect_problem(read_response(c.get(), Clock::now() + 5s), 431, "header_too_large");
+  EXPECT_TRUE(wait_closed(c.get(), Clock::now() + 5s));
+}
+
 // A purpose header of 1 MiB, streamed: 431 without reading it all.
 TEST_F(HttpEdge, OneMebibytePurposeHeaderIs431) {
   ASSERT_NO_FATAL_FAILURE(start());
