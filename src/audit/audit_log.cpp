@@ -649,6 +649,10 @@ Checkpoint AuditLog::sign_head(Transaction& tx, std::uint64_t size, const Hash& 
 
 Checkpoint AuditLog::checkpoint_now() {
   flush();
+  return sign_folded();
+}
+
+Checkpoint AuditLog::sign_folded() {
   return fail_closed([&] {
     // Lock order everywhere: the store's write lock, then mu_ (append() is
     // called inside a caller's write transaction and then takes mu_).
@@ -675,7 +679,10 @@ void AuditLog::checkpoint_if_due() {
     if (frontier_ && frontier_->size() == last_checkpoint_size_) return;
     if (options_.now_us() - last_checkpoint_at_us_ < options_.checkpoint_every_ms * 1000) return;
   }
-  checkpoint_now();
+  // What is folded, not the journal too: the folder's own interval decides
+  // when reads' entries join the tree (each commit costs every reader its
+  // page cache), and they are signed at the first tick after.
+  sign_folded();
 }
 
 namespace {
@@ -1062,6 +1069,10 @@ constexpr char kFoldedKey[] = "audit_journal_folded";
 // then decrypts those pages again. Queries, checkpoints and exports fold on
 // demand, so the delay never hides an entry from an auditor.
 constexpr std::size_t kMaxFoldBatch = 50000;  // entries per fold transaction
+// How often the folder looks for another process's fold request, and how
+// long that process waits for the fold.
+constexpr auto kFoldRequestPoll = std::chrono::milliseconds(100);
+constexpr auto kForeignFoldWait = std::chrono::seconds(30);
 constexpr auto kFullWait = std::chrono::seconds(5);
 
 std::uint64_t folded_watermark(store::Store& store) {
@@ -1292,16 +1303,22 @@ void AuditLog::flush() {
   }
   fold_pending_table(true);
   if (!foreign_key_) return;
-  // The other process folds within its interval (1 s by default): wait for
-  // its watermark to pass the newest record it had written when we asked.
+  // The other process folds at its own interval (it may be minutes): ask it
+  // to fold now, and wait for its watermark to pass the newest record it had
+  // written when we asked. A log shown without them would look complete.
   const auto newest = Journal::newest_counter(foreign_journal_, *foreign_key_);
-  if (!newest) return;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (folded_watermark(store_) < *newest && std::chrono::steady_clock::now() < deadline) {
+  if (!newest || folded_watermark(store_) >= *newest) return;
+  Journal::request_fold(foreign_journal_);
+  const auto deadline = std::chrono::steady_clock::now() + kForeignFoldWait;
+  while (folded_watermark(store_) < *newest) {
     if (auto journal = Journal::open(foreign_journal_, *foreign_key_, {})) {  // the owner has gone
       fold_leftovers(*journal);
       return;
     }
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw Error(ErrorCode::audit_unavailable,
+                  "audit log incomplete: the running custosd has not folded the entries it journaled within " +
+                      std::to_string(kForeignFoldWait.count()) + " s (its /healthz shows the fold's error)");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
@@ -1326,10 +1343,14 @@ JournalStatus AuditLog::journal_status() {
 void AuditLog::fold_loop() {
   util::MutexLock lock(pend_mu_);
   // A fold is due one interval after the first entry it will carry arrived,
-  // or at once when asked (journal half full, or full). Folds go first: a
-  // fold frees whole segments, a spare only saves a read the wait.
+  // or at once when asked (journal half full, or full, or another process
+  // wants to read the log: Journal::request_fold, looked for every
+  // kFoldRequestPoll). Folds go first: a fold frees whole segments, a spare
+  // only saves a read the wait.
   constexpr auto kNotDue = std::chrono::steady_clock::time_point::max();
   auto fold_due = kNotDue;
+  auto next_request_check = std::chrono::steady_clock::now();
+  bool requested = false;  // another process asked (Journal::request_fold): fold everything
   const auto try_spare = [&]() CUSTOS_REQUIRES(pend_mu_) {
     try {
       journal_->prepare_spare(pend_mu_);  // drops pend_mu_ while it writes
@@ -1341,18 +1362,27 @@ void AuditLog::fold_loop() {
     }
   };
   while (!stop_folder_) {
-    const auto now = std::chrono::steady_clock::now();
-    if (fold_now_ || now >= fold_due) {
-      fold_now_ = false;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_request_check) {
+      next_request_check = now + kFoldRequestPoll;
+      if (journal_->take_fold_request()) requested = true;
+    }
+    if (fold_now_ || requested || now >= fold_due) {
+      const bool everything = requested;
+      const std::uint64_t target = written_through_;
+      fold_now_ = requested = false;
       fold_due = kNotDue;
       lock.unlock();
       bool failed = false;
       try {
-        fold_pending(false);
+        fold_pending(everything);
       } catch (...) {
         failed = true;  // kept in fold_error_; the records stay in the journal
       }
       lock.lock();
+      // One batch per turn (a spare may be due between them), but a backlog
+      // that was due does not wait another interval.
+      if (!failed && folded_through_ < target) fold_now_ = true;
       spare_wanted_ = false;
       try_spare();
       if (failed) pend_cv_.wait_for(lock, std::chrono::milliseconds(100), [&]() CUSTOS_REQUIRES(pend_mu_) { return stop_folder_; });
@@ -1367,10 +1397,7 @@ void AuditLog::fold_loop() {
     const auto woken = [&]() CUSTOS_REQUIRES(pend_mu_) {
       return stop_folder_ || fold_now_ || spare_wanted_ || (fold_due == kNotDue && written_through_ > folded_through_);
     };
-    if (fold_due != kNotDue)
-      pend_cv_.wait_until(lock, fold_due, woken);
-    else
-      pend_cv_.wait(lock, woken);
+    pend_cv_.wait_until(lock, std::min(fold_due, next_request_check), woken);
   }
 }
 

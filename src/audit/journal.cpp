@@ -304,6 +304,20 @@ Journal::Recovery Journal::recover(std::uint64_t after) {
   return out;
 }
 
+namespace {
+constexpr const char* kFoldRequestFile = "fold-request";
+}  // namespace
+
+void Journal::request_fold(const fs::path& dir) {
+  const int fd = ::open((dir / kFoldRequestFile).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw Error(ErrorCode::audit_unavailable, "audit journal: cannot ask its owner to fold (" +
+                                                  std::string(std::strerror(errno)) + ")");
+  ::close(fd);
+}
+
+bool Journal::take_fold_request() const { return ::unlink((dir_ / kFoldRequestFile).c_str()) == 0; }
+
 std::optional<std::uint64_t> Journal::newest_counter(const fs::path& dir, const crypto::SecretKey& key) {
   std::optional<std::uint64_t> newest;
   std::error_code ec;

@@ -690,9 +690,7 @@ TEST_F(HttpTest, KilledServerLosesNoAuditedRead) {
   // A fold interval longer than the test: the reads' entries are only in the journal.
   d_ = start_daemon(vault_->dir, {"--audit-fold-interval-ms", "600000"});
   ASSERT_TRUE(d_->alive()) << d_->err();
-  // Sign what start-up wrote now: else a checkpoint falls due a second after
-  // start, and signing it folds the journal (on a slow run, e.g. under TSan,
-  // in the middle of the reads).
+  // Sign what start-up wrote now, so the reads below are all the journal holds.
   ASSERT_EQ(d_->get("/v1/audit/checkpoint", admin_).status, 200);
   for (int i = 0; i < 20; ++i) ASSERT_EQ(d_->get("/v1/subjects/" + id, admin_, "customer_service").status, 200);
   const Resp m = d_->get("/metrics", admin_);
@@ -707,6 +705,26 @@ TEST_F(HttpTest, KilledServerLosesNoAuditedRead) {
   ASSERT_EQ(run({kCli, "--data-dir", vault_->dir.string(), "audit", "export", "--out", out.string()}).exit_code, 0);
   const auto verified = run({kCli, "--data-dir", vault_->dir.string(), "audit", "verify", out.string()});
   EXPECT_EQ(verified.exit_code, 0) << verified.err;
+}
+
+// An auditor's CLI query while custosd runs must see the reads custosd has
+// journaled and not yet folded, whatever custosd's fold interval: the CLI asks
+// the running server to fold and waits for it, it does not wait out the
+// interval (nor give up and show a log without them).
+TEST_F(HttpTest, ACliAuditQueryWhileTheServerRunsSeesItsJournaledReads) {
+  const std::string id = create({{"given_name", "Lee"}, {"email", "lee@example.com"}});
+  ASSERT_EQ(d_->stop(), 0);
+  d_ = start_daemon(vault_->dir, {"--audit-fold-interval-ms", "600000"});
+  ASSERT_TRUE(d_->alive()) << d_->err();
+  ASSERT_EQ(d_->get("/v1/audit/checkpoint", admin_).status, 200);  // folds what start-up wrote
+  for (int i = 0; i < 7; ++i) ASSERT_EQ(d_->get("/v1/subjects/" + id, admin_, "customer_service").status, 200);
+  ASSERT_NE(d_->get("/metrics", admin_).body.find("\ncustos_audit_journal_pending 7\n"), std::string::npos);
+  const auto r = run({kCli, "--data-dir", vault_->dir.string(), "audit", "entries", "--subject", id, "--operation",
+                      "subject.read", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["entries"].size(), 7u) << r.out;
+  // The server folded them for the CLI; nothing waits in its journal.
+  EXPECT_NE(d_->get("/metrics", admin_).body.find("\ncustos_audit_journal_pending 0\n"), std::string::npos);
 }
 
 // Campaign fetches hold a thread each while their client reads, so at most

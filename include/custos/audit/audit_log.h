@@ -134,8 +134,9 @@ class AuditLog {
   // not left to grow without a tree, and the operation fails closed.
   void enable_pending_table(std::chrono::milliseconds fold_interval, std::uint64_t max_waiting);
   // Folds every journaled entry into the tree now; in a process beside a
-  // journaling one (the CLI beside custosd), waits up to 3 s for that
-  // process to fold every read it had answered.
+  // journaling one (the CLI beside custosd), asks that process to fold and
+  // waits (up to 30 s, then Error(audit_unavailable)) until every read it
+  // had answered is in the tree.
   void flush();
   JournalStatus journal_status();
   // Reads are journaled: in this node's journal, or in the pending table.
@@ -144,9 +145,12 @@ class AuditLog {
   }
   ~AuditLog();
 
-  // Signs the current head if it is larger than the last checkpoint; returns the latest.
+  // Folds the journal (flush), then signs the head if it is larger than the
+  // last checkpoint; returns the latest.
   Checkpoint checkpoint_now();
-  // For a timer: signs if entries are unsigned and checkpoint_every_ms passed.
+  // For a timer: signs the folded head if it holds unsigned entries and
+  // checkpoint_every_ms passed. It does not fold: journaled entries are
+  // signed at the first tick after the folder's interval folds them.
   void checkpoint_if_due();
   std::optional<Checkpoint> latest_checkpoint();
   std::optional<Checkpoint> checkpoint_at(std::uint64_t size);
@@ -181,6 +185,8 @@ class AuditLog {
   std::int64_t now_us() const;
 
  private:
+  // Signs the head as folded if it is larger than the last checkpoint; returns the latest.
+  Checkpoint sign_folded();
   struct Head;
   void load_head(store::Transaction& tx) CUSTOS_REQUIRES(mu_);
   Checkpoint sign_head(store::Transaction& tx, std::uint64_t size, const Hash& root) CUSTOS_REQUIRES(mu_);

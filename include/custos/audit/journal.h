@@ -89,6 +89,14 @@ class Journal {
   // For another process while the owner runs: the counter of the newest
   // complete record in `dir`, read without the lock (nullopt if none).
   static std::optional<std::uint64_t> newest_counter(const std::filesystem::path& dir, const crypto::SecretKey& key);
+  // For another process (an auditor's CLI) that must see what the owner has
+  // journaled: asks the owner to fold now rather than at its interval, by a
+  // file in `dir` that the owner's folder looks for (take_fold_request).
+  // Throws Error(audit_unavailable) if the file cannot be created.
+  static void request_fold(const std::filesystem::path& dir);
+  // For the owner: whether a fold was requested since the last call; the
+  // request is taken (its file removed). One unlink, no lock needed.
+  bool take_fold_request() const;
 
   // Starts appending with counter `next`; the old segments become spares,
   // and if there are none one is created now (not by the first read).
