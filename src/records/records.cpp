@@ -553,8 +553,13 @@ ErasureReport Records::erase(const audit::Actor& actor, const SubjectId& id, boo
         {audit_.now_us(), id});
     report.index_entries_removed = tx->exec("DELETE FROM blind_index WHERE subject_id = ?", {id});
     if (key_destroyed_hook_) key_destroyed_hook_(*tx, id);
-    // Touchpoint notes are not touched, nor even counted: without the DEK
-    // they are noise, so erasure time does not grow with them.
+    // Touchpoint notes are not touched: without the DEK they are noise. Their
+    // type is the caller's free text in the clear ("call with <name> about
+    // ..."), so it goes (secure_delete zeroes the old bytes); channel and time
+    // stay for recency analytics. This is the one step that grows with the
+    // subject's touchpoints (an indexed update, ~µs each).
+    report.touchpoint_types_erased =
+        tx->exec("UPDATE touchpoints SET type = 'erased' WHERE subject_id = ? AND type <> 'erased'", {id});
     audit_.append(*tx, actor, {"subject.erase", report.subject_id, report.fields_erased, {}, true, "", detail});
     tx->commit();
   }

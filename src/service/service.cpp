@@ -890,6 +890,8 @@ Json Service::erase_subject(const Caller& caller, std::string_view id_text, std:
           {"fields_erased", r.fields_erased},
           {"index_entries_removed", r.index_entries_removed},
           {"touchpoint_notes", "shredded (their key is destroyed)"},
+          {"touchpoint_types", "erased (free text about the subject)"},
+          {"touchpoints", "channel and time retained (no identity)"},
           {"orders", "retained (not personal data)"}};
 }
 

@@ -410,7 +410,7 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
     const auto policy = retention::Policy::load(dir / "retention.yaml");
     std::set<std::string> fields_erased;
     Json erased_ids = Json::array();
-    std::int64_t index_entries = 0;
+    std::int64_t index_entries = 0, touchpoint_types = 0;
     std::size_t held = 0, already = 0, merged = 0;
     for (const auto& sid : covered) {
       const std::string hex = records::to_hex(sid);
@@ -434,6 +434,7 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
         const auto r = records->erase(actor, sid);
         fields_erased.insert(r.fields_erased.begin(), r.fields_erased.end());
         index_entries += r.index_entries_removed;
+        touchpoint_types += r.touchpoint_types_erased;
         erased_ids.push_back(hex);
       } else if (meta.status == "merged") {
         ++merged;  // its data moved to the survivor, which the request covers (follow_merge)
@@ -447,6 +448,7 @@ Json Service::Impl::fulfil(const audit::Actor& actor, const access::Policy& pol,
                         {"touchpoint_notes", erased_ids.empty()
                                                  ? (held > 0 ? "kept (legal hold)" : "already crypto-shredded")
                                                  : "crypto-shredded (the subject's key is destroyed)"},
+                        {"touchpoint_types_erased", touchpoint_types},
                         {"consent_history", "kept as proof of consent (pseudonymous): the vault's evidence of each event;"
                                              " the details callers put in its proof erased"}};
     std::string note;

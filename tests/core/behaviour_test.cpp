@@ -124,6 +124,34 @@ TEST(ErasureShreds, TheWrappedKeyAndTheFieldBlobLeaveTheRowAndTheFile) {
   EXPECT_TRUE(testing::files_containing(v.data_dir(), "shred@example.com").empty());
 }
 
+// A touchpoint's `type` is the caller's free text (up to 64 characters):
+// a CRM may well write "call with Jane Roe about her divorce" there. Its
+// notes are sealed under the subject's key and go with it; the type must
+// too, or an erased subject's touchpoints keep words about them in the clear.
+// Channel and time stay (recency analytics need no identity).
+TEST(ErasureShreds, TouchpointTypesGoWithTheSubject) {
+  TestVault v;
+  const std::string id =
+      v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Jane"}, {"email", "roe@example.com"}}}})["id"];
+  v.service->add_touchpoint(v.admin("customer_service"), id,
+                            {{"channel", "phone"}, {"type", "call with Jane Roe about her divorce"}});
+  v.service->add_touchpoint(v.admin("customer_service"), id, {{"channel", "email"}, {"type", "newsletter_open"}});
+  const std::string other =
+      v.service->create_subject(v.admin(), {{"fields", {{"given_name", "Kay"}, {"email", "kay@example.com"}}}})["id"];
+  v.service->add_touchpoint(v.admin("customer_service"), other, {{"channel", "web"}, {"type", "visit by Kay"}});
+  const Json report = v.service->erase_subject(v.admin(), id, "test: right to erasure");
+  EXPECT_EQ(report["touchpoint_types"], "erased (free text about the subject)") << report.dump();
+  auto db = raw_store(v);
+  auto tx = db->begin(store::TxMode::read);
+  std::vector<std::string> kept;
+  tx->exec("SELECT channel, type FROM touchpoints WHERE subject_id = ? ORDER BY channel",
+           {records::parse_subject_id(id)},
+           [&](const store::Row& r) { kept.push_back(std::string(r.text(0)) + "/" + std::string(r.text(1))); });
+  EXPECT_EQ(kept, (std::vector<std::string>{"email/erased", "phone/erased"}));
+  // Nobody else's.
+  EXPECT_EQ(tx->scalar("SELECT count(*) FROM touchpoints WHERE type = 'visit by Kay'").value_or(0), 1);
+}
+
 // A consent's `proof` is the caller's to fill (a form id, the address the
 // form was sent from, what the subject typed): the erasure report promises
 // that the consent history it keeps holds no personal values, so what a

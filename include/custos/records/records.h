@@ -63,8 +63,10 @@ struct ErasureReport {
   std::string subject_id;
   std::vector<std::string> fields_erased;
   std::int64_t index_entries_removed = 0;
-  // Touchpoint notes become unreadable with the DEK; orders are not
-  // personal and stay for accounting (the DSR report counts both).
+  // Touchpoint types (free text) replaced by "erased"; notes become
+  // unreadable with the DEK; channel and time stay. Orders are not personal
+  // and stay for accounting (the DSR report counts both).
+  std::int64_t touchpoint_types_erased = 0;
 };
 
 // What creating a subject does when one of its searchable identifiers
